@@ -1,0 +1,23 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set themselves up.
+PY := .venv/bin/python
+
+.PHONY: setup demo test test-fast bench clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@$(PY) scripts/demo.py
+
+test: setup
+	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The quick loop while developing: everything not marked slow.
+test-fast: setup
+	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) bench/enrollment_and_commands.py
+
+clean:
+	rm -rf .venv build demo-data

@@ -1,0 +1,173 @@
+"""A track whose source can be swapped while the call goes on.
+
+The peer connection holds one :class:`SwappableTrack` for the whole call.  When
+the camera (or microphone) disappears we swap its source for nothing and the
+track sends a calm filler instead: a plain dark picture at a low frame rate, or
+silence; when a device comes back we swap it in.  No renegotiation, no new
+track, and the remote side never sees the stream end.
+
+Timestamps belong to the track, not the source: every source starts its own
+clock at zero, and a stream whose timestamps jump back would confuse the
+remote jitter buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import logging
+import time
+from typing import Optional
+
+import av
+from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
+from av.frame import Frame
+
+from .sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, Kind
+
+logger = logging.getLogger(__name__)
+
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+# Calm dark blue-grey, in limited-range YUV.
+PLACEHOLDER_YUV = (40, 140, 120)
+
+
+def placeholder_frame(width: int = 640, height: int = 480) -> av.VideoFrame:
+    """A plain dark picture: cheap to encode and nothing for the eye to catch."""
+    frame = av.VideoFrame(width, height, "yuv420p")
+    for plane, value in zip(frame.planes, PLACEHOLDER_YUV):
+        plane.update(bytes([value]) * plane.buffer_size)
+    return frame
+
+
+def silence_frame() -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="stereo", samples=AUDIO_SAMPLES)
+    for plane in frame.planes:
+        plane.update(bytes(plane.buffer_size))
+    frame.sample_rate = AUDIO_RATE
+    return frame
+
+
+class SwappableTrack(MediaStreamTrack):
+    """Forwards frames from the current source, or a filler when there is none."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        source: Optional[MediaStreamTrack] = None,
+        placeholder_fps: float = 5.0,
+        size: tuple[int, int] = (640, 480),
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source = source
+        self._swapped = asyncio.Event()
+        self._pending: Optional[asyncio.Future[Frame]] = None
+        self._size = size
+        self._filler_interval = 1.0 / placeholder_fps if kind == "video" else AUDIO_PTIME
+        self._next_filler_at: Optional[float] = None
+        self._clock_start: Optional[float] = None
+        self._last_pts = -1
+        self._audio_samples = 0
+        self.frames_from_source = 0
+        self.filler_frames = 0
+
+    @property
+    def source(self) -> Optional[MediaStreamTrack]:
+        return self._source
+
+    def swap(self, source: Optional[MediaStreamTrack]) -> Optional[MediaStreamTrack]:
+        """Use ``source`` from the next frame on; returns the previous one.
+
+        The caller owns the previous source and decides whether to stop it.
+        """
+        previous, self._source = self._source, source
+        if previous is not source:
+            self._drop_pending()
+            self._swapped.set()
+            logger.info("%s source is now %s", self.kind, getattr(source, "spec", source))
+        return previous
+
+    def stop(self) -> None:
+        self._drop_pending()
+        self._swapped.set()
+        super().stop()
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    async def recv(self) -> Frame:
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            source = self._source
+            if source is None:
+                frame = await self._filler()
+                if frame is None:
+                    continue  # a source was swapped in while we waited
+                self.filler_frames += 1
+                return self._stamp(frame)
+            self._swapped.clear()
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(source.recv())
+            swapped = asyncio.ensure_future(self._swapped.wait())
+            try:
+                await asyncio.wait({self._pending, swapped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                swapped.cancel()
+            pending, self._pending = self._pending, None
+            if pending is None or not pending.done() or source is not self._source:
+                if pending is not None:
+                    pending.cancel()
+                continue
+            try:
+                frame = pending.result()
+            except MediaStreamError:
+                # The device went away under us; hotplug will bring a new one.
+                logger.info("%s source ended, sending filler", self.kind)
+                if self._source is source:
+                    self._source = None
+                continue
+            self.frames_from_source += 1
+            self._next_filler_at = None
+            if isinstance(frame, av.VideoFrame):
+                self._size = (frame.width, frame.height)
+            return self._stamp(frame)
+
+    async def _filler(self) -> Optional[Frame]:
+        """Wait for the next filler slot; ``None`` if a source arrived meanwhile."""
+        now = time.monotonic()
+        if self._next_filler_at is None:
+            self._next_filler_at = now
+        delay = self._next_filler_at - now
+        self._next_filler_at = max(self._next_filler_at + self._filler_interval, now)
+        self._swapped.clear()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(self._swapped.wait(), delay)
+                return None
+            except asyncio.TimeoutError:
+                pass
+        if self._source is not None:
+            return None
+        return placeholder_frame(*self._size) if self.kind == "video" else silence_frame()
+
+    def _stamp(self, frame: Frame) -> Frame:
+        """Give ``frame`` the track's own, continuous timestamp."""
+        if isinstance(frame, av.AudioFrame):
+            # Audio timestamps count samples, so the remote side hears no gap
+            # or overlap when the microphone changes.
+            frame.pts = self._audio_samples
+            frame.time_base = AUDIO_TIME_BASE
+            self._audio_samples += frame.samples
+            return frame
+        now = time.monotonic()
+        if self._clock_start is None:
+            self._clock_start = now
+        pts = max(int((now - self._clock_start) * VIDEO_CLOCK_RATE), self._last_pts + 1)
+        self._last_pts = pts
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        return frame

@@ -1,0 +1,296 @@
+"""One definition of every message that crosses a process or network boundary.
+
+Device <-> server messages travel as JSON text frames over the mutual-TLS WebSocket;
+UI <-> agent messages travel as JSON lines over the agent's Unix socket; enrollment
+and provisioning use the plain structs at the end. Each message is a frozen msgspec
+Struct whose ``type`` tag names it on the wire, and every decode goes through a
+:class:`Codec`, which turns any bad input into a :class:`ProtocolError` with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar, Union
+
+import msgspec
+
+from kiosk.protocol.errors import ProtocolError
+
+DeviceState = Literal["unprovisioned", "enrolled-unassigned", "assigned", "wipe-pending"]
+Outcome = Literal["ok", "failed", "refused"]
+CheckStatus = Literal["OK", "WARN", "FAIL"]
+
+#: A WebSocket frame or socket line larger than this is refused before it is parsed.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    """Base of every tagged message."""
+
+
+# --------------------------------------------------------------------------- commands
+# A command's action is a tagged union: the tag is the command kind, the fields are its
+# arguments. Adding a command means adding one struct here and one handler in the agent.
+
+
+class Ping(Message, tag="ping"):
+    pass
+
+
+class Diagnostics(Message, tag="diagnostics"):
+    pass
+
+
+class Logs(Message, tag="logs"):
+    lines: int = 200
+
+
+class RestartUi(Message, tag="restart-ui"):
+    pass
+
+
+class Reboot(Message, tag="reboot"):
+    pass
+
+
+class Assign(Message, tag="assign"):
+    """Hand the unit to a citizen. Personal data: stored encrypted on the device only."""
+
+    citizen_name: str
+    contact_staff: list[str] = []
+
+
+class SetConfig(Message, tag="set-config"):
+    settings: dict[str, str | int | float | bool]
+
+
+class Wipe(Message, tag="wipe"):
+    pass
+
+
+CommandAction = Union[Ping, Diagnostics, Logs, RestartUi, Reboot, Assign, SetConfig, Wipe]
+COMMAND_KINDS: tuple[str, ...] = tuple(
+    t.__struct_config__.tag for t in CommandAction.__args__  # type: ignore[attr-defined]
+)
+
+
+class Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the server signs. ``id`` is unique; the device refuses to run it twice."""
+
+    id: str
+    device_id: str
+    issued_at: float
+    expires_at: float
+    action: CommandAction
+
+    @property
+    def kind(self) -> str:
+        return str(self.action.__struct_config__.tag)
+
+
+class DiagnosticCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    status: CheckStatus
+    detail: str
+
+
+class WipeReceipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the device proves it did. Signed inside a CommandResult by the device key."""
+
+    erased: list[str]
+    key_fingerprint: str | None  # SHA-256 of the destroyed per-assignment key, if there was one
+    intent_at: float
+    finished_at: float
+    resumed_after_interruption: bool
+
+
+class CommandResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the device signs after handling a command (or refusing it)."""
+
+    command_id: str
+    device_id: str
+    kind: str
+    outcome: Outcome
+    finished_at: float
+    reason: str | None = None
+    detail: dict[str, Any] = {}
+
+
+class SignedEnvelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Exact payload bytes plus a signature over them (bytes travel as base64)."""
+
+    payload: bytes
+    signature: bytes
+
+
+# ------------------------------------------------------------- device <-> server (WSS)
+
+
+class Hello(Message, tag="hello"):
+    agent_version: str
+    state: DeviceState
+    ui_alive: bool
+
+
+class Welcome(Message, tag="welcome"):
+    device_id: str
+    server_time: float
+    heartbeat_interval: float
+
+
+class Heartbeat(Message, tag="heartbeat"):
+    seq: int
+    sent_at: float
+    state: DeviceState
+    ui_alive: bool
+
+
+class HeartbeatAck(Message, tag="heartbeat-ack"):
+    seq: int
+    sent_at: float  # echoed, so the device measures the round trip without clock sync
+    server_time: float
+
+
+class CommandDelivery(Message, tag="command"):
+    envelope: SignedEnvelope
+
+
+class CommandAck(Message, tag="command-ack"):
+    command_id: str
+
+
+class ResultDelivery(Message, tag="result"):
+    envelope: SignedEnvelope
+
+
+class ResultAck(Message, tag="result-ack"):
+    command_id: str
+    accepted: bool
+    reason: str | None = None
+
+
+class Rejected(Message, tag="rejected"):
+    """Your last message was refused; the connection stays open."""
+
+    reason: str
+    detail: str
+
+
+DeviceToServer = Union[Hello, Heartbeat, CommandAck, ResultDelivery, Rejected]
+ServerToDevice = Union[Welcome, HeartbeatAck, CommandDelivery, ResultAck, Rejected]
+
+
+# ------------------------------------------------------------------ UI <-> agent (Unix)
+
+
+class UiHello(Message, tag="ui-hello"):
+    ui_version: str
+
+
+class UiHeartbeat(Message, tag="ui-heartbeat"):
+    screen_awake: bool
+
+
+class GetStatus(Message, tag="get-status"):
+    pass
+
+
+class AgentStatus(Message, tag="status"):
+    """What the UI shows: never more than the screen needs."""
+
+    state: DeviceState
+    server_online: bool
+    citizen_name: str | None = None
+    contact_staff: list[str] = []
+
+
+UiToAgent = Union[UiHello, UiHeartbeat, GetStatus]
+AgentToUi = Union[AgentStatus, Rejected]
+
+
+# -------------------------------------------------------------- enrollment (HTTPS JSON)
+
+
+class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    token: str
+    csr_pem: str
+    agent_version: str
+
+
+class EnrollResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    device_id: str
+    certificate_pem: str
+    ca_pem: str
+    command_public_key_pem: str
+    municipality: str
+    heartbeat_interval: float
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    """Every HTTP error: a stable code for programs and a sentence for people."""
+
+    error: str
+    message: str
+
+
+# ------------------------------------------------------------------------------ codecs
+
+T = TypeVar("T")
+
+
+class Codec(Generic[T]):
+    """Decodes one message type (or tagged union) from JSON, with a size limit.
+
+    Every failure, whatever the input, is a :class:`ProtocolError`; nothing else escapes.
+    """
+
+    def __init__(self, message_type: type[T] | Any, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(message_type)
+        self._max_bytes = max_bytes
+
+    def decode(self, data: bytes | str) -> T:
+        raw = data.encode() if isinstance(data, str) else data
+        if len(raw) > self._max_bytes:
+            raise ProtocolError("oversized", f"message of {len(raw)} bytes exceeds {self._max_bytes}")
+        try:
+            return self._decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise ProtocolError(_validation_reason(str(exc)), str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("malformed", f"not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:  # pragma: no cover - msgspec reports this itself
+            raise ProtocolError("malformed", f"not UTF-8: {exc}") from None
+
+
+def _validation_reason(text: str) -> str:
+    if "Invalid value" in text and "`$.type`" in text:
+        return "unknown-type"
+    if "missing required field `type`" in text:
+        return "unknown-type"
+    return "invalid"
+
+
+def encode(message: Any) -> bytes:
+    return msgspec.json.encode(message)
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+def convert(value: Any, message_type: type[T] | Any, *, strict: bool = True) -> T:
+    """Build a message from plain data (e.g. parsed YAML or CLI args), as a ProtocolError on failure."""
+    try:
+        return msgspec.convert(value, message_type, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(_validation_reason(str(exc)), str(exc)) from None
+
+
+DEVICE_TO_SERVER: Codec[DeviceToServer] = Codec(DeviceToServer)
+SERVER_TO_DEVICE: Codec[ServerToDevice] = Codec(ServerToDevice)
+UI_TO_AGENT: Codec[UiToAgent] = Codec(UiToAgent, max_bytes=16 * 1024)
+AGENT_TO_UI: Codec[AgentToUi] = Codec(AgentToUi)
+COMMAND: Codec[Command] = Codec(Command)
+COMMAND_RESULT: Codec[CommandResult] = Codec(CommandResult)
+ENROLL_REQUEST: Codec[EnrollRequest] = Codec(EnrollRequest, max_bytes=32 * 1024)
+ENROLL_RESPONSE: Codec[EnrollResponse] = Codec(EnrollResponse, max_bytes=64 * 1024)
+ERROR_RESPONSE: Codec[ErrorResponse] = Codec(ErrorResponse, max_bytes=16 * 1024)

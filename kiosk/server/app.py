@@ -1,0 +1,120 @@
+"""Assembles the municipality server: storage, authority, hub and its two listening ports."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+import kiosk
+from kiosk.server import console_api, device_api, openapi
+from kiosk.server.ca import Authority, load_or_create
+from kiosk.server.hub import Hub
+from kiosk.server.store import Store
+
+log = logging.getLogger("kiosk.server")
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Listen":
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        return cls(host.strip("[]") or "127.0.0.1", int(port))
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host == "localhost"
+
+
+def device_tls(authority: Authority) -> ssl.SSLContext:
+    """Server TLS that asks every client for a certificate chaining to our root."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(authority.server_cert_path, authority.server_key_path)
+    ctx.load_verify_locations(cafile=str(authority.ca_cert_path))
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # enrollment comes without a certificate; the socket needs one
+    return ctx
+
+
+def console_tls(authority: Authority) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(authority.server_cert_path, authority.server_key_path)
+    return ctx
+
+
+@dataclass
+class Server:
+    data: Path
+    store: Store
+    authority: Authority
+    hub: Hub
+
+    @classmethod
+    def open(cls, data: Path, municipality: str = "Demo Kommune",
+             server_names: list[str] | None = None) -> "Server":
+        authority = load_or_create(data, municipality, server_names)
+        store = Store.in_directory(data)
+        return cls(data, store, authority, Hub(store))
+
+    def _app(self, routes: list[web.RouteDef], middlewares: list[object] = ()) -> web.Application:  # type: ignore[assignment]
+        app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
+        app[device_api.AUTHORITY] = self.authority
+        app[device_api.STORE] = self.store
+        app[device_api.HUB] = self.hub
+        app.add_routes(routes)
+        return app
+
+    def device_app(self) -> web.Application:
+        return self._app(device_api.routes())
+
+    def console_app(self, secure_cookie: bool) -> web.Application:
+        app = self._app(console_api.routes(), [console_api.guard])
+        app[console_api.SECURE_COOKIE] = secure_cookie
+        spec = openapi.document(kiosk.__version__)
+
+        async def openapi_json(_request: web.Request) -> web.Response:
+            return web.json_response(spec)
+
+        app.router.add_get("/openapi.json", openapi_json)
+        return app
+
+    async def start(self, device: Listen, console: Listen, console_https: bool | None = None) -> list[web.AppRunner]:
+        """Start both ports; the console speaks plain HTTP only when bound to loopback."""
+        if console_https is None:
+            console_https = not console.loopback
+        if not console_https and not console.loopback:
+            raise ValueError("the console may use plain HTTP only on a loopback address")
+        runners = []
+        for app, listen, tls in (
+            (self.device_app(), device, device_tls(self.authority)),
+            (self.console_app(secure_cookie=console_https), console,
+             console_tls(self.authority) if console_https else None),
+        ):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
+            runners.append(runner)
+        self.hub.start()
+        log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
+                 "https" if console_https else "http", console.host, console.port)
+        return runners
+
+    async def stop(self, runners: list[web.AppRunner]) -> None:
+        await self.hub.stop()
+        for runner in runners:
+            await runner.cleanup()
+        self.store.close()

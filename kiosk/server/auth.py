@@ -1,0 +1,49 @@
+"""People: roles, what each role may do, password hashing and sessions."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+ROLES = ("caregiver", "support", "logistics", "admin")
+
+#: What each role may do. ``command:<kind>`` covers sending that command to a device.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "caregiver": frozenset(),
+    "support": frozenset({
+        "devices.read", "audit.read", "command:ping", "command:diagnostics", "command:logs",
+        "command:restart-ui", "command:reboot",
+    }),
+    "logistics": frozenset({
+        "devices.read", "audit.read", "tokens.create", "devices.revoke", "command:ping",
+        "command:assign", "command:wipe", "command:set-config",
+    }),
+}
+
+SESSION_TTL_SECONDS = 12 * 3600.0
+MIN_PASSWORD_LENGTH = 10
+
+_hasher = PasswordHasher()
+# Verifying against this keeps a login for an unknown user as slow as for a known one.
+_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+
+
+def may(role: str, permission: str) -> bool:
+    return role == "admin" or permission in PERMISSIONS.get(role, frozenset())
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def check_password(stored_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    return _hasher.check_needs_rehash(stored_hash)

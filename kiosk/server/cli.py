@@ -1,0 +1,219 @@
+"""``kiosk-server``: run the municipality server and administer it from its host.
+
+The administrative subcommands open the same data directory as the running server
+(SQLite in WAL mode), so they work while ``serve`` runs; a command queued here is
+picked up and delivered by the server within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import kiosk
+from kiosk.cli_util import fail, parse_duration, print_json
+from kiosk.server import auth, commands
+from kiosk.server.app import Listen, Server
+from kiosk.server.console_api import ApiError, make_provisioning_files
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiosk-server", description="Skærmbesøg municipality server")
+    p.add_argument("--version", action="version", version=kiosk.__version__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def data(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data", type=Path, required=True, help="the server's data directory")
+
+    sp = sub.add_parser("init", help="create the CA, keys and database (serve does this too)")
+    data(sp)
+    sp.add_argument("--municipality", default="Demo Kommune")
+    sp.add_argument("--server-name", action="append", help="DNS name or IP in the server certificate (repeat)")
+
+    sp = sub.add_parser("serve", help="run the server")
+    data(sp)
+    sp.add_argument("--device-listen", default="127.0.0.1:8443", type=Listen.parse)
+    sp.add_argument("--console-listen", default="127.0.0.1:8080", type=Listen.parse)
+    sp.add_argument("--console-https", action="store_true", help="HTTPS on the console even on loopback")
+    sp.add_argument("--municipality", default="Demo Kommune", help="only used when DIR is new")
+    sp.add_argument("--server-name", action="append", help="only used when DIR is new (repeat)")
+    sp.add_argument("--log-level", default="INFO")
+
+    tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
+    sp = tok.add_parser("create", help="write N provisioning files")
+    data(sp)
+    sp.add_argument("--count", type=int, default=1)
+    sp.add_argument("--expires", default="7d", type=parse_duration)
+    sp.add_argument("--server-url", required=True, help="the device port as devices reach it, https://HOST:PORT")
+    sp.add_argument("--out", type=Path, required=True)
+
+    dev = sub.add_parser("device", help="enrolled devices").add_subparsers(dest="sub", required=True)
+    sp = dev.add_parser("list")
+    data(sp)
+    sp.add_argument("--json", action="store_true")
+    sp = dev.add_parser("revoke")
+    data(sp)
+    sp.add_argument("device_id")
+
+    cmd = sub.add_parser("command", help="signed commands to devices").add_subparsers(dest="sub", required=True)
+    sp = cmd.add_parser("send")
+    data(sp)
+    sp.add_argument("device_id")
+    sp.add_argument("kind", help=", ".join(commands.m.COMMAND_KINDS))
+    sp.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--expires", default="1d", type=parse_duration)
+    sp.add_argument("--json", action="store_true")
+    sp = cmd.add_parser("show")
+    data(sp)
+    sp.add_argument("command_id")
+    sp.add_argument("--json", action="store_true")
+
+    usr = sub.add_parser("user", help="console accounts").add_subparsers(dest="sub", required=True)
+    sp = usr.add_parser("add")
+    data(sp)
+    sp.add_argument("username")
+    sp.add_argument("--role", choices=auth.ROLES, required=True)
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    aud = sub.add_parser("audit", help="the append-only audit log").add_subparsers(dest="sub", required=True)
+    sp = aud.add_parser("list")
+    data(sp)
+    sp.add_argument("--device")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--json", action="store_true")
+    sp = aud.add_parser("verify", help="check the hash chain of the whole log")
+    data(sp)
+    return p
+
+
+def _parse_args(pairs: list[str]) -> dict[str, str]:
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--arg takes KEY=VALUE, got {pair!r}")
+        args[key] = value
+    return args
+
+
+def _list_arg(kind: str, args: dict[str, str]) -> dict[str, object]:
+    # The CLI's only list-valued argument: assign's contact staff, comma separated.
+    if kind == "assign" and "contact_staff" in args:
+        return {**args, "contact_staff": [s.strip() for s in args["contact_staff"].split(",") if s.strip()]}
+    return dict(args)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = Server.open(args.data, args.municipality, args.server_name)
+    runners = await server.start(args.device_listen, args.console_listen,
+                                 True if args.console_https else None)
+    print(f"kiosk-server {kiosk.__version__}: {server.authority.municipality}; "
+          f"root CA SHA-256 {server.authority.ca_fingerprint}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(runners)
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.umask(0o077)  # keys, database and provisioning files are for the server's owner only
+    args = _parser().parse_args(argv)
+    if args.cmd == "serve":
+        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(_serve(args))
+        return
+    server = Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
+                         getattr(args, "server_name", None))
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        _run(args, server, actor)
+    except (commands.CommandError, ApiError) as exc:
+        fail(str(exc))
+    finally:
+        server.store.close()
+
+
+def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
+    store = server.store
+    match args.cmd, getattr(args, "sub", None):
+        case "init", _:
+            print(f"{server.authority.municipality}: root CA SHA-256 {server.authority.ca_fingerprint}")
+        case "enroll-token", "create":
+            if not 1 <= args.count <= 1000:
+                fail("--count must be between 1 and 1000")
+            files = make_provisioning_files(store, server.authority, args.server_url, args.count,
+                                            args.expires, actor)
+            args.out.mkdir(parents=True, exist_ok=True)
+            for name, content in files:
+                path = args.out / name
+                path.write_text(content)
+                path.chmod(0o600)  # a token is a secret until it is used
+                print(path)
+        case "device", "list":
+            rows = [{"id": r.id, "state": r.state, "online": bool(r.online), "last_seen": r.last_seen,
+                     "agent_version": r.agent_version, "enrolled_at": r.enrolled_at,
+                     "revoked": r.revoked_at is not None} for r in store.devices()]
+            if args.json:
+                print_json(rows)
+            else:
+                for r in rows:
+                    flags = "revoked" if r["revoked"] else ("online" if r["online"] else "offline")
+                    print(f"{r['id']}  {r['state']:<20} {flags}")
+        case "device", "revoke":
+            if not store.revoke_device(args.device_id, actor):
+                fail(f"no device {args.device_id}, or it is already revoked")
+            print(f"revoked {args.device_id}; its connection is closed within a second")
+        case "command", "send":
+            action = commands.parse_action(args.kind, _list_arg(args.kind, _parse_args(args.arg)))
+            command = commands.queue(store, server.authority, args.device_id, action, actor, args.expires)
+            if args.json:
+                print_json({"id": command.id, "state": "pending", "expires_at": command.expires_at})
+            else:
+                print(command.id)
+        case "command", "show":
+            row = store.command(args.command_id)
+            if row is None:
+                fail(f"no command {args.command_id}")
+            device = store.device(row.device_id)
+            view = commands.view(row, device.cert_pem if device else None)
+            if args.json:
+                print_json(view)
+            else:
+                print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}"
+                      + (f" ({view['reason']})" if view["reason"] else ""))
+        case "user", "add":
+            password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
+            try:
+                hashed = auth.hash_password(password)
+            except ValueError as exc:
+                fail(str(exc))
+            if store.user(args.username) is not None:
+                fail(f"user {args.username} exists already")
+            store.add_user(args.username, hashed, args.role, actor)
+            print(f"added {args.username} ({args.role})")
+        case "audit", "list":
+            entries = store.audit_entries(args.device, args.limit)
+            if args.json:
+                print_json([e.__dict__ for e in entries])
+            else:
+                for e in entries:
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+                    print(f"{e.seq:>6} {when} {e.actor:<24} {e.action:<22} {e.device_id or '-'}")
+        case "audit", "verify":
+            bad = store.verify_audit_chain()
+            if bad is not None:
+                fail(f"the audit log was altered at entry {bad}", code=3)
+            print("audit log intact")
+
+
+if __name__ == "__main__":
+    main()

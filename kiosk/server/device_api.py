@@ -1,0 +1,173 @@
+"""The device port: CA certificate, enrollment, and the mutual-TLS WebSocket.
+
+The TLS layer asks every client for a certificate but lets enrollment through without
+one (a new unit has none yet); the WebSocket refuses any connection whose certificate
+is missing, unknown, superseded or revoked, before the upgrade.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from kiosk.protocol import messages as m
+from kiosk.protocol.errors import ProtocolError
+from kiosk.server import commands
+from kiosk.server.ca import Authority
+from kiosk.server.hub import DeviceLink, Hub
+from kiosk.server.store import Store, TokenRefused
+
+log = logging.getLogger("kiosk.server.devices")
+
+HEARTBEAT_INTERVAL_SECONDS = 30.0
+#: Frames up to this size are read and, if over the protocol limit, refused with a reason
+#: while the connection stays; larger ones close the connection (aiohttp's own limit).
+WS_FRAME_LIMIT = 4 * 1024 * 1024
+TOKEN_STATUS = {"token-unknown": 403, "token-used": 409, "token-expired": 410}
+
+AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(status=status, body=m.encode(m.ErrorResponse(code, message)),
+                        content_type="application/json")
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=m.encode(value), content_type="application/json")
+
+
+async def ca_certificate(request: web.Request) -> web.Response:
+    """Public: a new unit fetches this and checks it against the pin in its provisioning file."""
+    return web.Response(text=request.app[AUTHORITY].ca_pem, content_type="application/x-pem-file")
+
+
+async def enroll(request: web.Request) -> web.Response:
+    authority, store = request.app[AUTHORITY], request.app[STORE]
+    body = await request.content.read(m.ENROLL_REQUEST._max_bytes + 1)
+    try:
+        req = m.ENROLL_REQUEST.decode(body)
+    except ProtocolError as exc:
+        return error(400, exc.reason, f"enrollment request refused: {exc.detail}")
+    device_id = str(uuid.uuid4())
+    try:
+        with store.tx() as conn:
+            store.consume_token(conn, req.token, device_id)
+            cert = authority.issue_device_certificate(req.csr_pem, device_id)
+            cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+            store.add_device(conn, device_id, format(cert.serial_number, "x"), cert_pem, req.agent_version[:64])
+            store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
+                               agent_version=req.agent_version[:64], peer=request.remote)
+    except TokenRefused as exc:
+        with store.tx() as conn:
+            store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=exc.code, peer=request.remote)
+        return error(TOKEN_STATUS[exc.code], exc.code, str(exc))
+    except ProtocolError as exc:
+        return error(400, exc.reason, exc.detail)
+    log.info("device %s enrolled", device_id)
+    return json_response(m.EnrollResponse(
+        device_id=device_id, certificate_pem=cert_pem, ca_pem=authority.ca_pem,
+        command_public_key_pem=authority.command_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        municipality=authority.municipality, heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS,
+    ))
+
+
+def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
+    """The device id and certificate of a verified client, or the refusal to send."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+    if not der:
+        return error(401, "certificate-required", "a device certificate is required")
+    cert = x509.load_der_x509_certificate(der)
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    device_id = str(cn[0].value) if cn else ""
+    row = request.app[STORE].device(device_id)
+    if row is None or row.cert_serial != format(cert.serial_number, "x"):
+        return error(403, "unknown-device", "this certificate is not registered")
+    if row.revoked_at is not None:
+        return error(403, "revoked", "this device has been revoked")
+    return device_id, row.cert_pem
+
+
+async def device_socket(request: web.Request) -> web.StreamResponse:
+    peer = _peer_device(request)
+    if isinstance(peer, web.Response):
+        log.info("refused device socket: %s", peer.text)
+        return peer
+    device_id, cert_pem = peer
+    hub, store = request.app[HUB], request.app[STORE]
+    ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=HEARTBEAT_INTERVAL_SECONDS * 2)
+    await ws.prepare(request)
+
+    async def send(message: m.ServerToDevice) -> None:
+        if ws.closed:
+            raise ConnectionError("socket closed")
+        await ws.send_str(m.encode(message).decode())
+
+    link = DeviceLink(device_id, cert_pem, send, ws.close)
+    await send(m.Welcome(device_id=device_id, server_time=time.time(),
+                         heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS))
+    await hub.attach(link)
+    log.info("device %s connected", device_id)
+    try:
+        await hub.deliver_pending(device_id)
+        async for frame in ws:
+            if frame.type == WSMsgType.TEXT:
+                await _handle(link, frame.data.encode(), hub, store)
+            elif frame.type == WSMsgType.BINARY:
+                await send(m.Rejected(reason="malformed", detail="text frames only"))
+            elif frame.type == WSMsgType.ERROR:
+                break
+    finally:
+        hub.detach(link)
+        log.info("device %s disconnected", device_id)
+    return ws
+
+
+async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store) -> None:
+    try:
+        message = m.DEVICE_TO_SERVER.decode(data)
+    except ProtocolError as exc:
+        log.info("device %s sent a bad message: %s", link.device_id, exc.reason)
+        await link.send(m.Rejected(reason=exc.reason, detail=exc.detail[:500]))
+        return
+    match message:
+        case m.Hello(state=state, ui_alive=ui_alive) | m.Heartbeat(state=state, ui_alive=ui_alive):
+            link.state, link.ui_alive = state, ui_alive
+            hub.seen(link)
+            if isinstance(message, m.Heartbeat):
+                await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=time.time()))
+        case m.CommandAck(command_id=command_id):
+            hub.seen(link)
+            store.mark_delivered(command_id)
+        case m.ResultDelivery(envelope=envelope):
+            hub.seen(link)
+            try:
+                result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
+            except ProtocolError as exc:
+                log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
+                await link.send(m.ResultAck(command_id="", accepted=False, reason=exc.reason))
+                return
+            if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
+                link.state = commands.STATE_AFTER[result.kind]
+            await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
+        case m.Rejected(reason=reason):
+            log.info("device %s rejected a server message: %s", link.device_id, reason)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/ca.pem", ca_certificate),
+        web.post("/api/v1/enroll", enroll),
+        web.get("/api/v1/socket", device_socket),
+    ]

@@ -1,0 +1,333 @@
+"""The server's storage: one small interface over SQLAlchemy Core.
+
+SQLite (WAL) is the embedded default; the same tables run on PostgreSQL by passing a
+different URL. Both the running server and the CLI open the same database, so every
+write happens in a short transaction that takes the write lock up front.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+devices = sa.Table(
+    "devices", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("cert_serial", sa.String(64), nullable=False),
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("enrolled_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("last_seen", sa.Float),
+    sa.Column("online", sa.Boolean, nullable=False, default=False),  # as of the hub's last flush
+)
+
+enroll_tokens = sa.Table(
+    "enroll_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),  # the token itself is never stored
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("used_at", sa.Float),
+    sa.Column("used_by_device", sa.String(36)),
+)
+
+commands = sa.Table(
+    "commands", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("envelope", sa.LargeBinary, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("reason", sa.Text),
+    sa.Column("result_envelope", sa.LargeBinary),
+    sa.Column("result", sa.Text),  # the verified result, JSON
+)
+
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(36), index=True),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),  # sha256(previous hash + this entry)
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("username", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+COMMAND_STATES = ("pending", "delivered", "done", "failed", "expired")
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class TokenRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float
+    actor: str
+    action: str
+    device_id: str | None
+    detail: dict[str, Any]
+    hash: str
+
+
+def _audit_hash(prev: str, at: float, actor: str, action: str, device_id: str | None, detail: str) -> str:
+    body = json.dumps([prev, at, actor, action, device_id, detail], separators=(",", ":"))
+    return sha256_hex(body)
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = sa.create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self.engine)
+        metadata.create_all(self.engine)
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> "Store":
+        return cls(f"sqlite:///{directory / 'kiosk.db'}")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def tx(self) -> Any:
+        return self.engine.begin()
+
+    # ----------------------------------------------------------------- audit log
+    def append_audit(
+        self, conn: Connection, actor: str, action: str, device_id: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Append one entry, chained to the previous one so any edit is detectable."""
+        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
+        at = time.time()
+        text = json.dumps(detail, sort_keys=True, default=str)
+        conn.execute(audit.insert().values(
+            at=at, actor=actor, action=action, device_id=device_id, detail=text,
+            hash=_audit_hash(prev or "", at, actor, action, device_id, text),
+        ))
+
+    def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
+        q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)
+        if device_id:
+            q = q.where(audit.c.device_id == device_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [AuditEntry(r.seq, r.at, r.actor, r.action, r.device_id, json.loads(r.detail), r.hash)
+                for r in reversed(rows)]
+
+    def verify_audit_chain(self) -> int | None:
+        """Return the seq of the first entry whose hash does not match, or None if intact."""
+        prev = ""
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(audit).order_by(audit.c.seq)):
+                if _audit_hash(prev, r.at, r.actor, r.action, r.device_id, r.detail) != r.hash:
+                    return int(r.seq)
+                prev = r.hash
+        return None
+
+    # ------------------------------------------------------------ enrollment tokens
+    def create_tokens(self, count: int, ttl_seconds: float, created_by: str) -> list[str]:
+        now = time.time()
+        tokens = [secrets.token_urlsafe(32) for _ in range(count)]
+        with self.tx() as conn:
+            conn.execute(enroll_tokens.insert(), [
+                {"token_hash": sha256_hex(t), "created_at": now, "expires_at": now + ttl_seconds,
+                 "created_by": created_by} for t in tokens
+            ])
+            self.append_audit(conn, created_by, "enroll-tokens-created", count=count,
+                              expires_at=now + ttl_seconds)
+        return tokens
+
+    def consume_token(self, conn: Connection, token: str, device_id: str) -> None:
+        """Use up a token inside the caller's transaction, or raise TokenRefused."""
+        now = time.time()
+        h = sha256_hex(token)
+        done = conn.execute(
+            enroll_tokens.update()
+            .where(enroll_tokens.c.token_hash == h, enroll_tokens.c.used_at.is_(None),
+                   enroll_tokens.c.expires_at > now)
+            .values(used_at=now, used_by_device=device_id)
+        ).rowcount
+        if done == 1:
+            return
+        row = conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == h)).first()
+        if row is None:
+            raise TokenRefused("token-unknown", "This enrollment token is not known to this server.")
+        if row.used_at is not None:
+            raise TokenRefused("token-used", "This enrollment token has already been used; create a new one.")
+        raise TokenRefused("token-expired", "This enrollment token has expired; create a new one.")
+
+    # ------------------------------------------------------------------- devices
+    def add_device(self, conn: Connection, device_id: str, serial: str, cert_pem: str, agent_version: str) -> None:
+        conn.execute(devices.insert().values(
+            id=device_id, cert_serial=serial, cert_pem=cert_pem, enrolled_at=time.time(),
+            state="enrolled-unassigned", agent_version=agent_version, online=False,
+        ))
+
+    def device(self, device_id: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+
+    def devices(self) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(devices).order_by(devices.c.enrolled_at)))
+
+    def revoke_device(self, device_id: str, actor: str) -> bool:
+        with self.tx() as conn:
+            n = conn.execute(devices.update().where(devices.c.id == device_id, devices.c.revoked_at.is_(None))
+                             .values(revoked_at=time.time())).rowcount
+            if n:
+                self.append_audit(conn, actor, "device-revoked", device_id)
+        return bool(n)
+
+    def record_seen(self, seen: dict[str, tuple[float, str, bool]]) -> None:
+        """Write last-seen time, reported state and connectedness for many devices at once."""
+        if not seen:
+            return
+        with self.tx() as conn:
+            conn.execute(
+                devices.update().where(devices.c.id == sa.bindparam("b_id"))
+                .values(last_seen=sa.bindparam("b_seen"), state=sa.bindparam("b_state"),
+                        online=sa.bindparam("b_online")),
+                [{"b_id": d, "b_seen": t, "b_state": st, "b_online": on} for d, (t, st, on) in seen.items()],
+            )
+
+    # ------------------------------------------------------------------ commands
+    def add_command(self, conn: Connection, command_id: str, device_id: str, kind: str,
+                    envelope: bytes, created_by: str, expires_at: float) -> None:
+        conn.execute(commands.insert().values(
+            id=command_id, device_id=device_id, kind=kind, envelope=envelope, state="pending",
+            created_by=created_by, created_at=time.time(), expires_at=expires_at,
+        ))
+
+    def command(self, command_id: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(commands).where(commands.c.id == command_id)).first()
+
+    def pending_commands(self, device_id: str | None = None) -> list[Any]:
+        q = sa.select(commands).where(commands.c.state == "pending", commands.c.expires_at > time.time())
+        if device_id is not None:
+            q = q.where(commands.c.device_id == device_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q.order_by(commands.c.created_at)))
+
+    def mark_delivered(self, command_id: str) -> None:
+        with self.tx() as conn:
+            conn.execute(commands.update().where(commands.c.id == command_id, commands.c.state == "pending")
+                         .values(state="delivered", delivered_at=time.time()))
+
+    def expire_commands(self) -> list[str]:
+        """Pending commands past their expiry become 'expired'; returns their ids."""
+        now = time.time()
+        with self.tx() as conn:
+            ids = list(conn.execute(sa.select(commands.c.id).where(
+                commands.c.state == "pending", commands.c.expires_at <= now)).scalars())
+            if ids:
+                conn.execute(commands.update().where(commands.c.id.in_(ids)).values(state="expired", finished_at=now))
+                for cid in ids:
+                    self.append_audit(conn, "server", "command-expired", None, command_id=cid)
+        return ids
+
+    def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
+                       result_envelope: bytes, result: dict[str, Any]) -> bool:
+        n = conn.execute(
+            commands.update()
+            .where(commands.c.id == command_id, commands.c.state.in_(("pending", "delivered")))
+            .values(state="done" if outcome == "ok" else "failed", outcome=outcome, reason=reason,
+                    finished_at=time.time(), result_envelope=result_envelope,
+                    result=json.dumps(result, default=str))
+        ).rowcount
+        return bool(n)
+
+    # --------------------------------------------------------------- people
+    def add_user(self, username: str, password_hash: str, role: str, actor: str) -> None:
+        with self.tx() as conn:
+            conn.execute(users.insert().values(username=username, password_hash=password_hash, role=role,
+                                               created_at=time.time()))
+            self.append_audit(conn, actor, "user-added", user=username, role=role)
+
+    def user(self, username: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(users).where(users.c.username == username)).first()
+
+    def set_password_hash(self, username: str, password_hash: str) -> None:
+        with self.tx() as conn:
+            conn.execute(users.update().where(users.c.username == username).values(password_hash=password_hash))
+
+    def create_session(self, username: str, ttl_seconds: float) -> str:
+        token = secrets.token_urlsafe(32)
+        with self.tx() as conn:
+            conn.execute(sessions.delete().where(sessions.c.expires_at < time.time()))
+            conn.execute(sessions.insert().values(token_hash=sha256_hex(token), username=username,
+                                                  expires_at=time.time() + ttl_seconds))
+        return token
+
+    def session_user(self, token: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(users).join(sessions, sessions.c.username == users.c.username)
+                .where(sessions.c.token_hash == sha256_hex(token), sessions.c.expires_at > time.time())
+            ).first()
+
+    def end_session(self, token: str) -> None:
+        with self.tx() as conn:
+            conn.execute(sessions.delete().where(sessions.c.token_hash == sha256_hex(token)))
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN; take the write lock up front instead,
+    # so the CLI and the server never deadlock upgrading a read lock (SQLAlchemy's recipe).
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

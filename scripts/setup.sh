@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a Debian/Ubuntu machine: a few Debian packages
+# and a virtual environment in .venv with exactly the versions in requirements.lock.
+# Idempotent: a second run with nothing changed does nothing but check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(
+    python3-venv      # the virtual environment
+    chromium          # the real browser the console and call tests drive
+    coturn            # the real TURN server for relay tests and the demo
+    xvfb xauth        # a virtual screen for the Kivy UI tests
+    libgl1-mesa-dri   # Mesa, so Kivy renders under Xvfb
+    openssl           # used by tests to inspect certificates like an admin would
+)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
+        echo "setup: these Debian packages are missing: ${missing[*]}" >&2
+        echo "setup: install them as root (apt-get install ${missing[*]}) and run again." >&2
+        exit 1
+    fi
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -q >/dev/null || { echo "setup: apt-get update failed; is the package mirror reachable?" >&2; exit 1; }
+    $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+        || { echo "setup: apt-get install ${missing[*]} failed" >&2; exit 1; }
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.installed
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    exit 0
+fi
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv || { echo "setup: could not create .venv with $PYTHON (needs Python >= 3.11 and venv)" >&2; exit 1; }
+fi
+echo "setup: installing Python packages into .venv (pinned by requirements.lock)"
+# (the grep hides a harmless warning some pip configurations print for every package)
+quiet() { grep -v "is ignored: it is neither" || true; }
+.venv/bin/pip install -q --upgrade pip 2>&1 | quiet
+.venv/bin/pip install -q -c requirements.lock -e '.[test]' 2>&1 | quiet
+[[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "setup: pip install failed (see above)" >&2; exit 1; }
+echo "$want" > "$stamp"
