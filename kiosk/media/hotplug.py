@@ -23,7 +23,6 @@ from typing import Any, Literal, Optional, Protocol
 from aiortc.mediastreams import MediaStreamTrack
 
 from .sources import (
-    CaptureTrack,
     Kind,
     SourceSpec,
     camera_spec,
@@ -302,7 +301,3 @@ class MediaDevices:
             if previous is not None:
                 previous.stop()
             track.stop()
-
-
-def is_capture_track(track: Optional[MediaStreamTrack]) -> bool:
-    return isinstance(track, CaptureTrack)

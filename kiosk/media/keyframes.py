@@ -1,0 +1,214 @@
+"""Asking for a key frame after loss, and not showing broken pictures meanwhile.
+
+What aiortc 1.16 already does on the receiving side: it NACKs missing packets,
+and it sends a PLI (``RTCRtpReceiver._send_rtcp_pli``) when the decoder raises
+or when its jitter buffer overflows.  What it does not do:
+
+- A packet that is lost for good (its retransmission lost too, or too late)
+  blocks the video jitter buffer until 512 more packets have arrived, several
+  seconds of frozen picture at call bitrates, and only then asks for a key
+  frame.
+- A lost PLI is never repeated, and PLIs are not rate limited.
+- After that overflow it feeds the decoder frames whose references are gone,
+  which a VP8 decoder shows as smeared blocks.
+
+:class:`RecoveringJitterBuffer` is aiortc's video jitter buffer with a deadline:
+a hole that NACK has not filled within ``max_hole_wait`` is skipped, frames are
+held back until a key frame arrives (the picture freezes rather than smears),
+and :class:`KeyframeRequestPolicy` decides when to ask.  The buffer asks by
+returning aiortc's own "PLI needed" flag, so aiortc's receiver sends the RTCP
+PLI itself, with its own SSRCs; we add no second RTCP path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Optional
+
+import aiortc.rtcrtpreceiver
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_gt
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+# aiortc's own constructor, kept for audio and for uninstalling.
+_AIORTC_JITTER_BUFFER = aiortc.rtcrtpreceiver.JitterBuffer
+
+_VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
+_H264_IDR = 5
+
+
+class KeyframeRequestPolicy:
+    """When to send a PLI.  Pure: the caller passes the time.
+
+    Ask as soon as a picture is lost, unless we asked less than
+    ``min_interval`` ago (one key frame repairs every loss before it).  While
+    no key frame has come, ask again every ``retry_interval``: a PLI can be
+    lost too.
+    """
+
+    def __init__(self, min_interval: float = 0.2, retry_interval: float = 0.6) -> None:
+        self.min_interval = min_interval
+        self.retry_interval = retry_interval
+        self.waiting = False
+        self.requests = 0
+        self._last_request: Optional[float] = None
+        self._asked_for_this_loss = False
+
+    def picture_lost(self) -> None:
+        if not self.waiting:
+            self._asked_for_this_loss = False
+        self.waiting = True
+
+    def keyframe_received(self) -> None:
+        self.waiting = False
+
+    def should_request(self, now: float) -> bool:
+        if not self.waiting:
+            return False
+        interval = self.retry_interval if self._asked_for_this_loss else self.min_interval
+        if self._last_request is not None and now - self._last_request < interval:
+            return False
+        self._last_request = now
+        self._asked_for_this_loss = True
+        self.requests += 1
+        return True
+
+
+def is_keyframe(data: bytes) -> bool:
+    """Whether an assembled (depayloaded) VP8 or H.264 frame is a key frame.
+
+    The frame must also *begin* at its start: after a skipped hole the first
+    frame we hold may be a tail whose head was lost.  H.264 from aiortc's
+    depayloader begins with a start code exactly when it begins at a NAL
+    unit; a VP8 key frame has a fixed start code after its 3-byte tag.
+    """
+    if data.startswith(b"\x00\x00\x00\x01") or data.startswith(b"\x00\x00\x01"):
+        i = 0
+        while (i := data.find(b"\x00\x00\x01", i)) != -1:
+            i += 3
+            if i < len(data) and data[i] & 0x1F == _H264_IDR:
+                return True
+        return False
+    return len(data) >= 6 and data[0] & 0x01 == 0 and data[3:6] == _VP8_KEYFRAME_START_CODE
+
+
+class RecoveringJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, plus a deadline on holes (see module doc)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        prefetch: int = 0,
+        is_video: bool = True,
+        max_hole_wait: float = 0.3,
+        policy: Optional[KeyframeRequestPolicy] = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        super().__init__(capacity=capacity, prefetch=prefetch, is_video=is_video)
+        self.max_hole_wait = max_hole_wait
+        self.policy = policy or KeyframeRequestPolicy()
+        self._clock = clock
+        self._blocked_since: Optional[float] = None
+        self._newest: Optional[int] = None
+        self.holes_skipped = 0
+        self.frames_held_back = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, Optional[JitterFrame]]:
+        now = self._clock()
+        if self._newest is None or uint16_gt(packet.sequence_number, self._newest):
+            self._newest = packet.sequence_number
+        overflowed, frame = super().add(packet)
+        if overflowed:
+            # aiortc dropped packets to make room: what follows may not decode.
+            self.policy.picture_lost()
+        if frame is None and self._head_is_blocked(self._newest):
+            if self._blocked_since is None:
+                self._blocked_since = now
+            elif now - self._blocked_since >= self.max_hole_wait:
+                frame = self._skip_holes(self._newest)
+        else:
+            self._blocked_since = None
+        frame = self._gate(frame)
+        return self.policy.should_request(now), frame
+
+    def _head_is_blocked(self, newest: int) -> bool:
+        """A missing packet sits between the oldest held packet and ``newest``."""
+        return self._last_hole_offset(newest) is not None
+
+    def _last_hole_offset(self, newest: int) -> Optional[int]:
+        if self._origin is None:
+            return None
+        span = (newest - self._origin) % 65536
+        if span >= self.capacity:
+            return None
+        for offset in range(span, -1, -1):
+            if self._packets[(self._origin + offset) % self.capacity] is None:
+                return offset
+        return None
+
+    def _skip_holes(self, newest: int) -> Optional[JitterFrame]:
+        offset = self._last_hole_offset(newest)
+        if offset is None:
+            return None
+        self.remove(offset + 1)  # everything up to and including the last hole
+        self.holes_skipped += 1
+        self._blocked_since = None
+        self.policy.picture_lost()
+        logger.info("video: skipped a hole NACK did not fill; asking for a key frame")
+        return self._remove_frame(newest)
+
+    def _gate(self, frame: Optional[JitterFrame]) -> Optional[JitterFrame]:
+        """While a picture is lost, pass nothing but a key frame."""
+        if frame is None or not self.policy.waiting:
+            return frame
+        if is_keyframe(frame.data):
+            self.policy.keyframe_received()
+            return frame
+        self.frames_held_back += 1
+        return None
+
+
+_recovery_settings: Optional[dict[str, float]] = None
+
+
+def install_loss_recovery(max_hole_wait: float = 0.3, min_interval: float = 0.2, retry_interval: float = 0.6) -> None:
+    """Give every aiortc receiver created from now on a recovering video buffer.
+
+    ``max_hole_wait`` should exceed a NACK round trip on the networks we
+    serve, or we ask for key frames that retransmission would have made
+    unnecessary; 0.3 s suits links up to ~250 ms RTT.
+    """
+    global _recovery_settings
+
+    def jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
+        if not is_video:
+            return _AIORTC_JITTER_BUFFER(capacity=capacity, prefetch=prefetch, is_video=False)
+        return RecoveringJitterBuffer(
+            capacity=capacity,
+            prefetch=prefetch,
+            max_hole_wait=max_hole_wait,
+            policy=KeyframeRequestPolicy(min_interval, retry_interval),
+        )
+
+    aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[misc,assignment]
+    _recovery_settings = {
+        "max_hole_wait": max_hole_wait,
+        "min_interval": min_interval,
+        "retry_interval": retry_interval,
+    }
+
+
+def uninstall_loss_recovery() -> None:
+    global _recovery_settings
+    aiortc.rtcrtpreceiver.JitterBuffer = _AIORTC_JITTER_BUFFER  # type: ignore[misc]
+    _recovery_settings = None
+
+
+def loss_recovery_installed() -> bool:
+    return _recovery_settings is not None
