@@ -68,7 +68,7 @@ def microphone_spec(device: str = "default") -> SourceSpec:
     return SourceSpec(kind="audio", url=device, format="alsa", label=f"microphone {device}")
 
 
-def test_pattern_spec(width: int = 640, height: int = 480, fps: int = 30) -> SourceSpec:
+def lavfi_pattern_spec(width: int = 640, height: int = 480, fps: int = 30) -> SourceSpec:
     return SourceSpec(
         kind="video",
         url=f"testsrc2=size={width}x{height}:rate={fps}",
@@ -78,7 +78,7 @@ def test_pattern_spec(width: int = 640, height: int = 480, fps: int = 30) -> Sou
     )
 
 
-def test_tone_spec(frequency: int = 440) -> SourceSpec:
+def lavfi_tone_spec(frequency: int = 440) -> SourceSpec:
     return SourceSpec(
         kind="audio",
         url=f"sine=frequency={frequency}:sample_rate={AUDIO_RATE}",
