@@ -1,0 +1,77 @@
+"""The track the call holds stays the same while its source changes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from fractions import Fraction
+
+import av
+from aiortc.mediastreams import VIDEO_CLOCK_RATE
+
+from kiosk.media.sources import AUDIO_SAMPLES, lavfi_pattern_spec, lavfi_tone_spec, open_source
+from kiosk.media.swappable import SwappableTrack
+
+from .calls import luma_spread
+
+
+async def test_without_a_source_it_sends_a_calm_placeholder_at_a_low_rate() -> None:
+    track = SwappableTrack("video", placeholder_fps=10, size=(320, 240))
+    started = time.monotonic()
+    frames = [await track.recv() for _ in range(6)]
+    elapsed = time.monotonic() - started
+    assert all(isinstance(f, av.VideoFrame) and luma_spread(f) == 0 for f in frames)
+    assert (frames[0].width, frames[0].height) == (320, 240)
+    assert 0.4 < elapsed < 1.0  # 10 fps: the first at once, then 5 more
+    assert track.filler_frames == 6
+
+
+async def test_without_a_microphone_it_sends_silence_every_20ms() -> None:
+    track = SwappableTrack("audio")
+    started = time.monotonic()
+    frames = [await track.recv() for _ in range(10)]
+    elapsed = time.monotonic() - started
+    assert all(f.samples == AUDIO_SAMPLES and not any(bytes(f.planes[0])) for f in frames)
+    assert 0.15 < elapsed < 0.4
+    assert [f.pts for f in frames] == [i * AUDIO_SAMPLES for i in range(10)]
+
+
+async def test_swapping_mid_wait_switches_at_once_and_time_never_goes_back() -> None:
+    track = SwappableTrack("video", placeholder_fps=1)
+    placeholder = await track.recv()  # the next placeholder is a second away
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.05)
+    source = await open_source(lavfi_pattern_spec())
+    track.swap(source)
+    frame = await asyncio.wait_for(pending, 0.5)
+    assert luma_spread(frame) > 50  # the test pattern, not the placeholder
+    more = [await track.recv() for _ in range(5)]
+    assert track.swap(None) is source
+    source.stop()
+    back = await track.recv()
+    assert luma_spread(back) == 0
+    pts = [f.pts for f in [placeholder, frame, *more, back]]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)
+    assert all(f.time_base == Fraction(1, VIDEO_CLOCK_RATE) for f in [frame, back])
+
+
+async def test_a_source_that_ends_is_replaced_by_the_placeholder() -> None:
+    source = await open_source(lavfi_pattern_spec(160, 120))
+    track = SwappableTrack("video", source, placeholder_fps=20)
+    await track.recv()
+    source.stop()  # as if the camera had been unplugged
+    frame = await asyncio.wait_for(track.recv(), 1.0)
+    assert luma_spread(frame) == 0 and track.source is None
+    assert (frame.width, frame.height) == (160, 120)  # keeps the size: no encoder reset
+
+
+async def test_audio_timestamps_stay_continuous_across_a_microphone_change() -> None:
+    track = SwappableTrack("audio")
+    first = await open_source(lavfi_tone_spec(440))
+    track.swap(first)
+    frames = [await track.recv() for _ in range(5)]
+    second = await open_source(lavfi_tone_spec(660))
+    track.swap(second).stop()
+    frames += [await track.recv() for _ in range(5)]
+    second.stop()
+    assert [f.pts for f in frames] == [i * AUDIO_SAMPLES for i in range(10)]
