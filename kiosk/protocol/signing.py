@@ -41,7 +41,8 @@ class Refusal(enum.StrEnum):
 class Refused:
     reason: Refusal
     detail: str
-    command_id: str | None = None  # known when the payload was readable
+    command_id: str | None = None  # known when the payload was genuine and readable
+    kind: str | None = None
 
 
 def sign(key: PrivateKey, payload: bytes) -> bytes:
@@ -125,18 +126,18 @@ def verify_command(
         return Refused(
             Refusal.WRONG_DEVICE,
             f"command is for device {command.device_id}, this is {device_id}",
-            command.id,
+            command.id, command.kind,
         )
     if now > command.expires_at:
         return Refused(
-            Refusal.EXPIRED, f"command expired {now - command.expires_at:.0f} s ago", command.id
+            Refusal.EXPIRED, f"command expired {now - command.expires_at:.0f} s ago", command.id, command.kind
         )
     if command.issued_at > now + CLOCK_SKEW_SECONDS:
-        return Refused(Refusal.NOT_YET_VALID, "command is issued in the future", command.id)
+        return Refused(Refusal.NOT_YET_VALID, "command is issued in the future", command.id, command.kind)
     if command.expires_at - command.issued_at > MAX_COMMAND_LIFETIME_SECONDS:
-        return Refused(Refusal.MALFORMED, "command lifetime exceeds 30 days", command.id)
+        return Refused(Refusal.MALFORMED, "command lifetime exceeds 30 days", command.id, command.kind)
     if replay.has_seen(command.id):
-        return Refused(Refusal.REPLAY, "command was already received once", command.id)
+        return Refused(Refusal.REPLAY, "command was already received once", command.id, command.kind)
     return command
 
 

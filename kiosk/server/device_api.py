@@ -151,18 +151,27 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store) -> None
             hub.seen(link)
             store.mark_delivered(command_id)
         case m.ResultDelivery(envelope=envelope):
-            hub.seen(link)
             try:
                 result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
             except ProtocolError as exc:
                 log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
-                await link.send(m.ResultAck(command_id="", accepted=False, reason=exc.reason))
+                await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False,
+                                            reason=exc.reason))
                 return
             if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
                 link.state = commands.STATE_AFTER[result.kind]
+            hub.seen(link)
             await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
+
+
+def _claimed_command_id(envelope: m.SignedEnvelope) -> str:
+    """The id a refused result claims, only to tell the device which one we refused."""
+    try:
+        return m.COMMAND_RESULT.decode(envelope.payload).command_id
+    except ProtocolError:
+        return ""
 
 
 def routes() -> list[web.RouteDef]:

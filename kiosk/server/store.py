@@ -258,11 +258,11 @@ class Store:
                          .values(state="delivered", delivered_at=time.time()))
 
     def expire_commands(self) -> list[str]:
-        """Pending commands past their expiry become 'expired'; returns their ids."""
+        """Commands past their expiry with no result become 'expired'; returns their ids."""
         now = time.time()
         with self.tx() as conn:
             ids = list(conn.execute(sa.select(commands.c.id).where(
-                commands.c.state == "pending", commands.c.expires_at <= now)).scalars())
+                commands.c.state.in_(("pending", "delivered")), commands.c.expires_at <= now)).scalars())
             if ids:
                 conn.execute(commands.update().where(commands.c.id.in_(ids)).values(state="expired", finished_at=now))
                 for cid in ids:

@@ -1,0 +1,170 @@
+"""The device agent: the unit's identity, its link to the server, and its commands.
+
+Start-up order matters: an interrupted wipe is finished first, before the UI socket
+opens, so no screen ever shows the previous citizen's data; then enrollment if the
+unit has none; then the UI socket and the server link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import kiosk
+from kiosk.protocol import messages as m
+from kiosk.protocol import signing
+from kiosk.protocol.signing import Refusal, Refused
+from kiosk.provision import backoff, diagnostics, enroll, handlers, wipe
+from kiosk.provision.link import ServerLink
+from kiosk.provision.local_api import UiServer
+from kiosk.provision.state import StateDir, Vault
+from kiosk.provision.system_actions import SystemActions
+
+log = logging.getLogger("kiosk.agent")
+
+
+def resume_interrupted_wipe(state: StateDir) -> bool:
+    """Finish a wipe a power cut interrupted. Returns True if there was one."""
+    journal = state.journal()
+    if not journal.started or journal.complete or not state.enrolled:
+        return False
+    log.warning("resuming a wipe that was interrupted")
+    wipe.run(state, state.pin().device_id, resumed=True)
+    return True
+
+
+class Agent:
+    def __init__(self, state: StateDir, actions: SystemActions,
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0) -> None:
+        self.state = state
+        self.actions = actions
+        self.started_at = time.time()
+        pin = state.pin()
+        self.device_id = pin.device_id
+        self.server_key = state.command_key()
+        self.replay = state.replay_guard()
+        self.queue: asyncio.Queue[m.Command] = asyncio.Queue()
+        socket_url = pin.url.rstrip("/").replace("https://", "wss://", 1) + "/api/v1/socket"
+        self.link = ServerLink(socket_url, lambda: enroll.device_context(state), self._on_message,
+                               self._flush_outbox, self._hello, self._heartbeat, backoff_base, backoff_cap)
+        self.ui = UiServer(state.socket_path, self.status)
+        self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
+
+    # -------------------------------------------------------------------- status
+    def status(self) -> m.AgentStatus:
+        device_state = self.state.device_state()
+        assignment = Vault(self.state).get("assignment") if device_state == "assigned" else None
+        return m.AgentStatus(
+            state=device_state, server_online=self.link.connected,
+            citizen_name=assignment["citizen_name"] if assignment else None,
+            contact_staff=assignment["contact_staff"] if assignment else [],
+        )
+
+    def _facts(self) -> diagnostics.LinkFacts:
+        return diagnostics.LinkFacts(self.state.root, self.link.connected, self.link.round_trip_ms,
+                                     self.ui.ui_alive, self.started_at)
+
+    def _hello(self) -> m.Hello:
+        return m.Hello(agent_version=kiosk.__version__, state=self.state.device_state(), ui_alive=self.ui.ui_alive)
+
+    def _heartbeat(self, seq: int) -> m.Heartbeat:
+        return m.Heartbeat(seq=seq, sent_at=time.time(), state=self.state.device_state(), ui_alive=self.ui.ui_alive)
+
+    def _state_changed(self) -> None:
+        self.ui.push_status()
+
+    # ------------------------------------------------------------------ messages
+    async def _on_message(self, message: m.ServerToDevice) -> None:
+        match message:
+            case m.CommandDelivery(envelope=envelope):
+                await self._receive_command(envelope)
+            case m.ResultAck(command_id=command_id, accepted=True):
+                self.state.outbox_remove(command_id)
+            case m.ResultAck(command_id=command_id, reason=reason):
+                # a definite no: resending the same signed bytes would get the same answer
+                log.warning("server did not accept the result of %s: %s", command_id, reason)
+                self.state.outbox_remove(command_id)
+            case m.Rejected(reason=reason, detail=detail):
+                log.warning("server rejected our message: %s (%s)", reason, detail)
+
+    async def _receive_command(self, envelope: m.SignedEnvelope) -> None:
+        now = time.time()
+        self.replay.forget_expired(now)
+        verdict = signing.verify_command(envelope, self.server_key, self.device_id, now, self.replay)
+        if isinstance(verdict, Refused):
+            await self._refuse(verdict)
+            return
+        command = verdict
+        self.replay.remember(command)
+        self.state.save_replay_guard(self.replay)
+        if isinstance(command.action, m.Wipe):
+            wipe.begin(self.state, command.id)  # durable before we say we have it
+            self._state_changed()
+        self.state.audit("command-accepted", command_id=command.id, kind=command.kind)
+        await self.link.send(m.CommandAck(command_id=command.id))
+        self.queue.put_nowait(command)
+
+    async def _refuse(self, refused: Refused) -> None:
+        self.state.audit("command-refused", reason=str(refused.reason), detail=refused.detail,
+                         command_id=refused.command_id)
+        log.warning("refused a command: %s (%s)", refused.reason, refused.detail)
+        if refused.command_id is None:  # not even genuinely from our server: nothing to answer
+            await self.link.send(m.Rejected(reason=str(refused.reason), detail=refused.detail))
+            return
+        await self.link.send(m.CommandAck(command_id=refused.command_id))
+        if refused.reason is Refusal.REPLAY and self.state.outbox_has(refused.command_id):
+            return  # a redelivery of one we already answered: the outbox carries the real result
+        await self._deliver_result(m.CommandResult(
+            command_id=refused.command_id, device_id=self.device_id, kind=refused.kind or "unknown", outcome="refused",
+            finished_at=time.time(), reason=f"{refused.reason}: {refused.detail}"))
+
+    async def _worker(self) -> None:
+        while True:
+            command = await self.queue.get()
+            outcome = await handlers.run(self.ctx, command.action, command.id)
+            if isinstance(command.action, m.Wipe) and outcome.outcome == "ok":
+                await self._flush_outbox()  # the receipt was signed by the wipe itself
+                continue
+            await self._deliver_result(m.CommandResult(
+                command_id=command.id, device_id=self.device_id, kind=command.kind,
+                outcome=outcome.outcome, finished_at=time.time(), reason=outcome.reason,
+                detail=outcome.detail))
+
+    async def _deliver_result(self, result: m.CommandResult) -> None:
+        envelope = signing.seal(self.state.device_key(), result)
+        self.state.outbox_put(result.command_id, envelope)  # survives until the server acknowledges
+        await self.link.send(m.ResultDelivery(envelope=envelope))
+
+    async def _flush_outbox(self) -> None:
+        for _command_id, envelope in self.state.outbox_items():
+            if not await self.link.send(m.ResultDelivery(envelope=envelope)):
+                return
+        self._state_changed()
+
+    # ----------------------------------------------------------------------- run
+    async def run(self) -> None:
+        await self.ui.start()
+        tasks = [asyncio.create_task(self.link.run_forever(), name="link"),
+                 asyncio.create_task(self._worker(), name="commands")]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await self.ui.stop()
+
+
+async def enroll_until_done(state: StateDir, provisioning: Path, retry_cap: float = 60.0) -> None:
+    """Enroll, retrying while the server cannot be reached; a refusal is final."""
+    attempt = 0
+    while not state.enrolled:
+        try:
+            pin = await enroll.enroll(state, provisioning)
+            log.info("enrolled as %s with %s (%s)", pin.device_id, pin.url, pin.municipality)
+        except enroll.EnrollmentUnavailable as exc:
+            wait = backoff.delay(attempt, 1.0, retry_cap)
+            attempt += 1
+            log.warning("%s; next try in %.0f s", exc, wait)
+            await asyncio.sleep(wait)

@@ -1,0 +1,117 @@
+"""What the agent does for each verified command. One function per command kind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from kiosk.protocol import messages as m
+from kiosk.provision import diagnostics, wipe
+from kiosk.provision.state import StateDir, Vault
+from kiosk.provision.system_actions import SystemActions
+
+MAX_LOG_LINES = 2000
+MAX_LOG_BYTES = 200 * 1024
+REBOOT_DELAY_SECONDS = 2.0  # time for the result to reach the server first
+
+#: Settings staff may change remotely, each with its check. Anything else is refused.
+SETTINGS: dict[str, Callable[[Any], bool]] = {
+    "volume": lambda v: isinstance(v, int) and 0 <= v <= 100,
+    "ring_volume": lambda v: isinstance(v, int) and 0 <= v <= 100,
+    "brightness": lambda v: isinstance(v, int) and 5 <= v <= 100,
+    "language": lambda v: v in ("da", "en"),
+    "ring_timeout_seconds": lambda v: isinstance(v, int) and 10 <= v <= 300,
+}
+
+
+class Refusal(Exception):
+    """The command was valid but cannot be carried out; ``str`` says why, for the console."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: m.Outcome
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Context:
+    state: StateDir
+    device_id: str
+    actions: SystemActions
+    facts: Callable[[], diagnostics.LinkFacts]
+    on_state_change: Callable[[], None]
+
+
+async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Outcome:
+    try:
+        match action:
+            case m.Ping():
+                return Outcome("ok", detail={"state": ctx.state.device_state()})
+            case m.Diagnostics():
+                checks = await asyncio.to_thread(diagnostics.run_all, ctx.facts())
+                return Outcome("ok", detail={"checks": m.to_builtins(checks)})
+            case m.Logs(lines=lines):
+                return Outcome("ok", detail={"lines": await asyncio.to_thread(_tail, ctx.state, lines)})
+            case m.RestartUi():
+                await ctx.actions.restart_ui()
+                return Outcome("ok")
+            case m.Reboot():
+                loop = asyncio.get_running_loop()
+                loop.call_later(REBOOT_DELAY_SECONDS, lambda: asyncio.ensure_future(ctx.actions.reboot()))
+                return Outcome("ok", detail={"reboot_in_seconds": REBOOT_DELAY_SECONDS})
+            case m.Assign(citizen_name=name, contact_staff=staff):
+                return _assign(ctx, name, staff)
+            case m.SetConfig(settings=settings):
+                return _set_config(ctx, settings)
+            case m.Wipe():
+                # the intent was journaled before the command was acknowledged
+                await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
+                ctx.on_state_change()
+                return Outcome("ok")  # the signed receipt itself is already in the outbox
+    except Refusal as exc:
+        return Outcome("failed", str(exc))
+    except (OSError, RuntimeError) as exc:
+        return Outcome("failed", f"{type(exc).__name__}: {exc}")
+    return Outcome("failed", f"no handler for {type(action).__name__}")  # pragma: no cover
+
+
+def _assign(ctx: Context, name: str, staff: list[str]) -> Outcome:
+    if ctx.state.device_state() == "assigned":
+        raise Refusal("the unit is assigned to a citizen already; wipe it before assigning it again")
+    if not name.strip() or len(name) > 200 or len(staff) > 20 or any(len(s) > 200 for s in staff):
+        raise Refusal("citizen name must be 1-200 characters and at most 20 contact staff")
+    Vault(ctx.state).put("assignment", {"citizen_name": name.strip(), "contact_staff": staff})
+    ctx.state.audit("assigned")  # no name: the trail holds no personal data
+    ctx.on_state_change()
+    return Outcome("ok", detail={"state": "assigned"})
+
+
+def _set_config(ctx: Context, settings: dict[str, Any]) -> Outcome:
+    bad = [k for k, v in settings.items() if k not in SETTINGS or not SETTINGS[k](v)]
+    if bad:
+        raise Refusal(f"refused settings: {', '.join(sorted(bad))} (known: {', '.join(SETTINGS)})")
+    ctx.state.update_settings(settings)
+    ctx.on_state_change()
+    return Outcome("ok", detail={"applied": sorted(settings)})
+
+
+def _tail(state: StateDir, lines: int) -> list[str]:
+    wanted = max(1, min(lines, MAX_LOG_LINES))
+    try:
+        with state.log_path.open(errors="replace") as f:
+            tail = deque(f, maxlen=wanted)
+    except FileNotFoundError:
+        return []
+    out, size = [], 0
+    for line in reversed(tail):
+        size += len(line)
+        if size > MAX_LOG_BYTES:
+            break
+        out.append(line.rstrip("\n"))
+    return out[::-1]
+
+

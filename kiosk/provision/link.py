@@ -1,0 +1,132 @@
+"""The one mutual-TLS WebSocket to the municipality server, kept up for good.
+
+Reconnects with exponential backoff and full jitter; tells in plain words why a
+connection failed (an impostor server, a revoked unit, no network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Awaitable, Callable
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from kiosk.protocol import messages as m
+from kiosk.protocol.errors import ProtocolError
+from kiosk.provision import backoff
+
+log = logging.getLogger("kiosk.agent.link")
+
+FRAME_LIMIT = 4 * 1024 * 1024
+CONNECT_TIMEOUT_SECONDS = 15.0
+STABLE_AFTER_SECONDS = 30.0  # a connection that lasted this long resets the backoff
+
+
+def explain(exc: BaseException, url: str) -> str:
+    """A sentence a support person understands."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"refusing {url}: its certificate does not chain to this municipality's pinned root "
+                f"({exc.verify_message}); something else is answering at that address")
+    if isinstance(exc, InvalidStatus):
+        code = exc.response.status_code
+        if code in (401, 403):
+            return f"the server refuses this unit (HTTP {code}): it may have been revoked; contact logistics"
+        return f"the server answered HTTP {code}"
+    if isinstance(exc, ssl.SSLError):
+        return f"secure connection to {url} failed: {exc.reason or exc}"
+    if isinstance(exc, (ConnectionRefusedError, TimeoutError, asyncio.TimeoutError)):
+        return f"the server at {url} does not answer; retrying"
+    if isinstance(exc, OSError):
+        return f"no network path to {url}: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionClosed):
+        return "the connection to the server was closed"
+    return f"connection failed: {type(exc).__name__}: {exc}"
+
+
+class ServerLink:
+    def __init__(self, url: str, tls: Callable[[], ssl.SSLContext],
+                 on_message: Callable[[m.ServerToDevice], Awaitable[None]],
+                 on_connected: Callable[[], Awaitable[None]],
+                 hello: Callable[[], m.Hello], heartbeat: Callable[[int], m.Heartbeat],
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0) -> None:
+        self.url = url
+        self._tls = tls
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._hello = hello
+        self._heartbeat = heartbeat
+        self._backoff = (backoff_base, backoff_cap)
+        self._ws: ClientConnection | None = None
+        self.connected_since: float | None = None
+        self.round_trip_ms: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    async def send(self, message: m.DeviceToServer) -> bool:
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(m.encode(message).decode())
+            return True
+        except ConnectionClosed:
+            return False
+
+    async def run_forever(self) -> None:
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                async with connect(self.url, ssl=self._tls(), max_size=FRAME_LIMIT,
+                                   open_timeout=CONNECT_TIMEOUT_SECONDS, ping_interval=20,
+                                   ping_timeout=20, user_agent_header=None) as ws:
+                    await self._session(ws)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError, ProtocolError) as exc:
+                self.last_error = explain(exc, self.url)
+                log.warning("%s", self.last_error)
+            if time.monotonic() - started > STABLE_AFTER_SECONDS:
+                attempt = 0
+            wait = backoff.delay(attempt, *self._backoff)
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    async def _session(self, ws: ClientConnection) -> None:
+        first = m.SERVER_TO_DEVICE.decode(await asyncio.wait_for(ws.recv(), CONNECT_TIMEOUT_SECONDS))
+        if not isinstance(first, m.Welcome):
+            raise ProtocolError("unexpected", f"expected welcome, got {type(first).__name__}")
+        self._ws, self.connected_since, self.last_error = ws, time.time(), None
+        log.info("connected to %s", self.url)
+        beat = asyncio.create_task(self._beat(first.heartbeat_interval))
+        try:
+            await self.send(self._hello())
+            await self._on_connected()
+            async for raw in ws:
+                try:
+                    message = m.SERVER_TO_DEVICE.decode(raw if isinstance(raw, bytes) else raw.encode())
+                except ProtocolError as exc:
+                    log.warning("server sent a bad message: %s", exc.reason)
+                    await self.send(m.Rejected(reason=exc.reason, detail=exc.detail[:500]))
+                    continue
+                if isinstance(message, m.HeartbeatAck):
+                    self.round_trip_ms = (time.time() - message.sent_at) * 1000
+                await self._on_message(message)
+        finally:
+            beat.cancel()
+            self._ws, self.connected_since = None, None
+            log.info("disconnected from %s", self.url)
+
+    async def _beat(self, interval: float) -> None:
+        seq = 0
+        while True:
+            await self.send(self._heartbeat(seq))
+            seq += 1
+            await asyncio.sleep(interval)

@@ -1,0 +1,85 @@
+"""The agent's Unix socket for the UI process: JSON lines, documented in docs/ui-socket.md.
+
+The UI holds no key and no network connection of its own to the server; it learns what
+to show from here and says it is alive with heartbeats, which the agent reports on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from kiosk.protocol import messages as m
+from kiosk.protocol.errors import ProtocolError
+
+log = logging.getLogger("kiosk.agent.ui")
+
+UI_ALIVE_SECONDS = 15.0  # the UI sends a heartbeat every 5 s
+LINE_LIMIT = 16 * 1024
+
+
+class UiServer:
+    def __init__(self, path: Path, status: Callable[[], m.AgentStatus]) -> None:
+        self.path = path
+        self._status = status
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self.last_heartbeat: float | None = None
+        self.screen_awake: bool | None = None
+
+    @property
+    def ui_alive(self) -> bool:
+        return self.last_heartbeat is not None and time.monotonic() - self.last_heartbeat < UI_ALIVE_SECONDS
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=LINE_LIMIT)
+        os.chmod(self.path, 0o660)  # the UI user reaches it through the shared group
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()
+        for writer in list(self._clients):
+            writer.close()
+        self.path.unlink(missing_ok=True)
+
+    def push_status(self) -> None:
+        line = m.encode(self._status()) + b"\n"
+        for writer in list(self._clients):
+            writer.write(line)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # longer than LINE_LIMIT: the stream cannot be resynchronised
+                    writer.write(m.encode(m.Rejected(reason="oversized", detail="line too long")) + b"\n")
+                    break
+                if not line:
+                    break
+                try:
+                    message = m.UI_TO_AGENT.decode(line)
+                except ProtocolError as exc:
+                    writer.write(m.encode(m.Rejected(reason=exc.reason, detail=exc.detail[:300])) + b"\n")
+                    continue
+                match message:
+                    case m.UiHeartbeat(screen_awake=awake):
+                        self.last_heartbeat, self.screen_awake = time.monotonic(), awake
+                    case m.UiHello() | m.GetStatus():
+                        self.last_heartbeat = time.monotonic()
+                        writer.write(m.encode(self._status()) + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
