@@ -15,11 +15,9 @@ message saying how to install it; any other failure to start is an error.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -82,14 +80,16 @@ def free_port(host: str = HOST) -> int:
     raise CoturnDidNotStart(f"no port free for both UDP and TCP on {host}")
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if pytest dies without tearing down (it is
-    kept across the exec into turnserver), so no coturn outlives the run."""
-    PR_SET_PDEATHSIG = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: teardown alone must do
-        pass
+def _coturn_command(port: int, rundir: Path) -> list[str]:
+    command = [str(SCRIPT), "--port", str(port), "--dir", str(rundir)]
+    # If pytest is killed without tearing down (a hard timeout, SIGKILL),
+    # coturn gets SIGTERM instead of living on: the parent-death signal is kept
+    # across the exec into turnserver. setpriv (util-linux, always on Debian)
+    # sets it without a preexec_fn, which is unsafe once threads exist.
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        command = [setpriv, "--pdeathsig", "TERM", "--", *command]
+    return command
 
 
 def _log_tail(log: Path, lines: int = 30) -> str:
@@ -121,12 +121,11 @@ def start_coturn(workdir: Path, secret: str) -> tuple[subprocess.Popen[bytes], i
         log = rundir / "coturn.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(SCRIPT), "--port", str(port), "--dir", str(rundir)],
+                _coturn_command(port, rundir),
                 env={**os.environ, "COTURN_SECRET": secret},  # not on any command line
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
