@@ -1,0 +1,189 @@
+"""Real processes for end-to-end tests: a municipality server and device agents on loopback.
+
+Everything is driven the way logistics and support staff drive it: through the
+``kiosk-server`` and ``kiosk-agent`` commands, and the console's HTTP API.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+BIN = Path(sys.executable).parent
+ADMIN_PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run(*args: str, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, input=stdin,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class ServerProcess:
+    data: Path
+    device_port: int = field(default_factory=free_port)
+    console_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.device_port}"
+
+    @property
+    def console(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
+
+    def start(self, municipality: str = "Testby Kommune") -> "ServerProcess":
+        self.log_path = self.data.parent / f"{self.data.name}-server.log"
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            [str(BIN / "kiosk-server"), "serve", "--data", str(self.data), "--municipality", municipality,
+             "--device-listen", f"127.0.0.1:{self.device_port}",
+             "--console-listen", f"127.0.0.1:{self.console_port}"],
+            stdout=log, stderr=subprocess.STDOUT, text=True)
+        wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 20, what="server ports")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run(BIN / "kiosk-server", *args, "--data", self.data, check=check, stdin=stdin)
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def provisioning_file(self, out: Path, expires: str = "1d") -> Path:
+        lines = self.cli("enroll-token", "create", "--count", "1", "--expires", expires,
+                         "--server-url", self.url, "--out", str(out)).stdout.split()
+        return Path(lines[0])
+
+    def send(self, device_id: str, kind: str, *args: str, expires: str = "1h") -> str:
+        cmd = ["command", "send", device_id, kind, "--expires", expires]
+        for a in args:
+            cmd += ["--arg", a]
+        return str(self.cli_json(*cmd)["id"])
+
+    def show(self, command_id: str) -> dict[str, Any]:
+        return dict(self.cli_json("command", "show", command_id))
+
+    def wait_command(self, command_id: str, states: tuple[str, ...] = ("done", "failed", "expired"),
+                     timeout: float = 20) -> dict[str, Any]:
+        return dict(wait_until(lambda: (v := self.show(command_id))["state"] in states and v, timeout,
+                               0.1, what=f"command {command_id} to reach {states}"))
+
+    def add_admin(self, username: str = "admin", role: str = "admin") -> None:
+        self.cli("user", "add", username, "--role", role, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+
+
+@dataclass
+class AgentProcess:
+    state: Path
+    provision: Path | None
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.state.parent / f"{self.state.name}-agent.log"
+
+    def start(self) -> "AgentProcess":
+        args = [str(BIN / "kiosk-agent"), "run", "--state", str(self.state), "--backoff-cap", "1"]
+        if self.provision:
+            args += ["--provision", str(self.provision)]
+        self.proc = subprocess.Popen(args, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **self.env})
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        return dict(json.loads(run(BIN / "kiosk-agent", "status", "--state", self.state, "--json").stdout))
+
+    def wait_online(self, timeout: float = 20) -> str:
+        status = wait_until(lambda: (s := self.status())["server_online"] and s, timeout, 0.1,
+                            what=f"agent {self.state.name} online")
+        return str(status["device_id"])
+
+    def audit(self) -> list[dict[str, Any]]:
+        out = run(BIN / "kiosk-agent", "audit", "--state", self.state).stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+
+class Console:
+    """A person at the console API, with a session cookie like a browser."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with self.opener.open(req, timeout=20) as resp:
+                text = resp.read()
+                return resp.status, json.loads(text) if text else None
+        except urllib.error.HTTPError as exc:
+            text = exc.read()
+            return exc.code, json.loads(text) if text else None
+
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> int:
+        return self.request("POST", "/api/login", {"username": username, "password": password})[0]
