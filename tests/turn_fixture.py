@@ -136,7 +136,7 @@ def start_coturn(workdir: Path, secret: str) -> tuple[subprocess.Popen[bytes], i
             f"attempt {attempt}, port {port}, exit code {process.returncode}:\n{_log_tail(log)}"
         )
     raise CoturnDidNotStart(
-        f"coturn did not answer STUN on {HOST} within {READY_TIMEOUT:.0f} s "
+        f"coturn did not start and answer STUN on {HOST} within {READY_TIMEOUT:.0f} s "
         f"({START_ATTEMPTS} attempts):\n\n" + "\n\n".join(failures)
     )
 
