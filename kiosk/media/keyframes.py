@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Optional
 
 import aiortc.rtcrtpreceiver
@@ -174,41 +175,63 @@ class RecoveringJitterBuffer(JitterBuffer):
         return None
 
 
-_recovery_settings: Optional[dict[str, float]] = None
+@dataclass
+class LossRecovery:
+    """The settings in force, and the buffers made, for diagnostics and tests."""
+
+    max_hole_wait: float
+    min_interval: float
+    retry_interval: float
+    buffers: list[RecoveringJitterBuffer] = field(default_factory=list)
+
+    @property
+    def holes_skipped(self) -> int:
+        return sum(b.holes_skipped for b in self.buffers)
+
+    @property
+    def keyframes_requested(self) -> int:
+        return sum(b.policy.requests for b in self.buffers)
 
 
-def install_loss_recovery(max_hole_wait: float = 0.3, min_interval: float = 0.2, retry_interval: float = 0.6) -> None:
+_installed: Optional[LossRecovery] = None
+
+
+def install_loss_recovery(
+    max_hole_wait: float = 0.3, min_interval: float = 0.2, retry_interval: float = 0.6
+) -> LossRecovery:
     """Give every aiortc receiver created from now on a recovering video buffer.
 
-    ``max_hole_wait`` should exceed a NACK round trip on the networks we
-    serve, or we ask for key frames that retransmission would have made
-    unnecessary; 0.3 s suits links up to ~250 ms RTT.
+    aiortc builds the buffer in ``RTCRtpReceiver.__init__`` from the name
+    ``JitterBuffer`` in its module; we replace that name.  ``max_hole_wait``
+    should exceed a NACK round trip on the networks we serve, or we ask for
+    key frames that retransmission would have made unnecessary; 0.3 s suits
+    links up to ~250 ms RTT.
     """
-    global _recovery_settings
+    global _installed
+    recovery = LossRecovery(max_hole_wait, min_interval, retry_interval)
 
     def jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
         if not is_video:
             return _AIORTC_JITTER_BUFFER(capacity=capacity, prefetch=prefetch, is_video=False)
-        return RecoveringJitterBuffer(
+        buffer = RecoveringJitterBuffer(
             capacity=capacity,
             prefetch=prefetch,
-            max_hole_wait=max_hole_wait,
-            policy=KeyframeRequestPolicy(min_interval, retry_interval),
+            max_hole_wait=recovery.max_hole_wait,
+            policy=KeyframeRequestPolicy(recovery.min_interval, recovery.retry_interval),
         )
+        recovery.buffers.append(buffer)
+        return buffer
 
     aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[misc,assignment]
-    _recovery_settings = {
-        "max_hole_wait": max_hole_wait,
-        "min_interval": min_interval,
-        "retry_interval": retry_interval,
-    }
+    _installed = recovery
+    return recovery
 
 
 def uninstall_loss_recovery() -> None:
-    global _recovery_settings
+    global _installed
     aiortc.rtcrtpreceiver.JitterBuffer = _AIORTC_JITTER_BUFFER  # type: ignore[misc]
-    _recovery_settings = None
+    _installed = None
 
 
-def loss_recovery_installed() -> bool:
-    return _recovery_settings is not None
+def installed_loss_recovery() -> Optional[LossRecovery]:
+    return _installed
