@@ -10,6 +10,8 @@ import av
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from kiosk.media.stats import FreezeCounter, MeteredTrack
+
 
 @dataclass
 class Received:
@@ -17,6 +19,7 @@ class Received:
 
     video: list[tuple[float, av.VideoFrame]] = field(default_factory=list)
     audio: list[float] = field(default_factory=list)
+    video_frames: FreezeCounter = field(default_factory=FreezeCounter)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def count(self, kind: str) -> int:
@@ -34,6 +37,10 @@ def collect(pc: RTCPeerConnection, keep_video: bool = True) -> Received:
     received = Received()
 
     def on_track(track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            # Consume video the way the UI will: through the freeze meter.
+            track = MeteredTrack(track, received.video_frames)
+
         async def pump() -> None:
             while True:
                 try:

@@ -1,0 +1,52 @@
+"""Two real peers in one process exchange lavfi video and audio both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from kiosk.media.loopback import connect
+from kiosk.media.sources import lavfi_pattern_spec, lavfi_tone_spec, open_source
+from kiosk.media.stats import measure
+from kiosk.media.swappable import SwappableTrack
+
+from .calls import Received, collect, luma_spread
+
+
+async def add_media(pc: RTCPeerConnection) -> list[SwappableTrack]:
+    tracks = [
+        SwappableTrack("video", await open_source(lavfi_pattern_spec())),
+        SwappableTrack("audio", await open_source(lavfi_tone_spec())),
+    ]
+    for track in tracks:
+        pc.addTrack(track)
+    return tracks
+
+
+@pytest.mark.slow
+async def test_video_and_audio_flow_both_ways_and_quality_is_measured(
+    peers: tuple[RTCPeerConnection, RTCPeerConnection],
+) -> None:
+    a, b = peers
+    received: dict[str, Received] = {}
+    for name, pc in (("a", a), ("b", b)):
+        await add_media(pc)
+        received[name] = collect(pc)
+    started = time.monotonic()
+    await connect(a, b)
+    for side in received.values():
+        await side.wait_for("video", 45)  # 1.5 s of 30 fps
+        await side.wait_for("audio", 75)
+    for side in received.values():
+        frame = side.video[-1][1]
+        assert (frame.width, frame.height) == (640, 480)
+        assert luma_spread(frame) > 50  # the pattern, decoded; not a blank picture
+    await asyncio.sleep(1.2)  # let RTCP reports carry a round-trip time
+    quality = await measure(a, received["a"].video_frames, started)
+    assert quality.frames_decoded >= 45 and quality.freezes == 0
+    assert quality.packets_received > 100 and quality.loss_fraction < 0.01
+    assert quality.bitrate_received_bps > 100_000 and quality.bitrate_sent_bps > 100_000
+    assert quality.round_trip_time_ms is not None and quality.round_trip_time_ms < 100
