@@ -54,15 +54,18 @@ def stun_answers(host: str, port: int, timeout: float) -> bool:
     transaction = secrets.token_bytes(12)
     request = struct.pack("!HHI12s", STUN_BINDING_REQUEST, 0, STUN_MAGIC_COOKIE, transaction)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
         try:
             sock.sendto(request, (host, port))
-            while True:
+            while (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
                 data = sock.recv(2048)
                 if len(data) >= 20 and data[8:20] == transaction:
-                    return struct.unpack("!H", data[:2])[0] == STUN_BINDING_SUCCESS
+                    message_type: int = struct.unpack("!H", data[:2])[0]
+                    return message_type == STUN_BINDING_SUCCESS
         except OSError:  # timeout, or ICMP port unreachable: nobody listens yet
-            return False
+            pass
+    return False
 
 
 def free_port(host: str = HOST) -> int:

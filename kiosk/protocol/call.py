@@ -383,9 +383,7 @@ class Call:
         if deadline is None or now < deadline:
             return self, ()
         reason = (
-            EndReason.NOT_ANSWERED
-            if self.state is CallState.RINGING
-            else EndReason.MEDIA_FAILED
+            EndReason.NOT_ANSWERED if self.state is CallState.RINGING else EndReason.MEDIA_FAILED
         )
         # Ended at the deadline, not when the tick happened to arrive, so the
         # ring duration in the record is the configured timeout, not timer jitter.

@@ -67,7 +67,9 @@ def turn_credential(secret: str | bytes, username: str) -> str:
     """base64(HMAC-SHA1(secret, username)), what coturn computes to check it."""
     key = secret.encode() if isinstance(secret, str) else secret
     if not key:
-        raise ValueError("the TURN shared secret is empty; set the same static-auth-secret as coturn")
+        raise ValueError(
+            "the TURN shared secret is empty; set the same static-auth-secret as coturn"
+        )
     digest = hmac.new(key, username.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
@@ -86,7 +88,9 @@ def issue_credentials(
     if not math.isfinite(now) or now <= 0:
         raise ValueError(f"now must be the current Unix time in seconds, got {now!r}")
     if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
-        raise ValueError(f"TURN credential lifetime must be a positive whole number of seconds, got {ttl!r}")
+        raise ValueError(
+            f"TURN credential lifetime must be a positive whole number of seconds, got {ttl!r}"
+        )
     # Rounded up: a credential must never expire before the lifetime promised.
     expires_at = math.ceil(now) + ttl
     username = turn_username(user_id, expires_at)

@@ -53,8 +53,9 @@ DEVICE_SIZE = (320, 240)
 STAFF_SIZE = (176, 144)
 
 
-def credentials(turn: TurnServer, user_id: str, *, secret: str | None = None,
-                now: float | None = None) -> TurnCredentials:
+def credentials(
+    turn: TurnServer, user_id: str, *, secret: str | None = None, now: float | None = None
+) -> TurnCredentials:
     return issue_credentials(
         secret if secret is not None else turn.secret,
         user_id,
@@ -126,7 +127,7 @@ def receive_frames(pc: RTCPeerConnection) -> asyncio.Future[list[Any]]:
     @pc.on("track")
     def on_track(track: MediaStreamTrack) -> None:
         async def read() -> None:
-            frames = []
+            frames: list[Any] = []
             try:
                 while len(frames) < FRAMES_WANTED:
                     frames.append(await track.recv())
@@ -144,8 +145,9 @@ def receive_frames(pc: RTCPeerConnection) -> asyncio.Future[list[Any]]:
 
 
 @contextlib.asynccontextmanager
-async def peers(staff_config: RTCConfiguration, device_config: RTCConfiguration
-                ) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
+async def peers(
+    staff_config: RTCConfiguration, device_config: RTCConfiguration
+) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
     staff, device = RTCPeerConnection(staff_config), RTCPeerConnection(device_config)
     try:
         yield staff, device

@@ -75,7 +75,9 @@ def test_expiry_must_be_positive_whole_seconds(expires_at: object) -> None:
 
 
 def test_issue_credentials_from_a_given_time() -> None:
-    creds = issue_credentials("north-jutland-turn-secret", "device-0042", now=1699999000.0, ttl=1000)
+    creds = issue_credentials(
+        "north-jutland-turn-secret", "device-0042", now=1699999000.0, ttl=1000
+    )
     assert creds == TurnCredentials(
         username="1700000000:device-0042",
         credential="+3xGtAsEu4pIwbxfLLQJQuXtnAU=",
@@ -106,7 +108,9 @@ def test_issue_refuses_a_nonsense_lifetime(ttl: object) -> None:
         issue_credentials("s", "device-0042", now=1700000000.0, ttl=ttl)  # type: ignore[arg-type]
 
 
-CREDS = TurnCredentials(username="1700000000:device-0042", credential="c2VjcmV0", expires_at=1700000000)
+CREDS = TurnCredentials(
+    username="1700000000:device-0042", credential="c2VjcmV0", expires_at=1700000000
+)
 
 
 def test_ice_servers_point_only_at_our_turn_server() -> None:
@@ -157,7 +161,10 @@ def test_ice_servers_are_usable_by_aiortc() -> None:
 
     servers = ice_servers("127.0.0.1", 3478, CREDS)
     kwargs = connection_kwargs(
-        [aiortc.RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in servers]
+        [
+            aiortc.RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+            for s in servers
+        ]
     )
     assert kwargs["stun_server"] == ("127.0.0.1", 3478)
     assert kwargs["turn_server"] == ("127.0.0.1", 3478)
