@@ -72,8 +72,10 @@ class UiServer:
                 match message:
                     case m.UiHeartbeat(screen_awake=awake):
                         self.last_heartbeat, self.screen_awake = time.monotonic(), awake
-                    case m.UiHello() | m.GetStatus():
+                    case m.UiHello():
                         self.last_heartbeat = time.monotonic()
+                        writer.write(m.encode(self._status()) + b"\n")
+                    case m.GetStatus():  # asked by tools too (kiosk-agent status): not a sign of UI life
                         writer.write(m.encode(self._status()) + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -24,8 +26,12 @@ SESSION_TTL_SECONDS = 12 * 3600.0
 MIN_PASSWORD_LENGTH = 10
 
 _hasher = PasswordHasher()
-# Verifying against this keeps a login for an unknown user as slow as for a known one.
-_DUMMY_HASH = _hasher.hash("not a real password, only for timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps a login for an unknown user as slow as for a known one."""
+    return _hasher.hash("not a real password, only for timing")
 
 
 def may(role: str, permission: str) -> bool:
@@ -40,7 +46,7 @@ def hash_password(password: str) -> str:
 
 def check_password(stored_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -103,9 +103,22 @@ def _parse_args(pairs: list[str]) -> dict[str, str]:
     return args
 
 
-def _list_arg(kind: str, args: dict[str, str]) -> dict[str, object]:
-    # The CLI's only list-valued argument: assign's contact staff, comma separated.
-    if kind == "assign" and "contact_staff" in args:
+def _scalar(text: str) -> str | int | float | bool:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
+    """From flat ``KEY=VALUE`` pairs to the command's fields."""
+    if kind == "set-config":  # every pair is a setting
+        return {"settings": {k: _scalar(v) for k, v in args.items()}}
+    if kind == "assign" and "contact_staff" in args:  # comma separated
         return {**args, "contact_staff": [s.strip() for s in args["contact_staff"].split(",") if s.strip()]}
     return dict(args)
 
@@ -173,7 +186,7 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 fail(f"no device {args.device_id}, or it is already revoked")
             print(f"revoked {args.device_id}; its connection is closed within a second")
         case "command", "send":
-            action = commands.parse_action(args.kind, _list_arg(args.kind, _parse_args(args.arg)))
+            action = commands.parse_action(args.kind, _shape_args(args.kind, _parse_args(args.arg)))
             command = commands.queue(store, server.authority, args.device_id, action, actor, args.expires)
             if args.json:
                 print_json({"id": command.id, "state": "pending", "expires_at": command.expires_at})
