@@ -62,8 +62,9 @@ def run(state: StateDir, device_id: str, resumed: bool) -> str | None:
                                      detail=m.to_builtins(receipt))
             state.outbox_put(result.command_id, signing.seal(state.device_key(), result))
             (state.root / "wiped-key.sha256").unlink(missing_ok=True)
+            # before the step is recorded: a cut here repeats the entry rather than lose it
+            state.audit("wiped", command_id=intent.command_id, resumed=resumed)
         _record(state, step, intent.command_id)
-    state.audit("wiped", command_id=intent.command_id, resumed=resumed)
     return intent.command_id
 
 
