@@ -8,7 +8,7 @@ track, and the remote side never sees the stream end.
 
 Timestamps belong to the track, not the source: every source starts its own
 clock at zero, and a stream whose timestamps jump back would confuse the
-remote jitter buffer.
+remote jitter buffer.  So does the picture type (see ``_stamp``).
 """
 
 from __future__ import annotations
@@ -163,6 +163,11 @@ class SwappableTrack(MediaStreamTrack):
             frame.time_base = AUDIO_TIME_BASE
             self._audio_samples += frame.samples
             return frame
+        # Decoders of raw and MJPEG capture (and lavfi) mark every frame as
+        # intra; libvpx obeys that and would send nothing but key frames,
+        # several times the bits and the CPU.  Whether a frame is a key frame
+        # is the encoder's decision (or a PLI's), never the camera's.
+        frame.pict_type = av.video.frame.PictureType.NONE
         now = time.monotonic()
         if self._clock_start is None:
             self._clock_start = now

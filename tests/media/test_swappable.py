@@ -7,7 +7,10 @@ import time
 from fractions import Fraction
 
 import av
+from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 from aiortc.mediastreams import VIDEO_CLOCK_RATE
+
+from kiosk.media.keyframes import is_keyframe
 
 from kiosk.media.sources import AUDIO_SAMPLES, lavfi_pattern_spec, lavfi_tone_spec, open_source
 from kiosk.media.swappable import SwappableTrack
@@ -75,3 +78,18 @@ async def test_audio_timestamps_stay_continuous_across_a_microphone_change() -> 
     frames += [await track.recv() for _ in range(5)]
     second.stop()
     assert [f.pts for f in frames] == [i * AUDIO_SAMPLES for i in range(10)]
+
+
+async def test_capture_frames_do_not_force_the_encoder_into_key_frames_only() -> None:
+    source = await open_source(lavfi_pattern_spec(320, 240))
+    raw = await source.recv()
+    assert raw.pict_type == av.video.frame.PictureType.I  # what capture decoders say
+    track = SwappableTrack("video", source)
+    encoder = Vp8Encoder()  # aiortc's own: it obeys pict_type
+    keyframes = []
+    for _ in range(10):
+        payloads, _ = encoder.encode(await track.recv())
+        keyframes.append(is_keyframe(b"".join(vp8_depayload(p) for p in payloads)))
+    source.stop()
+    assert keyframes == [True] + [False] * 9
+
