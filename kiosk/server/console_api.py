@@ -56,7 +56,7 @@ ROUTES: list[RouteInfo] = []
 
 async def read_body(request: web.Request, body_type: type[Any]) -> Any:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=request.content_length)
+        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
     try:
         return m.Codec(body_type, max_bytes=MAX_BODY_BYTES).decode(raw or b"{}")

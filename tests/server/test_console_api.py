@@ -1,0 +1,103 @@
+"""The console's JSON API as people use it: log in, act within their role, get clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.harness import AgentProcess, Console, ServerProcess
+
+
+def test_login_is_required_and_wrong_passwords_are_refused(server: ServerProcess) -> None:
+    server.add_admin()
+    console = Console(server.console)
+    assert console.request("GET", "/api/devices")[0] == 401
+    status, body = console.request("POST", "/api/login", {"username": "admin", "password": "wrong password"})
+    assert status == 401 and body["error"] == "bad-credentials"
+    status, body = console.request("POST", "/api/login", {"username": "nobody", "password": "wrong password"})
+    assert status == 401 and body["error"] == "bad-credentials", "unknown users look like wrong passwords"
+    assert console.login() == 200
+    assert console.request("GET", "/api/me") == (200, {"username": "admin", "role": "admin"})
+    assert console.request("POST", "/api/logout")[0] == 204
+    assert console.request("GET", "/api/me")[0] == 401
+    actions = [e["action"] for e in server.cli_json("audit", "list")]
+    assert actions.count("login-failed") == 2 and "login" in actions
+
+
+def test_roles_limit_what_people_may_do(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+    _, device_id = online_agent
+    server.add_admin()
+    server.add_admin("sara", "support")
+    server.add_admin("lars", "logistics")
+    server.add_admin("carla", "caregiver")
+    support, logistics, caregiver = Console(server.console), Console(server.console), Console(server.console)
+    assert support.login("sara") == logistics.login("lars") == caregiver.login("carla") == 200
+
+    status, queued = support.request("POST", f"/api/devices/{device_id}/commands", {"kind": "diagnostics"})
+    assert status == 202 and queued["state"] in ("pending", "delivered")
+    status, body = support.request("POST", f"/api/devices/{device_id}/commands", {"kind": "wipe"})
+    assert status == 403 and "may not send wipe" in body["message"]
+    assert support.request("POST", "/api/enroll-tokens", {"server_url": server.url})[0] == 403
+    assert caregiver.request("GET", "/api/devices")[0] == 403
+
+    status, created = logistics.request("POST", "/api/enroll-tokens", {"server_url": server.url, "count": 2})
+    assert status == 201 and len(created["files"]) == 2 and "token:" in created["files"][0]["content"]
+    status, devices = logistics.request("GET", "/api/devices")
+    assert status == 200 and devices[0]["id"] == device_id and devices[0]["online"] is True
+    assert devices[0]["online_since"] is not None
+
+    command = server.wait_command(queued["id"])
+    status, shown = support.request("GET", f"/api/commands/{queued['id']}")
+    assert status == 200 and shown["state"] == command["state"] == "done" and shown["result_verified"]
+    status, audit = support.request("GET", f"/api/audit?device_id={device_id}")
+    assert status == 200 and {"device-enrolled", "command-queued", "command-result"} <= {e["action"] for e in audit}
+
+
+def test_bad_requests_get_clear_errors(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+    _, device_id = online_agent
+    server.add_admin()
+    console = Console(server.console)
+    console.login()
+    cases = [
+        ("POST", f"/api/devices/{device_id}/commands", b"{not json", 400, "malformed"),
+        ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "ping", "extra": 1}', 400, "invalid"),
+        ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "teleport"}', 400, "unknown-kind"),
+        ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "logs", "args": {"lines": "x"}}', 400,
+         "invalid-arguments"),
+        ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "ping", "expires_in": -5}', 400, "invalid"),
+        ("POST", "/api/devices/00000000-0000-0000-0000-000000000000/commands", b'{"kind": "ping"}', 404,
+         "unknown-device"),
+        ("POST", "/api/enroll-tokens", b'{"server_url": "http://plain", "count": 1}', 400, "invalid"),
+        ("POST", "/api/enroll-tokens", b'{"server_url": "https://x", "count": 100000}', 400, "invalid"),
+        ("GET", "/api/commands/nope", None, 404, "unknown-command"),
+        ("GET", "/api/audit?limit=lots", None, 400, "invalid"),
+    ]
+    for method, path, raw, status, code in cases:
+        got, body = console.request(method, path, raw=raw)
+        assert (got, body["error"]) == (status, code), (path, raw, body)
+    got, body = console.request("POST", f"/api/devices/{device_id}/commands", raw=b"{" + b" " * 70_000 + b"}")
+    assert (got, body["error"]) == (413, "oversized")
+    assert console.request("GET", "/api/me")[0] == 200, "the session survives bad requests"
+
+
+def test_openapi_document_describes_the_api(server: ServerProcess, tmp_path: Path) -> None:
+    status, spec = Console(server.console).request("GET", "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert {"/api/login", "/api/devices", "/api/devices/{device_id}/commands", "/api/commands/{command_id}",
+            "/api/enroll-tokens", "/api/audit"} <= set(spec["paths"])
+    post = spec["paths"]["/api/devices/{device_id}/commands"]["post"]
+    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "kind" in spec["components"]["schemas"][ref]["properties"]
+    assert "security" not in spec["paths"]["/api/login"]["post"]
+
+
+def test_tampering_with_the_audit_log_is_detected(server: ServerProcess) -> None:
+    server.add_admin()
+    import sqlalchemy as sa
+
+    from kiosk.server.store import Store, audit
+    store = Store.in_directory(server.data)
+    with store.tx() as conn:
+        conn.execute(sa.update(audit).where(audit.c.seq == 1).values(actor="someone else"))
+    store.close()
+    result = server.cli("audit", "verify", check=False)
+    assert result.returncode == 3 and "altered at entry 1" in result.stderr
