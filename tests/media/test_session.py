@@ -1,0 +1,39 @@
+"""The one call the UI makes: encoder chosen, loss recovery armed, devices fed."""
+
+from __future__ import annotations
+
+from kiosk.media.encoders import installed_h264_encoder, probe_encoder
+from kiosk.media.keyframes import installed_loss_recovery
+from kiosk.media.session import start_media
+from kiosk.media.sources import CaptureTrack
+
+from .calls import luma_spread
+from .fakeudev import FakeMonitor, camera
+
+
+async def test_demo_media_starts_anywhere_and_follows_udev() -> None:
+    monitor = FakeMonitor()
+    media = await start_media(demo=True, monitor=monitor)
+    try:
+        assert installed_loss_recovery() is media.loss_recovery
+        if probe_encoder("h264_v4l2m2m") is not None:
+            assert not media.encoder.hardware and media.h264 is None
+            assert installed_h264_encoder() is None
+        # No camera or microphone on a CI machine: the demo sends test sources.
+        for track in (media.devices.video, media.devices.audio):
+            assert isinstance(track.source, CaptureTrack)
+            assert track.source.spec.format == "lavfi"
+        assert luma_spread(await media.devices.video.recv()) > 50
+        assert media.devices._watch is not None and not media.devices._watch.done()
+    finally:
+        await media.close()
+        monitor.close()
+
+
+async def test_without_demo_a_kiosk_with_no_camera_sends_the_calm_placeholder() -> None:
+    media = await start_media(demo=False, monitor=FakeMonitor())
+    try:
+        assert media.devices.video.source is None
+        assert luma_spread(await media.devices.video.recv()) == 0
+    finally:
+        await media.close()
