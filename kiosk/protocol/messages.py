@@ -9,7 +9,7 @@ Struct whose ``type`` tag names it on the wire, and every decode goes through a
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar, Union
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 
@@ -175,8 +175,115 @@ class Rejected(Message, tag="rejected"):
     detail: str
 
 
-DeviceToServer = Union[Hello, Heartbeat, CommandAck, ResultDelivery, Rejected]
-ServerToDevice = Union[Welcome, HeartbeatAck, CommandDelivery, ResultAck, Rejected]
+# ------------------------------------------------------------------ call signaling
+# The same structs travel staff browser <-> server <-> agent <-> UI. The server relays
+# SDP only; media goes peer to peer (or through our TURN). SDP is exchanged whole, with
+# its ICE candidates gathered first (no trickle): one message each way.
+
+MAX_SDP_CHARS = 64 * 1024
+
+
+class IceServer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of WebRTC's ``iceServers`` (urls, and TURN credentials)."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class CallStart(Message, tag="call-start"):
+    """Staff -> server: please call this citizen."""
+
+    citizen_id: str
+
+
+class CallPlaced(Message, tag="call-placed"):
+    """Server -> staff: the call exists and the unit is being asked to ring."""
+
+    call_id: str
+    citizen_name: str
+    ice_servers: list[IceServer]
+    relay_only: bool = False
+
+
+class CallRing(Message, tag="call-ring"):
+    """Server -> agent -> UI: ring, show who calls, one big answer button."""
+
+    call_id: str
+    caller_name: str
+    caller_role: str
+    ice_servers: list[IceServer]
+    relay_only: bool = False
+    ring_timeout: float = 60.0
+
+
+class CallRinging(Message, tag="call-ringing"):
+    """UI -> agent -> server -> staff: the unit is ringing (screen awake, tone on)."""
+
+    call_id: str
+    screen_awake: bool = True
+
+
+class CallAnswer(Message, tag="call-answer"):
+    """UI -> agent -> server -> staff: the citizen answered; the unit's SDP offer."""
+
+    call_id: str
+    sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)]
+
+
+class CallAccept(Message, tag="call-accept"):
+    """Staff -> server -> agent -> UI: the staff browser's SDP answer."""
+
+    call_id: str
+    sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)]
+
+
+class CallConnected(Message, tag="call-connected"):
+    """Either peer -> server: media flows."""
+
+    call_id: str
+
+
+class CallHangUp(Message, tag="call-hangup"):
+    """Either side -> server: end the call (``media-failed`` when media could not be set up)."""
+
+    call_id: str
+    reason: Literal["hung-up", "media-failed"] = "hung-up"
+
+
+class DeviceFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the server knew of the unit when a call ended: the answer to "is the citizen
+    all right, or was the screen off?" as far as technique can tell."""
+
+    online: bool
+    online_since: float | None
+    last_seen: float | None
+    rang_for_seconds: float | None
+    ui_alive: bool | None
+    screen_awake: bool | None
+
+
+class CallEnded(Message, tag="call-ended"):
+    """Server -> both sides: the call is over, and why."""
+
+    call_id: str
+    reason: str  # an EndReason value of kiosk.protocol.call
+    facts: DeviceFacts | None = None
+
+
+class CallQualityReport(Message, tag="call-quality"):
+    """Either peer -> server after a call: its quality summary (never any media)."""
+
+    call_id: str
+    quality: dict[str, float | int | None]
+
+
+DeviceToServer = Union[Hello, Heartbeat, CommandAck, ResultDelivery, Rejected,
+                       CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport]
+ServerToDevice = Union[Welcome, HeartbeatAck, CommandDelivery, ResultAck, Rejected,
+                       CallRing, CallAccept, CallEnded]
+StaffToServer = Union[CallStart, CallAccept, CallConnected, CallHangUp, CallQualityReport]
+ServerToStaff = Union[CallPlaced, CallRinging, CallAnswer, CallEnded, Rejected]
 
 
 # ------------------------------------------------------------------ UI <-> agent (Unix)
@@ -203,8 +310,12 @@ class AgentStatus(Message, tag="status"):
     contact_staff: list[str] = []
 
 
-UiToAgent = Union[UiHello, UiHeartbeat, GetStatus]
-AgentToUi = Union[AgentStatus, Rejected]
+UiToAgent = Union[UiHello, UiHeartbeat, GetStatus,
+                  CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport]
+AgentToUi = Union[AgentStatus, Rejected, CallRing, CallAccept, CallEnded]
+#: The call messages the agent passes on unchanged, in each direction.
+CALL_UPSTREAM = (CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport)
+CALL_DOWNSTREAM = (CallRing, CallAccept, CallEnded)
 
 
 # -------------------------------------------------------------- enrollment (HTTPS JSON)
@@ -287,7 +398,9 @@ def convert(value: Any, message_type: type[T] | Any, *, strict: bool = True) -> 
 
 DEVICE_TO_SERVER: Codec[DeviceToServer] = Codec(DeviceToServer)
 SERVER_TO_DEVICE: Codec[ServerToDevice] = Codec(ServerToDevice)
-UI_TO_AGENT: Codec[UiToAgent] = Codec(UiToAgent, max_bytes=16 * 1024)
+UI_TO_AGENT: Codec[UiToAgent] = Codec(UiToAgent, max_bytes=MAX_SDP_CHARS + 4096)
+STAFF_TO_SERVER: Codec[StaffToServer] = Codec(StaffToServer, max_bytes=MAX_SDP_CHARS + 4096)
+SERVER_TO_STAFF: Codec[ServerToStaff] = Codec(ServerToStaff)
 AGENT_TO_UI: Codec[AgentToUi] = Codec(AgentToUi)
 COMMAND: Codec[Command] = Codec(Command)
 COMMAND_RESULT: Codec[CommandResult] = Codec(CommandResult)

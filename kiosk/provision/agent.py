@@ -49,7 +49,7 @@ class Agent:
         socket_url = pin.url.rstrip("/").replace("https://", "wss://", 1) + "/api/v1/socket"
         self.link = ServerLink(socket_url, lambda: enroll.device_context(state), self._on_message,
                                self._flush_outbox, self._hello, self._heartbeat, backoff_base, backoff_cap)
-        self.ui = UiServer(state.socket_path, self.status)
+        self.ui = UiServer(state.socket_path, self.status, self._from_ui)
         self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
 
     # -------------------------------------------------------------------- status
@@ -88,6 +88,12 @@ class Agent:
                 self.state.outbox_remove(command_id)
             case m.Rejected(reason=reason, detail=detail):
                 log.warning("server rejected our message: %s (%s)", reason, detail)
+            case m.CallRing() | m.CallAccept() | m.CallEnded():
+                self.ui.send(message)  # the UI runs the call; the agent only carries its signaling
+
+    async def _from_ui(self, message: m.UiToAgent) -> None:
+        if isinstance(message, m.CALL_UPSTREAM) and not await self.link.send(message):
+            log.warning("call message from the UI dropped: the server is not connected")
 
     async def _receive_command(self, envelope: m.SignedEnvelope) -> None:
         now = time.time()

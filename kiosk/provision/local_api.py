@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
@@ -20,13 +20,15 @@ from kiosk.protocol.errors import ProtocolError
 log = logging.getLogger("kiosk.agent.ui")
 
 UI_ALIVE_SECONDS = 15.0  # the UI sends a heartbeat every 5 s
-LINE_LIMIT = 16 * 1024
+LINE_LIMIT = 128 * 1024  # an SDP offer with its candidates fits well inside
 
 
 class UiServer:
-    def __init__(self, path: Path, status: Callable[[], m.AgentStatus]) -> None:
+    def __init__(self, path: Path, status: Callable[[], m.AgentStatus],
+                 upstream: Callable[[m.UiToAgent], Awaitable[None]]) -> None:
         self.path = path
         self._status = status
+        self._upstream = upstream  # call messages from the UI, on their way to the server
         self._clients: set[asyncio.StreamWriter] = set()
         self._server: asyncio.AbstractServer | None = None
         self.last_heartbeat: float | None = None
@@ -48,8 +50,15 @@ class UiServer:
             writer.close()
         self.path.unlink(missing_ok=True)
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._clients)
+
     def push_status(self) -> None:
-        line = m.encode(self._status()) + b"\n"
+        self.send(self._status())
+
+    def send(self, message: m.AgentToUi) -> None:
+        line = m.encode(message) + b"\n"
         for writer in list(self._clients):
             writer.write(line)
 
@@ -77,6 +86,9 @@ class UiServer:
                         writer.write(m.encode(self._status()) + b"\n")
                     case m.GetStatus():  # asked by tools too (kiosk-agent status): not a sign of UI life
                         writer.write(m.encode(self._status()) + b"\n")
+                    case _:  # a call message: the agent passes it on unchanged
+                        self.last_heartbeat = time.monotonic()
+                        await self._upstream(message)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
