@@ -84,3 +84,27 @@ class AuditOut(msgspec.Struct):
     device_id: str | None
     detail: dict[str, Any]
     hash: str
+
+
+class CitizenOut(msgspec.Struct):
+    id: str
+    name: str
+    online: bool
+
+
+class CallRecordOut(msgspec.Struct):
+    id: str
+    caller: str
+    citizen_id: str
+    device_id: str | None
+    placed_at: float
+    rang_at: float | None
+    answered_at: float | None
+    connected_at: float | None
+    ended_at: float
+    end_reason: str
+    ring_seconds: float | None
+    talk_seconds: float | None
+    facts: dict[str, Any] | None
+    quality_staff: dict[str, Any] | None
+    quality_device: dict[str, Any] | None

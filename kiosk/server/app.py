@@ -11,12 +11,23 @@ from pathlib import Path
 from aiohttp import web
 
 import kiosk
-from kiosk.server import console_api, device_api, openapi
+from kiosk.protocol.call import CallConfig
+from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
 from kiosk.server.ca import Authority, load_or_create
+from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
 from kiosk.server.store import Store
 
 log = logging.getLogger("kiosk.server")
+
+STATIC = Path(__file__).parent / "static"
+# The page loads nothing from anywhere else, and runs no inline script.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @dataclass(frozen=True)
@@ -62,19 +73,22 @@ class Server:
     store: Store
     authority: Authority
     hub: Hub
+    calls: CallManager
 
     @classmethod
-    def open(cls, data: Path, municipality: str = "Demo Kommune",
-             server_names: list[str] | None = None) -> "Server":
+    def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
+             call_config: CallConfig = CallConfig(), turn: TurnConfig | None = None) -> "Server":
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data)
-        return cls(data, store, authority, Hub(store))
+        hub = Hub(store)
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
 
     def _app(self, routes: list[web.RouteDef], middlewares: list[object] = ()) -> web.Application:  # type: ignore[assignment]
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
         app[device_api.AUTHORITY] = self.authority
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
+        app[device_api.CALLS] = self.calls
         app.add_routes(routes)
         return app
 
@@ -90,6 +104,12 @@ class Server:
             return web.json_response(spec)
 
         app.router.add_get("/openapi.json", openapi_json)
+
+        async def page(_request: web.Request) -> web.FileResponse:
+            return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+        app.router.add_get("/", page)
+        app.router.add_static("/static/", STATIC)
         return app
 
     async def start(self, device: Listen, console: Listen, console_https: bool | None = None) -> list[web.AppRunner]:

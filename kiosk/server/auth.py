@@ -11,14 +11,15 @@ ROLES = ("caregiver", "support", "logistics", "admin")
 
 #: What each role may do. ``command:<kind>`` covers sending that command to a device.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "caregiver": frozenset(),
+    # whom a caregiver may call is decided per citizen, by the care team
+    "caregiver": frozenset({"calls.make", "citizens.read"}),
     "support": frozenset({
         "devices.read", "audit.read", "command:ping", "command:diagnostics", "command:logs",
         "command:restart-ui", "command:reboot",
     }),
     "logistics": frozenset({
         "devices.read", "audit.read", "tokens.create", "devices.revoke", "command:ping",
-        "command:assign", "command:wipe", "command:set-config",
+        "command:assign", "command:wipe", "command:set-config", "citizens.read",
     }),
 }
 

@@ -19,8 +19,12 @@ from pathlib import Path
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
-from kiosk.server import auth, commands
+import sqlalchemy as sa
+
+from kiosk.protocol.call import CallConfig
+from kiosk.server import auth, calls, commands
 from kiosk.server.app import Listen, Server
+from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 
 
@@ -45,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--municipality", default="Demo Kommune", help="only used when DIR is new")
     sp.add_argument("--server-name", action="append", help="only used when DIR is new (repeat)")
     sp.add_argument("--log-level", default="INFO")
+    sp.add_argument("--ring-timeout", type=parse_duration, default=60.0, help="unanswered calls end after this")
+    sp.add_argument("--turn", metavar="HOST:PORT", help="our coturn, handed to both peers of every call")
+    sp.add_argument("--turn-secret-file", type=Path, help="coturn's static-auth-secret (use-auth-secret)")
+    sp.add_argument("--relay-only", action="store_true", help="force media through TURN (for locked-down networks)")
 
     tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
     sp = tok.add_parser("create", help="write N provisioning files")
@@ -80,7 +88,23 @@ def _parser() -> argparse.ArgumentParser:
     data(sp)
     sp.add_argument("username")
     sp.add_argument("--role", choices=auth.ROLES, required=True)
+    sp.add_argument("--display-name", help="how the citizen's screen names this person when they call")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+
+    cit = sub.add_parser("citizen", help="citizens, their screen and their care team").add_subparsers(
+        dest="sub", required=True)
+    sp = cit.add_parser("add", help="register a citizen, assign a screen and send it the assignment")
+    data(sp)
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--device", required=True, help="the enrolled screen's device id")
+    sp.add_argument("--caregiver", action="append", default=[], help="user name allowed to call (repeat)")
+    sp.add_argument("--json", action="store_true")
+
+    cl = sub.add_parser("call", help="call records").add_subparsers(dest="sub", required=True)
+    sp = cl.add_parser("list")
+    data(sp)
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--json", action="store_true")
 
     aud = sub.add_parser("audit", help="the append-only audit log").add_subparsers(dest="sub", required=True)
     sp = aud.add_parser("list")
@@ -123,8 +147,26 @@ def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
     return dict(args)
 
 
+def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
+    if not args.turn:
+        if args.relay_only:
+            fail("--relay-only needs --turn")
+        return None
+    if not args.turn_secret_file:
+        fail("--turn needs --turn-secret-file")
+    listen = Listen.parse(args.turn)
+    try:
+        secret = args.turn_secret_file.read_text().strip()
+    except OSError as exc:
+        fail(f"cannot read the TURN secret: {exc}")
+    if len(secret) < 16:
+        fail("the TURN secret must be at least 16 characters")
+    return TurnConfig(listen.host, listen.port, secret, args.relay_only)
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    server = Server.open(args.data, args.municipality, args.server_name)
+    server = Server.open(args.data, args.municipality, args.server_name,
+                         CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
     runners = await server.start(args.device_listen, args.console_listen,
                                  True if args.console_https else None)
     print(f"kiosk-server {kiosk.__version__}: {server.authority.municipality}; "
@@ -211,8 +253,35 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 fail(str(exc))
             if store.user(args.username) is not None:
                 fail(f"user {args.username} exists already")
-            store.add_user(args.username, hashed, args.role, actor)
+            store.add_user(args.username, hashed, args.role, actor, args.display_name)
             print(f"added {args.username} ({args.role})")
+        case "citizen", "add":
+            unknown = [u for u in args.caregiver if store.user(u) is None]
+            if unknown:
+                fail(f"no such user: {', '.join(unknown)}")
+            device = store.device(args.device)
+            if device is None or device.revoked_at is not None:
+                fail(f"no enrolled screen {args.device}")
+            staff = [store.user(u).display_name or u for u in args.caregiver]
+            action = commands.parse_action("assign", {"citizen_name": args.name, "contact_staff": staff})
+            try:
+                with store.tx() as conn:
+                    citizen_id = store.add_citizen(conn, args.name, args.device, args.caregiver)
+                    store.append_audit(conn, actor, "citizen-added", args.device, citizen_id=citizen_id)
+            except sa.exc.IntegrityError:
+                fail(f"screen {args.device} is assigned to another citizen already; wipe it first")
+            command = commands.queue(store, server.authority, args.device, action, actor)
+            out = {"citizen_id": citizen_id, "assign_command": command.id}
+            print_json(out) if args.json else print(citizen_id)
+        case "call", "list":
+            records = [calls.record_view(r) for r in store.call_records(args.limit)]
+            if args.json:
+                print_json(records)
+            else:
+                for r in records:
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["placed_at"]))
+                    talk = f"{r['talk_seconds']:.0f} s" if r["talk_seconds"] is not None else "-"
+                    print(f"{when} {r['caller']:<16} {r['end_reason']:<20} talk {talk}")
         case "audit", "list":
             entries = store.audit_entries(args.device, args.limit)
             if args.json:

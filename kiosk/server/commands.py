@@ -79,6 +79,8 @@ def accept_result(store: Store, device_id: str, cert_pem: str, envelope: m.Signe
                                      m.encode(envelope), result_json)
         if fresh:
             action = "wipe-receipt" if result.kind == "wipe" and result.outcome == "ok" else "command-result"
+            if action == "wipe-receipt":
+                store.release_device(conn, device_id)
             store.append_audit(conn, f"device:{device_id}", action, device_id, command_id=result.command_id,
                                kind=result.kind, outcome=result.outcome, reason=result.reason,
                                receipt=result.detail if action == "wipe-receipt" else None,

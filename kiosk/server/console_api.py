@@ -16,7 +16,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
-from kiosk.server import auth, commands
+from kiosk.server import auth, calls, commands
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 
@@ -198,6 +198,22 @@ async def get_command(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "unknown-command", "no such command")
     device = store.device(row.device_id)
     return json_response(commands.view(row, device.cert_pem if device else None))
+
+
+# --------------------------------------------------------------- citizens and calls
+@route("GET", "/api/citizens", "citizens.read", "The citizens I may call (all, for administrators)",
+       response=list[s.CitizenOut])
+async def my_citizens(request: web.Request) -> web.StreamResponse:
+    user, hub = request[USER], request.app[HUB]
+    rows = request.app[STORE].citizens_of(user.username, everyone=user.role in ("admin", "logistics"))
+    return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and r.device_id in hub.links)
+                          for r in rows])
+
+
+@route("GET", "/api/calls", "calls.read", "Call records, newest first (no media is ever recorded)",
+       response=list[s.CallRecordOut])
+async def call_records(request: web.Request) -> web.StreamResponse:
+    return json_response([calls.record_view(r) for r in request.app[STORE].call_records()])
 
 
 # -------------------------------------------------------------- tokens and audit

@@ -21,6 +21,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import commands
 from kiosk.server.ca import Authority
+from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
 from kiosk.server.store import Store, TokenRefused
 
@@ -35,6 +36,7 @@ TOKEN_STATUS = {"token-unknown": 403, "token-used": 409, "token-expired": 410}
 AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+CALLS: web.AppKey[CallManager] = web.AppKey("calls", CallManager)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -123,7 +125,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         await hub.deliver_pending(device_id)
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
-                await _handle(link, frame.data.encode(), hub, store)
+                await _handle(link, frame.data.encode(), hub, store, request.app[CALLS])
             elif frame.type == WSMsgType.BINARY:
                 await send(m.Rejected(reason="malformed", detail="text frames only"))
             elif frame.type == WSMsgType.ERROR:
@@ -134,7 +136,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store) -> None:
+async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: CallManager) -> None:
     try:
         message = m.DEVICE_TO_SERVER.decode(data)
     except ProtocolError as exc:
@@ -164,6 +166,9 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store) -> None
             await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
+        case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
+            hub.seen(link)
+            await calls.from_device(link.device_id, message)
 
 
 def _claimed_command_id(envelope: m.SignedEnvelope) -> str:

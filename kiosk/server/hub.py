@@ -44,6 +44,8 @@ class Hub:
         self._dirty_seen: dict[str, tuple[float, str, bool]] = {}
         self._task: asyncio.Task[None] | None = None
         self._revocations_checked_at = 0.0
+        #: Called with the device id when a device's link goes away for good (not on a reconnect).
+        self.on_detach: list[Callable[[str], Awaitable[None]]] = []
 
     # ------------------------------------------------------------- connections
     async def attach(self, link: DeviceLink) -> None:
@@ -57,6 +59,8 @@ class Hub:
         if self.links.get(link.device_id) is link:
             del self.links[link.device_id]
             self._dirty_seen[link.device_id] = (link.last_seen, link.state, False)
+            for callback in self.on_detach:
+                asyncio.ensure_future(callback(link.device_id))
 
     def seen(self, link: DeviceLink) -> None:
         link.last_seen = time.time()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,40 @@ users = sa.Table(
     sa.Column("password_hash", sa.Text, nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("display_name", sa.String(100)),  # shown on the citizen's screen when this person calls
+)
+
+citizens = sa.Table(
+    "citizens", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),  # personal data: never logged or audited
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+care_team = sa.Table(
+    "care_team", metadata,  # who may call whom
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+    sa.Column("citizen_id", sa.String(36), sa.ForeignKey("citizens.id"), primary_key=True),
+)
+
+calls = sa.Table(
+    "calls", metadata,  # one record per call; never any media
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("caller", sa.String(64), nullable=False),
+    sa.Column("citizen_id", sa.String(36), nullable=False, index=True),
+    sa.Column("device_id", sa.String(36)),
+    sa.Column("placed_at", sa.Float, nullable=False),
+    sa.Column("rang_at", sa.Float),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("connected_at", sa.Float),
+    sa.Column("ended_at", sa.Float, nullable=False),
+    sa.Column("end_reason", sa.String(32), nullable=False),
+    sa.Column("ring_seconds", sa.Float),
+    sa.Column("talk_seconds", sa.Float),
+    sa.Column("facts", sa.Text),
+    sa.Column("quality_staff", sa.Text),
+    sa.Column("quality_device", sa.Text),
 )
 
 sessions = sa.Table(
@@ -281,10 +316,11 @@ class Store:
         return bool(n)
 
     # --------------------------------------------------------------- people
-    def add_user(self, username: str, password_hash: str, role: str, actor: str) -> None:
+    def add_user(self, username: str, password_hash: str, role: str, actor: str,
+                 display_name: str | None = None) -> None:
         with self.tx() as conn:
             conn.execute(users.insert().values(username=username, password_hash=password_hash, role=role,
-                                               created_at=time.time()))
+                                               created_at=time.time(), display_name=display_name))
             self.append_audit(conn, actor, "user-added", user=username, role=role)
 
     def user(self, username: str) -> Any:
@@ -313,6 +349,56 @@ class Store:
     def end_session(self, token: str) -> None:
         with self.tx() as conn:
             conn.execute(sessions.delete().where(sessions.c.token_hash == sha256_hex(token)))
+
+
+    # ------------------------------------------------------------ citizens and calls
+    def add_citizen(self, conn: Connection, name: str, device_id: str | None, caregivers: list[str]) -> str:
+        citizen_id = str(uuid.uuid4())
+        conn.execute(citizens.insert().values(id=citizen_id, name=name, device_id=device_id, created_at=time.time()))
+        if caregivers:
+            conn.execute(care_team.insert(), [{"username": u, "citizen_id": citizen_id} for u in caregivers])
+        return citizen_id
+
+    def citizen(self, citizen_id: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(citizens).where(citizens.c.id == citizen_id)).first()
+
+    def citizens_of(self, username: str, everyone: bool) -> list[Any]:
+        q = sa.select(citizens).order_by(citizens.c.name)
+        if not everyone:
+            q = q.join(care_team, care_team.c.citizen_id == citizens.c.id).where(care_team.c.username == username)
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
+
+    def may_call(self, username: str, citizen_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(care_team).where(
+                care_team.c.username == username, care_team.c.citizen_id == citizen_id)).first() is not None
+
+    def release_device(self, conn: Connection, device_id: str) -> None:
+        """After a wipe the screen belongs to no citizen; the citizen's record stays."""
+        conn.execute(citizens.update().where(citizens.c.device_id == device_id).values(device_id=None))
+
+    def add_call_record(self, record: dict[str, Any]) -> None:
+        with self.tx() as conn:
+            conn.execute(calls.insert().values(**record))
+            self.append_audit(conn, record["caller"], "call-ended", record["device_id"], call_id=record["id"],
+                              citizen_id=record["citizen_id"], reason=record["end_reason"],
+                              talk_seconds=record["talk_seconds"])
+
+    def add_call_quality(self, call_id: str, column: str, quality: dict[str, Any]) -> bool:
+        assert column in ("quality_staff", "quality_device")
+        with self.tx() as conn:
+            return bool(conn.execute(calls.update().where(calls.c.id == call_id, calls.c[column].is_(None))
+                                     .values({column: json.dumps(quality)})).rowcount)
+
+    def call_record(self, call_id: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(calls).where(calls.c.id == call_id)).first()
+
+    def call_records(self, limit: int = 200) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit)))
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -1,0 +1,259 @@
+"""Calls on the server: who may call whom, the signaling relay, and the call records.
+
+The decisions are the pure state machine's (kiosk.protocol.call); this module feeds it
+events from the staff socket and the device link, carries out its effects, and keeps
+the timers. SDP passes through untouched; media never touches the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from kiosk.protocol import call as c
+from kiosk.protocol import messages as m
+from kiosk.server import turn
+from kiosk.server.hub import Hub
+from kiosk.server.store import Store
+
+log = logging.getLogger("kiosk.server.calls")
+
+StaffSend = Callable[[m.ServerToStaff], Awaitable[None]]
+#: After a call ends its peers still report quality; a late report is accepted this long.
+QUALITY_GRACE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    host: str
+    port: int
+    secret: str
+    relay_only: bool = False
+
+    def ice_servers(self, user_id: str) -> list[m.IceServer]:
+        creds = turn.issue_credentials(self.secret, user_id, now=time.time())
+        return [m.convert(s.as_dict(), m.IceServer) for s in turn.ice_servers(self.host, self.port, creds)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    username: str
+    display_name: str
+    role: str
+
+
+@dataclass
+class LiveCall:
+    id: str
+    caller: Caller
+    citizen_id: str
+    device_id: str
+    staff: StaffSend
+    machine: c.Call
+    offer_sdp: str | None = None
+    screen_awake: bool | None = None
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class CallRefused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CallManager:
+    def __init__(self, store: Store, hub: Hub, config: c.CallConfig, turn_config: TurnConfig | None) -> None:
+        self.store = store
+        self.hub = hub
+        self.config = config
+        self.turn = turn_config
+        self.live: dict[str, LiveCall] = {}
+        self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
+        hub.on_detach.append(self.device_gone)
+
+    def _ice(self, leg: str) -> tuple[list[m.IceServer], bool]:
+        if self.turn is None:
+            return [], False  # host candidates only: fine on one network, never a public STUN server
+        return self.turn.ice_servers(leg), self.turn.relay_only
+
+    def _busy_device(self, device_id: str) -> bool:
+        return any(lc.device_id == device_id for lc in self.live.values())
+
+    # ----------------------------------------------------------------- staff side
+    async def place(self, caller: Caller, citizen_id: str, staff: StaffSend) -> str:
+        citizen = self.store.citizen(citizen_id)
+        if citizen is None:
+            raise CallRefused("unknown-citizen", "no such citizen")
+        if caller.role != "admin" and not self.store.may_call(caller.username, citizen_id):
+            with self.store.tx() as conn:
+                self.store.append_audit(conn, caller.username, "call-refused", citizen.device_id,
+                                        citizen_id=citizen_id, reason="not-in-care-team")
+            raise CallRefused("forbidden", "you are not in this citizen's care team")
+        if citizen.device_id is None:
+            raise CallRefused("no-device", "this citizen has no screen assigned")
+        call_id = str(uuid.uuid4())
+        ice, relay_only = self._ice(f"staff-{call_id}")
+        busy = self._busy_device(citizen.device_id)
+        live = LiveCall(call_id, caller, citizen_id, citizen.device_id, staff, c.Call(config=self.config))
+        self.live[call_id] = live
+        await staff(m.CallPlaced(call_id=call_id, citizen_name=citizen.name, ice_servers=ice, relay_only=relay_only))
+        now = time.time()
+        if citizen.device_id not in self.hub.links:
+            await self._feed(live, c.DeviceOffline(now))
+        elif busy:
+            await self._feed(live, c.Busy(now))
+        else:
+            await self._feed(live, c.Ring(now))
+        return call_id
+
+    async def from_staff(self, username: str, message: m.StaffToServer) -> None:
+        if isinstance(message, m.CallQualityReport):
+            self._quality(message, "quality_staff", lambda caller, _device: caller == username)
+            return
+        live = self.live.get(getattr(message, "call_id", ""))
+        if live is None or live.caller.username != username:
+            return  # a late message for a call that has ended: nothing to do
+        now = time.time()
+        match message:
+            case m.CallAccept(sdp=sdp):
+                await self._to_device(live.device_id, m.CallAccept(call_id=live.id, sdp=sdp))
+            case m.CallConnected():
+                await self._feed(live, c.MediaConnected(now))
+            case m.CallHangUp(reason="media-failed"):
+                await self._feed(live, c.MediaFailed(now))
+            case m.CallHangUp():
+                event: c.Event = c.HangUp(now, c.Side.STAFF) if live.machine.state is c.CallState.IN_CALL \
+                    else c.Cancel(now)
+                await self._feed(live, event)
+
+    async def staff_gone(self, call_id: str) -> None:
+        live = self.live.get(call_id)
+        if live is not None:
+            await self._feed(live, c.HangUp(time.time(), c.Side.STAFF))
+
+    # ---------------------------------------------------------------- device side
+    async def from_device(self, device_id: str, message: m.DeviceToServer) -> None:
+        if isinstance(message, m.CallQualityReport):
+            self._quality(message, "quality_device", lambda _caller, device: device == device_id)
+            return
+        live = self.live.get(getattr(message, "call_id", ""))
+        if live is None or live.device_id != device_id:
+            return
+        now = time.time()
+        match message:
+            case m.CallRinging(screen_awake=awake):
+                live.screen_awake = awake
+                await self._feed(live, c.RingAck(now))
+            case m.CallAnswer(sdp=sdp):
+                live.offer_sdp = sdp
+                await self._feed(live, c.Answer(now))
+            case m.CallConnected():
+                await self._feed(live, c.MediaConnected(now))
+            case m.CallHangUp(reason="media-failed"):
+                await self._feed(live, c.MediaFailed(now))
+            case m.CallHangUp():
+                await self._feed(live, c.HangUp(now, c.Side.CITIZEN))
+
+    async def device_gone(self, device_id: str) -> None:
+        for live in [lc for lc in self.live.values() if lc.device_id == device_id]:
+            await self._feed(live, c.DeviceOffline(time.time()))
+
+    # -------------------------------------------------------------- the machine
+    async def _feed(self, live: LiveCall, event: c.Event) -> None:
+        step = live.machine.handle(event)
+        live.machine = step.call
+        for effect in step.effects:
+            if isinstance(effect, c.RecordCallEnd):
+                self._record(live, effect.record)
+            elif effect.to is c.Side.CITIZEN:
+                await self._notify_device(live, effect)
+            else:
+                await self._notify_staff(live, effect)
+        self._arm_timer(live)
+
+    def _arm_timer(self, live: LiveCall) -> None:
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        deadline = live.machine.next_deadline
+        if deadline is not None and live.machine.state is not c.CallState.ENDED:
+            loop = asyncio.get_running_loop()
+            live.timer = loop.call_later(max(0.0, deadline - time.time()),
+                                         lambda: asyncio.ensure_future(self._feed(live, c.Tick(time.time()))))
+
+    async def _notify_device(self, live: LiveCall, effect: c.Notify) -> None:
+        if effect.notice is c.Notice.RING:
+            ice, relay_only = self._ice(live.device_id)
+            await self._to_device(live.device_id, m.CallRing(
+                call_id=live.id, caller_name=live.caller.display_name, caller_role=live.caller.role,
+                ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout))
+        elif effect.notice is c.Notice.ENDED and effect.reason is not None:
+            await self._to_device(live.device_id, m.CallEnded(call_id=live.id, reason=effect.reason.value))
+
+    async def _notify_staff(self, live: LiveCall, effect: c.Notify) -> None:
+        message: m.ServerToStaff | None = None
+        if effect.notice is c.Notice.RINGING:
+            message = m.CallRinging(call_id=live.id, screen_awake=bool(live.screen_awake))
+        elif effect.notice is c.Notice.ANSWERED and live.offer_sdp is not None:
+            message = m.CallAnswer(call_id=live.id, sdp=live.offer_sdp)
+        elif effect.notice is c.Notice.ENDED and effect.reason is not None:
+            message = m.CallEnded(call_id=live.id, reason=effect.reason.value, facts=self._facts(live))
+        if message is not None:
+            try:
+                await live.staff(message)
+            except ConnectionError:
+                pass  # the browser went away; its hang-up event follows
+
+    async def _to_device(self, device_id: str, message: m.ServerToDevice) -> None:
+        link = self.hub.links.get(device_id)
+        if link is not None:
+            try:
+                await link.send(message)
+            except ConnectionError:
+                pass  # the link's detach feeds DeviceOffline
+
+    def _facts(self, live: LiveCall) -> m.DeviceFacts:
+        link = self.hub.links.get(live.device_id)
+        row = self.store.device(live.device_id)
+        machine = live.machine
+        rang_for = None
+        if machine.rang_at is not None:
+            rang_for = (machine.answered_at or machine.ended_at or time.time()) - machine.rang_at
+        return m.DeviceFacts(
+            online=link is not None, online_since=link.connected_at if link else None,
+            last_seen=link.last_seen if link else (row.last_seen if row else None),
+            rang_for_seconds=round(rang_for, 3) if rang_for is not None else None,
+            ui_alive=link.ui_alive if link else None, screen_awake=live.screen_awake,
+        )
+
+    def _record(self, live: LiveCall, record: c.CallRecord) -> None:
+        del self.live[live.id]
+        self._ended[live.id] = (record.ended_at, live.caller.username, live.device_id)
+        self.store.add_call_record({
+            "id": live.id, "caller": live.caller.username, "citizen_id": live.citizen_id,
+            "device_id": live.device_id, "placed_at": record.placed_at, "rang_at": record.rang_at,
+            "answered_at": record.answered_at, "connected_at": record.connected_at, "ended_at": record.ended_at,
+            "end_reason": record.reason.value, "ring_seconds": record.ring_duration,
+            "talk_seconds": record.talk_duration, "facts": json.dumps(m.to_builtins(self._facts(live))),
+        })
+        log.info("call %s ended: %s", live.id, record.reason.value)
+
+    def _quality(self, report: m.CallQualityReport, column: str, allowed: Callable[[str, str], bool]) -> None:
+        now = time.time()
+        self._ended = {k: v for k, v in self._ended.items() if now - v[0] < QUALITY_GRACE_SECONDS}
+        ended = self._ended.get(report.call_id)
+        if ended is None or not allowed(ended[1], ended[2]):
+            return
+        self.store.add_call_quality(report.call_id, column, dict(report.quality))
+
+
+def record_view(row: Any) -> dict[str, Any]:
+    out = dict(row._mapping)
+    for key in ("facts", "quality_staff", "quality_device"):
+        out[key] = json.loads(out[key]) if out[key] else None
+    return out

@@ -1,0 +1,60 @@
+"""The staff browser's WebSocket for calls (console port, logged-in people only).
+
+One socket carries one call at a time: call-start from the browser, then the relay of
+SDP and the end of the call. Bad frames get a ``rejected`` reply and the socket stays.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import WSMsgType, web
+
+from kiosk.protocol import messages as m
+from kiosk.protocol.errors import ProtocolError
+from kiosk.server.calls import Caller, CallRefused
+from kiosk.server.console_api import USER, route
+from kiosk.server.device_api import CALLS
+
+log = logging.getLogger("kiosk.server.staff")
+
+
+@route("GET", "/api/calls/socket", "calls.make", "WebSocket for placing calls (see kiosk.protocol.messages)")
+async def staff_socket(request: web.Request) -> web.StreamResponse:
+    user = request[USER]
+    calls = request.app[CALLS]
+    caller = Caller(user.username, user.display_name or user.username, user.role)
+    ws = web.WebSocketResponse(max_msg_size=1024 * 1024, heartbeat=30)
+    await ws.prepare(request)
+
+    async def send(message: m.ServerToStaff) -> None:
+        if ws.closed:
+            raise ConnectionError("staff socket closed")
+        await ws.send_str(m.encode(message).decode())
+
+    current: str | None = None
+    try:
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                continue
+            try:
+                message = m.STAFF_TO_SERVER.decode(frame.data)
+            except ProtocolError as exc:
+                await send(m.Rejected(reason=exc.reason, detail=exc.detail[:300]))
+                continue
+            if isinstance(message, m.CallStart):
+                if current is not None and current in calls.live:
+                    await send(m.Rejected(reason="busy", detail="this page is already in a call"))
+                    continue
+                try:
+                    current = await calls.place(caller, message.citizen_id, send)
+                except CallRefused as exc:
+                    await send(m.Rejected(reason=exc.code, detail=str(exc)))
+            else:
+                await calls.from_staff(user.username, message)
+    finally:
+        if current is not None:
+            await calls.staff_gone(current)  # closing the page hangs up
+    return ws
+
+

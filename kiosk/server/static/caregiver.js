@@ -1,0 +1,248 @@
+// The caregiver's page: log in, see my citizens, call one, see and hear them, hang up.
+// Signaling messages are those of kiosk/protocol/messages.py; the unit sends the SDP offer
+// when the citizen answers, this page answers it. SDP travels whole (no trickle ICE).
+"use strict";
+
+const TEXT = {
+  da: {
+    login: "Log ind", username: "Brugernavn", password: "Adgangskode", logout: "Log ud",
+    "my-citizens": "Mine borgere", "no-citizens": "Du har ingen borgere at ringe til.",
+    call: "Ring op", hangup: "Læg på", back: "Tilbage", online: "skærm tændt", offline: "skærm offline",
+    "bad-login": "Forkert brugernavn eller adgangskode.",
+    placing: "Ringer op …", ringing: "Det ringer hos borgeren …", connecting: "Borgeren har taget den – forbinder …",
+    "in-call": "I samtale", camera: "Kameraet kunne ikke startes: ",
+    reasons: {
+      hung_up_by_staff: "Du lagde på.", hung_up_by_citizen: "Borgeren lagde på.",
+      not_answered: "Borgeren tog ikke telefonen.", media_failed: "Forbindelsen kunne ikke etableres.",
+      device_offline: "Borgerens skærm er ikke forbundet.", device_busy: "Borgerens skærm er optaget af et andet opkald.",
+      cancelled_by_caller: "Opkaldet blev afbrudt.",
+      forbidden: "Du må ikke ringe til denne borger.", "no-device": "Borgeren har ingen skærm.",
+    },
+    facts: {
+      online: (v) => v ? "Skærmen var forbundet" : "Skærmen var ikke forbundet",
+      since: (t) => "forbundet siden " + t, lastSeen: (t) => "sidst set " + t,
+      rang: (s) => "Det ringede i " + s + " sekunder",
+      notRang: "Skærmen nåede ikke at ringe",
+      ui: (v) => v ? "Skærmens program svarede" : "Skærmens program svarede ikke",
+      awake: (v) => v ? "Skærmen var tændt" : "Skærmen var slukket",
+    },
+  },
+  en: {
+    login: "Log in", username: "User name", password: "Password", logout: "Log out",
+    "my-citizens": "My citizens", "no-citizens": "You have no citizens to call.",
+    call: "Call", hangup: "Hang up", back: "Back", online: "screen on", offline: "screen offline",
+    "bad-login": "Wrong user name or password.",
+    placing: "Calling …", ringing: "Ringing at the citizen's …", connecting: "The citizen answered – connecting …",
+    "in-call": "In call", camera: "The camera could not start: ",
+    reasons: {
+      hung_up_by_staff: "You hung up.", hung_up_by_citizen: "The citizen hung up.",
+      not_answered: "The citizen did not answer.", media_failed: "The connection could not be set up.",
+      device_offline: "The citizen's screen is not connected.", device_busy: "The citizen's screen is busy with another call.",
+      cancelled_by_caller: "The call was cancelled.",
+      forbidden: "You may not call this citizen.", "no-device": "The citizen has no screen.",
+    },
+    facts: {
+      online: (v) => v ? "The screen was connected" : "The screen was not connected",
+      since: (t) => "connected since " + t, lastSeen: (t) => "last seen " + t,
+      rang: (s) => "It rang for " + s + " seconds",
+      notRang: "The screen did not get to ring",
+      ui: (v) => v ? "The screen's app was responding" : "The screen's app was not responding",
+      awake: (v) => v ? "The screen was awake" : "The screen was asleep",
+    },
+  },
+};
+
+let lang = localStorage.getItem("lang") || "da";
+const $ = (id) => document.getElementById(id);
+const t = (key) => TEXT[lang][key];
+
+// What the end-to-end tests and curious staff can inspect: the live peer and counters.
+const call = { ws: null, pc: null, id: null, local: null, ended: null, startedAt: 0 };
+window.kioskCall = call;
+
+function applyLanguage() {
+  document.documentElement.lang = lang;
+  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
+  $("lang").textContent = lang === "da" ? "English" : "Dansk";
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, {
+    method, headers: body ? { "Content-Type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined, credentials: "same-origin",
+  });
+  const data = response.status === 204 ? null : await response.json();
+  return { status: response.status, data };
+}
+
+function show(section) {
+  for (const id of ["login", "citizens", "call"]) $(id).hidden = id !== section;
+  $("logout").hidden = section === "login";
+}
+
+async function start() {
+  applyLanguage();
+  const me = await api("GET", "/api/me");
+  if (me.status === 200) { await listCitizens(me.data); } else { show("login"); }
+}
+
+async function listCitizens(me) {
+  $("who").textContent = me.username;
+  const { status, data } = await api("GET", "/api/citizens");
+  const list = $("citizen-list");
+  list.replaceChildren();
+  const citizens = status === 200 ? data : [];
+  for (const citizen of citizens) {
+    const item = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "name"; name.textContent = citizen.name;
+    const state = document.createElement("span");
+    state.className = citizen.online ? "online" : "offline";
+    state.textContent = citizen.online ? t("online") : t("offline");
+    const button = document.createElement("button");
+    button.className = "ring"; button.textContent = t("call");
+    button.dataset.citizen = citizen.id;
+    button.addEventListener("click", () => placeCall(citizen));
+    item.append(name, state, button);
+    list.append(item);
+  }
+  $("no-citizens").hidden = citizens.length > 0;
+  show("citizens");
+}
+
+function status(text) { $("call-status").textContent = text; }
+
+async function placeCall(citizen) {
+  show("call");
+  $("ended").hidden = true; $("hangup").hidden = false;
+  $("call-title").textContent = citizen.name;
+  status(t("placing"));
+  call.ended = null; call.id = null;
+  try {
+    call.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    $("local").srcObject = call.local;
+  } catch (err) {
+    status(t("camera") + err.message);
+    return;
+  }
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  call.ws = new WebSocket(scheme + "//" + location.host + "/api/calls/socket");
+  call.ws.onopen = () => send({ type: "call-start", citizen_id: citizen.id });
+  call.ws.onmessage = (event) => onSignal(JSON.parse(event.data));
+  call.ws.onclose = () => { if (!call.ended) ended({ reason: "media_failed", facts: null }); };
+}
+
+function send(message) {
+  if (call.ws && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(message));
+}
+
+async function onSignal(msg) {
+  switch (msg.type) {
+    case "call-placed":
+      call.id = msg.call_id;
+      call.pc = new RTCPeerConnection({
+        // only the server's own TURN/STUN; never a public server
+        iceServers: msg.ice_servers.map((s) => ({ urls: s.urls, username: s.username || undefined, credential: s.credential || undefined })),
+        iceTransportPolicy: msg.relay_only ? "relay" : "all",
+      });
+      for (const track of call.local.getTracks()) call.pc.addTrack(track, call.local);
+      call.pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
+      call.pc.onconnectionstatechange = () => {
+        if (call.pc.connectionState === "connected") {
+          call.startedAt = performance.now();
+          status(t("in-call"));
+          send({ type: "call-connected", call_id: call.id });
+        } else if (call.pc.connectionState === "failed") {
+          send({ type: "call-hangup", call_id: call.id, reason: "media-failed" });
+        }
+      };
+      break;
+    case "call-ringing":
+      status(t("ringing"));
+      break;
+    case "call-answer": {
+      status(t("connecting"));
+      await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      await call.pc.setLocalDescription(await call.pc.createAnswer());
+      await gathered(call.pc);
+      send({ type: "call-accept", call_id: call.id, sdp: call.pc.localDescription.sdp });
+      break;
+    }
+    case "call-ended":
+      await ended(msg);
+      break;
+    case "rejected":
+      await ended({ reason: msg.reason, facts: null });
+      break;
+  }
+}
+
+function gathered(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); } };
+    pc.addEventListener("icegatheringstatechange", done);
+    setTimeout(resolve, 5000); // on a poor network, send what we have
+  });
+}
+
+// The quality summary for the call record: counters only, never any media.
+async function quality(pc) {
+  const q = { packets_received: 0, packets_lost: 0, frames_decoded: 0, freezes: 0, jitter_ms: null,
+              round_trip_time_ms: null, bytes_sent: 0, bytes_received: 0, duration_s: 0 };
+  if (!pc) return q;
+  const report = await pc.getStats();
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp") {
+      q.packets_received += s.packetsReceived || 0;
+      q.packets_lost += Math.max(0, s.packetsLost || 0);
+      if (s.kind === "video") { q.frames_decoded += s.framesDecoded || 0; q.freezes += s.freezeCount || 0; }
+      if (s.jitter !== undefined) q.jitter_ms = Math.max(q.jitter_ms || 0, s.jitter * 1000);
+    } else if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
+      q.round_trip_time_ms = s.currentRoundTripTime * 1000;
+    } else if (s.type === "transport") {
+      q.bytes_sent += s.bytesSent || 0; q.bytes_received += s.bytesReceived || 0;
+    }
+  });
+  q.duration_s = call.startedAt ? (performance.now() - call.startedAt) / 1000 : 0;
+  return q;
+}
+call.quality = () => quality(call.pc);
+
+async function ended(msg) {
+  if (call.ended) return;
+  call.ended = msg;
+  const reasons = t("reasons");
+  $("ended-reason").textContent = reasons[msg.reason] || msg.reason;
+  const facts = $("ended-facts");
+  facts.replaceChildren();
+  const f = TEXT[lang].facts;
+  const time = (s) => new Date(s * 1000).toLocaleTimeString(lang === "da" ? "da-DK" : "en-GB");
+  if (msg.facts) {
+    const lines = [f.online(msg.facts.online) + (msg.facts.online_since ? ", " + f.since(time(msg.facts.online_since)) :
+                   msg.facts.last_seen ? ", " + f.lastSeen(time(msg.facts.last_seen)) : "")];
+    lines.push(msg.facts.rang_for_seconds !== null ? f.rang(Math.round(msg.facts.rang_for_seconds)) : f.notRang);
+    if (msg.facts.ui_alive !== null) lines.push(f.ui(msg.facts.ui_alive));
+    if (msg.facts.screen_awake !== null) lines.push(f.awake(msg.facts.screen_awake));
+    for (const line of lines) { const li = document.createElement("li"); li.textContent = line; facts.append(li); }
+  }
+  if (call.pc && call.id) send({ type: "call-quality", call_id: call.id, quality: await quality(call.pc) });
+  if (call.pc) call.pc.close();
+  if (call.local) for (const track of call.local.getTracks()) track.stop();
+  $("remote").srcObject = null; $("local").srcObject = null;
+  if (call.ws) call.ws.close();
+  status("");
+  $("hangup").hidden = true; $("ended").hidden = false;
+}
+
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { status: code, data } = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
+  if (code === 200) { $("login-error").textContent = ""; await listCitizens(data); }
+  else { $("login-error").textContent = t("bad-login"); }
+});
+$("hangup").addEventListener("click", () => { if (call.id) send({ type: "call-hangup", call_id: call.id, reason: "hung-up" }); });
+$("back").addEventListener("click", async () => { const me = await api("GET", "/api/me"); await listCitizens(me.data); });
+$("logout").addEventListener("click", async () => { await api("POST", "/api/logout"); show("login"); });
+$("lang").addEventListener("click", () => { lang = lang === "da" ? "en" : "da"; localStorage.setItem("lang", lang); applyLanguage(); });
+start();
