@@ -9,6 +9,7 @@ from kiosk.media.sources import CaptureTrack
 
 from .calls import luma_spread
 from .fakeudev import FakeMonitor, camera
+from .test_hotplug import wait_until
 
 
 async def test_demo_media_starts_anywhere_and_follows_udev() -> None:
@@ -25,6 +26,16 @@ async def test_demo_media_starts_anywhere_and_follows_udev() -> None:
             assert track.source.spec.format == "lavfi"
         assert luma_spread(await media.devices.video.recv()) > 50
         assert media.devices._watch is not None and not media.devices._watch.done()
+        # udev announces a camera that cannot be opened (not a real device
+        # here): after the retries the demo pattern is still what we send.
+        media.devices.OPEN_RETRY_DELAY = 0.01
+        pattern = media.devices.video.source
+        monitor.emit(camera("add", "/dev/video-unopenable"))
+        await wait_until(lambda: media.devices.video.source is not pattern, timeout=3.0)
+        assert media.devices.policy.current("video") is None
+        assert isinstance(media.devices.video.source, CaptureTrack)
+        assert media.devices.video.source.spec.format == "lavfi"
+        assert pattern is not None and pattern.readyState == "ended"  # not leaked
     finally:
         await media.close()
         monitor.close()
