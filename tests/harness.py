@@ -61,6 +61,7 @@ class ServerProcess:
     console_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -76,7 +77,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [str(BIN / "kiosk-server"), "serve", "--data", str(self.data), "--municipality", municipality,
              "--device-listen", f"127.0.0.1:{self.device_port}",
-             "--console-listen", f"127.0.0.1:{self.console_port}"],
+             "--console-listen", f"127.0.0.1:{self.console_port}", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, text=True)
         wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 20, what="server ports")
         return self
@@ -118,8 +119,17 @@ class ServerProcess:
         return dict(wait_until(lambda: (v := self.show(command_id))["state"] in states and v, timeout,
                                0.1, what=f"command {command_id} to reach {states}"))
 
-    def add_admin(self, username: str = "admin", role: str = "admin") -> None:
-        self.cli("user", "add", username, "--role", role, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+    def add_admin(self, username: str = "admin", role: str = "admin", display_name: str | None = None) -> None:
+        extra = ["--display-name", display_name] if display_name else []
+        self.cli("user", "add", username, "--role", role, *extra, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+
+    def add_citizen(self, name: str, device_id: str, *caregivers: str) -> str:
+        args = ["citizen", "add", "--name", name, "--device", device_id]
+        for caregiver in caregivers:
+            args += ["--caregiver", caregiver]
+        out = self.cli_json(*args)
+        self.wait_command(out["assign_command"])
+        return str(out["citizen_id"])
 
 
 @dataclass
