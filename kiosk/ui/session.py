@@ -1,0 +1,196 @@
+"""The running UI, minus the drawing: agent socket + controller + call peers.
+
+:class:`UiSession` feeds every event (the agent's messages, button presses,
+the peer's state, deadlines) one at a time through
+:func:`kiosk.ui.controller.step`, carries out the actions it returns, and
+reports each new :class:`~kiosk.ui.controller.Screen` to ``on_screen``. The
+headless CLI prints those screens; the Kivy app (a later issue) draws them and
+calls :meth:`UiSession.press_answer` / :meth:`UiSession.press_hang_up`.
+
+Slow work (opening the camera, gathering ICE, closing a peer) runs in tasks
+that report back as events, so a press of hang-up is never stuck behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kiosk.protocol import messages as m
+from kiosk.ui import controller as ui
+from kiosk.ui.agent_client import AgentClient
+from kiosk.ui.call_peer import (
+    GATHER_TIMEOUT,
+    AudioSink,
+    CallMediaError,
+    CountingAudioSink,
+    DeviceCall,
+    MediaOpener,
+    VideoSink,
+)
+
+log = logging.getLogger("kiosk.ui")
+
+#: On stop, how long an ending call may take to close and report its quality.
+STOP_TIMEOUT = 5.0
+
+
+class UiSession:
+    def __init__(
+        self,
+        client: AgentClient,
+        open_media: MediaOpener,
+        *,
+        on_screen: Callable[[ui.Screen], None] = lambda _screen: None,
+        on_video_frame: VideoSink | None = None,
+        audio_sink: Callable[[], AudioSink] = CountingAudioSink,
+        screen_awake: bool = True,
+        gather_timeout: float = GATHER_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self._open_media = open_media
+        self._on_screen = on_screen
+        self._on_video_frame = on_video_frame
+        self._audio_sink = audio_sink
+        self._gather_timeout = gather_timeout
+        self._clock = clock
+        self.state = ui.initial_state(clock(), screen_awake)
+        self.screen = ui.screen(self.state)
+        self.peers: dict[str, DeviceCall] = {}
+        self.last_call: DeviceCall | None = None  # kept after it closed: its counters stay readable
+        self._events: asyncio.Queue[ui.Event] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop_at: float | None = None
+
+    # --- input --------------------------------------------------------------------
+
+    def post(self, event: ui.Event) -> None:
+        self._events.put_nowait(event)
+
+    def press_answer(self, call_id: str | None = None) -> None:
+        self.post(ui.AnswerPressed(call_id))
+
+    def press_hang_up(self, call_id: str | None = None) -> None:
+        self.post(ui.HangUpPressed(call_id))
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """End :meth:`run`: a call with media ends (as media-failed: the citizen did
+        not choose it), its quality is reported, then the socket closes."""
+        if self._stop_at is None:
+            self._stop_at = self._clock() + timeout
+            view = self.state.call
+            if view is not None and view.peer != "none" and not view.ended:
+                self.post(ui.MediaDown(view.call_id, "the UI is stopping"))
+            else:
+                self.post(ui.Tick())  # wake the loop
+
+    # --- the loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read_agent(), name="ui-agent-reader")
+        self._on_screen(self.screen)
+        try:
+            while not self._finished():
+                try:
+                    event = await asyncio.wait_for(self._events.get(), self._wait())
+                except asyncio.TimeoutError:
+                    event = ui.Tick()
+                await self.handle(event)
+        finally:
+            reader.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(reader, *self._tasks, return_exceptions=True)
+            for peer in list(self.peers.values()):
+                await peer.hang_up()
+            self.peers.clear()
+            await self.client.close()
+
+    async def handle(self, event: ui.Event) -> None:
+        """One event through the controller; the screen first, then the actions."""
+        transition = ui.step(self.state, event, self._clock())
+        self.state = transition.state
+        new_screen = ui.screen(self.state)
+        if new_screen != self.screen:
+            self.screen = new_screen
+            self._on_screen(new_screen)
+        for action in transition.actions:
+            await self._do(action)
+
+    def _finished(self) -> bool:
+        if self._stop_at is None:
+            return False
+        idle = not self._tasks and self._events.empty()
+        return idle or self._clock() >= self._stop_at
+
+    def _wait(self) -> float | None:
+        deadline = ui.next_deadline(self.state)
+        wait = None if deadline is None else max(0.0, deadline - self._clock())
+        if self._stop_at is not None:  # look at the tasks again soon
+            wait = min(wait if wait is not None else 0.05, 0.05)
+        return wait
+
+    async def _read_agent(self) -> None:
+        async for event in self.client.events():
+            if isinstance(event, m.Rejected):
+                log.warning("the agent refused a message: %s", event.reason)
+            self.post(event)
+
+    # --- actions ------------------------------------------------------------------
+
+    async def _do(self, action: ui.Action) -> None:
+        match action:
+            case ui.Send(message=message):
+                await self.client.send(message)
+            case ui.StartPeer(ring=ring):
+                peer = DeviceCall(
+                    ring,
+                    self._open_media,
+                    on_state=lambda state, call_id=ring.call_id: self._peer_state(call_id, state),
+                    on_video_frame=self._on_video_frame,
+                    audio_sink=self._audio_sink(),
+                    gather_timeout=self._gather_timeout,
+                    clock=self._clock,
+                )
+                self.peers[ring.call_id] = self.last_call = peer
+                self._spawn(self._offer(peer))
+            case ui.AcceptAnswer(call_id=call_id, sdp=sdp):
+                if (peer := self.peers.get(call_id)) is not None:
+                    self._spawn(self._accept(peer, sdp))
+            case ui.ClosePeer(call_id=call_id):
+                if (peer := self.peers.pop(call_id, None)) is not None:
+                    self._spawn(self._close(peer))
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _peer_state(self, call_id: str, state: str) -> None:
+        if state == "connected":
+            self.post(ui.MediaUp(call_id))
+        elif state in ("failed", "closed"):
+            self.post(ui.MediaDown(call_id, f"connection {state}"))
+
+    async def _offer(self, peer: DeviceCall) -> None:
+        try:
+            self.post(ui.OfferReady(await peer.answer()))
+        except CallMediaError as exc:
+            log.warning("call %s: %s", peer.call_id, exc)
+            self.post(ui.MediaDown(peer.call_id, str(exc)))
+
+    async def _accept(self, peer: DeviceCall, sdp: str) -> None:
+        try:
+            await peer.accept(sdp)
+        except CallMediaError as exc:
+            log.warning("call %s: %s", peer.call_id, exc)
+            self.post(ui.MediaDown(peer.call_id, str(exc)))
+
+    async def _close(self, peer: DeviceCall) -> None:
+        report = await peer.hang_up()
+        if report is not None:
+            self.post(ui.QualityReady(report))
