@@ -1,0 +1,180 @@
+"""Calls through the real UI session, without the server.
+
+In one process: a fake agent (a real Unix-socket server speaking the real
+messages), the UI session (AgentClient + controller + DeviceCall, exactly what
+``kiosk-ui`` runs), and a real aiortc peer playing the staff browser. ICE is
+held to 127.0.0.1, so media never leaves the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kiosk.media.loopback import loopback_only, no_public_stun
+from kiosk.protocol import messages as m
+from kiosk.ui.agent_client import AgentClient
+from kiosk.ui.controller import Screen
+from kiosk.ui.session import UiSession
+
+from .fake_agent import FakeAgent
+from .staff import StaffBrowser, small_media
+
+pytestmark = pytest.mark.timeout(60)
+
+FRAMES = 15  # one second of the 15 fps test video
+AUDIO_FRAMES = 25  # half a second of 20 ms audio frames
+
+
+@dataclass
+class Rig:
+    agent: FakeAgent
+    session: UiSession
+    screens: list[Screen]
+    staff: StaffBrowser
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.screens]
+
+    async def wait_screen(self, name: str, timeout: float = 10.0) -> Screen:
+        await until(lambda: self.session.screen.name == name, timeout, f"screen {name}, saw {self.names()}")
+        return self.session.screen
+
+
+async def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    with loopback_only():
+        agent = await FakeAgent(tmp_path / "agent.sock").start()
+        screens: list[Screen] = []
+        session = UiSession(AgentClient(agent.path, heartbeat_interval=0.2), small_media,
+                            on_screen=screens.append)
+        runner = asyncio.create_task(session.run())
+        staff = StaffBrowser(no_public_stun())
+        try:
+            yield Rig(agent, session, screens, staff)
+        finally:
+            session.stop()
+            await asyncio.wait_for(runner, 10)
+            await staff.close()
+            await agent.stop()
+
+
+def ring(call_id: str, ring_timeout: float = 30.0) -> m.CallRing:
+    return m.CallRing(call_id=call_id, caller_name="Anne", caller_role="caregiver",
+                      ice_servers=[], relay_only=False, ring_timeout=ring_timeout)
+
+
+async def connect_call(rig: Rig) -> str:
+    """Ring, answer on the device, answer the offer as staff; returns the call id once media flows."""
+    await rig.agent.wait_for(m.UiHello)
+    await rig.wait_screen("idle")
+    call_id = str(uuid.uuid4())
+    await rig.agent.send(ring(call_id))
+    ringing = await rig.agent.wait_for(m.CallRinging)
+    assert ringing == m.CallRinging(call_id=call_id, screen_awake=True)
+    assert (await rig.wait_screen("ringing")).caller_name == "Anne"
+
+    rig.session.press_answer()
+    offer = await rig.agent.wait_for(m.CallAnswer)
+    assert offer.call_id == call_id
+    assert "a=candidate:" in offer.sdp and "a=end-of-candidates" in offer.sdp  # gathered whole, no trickle
+    peer = rig.session.last_call
+    assert peer is not None and peer.configuration.iceServers == []  # never aiortc's public STUN
+
+    await rig.agent.send(m.CallAccept(call_id=call_id, sdp=await rig.staff.answer(offer.sdp)))
+    assert await rig.agent.wait_for(m.CallConnected) == m.CallConnected(call_id=call_id)
+    await rig.wait_screen("in-call")
+    await rig.staff.wait_connected()
+
+    # Media both ways: the device decodes the staff's video and gets audio, and the reverse.
+    await until(lambda: peer.frames_decoded >= FRAMES and peer.audio_frames_received >= AUDIO_FRAMES,
+                10, "media from staff to the device")
+    await rig.staff.received.wait_for("video", FRAMES)
+    await rig.staff.received.wait_for("audio", AUDIO_FRAMES)
+    counts = await peer.sent_and_received()
+    assert min(counts.values()) > 0, counts
+    return call_id
+
+
+def assert_quality(report: m.CallQualityReport, call_id: str) -> None:
+    assert report.call_id == call_id
+    quality = report.quality
+    assert quality["frames_decoded"] >= FRAMES
+    assert quality["packets_received"] > 0 and quality["bitrate_sent_bps"] > 0
+    assert quality["duration_s"] > 0
+
+
+@pytest.mark.slow
+async def test_citizen_hangs_up_after_media_flowed_both_ways(rig: Rig) -> None:
+    call_id = await connect_call(rig)
+    rig.session.press_hang_up()
+    report = await rig.agent.wait_for(m.CallQualityReport)
+    assert_quality(report, call_id)
+    # In this order, so the server has ended the call when the report arrives.
+    assert rig.agent.calls() == [
+        m.CallRinging(call_id=call_id, screen_awake=True),
+        rig.agent.of_type(m.CallAnswer)[0],
+        m.CallConnected(call_id=call_id),
+        m.CallHangUp(call_id=call_id, reason="hung-up"),
+        report,
+    ]
+    ended = await rig.wait_screen("ended")
+    assert ended.end_reason == "hung_up_by_citizen"
+    assert rig.names() == ["starting", "idle", "ringing", "connecting", "in-call", "ended"]
+    assert rig.session.last_call is not None and rig.session.last_call.connection_state == "closed"
+    assert rig.session.peers == {}
+
+
+@pytest.mark.slow
+async def test_staff_hangs_up_and_the_device_reports_quality(rig: Rig) -> None:
+    call_id = await connect_call(rig)
+    await rig.staff.close()
+    await rig.agent.send(m.CallEnded(call_id=call_id, reason="hung_up_by_staff"))
+    report = await rig.agent.wait_for(m.CallQualityReport)
+    assert_quality(report, call_id)
+    assert (await rig.wait_screen("ended")).end_reason == "hung_up_by_staff"
+    # The device was told; it says nothing more than its quality.
+    assert not rig.agent.of_type(m.CallHangUp)
+    # A late duplicate ring of the finished call does not ring again.
+    await rig.agent.send(ring(call_id))
+    await asyncio.sleep(0.2)
+    assert rig.session.screen.name == "ended" and len(rig.agent.of_type(m.CallRinging)) == 1
+
+
+async def test_unanswered_call_stops_ringing_and_sends_nothing_but_ringing(rig: Rig) -> None:
+    await rig.agent.wait_for(m.UiHello)
+    await rig.agent.send(ring("unanswered", ring_timeout=0.5))
+    await rig.agent.wait_for(m.CallRinging)
+    ended = await rig.wait_screen("ended", timeout=5)
+    assert ended.end_reason == "not_answered"
+    await rig.agent.send(m.CallEnded(call_id="unanswered", reason="not_answered"))  # the server agrees
+    await asyncio.sleep(0.1)
+    assert rig.agent.calls() == [m.CallRinging(call_id="unanswered", screen_awake=True)]
+    assert rig.session.last_call is None  # no camera was opened for it
+
+
+async def test_a_bad_answer_from_staff_ends_the_call_as_media_failed(rig: Rig) -> None:
+    await rig.agent.wait_for(m.UiHello)
+    await rig.agent.send(ring("bad-sdp"))
+    await rig.agent.wait_for(m.CallRinging)
+    rig.session.press_answer()
+    await rig.agent.wait_for(m.CallAnswer)
+    await rig.agent.send(m.CallAccept(call_id="bad-sdp", sdp="v=0\r\nnot an answer\r\n"))
+    assert await rig.agent.wait_for(m.CallHangUp) == m.CallHangUp(call_id="bad-sdp", reason="media-failed")
+    assert (await rig.wait_screen("ended")).end_reason == "media_failed"
+    await asyncio.sleep(0.1)
+    assert not rig.agent.of_type(m.CallQualityReport)  # no media, no quality report
+    assert rig.session.last_call is not None and rig.session.last_call.connection_state == "closed"
