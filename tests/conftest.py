@@ -10,6 +10,8 @@ from tests.harness import AgentProcess, ServerProcess
 
 os.environ.setdefault("KIVY_NO_ARGS", "1")
 
+pytest_plugins = ["tests.turn_fixture"]  # the real coturn, started once per session when a test asks
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:

@@ -36,11 +36,8 @@ from av import VideoFrame
 
 from kiosk.server.turn import TurnCredentials, ice_servers, issue_credentials
 
-if TYPE_CHECKING:  # imported by pytest_plugins below, so its asserts get rewritten
+if TYPE_CHECKING:  # the fixture itself comes from tests/conftest.py's pytest_plugins
     from tests.turn_fixture import TurnServer
-
-# Loads the session fixture `turn_server` (once, even if a conftest names it too).
-pytest_plugins = ["tests.turn_fixture"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
