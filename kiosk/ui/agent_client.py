@@ -3,7 +3,8 @@
 :class:`AgentClient` connects (retrying with a short backoff while the agent
 starts or restarts), says :class:`~kiosk.protocol.messages.UiHello`, keeps
 sending :class:`~kiosk.protocol.messages.UiHeartbeat` every 5 s so the agent
-can tell the server the UI is alive, and hands every message from the agent to
+can tell the server the UI is alive (each followed by
+:class:`~kiosk.protocol.messages.GetStatus`), and hands every message from the agent to
 its consumer through :meth:`AgentClient.events`. The connection coming and
 going is an event too (:class:`~kiosk.ui.controller.AgentConnected`,
 :class:`~kiosk.ui.controller.AgentLost`), so the screen can say "offline".
@@ -160,6 +161,10 @@ class AgentClient:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             if not await self.send(m.UiHeartbeat(screen_awake=bool(self.screen_awake()))):
+                return
+            # The agent pushes status when it changes, but not when its server link
+            # drops; asking each time keeps the offline screen at most one beat late.
+            if not await self.send(m.GetStatus()):
                 return
 
     async def _drop(self) -> None:

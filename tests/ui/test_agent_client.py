@@ -113,7 +113,8 @@ async def test_against_the_real_agent_socket(client: AgentClient) -> None:
     async def to_server(message: m.UiToAgent) -> None:
         upstream.append(message)
 
-    server = UiServer(client.path, lambda: status(), to_server)
+    online = [True]
+    server = UiServer(client.path, lambda: status(server_online=online[0]), to_server)
     await server.start()
     events = Events(client)
     try:
@@ -127,7 +128,14 @@ async def test_against_the_real_agent_socket(client: AgentClient) -> None:
         assert server.screen_awake is True
         ring = m.CallRing(call_id="c2", caller_name="Anne", caller_role="caregiver", ice_servers=[])
         server.send(ring)
-        assert await events.next() == ring
+        while (event := await events.next()) == status():  # the answers to our get-status
+            pass
+        assert event == ring
+        # The agent does not push a dropped server link; the UI's asking finds it.
+        online[0] = False
+        while (event := await events.next()) == status():
+            pass
+        assert event == status(server_online=False)
     finally:
         await events.close()
         await server.stop()
