@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from kiosk.protocol import messages as m
@@ -147,25 +147,36 @@ class UiSession:
             case ui.Send(message=message):
                 await self.client.send(message)
             case ui.StartPeer(ring=ring):
-                peer = DeviceCall(
-                    ring,
-                    self._open_media,
-                    on_state=lambda state, call_id=ring.call_id: self._peer_state(call_id, state),
-                    on_video_frame=self._on_video_frame,
-                    audio_sink=self._audio_sink(),
-                    gather_timeout=self._gather_timeout,
-                    clock=self._clock,
-                )
-                self.peers[ring.call_id] = self.last_call = peer
-                self._spawn(self._offer(peer))
+                started = self._start_peer(ring)
+                self._spawn(self._offer(started))
             case ui.AcceptAnswer(call_id=call_id, sdp=sdp):
-                if (peer := self.peers.get(call_id)) is not None:
-                    self._spawn(self._accept(peer, sdp))
+                accepting = self.peers.get(call_id)
+                if accepting is not None:
+                    self._spawn(self._accept(accepting, sdp))
             case ui.ClosePeer(call_id=call_id):
-                if (peer := self.peers.pop(call_id, None)) is not None:
-                    self._spawn(self._close(peer))
+                closing = self.peers.pop(call_id, None)
+                if closing is not None:
+                    self._spawn(self._close(closing))
 
-    def _spawn(self, work: Any) -> None:
+    def _start_peer(self, ring: m.CallRing) -> DeviceCall:
+        call_id = ring.call_id
+
+        def on_state(state: str) -> None:
+            self._peer_state(call_id, state)
+
+        peer = DeviceCall(
+            ring,
+            self._open_media,
+            on_state=on_state,
+            on_video_frame=self._on_video_frame,
+            audio_sink=self._audio_sink(),
+            gather_timeout=self._gather_timeout,
+            clock=self._clock,
+        )
+        self.peers[call_id] = self.last_call = peer
+        return peer
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -42,12 +42,13 @@ class StaffBrowser:
         self._media: LocalMedia | None = None
 
     async def answer(self, offer_sdp: str, timeout: float = 15.0) -> str:
-        self._media = await small_media()
+        media = self._media = await small_media()
+        assert media.video is not None and media.audio is not None
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         # As aiortc's own server example does: tracks added after the offer take
         # over the offer's transceivers, which then send as well as receive.
-        self.pc.addTrack(self._media.video)
-        self.pc.addTrack(self._media.audio)
+        self.pc.addTrack(media.video)
+        self.pc.addTrack(media.audio)
         await asyncio.wait_for(self.pc.setLocalDescription(await self.pc.createAnswer()), timeout)
         return self.pc.localDescription.sdp
 

@@ -111,7 +111,7 @@ async def connect_call(rig: Rig) -> str:
 
 def assert_quality(report: m.CallQualityReport, call_id: str) -> None:
     assert report.call_id == call_id
-    quality = report.quality
+    quality = {key: value or 0 for key, value in report.quality.items()}
     assert quality["frames_decoded"] >= FRAMES
     assert quality["packets_received"] > 0 and quality["bitrate_sent_bps"] > 0
     assert quality["duration_s"] > 0

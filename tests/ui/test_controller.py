@@ -47,8 +47,7 @@ class Driver:
         self.state, self.actions = transition.state, transition.actions
         return self.actions
 
-    @property
-    def screen(self) -> ui.Screen:
+    def shown(self) -> ui.Screen:
         return ui.screen(self.state)
 
 
@@ -74,11 +73,11 @@ def in_call() -> Driver:
 
 def test_starting_then_idle_once_the_agent_says_its_status() -> None:
     d = Driver()
-    assert d.screen.name == "starting"
+    assert d.shown().name == "starting"
     d.feed(AgentConnected())
-    assert d.screen.name == "starting"  # connected, no status yet
+    assert d.shown().name == "starting"  # connected, no status yet
     d.feed(status())
-    assert d.screen == ui.Screen("idle", device_state="assigned", citizen_name=CITIZEN,
+    assert d.shown() == ui.Screen("idle", device_state="assigned", citizen_name=CITIZEN,
                                  contact_staff=("Anne Sygeplejerske",))
 
 
@@ -86,29 +85,29 @@ def test_no_agent_is_offline_after_a_grace_period_not_at_once() -> None:
     d = Driver(now=0.0)
     assert ui.next_deadline(d.state) == ui.STARTING_SECONDS
     d.feed(Tick(), at=1.0)
-    assert d.screen.name == "starting"
+    assert d.shown().name == "starting"
     d.feed(Tick(), at=ui.STARTING_SECONDS)
-    assert d.screen == ui.Screen("offline", offline="agent")
+    assert d.shown() == ui.Screen("offline", offline="agent")
     assert ui.next_deadline(d.state) is None
 
 
 def test_server_offline_and_agent_lost_are_offline_screens() -> None:
     d = idle()
     d.feed(status(server_online=False))
-    assert d.screen == ui.Screen("offline", offline="server", device_state="assigned")
+    assert d.shown() == ui.Screen("offline", offline="server", device_state="assigned")
     d.feed(AgentLost())
-    assert d.screen == ui.Screen("offline", offline="agent")
+    assert d.shown() == ui.Screen("offline", offline="agent")
     d.feed(AgentConnected())
     d.feed(status())
-    assert d.screen.name == "idle"
+    assert d.shown().name == "idle"
 
 
 def test_log_record_has_no_citizen_data() -> None:
     d = idle()
-    assert d.screen.log_record() == {"screen": "idle", "device_state": "assigned"}
+    assert d.shown().log_record() == {"screen": "idle", "device_state": "assigned"}
     d.feed(RING)
-    assert d.screen.log_record() == {"screen": "ringing", "call_id": "c1", "caller": "Anne", "role": "caregiver"}
-    assert CITIZEN not in json.dumps(d.screen.log_record())
+    assert d.shown().log_record() == {"screen": "ringing", "call_id": "c1", "caller": "Anne", "role": "caregiver"}
+    assert CITIZEN not in json.dumps(d.shown().log_record())
 
 
 # --- a call ----------------------------------------------------------------------
@@ -117,17 +116,17 @@ def test_log_record_has_no_citizen_data() -> None:
 def test_a_call_from_ring_to_citizen_hang_up() -> None:
     d = idle()
     assert d.feed(RING) == (Send(m.CallRinging(call_id="c1", screen_awake=True)),)
-    assert d.screen.name == "ringing"
+    assert d.shown().name == "ringing"
     assert d.feed(AnswerPressed()) == (StartPeer(RING),)
-    assert d.screen.name == "connecting"
+    assert d.shown().name == "connecting"
     offer = m.CallAnswer(call_id="c1", sdp="offer")
     assert d.feed(OfferReady(offer)) == (Send(offer),)
     assert d.feed(m.CallAccept(call_id="c1", sdp="answer")) == (AcceptAnswer("c1", "answer"),)
     assert d.feed(MediaUp("c1")) == (Send(m.CallConnected(call_id="c1")),)
-    assert d.screen.name == "in-call"
+    assert d.shown().name == "in-call"
     assert d.feed(MediaUp("c1")) == ()  # ICE recovering reports connected again
     assert d.feed(HangUpPressed()) == (Send(m.CallHangUp(call_id="c1", reason="hung-up")), ClosePeer("c1"))
-    assert d.screen == ui.Screen("ended", call_id="c1", caller_name="Anne", caller_role="caregiver",
+    assert d.shown() == ui.Screen("ended", call_id="c1", caller_name="Anne", caller_role="caregiver",
                                  end_reason="hung_up_by_citizen")
     report = m.CallQualityReport(call_id="c1", quality={"frames_decoded": 40})
     assert d.feed(QualityReady(report)) == (Send(report),)
@@ -136,7 +135,7 @@ def test_a_call_from_ring_to_citizen_hang_up() -> None:
 def test_staff_hang_up_closes_the_peer_and_sends_nothing() -> None:
     d = in_call()
     assert d.feed(m.CallEnded(call_id="c1", reason="hung_up_by_staff")) == (ClosePeer("c1"),)
-    assert d.screen.end_reason == "hung_up_by_staff"
+    assert d.shown().end_reason == "hung_up_by_staff"
     assert d.feed(HangUpPressed()) == ()  # a press that crossed it
 
 
@@ -145,9 +144,9 @@ def test_the_ended_screen_gives_way_to_idle() -> None:
     d.feed(HangUpPressed(), at=2000.0)
     assert ui.next_deadline(d.state) == 2000.0 + ui.ENDED_SCREEN_SECONDS
     d.feed(Tick(), at=2000.0 + ui.ENDED_SCREEN_SECONDS - 0.1)
-    assert d.screen.name == "ended"
+    assert d.shown().name == "ended"
     d.feed(Tick(), at=2000.0 + ui.ENDED_SCREEN_SECONDS)
-    assert d.screen.name == "idle"
+    assert d.shown().name == "idle"
     assert d.feed(RING) == ()  # the same call again: over is over
     second = m.CallRing(call_id="c2", caller_name="Bo", caller_role="nurse", ice_servers=[])
     assert d.feed(second) == (Send(m.CallRinging(call_id="c2", screen_awake=True)),)
@@ -159,7 +158,7 @@ def test_ring_times_out_on_the_device_without_a_message() -> None:
                       ring_timeout=45), at=100.0)
     assert ui.next_deadline(d.state) == 145.0
     assert d.feed(Tick(), at=145.0) == ()  # the server reaches the same verdict
-    assert d.screen.end_reason == "not_answered"
+    assert d.shown().end_reason == "not_answered"
     assert d.feed(AnswerPressed(), at=146.0) == ()
 
 
@@ -167,7 +166,7 @@ def test_answer_after_the_ring_deadline_does_not_start_media() -> None:
     d = idle()
     d.feed(m.CallRing(call_id="c1", caller_name="A", caller_role="r", ice_servers=[], ring_timeout=10), at=0.0)
     assert d.feed(AnswerPressed(), at=11.0) == ()  # the Tick was late; the deadline still counts
-    assert d.screen.end_reason == "not_answered"
+    assert d.shown().end_reason == "not_answered"
 
 
 def test_connecting_too_long_is_media_failed() -> None:
@@ -178,7 +177,7 @@ def test_connecting_too_long_is_media_failed() -> None:
     assert deadline is not None
     assert d.feed(Tick(), at=deadline) == (Send(m.CallHangUp(call_id="c1", reason="media-failed")),
                                            ClosePeer("c1"))
-    assert d.screen.end_reason == "media_failed"
+    assert d.shown().end_reason == "media_failed"
 
 
 def test_media_failure_before_and_after_connecting() -> None:
@@ -196,14 +195,14 @@ def test_agent_lost_ends_a_ringing_call_but_not_one_in_progress() -> None:
     d = idle()
     d.feed(RING)
     assert d.feed(AgentLost()) == ()
-    assert d.screen.end_reason == "device_offline"
+    assert d.shown().end_reason == "device_offline"
     d = idle()
     d.feed(RING)
     d.feed(AnswerPressed())
     assert d.feed(AgentLost()) == (ClosePeer("c1"),)
     d = in_call()
     assert d.feed(AgentLost()) == ()
-    assert d.screen.name == "in-call"  # media is peer to peer; the agent comes back
+    assert d.shown().name == "in-call"  # media is peer to peer; the agent comes back
 
 
 def test_stale_and_foreign_messages_change_nothing() -> None:
@@ -330,8 +329,9 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
                 assert isinstance(action, Send) and isinstance(action.message, m.CallQualityReport) \
                     or isinstance(action, ClosePeer), (action, sequence)
             if isinstance(action, Send) and isinstance(action.message, m.CallRinging):
-                rang[call_id] = rang.get(call_id, 0) + 1
-                assert rang[call_id] == 1  # each call rings once
+                ringing = action.message.call_id
+                rang[ringing] = rang.get(ringing, 0) + 1
+                assert rang[ringing] == 1  # each call rings once
         if shown.name == "ended" and shown.call_id is not None:
             ended.add(shown.call_id)
         deadline = ui.next_deadline(state)
