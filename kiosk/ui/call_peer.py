@@ -128,6 +128,7 @@ class DeviceCall:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.call_id = ring.call_id
+        self.relay_only = ring.relay_only
         self.configuration = rtc_configuration(ring)
         self._open_media = open_media
         self._on_state = on_state
@@ -208,7 +209,15 @@ class DeviceCall:
             raise CallMediaError(f"could not create the offer: {type(exc).__name__}: {exc}") from exc
         if pc.iceGatheringState != "complete" or pc.localDescription is None:
             raise CallMediaError(f"ICE gathering did not complete ({pc.iceGatheringState})")
-        return m.CallAnswer(call_id=self.call_id, sdp=pc.localDescription.sdp)
+        sdp = pc.localDescription.sdp
+        if "\na=candidate:" not in sdp:
+            # aiortc would wait forever in "new"; say why now instead of after the connect timeout.
+            raise CallMediaError(
+                "no ICE candidate was gathered: "
+                + ("the TURN server refused or did not answer (relay only)" if self.relay_only
+                   else "no usable network interface or ICE server")
+            )
+        return m.CallAnswer(call_id=self.call_id, sdp=sdp)
 
     async def accept(self, sdp: str) -> None:
         """The staff browser's SDP answer. Raises :class:`CallMediaError` if it is unusable."""
@@ -224,25 +233,28 @@ class DeviceCall:
         if self._closed:
             return self._quality
         self._closed = True
-        pc = self.pc
-        if pc is not None and self.connected_at is not None:
-            now = self._clock()
-            self.freezes.close(now)
-            try:
-                quality = await measure(pc, self.freezes, self.connected_at, self._clock)
-                self._quality = m.CallQualityReport(call_id=self.call_id, quality=quality.as_record())
-            except Exception as exc:  # stats are a nicety; closing the call is not
-                log.warning("call quality could not be measured: %s", exc)
-        if pc is not None:
+        try:
+            if self.pc is not None and self.connected_at is not None:
+                self.freezes.close(self._clock())
+                try:
+                    quality = await measure(self.pc, self.freezes, self.connected_at, self._clock)
+                    self._quality = m.CallQualityReport(call_id=self.call_id, quality=quality.as_record())
+                except Exception as exc:  # stats are a nicety; closing the call is not
+                    log.warning("call quality could not be measured: %s", exc)
+        finally:  # even when cancelled: camera, microphone and sockets are released
+            await self._release()
+        return self._quality
+
+    async def _release(self) -> None:
+        if self.pc is not None:
             with contextlib.suppress(Exception):
-                await pc.close()
+                await self.pc.close()
         for pump in self._pumps:
             pump.cancel()
         await asyncio.gather(*self._pumps, return_exceptions=True)
         if self.media is not None:
             with contextlib.suppress(Exception):
                 await self.media.close()
-        return self._quality
 
     # --- internals ----------------------------------------------------------------
 

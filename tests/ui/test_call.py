@@ -178,3 +178,26 @@ async def test_a_bad_answer_from_staff_ends_the_call_as_media_failed(rig: Rig) -
     await asyncio.sleep(0.1)
     assert not rig.agent.of_type(m.CallQualityReport)  # no media, no quality report
     assert rig.session.last_call is not None and rig.session.last_call.connection_state == "closed"
+
+
+@pytest.mark.slow
+async def test_stopping_the_ui_mid_call_ends_it_as_media_failed_and_reports_quality(rig: Rig) -> None:
+    call_id = await connect_call(rig)
+    rig.session.stop()  # what SIGTERM does: the citizen did not hang up, media just stopped
+    report = await rig.agent.wait_for(m.CallQualityReport)
+    assert_quality(report, call_id)
+    calls = rig.agent.calls()
+    assert calls.index(m.CallHangUp(call_id=call_id, reason="media-failed")) < calls.index(report)
+    assert rig.session.last_call is not None and rig.session.last_call.connection_state == "closed"
+
+
+async def test_relay_only_without_a_relay_fails_at_once_not_after_the_connect_timeout(rig: Rig) -> None:
+    await rig.agent.wait_for(m.UiHello)
+    await rig.agent.send(m.CallRing(call_id="no-relay", caller_name="Anne", caller_role="caregiver",
+                                    ice_servers=[], relay_only=True))
+    await rig.agent.wait_for(m.CallRinging)
+    rig.session.press_answer()
+    hang_up = await rig.agent.wait_for(m.CallHangUp, timeout=5)
+    assert hang_up == m.CallHangUp(call_id="no-relay", reason="media-failed")
+    assert not rig.agent.of_type(m.CallAnswer)  # an offer nobody could reach is not sent
+    assert (await rig.wait_screen("ended")).end_reason == "media_failed"
