@@ -241,7 +241,13 @@ $("login").addEventListener("submit", async (event) => {
   if (code === 200) { $("login-error").textContent = ""; await listCitizens(data); }
   else { $("login-error").textContent = t("bad-login"); }
 });
-$("hangup").addEventListener("click", () => { if (call.id) send({ type: "call-hangup", call_id: call.id, reason: "hung-up" }); });
+$("hangup").addEventListener("click", async () => {
+  if (!call.id) return;
+  send({ type: "call-hangup", call_id: call.id, reason: "hung-up" });
+  // the server does not tell a side about its own action: end the call here
+  const connected = call.pc && call.pc.connectionState === "connected";
+  await ended({ reason: connected ? "hung_up_by_staff" : "cancelled_by_caller", facts: null });
+});
 $("back").addEventListener("click", async () => { const me = await api("GET", "/api/me"); await listCitizens(me.data); });
 $("logout").addEventListener("click", async () => { await api("POST", "/api/logout"); show("login"); });
 $("lang").addEventListener("click", () => { lang = lang === "da" ? "en" : "da"; localStorage.setItem("lang", lang); applyLanguage(); });
