@@ -36,6 +36,11 @@ log = logging.getLogger("kiosk.ui")
 
 #: On stop, how long an ending call may take to close and report its quality.
 STOP_TIMEOUT = 5.0
+#: When the staff browser hangs up it closes its peer (DTLS close, straight to
+#: us) and tells the server (whose call-ended reaches us a moment later). Give
+#: the server's word this long to arrive, so the screen says "the caller hung
+#: up" and we do not report a media failure that was none.
+REMOTE_CLOSE_GRACE = 2.0
 
 
 class UiSession:
@@ -49,9 +54,11 @@ class UiSession:
         audio_sink: Callable[[], AudioSink] = CountingAudioSink,
         screen_awake: bool = True,
         gather_timeout: float = GATHER_TIMEOUT,
+        remote_close_grace: float = REMOTE_CLOSE_GRACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
+        self.remote_close_grace = remote_close_grace
         self._open_media = open_media
         self._on_screen = on_screen
         self._on_video_frame = on_video_frame
@@ -184,8 +191,11 @@ class UiSession:
     def _peer_state(self, call_id: str, state: str) -> None:
         if state == "connected":
             self.post(ui.MediaUp(call_id))
-        elif state in ("failed", "closed"):
-            self.post(ui.MediaDown(call_id, f"connection {state}"))
+        elif state == "failed":
+            self.post(ui.MediaDown(call_id, "connection failed"))
+        elif state == "closed":  # by the other side: most likely staff hung up, see REMOTE_CLOSE_GRACE
+            asyncio.get_running_loop().call_later(
+                self.remote_close_grace, self.post, ui.MediaDown(call_id, "closed by the other side"))
 
     async def _offer(self, peer: DeviceCall) -> None:
         try:

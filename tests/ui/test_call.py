@@ -60,7 +60,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         agent = await FakeAgent(tmp_path / "agent.sock").start()
         screens: list[Screen] = []
         session = UiSession(AgentClient(agent.path, heartbeat_interval=0.2), small_media,
-                            on_screen=screens.append)
+                            on_screen=screens.append, remote_close_grace=1.0)
         runner = asyncio.create_task(session.run())
         staff = StaffBrowser(no_public_stun())
         try:
@@ -141,7 +141,8 @@ async def test_citizen_hangs_up_after_media_flowed_both_ways(rig: Rig) -> None:
 @pytest.mark.slow
 async def test_staff_hangs_up_and_the_device_reports_quality(rig: Rig) -> None:
     call_id = await connect_call(rig)
-    await rig.staff.close()
+    await rig.staff.close()  # the browser closes its peer first: the device sees that at once
+    await asyncio.sleep(0.3)  # and the server's word comes a little later
     await rig.agent.send(m.CallEnded(call_id=call_id, reason="hung_up_by_staff"))
     report = await rig.agent.wait_for(m.CallQualityReport)
     assert_quality(report, call_id)
@@ -200,4 +201,14 @@ async def test_relay_only_without_a_relay_fails_at_once_not_after_the_connect_ti
     hang_up = await rig.agent.wait_for(m.CallHangUp, timeout=5)
     assert hang_up == m.CallHangUp(call_id="no-relay", reason="media-failed")
     assert not rig.agent.of_type(m.CallAnswer)  # an offer nobody could reach is not sent
+    assert (await rig.wait_screen("ended")).end_reason == "media_failed"
+
+
+@pytest.mark.slow
+async def test_a_staff_peer_that_vanishes_without_a_word_is_media_failed(rig: Rig) -> None:
+    call_id = await connect_call(rig)
+    await rig.staff.close()  # and the server never says call-ended (its link is down)
+    hang_up = await rig.agent.wait_for(m.CallHangUp, timeout=5)
+    assert hang_up == m.CallHangUp(call_id=call_id, reason="media-failed")
+    assert_quality(await rig.agent.wait_for(m.CallQualityReport), call_id)
     assert (await rig.wait_screen("ended")).end_reason == "media_failed"
