@@ -359,7 +359,10 @@ class Codec(Generic[T]):
         self._max_bytes = max_bytes
 
     def decode(self, data: bytes | str) -> T:
-        raw = data.encode() if isinstance(data, str) else data
+        try:
+            raw = data.encode() if isinstance(data, str) else data
+        except UnicodeEncodeError as exc:
+            raise ProtocolError("malformed", f"text is not valid Unicode: {exc.reason}") from None
         if len(raw) > self._max_bytes:
             raise ProtocolError("oversized", f"message of {len(raw)} bytes exceeds {self._max_bytes}")
         try:
@@ -368,8 +371,10 @@ class Codec(Generic[T]):
             raise ProtocolError(_validation_reason(str(exc)), str(exc)) from None
         except msgspec.DecodeError as exc:
             raise ProtocolError("malformed", f"not valid JSON: {exc}") from None
-        except UnicodeDecodeError as exc:  # pragma: no cover - msgspec reports this itself
-            raise ProtocolError("malformed", f"not UTF-8: {exc}") from None
+        except UnicodeDecodeError as exc:  # msgspec's error for bad UTF-8 inside a string
+            raise ProtocolError("malformed", f"not UTF-8: {exc.reason}") from None
+        except RecursionError:  # msgspec recurses into nested values, even ones it skips
+            raise ProtocolError("malformed", "nested too deeply") from None
 
 
 def _validation_reason(text: str) -> str:
@@ -394,6 +399,8 @@ def convert(value: Any, message_type: type[T] | Any, *, strict: bool = True) -> 
         return msgspec.convert(value, message_type, strict=strict)
     except msgspec.ValidationError as exc:
         raise ProtocolError(_validation_reason(str(exc)), str(exc)) from None
+    except RecursionError:
+        raise ProtocolError("malformed", "nested too deeply") from None
 
 
 DEVICE_TO_SERVER: Codec[DeviceToServer] = Codec(DeviceToServer)

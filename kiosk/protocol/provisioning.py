@@ -40,24 +40,36 @@ def parse(text: str | bytes) -> Provisioning:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         raise ProtocolError("malformed", f"provisioning file is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("malformed", "provisioning file is nested too deeply to be one") from None
     if not isinstance(data, dict):
         raise ProtocolError("malformed", "provisioning file must be a YAML mapping of keys to values")
     if "ca_sha256" in data and isinstance(data["ca_sha256"], str):
         data = {**data, "ca_sha256": normalise_fingerprint(data["ca_sha256"])}
     prov = m.convert(data, Provisioning)
-    url = urlsplit(prov.server_url)
-    if url.scheme != "https" or not url.hostname:
+    try:
+        url = urlsplit(prov.server_url)
+        hostname = url.hostname
+    except ValueError as exc:
+        raise ProtocolError("invalid", f"server_url is not a valid URL ({exc}): {prov.server_url!r}") from None
+    if url.scheme != "https" or not hostname:
         raise ProtocolError("invalid", f"server_url must be an https:// URL, got {prov.server_url!r}")
     if not _HEX64.match(prov.ca_sha256):
         raise ProtocolError("invalid", "ca_sha256 must be the 64-hex-digit SHA-256 of the root CA certificate")
     if prov.token is not None and not _TOKEN.match(prov.token):
         raise ProtocolError("invalid", "token has the wrong form (32-128 letters, digits, - or _)")
-    if not prov.municipality.strip():
-        raise ProtocolError("invalid", "municipality must not be empty")
+    _check_municipality(prov.municipality)
     return prov
 
 
+def _check_municipality(name: str) -> None:
+    # printable only: YAML would turn some control characters (U+0085) into line breaks
+    if not name.strip() or not name.isprintable():
+        raise ProtocolError("invalid", "municipality must be a non-empty name of printable characters")
+
+
 def render(prov: Provisioning) -> str:
+    _check_municipality(prov.municipality)
     header = (
         "# Skærmbesøg kiosk provisioning file. Copy to the boot partition as kiosk-provision.yaml.\n"
         "# The token works once and expires; the unit deletes it after enrolling.\n"

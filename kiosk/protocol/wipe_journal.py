@@ -70,7 +70,7 @@ def parse(text: str) -> Journal:
         try:
             obj = json.loads(line)
             entry = JournalEntry(Step(obj["step"]), float(obj["at"]), obj.get("command_id"))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue  # a torn or foreign line: the step it describes will simply be redone
         entries.append(entry)
     return Journal(tuple(entries))

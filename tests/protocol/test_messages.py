@@ -471,11 +471,6 @@ def test_protocol_error_is_a_value_error_with_reason_and_detail() -> None:
 DEEP = b"[" * 5000 + b"]" * 5000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: msgspec raises RecursionError (not ProtocolError) on deeply nested JSON in a skipped or "
-    "Any-typed value; Codec.decode only catches ValidationError/DecodeError",
-)
 @pytest.mark.parametrize(
     ("name", "frame"),
     [
@@ -494,11 +489,6 @@ def test_deeply_nested_json_is_a_protocol_error(name: str, frame: bytes) -> None
         codec.decode(frame)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Codec.decode(str) calls str.encode() outside its try, so a str with a lone surrogate "
-    "raises UnicodeEncodeError instead of ProtocolError('malformed')",
-)
 def test_text_with_a_lone_surrogate_is_malformed() -> None:
     with pytest.raises(ProtocolError) as info:
         m.DEVICE_TO_SERVER.decode('{"type":"hello","agent_version":"\ud800"}')
