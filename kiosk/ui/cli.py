@@ -1,11 +1,11 @@
 """``kiosk-ui``: the citizen's screen. Headless for now (tests, ``make demo``); Kivy later.
 
-    kiosk-ui --state DIR --headless [--auto-answer-after SECONDS]
+    kiosk-ui --state DIR --headless [--auto-answer-after [SECONDS]]
              [--hang-up-after SECONDS] [--demo-media]
 
 Headless, it connects to the agent's socket in ``DIR``, rings when a call
 comes, answers by itself only if ``--auto-answer-after`` is given (so an
-unanswered call can be tested too), hangs up by itself after
+unanswered call can be tested too; given without a value, at once), hangs up by itself after
 ``--hang-up-after`` seconds in a call, and prints every screen change as one
 JSON line on stdout, e.g. ``{"screen": "ringing", "call_id": "…", "caller":
 "Anne", "role": "caregiver"}``. Those lines never carry the citizen's name or
@@ -51,12 +51,12 @@ def _seconds(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiosk-ui", description="Skærmbesøg kiosk: the citizen's screen")
     p.add_argument("--version", action="version", version=kiosk.__version__)
-    p.add_argument("--state", type=Path, required=True,
+    p.add_argument("--state", type=Path, required=True, metavar="DIR",
                    help="the agent's state directory (its socket is DIR/agent.sock)")
     p.add_argument("--headless", action="store_true",
                    help="no screen: print each screen change as a JSON line on stdout")
-    p.add_argument("--auto-answer-after", type=_seconds, metavar="SECONDS",
-                   help="answer a ringing call after SECONDS (0: at once); without it, never answer")
+    p.add_argument("--auto-answer-after", type=_seconds, metavar="SECONDS", nargs="?", const=0.0,
+                   help="answer a ringing call after SECONDS (given alone: at once); without it, never answer")
     p.add_argument("--hang-up-after", type=_seconds, metavar="SECONDS",
                    help="hang up SECONDS after the call connected")
     p.add_argument("--demo-media", action="store_true",

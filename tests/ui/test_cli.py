@@ -225,3 +225,10 @@ def test_bad_seconds_are_refused_with_a_clear_error(capsys: pytest.CaptureFixtur
         cli.main(["--state", "/x", "--headless", "--auto-answer-after", "soon"])
     assert exc.value.code == 2
     assert "not a number of seconds" in capsys.readouterr().err
+
+
+def test_auto_answer_alone_means_at_once_and_absent_means_never() -> None:
+    parse = cli._parser().parse_args
+    assert parse(["--state", "/x", "--headless", "--auto-answer-after"]).auto_answer_after == 0.0
+    assert parse(["--state", "/x", "--headless", "--auto-answer-after", "2.5"]).auto_answer_after == 2.5
+    assert parse(["--state", "/x", "--headless"]).auto_answer_after is None
