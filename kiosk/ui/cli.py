@@ -4,12 +4,13 @@
              [--hang-up-after SECONDS] [--demo-media]
 
 Headless, it connects to the agent's socket in ``DIR``, rings when a call
-comes, answers by itself only if ``--auto-answer-after`` is given (so an
-unanswered call can be tested too; given without a value, at once), hangs up by itself after
-``--hang-up-after`` seconds in a call, and prints every screen change as one
-JSON line on stdout, e.g. ``{"screen": "ringing", "call_id": "…", "caller":
-"Anne", "role": "caregiver"}``. Those lines never carry the citizen's name or
-any SDP; neither do the logs on stderr. SIGTERM or Ctrl-C ends a call in
+comes, answers by itself only if ``--auto-answer-after`` is given (at once
+if given without a value; never without it, so an unanswered call can be
+tested too), hangs up by itself ``--hang-up-after`` seconds after media
+connected, and prints every screen change as one JSON line on stdout, e.g.
+``{"screen": "ringing", "call_id": "…", "caller": "Anne", "role":
+"caregiver"}``. Those lines never carry the citizen's name or any SDP;
+neither do the logs on stderr. SIGTERM or Ctrl-C ends a call in
 progress, reports its quality and exits 0.
 """
 
