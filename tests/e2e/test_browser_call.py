@@ -124,7 +124,7 @@ def test_caregiver_calls_and_hangs_up_then_citizen_hangs_up(
     page = _login(browser, server, "anne")
     assert page.inner_text("#citizen-list").count("Karen Jensen") == 1
     page.click(f"button[data-citizen='{citizen_id}']")
-    page.wait_for_function("document.getElementById('call-status').textContent === 'I samtale'", timeout=30_000)
+    page.wait_for_selector("#call-status:text-is('I samtale')", timeout=30_000)
     stats = _media_flows(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "caregiver-in-call.png"))
@@ -142,7 +142,7 @@ def test_caregiver_calls_and_hangs_up_then_citizen_hangs_up(
     screen.start("--auto-answer-after", "0.3", "--hang-up-after", "4")
     page.click("#back")
     page.click(f"button[data-citizen='{citizen_id}']")
-    page.wait_for_function("document.getElementById('call-status').textContent === 'I samtale'", timeout=30_000)
+    page.wait_for_selector("#call-status:text-is('I samtale')", timeout=30_000)
     _media_flows(page)
     page.wait_for_selector("#ended:not([hidden])", timeout=20_000)
     assert page.inner_text("#ended-reason") == "Borgeren lagde på."
@@ -210,8 +210,7 @@ def test_call_through_turn_only(browser: Any, relay_server: ServerProcess, tmp_p
         screen = Screen(agent).start("--auto-answer-after", "0.3")
         page = _login(browser, server, "anne")
         page.click(f"button[data-citizen='{citizen_id}']")
-        page.wait_for_function("document.getElementById('call-status').textContent === 'I samtale'",
-                               timeout=40_000)
+        page.wait_for_selector("#call-status:text-is('I samtale')", timeout=40_000)
         stats = _media_flows(page)
         assert stats["remoteCandidate"] == "relay", stats
         page.click("#hangup")
