@@ -54,6 +54,17 @@ def run(*args: str, check: bool = True, stdin: str | None = None, env: dict[str,
     return proc
 
 
+def terminate(proc: subprocess.Popen[str] | None) -> None:
+    """SIGTERM, as systemd would stop the service; SIGKILL if it does not stop in time."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class ServerProcess:
     data: Path
@@ -83,13 +94,7 @@ class ServerProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
@@ -152,13 +157,7 @@ class AgentProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

@@ -43,7 +43,7 @@ def read_json(path: Path, default: Any) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return default
-    except ValueError:
+    except (ValueError, RecursionError):
         return default  # a torn file from an old crash: treat as absent, it is rebuilt
 
 

@@ -156,7 +156,7 @@ class StateDir:
         for line in lines:
             try:
                 out.append(json.loads(line))
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
         return out
 
