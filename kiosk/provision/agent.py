@@ -49,7 +49,7 @@ class Agent:
         socket_url = pin.url.rstrip("/").replace("https://", "wss://", 1) + "/api/v1/socket"
         self.link = ServerLink(socket_url, lambda: enroll.device_context(state), self._on_message,
                                self._flush_outbox, self._hello, self._heartbeat, backoff_base, backoff_cap)
-        self.ui = UiServer(state.socket_path, self.status, self._from_ui)
+        self.ui = UiServer(state.socket_path, self.status, self._from_ui, self.link.beat_now)
         self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
 
     # -------------------------------------------------------------------- status

@@ -64,6 +64,7 @@ class ServerLink:
         self.connected_since: float | None = None
         self.round_trip_ms: float | None = None
         self.last_error: str | None = None
+        self._seq = 0
 
     @property
     def connected(self) -> bool:
@@ -124,9 +125,12 @@ class ServerLink:
             self._ws, self.connected_since = None, None
             log.info("disconnected from %s", self.url)
 
+    async def beat_now(self) -> None:
+        """Send a heartbeat at once: the server's view of the unit changed (e.g. the UI came or went)."""
+        self._seq += 1
+        await self.send(self._heartbeat(self._seq))
+
     async def _beat(self, interval: float) -> None:
-        seq = 0
         while True:
-            await self.send(self._heartbeat(seq))
-            seq += 1
+            await self.beat_now()
             await asyncio.sleep(interval)

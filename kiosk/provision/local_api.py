@@ -25,9 +25,11 @@ LINE_LIMIT = 128 * 1024  # an SDP offer with its candidates fits well inside
 
 class UiServer:
     def __init__(self, path: Path, status: Callable[[], m.AgentStatus],
-                 upstream: Callable[[m.UiToAgent], Awaitable[None]]) -> None:
+                 upstream: Callable[[m.UiToAgent], Awaitable[None]],
+                 liveness_changed: Callable[[], Awaitable[None]]) -> None:
         self.path = path
         self._status = status
+        self._liveness_changed = liveness_changed  # so the server learns at once, not at the next heartbeat
         self._upstream = upstream  # call messages from the UI, on their way to the server
         self._clients: set[asyncio.StreamWriter] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -83,6 +85,7 @@ class UiServer:
                         self.last_heartbeat, self.screen_awake = time.monotonic(), awake
                     case m.UiHello():
                         self.last_heartbeat = time.monotonic()
+                        await self._liveness_changed()
                         writer.write(m.encode(self._status()) + b"\n")
                     case m.GetStatus():  # asked by tools too (kiosk-agent status): not a sign of UI life
                         writer.write(m.encode(self._status()) + b"\n")
@@ -94,6 +97,9 @@ class UiServer:
             pass
         finally:
             self._clients.discard(writer)
+            if not self._clients:
+                self.last_heartbeat = None  # the UI went away: it is not alive, whatever it said before
+                await self._liveness_changed()
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

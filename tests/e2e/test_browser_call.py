@@ -27,6 +27,13 @@ CHROMIUM_FLAGS = [
 ARTIFACTS = Path(os.environ.get("KIOSK_TEST_ARTIFACTS", "build/test-artifacts"))
 
 
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:  # overrides conftest's: a short ring timeout
+    srv = ServerProcess(tmp_path / "server", extra_args=["--ring-timeout", "8s"]).start()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
@@ -158,7 +165,7 @@ def test_unanswered_call_and_offline_screen_are_explained(
     page = _login(browser, server, "anne")
     page.click("#lang")  # in English this time
     page.click(f"button[data-citizen='{citizen_id}']")
-    page.wait_for_selector("#ended:not([hidden])", timeout=90_000)
+    page.wait_for_selector("#ended:not([hidden])", timeout=30_000)
     assert page.inner_text("#ended-reason") == "The citizen did not answer."
     facts = page.inner_text("#ended-facts")
     assert "The screen was connected" in facts and "It rang for" in facts

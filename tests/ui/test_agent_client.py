@@ -114,13 +114,19 @@ async def test_against_the_real_agent_socket(client: AgentClient) -> None:
         upstream.append(message)
 
     online = [True]
-    server = UiServer(client.path, lambda: status(server_online=online[0]), to_server)
+    liveness_changes: list[bool] = []
+
+    async def liveness_changed() -> None:
+        liveness_changes.append(server.ui_alive)
+
+    server = UiServer(client.path, lambda: status(server_online=online[0]), to_server, liveness_changed)
     await server.start()
     events = Events(client)
     try:
         assert await events.next() == AgentConnected()
         assert await events.next() == status()
         assert server.ui_alive
+        assert liveness_changes == [True], "the agent is told at once, to tell the server"
         ringing = m.CallRinging(call_id="c1", screen_awake=True)
         assert await client.send(ringing)
         await asyncio.sleep(0.3)  # a few heartbeats too
