@@ -1,0 +1,111 @@
+"""The Python caregiver (kiosk.server.call_client) calls a real unit: server, agent, headless screen.
+
+What `make demo` and the call benchmark rely on: the client logs in, places the
+call, answers the unit's offer, media flows both ways (each side counts what it
+decoded), and its hang-up is recorded as the caregiver's, with both quality reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from kiosk.server.call_client import CaregiverClient, CallRefused, TestMedia
+from tests.harness import ADMIN_PASSWORD, BIN, AgentProcess, ServerProcess, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def care(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> tuple[AgentProcess, str]:
+    """A unit assigned to a citizen in Anne's care (Bo is not in it)."""
+    agent, device_id = online_agent
+    server.add_admin("anne", "caregiver", "Anne, sygeplejerske")
+    server.add_admin("bo", "caregiver", "Bo Berg")
+    return agent, server.add_citizen("Karen Jensen", device_id, "anne")
+
+
+@pytest.fixture
+def unit(care: tuple[AgentProcess, str]) -> Iterator[tuple[Path, str]]:
+    """The unit's screen running, answering at once."""
+    agent, citizen_id = care
+    log = agent.state.parent / "screen.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(BIN / "kiosk-ui"), "--state", str(agent.state), "--headless", "--demo-media",
+                                 "--auto-answer-after", "0"], stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: '"screen": "idle"' in log.read_text(), 30, 0.1, what="the screen app to show idle")
+        yield log, citizen_id
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_python_caregiver_calls_media_flows_both_ways_and_hangs_up(
+        server: ServerProcess, unit: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kiosk.call_client")
+    screen_log, citizen_id = unit
+
+    async def scenario() -> Any:
+        async with CaregiverClient(server.console, media=TestMedia(320, 240, 15)) as anne:
+            await anne.login("anne", ADMIN_PASSWORD)
+            assert [c["id"] for c in await anne.citizens()] == [citizen_id]
+            call = await anne.place_call(citizen_id)
+            assert call.placed is not None and call.placed.ice_servers == [] and not call.placed.relay_only
+            await call.wait_ringing()
+            await call.wait_answered()
+            await call.wait_media(video=11, audio=25, timeout=20)
+            assert call.peer is not None and call.peer.configuration.iceServers == []  # never a public STUN
+            result = await call.hang_up()
+            assert anne.call_in_progress is None
+            return result
+
+    result = asyncio.run(scenario())
+    assert result.end_reason == "hung_up_by_staff"
+    assert result.video_frames > 10 and result.audio_frames > 20
+    times = result.times
+    assert times.start_sent is not None and times.placed is not None and times.ringing is not None
+    assert times.offer is not None and times.connected is not None and times.first_video_frame is not None
+    assert times.start_sent <= times.placed <= times.ringing <= times.offer <= times.connected
+    assert times.connected <= times.first_video_frame
+    assert result.quality is not None and (result.quality["frames_decoded"] or 0) > 10
+
+    def record() -> dict[str, Any] | None:
+        rows = server.cli_json("call", "list")
+        return rows[0] if rows and rows[0]["quality_device"] and rows[0]["quality_staff"] else None
+
+    row = wait_until(record, 20, 0.3, what="the call record with both quality reports")
+    assert row["id"] == result.call_id and row["caller"] == "anne"
+    assert row["end_reason"] == "hung_up_by_staff" and row["talk_seconds"] > 0
+    assert row["quality_device"]["frames_decoded"] > 0, row["quality_device"]
+    assert row["quality_staff"]["frames_decoded"] > 10, row["quality_staff"]
+    screens = [json.loads(line)["screen"] for line in screen_log.read_text().splitlines() if line.startswith("{")]
+    assert screens[-4:] == ["ringing", "connecting", "in-call", "ended"], screens
+    assert f"call {result.call_id} ended: hung_up_by_staff" in caplog.text
+    for private in ("Karen", "v=0", "a=candidate", "ice-pwd"):
+        assert private not in caplog.text, f"{private!r} in the client's log"
+
+
+def test_python_caregiver_outside_the_care_team_is_refused(
+        server: ServerProcess, care: tuple[AgentProcess, str]) -> None:
+    _, citizen_id = care
+
+    async def scenario() -> CallRefused:
+        async with CaregiverClient(server.console) as bo:
+            await bo.login("bo", ADMIN_PASSWORD)
+            with pytest.raises(CallRefused) as refused:
+                await bo.place_call(citizen_id)
+            assert bo.call_in_progress is None
+            return refused.value
+
+    assert asyncio.run(scenario()).reason == "forbidden"
