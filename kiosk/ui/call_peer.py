@@ -47,6 +47,9 @@ log = logging.getLogger("kiosk.ui.call")
 #: TURN server is what makes it slow, and then the call cannot work anyway.
 GATHER_TIMEOUT = 15.0
 
+#: Offers made before a call with a media section lacking ICE candidates fails.
+OFFER_ATTEMPTS = 2
+
 VideoSink: TypeAlias = Callable[[av.VideoFrame], None]
 
 
@@ -103,6 +106,23 @@ def rtc_configuration(ring: m.CallRing) -> RTCConfiguration:
                for s in ring.ice_servers]
     policy = RTCIceTransportPolicy.RELAY if ring.relay_only else RTCIceTransportPolicy.ALL
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+def sections_without_candidates(sdp: str) -> list[str]:
+    """The audio/video media sections of ``sdp`` that carry no ICE candidate (by mid or kind).
+
+    aiortc offers one ICE transport per section; a section without a candidate
+    can never connect, and with BUNDLE the first section carries the whole call.
+    """
+    bare = []
+    for section in sdp.replace("\r\n", "\n").split("\nm=")[1:]:
+        kind = section.split(" ", 1)[0]
+        if kind not in ("audio", "video"):
+            continue
+        if "\na=candidate:" not in section:
+            mid = next((line[6:] for line in section.split("\n") if line.startswith("a=mid:")), None)
+            bare.append(f"{kind} (mid {mid})" if mid is not None else kind)
+    return bare
 
 
 class CallMediaError(Exception):
@@ -178,6 +198,10 @@ class DeviceCall:
     async def answer(self) -> m.CallAnswer:
         """The citizen answered: open camera and microphone, create the offer, gather.
 
+        A media section left without any ICE candidate (a TURN login that failed
+        once, say) would make the call fail after the connect timeout, so the
+        offer is made again, once, on a fresh peer before we give up.
+
         Raises :class:`CallMediaError` if media or ICE could not be set up.
         """
         if self._closed or self.pc is not None:
@@ -190,6 +214,30 @@ class DeviceCall:
             await media.close()
             raise CallMediaError("the call ended while the camera and microphone opened")
         self.media = media
+        for attempt in range(1, OFFER_ATTEMPTS + 1):
+            sdp = await self._offer(media)
+            bare = sections_without_candidates(sdp)
+            if not bare:
+                return m.CallAnswer(call_id=self.call_id, sdp=sdp)
+            log.warning("call %s: no ICE candidate for %s (attempt %d of %d)",
+                        self.call_id, ", ".join(bare), attempt, OFFER_ATTEMPTS)
+            pc, self.pc = self.pc, None
+            if pc is not None:
+                pc.remove_all_listeners()  # its "closed" is not the call's
+                with contextlib.suppress(Exception):
+                    await pc.close()
+            if self._closed:
+                break
+        raise CallMediaError(
+            "no ICE candidate was gathered: "
+            + ("the TURN server refused or did not answer (relay only)" if self.relay_only
+               else "no usable network interface or ICE server")
+        )
+
+    async def _offer(self, media: LocalMedia) -> str:
+        """A new peer with our tracks, and its offer with every candidate gathered."""
+        if self._closed:
+            raise CallMediaError("the call ended while the offer was made")
         pc = self.pc = RTCPeerConnection(self.configuration)
         pc.on("connectionstatechange", self._state_changed)
         pc.on("track", self._remote_track)
@@ -209,15 +257,7 @@ class DeviceCall:
             raise CallMediaError(f"could not create the offer: {type(exc).__name__}: {exc}") from exc
         if pc.iceGatheringState != "complete" or pc.localDescription is None:
             raise CallMediaError(f"ICE gathering did not complete ({pc.iceGatheringState})")
-        sdp = pc.localDescription.sdp
-        if "\na=candidate:" not in sdp:
-            # aiortc would wait forever in "new"; say why now instead of after the connect timeout.
-            raise CallMediaError(
-                "no ICE candidate was gathered: "
-                + ("the TURN server refused or did not answer (relay only)" if self.relay_only
-                   else "no usable network interface or ICE server")
-            )
-        return m.CallAnswer(call_id=self.call_id, sdp=sdp)
+        return str(pc.localDescription.sdp)
 
     async def accept(self, sdp: str) -> None:
         """The staff browser's SDP answer. Raises :class:`CallMediaError` if it is unusable."""

@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aioice.ice
 import pytest
 
 from kiosk.media.loopback import loopback_only, no_public_stun
 from kiosk.protocol import messages as m
 from kiosk.ui.agent_client import AgentClient
+from kiosk.ui.call_peer import sections_without_candidates
 from kiosk.ui.controller import Screen
 from kiosk.ui.session import UiSession
 
@@ -212,3 +214,33 @@ async def test_a_staff_peer_that_vanishes_without_a_word_is_media_failed(rig: Ri
     assert hang_up == m.CallHangUp(call_id=call_id, reason="media-failed")
     assert_quality(await rig.agent.wait_for(m.CallQualityReport), call_id)
     assert (await rig.wait_screen("ended")).end_reason == "media_failed"
+
+
+@pytest.mark.slow
+async def test_an_offer_with_a_section_left_without_candidates_is_made_again(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transport gathering nothing (a TURN login refused once, in real life) must
+    not cost the call: the device offers again on a fresh peer."""
+    addresses = aioice.ice.get_host_addresses  # loopback only, from the rig
+    calls = []
+
+    def first_gathering_finds_nothing(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        calls.append(use_ipv4)
+        return [] if len(calls) == 1 else list(addresses(use_ipv4, use_ipv6))
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", first_gathering_finds_nothing)
+    call_id = await connect_call(rig)  # asserts media both ways
+    assert len(calls) >= 3  # two transports on the first peer, more on the second
+    offer = rig.agent.of_type(m.CallAnswer)
+    assert len(offer) == 1 and sections_without_candidates(offer[0].sdp) == []
+    rig.session.press_hang_up()
+    assert_quality(await rig.agent.wait_for(m.CallQualityReport), call_id)
+
+
+def test_sections_without_candidates() -> None:
+    sdp = ("v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\na=mid:0\r\na=end-of-candidates\r\n"
+           "m=audio 4 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=candidate:1 1 udp 1 127.0.0.1 4 typ host\r\n"
+           "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n")
+    assert sections_without_candidates(sdp) == ["video (mid 0)"]
+    assert sections_without_candidates(sdp.replace("a=end-of", "a=candidate:2 1 udp 1 127.0.0.1 5 typ host\r\na=end-of")) == []
+    assert sections_without_candidates("v=0\r\n") == []
