@@ -47,8 +47,10 @@ log = logging.getLogger("kiosk.ui.call")
 #: TURN server is what makes it slow, and then the call cannot work anyway.
 GATHER_TIMEOUT = 15.0
 
-#: Offers made before a call with a media section lacking ICE candidates fails.
-OFFER_ATTEMPTS = 2
+#: Offers made before a call with a media section lacking ICE candidates fails,
+#: and the pause between them (a TURN server's refusal can be a passing hiccup).
+OFFER_ATTEMPTS = 3
+OFFER_RETRY_PAUSE = 0.2
 
 VideoSink: TypeAlias = Callable[[av.VideoFrame], None]
 
@@ -200,7 +202,7 @@ class DeviceCall:
 
         A media section left without any ICE candidate (a TURN login that failed
         once, say) would make the call fail after the connect timeout, so the
-        offer is made again, once, on a fresh peer before we give up.
+        offer is made again on a fresh peer (``OFFER_ATTEMPTS`` in all) before we give up.
 
         Raises :class:`CallMediaError` if media or ICE could not be set up.
         """
@@ -228,6 +230,8 @@ class DeviceCall:
                     await pc.close()
             if self._closed:
                 break
+            if attempt < OFFER_ATTEMPTS:
+                await asyncio.sleep(OFFER_RETRY_PAUSE)
         raise CallMediaError(
             "no ICE candidate was gathered: "
             + ("the TURN server refused or did not answer (relay only)" if self.relay_only
