@@ -322,7 +322,7 @@ class CallTimes:
     Message times are when the socket reader received them.
     """
 
-    start_sent: float | None = None  # CallStart sent
+    start_sent: float | None = None  # CallStart about to be sent ("call" pressed)
     placed: float | None = None  # CallPlaced received
     ringing: float | None = None  # CallRinging received: the unit rings
     offer: float | None = None  # CallAnswer received: the citizen answered, with the unit's offer
@@ -715,8 +715,8 @@ class CaregiverClient:
                          gather_timeout=self.gather_timeout, clock=self.clock)
         self.call_in_progress = call
         try:
+            call.times.start_sent = self.clock()  # the press: before the send, so the send counts
             await self.send(m.CallStart(citizen_id=citizen_id))
-            call.times.start_sent = self.clock()
             await call._wait(call._placed, "call-placed", timeout)
         except CallEndedEarly:
             if call.refused is not None:
