@@ -2,66 +2,51 @@
 
 Like the console in a browser: it receives the device's offer (a CallAnswer),
 answers it with its own camera and microphone (small lavfi test sources, to
-spare the CPU), and counts what it receives from the device.
+spare the CPU), and counts what it receives from the device. The peer is the
+Python caregiver's (:class:`kiosk.server.call_client.AnsweringPeer`); here it
+is driven by hand, without the server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
+from aiortc import RTCConfiguration
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
-from kiosk.media.sources import lavfi_pattern_spec, lavfi_tone_spec, open_source
-from kiosk.media.swappable import SwappableTrack
+from kiosk.server.call_client import AnsweringPeer, CallError, TestMedia, open_test_media
 from kiosk.ui.call_peer import LocalMedia
 
-from tests.media.calls import Received, collect
-
-SMALL_VIDEO = dict(width=176, height=144, fps=15)
+SMALL = TestMedia(width=176, height=144, fps=15, tone_hz=660)
 
 
 async def small_media() -> LocalMedia:
     """What the device sends in in-process tests: the same tracks as a unit, smaller."""
-    video = SwappableTrack("video", await open_source(lavfi_pattern_spec(**SMALL_VIDEO)), size=(176, 144))
-    audio = SwappableTrack("audio", await open_source(lavfi_tone_spec(660)))
-    sources = [video.source, audio.source]
-
-    async def close() -> None:
-        for source in sources:
-            if source is not None:
-                source.stop()
-
-    return LocalMedia(video, audio, "video/VP8", close)
+    media = await open_test_media(SMALL)
+    media.video_mime = "video/VP8"
+    return media
 
 
-class StaffBrowser:
+class Counts:
+    """Frames the staff peer received, per kind, waited for the way tests wait."""
+
+    def __init__(self, peer: AnsweringPeer) -> None:
+        self._peer = peer
+
+    def count(self, kind: str) -> int:
+        return self._peer.video_frames if kind == "video" else self._peer.audio_frames
+
+    async def wait_for(self, kind: str, n: int, timeout: float = 10.0) -> None:
+        try:
+            await self._peer.wait_frames(**{kind: n}, timeout=timeout)
+        except CallError:
+            raise AssertionError(f"only {self.count(kind)} {kind} frames, wanted {n}") from None
+
+
+class StaffBrowser(AnsweringPeer):
     def __init__(self, configuration: RTCConfiguration) -> None:
-        self.pc = RTCPeerConnection(configuration)
-        self.received: Received = collect(self.pc, keep_video=False)
-        self._media: LocalMedia | None = None
-
-    async def answer(self, offer_sdp: str, timeout: float = 15.0) -> str:
-        media = self._media = await small_media()
-        assert media.video is not None and media.audio is not None
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        # As aiortc's own server example does: tracks added after the offer take
-        # over the offer's transceivers, which then send as well as receive.
-        self.pc.addTrack(media.video)
-        self.pc.addTrack(media.audio)
-        await asyncio.wait_for(self.pc.setLocalDescription(await self.pc.createAnswer()), timeout)
-        return self.pc.localDescription.sdp
+        super().__init__(configuration, small_media)
+        self.received = Counts(self)
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.pc.connectionState != "connected":
-            assert time.monotonic() < deadline, f"staff peer still {self.pc.connectionState}"
-            await asyncio.sleep(0.02)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self.received.tasks:
-            task.cancel()
-        await asyncio.gather(*self.received.tasks, return_exceptions=True)
-        if self._media is not None:
-            await self._media.close()
+        try:
+            await super().wait_connected(timeout)
+        except CallError:
+            raise AssertionError(f"staff peer still {self.pc.connectionState}") from None
