@@ -15,6 +15,8 @@ message saying how to install it; any other failure to start is an error.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import secrets
 import shutil
@@ -154,6 +156,40 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer
     secret = secrets.token_hex(32)
     process, port = start_coturn(tmp_path_factory.mktemp("coturn"), secret)
     try:
-        yield TurnServer(HOST, port, secret)
+        turn = TurnServer(HOST, port, secret)
+        # in a thread of its own: the fixture may be set up from inside an async test's loop
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: asyncio.run(logins_work(turn))).result()
+        yield turn
     finally:
         stop(process)
+
+
+async def logins_work(turn: TurnServer, wanted: int = 4, timeout: float = 15.0) -> None:
+    """Wait until coturn grants allocations to a credential.
+
+    Just after it starts, a login can fail ("database is locked", then "Cannot find
+    credentials" in its log) while its auth threads open their SQLite database; the
+    STUN check above does not log in, so without this the first test to use coturn
+    would meet that.
+    """
+    from aioice.stun import TransactionFailed
+    from aioice.turn import create_turn_endpoint
+
+    from kiosk.server.turn import issue_credentials
+
+    creds = issue_credentials(turn.secret, "fixture-check", now=time.time())
+    deadline = time.monotonic() + timeout
+    granted = 0
+    while granted < wanted:
+        if time.monotonic() > deadline:
+            raise CoturnDidNotStart(f"coturn granted only {granted} allocations in {timeout:.0f} s")
+        try:
+            relay, _ = await asyncio.wait_for(create_turn_endpoint(
+                asyncio.DatagramProtocol, server_addr=(turn.host, turn.port),
+                username=creds.username, password=creds.credential), 2)
+        except (TransactionFailed, asyncio.TimeoutError):
+            await asyncio.sleep(0.1)
+            continue
+        relay.close()
+        granted += 1

@@ -48,8 +48,10 @@ class Agent:
         self.queue: asyncio.Queue[m.Command] = asyncio.Queue()
         socket_url = pin.url.rstrip("/").replace("https://", "wss://", 1) + "/api/v1/socket"
         self.link = ServerLink(socket_url, lambda: enroll.device_context(state), self._on_message,
-                               self._flush_outbox, self._hello, self._heartbeat, backoff_base, backoff_cap)
-        self.ui = UiServer(state.socket_path, self.status, self._from_ui, self.link.beat_now)
+                               self._flush_outbox, self._state_changed, self._hello, self._heartbeat,
+                               backoff_base, backoff_cap)
+        self.ui = UiServer(state.socket_path, self.status, self._from_ui, self._ui_liveness_changed)
+        self.ringing: m.CallRing | None = None  # a ring the citizen has not answered or missed yet
         self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
 
     # -------------------------------------------------------------------- status
@@ -89,11 +91,22 @@ class Agent:
             case m.Rejected(reason=reason, detail=detail):
                 log.warning("server rejected our message: %s (%s)", reason, detail)
             case m.CallRing() | m.CallAccept() | m.CallEnded():
+                if isinstance(message, m.CallRing):
+                    self.ringing = message
+                elif isinstance(message, m.CallEnded) and self.ringing and self.ringing.call_id == message.call_id:
+                    self.ringing = None
                 self.ui.send(message)  # the UI runs the call; the agent only carries its signaling
 
     async def _from_ui(self, message: m.UiToAgent) -> None:
+        if isinstance(message, (m.CallAnswer, m.CallHangUp)):
+            self.ringing = None
         if isinstance(message, m.CALL_UPSTREAM) and not await self.link.send(message):
             log.warning("call message from the UI dropped: the server is not connected")
+
+    async def _ui_liveness_changed(self) -> None:
+        await self.link.beat_now()
+        if self.ui.ui_alive and self.ringing is not None:
+            self.ui.send(self.ringing)  # a screen app that restarted mid-ring rings again
 
     async def _receive_command(self, envelope: m.SignedEnvelope) -> None:
         now = time.time()

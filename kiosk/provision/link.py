@@ -51,12 +51,14 @@ class ServerLink:
     def __init__(self, url: str, tls: Callable[[], ssl.SSLContext],
                  on_message: Callable[[m.ServerToDevice], Awaitable[None]],
                  on_connected: Callable[[], Awaitable[None]],
+                 on_disconnected: Callable[[], None],
                  hello: Callable[[], m.Hello], heartbeat: Callable[[int], m.Heartbeat],
                  backoff_base: float = 1.0, backoff_cap: float = 60.0) -> None:
         self.url = url
         self._tls = tls
         self._on_message = on_message
         self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._hello = hello
         self._heartbeat = heartbeat
         self._backoff = (backoff_base, backoff_cap)
@@ -124,6 +126,7 @@ class ServerLink:
             beat.cancel()
             self._ws, self.connected_since = None, None
             log.info("disconnected from %s", self.url)
+            self._on_disconnected()
 
     async def beat_now(self) -> None:
         """Send a heartbeat at once: the server's view of the unit changed (e.g. the UI came or went)."""
