@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -94,6 +95,16 @@ def test_python_caregiver_calls_media_flows_both_ways_and_hangs_up(
     assert f"call {result.call_id} ended: hung_up_by_staff" in caplog.text
     for private in ("Karen", "v=0", "a=candidate", "ice-pwd"):
         assert private not in caplog.text, f"{private!r} in the client's log"
+
+    # The same call from a shell, as `make demo` runs it: the password on stdin, the result as JSON.
+    cli = subprocess.run([sys.executable, "-m", "kiosk.server.call_client", "--console", server.console,
+                          "--user", "anne", "--citizen", citizen_id, "--password-stdin", "--talk", "1"],
+                         input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, timeout=40)
+    assert cli.returncode == 0, cli.stderr
+    printed = json.loads(cli.stdout)
+    assert printed["end_reason"] == "hung_up_by_staff" and printed["video_frames"] > 0, printed
+    for private in ("Karen", "v=0", "a=candidate", ADMIN_PASSWORD):
+        assert private not in cli.stdout + cli.stderr, f"{private!r} in the command's output"
 
 
 def test_python_caregiver_outside_the_care_team_is_refused(
