@@ -6,6 +6,7 @@ session cookie (or the same token as a Bearer header, for scripts) and refuses t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Awaitable, Callable
 
@@ -108,12 +109,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     req: s.LoginRequest = await read_body(request, s.LoginRequest)
     user = store.user(req.username)
-    if not auth.check_password(user.password_hash if user else None, req.password):
+    # argon2 takes ~150 ms of CPU on purpose: off the event loop, so devices are not held up
+    if not await asyncio.to_thread(auth.check_password, user.password_hash if user else None, req.password):
         with store.tx() as conn:
             store.append_audit(conn, req.username, "login-failed", None, peer=request.remote)
         return error(401, "bad-credentials", "wrong user name or password")
     if auth.needs_rehash(user.password_hash):
-        store.set_password_hash(user.username, auth.hash_password(req.password))
+        store.set_password_hash(user.username, await asyncio.to_thread(auth.hash_password, req.password))
     token = store.create_session(user.username, auth.SESSION_TTL_SECONDS)
     with store.tx() as conn:
         store.append_audit(conn, user.username, "login", None, peer=request.remote)

@@ -7,6 +7,7 @@ write happens in a short transaction that takes the write lock up front.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -14,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -165,8 +166,13 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def tx(self) -> Any:
-        return self.engine.begin()
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """A write transaction: it takes SQLite's write lock at BEGIN (reads do not)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(immediate=True)
+            with conn.begin():
+                yield conn
 
     # ----------------------------------------------------------------- audit log
     def append_audit(
@@ -295,9 +301,13 @@ class Store:
     def expire_commands(self) -> list[str]:
         """Commands past their expiry with no result become 'expired'; returns their ids."""
         now = time.time()
+        due = sa.select(commands.c.id).where(
+            commands.c.state.in_(("pending", "delivered")), commands.c.expires_at <= now)
+        with self.engine.connect() as conn:  # the common case, nothing due, takes no write lock
+            if conn.execute(due.limit(1)).first() is None:
+                return []
         with self.tx() as conn:
-            ids = list(conn.execute(sa.select(commands.c.id).where(
-                commands.c.state.in_(("pending", "delivered")), commands.c.expires_at <= now)).scalars())
+            ids = list(conn.execute(due).scalars())
             if ids:
                 conn.execute(commands.update().where(commands.c.id.in_(ids)).values(state="expired", finished_at=now))
                 for cid in ids:
@@ -402,8 +412,8 @@ class Store:
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
-    # pysqlite's own transaction handling defers BEGIN; take the write lock up front instead,
-    # so the CLI and the server never deadlock upgrading a read lock (SQLAlchemy's recipe).
+    # pysqlite's own transaction handling defers BEGIN; writes (tx()) take the write lock up front,
+    # so the CLI and the server never deadlock upgrading a read lock; reads never block (WAL).
     @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
@@ -416,4 +426,4 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
