@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -88,16 +89,34 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        turn_args: list[object] = []
+        if shutil.which("turnserver"):
+            step("The municipality's own TURN server (coturn) on loopback, for calls through firewalls")
+            turn_port, secret = free_port(3478), secrets.token_hex(24)
+            (DEMO / "turn.secret").write_text(secret)
+            (DEMO / "turn.secret").chmod(0o600)
+            (DEMO / "coturn").mkdir()
+            procs.append(subprocess.Popen([ROOT / "scripts" / "coturn.sh", "--port", str(turn_port),
+                                           "--dir", DEMO / "coturn"], env={**os.environ, "COTURN_SECRET": secret},
+                                          stdout=(DEMO / "coturn.log").open("w"), stderr=subprocess.STDOUT))
+            turn_args = ["--turn", f"127.0.0.1:{turn_port}", "--turn-secret-file", DEMO / "turn.secret"]
+            print(f"coturn on 127.0.0.1:{turn_port}")
+        else:
+            print("coturn is not installed (make setup installs it): calls use direct connections only")
+
         step("Municipality server: creating its root CA, keys and database")
         log = (DEMO / "server.log").open("w")
         procs.append(subprocess.Popen(
             [BIN / "kiosk-server", "serve", "--data", DEMO / "server", "--municipality", "Demo Kommune",
-             "--device-listen", f"127.0.0.1:{device_port}", "--console-listen", f"127.0.0.1:{console_port}"],
+             "--device-listen", f"127.0.0.1:{device_port}", "--console-listen", f"127.0.0.1:{console_port}",
+             "--ring-timeout", "30s", *turn_args],
             stdout=log, stderr=subprocess.STDOUT))
         wait(lambda: "root CA SHA-256" in (DEMO / "server.log").read_text(), 20, "the server to start")
         print((DEMO / "server.log").read_text().strip().splitlines()[-1])
         sh(BIN / "kiosk-server", "user", "add", "admin", "--role", "admin", "--password-stdin",
            "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
+        sh(BIN / "kiosk-server", "user", "add", "anne", "--role", "caregiver", "--display-name",
+           "Anne, sygeplejerske", "--password-stdin", "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
 
         step("Logistics: a provisioning file with a one-time token, as written into a unit's boot partition")
         prov = Path(sh(BIN / "kiosk-server", "enroll-token", "create", "--data", DEMO / "server", "--count", "1",
@@ -119,9 +138,28 @@ def main() -> None:
         for check in run_command(device_id, "diagnostics")["result"]["detail"]["checks"]:
             print(f"  {check['status']:<4} {check['name']:<16} {check['detail']}")
 
-        step("Logistics: assign the unit to a citizen (stored encrypted on the unit only)")
-        run_command(device_id, "assign", "citizen_name=Karen Jensen", "contact_staff=Anne (sygeplejerske)")
+        step("Logistics: the citizen gets the screen; Anne is in her care team (name stored encrypted on the unit)")
+        citizen = server_cli("citizen", "add", "--name", "Karen Jensen", "--device", device_id, "--caregiver", "anne")
+        wait(lambda: server_cli("command", "show", citizen["assign_command"])["state"] == "done", 20, "the assignment")
         print("state:", json.loads(sh(BIN / "kiosk-agent", "status", "--state", DEMO / "unit", "--json"))["state"])
+        procs.append(subprocess.Popen(
+            [BIN / "kiosk-ui", "--state", DEMO / "unit", "--headless", "--demo-media", "--auto-answer-after", "1"],
+            stdout=(DEMO / "screen.log").open("w"), stderr=subprocess.STDOUT))
+        wait(lambda: '"screen": "idle"' in (DEMO / "screen.log").read_text(), 30, "the screen app")
+
+        step("Anne calls Karen; the screen (headless here, answering by itself) picks up")
+        call = json.loads(sh(sys.executable, "-m", "kiosk.server.call_client", "--console",
+                             f"http://127.0.0.1:{console_port}", "--user", "anne", "--password-stdin",
+                             "--citizen", citizen["citizen_id"], "--talk", "4", stdin=DEMO_PASSWORD + "\n"))
+        print(f"call ended: {call['end_reason']}; received {call['video_frames']} video and "
+              f"{call['audio_frames']} audio frames")
+        record = wait(lambda: [r for r in server_cli("call", "list") if r["quality_device"]], 20, "the call record")[0]
+        for side in ("quality_staff", "quality_device"):
+            q = record[side]
+            rtt = q.get("round_trip_time_ms")
+            print(f"  {side.split('_')[1]:<7} frames decoded {q.get('frames_decoded')}, packets lost "
+                  f"{q.get('packets_lost')}, round trip {rtt if rtt is None else round(rtt, 1)} ms, "
+                  f"freezes {q.get('freezes')}")
 
         step("The municipality collects the unit: wipe, with a receipt signed by the unit's key")
         started = time.monotonic()
@@ -134,6 +172,8 @@ def main() -> None:
               "(still enrolled and pinned: ready for the next citizen)")
 
         step("Where to look")
+        print(f"  caregiver page  http://127.0.0.1:{console_port}/  (anne / {DEMO_PASSWORD}; assign a new citizen "
+              f"to call the screen again)")
         print(f"  console API     http://127.0.0.1:{console_port}/openapi.json  (log in as admin / {DEMO_PASSWORD})")
         print(f"  audit log       {BIN / 'kiosk-server'} audit list --data {DEMO / 'server'}")
         print(f"  devices         {BIN / 'kiosk-server'} device list --data {DEMO / 'server'}")
