@@ -47,16 +47,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from kiosk.media.sources import lavfi_pattern_spec, lavfi_tone_spec, open_source
 from kiosk.media.stats import FreezeCounter, MeteredTrack, measure
 from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.ui.call_peer import LocalMedia, MediaOpener
+from kiosk.ui.call_peer import LocalMedia, MediaOpener, rtc_configuration
 
 __all__ = [
     "AnsweringPeer",
@@ -71,7 +70,6 @@ __all__ = [
     "StaffCall",
     "TestMedia",
     "open_test_media",
-    "rtc_configuration",
 ]
 
 log = logging.getLogger("kiosk.call_client")
@@ -159,19 +157,6 @@ async def open_test_media(spec: TestMedia = TestMedia()) -> LocalMedia:
         audio_source.stop()
 
     return LocalMedia(video, audio, None, close)
-
-
-def rtc_configuration(ice_servers: list[m.IceServer], relay_only: bool) -> RTCConfiguration:
-    """Exactly the server's ICE servers (an empty list stays empty: never aiortc's
-    default public STUN), and ``relay_only`` as the relay transport policy.
-
-    The same rule as :func:`kiosk.ui.call_peer.rtc_configuration`, which takes a
-    CallRing; this one takes the fields, as CallPlaced carries them.
-    """
-    servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-               for s in ice_servers]
-    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
-    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
 # --------------------------------------------------------------------------- the peer

@@ -102,11 +102,14 @@ async def open_device_media(demo: bool = False) -> LocalMedia:
     return LocalMedia(media.devices.video, media.devices.audio, media.encoder.mime_type, media.close)
 
 
-def rtc_configuration(ring: m.CallRing) -> RTCConfiguration:
-    """Our ICE servers only, never aiortc's default public STUN (an empty list stays empty)."""
+def rtc_configuration(ice_servers: list[m.IceServer], relay_only: bool) -> RTCConfiguration:
+    """Our ICE servers only, never aiortc's default public STUN (an empty list stays empty).
+
+    Both peers of a call use it: the unit (from CallRing) and the Python caregiver
+    (from CallPlaced, in kiosk.server.call_client)."""
     servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-               for s in ring.ice_servers]
-    policy = RTCIceTransportPolicy.RELAY if ring.relay_only else RTCIceTransportPolicy.ALL
+               for s in ice_servers]
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
@@ -151,7 +154,7 @@ class DeviceCall:
     ) -> None:
         self.call_id = ring.call_id
         self.relay_only = ring.relay_only
-        self.configuration = rtc_configuration(ring)
+        self.configuration = rtc_configuration(ring.ice_servers, ring.relay_only)
         self._open_media = open_media
         self._on_state = on_state
         self._on_video_frame = on_video_frame

@@ -7,12 +7,14 @@ import signal
 from typing import Callable
 
 import pytest
+import sqlalchemy as sa
 from cryptography import x509
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
 from kiosk.protocol.wipe_journal import Step
 from kiosk.server.commands import device_public_key
+from kiosk.server.store import Store, commands, devices
 from tests.harness import AgentProcess, ServerProcess, wait_until
 
 
@@ -29,11 +31,6 @@ def _citizen_files(agent: AgentProcess) -> list[str]:
 
 def _verify_receipt(server: ServerProcess, view: dict[str, object]) -> m.WipeReceipt:
     """Check the receipt as an auditor would: signature against the device certificate."""
-    device = [d for d in server.cli_json("device", "list") if d["id"] == view["device_id"]]
-    assert device
-    import sqlalchemy as sa
-
-    from kiosk.server.store import Store, commands, devices
     store = Store.in_directory(server.data)
     with store.engine.connect() as conn:
         envelope_bytes = conn.execute(sa.select(commands.c.result_envelope).where(
