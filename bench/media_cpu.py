@@ -44,16 +44,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import av  # noqa: E402
-from aiortc import clock, rtp  # noqa: E402
-from aiortc.codecs import HEADER_EXTENSIONS  # noqa: E402
-from aiortc.codecs.vpx import Vp8Encoder  # noqa: E402
-from aiortc.rtcrtpparameters import RTCRtpParameters  # noqa: E402
-from av.video.codeccontext import VideoCodecContext  # noqa: E402
+import av
+from aiortc import clock, rtp
+from aiortc.codecs import HEADER_EXTENSIONS
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.rtcrtpparameters import RTCRtpParameters
+from av.video.codeccontext import VideoCodecContext
 
-from kiosk.media.encoders import PyAVH264Encoder  # noqa: E402
-from kiosk.media.sources import CaptureTrack, SourceSpec, lavfi_pattern_spec, open_source  # noqa: E402
-from kiosk.media.swappable import SwappableTrack  # noqa: E402
+from kiosk.media.encoders import PyAVH264Encoder
+from kiosk.media.sources import CaptureTrack, SourceSpec, lavfi_pattern_spec, open_source
+from kiosk.media.swappable import SwappableTrack
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 WARMUP = 10  # encoder open and first key frame are not the steady state

@@ -16,9 +16,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "correct horse battery"
@@ -82,7 +83,7 @@ class ServerProcess:
     def console(self) -> str:
         return f"http://127.0.0.1:{self.console_port}"
 
-    def start(self, municipality: str = "Testby Kommune") -> "ServerProcess":
+    def start(self, municipality: str = "Testby Kommune") -> ServerProcess:
         self.log_path = self.data.parent / f"{self.data.name}-server.log"
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
@@ -148,7 +149,7 @@ class AgentProcess:
     def log_path(self) -> Path:
         return self.state.parent / f"{self.state.name}-agent.log"
 
-    def start(self) -> "AgentProcess":
+    def start(self) -> AgentProcess:
         args = [str(BIN / "kiosk-agent"), "run", "--state", str(self.state), "--backoff-cap", "1"]
         if self.provision:
             args += ["--provision", str(self.provision)]

@@ -188,7 +188,7 @@ async def logins_work(turn: TurnServer, wanted: int = 4, timeout: float = 15.0) 
             relay, _ = await asyncio.wait_for(create_turn_endpoint(
                 asyncio.DatagramProtocol, server_addr=(turn.host, turn.port),
                 username=creds.username, password=creds.credential), 2)
-        except (TransactionFailed, asyncio.TimeoutError):
+        except (TimeoutError, TransactionFailed):
             await asyncio.sleep(0.1)
             continue
         relay.close()

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional
 
 import aiortc.codecs
 import aiortc.rtcrtpsender
@@ -61,7 +60,7 @@ class EncoderChoice:
     reason: str
 
 
-def probe_encoder(codec_name: str, width: int = 640, height: int = 480) -> Optional[str]:
+def probe_encoder(codec_name: str, width: int = 640, height: int = 480) -> str | None:
     """Open ``codec_name`` and encode one real frame.
 
     Returns ``None`` when the encoder works, otherwise the error text.  A
@@ -90,7 +89,7 @@ def probe_encoder(codec_name: str, width: int = 640, height: int = 480) -> Optio
 def choose_video_encoder(
     hardware: Sequence[str] = (HARDWARE_H264,),
     software_mime: str = VP8_MIME,
-    probe: Callable[[str], Optional[str]] = probe_encoder,
+    probe: Callable[[str], str | None] = probe_encoder,
 ) -> EncoderChoice:
     """Pick the first hardware H.264 encoder that really works, else software.
 
@@ -125,8 +124,8 @@ class ParameterSetKeeper:
     """
 
     def __init__(self) -> None:
-        self.sps: Optional[bytes] = None
-        self.pps: Optional[bytes] = None
+        self.sps: bytes | None = None
+        self.pps: bytes | None = None
 
     def remember(self, nals: Iterable[bytes]) -> None:
         for nal in nals:
@@ -162,12 +161,12 @@ class PyAVH264Encoder(H264Encoder):
     REOPEN_MIN_INTERVAL = 2.0
     GOP_SECONDS = 3  # periodic key frame, a safety net if PLIs are lost
 
-    def __init__(self, codec_name: str, options: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, codec_name: str, options: dict[str, str] | None = None) -> None:
         super().__init__()
         self.codec_name = codec_name
         self.options = dict(options or {})
         self.frames_encoded = 0
-        self._ctx: Optional[VideoCodecContext] = None
+        self._ctx: VideoCodecContext | None = None
         self._opened_at = 0.0
         self._parameter_sets = ParameterSetKeeper()
 
@@ -232,12 +231,12 @@ class H264EncoderInstallation:
         return sum(e.frames_encoded for e in self.encoders)
 
 
-_installed: Optional[H264EncoderInstallation] = None
+_installed: H264EncoderInstallation | None = None
 _install_lock = threading.Lock()
 
 
 def install_h264_encoder(
-    codec_name: str, options: Optional[dict[str, str]] = None
+    codec_name: str, options: dict[str, str] | None = None
 ) -> H264EncoderInstallation:
     """Make every aiortc sender in this process encode H.264 with ``codec_name``.
 
@@ -269,11 +268,11 @@ def uninstall_h264_encoder() -> None:
         _installed = None
 
 
-def installed_h264_encoder() -> Optional[H264EncoderInstallation]:
+def installed_h264_encoder() -> H264EncoderInstallation | None:
     return _installed
 
 
-def apply_encoder_choice(choice: EncoderChoice) -> Optional[H264EncoderInstallation]:
+def apply_encoder_choice(choice: EncoderChoice) -> H264EncoderInstallation | None:
     """Install our encoder when the choice needs one aiortc does not have."""
     if choice.mime_type == H264_MIME and choice.codec_name != "libx264":
         return install_h264_encoder(choice.codec_name)
@@ -281,7 +280,7 @@ def apply_encoder_choice(choice: EncoderChoice) -> Optional[H264EncoderInstallat
     return None
 
 
-def prefer_video_codec(transceiver: "aiortc.RTCRtpTransceiver", mime_type: str) -> None:
+def prefer_video_codec(transceiver: aiortc.RTCRtpTransceiver, mime_type: str) -> None:
     """Offer/answer ``mime_type`` first on this video transceiver.
 
     Other codecs stay on the list (after it) so a peer that cannot do our

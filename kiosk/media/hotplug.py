@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Literal, Protocol
 
 from aiortc.mediastreams import MediaStreamTrack
 
@@ -52,11 +52,11 @@ class UseSource:
     """Send ``kind`` from ``spec``; ``spec=None`` means the calm filler."""
 
     kind: Kind
-    spec: Optional[SourceSpec]
-    node: Optional[str] = None
+    spec: SourceSpec | None
+    node: str | None = None
 
 
-def alsa_name(node: str) -> Optional[str]:
+def alsa_name(node: str) -> str | None:
     """``/dev/snd/pcmC1D0c`` → ``plughw:1,0`` (plughw converts formats for us)."""
     match = _ALSA_CAPTURE.match(node)
     return f"plughw:{match[1]},{match[2]}" if match else None
@@ -73,10 +73,10 @@ def udev_says_capture(node: str, properties: Mapping[str, str]) -> bool:
 def classify(
     action: str,
     subsystem: str,
-    node: Optional[str],
+    node: str | None,
     properties: Mapping[str, str],
     is_camera: Callable[[str, Mapping[str, str]], bool] = udev_says_capture,
-) -> Optional[DeviceEvent]:
+) -> DeviceEvent | None:
     """One udev event → a camera/microphone event, or ``None`` if irrelevant."""
     if action not in ("add", "remove") or not node:
         return None
@@ -108,15 +108,15 @@ class DevicePolicy:
     def __init__(
         self,
         spec_for: Callable[[Kind, str], SourceSpec] = default_spec_for,
-        fallback: Optional[Mapping[Kind, Optional[SourceSpec]]] = None,
+        fallback: Mapping[Kind, SourceSpec | None] | None = None,
     ) -> None:
         self._spec_for = spec_for
-        self._fallback: dict[Kind, Optional[SourceSpec]] = {"video": None, "audio": None}
+        self._fallback: dict[Kind, SourceSpec | None] = {"video": None, "audio": None}
         self._fallback.update(fallback or {})
         self._devices: dict[Kind, list[str]] = {"video": [], "audio": []}
-        self._current: dict[Kind, Optional[str]] = {"video": None, "audio": None}
+        self._current: dict[Kind, str | None] = {"video": None, "audio": None}
 
-    def current(self, kind: Kind) -> Optional[str]:
+    def current(self, kind: Kind) -> str | None:
         return self._current[kind]
 
     def start(self, present: Iterable[DeviceEvent] = ()) -> list[UseSource]:
@@ -165,10 +165,10 @@ class MonitorLike(Protocol):
 
     def fileno(self) -> int: ...
 
-    def poll(self, timeout: Optional[float] = None) -> Any: ...
+    def poll(self, timeout: float | None = None) -> Any: ...
 
 
-def event_from_udev(device: Any) -> Optional[DeviceEvent]:
+def event_from_udev(device: Any) -> DeviceEvent | None:
     return classify(
         device.action or "add",
         device.subsystem,
@@ -233,7 +233,7 @@ class MediaDevices:
         self.video = SwappableTrack("video")
         self.audio = SwappableTrack("audio")
         self._lock = asyncio.Lock()
-        self._watch: Optional[asyncio.Task[None]] = None
+        self._watch: asyncio.Task[None] | None = None
 
     def track(self, kind: Kind) -> SwappableTrack:
         return self.video if kind == "video" else self.audio
@@ -267,7 +267,7 @@ class MediaDevices:
                 if previous is not None and previous is not source:
                     previous.stop()
 
-    async def _open(self, action: UseSource) -> Optional[MediaStreamTrack]:
+    async def _open(self, action: UseSource) -> MediaStreamTrack | None:
         if action.spec is None:
             return None
         for attempt in range(1, self.OPEN_ATTEMPTS + 1):

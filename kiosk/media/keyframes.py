@@ -26,7 +26,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Optional
 
 import aiortc.rtcrtpreceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -58,7 +57,7 @@ class KeyframeRequestPolicy:
         self.retry_interval = retry_interval
         self.waiting = False
         self.requests = 0
-        self._last_request: Optional[float] = None
+        self._last_request: float | None = None
         self._asked_for_this_loss = False
 
     def picture_lost(self) -> None:
@@ -108,19 +107,19 @@ class RecoveringJitterBuffer(JitterBuffer):
         prefetch: int = 0,
         is_video: bool = True,
         max_hole_wait: float = 0.3,
-        policy: Optional[KeyframeRequestPolicy] = None,
+        policy: KeyframeRequestPolicy | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(capacity=capacity, prefetch=prefetch, is_video=is_video)
         self.max_hole_wait = max_hole_wait
         self.policy = policy or KeyframeRequestPolicy()
         self._clock = clock
-        self._blocked_since: Optional[float] = None
-        self._newest: Optional[int] = None
+        self._blocked_since: float | None = None
+        self._newest: int | None = None
         self.holes_skipped = 0
         self.frames_held_back = 0
 
-    def add(self, packet: RtpPacket) -> tuple[bool, Optional[JitterFrame]]:
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         now = self._clock()
         if self._newest is None or uint16_gt(packet.sequence_number, self._newest):
             self._newest = packet.sequence_number
@@ -142,7 +141,7 @@ class RecoveringJitterBuffer(JitterBuffer):
         """A missing packet sits between the oldest held packet and ``newest``."""
         return self._last_hole_offset(newest) is not None
 
-    def _last_hole_offset(self, newest: int) -> Optional[int]:
+    def _last_hole_offset(self, newest: int) -> int | None:
         if self._origin is None:
             return None
         span = (newest - self._origin) % 65536
@@ -153,7 +152,7 @@ class RecoveringJitterBuffer(JitterBuffer):
                 return offset
         return None
 
-    def _skip_holes(self, newest: int) -> Optional[JitterFrame]:
+    def _skip_holes(self, newest: int) -> JitterFrame | None:
         offset = self._last_hole_offset(newest)
         if offset is None:
             return None
@@ -164,7 +163,7 @@ class RecoveringJitterBuffer(JitterBuffer):
         logger.info("video: skipped a hole NACK did not fill; asking for a key frame")
         return self._remove_frame(newest)
 
-    def _gate(self, frame: Optional[JitterFrame]) -> Optional[JitterFrame]:
+    def _gate(self, frame: JitterFrame | None) -> JitterFrame | None:
         """While a picture is lost, pass nothing but a key frame."""
         if frame is None or not self.policy.waiting:
             return frame
@@ -193,7 +192,7 @@ class LossRecovery:
         return sum(b.policy.requests for b in self.buffers)
 
 
-_installed: Optional[LossRecovery] = None
+_installed: LossRecovery | None = None
 
 
 def install_loss_recovery(
@@ -233,5 +232,5 @@ def uninstall_loss_recovery() -> None:
     _installed = None
 
 
-def installed_loss_recovery() -> Optional[LossRecovery]:
+def installed_loss_recovery() -> LossRecovery | None:
     return _installed

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 from .encoders import EncoderChoice, H264EncoderInstallation, apply_encoder_choice, choose_video_encoder
 from .hotplug import DevicePolicy, MediaDevices, MonitorLike, present_devices, udev_monitor
@@ -26,7 +25,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class DeviceMedia:
     encoder: EncoderChoice
-    h264: Optional[H264EncoderInstallation]
+    h264: H264EncoderInstallation | None
     loss_recovery: LossRecovery
     devices: MediaDevices
 
@@ -34,7 +33,7 @@ class DeviceMedia:
         await self.devices.close()
 
 
-async def start_media(demo: bool = False, monitor: Optional[MonitorLike] = None) -> DeviceMedia:
+async def start_media(demo: bool = False, monitor: MonitorLike | None = None) -> DeviceMedia:
     """Pick the encoder, arm loss recovery, open the devices and follow udev.
 
     ``demo`` sends test sources when no camera/microphone exists (demo, CI);

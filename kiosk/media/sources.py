@@ -21,7 +21,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import av
 import av.container
@@ -139,22 +139,22 @@ class CaptureTrack(MediaStreamTrack):
     with continuous timestamps, which is what aiortc's encoders expect.
     """
 
-    def __init__(self, spec: SourceSpec, max_queued: Optional[int] = None) -> None:
+    def __init__(self, spec: SourceSpec, max_queued: int | None = None) -> None:
         super().__init__()
         self.kind = spec.kind
         self.spec = spec
         # Video: keep 2 frames (latest wins). Audio: up to 200 ms, since a gap
         # is more audible than a small delay.
         self._max_queued = max_queued or (2 if spec.kind == "video" else 10)
-        self._queue: asyncio.Queue[Optional[Frame]] = asyncio.Queue()
-        self._container: Optional[av.container.InputContainer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._container: av.container.InputContainer | None = None
+        self._thread: threading.Thread | None = None
         self._quit = threading.Event()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.frames_read = 0
-        self.error: Optional[str] = None
+        self.error: str | None = None
 
-    async def start(self) -> "CaptureTrack":
+    async def start(self) -> CaptureTrack:
         if self._thread is not None:
             return self
         self._loop = asyncio.get_running_loop()
@@ -186,13 +186,13 @@ class CaptureTrack(MediaStreamTrack):
 
     # -- reader thread --
 
-    def _deliver(self, frame: Optional[Frame]) -> None:
+    def _deliver(self, frame: Frame | None) -> None:
         """Runs on the event loop: queue ``frame``, dropping the oldest if full."""
         while frame is not None and self._queue.qsize() >= self._max_queued:
             self._queue.get_nowait()
         self._queue.put_nowait(frame)
 
-    def _post(self, frame: Optional[Frame]) -> None:
+    def _post(self, frame: Frame | None) -> None:
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._deliver, frame)
@@ -210,7 +210,7 @@ class CaptureTrack(MediaStreamTrack):
         )
         samples = 0
         started = time.monotonic()
-        first_time: Optional[float] = None
+        first_time: float | None = None
         try:
             for frame in container.decode(stream):
                 if self._quit.is_set():

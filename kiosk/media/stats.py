@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any
 
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
@@ -32,7 +32,7 @@ class FreezeCounter:
         self.freezes = 0
         self.frozen_seconds = 0.0
         self.longest_gap = 0.0
-        self._last: Optional[float] = None
+        self._last: float | None = None
 
     def frame(self, t: float) -> None:
         if self._last is not None:
@@ -60,7 +60,7 @@ class MeteredTrack(MediaStreamTrack):
     def __init__(
         self,
         track: MediaStreamTrack,
-        counter: Optional[FreezeCounter] = None,
+        counter: FreezeCounter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -90,8 +90,8 @@ class CallQuality:
     packets_lost: int  # what we should have received and did not
     loss_fraction: float
     remote_packets_lost: int  # what the other side reports missing from us
-    jitter_ms: Optional[float]  # worst inbound stream
-    round_trip_time_ms: Optional[float]
+    jitter_ms: float | None  # worst inbound stream
+    round_trip_time_ms: float | None
     frames_decoded: int
     freezes: int
     frozen_s: float

@@ -17,7 +17,6 @@ import asyncio
 import fractions
 import logging
 import time
-from typing import Optional
 
 import av
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
@@ -54,7 +53,7 @@ class SwappableTrack(MediaStreamTrack):
     def __init__(
         self,
         kind: Kind,
-        source: Optional[MediaStreamTrack] = None,
+        source: MediaStreamTrack | None = None,
         placeholder_fps: float = 5.0,
         size: tuple[int, int] = (640, 480),
     ) -> None:
@@ -62,21 +61,21 @@ class SwappableTrack(MediaStreamTrack):
         self.kind = kind
         self._source = source
         self._swapped = asyncio.Event()
-        self._pending: Optional[asyncio.Future[Frame]] = None
+        self._pending: asyncio.Future[Frame] | None = None
         self._size = size
         self._filler_interval = 1.0 / placeholder_fps if kind == "video" else AUDIO_PTIME
-        self._next_filler_at: Optional[float] = None
-        self._clock_start: Optional[float] = None
+        self._next_filler_at: float | None = None
+        self._clock_start: float | None = None
         self._last_pts = -1
         self._audio_samples = 0
         self.frames_from_source = 0
         self.filler_frames = 0
 
     @property
-    def source(self) -> Optional[MediaStreamTrack]:
+    def source(self) -> MediaStreamTrack | None:
         return self._source
 
-    def swap(self, source: Optional[MediaStreamTrack]) -> Optional[MediaStreamTrack]:
+    def swap(self, source: MediaStreamTrack | None) -> MediaStreamTrack | None:
         """Use ``source`` from the next frame on; returns the previous one.
 
         The caller owns the previous source and decides whether to stop it.
@@ -136,7 +135,7 @@ class SwappableTrack(MediaStreamTrack):
                 self._size = (frame.width, frame.height)
             return self._stamp(frame)
 
-    async def _filler(self) -> Optional[Frame]:
+    async def _filler(self) -> Frame | None:
         """Wait for the next filler slot; ``None`` if a source arrived meanwhile."""
         now = time.monotonic()
         if self._next_filler_at is None:
@@ -148,7 +147,7 @@ class SwappableTrack(MediaStreamTrack):
             try:
                 await asyncio.wait_for(self._swapped.wait(), delay)
                 return None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._source is not None:
             return None

@@ -12,9 +12,9 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import kiosk
 from kiosk.protocol.messages import CheckStatus, DiagnosticCheck

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError

@@ -52,7 +52,7 @@ class StateDir:
         self.replay_path = root / "replay.json"
         self.socket_path = root / "agent.sock"
 
-    def create(self) -> "StateDir":
+    def create(self) -> StateDir:
         for d in (self.root, self.identity, self.keys, self.citizen, self.outbox):
             d.mkdir(parents=True, exist_ok=True)
             os.chmod(d, 0o700)

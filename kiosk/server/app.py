@@ -36,7 +36,7 @@ class Listen:
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "Listen":
+    def parse(cls, text: str) -> Listen:
         host, sep, port = text.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"expected HOST:PORT, got {text!r}")
@@ -77,7 +77,7 @@ class Server:
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
-             call_config: CallConfig = CallConfig(), turn: TurnConfig | None = None) -> "Server":
+             call_config: CallConfig = CallConfig(), turn: TurnConfig | None = None) -> Server:
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data)
         hub = Hub(store)

@@ -33,7 +33,7 @@ DEVICE_LIFETIME = dt.timedelta(days=365 * 10)  # a unit lives for years; revocat
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -215,7 +215,7 @@ class AnsweringPeer:
                 self.pc.addTrack(track)
         try:
             await asyncio.wait_for(self.pc.setLocalDescription(await self.pc.createAnswer()), gather_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallTimeout(f"ICE gathering took longer than {gather_timeout:.0f} s; "
                               "is the TURN server reachable?") from None
         description = self.pc.localDescription
@@ -437,7 +437,7 @@ class StaffCall:
         """Until the call is over (and our side closed and reported); its result."""
         try:
             await asyncio.wait_for(self._ended.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallTimeout(f"the call did not end within {timeout} s") from None
         if self._finished is not None:
             await self._finished
@@ -623,7 +623,7 @@ class CaregiverClient:
     async def __aenter__(self) -> CaregiverClient:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:

@@ -12,8 +12,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from kiosk.protocol import call as c
 from kiosk.protocol import messages as m

@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-import kiosk
-from kiosk.cli_util import fail, parse_duration, print_json
 import sqlalchemy as sa
 
+import kiosk
+from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol.call import CallConfig
 from kiosk.server import auth, calls, commands
 from kiosk.server.app import Listen, Server

@@ -13,9 +13,10 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -160,7 +161,7 @@ class Store:
         metadata.create_all(self.engine)
 
     @classmethod
-    def in_directory(cls, directory: Path) -> "Store":
+    def in_directory(cls, directory: Path) -> Store:
         return cls(f"sqlite:///{directory / 'kiosk.db'}")
 
     def close(self) -> None:

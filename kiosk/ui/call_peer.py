@@ -256,7 +256,7 @@ class DeviceCall:
         try:
             # aiortc gathers every candidate inside setLocalDescription: the SDP is whole.
             await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), self._gather_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallMediaError(
                 f"ICE gathering took longer than {self._gather_timeout:.0f} s; is the TURN server reachable?"
             ) from None

@@ -104,7 +104,7 @@ class UiSession:
             while not self._finished():
                 try:
                     event = await asyncio.wait_for(self._events.get(), self._wait())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     event = ui.Tick()
                 await self.handle(event)
         finally:

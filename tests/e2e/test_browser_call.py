@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -53,7 +54,7 @@ class Screen:
         self.log = agent.state.parent / "screen.log"
         self.first_line = 0
 
-    def start(self, *args: str) -> "Screen":
+    def start(self, *args: str) -> Screen:
         self.stop()
         self.first_line = len(self.lines(everything=True))  # a restart must not count the last run's lines
         self.proc = subprocess.Popen([str(BIN / "kiosk-ui"), "--state", str(self.agent.state), "--headless",

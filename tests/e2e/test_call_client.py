@@ -12,12 +12,13 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from kiosk.server.call_client import CaregiverClient, CallRefused, TestMedia
+from kiosk.server.call_client import CallRefused, CaregiverClient, TestMedia
 from tests.harness import ADMIN_PASSWORD, BIN, AgentProcess, ServerProcess, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]

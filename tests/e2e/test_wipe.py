@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa

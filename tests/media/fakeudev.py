@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass
@@ -14,7 +13,7 @@ class FakeDevice:
 
     action: str
     subsystem: str
-    device_node: Optional[str]
+    device_node: str | None
     properties: dict[str, str] = field(default_factory=dict)
 
 
@@ -33,7 +32,7 @@ class FakeMonitor:
     def fileno(self) -> int:
         return self._reader.fileno()
 
-    def poll(self, timeout: Optional[float] = None) -> Optional[FakeDevice]:
+    def poll(self, timeout: float | None = None) -> FakeDevice | None:
         if not self._events:
             return None
         self._reader.recv(1)

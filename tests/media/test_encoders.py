@@ -28,7 +28,7 @@ from kiosk.media.encoders import (
     uninstall_h264_encoder,
 )
 from kiosk.media.loopback import connect
-from kiosk.media.sources import open_source, lavfi_pattern_spec
+from kiosk.media.sources import lavfi_pattern_spec, open_source
 
 from .calls import collect
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from aiortc import RTCPeerConnection
 from hypothesis import given
 from hypothesis import strategies as st
-
-from aiortc import RTCPeerConnection
 
 from kiosk.media.hotplug import (
     DeviceEvent,

@@ -16,7 +16,7 @@ from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor, vp8_depayload
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtpPacket
 
-from kiosk.media.encoders import PyAVH264Encoder, VP8_MIME, prefer_video_codec
+from kiosk.media.encoders import VP8_MIME, PyAVH264Encoder, prefer_video_codec
 from kiosk.media.keyframes import (
     KeyframeRequestPolicy,
     RecoveringJitterBuffer,

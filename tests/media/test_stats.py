@@ -87,7 +87,7 @@ def test_any_order_of_arrivals_keeps_the_counts_sane(times: list[float]) -> None
 
 
 def test_summary_reads_aiortc_stats_in_the_units_a_record_wants() -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     report = RTCStatsReport()
     common = {"timestamp": now, "transportId": "t"}
     report.add(RTCInboundRtpStreamStats(type="inbound-rtp", id="iv", ssrc=1, kind="video",

@@ -11,7 +11,6 @@ from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 from aiortc.mediastreams import VIDEO_CLOCK_RATE
 
 from kiosk.media.keyframes import is_keyframe
-
 from kiosk.media.sources import AUDIO_SAMPLES, lavfi_pattern_spec, lavfi_tone_spec, open_source
 from kiosk.media.swappable import SwappableTrack
 

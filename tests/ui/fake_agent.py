@@ -32,7 +32,7 @@ class FakeAgent:
         self._server: asyncio.AbstractServer | None = None
         self._arrived = asyncio.Event()
 
-    async def start(self) -> "FakeAgent":
+    async def start(self) -> FakeAgent:
         self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=256 * 1024)
         return self
 

@@ -326,7 +326,7 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
                 started.add(call_id)
             if call_id in ended:
                 # After the end, only its quality report (and closing its peer in the same step).
-                assert isinstance(action, Send) and isinstance(action.message, m.CallQualityReport) \
+                assert (isinstance(action, Send) and isinstance(action.message, m.CallQualityReport)) \
                     or isinstance(action, ClosePeer), (action, sequence)
             if isinstance(action, Send) and isinstance(action.message, m.CallRinging):
                 ringing = action.message.call_id
