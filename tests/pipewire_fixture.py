@@ -1,11 +1,8 @@
 """A real PipeWire for tests: ``pipewire`` + ``wireplumber`` + ``pipewire-pulse`` in a private runtime dir.
 
-Load it from a test module (pytest loads it once)::
-
-    pytest_plugins = ["tests.pipewire_fixture"]
-
-The session fixture ``pipewire_server`` starts a private D-Bus session bus
-(WirePlumber exits without one), PipeWire with the kiosk's echo-cancel drop-in
+Loaded by the root conftest (``pytest_plugins``). The session fixture
+``pipewire_server`` starts a private D-Bus session bus (WirePlumber exits
+without one), PipeWire with the kiosk's echo-cancel drop-in
 (``kiosk/media/audio_echo_cancel.conf``, as the image installs it), WirePlumber
 and the pulse server, each with its own ``XDG_RUNTIME_DIR``, config and state
 directories, so nothing of the machine's sound is touched and it works as root

@@ -28,8 +28,6 @@ from kiosk.media.audio import (
 from kiosk.media.sources import lavfi_tone_spec, open_source
 from tests.pipewire_fixture import PipeWire, band_level_db, dominant_frequency, level_db
 
-pytest_plugins = ["tests.pipewire_fixture"]
-
 pytestmark = pytest.mark.slow
 
 FAR_END_HZ = 440  # the caller's "voice"
