@@ -58,6 +58,15 @@ async def record(pipewire: PipeWire, device: str, seconds: float) -> np.ndarray:
     return await asyncio.to_thread(pipewire.record, device, seconds)
 
 
+async def ring_heard(pipewire: PipeWire, cues: CuePlayer, seconds: float) -> np.ndarray:
+    """A ring started on a fresh speaker, and ``seconds`` of what the speaker played; still ringing."""
+    pipewire.add_speaker("speaker")
+    recording = asyncio.ensure_future(record(pipewire, "speaker.monitor", seconds))
+    await asyncio.sleep(0.3)  # parec is listening
+    cues.play_ring("Anne", "hjemmeplejen")
+    return await recording
+
+
 def test_the_announcement_says_who_calls() -> None:
     assert announcement("Anne", "hjemmeplejen") == "Anne fra hjemmeplejen ringer"
     assert announcement("  Anne \n Hansen ", "") == "Anne Hansen ringer"
@@ -80,12 +89,8 @@ async def test_the_announcement_is_danish_speech_of_sensible_length() -> None:
 
 @pytest.mark.slow
 async def test_the_ring_grows_louder_and_stops_at_once(pipewire: PipeWire) -> None:
-    pipewire.add_speaker("speaker")
     cues = CuePlayer(announce=False)
-    recording = asyncio.ensure_future(record(pipewire, "speaker.monitor", 8.0))
-    await asyncio.sleep(0.3)  # parec is listening
-    cues.play_ring("Anne", "hjemmeplejen")
-    samples = await recording
+    samples = await ring_heard(pipewire, cues, 8.0)
     assert cues.playing
     cues.stop()
     await cues.wait()
@@ -104,12 +109,8 @@ async def test_the_ring_grows_louder_and_stops_at_once(pipewire: PipeWire) -> No
 
 @pytest.mark.slow
 async def test_the_caller_is_announced_between_rings(pipewire: PipeWire) -> None:
-    pipewire.add_speaker("speaker")
     cues = CuePlayer()
-    recording = asyncio.ensure_future(record(pipewire, "speaker.monitor", 7.0))
-    await asyncio.sleep(0.3)
-    cues.play_ring("Anne", "hjemmeplejen")
-    samples = await recording
+    samples = await ring_heard(pipewire, cues, 7.0)
     cues.stop()
     await cues.wait()
 
@@ -148,12 +149,8 @@ async def test_a_broken_voice_still_rings(pipewire: PipeWire, tmp_path: Path,
     (broken / "espeak-ng").write_text("#!/bin/sh\necho 'espeak-ng: no voice' >&2\nexit 1\n")
     (broken / "espeak-ng").chmod(0o755)
     monkeypatch.setenv("PATH", f"{broken}:{os.environ['PATH']}")
-    pipewire.add_speaker("speaker")
     cues = CuePlayer()
-    recording = asyncio.ensure_future(record(pipewire, "speaker.monitor", 4.0))
-    await asyncio.sleep(0.3)
-    cues.play_ring("Anne", "hjemmeplejen")
-    samples = await recording
+    samples = await ring_heard(pipewire, cues, 4.0)
     cues.stop()
     await cues.wait()
     assert len(ring_bursts(samples)) >= 2
