@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 
+from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 
 DeviceState = Literal["unprovisioned", "enrolled-unassigned", "assigned", "wipe-pending"]
@@ -267,7 +268,7 @@ class CallEnded(Message, tag="call-ended"):
     """Server -> both sides: the call is over, and why."""
 
     call_id: str
-    reason: str  # an EndReason value of kiosk.protocol.call
+    reason: EndReason
     facts: DeviceFacts | None = None
 
 
