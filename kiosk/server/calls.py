@@ -38,7 +38,7 @@ class TurnConfig:
 
     def ice_servers(self, user_id: str) -> list[m.IceServer]:
         creds = turn.issue_credentials(self.secret, user_id, now=time.time())
-        return [m.convert(s.as_dict(), m.IceServer) for s in turn.ice_servers(self.host, self.port, creds)]
+        return turn.ice_servers(self.host, self.port, creds)
 
 
 @dataclass(frozen=True)
