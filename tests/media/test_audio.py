@@ -237,3 +237,28 @@ async def test_the_microphone_is_the_echo_cancelled_source(pipewire: PipeWire) -
     assert [f.pts for f in frames] == [i * 960 for i in range(150)]
     last = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames[-25:]]).astype(np.float64) / 32768
     assert abs(dominant_frequency(last) - NEAR_END_HZ) < 5
+
+
+async def test_a_microphone_unplugged_mid_call_is_followed(pipewire: PipeWire) -> None:
+    """The canceller's source stays; WirePlumber relinks its capture to the microphone that is left."""
+    pipewire.add_speaker("room", priority=10)
+    pipewire.add_microphone("webcam-mic", hears=["room"], priority=2000)
+    pipewire.add_microphone("usb-mic", hears=["room"], priority=3000)
+    citizen = SpeakerSink(AudioOutput("pipewire", "room"))
+    microphone = await PipeWireMicrophone().start()
+    try:
+        async with caller_voice(citizen, NEAR_END_HZ):
+            await tone_arrives(pipewire, "usb-mic", NEAR_END_HZ)
+            assert "usb-mic:capture" in pipewire.links_to("echo-cancel-capture:input")
+            pipewire.remove("usb-mic")
+            for _ in range(100):
+                if "webcam-mic:capture" in pipewire.links_to("echo-cancel-capture:input"):
+                    break
+                await asyncio.sleep(0.05)
+            frames = [await microphone.recv() for _ in range(100)]  # 2 s after the unplug; the track lives
+    finally:
+        microphone.stop()
+        await citizen.close()
+    last = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames[-25:]]).astype(np.float64) / 32768
+    assert abs(dominant_frequency(last) - NEAR_END_HZ) < 5
+    assert level_db(last) > -40
