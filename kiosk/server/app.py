@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa:
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
-from kiosk.server.store import Store
+from kiosk.server.store import Clock, Store
 
 log = logging.getLogger("kiosk.server")
 
@@ -77,9 +78,11 @@ class Server:
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
-             call_config: CallConfig = CallConfig(), turn: TurnConfig | None = None) -> Server:
+             call_config: CallConfig = CallConfig(), turn: TurnConfig | None = None,
+             clock: Clock = time.time) -> Server:
+        """``clock`` is the one wall clock of the store, the hub and the calls (tests set it)."""
         authority = load_or_create(data, municipality, server_names)
-        store = Store.in_directory(data)
+        store = Store.in_directory(data, clock)
         hub = Hub(store)
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
 

@@ -100,7 +100,8 @@ class Authority:
     def ca_cert_path(self) -> Path:
         return self.directory / "ca.crt"
 
-    def issue_device_certificate(self, csr_pem: str, device_id: str) -> x509.Certificate:
+    def issue_device_certificate(self, csr_pem: str, device_id: str, issued_at: float) -> x509.Certificate:
+        """A device certificate valid from ``issued_at`` (the server's clock, seconds since the epoch)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem.encode())
         except ValueError as exc:
@@ -110,7 +111,7 @@ class Authority:
         key = csr.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise ProtocolError("invalid-csr", "device keys must be ECDSA P-256")
-        now = _now()
+        now = dt.datetime.fromtimestamp(issued_at, dt.UTC)
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([
