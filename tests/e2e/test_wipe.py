@@ -7,14 +7,13 @@ import signal
 from collections.abc import Callable
 
 import pytest
-import sqlalchemy as sa
 from cryptography import x509
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
 from kiosk.protocol.wipe_journal import WipeStep
 from kiosk.server.commands import device_public_key
-from kiosk.server.store import Store, commands, devices
+from kiosk.server.store import Store
 from tests.harness import AgentProcess, ServerProcess, wait_until
 
 
@@ -32,12 +31,11 @@ def _citizen_files(agent: AgentProcess) -> list[str]:
 def _verify_receipt(server: ServerProcess, view: dict[str, object]) -> m.WipeReceipt:
     """Check the receipt as an auditor would: signature against the device certificate."""
     store = Store.in_directory(server.data)
-    with store.engine.connect() as conn:
-        envelope_bytes = conn.execute(sa.select(commands.c.result_envelope).where(
-            commands.c.id == view["id"])).scalar_one()
-        cert_pem = conn.execute(sa.select(devices.c.cert_pem).where(devices.c.id == view["device_id"])).scalar_one()
+    row, device = store.command(str(view["id"])), store.device(str(view["device_id"]))
     store.close()
-    envelope = m.Codec(m.SignedEnvelope).decode(envelope_bytes)
+    assert row is not None and row.result_envelope is not None and device is not None
+    cert_pem = device.cert_pem
+    envelope: m.SignedEnvelope = m.Codec(m.SignedEnvelope).decode(row.result_envelope)
     result = signing.open_result(envelope, device_public_key(cert_pem))
     cn = x509.load_pem_x509_certificate(cert_pem.encode()).subject.rfc4514_string()
     assert str(view["device_id"]) in cn

@@ -497,7 +497,7 @@ any_times = st.one_of(
 )
 
 
-events = st.one_of(
+events: st.SearchStrategy[Event] = st.one_of(
     st.sampled_from(
         [Ring(), RingAck(), Answer(), MediaConnected(), MediaFailed(), Cancel(), DeviceOffline(), Busy(),
          TimerFired()]
@@ -522,7 +522,7 @@ def ordered_events(draw: st.DrawFn) -> list[Timed]:
     """Realistic runs: times move forward, events arrive in any order."""
     kinds = draw(st.lists(events, max_size=25))
     gaps = draw(st.lists(st.floats(0.0, 40.0), min_size=len(kinds), max_size=len(kinds)))
-    now, out = 0.0, []
+    now, out = 0.0, list[Timed]()
     for kind, gap in zip(kinds, gaps, strict=True):
         now += gap
         out.append((now, kind))
