@@ -183,9 +183,10 @@ def load_or_create(directory: Path, municipality: str, server_names: list[str] |
         ca_cert = _ca_certificate(ca_key, municipality)
         write_private(ca_key_path, _pem_key(ca_key))
         ca_crt_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate(ca_crt_path.read_bytes())
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    ca_key = loaded
 
     if not (directory / "server.key").exists():
         server_key = ec.generate_private_key(ec.SECP256R1())

@@ -8,6 +8,7 @@ the timers. SDP passes through untouched; media never touches the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -217,18 +218,14 @@ class CallManager:
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
             message = m.CallEnded(call_id=live.id, reason=effect.reason, facts=self._facts(live))
         if message is not None:
-            try:
+            with contextlib.suppress(ConnectionError):  # the browser went away; its hang-up event follows
                 await live.staff(message)
-            except ConnectionError:
-                pass  # the browser went away; its hang-up event follows
 
     async def _to_device(self, device_id: str, message: m.ServerToDevice) -> None:
         link = self.hub.links.get(device_id)
         if link is not None:
-            try:
+            with contextlib.suppress(ConnectionError):  # the link's detach feeds DeviceOffline
                 await link.send(message)
-            except ConnectionError:
-                pass  # the link's detach feeds DeviceOffline
 
     def _facts(self, live: LiveCall) -> m.DeviceFacts:
         link = self.hub.links.get(live.device_id)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
+from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
 from kiosk.server import auth, calls, commands
 from kiosk.server.app import Listen, Server
@@ -74,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd.add_parser("send")
     data(sp)
     sp.add_argument("device_id")
-    sp.add_argument("kind", help=", ".join(commands.m.COMMAND_KINDS))
+    sp.add_argument("kind", help=", ".join(m.COMMAND_KINDS))
     sp.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--expires", default="1d", type=parse_duration)
     sp.add_argument("--json", action="store_true")

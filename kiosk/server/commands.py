@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
@@ -60,7 +61,7 @@ def queue(store: Store, authority: Authority, device_id: str, action: m.CommandA
 
 def device_public_key(cert_pem: str) -> signing.PublicKey:
     key = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
-    assert isinstance(key, signing.ec.EllipticCurvePublicKey)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
     return key
 
 

@@ -19,8 +19,8 @@ from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
 from kiosk.server import auth, calls, commands
-from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.ca import Authority
+from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.store import DeviceRow, Store, UserRow
 

@@ -8,6 +8,7 @@ offline device simply waits as pending until it is delivered or expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ class Hub:
         self.links: dict[str, DeviceLink] = {}
         self._dirty_seen: dict[str, tuple[float, str, bool]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._callbacks: set[asyncio.Future[None]] = set()  # referenced until done, or the loop may drop them
         self._revocations_checked_at = 0.0
         #: Called with the device id when a device's link goes away for good (not on a reconnect).
         self.on_detach: list[Callable[[str], Awaitable[None]]] = []
@@ -60,7 +62,9 @@ class Hub:
             del self.links[link.device_id]
             self._dirty_seen[link.device_id] = (link.last_seen, link.state, False)
             for callback in self.on_detach:
-                asyncio.ensure_future(callback(link.device_id))
+                running = asyncio.ensure_future(callback(link.device_id))
+                self._callbacks.add(running)
+                running.add_done_callback(self._callbacks.discard)
 
     def seen(self, link: DeviceLink) -> None:
         link.last_seen = self.clock()
@@ -96,10 +100,8 @@ class Hub:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for link in list(self.links.values()):
             self.detach(link)
             await link.close()
