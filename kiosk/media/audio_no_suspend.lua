@@ -1,5 +1,6 @@
 -- Skærmbesøg kiosk: sound devices are never suspended when idle (kiosk/media/audio.py).
--- Installed as /etc/wireplumber/main.lua.d/51-kiosk-no-suspend.lua.
+-- For WirePlumber 0.4 (Debian bookworm); installed as
+-- /etc/wireplumber/main.lua.d/51-kiosk-no-suspend.lua (0.5 takes audio_no_suspend_wp05.conf).
 --
 -- WirePlumber 0.4.13 (Debian bookworm) crashes when a device disappears while
 -- its idle-suspend timer runs: suspend-node.lua keeps the timer of a removed
