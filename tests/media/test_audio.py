@@ -54,6 +54,14 @@ async def caller_voice(sink: SpeakerSink, frequency: int = FAR_END_HZ) -> AsyncI
         track.stop()
 
 
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 async def record(pipewire: PipeWire, device: str, seconds: float) -> np.ndarray:
     return await asyncio.to_thread(pipewire.record, device, seconds)
 
@@ -158,6 +166,27 @@ async def test_a_speaker_unplugged_mid_call_is_followed(pipewire: PipeWire) -> N
     finally:
         await sink.close()
     assert sink.starts == 1  # PipeWire moved the stream; nothing was restarted
+
+
+async def test_a_speaker_with_nothing_to_play_ends_its_stream_and_starts_again(pipewire: PipeWire) -> None:
+    """The call's audio stopped and nobody closed the sink: no player lingers; audio again, sound again."""
+    pipewire.add_speaker("speaker")
+    sink = SpeakerSink()
+    try:
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+        pid = sink.player_pid
+        assert pid is not None and running(pid)
+        for _ in range(200):
+            if not running(pid):
+                break
+            await asyncio.sleep(0.05)
+        assert not running(pid), "the idle player is still running"
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+    finally:
+        await sink.close()
+    assert sink.starts == 2
 
 
 async def test_a_player_that_dies_is_started_again(pipewire: PipeWire) -> None:
