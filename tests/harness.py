@@ -182,7 +182,8 @@ class Console:
     def __init__(self, base: str) -> None:
         self.base = base
         self.headers: dict[str, str] = {}
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
     def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -197,6 +198,9 @@ class Console:
         except urllib.error.HTTPError as exc:
             text, self.headers = exc.read(), dict(exc.headers)
             return exc.code, json.loads(text) if text else None
+
+    def cookies(self) -> list[http.cookiejar.Cookie]:
+        return list(self.jar)
 
     def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> int:
         return self.request("POST", "/api/login", {"username": username, "password": password})[0]

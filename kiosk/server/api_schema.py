@@ -16,6 +16,10 @@ HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
 
 
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    """No arguments: ``{}`` (a change of state still comes as JSON, which no HTML form can send)."""
+
+
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
     username: Name
     password: Annotated[str, msgspec.Meta(max_length=1024)]
@@ -126,11 +130,19 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
     after: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-class UnlockRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Lift the login back-off of one account or one client address."""
+class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):
+    """Lift the login wait of one account."""
 
-    account: Name | None = None
-    address: Annotated[str, msgspec.Meta(min_length=2, max_length=45, pattern=r"^[0-9A-Fa-f.:]+$")] | None = None
+    account: Name
+
+
+class UnlockAddress(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="address"):
+    """Lift the login wait of one client address."""
+
+    address: Annotated[str, msgspec.Meta(min_length=2, max_length=45, pattern=r"^[0-9A-Fa-f.:]+$")]
+
+
+UnlockRequest = UnlockAccount | UnlockAddress
 
 
 class CitizenOut(msgspec.Struct):

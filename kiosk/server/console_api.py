@@ -111,10 +111,24 @@ async def read_raw(request: web.Request) -> bytes:
 
 
 def decode(body_type: Any, raw: bytes) -> Any:
+    """A JSON body as ``body_type``, or 400 with the reason."""
     try:
-        return m.Codec(body_type, max_bytes=MAX_BODY_BYTES).decode(raw)
+        return m.convert(_whole_numbers(msgspec.json.decode(raw)), body_type)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(400, "malformed", f"the body is not JSON: {str(exc)[:200]}") from None
     except ProtocolError as exc:
         raise ApiError(400, exc.reason, exc.detail) from None
+
+
+def _whole_numbers(value: Any) -> Any:
+    """JSON knows numbers, not integers: ``1.0`` is the integer 1, as in the OpenAPI document."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    return value
 
 
 def read_query(request: web.Request, query_type: type[Q]) -> Q:
@@ -222,8 +236,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@route("POST", "/api/logout", None, "End the session", status=204)
+@route("POST", "/api/logout", None, "End the session", s.Empty, status=204)
 async def logout(request: web.Request) -> web.StreamResponse:
+    await read_body(request, s.Empty)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         request.app[STORE].end_session(token)
@@ -249,12 +264,8 @@ async def login_backoff(request: web.Request) -> web.StreamResponse:
        "Lift the login wait of an account or a client address", s.UnlockRequest, status=204, errors=(404,))
 async def unlock(request: web.Request) -> web.StreamResponse:
     req: s.UnlockRequest = await read_body(request, s.UnlockRequest)
-    scopes = ([Scope("account", req.account)] if req.account is not None else []) + (
-        [Scope("address", req.address)] if req.address is not None else [])
-    if not scopes:
-        raise ApiError(400, "invalid", "name an account or an address")
-    lifted = [request.app[LOGIN_GUARD].unlock(scope, _actor(request)) for scope in scopes]
-    if not any(lifted):
+    scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
+    if not request.app[LOGIN_GUARD].unlock(scope, _actor(request)):
         raise ApiError(404, "not-held", "no failed logins on record for that")
     return web.Response(status=204)
 
@@ -285,8 +296,10 @@ async def get_device(request: web.Request) -> web.StreamResponse:
     return json_response(device_out(row, request.app[HUB]))
 
 
-@route("POST", "/api/devices/{device_id}/revoke", "devices.revoke", "Revoke a device for good", status=204)
+@route("POST", "/api/devices/{device_id}/revoke", "devices.revoke", "Revoke a device for good", s.Empty,
+       status=204)
 async def revoke_device(request: web.Request) -> web.StreamResponse:
+    await read_body(request, s.Empty)
     device_id = request.match_info["device_id"]
     if not request.app[STORE].revoke_device(device_id, _actor(request)):
         raise ApiError(404, "unknown-device", "no such device, or already revoked")

@@ -94,11 +94,12 @@ def test_an_administrator_lifts_the_wait_from_the_cli_and_the_api(server: Server
     admin = Console(server.console)
     assert login_until_admitted(admin, ADMIN_PASSWORD) == 200
     support = Console(server.console)
-    assert support.request("POST", "/api/login-backoff/unlock", {"address": "127.0.0.1"})[0] == 401
-    assert admin.request("POST", "/api/login-backoff/unlock", {"address": "127.0.0.1"})[0] == 204
-    assert admin.request("POST", "/api/login-backoff/unlock", {"address": "127.0.0.1"})[0] == 404
+    unlock_address = {"kind": "address", "address": "127.0.0.1"}
+    assert support.request("POST", "/api/login-backoff/unlock", unlock_address)[0] == 401
+    assert admin.request("POST", "/api/login-backoff/unlock", unlock_address)[0] == 204
+    assert admin.request("POST", "/api/login-backoff/unlock", unlock_address)[0] == 404
     assert support.login("sara") == 200
-    assert support.request("POST", "/api/login-backoff/unlock", {"account": "sara"})[0] == 403
+    assert support.request("POST", "/api/login-backoff/unlock", {"kind": "account", "account": "sara"})[0] == 403
     unlocks = [e for e in server.cli_json("audit", "list", "--limit", "500") if e["action"] == "login-unlocked"]
     assert [(e["actor"].startswith("cli:"), e["detail"]) for e in unlocks] == [
         (True, {"account": "sara"}), (True, {"address": "127.0.0.1"}), (False, {"address": "127.0.0.1"})]
@@ -126,7 +127,7 @@ def test_no_state_changing_route_takes_a_request_from_another_site(
     a body that a plain HTML form could send, before it does anything."""
     server, admin = shared_server
     path = _path(route.path, "00000000-0000-4000-8000-000000000000")
-    body = json.dumps({"server_url": server.url, "kind": "ping", "address": "127.0.0.1"}).encode()
+    body = json.dumps({"server_url": server.url, "kind": "ping"}).encode()
     before = len(server.cli_json("audit", "list", "--limit", "1000"))
     attacks = [
         ({"Origin": FOREIGN}, "application/json", 403, "cross-origin"),
@@ -149,8 +150,7 @@ def test_the_staff_call_socket_refuses_pages_of_other_sites(server: ServerProces
     server.add_admin()
     admin = Console(server.console)
     admin.login()
-    cookie = next(c for c in admin.opener.handlers if hasattr(c, "cookiejar")).cookiejar  # type: ignore[attr-defined]
-    session = {c.name: c.value for c in cookie}
+    session = {c.name: c.value for c in admin.cookies() if c.value is not None}
 
     async def upgrade(origin: str | None) -> int:
         async with aiohttp.ClientSession(cookies=session) as http:
