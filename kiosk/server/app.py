@@ -56,6 +56,14 @@ class Listen:
             return self.host == "localhost"
 
 
+@dataclass(frozen=True)
+class ConsoleProxy:
+    """A reverse proxy in front of the console: the address browsers use, and the proxy's own."""
+
+    origins: frozenset[str] = frozenset()  # e.g. https://skaermbesoeg.kommune.dk
+    addresses: frozenset[str] = frozenset()  # whose X-Forwarded-For is believed
+
+
 def device_tls(authority: Authority) -> ssl.SSLContext:
     """Server TLS that asks every client for a certificate chaining to our root."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -101,10 +109,12 @@ class Server:
     def device_app(self) -> web.Application:
         return self._app(device_api.routes())
 
-    def console_app(self, secure_cookie: bool, extra_origins: frozenset[str] = frozenset()) -> web.Application:
+    def console_app(self, secure_cookie: bool, proxy: ConsoleProxy | None = None) -> web.Application:
+        proxy = proxy or ConsoleProxy()
         app = self._app(console_api.routes(), [console_api.guard])
         app[console_api.SECURE_COOKIE] = secure_cookie
-        app[console_api.EXTRA_ORIGINS] = extra_origins
+        app[console_api.EXTRA_ORIGINS] = proxy.origins
+        app[console_api.TRUSTED_PROXIES] = proxy.addresses
         app[console_api.LOGIN_GUARD] = LoginGuard(self.store)
 
         async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -130,7 +140,7 @@ class Server:
         return app
 
     async def start(self, device: Listen, console: Listen, console_https: bool | None = None,
-                    console_origins: frozenset[str] = frozenset()) -> list[web.AppRunner]:
+                    proxy: ConsoleProxy | None = None) -> list[web.AppRunner]:
         """Start both ports; the console speaks plain HTTP only when bound to loopback."""
         if console_https is None:
             console_https = not console.loopback
@@ -139,7 +149,7 @@ class Server:
         runners = []
         for app, listen, tls in (
             (self.device_app(), device, device_tls(self.authority)),
-            (self.console_app(secure_cookie=console_https, extra_origins=console_origins), console,
+            (self.console_app(secure_cookie=console_https, proxy=proxy), console,
              console_tls(self.authority) if console_https else None),
         ):
             runner = web.AppRunner(app, access_log=None, handle_signals=False,

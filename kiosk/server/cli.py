@@ -25,7 +25,7 @@ from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.messages import COMMAND_KINDS
 from kiosk.server import auth, calls, commands
-from kiosk.server.app import Listen, Server
+from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--console-origin", action="append", default=[], metavar="URL",
                     help="the console's address as browsers see it behind a reverse proxy, "
                          "e.g. https://skaermbesoeg.kommune.dk (repeat)")
+    sp.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                    help="a reverse proxy's address: its X-Forwarded-For names the client, "
+                         "so login back-off holds the guesser, not everyone (repeat)")
 
     tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
     sp = tok.add_parser("create", help="write N provisioning files")
@@ -181,7 +184,8 @@ async def _serve(args: argparse.Namespace) -> None:
     server = Server.open(args.data, args.municipality, args.server_name,
                          CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
     runners = await server.start(args.device_listen, args.console_listen,
-                                 True if args.console_https else None, frozenset(args.console_origin))
+                                 True if args.console_https else None,
+                                 ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)))
     print(f"kiosk-server {kiosk.__version__}: {server.authority.municipality}; "
           f"root CA SHA-256 {server.authority.ca_fingerprint}", flush=True)
     stop = asyncio.Event()

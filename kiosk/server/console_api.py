@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -34,6 +35,8 @@ SECURE_COOKIE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
 #: Origins besides the console's own (scheme://Host) whose pages may act, e.g. behind a reverse proxy.
 EXTRA_ORIGINS: web.AppKey[frozenset[str]] = web.AppKey("extra_origins", frozenset)
 LOGIN_GUARD: web.AppKey[LoginGuard] = web.AppKey("login_guard", LoginGuard)
+#: Reverse proxies in front of the console, whose X-Forwarded-For names the real client.
+TRUSTED_PROXIES: web.AppKey[frozenset[str]] = web.AppKey("trusted_proxies", frozenset)
 
 PUBLIC = "public"  # the permission of a route anyone may call (only logging in)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -194,6 +197,21 @@ def _session_user(request: web.Request) -> Any:
     return request.app[STORE].session_user(token) if token else None
 
 
+def client_address(request: web.Request) -> str:
+    """Who is asking: the peer, or behind a trusted reverse proxy the client it names.
+
+    Behind a proxy every request comes from the proxy's address; without this, one guesser
+    would hold back everyone. Only the entry the proxy itself added is believed.
+    """
+    peer = request.remote or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if peer in request.app[TRUSTED_PROXIES] and forwarded:
+        named = forwarded.rsplit(",", 1)[-1].strip()
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(named))
+    return peer
+
+
 def _actor(request: web.Request) -> str:
     return str(request[USER].username)
 
@@ -205,7 +223,7 @@ def _actor(request: web.Request) -> str:
 async def login(request: web.Request) -> web.StreamResponse:
     store, login_guard = request.app[STORE], request.app[LOGIN_GUARD]
     req: s.LoginRequest = await read_body(request, s.LoginRequest)
-    address = request.remote or "unknown"
+    address = client_address(request)
     user = store.user(req.username)
     account = user.username if user else None  # a typed name that is no account is kept nowhere
     refusal = login_guard.admit(address, account)

@@ -220,3 +220,29 @@ def test_https_console_sends_hsts(tmp_path: Any) -> None:
             assert answer.headers["Cache-Control"] == "no-store"
     finally:
         srv.stop()
+
+
+def test_behind_a_trusted_proxy_the_guesser_is_held_not_everyone(tmp_path: Any) -> None:
+    srv = ServerProcess(tmp_path / "server", extra_args=["--trusted-proxy", "127.0.0.1"]).start()
+    try:
+        srv.add_admin()
+        guesser, colleague = Console(srv.console), Console(srv.console)
+        for i in range(8):
+            guesser.request("POST", "/api/login", {"username": "admin", "password": f"guess {i}"},
+                            headers={"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9"})
+        assert guesser.request("POST", "/api/login", {"username": "admin", "password": "one more"},
+                               headers={"X-Forwarded-For": "203.0.113.9"})[0] == 429
+        assert colleague.request("POST", "/api/login", {"username": "admin", "password": ADMIN_PASSWORD},
+                                 headers={"X-Forwarded-For": "203.0.113.10"})[0] == 200
+        peers = {e["detail"]["peer"] for e in srv.cli_json("audit", "list") if e["action"] == "login-failed"}
+        assert peers == {"203.0.113.9"}, "only the entry the proxy added is believed"
+    finally:
+        srv.stop()
+
+
+def test_without_a_trusted_proxy_a_forged_forwarded_for_changes_nothing(server: ServerProcess) -> None:
+    server.add_admin()
+    guesser = Console(server.console)
+    answers = [guesser.request("POST", "/api/login", {"username": "admin", "password": f"guess {i}"},
+                               headers={"X-Forwarded-For": f"203.0.113.{i}"})[0] for i in range(8)]
+    assert 429 in answers
