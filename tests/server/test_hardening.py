@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 import ssl
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -246,3 +248,21 @@ def test_without_a_trusted_proxy_a_forged_forwarded_for_changes_nothing(server: 
     answers = [guesser.request("POST", "/api/login", {"username": "admin", "password": f"guess {i}"},
                                headers={"X-Forwarded-For": f"203.0.113.{i}"})[0] for i in range(8)]
     assert 429 in answers
+
+
+def test_parallel_guessers_share_one_budget(server: ServerProcess) -> None:
+    """Four guessers at once get what one would: attempts are counted before the password is checked."""
+    server.add_admin()
+
+    def guess(worker: int) -> list[int]:
+        console = Console(server.console)
+        return [console.request("POST", "/api/login", {"username": "admin", "password": f"w{worker} g{i}"})[0]
+                for i in range(10)]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        answers = [status for statuses in pool.map(guess, range(4)) for status in statuses]
+    elapsed = time.monotonic() - started
+    assert set(answers) == {401, 429}
+    # 5 free, then one admitted at 0, 1, 3, 7, 15 ... seconds: 1 + log2(1 + elapsed) more at most
+    assert answers.count(401) <= 5 + 2 + math.log2(1 + elapsed), (answers.count(401), elapsed)
