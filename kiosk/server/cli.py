@@ -24,7 +24,7 @@ import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.messages import COMMAND_KINDS
-from kiosk.server import auth, calls, commands
+from kiosk.server import api_schema, auth, calls, commands
 from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
@@ -263,6 +263,10 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}"
                       + (f" ({view['reason']})" if view["reason"] else ""))
         case "user", "add":
+            try:  # the name people log in with, and the audit log's actor: one format for both
+                msgspec.convert(args.username, api_schema.Name)
+            except msgspec.ValidationError:
+                fail("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
             password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
             try:
                 hashed = auth.hash_password(password)
