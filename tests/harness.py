@@ -46,7 +46,7 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def run(*args: str, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None,
+def run(*args: str | Path, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None,
         timeout: float = 60) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, input=stdin,
                           env={**os.environ, **(env or {})}, timeout=timeout)

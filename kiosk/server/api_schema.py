@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 
@@ -51,7 +51,7 @@ def _default(field: msgspec.structs.FieldInfo) -> Any:
 #: Every action a person may queue; its kind is the tag, its arguments exactly the action's fields.
 COMMAND_REQUESTS: dict[str, type[msgspec.Struct]] = {
     str(a.__struct_config__.tag): _command_request(a)
-    for a in m.CommandAction.__args__  # type: ignore[attr-defined]
+    for a in get_args(m.CommandAction)
 }
 CommandRequest = Union[tuple(COMMAND_REQUESTS.values())]  # type: ignore[valid-type]  # noqa: UP007 (built at run time)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,10 @@ from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
 from kiosk.server.request_log import RequestLog
-from kiosk.server.store import Store
+from kiosk.server.store import Clock, Store
 
 log = logging.getLogger("kiosk.server")
+DEFAULT_CALL_CONFIG = CallConfig()
 
 STATIC = Path(__file__).parent / "static"
 # The page loads nothing from anywhere else, runs no inline script, and may not be framed,
@@ -91,11 +93,13 @@ class Server:
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
-             call_config: CallConfig | None = None, turn: TurnConfig | None = None) -> Server:
+             call_config: CallConfig = DEFAULT_CALL_CONFIG, turn: TurnConfig | None = None,
+             clock: Clock = time.time) -> Server:
+        """``clock`` is the one wall clock of the store, the hub and the calls (tests set it)."""
         authority = load_or_create(data, municipality, server_names)
-        store = Store.in_directory(data)
+        store = Store.in_directory(data, clock)
         hub = Hub(store)
-        return cls(data, store, authority, hub, CallManager(store, hub, call_config or CallConfig(), turn))
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)

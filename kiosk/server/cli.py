@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
+from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
-from kiosk.protocol.messages import COMMAND_KINDS
 from kiosk.server import api_schema, auth, calls, commands
 from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd.add_parser("send")
     data(sp)
     sp.add_argument("device_id")
-    sp.add_argument("kind", help=", ".join(COMMAND_KINDS))
+    sp.add_argument("kind", help=", ".join(m.COMMAND_KINDS))
     sp.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--expires", default="1d", type=parse_duration)
     sp.add_argument("--json", action="store_true")
@@ -294,13 +294,14 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 wait = max(0.0, state.blocked_until - time.time())
                 print(f"{scope.kind:<8} {scope.value:<40} {state.failures:>5} failures, waits {wait:.0f} s")
         case "citizen", "add":
-            unknown = [u for u in args.caregiver if store.user(u) is None]
+            caregivers = {u: store.user(u) for u in args.caregiver}
+            unknown = [u for u, row in caregivers.items() if row is None]
             if unknown:
                 fail(f"no such user: {', '.join(unknown)}")
             device = store.device(args.device)
             if device is None or device.revoked_at is not None:
                 fail(f"no enrolled screen {args.device}")
-            staff = [store.user(u).display_name or u for u in args.caregiver]
+            staff = [row.display_name or u for u, row in caregivers.items() if row is not None]
             action = commands.parse_action("assign", {"citizen_name": args.name, "contact_staff": staff})
             try:
                 with store.tx() as conn:
@@ -316,10 +317,10 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             if args.json:
                 print_json(records)
             else:
-                for r in records:
-                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["placed_at"]))
-                    talk = f"{r['talk_seconds']:.0f} s" if r["talk_seconds"] is not None else "-"
-                    print(f"{when} {r['caller']:<16} {r['end_reason']:<20} talk {talk}")
+                for rec in records:
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec["placed_at"]))
+                    talk = f"{rec['talk_seconds']:.0f} s" if rec["talk_seconds"] is not None else "-"
+                    print(f"{when} {rec['caller']:<16} {rec['end_reason']:<20} talk {talk}")
         case "audit", "list":
             entries = store.audit_entries(args.device, args.limit)
             if args.json:

@@ -8,8 +8,6 @@ it. Every change is one short write transaction: read both rows, step both machi
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -18,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from kiosk.server import lockout
 from kiosk.server.lockout import Backoff, Policy
-from kiosk.server.store import Store, metadata
+from kiosk.server.store import Clock, Store, metadata
 
 login_backoff = sa.Table(
     "login_backoff", metadata,
@@ -65,8 +63,8 @@ class Refusal:
 
 
 class LoginGuard:
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+        self.store, self.clock = store, clock or store.clock
         login_backoff.create(store.engine, checkfirst=True)
 
     def admit(self, address: str, account: str | None) -> Refusal | None:
