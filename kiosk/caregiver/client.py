@@ -14,7 +14,7 @@ from kiosk.media.peer import GATHER_TIMEOUT
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
 
-from .call import DEFAULT_TIMEOUT, CallResult, CallTimes, Clock, StaffCall
+from .call import DEFAULT_TIMEOUT, MEDIA_TIMEOUT, CallResult, CallTimes, Clock, StaffCall
 from .errors import CallEndedEarly, CallError, CallRejected, CallTimeout, LoginFailed
 from .media import TestMedia
 
@@ -140,7 +140,8 @@ class CaregiverClient:
         return call
 
     async def call(self, citizen_id: str, *, talk_seconds: float = 5.0,
-                   answer_timeout: float = 60.0, timeout: float = DEFAULT_TIMEOUT) -> CallResult:
+                   answer_timeout: float = 60.0, timeout: float = DEFAULT_TIMEOUT,
+                   media_timeout: float = MEDIA_TIMEOUT) -> CallResult:
         """A whole call: place it, wait for the answer and for media both ways,
         talk ``talk_seconds`` (or until the citizen hangs up), hang up.
 
@@ -153,7 +154,7 @@ class CaregiverClient:
             return CallResult(None, None, None, 0, 0, CallTimes(), error=str(exc), refused=exc.reason)
         try:
             await call.wait_answered(answer_timeout)
-            await call.wait_media(video=1, audio=1, timeout=timeout)
+            await call.wait_media(video=1, audio=1, timeout=media_timeout)
             with contextlib.suppress(CallTimeout):
                 await call.wait_ended(talk_seconds)
         except CallEndedEarly:

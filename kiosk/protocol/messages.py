@@ -273,11 +273,20 @@ class CallEnded(Message, frozen=True, tag="call-ended"):
     facts: DeviceFacts | None = None
 
 
+#: One call's quality as a peer measured it: numbers, and a few words such as ``ice_path``.
+#: The Python peers (kiosk.media.stats.CallQuality) send, besides bitrate, loss, jitter and
+#: round trip: ``frames_decoded``, ``freezes`` and ``frozen_s`` (their total), ``outages``,
+#: ``longest_outage_s``, ``recovery_s`` (video back after media returned),
+#: ``lowest_bitrate_sent_bps`` and ``ice_path`` ("direct" or "relay"); the page sends what
+#: the browser's stats offer under the same names where they exist.
+CallQuality: TypeAlias = dict[str, float | int | str | None]
+
+
 class CallQualityReport(Message, frozen=True, tag="call-quality"):
     """Either peer -> server after a call: its quality summary (never any media)."""
 
     call_id: str
-    quality: dict[str, float | int | None]
+    quality: CallQuality
 
 
 DeviceToServer: TypeAlias = (
