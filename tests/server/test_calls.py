@@ -267,7 +267,7 @@ async def test_every_headline_agrees_with_the_facts_of_its_reason(
     call_id = await _ends(world, reason)
     record = world.store.call_record(call_id)
     assert record is not None and record.end_reason == reason.value
-    facts = m.convert(json.loads(record.facts or "null"), m.DeviceFacts)
+    facts: m.DeviceFacts = m.convert(json.loads(record.facts or "null"), m.DeviceFacts)
     text = ending_text(lang, reason.value).lower()
     made = [claim for claim, (words, _) in CLAIMS.items() if any(w in text for w in words)]
     assert made, f"{reason} ({lang}): the headline {text!r} says nothing the test can check"
