@@ -99,15 +99,21 @@ async def test_links_are_stamped_on_the_hubs_clock(store: Store, clock: FakeCloc
 # --- a link that blinks -------------------------------------------------------------------
 
 
-async def test_a_dropped_link_is_held_online_and_its_call_messages_wait_for_the_next_connection(
-        store: Store, authority: Authority) -> None:
-    hub = Hub(store, detach_grace=30.0)
+def hub_telling_offline(store: Store, detach_grace: float) -> tuple[Hub, list[str]]:
+    """A hub, and the devices it has declared offline (its ``on_detach``), in order."""
+    hub = Hub(store, detach_grace=detach_grace)
     gone: list[str] = []
 
     async def offline(device_id: str) -> None:
         gone.append(device_id)
 
     hub.on_detach.append(offline)
+    return hub, gone
+
+
+async def test_a_dropped_link_is_held_online_and_its_call_messages_wait_for_the_next_connection(
+        store: Store, authority: Authority) -> None:
+    hub, gone = hub_telling_offline(store, detach_grace=30.0)
     device = FakeDevice(store, "device-1")
     await device.connect(hub)
     hub.detach(device.link)  # the 4G bearer dropped
@@ -132,13 +138,7 @@ async def test_a_dropped_link_is_held_online_and_its_call_messages_wait_for_the_
 
 
 async def test_a_link_not_back_within_the_grace_is_offline(store: Store) -> None:
-    hub = Hub(store, detach_grace=0.05)
-    gone: list[str] = []
-
-    async def offline(device_id: str) -> None:
-        gone.append(device_id)
-
-    hub.on_detach.append(offline)
+    hub, gone = hub_telling_offline(store, detach_grace=0.05)
     device = FakeDevice(store, "device-1")
     await device.connect(hub)
     hub.detach(device.link)
