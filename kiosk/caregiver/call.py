@@ -117,6 +117,8 @@ class StaffCall:
         #: What the caregiver is shown about the link, as (time, state), in order: "poor"
         #: and "lost" are the notice ("Dårlig forbindelse — billedet kan hakke"), "good" clears it.
         self.link_notices: list[tuple[float, LinkState]] = []
+        #: Times the call socket dropped while media flowed and the call was taken up again.
+        self.resumes = 0
         self._media_task: asyncio.Task[LocalMedia] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._placed = asyncio.Event()
@@ -141,6 +143,11 @@ class StaffCall:
     @property
     def ended(self) -> bool:
         return self._ended.is_set()
+
+    @property
+    def in_call(self) -> bool:
+        """Media connected and the call not over: it outlives the call socket."""
+        return self.machine.state is c.CallState.IN_CALL and not self._ended.is_set()
 
     @property
     def link(self) -> LinkState:
@@ -276,6 +283,11 @@ class StaffCall:
                     self._end(None, None)
                 else:  # e.g. our SDP answer refused; the call's end follows from the server
                     log.warning("call %s: the server refused a message: %s (%s)", self.call_id, reason, detail)
+
+    def resumed(self) -> None:
+        """The call socket is open again and the server has the call (a server restart is behind us)."""
+        self.resumes += 1
+        log.info("call %s resumed", self.call_id)
 
     def connection_lost(self) -> None:
         """The call socket closed: the server ends the call as our hang-up then, and so do we."""

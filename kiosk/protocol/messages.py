@@ -246,6 +246,16 @@ class CallConnected(Message, frozen=True, tag="call-connected"):
     call_id: str
 
 
+class CallResume(Message, frozen=True, tag="call-resume"):
+    """Staff -> server, on a new call socket: take up my call in progress again.
+
+    Sent after the call socket dropped (a server restart, a network blink) while
+    media still flowed peer to peer; the server answers only if the call has
+    ended meanwhile (with its :class:`CallEnded`)."""
+
+    call_id: str
+
+
 class CallHangUp(Message, frozen=True, tag="call-hangup"):
     """Either side -> server: end the call (``media-failed`` when media could not be set up)."""
 
@@ -296,7 +306,7 @@ DeviceToServer: TypeAlias = (
 ServerToDevice: TypeAlias = (
     Welcome | HeartbeatAck | CommandDelivery | ResultAck | Rejected | CallRing | CallAccept | CallEnded
 )
-StaffToServer: TypeAlias = CallStart | CallAccept | CallConnected | CallHangUp | CallQualityReport
+StaffToServer: TypeAlias = CallStart | CallResume | CallAccept | CallConnected | CallHangUp | CallQualityReport
 ServerToStaff: TypeAlias = CallPlaced | CallRinging | CallAnswer | CallEnded | Rejected
 
 
