@@ -211,8 +211,8 @@ class CallManager:
     async def fire_timers(self) -> None:
         """Let every live call's deadline that has passed on our clock take effect.
 
-        The event loop's timer calls this at the next deadline; a test that sets the
-        clock calls it instead of waiting.
+        Each call's event-loop timer feeds the same event at its own deadline; a test
+        that sets the clock calls this instead of waiting for one.
         """
         for live in list(self.live.values()):
             await self._feed(live, c.TimerFired())

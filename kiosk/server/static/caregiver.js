@@ -9,6 +9,7 @@ const TEXT = {
     "my-citizens": "Mine borgere", "no-citizens": "Du har ingen borgere at ringe til.",
     call: "Ring op", hangup: "Læg på", back: "Tilbage", online: "skærm tændt", offline: "skærm offline",
     "bad-login": "Forkert brugernavn eller adgangskode.",
+    "login-wait": "For mange forkerte forsøg. Prøv igen om {s} sekunder.",
     placing: "Ringer op …", ringing: "Det ringer hos borgeren …", connecting: "Borgeren har taget den – forbinder …",
     "in-call": "I samtale", camera: "Kameraet kunne ikke startes: ",
     facts: {
@@ -25,6 +26,7 @@ const TEXT = {
     "my-citizens": "My citizens", "no-citizens": "You have no citizens to call.",
     call: "Call", hangup: "Hang up", back: "Back", online: "screen on", offline: "screen offline",
     "bad-login": "Wrong user name or password.",
+    "login-wait": "Too many failed attempts. Try again in {s} seconds.",
     placing: "Calling …", ringing: "Ringing at the citizen's …", connecting: "The citizen answered – connecting …",
     "in-call": "In call", camera: "The camera could not start: ",
     facts: {
@@ -54,11 +56,12 @@ function applyLanguage() {
 
 async function api(method, path, body) {
   const response = await fetch(path, {
-    method, headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined, credentials: "same-origin",
+    // the server takes a change of state only as JSON (a cross-site form cannot send that)
+    method, headers: method === "GET" ? {} : { "Content-Type": "application/json" },
+    body: method === "GET" ? undefined : JSON.stringify(body || {}), credentials: "same-origin",
   });
   const data = response.status === 204 ? null : await response.json();
-  return { status: response.status, data };
+  return { status: response.status, data, retryAfter: response.headers.get("Retry-After") };
 }
 
 function show(section) {
@@ -229,8 +232,9 @@ async function ended(msg) {
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const { status: code, data } = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
+  const { status: code, data, retryAfter } = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
   if (code === 200) { $("login-error").textContent = ""; await listCitizens(data); }
+  else if (code === 429) { $("login-error").textContent = t("login-wait").replace("{s}", retryAfter); }
   else { $("login-error").textContent = t("bad-login"); }
 });
 $("hangup").addEventListener("click", async () => {
