@@ -22,19 +22,14 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import pytest
 
-from kiosk.media.keyframes import install_loss_recovery
 from kiosk.media.link import GIVE_UP_AFTER, LinkState
-from kiosk.media.peer import CallPeer, LocalMedia, rtc_configuration
-from kiosk.media.sources import lavfi_pattern_spec, lavfi_tone_spec, open_source
-from kiosk.media.swappable import SwappableTrack
-from kiosk.server.turn import ice_servers, issue_credentials
-from tests.impairment import NARROW_500K, RURAL_4G_1MBIT, Impairment, UdpImpairmentRelay
+from tests.impairment import NARROW_500K, RURAL_4G_1MBIT, Impairment
+from tests.media.rural import Rig, media_of, rig_with
 
 if TYPE_CHECKING:  # the fixture comes from tests/conftest.py's pytest_plugins
     from tests.turn_fixture import TurnServer
@@ -43,67 +38,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 #: Calls in the rural-4G test; the issue asks for 20 (``KIOSK_RURAL_CALLS`` to change it).
 CALLS = int(os.environ.get("KIOSK_RURAL_CALLS", "20"))
-SETUP_BOUND = 30.0  # the server's connect timeout: beyond it the call would have ended
-
-
-def media_of(width: int, height: int, fps: int) -> Callable[[], Awaitable[LocalMedia]]:
-    async def opener() -> LocalMedia:
-        video_source = await open_source(lavfi_pattern_spec(width, height, fps))
-        audio_source = await open_source(lavfi_tone_spec(660))
-
-        async def close() -> None:
-            video_source.stop()
-            audio_source.stop()
-
-        return LocalMedia(SwappableTrack("video", video_source, size=(width, height)),
-                          SwappableTrack("audio", audio_source), "video/VP8", close)
-
-    return opener
-
-
-SMALL = media_of(176, 144, 15)
-
-
-@dataclass
-class Side:
-    """One side's peer, and what it was told: connection states and link notices."""
-
-    peer: CallPeer
-    states: list[str]
-    links: list[tuple[float, LinkState]] = field(default_factory=list)
-
-
-@dataclass
-class Rig:
-    turn: TurnServer
-    relay: UdpImpairmentRelay
-
-    def side(self, label: str, through_relay: bool) -> Side:
-        host, port = self.relay.address if through_relay else (self.turn.host, self.turn.port)
-        creds = issue_credentials(self.turn.secret, label, now=time.time())
-        servers = ice_servers(host, port, creds, transports=("udp",), stun=False)
-        states: list[str] = []
-        links: list[tuple[float, LinkState]] = []
-        peer = CallPeer(rtc_configuration(servers, relay_only=True), label=label, on_state=states.append,
-                        on_link=lambda state: links.append((time.monotonic(), state)))
-        return Side(peer, states, links)
-
-    async def call(self, media: Callable[[], Awaitable[LocalMedia]] = SMALL) -> tuple[Side, Side, float]:
-        """A connected call: the unit offers through the relay, the caregiver answers; seconds to connect."""
-        unit, caregiver = self.side("unit", through_relay=True), self.side("caregiver", through_relay=False)
-        await asyncio.gather(unit.peer.open_media(media), caregiver.peer.open_media(media))
-        answered = time.monotonic()
-        await unit.peer.accept(await caregiver.peer.answer(await unit.peer.offer()))
-        await asyncio.gather(unit.peer.wait_connected(SETUP_BOUND), caregiver.peer.wait_connected(SETUP_BOUND))
-        return unit, caregiver, time.monotonic() - answered
-
-
-async def rig_with(turn: TurnServer, impairment: Impairment, seed: int = 1) -> AsyncIterator[Rig]:
-    install_loss_recovery()  # the unit's session and the caregiver both do
-    async with UdpImpairmentRelay((turn.host, turn.port), impairment, seed=seed) as relay:
-        yield Rig(turn, relay)
-
-
 @pytest.fixture
 async def rural(turn_server: TurnServer) -> AsyncIterator[Rig]:
     async for rig in rig_with(turn_server, RURAL_4G_1MBIT):
