@@ -130,9 +130,10 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
             elif frame.type == WSMsgType.ERROR:
                 break
     finally:
-        # A unit that said goodbye (shutdown, restart) is gone; a dropped connection is
-        # held for the grace period, since a 4G blink is not "offline".
-        hub.detach(link, grace=ws.close_code not in (WSCloseCode.OK, WSCloseCode.GOING_AWAY))
+        # A unit that closed the connection itself (a close frame, whatever its code: its agent
+        # stopping sends one) is gone; a connection that died without a word is held for the
+        # grace period, since a 4G blink is not "offline".
+        hub.detach(link, grace=ws.close_code in (None, WSCloseCode.ABNORMAL_CLOSURE))
         log.info("device %s disconnected", device_id)
     return ws
 
