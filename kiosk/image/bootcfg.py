@@ -51,11 +51,15 @@ def parse_grubenv(raw: bytes) -> dict[str, str]:
     return env
 
 
-def kernel_cmdline(debug: bool) -> str:
+SERIAL_CONSOLE = {"amd64": "ttyS0,115200", "arm64": "ttyAMA0,115200"}
+
+
+def kernel_cmdline(arch: str, debug: bool) -> str:
     """What every slot boots with; the slot adds its root and verity hash."""
     args = ["ro", "rootfstype=erofs", "systemd.volatile=state", "systemd.gpt_auto=0",
             "panic=10", "oops=panic", "sysrq_always_enabled=0", "vt.global_cursor_default=0",
-            "console=ttyS0,115200", "console=tty1", "loglevel=3", "systemd.show_status=auto"]
+            # the last console is /dev/console: boot messages go to the serial line, not the screen
+            "console=tty1", f"console={SERIAL_CONSOLE[arch]}", "loglevel=3", "systemd.show_status=auto"]
     if not debug:
         args.append("quiet")
     return " ".join(args)
@@ -63,6 +67,14 @@ def kernel_cmdline(debug: bool) -> str:
 
 def slot_args(root_partuuid: str, hash_offset: int, root_hash: str) -> str:
     return f"root=/dev/mapper/root kiosk.verity={root_partuuid.lower()}:{hash_offset}:{root_hash}"
+
+
+def uboot_env(env: dict[str, str]) -> bytes:
+    """key=value lines, as U-Boot's ``env import -t`` reads and ``env export -t`` writes them."""
+    for key, value in env.items():
+        if not key or "=" in key or "\n" in key + value:
+            raise EnvError(f"cannot store {key!r}={value!r} in a U-Boot environment file")
+    return "".join(f"{k}={v}\n" for k, v in env.items()).encode()
 
 
 def grub_slot_cfg(args: str) -> str:
@@ -103,4 +115,46 @@ source "($disk,$part)/slot.cfg"
 linux "($disk,$part)/vmlinuz" $kiosk_args kiosk.slot=$slot {common_args}
 initrd "($disk,$part)/initrd.img"
 boot
+"""
+
+
+def uboot_script(common_args: str, tries: int) -> str:
+    """boot.cmd for U-Boot (compiled to boot.scr with mkimage): the same counting as grub_cfg.
+
+    The counters live in boot-count.env on the config partition (``env import``/``fatwrite``),
+    which kiosk-boot-ok edits from Linux. ``setexpr`` counts in hex: fine below ten tries.
+    """
+    if tries > 9:
+        raise ValueError("at most 9 tries per slot")
+    pick = ""
+    for slot in SLOTS:
+        pick += (f'  if test -z "${{slot}}" && test "${{s}}" = {slot} && test "${{{slot}_ok}}" = 1 '
+                 f"&& test ${{{slot}_try}} -lt {tries}; then\n"
+                 f"    setenv slot {slot}; setexpr {slot}_try ${{{slot}_try}} + 1\n  fi\n")
+    keys = "ORDER a_ok a_try b_ok b_try"
+    return f"""# Skærmbesøg kiosk: A/B boot with boot counting (see kiosk/image/bootcfg.py).
+setenv kiosk_dev "${{devtype}} ${{devnum}}"
+if load ${{kiosk_dev}}:1 ${{ramdisk_addr_r}} boot-count.env; then
+  env import -t ${{ramdisk_addr_r}} ${{filesize}} {keys}
+fi
+test -n "${{ORDER}}" || setenv ORDER "a b"
+setenv slot
+for s in ${{ORDER}}; do
+{pick}done
+if test -z "${{slot}}"; then
+  echo "No slot has tries left: starting over with both."
+  setenv a_try 0; setenv b_try 0
+  env export -t ${{ramdisk_addr_r}} {keys}
+  fatwrite ${{kiosk_dev}}:1 ${{ramdisk_addr_r}} boot-count.env ${{filesize}}
+  sleep 5; reset
+fi
+env export -t ${{ramdisk_addr_r}} {keys}
+fatwrite ${{kiosk_dev}}:1 ${{ramdisk_addr_r}} boot-count.env ${{filesize}}
+if test "${{slot}}" = a; then setenv kiosk_part {BOOT_PARTITION['a']}; else setenv kiosk_part {BOOT_PARTITION['b']}; fi
+load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} slot.env
+env import -t ${{ramdisk_addr_r}} ${{filesize}} kiosk_args
+load ${{kiosk_dev}}:${{kiosk_part}} ${{kernel_addr_r}} Image
+load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} initrd.img
+setenv bootargs "${{kiosk_args}} kiosk.slot=${{slot}} {common_args}"
+booti ${{kernel_addr_r}} ${{ramdisk_addr_r}}:${{filesize}} ${{fdt_addr}}
 """

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import kiosk
-from kiosk.image import bootcfg, layout, wheels
+from kiosk.image import bootcfg, kernel, layout, wheels
 from kiosk.image.manifest import Manifest, parse_dpkg_status
 from kiosk.image.progress import CommandFailed, Progress, run
 from kiosk.image.recipe import IMAGE_DIR, Arch, Recipe
@@ -49,7 +49,8 @@ class Result:
 
 
 def check_host(arch: Arch) -> None:
-    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+    needed = (*HOST_TOOLS, "mkimage") if arch == "arm64" else HOST_TOOLS
+    missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         raise BuildError(f"missing build tools: {', '.join(missing)} (scripts/setup.sh installs them)")
     if os.geteuid() != 0:
@@ -187,7 +188,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                                root_mib=layout.mib_for((parts / "root.img").stat().st_size,
                                                        r.layout.root_headroom_percent),
                                data_mib=r.layout.data_mib)
-            _boot_partitions(r, plan, work / "boot", parts, hash_offset, root_hash, opts.debug)
+            _boot_partitions(r, plan, root, work / "boot", parts, hash_offset, root_hash, opts.debug)
             data_tree = work / "data"
             for sub in ("kiosk", "journal"):
                 (data_tree / sub).mkdir(parents=True, mode=0o700)
@@ -220,20 +221,51 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
     return Result(image, compressed, manifest_path)
 
 
-def _boot_partitions(r: Recipe, plan: layout.Plan, boot: Path, parts: Path, hash_offset: int, root_hash: str,
-                     debug: bool) -> None:
+def _boot_partitions(r: Recipe, plan: layout.Plan, root: Path, boot: Path, parts: Path, hash_offset: int,
+                     root_hash: str, debug: bool) -> None:
     slot_a = bootcfg.slot_args(plan["root_a"].uuid, hash_offset, root_hash)
-    config_files: dict[str, Path | bytes] = {}
-    boot_a: dict[str, Path | bytes] = {"vmlinuz": boot / "vmlinuz", "initrd.img": boot / "initrd.img"}
+    common = bootcfg.kernel_cmdline(r.arch, debug)
+    boot_a: dict[str, Path | bytes] = {"initrd.img": boot / "initrd.img"}
     if r.arch == "amd64":
-        config_files |= {
+        config: dict[str, Path | bytes] = {
             "EFI/BOOT/BOOTX64.EFI": boot / "BOOTX64.EFI",
-            "EFI/BOOT/grub.cfg": bootcfg.grub_cfg(bootcfg.kernel_cmdline(debug), r.layout.boot_tries).encode(),
+            "EFI/BOOT/grub.cfg": bootcfg.grub_cfg(common, r.layout.boot_tries).encode(),
             "EFI/BOOT/grubenv": bootcfg.render_grubenv(bootcfg.initial_env()),
         }
-        boot_a["slot.cfg"] = bootcfg.grub_slot_cfg(slot_a).encode()
+        boot_a |= {"vmlinuz": boot / "vmlinuz", "slot.cfg": bootcfg.grub_slot_cfg(slot_a).encode()}
     else:
-        raise BuildError("arm64 boot files (U-Boot boot.scr) are not built yet")
-    _fat(parts / "config.img", "CONFIG", r.layout.config_mib, config_files)
+        script = parts / "boot.cmd"
+        script.write_text(bootcfg.uboot_script(common, r.layout.boot_tries))
+        run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "kiosk A/B boot", "-d", script,
+             parts / "boot.scr"])
+        config = {"boot.scr": parts / "boot.scr",
+                  "boot-count.env": bootcfg.uboot_env(bootcfg.initial_env()),
+                  **_raspberry_pi_files(root)}
+        boot_a |= {"Image": kernel.arm64_image((boot / "vmlinuz").read_bytes()),
+                   "slot.env": bootcfg.uboot_env({"kiosk_args": slot_a})}
+    _fat(parts / "config.img", "CONFIG", r.layout.config_mib, config)
     _fat(parts / "boot_a.img", "BOOT_A", r.layout.boot_mib, boot_a)
     _fat(parts / "boot_b.img", "BOOT_B", r.layout.boot_mib, {})
+
+
+PI_CONFIG_TXT = """# Raspberry Pi 4/5 firmware: hand over to U-Boot, which runs boot.scr (A/B boot counting).
+arm_64bit=1
+kernel=u-boot.bin
+enable_uart=1
+disable_splash=1
+"""
+
+
+def _raspberry_pi_files(root: Path) -> dict[str, Path | bytes]:
+    """The Pi firmware stage: Debian's raspi-firmware blobs, u-boot-rpi and the Pi device trees."""
+    firmware = root / "usr/lib/raspi-firmware"
+    uboot = root / "usr/lib/u-boot/rpi_arm64/u-boot.bin"
+    if not firmware.is_dir() or not uboot.exists():
+        return {}
+    files: dict[str, Path | bytes] = {"config.txt": PI_CONFIG_TXT.encode(), "u-boot.bin": uboot}
+    for blob in sorted(firmware.glob("*")):
+        if blob.suffix in (".elf", ".dat", ".bin") and ("4" in blob.stem or blob.name == "bootcode.bin"):
+            files[blob.name] = blob
+    for dtb in sorted(root.glob("usr/lib/linux-image-*/broadcom/bcm271[12]-rpi-*.dtb")):
+        files[dtb.name] = dtb
+    return files
