@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kiosk.protocol import agent_socket, signing, wipe_journal
 from kiosk.protocol import messages as m
-from kiosk.protocol import signing, wipe_journal
+from kiosk.protocol.errors import ProtocolError
 from kiosk.provision.files import append_line, atomic_write, read_json
 
 
@@ -50,7 +51,7 @@ class StateDir:
         self.log_path = root / "agent.log"
         self.settings_path = root / "settings.json"
         self.replay_path = root / "replay.json"
-        self.socket_path = root / "agent.sock"
+        self.socket_path = agent_socket.socket_path(root)
 
     def create(self) -> StateDir:
         for d in (self.root, self.identity, self.keys, self.citizen, self.outbox):
@@ -129,11 +130,11 @@ class StateDir:
         atomic_write(self.outbox / f"{_safe(command_id)}.json", m.encode(envelope))
 
     def outbox_items(self) -> list[tuple[str, m.SignedEnvelope]]:
-        items = []
+        items: list[tuple[str, m.SignedEnvelope]] = []
         for path in sorted(self.outbox.glob("*.json"), key=lambda p: p.stat().st_mtime):
             try:
                 items.append((path.stem, m.Codec(m.SignedEnvelope).decode(path.read_bytes())))
-            except (m.ProtocolError, OSError):
+            except (ProtocolError, OSError):
                 path.unlink(missing_ok=True)  # torn by a crash before its rename; never sent
         return items
 
