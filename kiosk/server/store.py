@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
+from kiosk.server.audit import AuditEntry, checked, is_account
 
 #: Wall time in seconds since the epoch; tests pass a clock they can set.
 Clock = Callable[[], float]
@@ -124,6 +125,21 @@ calls = sa.Table(
     sa.Column("quality_device", sa.Text),
 )
 
+live_calls = sa.Table(
+    "live_calls", metadata,  # calls in progress, so a restarted server can take them up again
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("caller", sa.String(64), nullable=False),
+    sa.Column("caller_name", sa.String(200), nullable=False),
+    sa.Column("caller_role", sa.String(32), nullable=False),
+    sa.Column("citizen_id", sa.String(36), nullable=False),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("placed_at", sa.Float, nullable=False),
+    sa.Column("rang_at", sa.Float),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("connected_at", sa.Float, nullable=False),
+    sa.Column("screen_awake", sa.Boolean),
+)
+
 sessions = sa.Table(
     "sessions", metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
@@ -141,17 +157,6 @@ class TokenRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    at: float
-    actor: str
-    action: str
-    device_id: str | None
-    detail: dict[str, Any]
-    hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +230,27 @@ class CallRow:
     quality_device: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LiveCallRow:
+    """A call whose media flows: what a restarted server needs to take it up again."""
+
+    id: str
+    caller: str
+    caller_name: str
+    caller_role: str
+    citizen_id: str
+    device_id: str
+    placed_at: float
+    rang_at: float | None
+    answered_at: float | None
+    connected_at: float
+    screen_awake: bool | None
+
+
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
+    LiveCallRow: live_calls,
 }
 R = TypeVar("R")
 
@@ -276,14 +299,23 @@ class Store:
         self, conn: Connection, actor: str, action: str, device_id: str | None = None,
         **detail: Any,
     ) -> None:
-        """Append one entry, chained to the previous one so any edit is detectable."""
+        """Append one entry, chained to the previous one so any edit is detectable.
+
+        The entry must fit the audit format (:class:`kiosk.server.audit.AuditEntry`) and an
+        actor that names an account must name one that exists: a name typed by a stranger
+        never gets in. Breaking either is a bug of ours and raises ValueError.
+        """
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
         at = self.clock()
         text = json.dumps(detail, sort_keys=True, default=str)
+        entry = AuditEntry(seq=0, at=at, actor=actor, action=action, device_id=device_id,
+                           detail=json.loads(text), hash=_audit_hash(prev or "", at, actor, action, device_id, text))
+        checked(entry)
+        known = sa.select(users.c.username).where(users.c.username == actor)
+        if is_account(actor) and conn.execute(known).first() is None:
+            raise ValueError(f"audit actor {actor!r} is not an account")
         conn.execute(audit.insert().values(
-            at=at, actor=actor, action=action, device_id=device_id, detail=text,
-            hash=_audit_hash(prev or "", at, actor, action, device_id, text),
-        ))
+            at=at, actor=actor, action=action, device_id=device_id, detail=text, hash=entry.hash))
 
     def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
         q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)
@@ -512,8 +544,19 @@ class Store:
         """After a wipe the screen belongs to no citizen; the citizen's record stays."""
         conn.execute(citizens.update().where(citizens.c.device_id == device_id).values(device_id=None))
 
-    def add_call_record(self, record: CallRow) -> None:
+    def save_live_call(self, row: LiveCallRow) -> None:
         with self.tx() as conn:
+            conn.execute(live_calls.delete().where(live_calls.c.id == row.id))
+            conn.execute(live_calls.insert().values(**dataclasses.asdict(row)))
+
+    def live_call_rows(self) -> list[LiveCallRow]:
+        with self.engine.connect() as conn:
+            return [_from_row(LiveCallRow, r) for r in conn.execute(sa.select(live_calls))]
+
+    def add_call_record(self, record: CallRow) -> None:
+        """The call's record; a call in progress it was is no longer (one transaction)."""
+        with self.tx() as conn:
+            conn.execute(live_calls.delete().where(live_calls.c.id == record.id))
             conn.execute(calls.insert().values(**dataclasses.asdict(record)))
             self.append_audit(conn, record.caller, "call-ended", record.device_id, call_id=record.id,
                               citizen_id=record.citizen_id, reason=record.end_reason,
