@@ -23,8 +23,9 @@ PLI itself, with its own SSRCs; we add no second RTCP path.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiortc.rtcrtpreceiver
@@ -38,6 +39,12 @@ Clock = Callable[[], float]
 
 # aiortc's own constructor, kept for audio and for uninstalling.
 _AIORTC_JITTER_BUFFER = JitterBuffer
+
+#: A hole is given this many round trips: the NACK's way there, the copy's way back, and the
+#: same again for a NACK sent with the next gap when the first copy was lost too.
+HOLE_WAIT_ROUND_TRIPS = 2.0
+#: Beyond this a frozen picture is better ended by a key frame than by more waiting.
+MAX_HOLE_WAIT = 1.5
 
 _VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 _H264_IDR = 5
@@ -112,6 +119,7 @@ class RecoveringJitterBuffer(JitterBuffer):
     ) -> None:
         super().__init__(capacity=capacity, prefetch=prefetch, is_video=is_video)
         self.max_hole_wait = max_hole_wait
+        self.hole_wait_floor = max_hole_wait  # what follow_round_trip never goes below
         self.policy = policy or KeyframeRequestPolicy()
         self._clock = clock
         self._blocked_since: float | None = None
@@ -202,11 +210,15 @@ def install_loss_recovery(
 
     aiortc builds the buffer in ``RTCRtpReceiver.__init__`` from the name
     ``JitterBuffer`` in its module; we replace that name.  ``max_hole_wait``
-    should exceed a NACK round trip on the networks we serve, or we ask for
-    key frames that retransmission would have made unnecessary; 0.3 s suits
-    links up to ~250 ms RTT.
+    is the wait before the round trip is measured, and the least wait after
+    (:func:`follow_round_trip` lengthens it for slow links).  Installing again
+    with the same settings returns the recovery in force (the unit and the
+    Python caregiver may share a process, in tests and the demo).
     """
     global _installed
+    if _installed is not None and (_installed.max_hole_wait, _installed.min_interval,
+                                   _installed.retry_interval) == (max_hole_wait, min_interval, retry_interval):
+        return _installed
     recovery = LossRecovery(max_hole_wait, min_interval, retry_interval)
 
     def jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
@@ -224,6 +236,33 @@ def install_loss_recovery(
     aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[attr-defined,assignment]
     _installed = recovery
     return recovery
+
+
+def hole_wait_for(rtt: float | None, floor: float) -> float:
+    """How long a hole may wait for NACK on a link whose round trip is ``rtt`` seconds (None: not measured)."""
+    if rtt is None or not math.isfinite(rtt) or rtt <= 0:
+        return floor
+    return min(MAX_HOLE_WAIT, max(floor, HOLE_WAIT_ROUND_TRIPS * rtt))
+
+
+def recovering_buffer(receiver: object) -> RecoveringJitterBuffer | None:
+    """The recovering buffer of an aiortc ``RTCRtpReceiver``, if it has one.
+
+    aiortc keeps it in a private attribute (``RTCRtpReceiver.__jitter_buffer``);
+    reading it is the price of not keeping a second map from receivers to buffers.
+    """
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    return buffer if isinstance(buffer, RecoveringJitterBuffer) else None
+
+
+def follow_round_trip(receivers: Iterable[object], rtt: float | None) -> float | None:
+    """Let the video buffers of ``receivers`` wait for holes as long as ``rtt`` needs; the wait set."""
+    wait = None
+    for receiver in receivers:
+        buffer = recovering_buffer(receiver)
+        if buffer is not None:
+            wait = buffer.max_hole_wait = hole_wait_for(rtt, buffer.hole_wait_floor)
+    return wait
 
 
 def uninstall_loss_recovery() -> None:

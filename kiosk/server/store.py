@@ -125,6 +125,21 @@ calls = sa.Table(
     sa.Column("quality_device", sa.Text),
 )
 
+live_calls = sa.Table(
+    "live_calls", metadata,  # calls in progress, so a restarted server can take them up again
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("caller", sa.String(64), nullable=False),
+    sa.Column("caller_name", sa.String(200), nullable=False),
+    sa.Column("caller_role", sa.String(32), nullable=False),
+    sa.Column("citizen_id", sa.String(36), nullable=False),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("placed_at", sa.Float, nullable=False),
+    sa.Column("rang_at", sa.Float),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("connected_at", sa.Float, nullable=False),
+    sa.Column("screen_awake", sa.Boolean),
+)
+
 sessions = sa.Table(
     "sessions", metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
@@ -215,9 +230,27 @@ class CallRow:
     quality_device: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LiveCallRow:
+    """A call whose media flows: what a restarted server needs to take it up again."""
+
+    id: str
+    caller: str
+    caller_name: str
+    caller_role: str
+    citizen_id: str
+    device_id: str
+    placed_at: float
+    rang_at: float | None
+    answered_at: float | None
+    connected_at: float
+    screen_awake: bool | None
+
+
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
+    LiveCallRow: live_calls,
 }
 R = TypeVar("R")
 
@@ -511,8 +544,19 @@ class Store:
         """After a wipe the screen belongs to no citizen; the citizen's record stays."""
         conn.execute(citizens.update().where(citizens.c.device_id == device_id).values(device_id=None))
 
-    def add_call_record(self, record: CallRow) -> None:
+    def save_live_call(self, row: LiveCallRow) -> None:
         with self.tx() as conn:
+            conn.execute(live_calls.delete().where(live_calls.c.id == row.id))
+            conn.execute(live_calls.insert().values(**dataclasses.asdict(row)))
+
+    def live_call_rows(self) -> list[LiveCallRow]:
+        with self.engine.connect() as conn:
+            return [_from_row(LiveCallRow, r) for r in conn.execute(sa.select(live_calls))]
+
+    def add_call_record(self, record: CallRow) -> None:
+        """The call's record; a call in progress it was is no longer (one transaction)."""
+        with self.tx() as conn:
+            conn.execute(live_calls.delete().where(live_calls.c.id == record.id))
             conn.execute(calls.insert().values(**dataclasses.asdict(record)))
             self.append_audit(conn, record.caller, "call-ended", record.device_id, call_id=record.id,
                               citizen_id=record.citizen_id, reason=record.end_reason,

@@ -31,7 +31,7 @@ def store(tmp_path: Path, clock: FakeClock) -> Store:
 
 def queue(store: Store, command_id: str = "cmd-1", ttl: float = TTL) -> CommandRow:
     with store.tx() as conn:
-        store.add_command(conn, command_id, "device-1", "ping", b"{}", "test", store.clock() + ttl)
+        store.add_command(conn, command_id, "device-1", "ping", b"{}", "cli:test", store.clock() + ttl)
     row = store.command(command_id)
     assert row is not None
     return row
