@@ -16,7 +16,7 @@ import kiosk
 from kiosk.protocol import backoff, signing
 from kiosk.protocol import messages as m
 from kiosk.protocol.signing import Refusal, Refused
-from kiosk.provision import diagnostics, enroll, handlers, wipe
+from kiosk.provision import diagnostics, enroll, handlers, sd_notify, wipe
 from kiosk.provision.link import ServerLink
 from kiosk.provision.local_api import UiServer
 from kiosk.provision.state import StateDir, Vault
@@ -181,8 +181,10 @@ class Agent:
     # ----------------------------------------------------------------------- run
     async def run(self) -> None:
         await self.ui.start()
+        sd_notify.notify("READY=1")  # under systemd: the screen may start now (its socket is open)
         tasks = [asyncio.create_task(self.link.run_forever(), name="link"),
-                 asyncio.create_task(self._worker(), name="commands")]
+                 asyncio.create_task(self._worker(), name="commands"),
+                 asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog")]
         try:
             await asyncio.gather(*tasks)
         finally:
