@@ -41,8 +41,8 @@ async def test_a_command_to_an_offline_device_waits_and_expires_unsent(
         store: Store, clock: FakeClock, authority: Authority) -> None:
     device = FakeDevice(store, "device-1")
     hub = Hub(store)
-    early = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=60.0)
-    late = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=3600.0)
+    early = commands.queue(store, authority, device.id, m.Ping(), "cli:test", ttl_seconds=60.0)
+    late = commands.queue(store, authority, device.id, m.Ping(), "cli:test", ttl_seconds=3600.0)
     clock.advance(60.0)
     await hub.sweep()
 
