@@ -402,8 +402,8 @@ class Store:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
-    def _step_command(self, conn: Connection, command_id: str, event: lifecycle.CommandEvent,
-                      **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.CommandAction] | None:
+    def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
+                      **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
         """Feed a command's lifecycle one event and write what changed (with the extra columns given).
 
         Returns the transition if it changed the command, else None. The write is guarded by the
