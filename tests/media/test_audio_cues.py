@@ -165,4 +165,3 @@ async def test_a_broken_voice_still_rings(pipewire: PipeWire, tmp_path: Path,
     cues.stop()
     await cues.wait()
     assert len(ring_bursts(samples)) >= 2
-    assert cues.rings_played >= 2
