@@ -8,6 +8,8 @@ and the real devices, and WirePlumber links them to whatever speaker and
 microphone exist. A USB speaker unplugged mid-call is therefore followed by
 PipeWire itself (the default node changes, the canceller's streams move); what
 is left to us is streaming PCM and restarting a stream whose process died.
+WirePlumber must not suspend idle devices (``audio_no_suspend.lua`` for 0.4,
+``audio_no_suspend_wp05.conf`` for 0.5: they say why).
 
 Streams are Debian's own PulseAudio tools talking to ``pipewire-pulse``:
 ``pacat`` plays raw PCM from its stdin, ``parec`` records to its stdout. (The
