@@ -93,7 +93,7 @@ class UiSession:
             if view is not None and view.peer != "none" and not view.ended:
                 self.post(ui.MediaDown(view.call_id, "the UI is stopping"))
             else:
-                self.post(ui.Tick())  # wake the loop
+                self.post(ui.TimePassed())  # wake the loop
 
     # --- the loop -----------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class UiSession:
                 try:
                     event = await asyncio.wait_for(self._events.get(), self._wait())
                 except TimeoutError:
-                    event = ui.Tick()
+                    event = ui.TimePassed()
                 await self.handle(event)
         finally:
             reader.cancel()

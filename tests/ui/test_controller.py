@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from kiosk.ui.controller import (
     QualityReady,
     Send,
     StartPeer,
-    Tick,
+    TimePassed,
     UiState,
 )
 
@@ -84,9 +85,9 @@ def test_starting_then_idle_once_the_agent_says_its_status() -> None:
 def test_no_agent_is_offline_after_a_grace_period_not_at_once() -> None:
     d = Driver(now=0.0)
     assert ui.next_deadline(d.state) == ui.STARTING_SECONDS
-    d.feed(Tick(), at=1.0)
+    d.feed(TimePassed(), at=1.0)
     assert d.shown().name == "starting"
-    d.feed(Tick(), at=ui.STARTING_SECONDS)
+    d.feed(TimePassed(), at=ui.STARTING_SECONDS)
     assert d.shown() == ui.Screen("offline", offline="agent")
     assert ui.next_deadline(d.state) is None
 
@@ -143,9 +144,9 @@ def test_the_ended_screen_gives_way_to_idle() -> None:
     d = in_call()
     d.feed(HangUpPressed(), at=2000.0)
     assert ui.next_deadline(d.state) == 2000.0 + ui.ENDED_SCREEN_SECONDS
-    d.feed(Tick(), at=2000.0 + ui.ENDED_SCREEN_SECONDS - 0.1)
+    d.feed(TimePassed(), at=2000.0 + ui.ENDED_SCREEN_SECONDS - 0.1)
     assert d.shown().name == "ended"
-    d.feed(Tick(), at=2000.0 + ui.ENDED_SCREEN_SECONDS)
+    d.feed(TimePassed(), at=2000.0 + ui.ENDED_SCREEN_SECONDS)
     assert d.shown().name == "idle"
     assert d.feed(RING) == ()  # the same call again: over is over
     second = m.CallRing(call_id="c2", caller_name="Bo", caller_role="nurse", ice_servers=[])
@@ -157,7 +158,7 @@ def test_ring_times_out_on_the_device_without_a_message() -> None:
     d.feed(m.CallRing(call_id="c1", caller_name="Anne", caller_role="caregiver", ice_servers=[],
                       ring_timeout=45), at=100.0)
     assert ui.next_deadline(d.state) == 145.0
-    assert d.feed(Tick(), at=145.0) == ()  # the server reaches the same verdict
+    assert d.feed(TimePassed(), at=145.0) == ()  # the server reaches the same verdict
     assert d.shown().end_reason == "not_answered"
     assert d.feed(AnswerPressed(), at=146.0) == ()
 
@@ -175,7 +176,7 @@ def test_connecting_too_long_is_media_failed() -> None:
     d.feed(AnswerPressed(), at=1.0)
     deadline = ui.next_deadline(d.state)
     assert deadline is not None
-    assert d.feed(Tick(), at=deadline) == (Send(m.CallHangUp(call_id="c1", reason="media-failed")),
+    assert d.feed(TimePassed(), at=deadline) == (Send(m.CallHangUp(call_id="c1", reason="media-failed")),
                                            ClosePeer("c1"))
     assert d.shown().end_reason == "media_failed"
 
@@ -265,7 +266,13 @@ events = st.one_of(
     st.builds(MediaUp, st.sampled_from(CALL_IDS)),
     st.builds(MediaDown, st.sampled_from(CALL_IDS)),
     st.builds(lambda cid: QualityReady(m.CallQualityReport(call_id=cid, quality={})), st.sampled_from(CALL_IDS)),
-    st.just(Tick()),
+    st.just(TimePassed()),
+    st.builds(ui.WallClock, st.sampled_from([0.0, 1e9, 1e9 + 3600 * 23, math.inf]), st.just(3600.0)),
+    st.sampled_from([ui.CameraToggled(), ui.MicrophoneToggled(), ui.CornerHeld(), ui.SetupClosed()]),
+    st.builds(ui.VolumeStep, st.sampled_from([-1, 1])),
+    st.builds(ui.ConsentAsked, st.sampled_from(["r1", "r2"])),
+    st.builds(ui.ConsentAnswered, st.booleans()),
+    st.builds(ui.PinEntered, st.sampled_from(["1234", "0000"])),
 )
 # Time mostly moves forward, sometimes jumps, sometimes steps back (a clock set by NTP).
 delays = st.sampled_from([0.0, 0.0, 0.1, 0.1, 1.0, 7.0, 61.0, -2.0])
@@ -297,7 +304,7 @@ def steps(draw: st.DrawFn) -> list[tuple[ui.Event, float]]:
         flow = call_flow(call_id, draw(st.sampled_from(["citizen", "staff", "media"])))
         flow = flow[: draw(st.integers(1, len(flow)))]
         places = sorted(draw(st.lists(st.integers(0, len(sequence)), min_size=len(flow), max_size=len(flow))))
-        for shift, (place, event) in enumerate(zip(places, flow)):
+        for shift, (place, event) in enumerate(zip(places, flow, strict=True)):
             sequence.insert(place + shift, (event, draw(delays)))
     return sequence
 
@@ -306,7 +313,7 @@ def steps(draw: st.DrawFn) -> list[tuple[ui.Event, float]]:
 @given(steps())
 def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tuple[ui.Event, float]]) -> None:
     now = 0.0
-    state: UiState = ui.initial_state(now)
+    state: UiState = ui.initial_state(now, settings=ui.Settings(staff_pin="1234"))
     ended: set[str] = set()
     rang: dict[str, int] = {}
     started: set[str] = set()
@@ -315,7 +322,7 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
         transition = ui.step(state, event, now)  # never raises
         state = transition.state
         shown = ui.screen(state)
-        assert shown.name in ("starting", "offline", "idle", "ringing", "connecting", "in-call", "ended")
+        assert shown.name in typing.get_args(ui.ScreenName)
         if shown.call_id in ended:
             assert shown.name == "ended", (shown, sequence)  # ended is final
         for action in transition.actions:
