@@ -68,6 +68,11 @@ class AgentClient:
         self.bad_lines = 0  # lines from the agent that were not valid messages
 
     @property
+    def closed(self) -> bool:
+        """Closed by :meth:`close` (a property, so a check after an ``await`` sees the change)."""
+        return self._closed
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
@@ -119,7 +124,7 @@ class AgentClient:
                 try:
                     await self.connect()
                 except ConnectionError:
-                    if self._closed:
+                    if self.closed:
                         return
                     await self._drop()
                     yield AgentLost()
@@ -139,7 +144,7 @@ class AgentClient:
             except (ConnectionError, OSError):
                 line = b""
             if not line:
-                if self._closed:
+                if self.closed:
                     return
                 log.warning("the agent closed the socket; reconnecting")
                 await self._drop()
