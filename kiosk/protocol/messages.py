@@ -13,11 +13,13 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 
+from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 
 DeviceState = Literal["unprovisioned", "enrolled-unassigned", "assigned", "wipe-pending"]
 Outcome = Literal["ok", "failed", "refused"]
 CheckStatus = Literal["OK", "WARN", "FAIL"]
+HangUpReason = Literal["hung-up", "media-failed"]
 
 #: A WebSocket frame or socket line larger than this is refused before it is parsed.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -248,7 +250,7 @@ class CallHangUp(Message, tag="call-hangup"):
     """Either side -> server: end the call (``media-failed`` when media could not be set up)."""
 
     call_id: str
-    reason: Literal["hung-up", "media-failed"] = "hung-up"
+    reason: HangUpReason = "hung-up"
 
 
 class DeviceFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -267,7 +269,7 @@ class CallEnded(Message, tag="call-ended"):
     """Server -> both sides: the call is over, and why."""
 
     call_id: str
-    reason: str  # an EndReason value of kiosk.protocol.call
+    reason: EndReason
     facts: DeviceFacts | None = None
 
 

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import kiosk
+from kiosk.protocol import backoff, signing
 from kiosk.protocol import messages as m
-from kiosk.protocol import signing
 from kiosk.protocol.signing import Refusal, Refused
-from kiosk.provision import backoff, diagnostics, enroll, handlers, wipe
+from kiosk.provision import diagnostics, enroll, handlers, wipe
 from kiosk.provision.link import ServerLink
 from kiosk.provision.local_api import UiServer
 from kiosk.provision.state import StateDir, Vault

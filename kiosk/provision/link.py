@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from kiosk.protocol import backoff
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.provision import backoff
 
 log = logging.getLogger("kiosk.agent.link")
 

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import kiosk
-from kiosk.provision.state import StateDir
+from kiosk.protocol.agent_socket import socket_path
 from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
-from kiosk.ui.call_peer import MediaOpener, open_device_media
+from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
 from kiosk.ui.session import UiSession, local_wall_clock
@@ -127,14 +127,17 @@ class HeadlessScreen:
             timer.cancel()
 
 
-async def _headless(args: argparse.Namespace) -> int:
-    state = StateDir(args.state)
-    headless = HeadlessScreen(args.auto_answer_after, args.hang_up_after)
+async def run_headless(state: Path, headless: HeadlessScreen, *, demo_media: bool,
+                       on_screen: Callable[[Screen], None] | None = None,
+                       on_video_frame: VideoSink | None = None) -> int:
+    """The headless screen until SIGINT or SIGTERM. ``on_screen`` replaces printing the
+    screens (the call benchmark's probe screen adds its clock readings that way)."""
     session = UiSession(
-        AgentClient(state.socket_path),
-        lambda: open_device_media(demo=args.demo_media),
-        on_screen=headless.show,
-        settings=load_settings(state.root),
+        AgentClient(socket_path(state)),
+        lambda: open_device_media(demo=demo_media),
+        on_screen=on_screen or headless.show,
+        on_video_frame=on_video_frame,
+        settings=load_settings(state),
     )
     headless.session = session
     loop = asyncio.get_running_loop()
@@ -161,8 +164,8 @@ async def run_screen(args: argparse.Namespace, *,
 
     configure(args.size)
     quiet_libraries(args.log_level)  # again: Kivy's logger took over the root logger
-    state = StateDir(args.state)
-    settings = load_settings(state.root, serial)
+    state: Path = args.state
+    settings = load_settings(state, serial)
     if args.language:
         settings = replace(settings, language=args.language)
 
@@ -184,7 +187,7 @@ async def run_screen(args: argparse.Namespace, *,
 
         return show
 
-    session = UiSession(AgentClient(state.socket_path),
+    session = UiSession(AgentClient(socket_path(state)),
                         open_media or (lambda: open_device_media(demo=args.demo_media)),
                         on_screen=app.show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
                         settings=settings,
@@ -212,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _logging(args.log_level)
     if args.headless:
-        return asyncio.run(_headless(args))
+        headless = HeadlessScreen(args.auto_answer_after, args.hang_up_after)
+        return asyncio.run(run_headless(args.state, headless, demo_media=args.demo_media))
     return asyncio.run(run_screen(args))
 
 

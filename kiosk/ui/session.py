@@ -231,7 +231,7 @@ class UiSession:
     def _mute(self, call_id: str, kind: str, muted: bool) -> None:
         """The citizen's camera or sound off/on: the call's track sends its filler meanwhile."""
         peer = self.peers.get(call_id)
-        media = peer.media if peer is not None else None
+        media = peer.peer.media if peer is not None else None
         track = None if media is None else media.video if kind == "video" else media.audio
         if isinstance(track, TappedTrack):
             track = track.source

@@ -170,7 +170,8 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.until("the camera off", lambda: not d.app.shown.camera_on)
     await d.shot("in-call-camera-off")
     peer = d.session.last_call
-    track = peer.media.video if peer is not None and peer.media is not None else None
+    media = peer.peer.media if peer is not None else None
+    track = media.video if media is not None else None
     d.result["camera_muted"] = bool(getattr(getattr(track, "source", track), "muted", False))  # under the self-view tap
     await d.touch(d.button("Læg på" if da else "Hang up"))
     await d.screen("ended")
