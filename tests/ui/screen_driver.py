@@ -233,19 +233,40 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.shot("night")
 
 
+async def answer(d: Driver) -> None:
+    """A real call from a real server and agent: the citizen's touch answers, the caller's video shows."""
+    await d.screen("idle", 60)
+    (d.out / "idle").touch()  # the test's cue to call
+    await d.screen("ringing", 120)
+    await d.shot("real-ringing")
+    await d.touch(d.find(lambda w: getattr(w, "answer_button", False)))
+    await d.screen("in-call", 60)
+    video = d.app.ctx.video
+    await d.until("30 frames of the caller's video", lambda: video.frames_shown >= 30, 60)
+    await d.shot("real-in-call")
+    await asyncio.sleep(1.0)
+    await d.shot("real-in-call-later")
+    d.result["frames_shown"] = video.frames_shown
+    (d.out / "shots-done").touch()  # the caller may hang up now
+    await d.screen("ended", 120)
+    d.result["ended"] = d.app.shown.end_reason
+
+
 async def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["screens"])
+    p.add_argument("scenario", choices=["screens", "answer"])
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--language", default="da")
     opts = p.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
-    opts.state.mkdir(parents=True, exist_ok=True)
-    (opts.state / "ui.json").write_text(json.dumps({"staff_pin": PIN, "language": opts.language}))
-    clock = [MORNING]
     args = cli._parser().parse_args(["--state", str(opts.state), "--size", "x".join(map(str, SIZE)),
-                                     "--demo-media"])
+                                     "--demo-media", "--language", opts.language])
+    if opts.scenario == "answer":
+        return await run_answer(args, opts.out)
+    opts.state.mkdir(parents=True, exist_ok=True)
+    (opts.state / "ui.json").write_text(json.dumps({"staff_pin": PIN}))
+    clock = [MORNING]
     with loopback_only():
         agent = await FakeAgent(opts.state / "agent.sock", status("unprovisioned")).start()
         staff = StaffBrowser(no_public_stun())
@@ -268,6 +289,24 @@ async def main() -> int:
             (opts.out / "result.json").write_text(json.dumps(result, indent=1))
             await staff.close()
             await agent.stop()
+    return 0
+
+
+async def run_answer(args: argparse.Namespace, out: Path) -> int:
+    result: dict[str, Any] = {}
+
+    async def started(app: Any, session: UiSession) -> None:
+        await asyncio.sleep(0.5)
+        driver = Driver(app, session, None, out, [time.time()])  # type: ignore[arg-type]
+        try:
+            await answer(driver)
+        finally:
+            result.update(driver.result)
+
+    try:
+        await cli.run_screen(args, started=started)
+    finally:
+        (out / "result.json").write_text(json.dumps(result, indent=1))
     return 0
 
 
