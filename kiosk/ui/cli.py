@@ -38,6 +38,7 @@ import kiosk
 from kiosk.protocol.agent_socket import socket_path
 from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
+from kiosk.ui.buttons import InputWatcher
 from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
@@ -198,11 +199,14 @@ async def run_screen(args: argparse.Namespace, *,
         loop.add_signal_handler(sig, session.stop)
     screen_task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))
     session_task = asyncio.ensure_future(session.run())
+    buttons = asyncio.ensure_future(InputWatcher(session.post).run())  # USB buttons; keyboards grabbed
     driver = asyncio.ensure_future(started(app, session)) if started is not None else None
     waiting: set[asyncio.Future[Any]] = {screen_task, session_task} | ({driver} if driver else set())
     done, _pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     session.stop()
     await session_task
+    buttons.cancel()
+    await asyncio.gather(buttons, return_exceptions=True)
     app.stop()
     await screen_task
     if driver is not None and driver in done:
