@@ -84,6 +84,18 @@ class Driver:
         self.result["shots"].append(name)
         return path
 
+    async def flips(self, seconds: float) -> int:
+        """How often the window was redrawn (buffers swapped) in the next ``seconds``."""
+        count = [0]
+
+        def flipped(*_args: Any) -> None:
+            count[0] += 1
+
+        self.window.bind(on_flip=flipped)
+        await asyncio.sleep(seconds)
+        self.window.unbind(on_flip=flipped)
+        return count[0]
+
     async def status(self, message: m.AgentStatus) -> None:
         self.agent.status = message
         await self.agent.send(message)
@@ -138,6 +150,7 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.status(status("assigned"))
     await d.screen("idle")
     await d.shot("idle")
+    d.result["idle_flips"] = await d.flips(2.0)  # nothing is drawn while nothing changes
 
     d.at(MORNING + 1.5 * 3600 - 4 * 60)  # four minutes before Anne's visit
     await d.screen("reminder")

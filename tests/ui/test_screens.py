@@ -128,4 +128,5 @@ def test_the_call_shows_the_callers_moving_video_a_self_view_and_the_citizens_co
     assert result["camera_muted"] is True  # "camera off" reached the track the call sends
     assert result["hang_up"] == "hung-up"
     assert result["consent"] == [["support-1", "yes"]]
+    assert result["idle_flips"] == 0, "the idle screen was redrawn while nothing changed"
     assert result["typed"] == "Blåbærgrød"  # æ, ø, å and a capital from the on-screen keyboard
