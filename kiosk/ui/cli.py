@@ -188,7 +188,11 @@ async def run_screen(args: argparse.Namespace, *,
 
         return show
 
-    session = UiSession(AgentClient(socket_path(state)),
+    def awake() -> bool:  # told to the server with each heartbeat: "was the screen on?"
+        shown = app.shown
+        return shown is None or not shown.asleep
+
+    session = UiSession(AgentClient(socket_path(state), screen_awake=awake),
                         open_media or (lambda: open_device_media(demo=args.demo_media)),
                         on_screen=app.show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
                         settings=settings,

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import av
 from kivy.clock import Clock
+from kivy.core.window import Window  # noqa: F401  (the GL context must exist before a shader is built)
 from kivy.graphics import BindTexture, Color, Rectangle, RenderContext
 from kivy.graphics.texture import Texture
 from kivy.uix.widget import Widget

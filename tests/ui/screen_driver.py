@@ -96,6 +96,21 @@ class Driver:
         self.window.unbind(on_flip=flipped)
         return count[0]
 
+    def kiosk_settings(self) -> dict[str, Any]:
+        """Escape and closing the window refused, no cursor, no screensaver, one touch source."""
+        from kivy.base import EventLoop
+        from kivy.config import Config
+
+        escape_handled = self.window.dispatch("on_keyboard", 27, 0, None, [])
+        close_refused = self.window.dispatch("on_request_close")
+        return {
+            "escape_refused": bool(escape_handled), "close_refused": bool(close_refused),
+            "still_running": self.app.root is not None and self.app.shown is not None,
+            "show_cursor": Config.get("graphics", "show_cursor"),
+            "allow_screensaver": Config.get("graphics", "allow_screensaver"),
+            "input_providers": [type(p).__name__ for p in EventLoop.input_providers],
+        }
+
     async def status(self, message: m.AgentStatus) -> None:
         self.agent.status = message
         await self.agent.send(message)
@@ -151,6 +166,7 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.screen("idle")
     await d.shot("idle")
     d.result["idle_flips"] = await d.flips(2.0)  # nothing is drawn while nothing changes
+    d.result["kiosk"] = d.kiosk_settings()
 
     d.at(MORNING + 1.5 * 3600 - 4 * 60)  # four minutes before Anne's visit
     await d.screen("reminder")

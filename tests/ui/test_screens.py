@@ -129,4 +129,8 @@ def test_the_call_shows_the_callers_moving_video_a_self_view_and_the_citizens_co
     assert result["hang_up"] == "hung-up"
     assert result["consent"] == [["support-1", "yes"]]
     assert result["idle_flips"] == 0, "the idle screen was redrawn while nothing changed"
+    kiosk = result["kiosk"]
+    assert kiosk["escape_refused"] and kiosk["close_refused"] and kiosk["still_running"]
+    assert (kiosk["show_cursor"], kiosk["allow_screensaver"]) == ("0", "0")
+    assert len(kiosk["input_providers"]) == 1, kiosk  # one touch source: two would double every touch
     assert result["typed"] == "Blåbærgrød"  # æ, ø, å and a capital from the on-screen keyboard
