@@ -17,6 +17,7 @@ import asyncio
 import fractions
 import logging
 import time
+from typing import Any
 
 import av
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
@@ -125,10 +126,11 @@ class SwappableTrack(MediaStreamTrack):
                 return self._stamp(frame)
             self._swapped.clear()
             if self._pending is None:
-                self._pending = asyncio.ensure_future(source.recv())
+                self._pending = asyncio.ensure_future(self._next_frame(source))
             swapped = asyncio.ensure_future(self._swapped.wait())
             try:
-                await asyncio.wait({self._pending, swapped}, return_when=asyncio.FIRST_COMPLETED)
+                waiters: list[asyncio.Future[Any]] = [self._pending, swapped]
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 swapped.cancel()
             pending, self._pending = self._pending, None
@@ -168,6 +170,13 @@ class SwappableTrack(MediaStreamTrack):
             return None
         return placeholder_frame(*self._size) if self.kind == "video" else silence_frame()
 
+    @staticmethod
+    async def _next_frame(source: MediaStreamTrack) -> Frame:
+        frame = await source.recv()
+        if not isinstance(frame, Frame):
+            raise MediaStreamError  # a packet source has no place here: treated as the source ending
+        return frame
+
     def _stamp(self, frame: Frame) -> Frame:
         """Give ``frame`` the track's own, continuous timestamp."""
         if isinstance(frame, av.AudioFrame):
@@ -181,7 +190,8 @@ class SwappableTrack(MediaStreamTrack):
         # intra; libvpx obeys that and would send nothing but key frames,
         # several times the bits and the CPU.  Whether a frame is a key frame
         # is the encoder's decision (or a PLI's), never the camera's.
-        frame.pict_type = av.video.frame.PictureType.NONE
+        if isinstance(frame, av.VideoFrame):
+            frame.pict_type = av.video.frame.PictureType.NONE
         now = time.monotonic()
         if self._clock_start is None:
             self._clock_start = now
