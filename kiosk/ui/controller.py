@@ -65,6 +65,8 @@ __all__ = [
     "SetupClosed",
     "SetupPage",
     "StartPeer",
+    "StartRinging",
+    "StopRinging",
     "TimePassed",
     "Transition",
     "UiState",
@@ -310,6 +312,20 @@ class Chime:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRinging:
+    """Ring: the ring tone (rising), and the caller announced aloud between rings."""
+
+    ring: m.CallRing
+
+
+@dataclass(frozen=True, slots=True)
+class StopRinging:
+    """The ringing is over (answered, or the call ended)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentGiven:
     """The citizen's answer to a request to see the screen (the agent signs it as the result)."""
 
@@ -319,6 +335,7 @@ class ConsentGiven:
 
 Action: TypeAlias = (
     Send | StartPeer | AcceptAnswer | ClosePeer | SetCamera | SetMicrophone | SetVolume | Chime | ConsentGiven
+    | StartRinging | StopRinging
 )
 
 
@@ -600,6 +617,21 @@ def step(state: UiState, event: Event, now: float) -> UiTransition:
     """Feed one event at time ``now``. Never raises for any event in any state."""
     if not math.isfinite(now):
         return Transition(state)
+    after = _step(state, event, now)
+    # The ring's sound follows the ringing state, whatever ended it: one place decides.
+    was, is_ = _ringing(state), _ringing(after.state)
+    if was is is_ or (was is not None and is_ is not None and was.call_id == is_.call_id):
+        return after
+    sounds: tuple[Action, ...] = ((StopRinging(was.call_id),) if was else ()) + ((StartRinging(is_),) if is_ else ())
+    return Transition(after.state, after.actions + sounds)
+
+
+def _ringing(state: UiState) -> m.CallRing | None:
+    view = _live(state, None)
+    return view.ring if view is not None and view.machine.state is c.CallState.RINGING else None
+
+
+def _step(state: UiState, event: Event, now: float) -> UiTransition:
     match event:
         case m.AgentStatus():
             return Transition(replace(state, status=event))

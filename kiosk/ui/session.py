@@ -67,6 +67,10 @@ def _log_consent(answer: ui.ConsentGiven) -> None:
     log.info("screen consent %s: %s", answer.request_id, answer.answer)
 
 
+def _log_ring(ring: m.CallRing | None) -> None:
+    log.info("ring tone %s (no speaker attached)", "on" if ring is not None else "off")
+
+
 @dataclass(frozen=True)
 class Effects:
     """What the session does for the sound and consent actions; the speaker, chime
@@ -75,6 +79,7 @@ class Effects:
     set_volume: Callable[[int], None] = _log_volume
     chime: Callable[[], None] = _log_chime
     consent: Callable[[ui.ConsentGiven], None] = _log_consent
+    ring: Callable[[m.CallRing | None], None] = _log_ring  # the ring tone and announcement; None stops them
 
 
 class UiSession:
@@ -221,6 +226,10 @@ class UiSession:
                 self.effects.chime()
             case ui.ConsentGiven():
                 self.effects.consent(action)
+            case ui.StartRinging(ring=ring):
+                self.effects.ring(ring)
+            case ui.StopRinging():
+                self.effects.ring(None)
 
     async def _media_with_self_view(self) -> LocalMedia:
         media = await self._open_media()

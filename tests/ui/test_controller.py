@@ -116,9 +116,9 @@ def test_log_record_has_no_citizen_data() -> None:
 
 def test_a_call_from_ring_to_citizen_hang_up() -> None:
     d = idle()
-    assert d.feed(RING) == (Send(m.CallRinging(call_id="c1", screen_awake=True)),)
+    assert d.feed(RING) == (Send(m.CallRinging(call_id="c1", screen_awake=True)), ui.StartRinging(RING))
     assert d.shown().name == "ringing"
-    assert d.feed(AnswerPressed()) == (StartPeer(RING),)
+    assert d.feed(AnswerPressed()) == (StartPeer(RING), ui.StopRinging("c1"))
     assert d.shown().name == "connecting"
     offer = m.CallAnswer(call_id="c1", sdp="offer")
     assert d.feed(OfferReady(offer)) == (Send(offer),)
@@ -150,7 +150,7 @@ def test_the_ended_screen_gives_way_to_idle() -> None:
     assert d.shown().name == "idle"
     assert d.feed(RING) == ()  # the same call again: over is over
     second = m.CallRing(call_id="c2", caller_name="Bo", caller_role="nurse", ice_servers=[])
-    assert d.feed(second) == (Send(m.CallRinging(call_id="c2", screen_awake=True)),)
+    assert d.feed(second) == (Send(m.CallRinging(call_id="c2", screen_awake=True)), ui.StartRinging(second))
 
 
 def test_ring_times_out_on_the_device_without_a_message() -> None:
@@ -158,7 +158,7 @@ def test_ring_times_out_on_the_device_without_a_message() -> None:
     d.feed(m.CallRing(call_id="c1", caller_name="Anne", caller_role="caregiver", ice_servers=[],
                       ring_timeout=45), at=100.0)
     assert ui.next_deadline(d.state) == 145.0
-    assert d.feed(TimePassed(), at=145.0) == ()  # the server reaches the same verdict
+    assert d.feed(TimePassed(), at=145.0) == (ui.StopRinging("c1"),)  # the server reaches the same verdict
     assert d.shown().end_reason == "not_answered"
     assert d.feed(AnswerPressed(), at=146.0) == ()
 
@@ -166,7 +166,7 @@ def test_ring_times_out_on_the_device_without_a_message() -> None:
 def test_answer_after_the_ring_deadline_does_not_start_media() -> None:
     d = idle()
     d.feed(m.CallRing(call_id="c1", caller_name="A", caller_role="r", ice_servers=[], ring_timeout=10), at=0.0)
-    assert d.feed(AnswerPressed(), at=11.0) == ()  # the Tick was late; the deadline still counts
+    assert d.feed(AnswerPressed(), at=11.0) == (ui.StopRinging("c1"),)  # the tick was late; the deadline counts
     assert d.shown().end_reason == "not_answered"
 
 
@@ -195,7 +195,7 @@ def test_media_failure_before_and_after_connecting() -> None:
 def test_agent_lost_ends_a_ringing_call_but_not_one_in_progress() -> None:
     d = idle()
     d.feed(RING)
-    assert d.feed(AgentLost()) == ()
+    assert d.feed(AgentLost()) == (ui.StopRinging("c1"),)
     assert d.shown().end_reason == "device_offline"
     d = idle()
     d.feed(RING)
@@ -317,6 +317,7 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
     ended: set[str] = set()
     rang: dict[str, int] = {}
     started: set[str] = set()
+    ringing_now: str | None = None
     for event, dt in sequence:
         now += dt
         transition = ui.step(state, event, now)  # never raises
@@ -341,6 +342,14 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
                 assert rang[ringing] == 1  # each call rings once
         if shown.name == "ended" and shown.call_id is not None:
             ended.add(shown.call_id)
+        for action in transition.actions:  # the ring sound starts and stops in pairs, one at a time
+            if isinstance(action, ui.StartRinging):
+                assert ringing_now is None
+                ringing_now = action.ring.call_id
+            elif isinstance(action, ui.StopRinging):
+                assert ringing_now == action.call_id
+                ringing_now = None
+        assert (ringing_now is not None) == (shown.name == "ringing")
         deadline = ui.next_deadline(state)
         assert deadline is None or math.isfinite(deadline)
         if state.call is not None and state.call.ended:
