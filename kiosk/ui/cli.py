@@ -43,7 +43,7 @@ from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
 from kiosk.ui.session import UiSession, local_wall_clock
-from kiosk.ui.settings import load_settings
+from kiosk.ui.settings import button_map, load_settings
 
 log = logging.getLogger("kiosk.ui")
 
@@ -203,7 +203,7 @@ async def run_screen(args: argparse.Namespace, *,
         loop.add_signal_handler(sig, session.stop)
     screen_task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))
     session_task = asyncio.ensure_future(session.run())
-    buttons = asyncio.ensure_future(InputWatcher(session.post).run())  # USB buttons; keyboards grabbed
+    buttons = asyncio.ensure_future(InputWatcher(session.post, button_map(settings)).run())  # keyboards grabbed
     driver = asyncio.ensure_future(started(app, session)) if started is not None else None
     waiting: set[asyncio.Future[Any]] = {screen_task, session_task} | ({driver} if driver else set())
     done, _pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)

@@ -375,6 +375,8 @@ class Settings:
     reminder_minutes: int = 5
     staff_pin: str | None = None  # None: no PIN set, the setup cannot be opened
     volume: int = 6
+    answer_keys: tuple[str, ...] = ()  # evdev key names of physical answer buttons; () the defaults
+    hang_up_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

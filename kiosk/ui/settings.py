@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
+from kiosk.ui.buttons import ButtonMap
 from kiosk.ui.controller import Settings
 from kiosk.ui.i18n import LANGUAGES
 
@@ -53,6 +54,8 @@ def parse_settings(raw: dict[str, Any], serial: str) -> Settings:
         "reminder_minutes": (int, lambda v: 0 <= v <= 120),
         "staff_pin": (str, lambda v: v.isdigit() and 4 <= len(v) <= 12),
         "volume": (int, lambda v: 0 <= v <= 10),
+        "answer_keys": (list, _key_names),
+        "hang_up_keys": (list, _key_names),
     }
     for key, value in raw.items():
         if key not in checks:
@@ -62,8 +65,23 @@ def parse_settings(raw: dict[str, Any], serial: str) -> Settings:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool) or not valid(value):
             raise SettingsError(f"setting {key!r} has a value out of range: {value!r}")
-        values[key] = value
+        values[key] = tuple(value) if isinstance(value, list) else value
     return replace(defaults, **values)
+
+
+def _key_names(names: list[Any]) -> bool:
+    try:
+        ButtonMap.from_names([str(n) for n in names], [])
+    except ValueError:
+        return False
+    return all(isinstance(n, str) for n in names)
+
+
+def button_map(settings: Settings) -> ButtonMap:
+    """The physical buttons: the configured keys, or the defaults for what is not configured."""
+    defaults = ButtonMap()
+    configured = ButtonMap.from_names(settings.answer_keys, settings.hang_up_keys)
+    return ButtonMap(configured.answer or defaults.answer, configured.hang_up or defaults.hang_up)
 
 
 def load_settings(state_dir: Path, serial: str | None = None) -> Settings:
