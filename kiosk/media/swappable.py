@@ -22,6 +22,7 @@ from typing import Any
 import av
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 from av.frame import Frame
+from av.packet import Packet
 
 from .sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, Kind
 
@@ -35,7 +36,7 @@ PLACEHOLDER_YUV = (40, 140, 120)
 def placeholder_frame(width: int = 640, height: int = 480) -> av.VideoFrame:
     """A plain dark picture: cheap to encode and nothing for the eye to catch."""
     frame = av.VideoFrame(width, height, "yuv420p")
-    for plane, value in zip(frame.planes, PLACEHOLDER_YUV, strict=True):
+    for plane, value in zip(frame.planes, PLACEHOLDER_YUV, strict=True):  # Y, U, V
         plane.update(bytes([value]) * plane.buffer_size)
     return frame
 
@@ -62,7 +63,7 @@ class SwappableTrack(MediaStreamTrack):
         self.kind = kind
         self._source = source
         self._swapped = asyncio.Event()
-        self._pending: asyncio.Future[Frame] | None = None
+        self._pending: asyncio.Future[Frame | Packet[Any]] | None = None
         self._size = size
         self._filler_interval = 1.0 / placeholder_fps if kind == "video" else AUDIO_PTIME
         self._next_filler_at: float | None = None
@@ -126,11 +127,11 @@ class SwappableTrack(MediaStreamTrack):
                 return self._stamp(frame)
             self._swapped.clear()
             if self._pending is None:
-                self._pending = asyncio.ensure_future(self._next_frame(source))
+                self._pending = asyncio.ensure_future(source.recv())
             swapped = asyncio.ensure_future(self._swapped.wait())
             try:
-                waiters: list[asyncio.Future[Any]] = [self._pending, swapped]
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                racing: set[asyncio.Future[Any]] = {self._pending, swapped}
+                await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 swapped.cancel()
             pending, self._pending = self._pending, None
@@ -139,18 +140,20 @@ class SwappableTrack(MediaStreamTrack):
                     pending.cancel()
                 continue
             try:
-                frame = pending.result()
+                received = pending.result()
             except MediaStreamError:
                 # The device went away under us; hotplug will bring a new one.
                 logger.info("%s source ended, sending filler", self.kind)
                 if self._source is source:
                     self._source = None
                 continue
+            if not isinstance(received, Frame):
+                continue  # a capture track hands out frames only
             self.frames_from_source += 1
             self._next_filler_at = None
-            if isinstance(frame, av.VideoFrame):
-                self._size = (frame.width, frame.height)
-            return self._stamp(frame)
+            if isinstance(received, av.VideoFrame):
+                self._size = (received.width, received.height)
+            return self._stamp(received)
 
     async def _filler(self) -> Frame | None:
         """Wait for the next filler slot; ``None`` if a source arrived meanwhile."""
@@ -169,13 +172,6 @@ class SwappableTrack(MediaStreamTrack):
         if self._source is not None and not self._muted:
             return None
         return placeholder_frame(*self._size) if self.kind == "video" else silence_frame()
-
-    @staticmethod
-    async def _next_frame(source: MediaStreamTrack) -> Frame:
-        frame = await source.recv()
-        if not isinstance(frame, Frame):
-            raise MediaStreamError  # a packet source has no place here: treated as the source ending
-        return frame
 
     def _stamp(self, frame: Frame) -> Frame:
         """Give ``frame`` the track's own, continuous timestamp."""

@@ -11,12 +11,12 @@ import logging.handlers
 import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import kiosk
 from kiosk.cli_util import fail, print_json
 from kiosk.protocol import messages as m
+from kiosk.protocol.errors import ProtocolError
 from kiosk.provision import enroll
 from kiosk.provision.agent import Agent, enroll_until_done, resume_interrupted_wipe
 from kiosk.provision.state import StateDir
@@ -76,7 +76,7 @@ def _ask_running_agent(state: StateDir) -> m.AgentStatus | None:
             line = s.makefile("rb").readline()
         reply = m.AGENT_TO_UI.decode(line)
         return reply if isinstance(reply, m.AgentStatus) else None
-    except (OSError, m.ProtocolError):
+    except (OSError, ProtocolError):
         return None
 
 
@@ -158,4 +158,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

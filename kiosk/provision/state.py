@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kiosk.protocol import messages as m
 from kiosk.protocol import agent_socket, signing, wipe_journal
+from kiosk.protocol import messages as m
+from kiosk.protocol.errors import ProtocolError
 from kiosk.provision.files import append_line, atomic_write, read_json
 
 
@@ -129,11 +130,11 @@ class StateDir:
         atomic_write(self.outbox / f"{_safe(command_id)}.json", m.encode(envelope))
 
     def outbox_items(self) -> list[tuple[str, m.SignedEnvelope]]:
-        items = []
+        items: list[tuple[str, m.SignedEnvelope]] = []
         for path in sorted(self.outbox.glob("*.json"), key=lambda p: p.stat().st_mtime):
             try:
                 items.append((path.stem, m.Codec(m.SignedEnvelope).decode(path.read_bytes())))
-            except (m.ProtocolError, OSError):
+            except (ProtocolError, OSError):
                 path.unlink(missing_ok=True)  # torn by a crash before its rename; never sent
         return items
 

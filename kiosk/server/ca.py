@@ -100,7 +100,8 @@ class Authority:
     def ca_cert_path(self) -> Path:
         return self.directory / "ca.crt"
 
-    def issue_device_certificate(self, csr_pem: str, device_id: str) -> x509.Certificate:
+    def issue_device_certificate(self, csr_pem: str, device_id: str, issued_at: float) -> x509.Certificate:
+        """A device certificate valid from ``issued_at`` (the server's clock, seconds since the epoch)."""
         try:
             csr = x509.load_pem_x509_csr(csr_pem.encode())
         except ValueError as exc:
@@ -110,7 +111,7 @@ class Authority:
         key = csr.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
             raise ProtocolError("invalid-csr", "device keys must be ECDSA P-256")
-        now = _now()
+        now = dt.datetime.fromtimestamp(issued_at, dt.UTC)
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([
@@ -182,9 +183,10 @@ def load_or_create(directory: Path, municipality: str, server_names: list[str] |
         ca_cert = _ca_certificate(ca_key, municipality)
         write_private(ca_key_path, _pem_key(ca_key))
         ca_crt_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate(ca_crt_path.read_bytes())
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    ca_key = loaded
 
     if not (directory / "server.key").exists():
         server_key = ec.generate_private_key(ec.SECP256R1())

@@ -17,15 +17,18 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
+from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
-from kiosk.server import auth, calls, commands
-from kiosk.server.app import Listen, Server
+from kiosk.server import api_schema, auth, calls, commands
+from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
+from kiosk.server.login_guard import LoginGuard, Scope
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--turn", metavar="HOST:PORT", help="our coturn, handed to both peers of every call")
     sp.add_argument("--turn-secret-file", type=Path, help="coturn's static-auth-secret (use-auth-secret)")
     sp.add_argument("--relay-only", action="store_true", help="force media through TURN (for locked-down networks)")
+    sp.add_argument("--console-origin", action="append", default=[], metavar="URL",
+                    help="the console's address as browsers see it behind a reverse proxy, "
+                         "e.g. https://skaermbesoeg.kommune.dk (repeat)")
+    sp.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                    help="a reverse proxy's address: its X-Forwarded-For names the client, "
+                         "so login back-off holds the guesser, not everyone (repeat)")
 
     tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
     sp = tok.add_parser("create", help="write N provisioning files")
@@ -74,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd.add_parser("send")
     data(sp)
     sp.add_argument("device_id")
-    sp.add_argument("kind", help=", ".join(commands.m.COMMAND_KINDS))
+    sp.add_argument("kind", help=", ".join(m.COMMAND_KINDS))
     sp.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--expires", default="1d", type=parse_duration)
     sp.add_argument("--json", action="store_true")
@@ -90,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--role", choices=auth.ROLES, required=True)
     sp.add_argument("--display-name", help="how the citizen's screen names this person when they call")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp = usr.add_parser("unlock", help="lift the wait that failed logins put on an account or a client address")
+    data(sp)
+    sp.add_argument("username", nargs="?")
+    sp.add_argument("--address", help="a client address, as the audit log's login-failed entries show it")
+    sp = usr.add_parser("held", help="accounts and addresses with failed logins on record")
+    data(sp)
+    sp.add_argument("--json", action="store_true")
 
     cit = sub.add_parser("citizen", help="citizens, their screen and their care team").add_subparsers(
         dest="sub", required=True)
@@ -168,7 +184,8 @@ async def _serve(args: argparse.Namespace) -> None:
     server = Server.open(args.data, args.municipality, args.server_name,
                          CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
     runners = await server.start(args.device_listen, args.console_listen,
-                                 True if args.console_https else None)
+                                 True if args.console_https else None,
+                                 ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)))
     print(f"kiosk-server {kiosk.__version__}: {server.authority.municipality}; "
           f"root CA SHA-256 {server.authority.ca_fingerprint}", flush=True)
     stop = asyncio.Event()
@@ -246,6 +263,10 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}"
                       + (f" ({view['reason']})" if view["reason"] else ""))
         case "user", "add":
+            try:  # the name people log in with, and the audit log's actor: one format for both
+                msgspec.convert(args.username, api_schema.Name)
+            except msgspec.ValidationError:
+                fail("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
             password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
             try:
                 hashed = auth.hash_password(password)
@@ -255,14 +276,32 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 fail(f"user {args.username} exists already")
             store.add_user(args.username, hashed, args.role, actor, args.display_name)
             print(f"added {args.username} ({args.role})")
+        case "user", "unlock":
+            scopes = ([Scope("account", args.username)] if args.username else []) + (
+                [Scope("address", args.address)] if args.address else [])
+            if not scopes:
+                fail("name a user, or an --address, to unlock")
+            guard = LoginGuard(store)
+            for scope in scopes:
+                lifted = guard.unlock(scope, actor)
+                print(f"{scope.kind} {scope.value}: " + ("unlocked" if lifted else "had no failed logins on record"))
+        case "user", "held":
+            held = LoginGuard(store).held()
+            if args.json:
+                print_json([{"kind": scope.kind, "value": scope.value, "failures": state.failures,
+                             "blocked_until": state.blocked_until} for scope, state in held])
+            for scope, state in [] if args.json else held:
+                wait = max(0.0, state.blocked_until - time.time())
+                print(f"{scope.kind:<8} {scope.value:<40} {state.failures:>5} failures, waits {wait:.0f} s")
         case "citizen", "add":
-            unknown = [u for u in args.caregiver if store.user(u) is None]
+            caregivers = {u: store.user(u) for u in args.caregiver}
+            unknown = [u for u, row in caregivers.items() if row is None]
             if unknown:
                 fail(f"no such user: {', '.join(unknown)}")
             device = store.device(args.device)
             if device is None or device.revoked_at is not None:
                 fail(f"no enrolled screen {args.device}")
-            staff = [store.user(u).display_name or u for u in args.caregiver]
+            staff = [row.display_name or u for u, row in caregivers.items() if row is not None]
             action = commands.parse_action("assign", {"citizen_name": args.name, "contact_staff": staff})
             try:
                 with store.tx() as conn:
@@ -278,14 +317,14 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             if args.json:
                 print_json(records)
             else:
-                for r in records:
-                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["placed_at"]))
-                    talk = f"{r['talk_seconds']:.0f} s" if r["talk_seconds"] is not None else "-"
-                    print(f"{when} {r['caller']:<16} {r['end_reason']:<20} talk {talk}")
+                for rec in records:
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec["placed_at"]))
+                    talk = f"{rec['talk_seconds']:.0f} s" if rec["talk_seconds"] is not None else "-"
+                    print(f"{when} {rec['caller']:<16} {rec['end_reason']:<20} talk {talk}")
         case "audit", "list":
             entries = store.audit_entries(args.device, args.limit)
             if args.json:
-                print_json([e.__dict__ for e in entries])
+                print_json(msgspec.to_builtins(entries))
             else:
                 for e in entries:
                     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))

@@ -8,7 +8,6 @@ is missing, unknown, superseded or revoked, before the upgrade.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -64,7 +63,7 @@ async def enroll(request: web.Request) -> web.Response:
     try:
         with store.tx() as conn:
             store.consume_token(conn, req.token, device_id)
-            cert = authority.issue_device_certificate(req.csr_pem, device_id)
+            cert = authority.issue_device_certificate(req.csr_pem, device_id, store.clock())
             cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
             store.add_device(conn, device_id, format(cert.serial_number, "x"), cert_pem, req.agent_version[:64])
             store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
@@ -117,7 +116,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         await ws.send_str(m.encode(message).decode())
 
     link = DeviceLink(device_id, cert_pem, send, ws.close)
-    await send(m.Welcome(device_id=device_id, server_time=time.time(),
+    await send(m.Welcome(device_id=device_id, server_time=hub.clock(),
                          heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS))
     await hub.attach(link)
     log.info("device %s connected", device_id)
@@ -148,7 +147,7 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
             link.state, link.ui_alive = state, ui_alive
             hub.seen(link)
             if isinstance(message, m.Heartbeat):
-                await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=time.time()))
+                await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=hub.clock()))
         case m.CommandAck(command_id=command_id):
             hub.seen(link)
             store.mark_delivered(command_id)

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from kiosk.server.app import Server
+from kiosk.server.console_api import make_provisioning_files
 from tests.harness import BIN, AgentProcess, ServerProcess, run, wait_until
 
 
-def test_unit_enrolls_connects_and_forgets_its_token(server: ServerProcess, start_agent: Callable[..., AgentProcess]) -> None:
+def test_unit_enrolls_connects_and_forgets_its_token(server: ServerProcess,
+                                                     start_agent: Callable[..., AgentProcess]) -> None:
     agent = start_agent()
     device_id = agent.wait_online()
 
@@ -59,8 +62,16 @@ def test_token_works_once(server: ServerProcess, tmp_path: Path) -> None:
 
 
 def test_expired_token_is_refused_with_a_clear_reason(server: ServerProcess, tmp_path: Path) -> None:
-    prov = server.provisioning_file(tmp_path / "prov", expires="1s")
-    time.sleep(1.5)
+    # A token made an hour ago that lived a minute: written to the running server's database
+    # through the same code as the CLI, on a clock set back, instead of waiting for it to expire.
+    an_hour_ago = Server.open(server.data, clock=lambda: time.time() - 3600)
+    try:
+        [(name, content)] = make_provisioning_files(an_hour_ago.store, an_hour_ago.authority, server.url,
+                                                    1, 60.0, "test")
+    finally:
+        an_hour_ago.store.close()
+    prov = tmp_path / name
+    prov.write_text(content)
     result = _enroll_once(tmp_path / "unit", prov)
     assert result.returncode == 2
     assert "token-expired" in result.stderr and "expired" in result.stderr

@@ -9,6 +9,7 @@ reasons, and never any other exception.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -89,6 +90,8 @@ device_facts = st.builds(
     screen_awake=st.none() | st.booleans(),
 )
 
+planned_visits = st.builds(m.PlannedVisit, at=finite, staff_name=text, staff_role=text, kind=text)
+
 #: One strategy per message struct defined in kiosk.protocol.messages.
 MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     **ACTION_STRATEGIES,
@@ -144,7 +147,9 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         server_online=st.booleans(),
         citizen_name=st.none() | text,
         contact_staff=st.lists(text, max_size=3),
+        visits=st.lists(planned_visits, max_size=3),
     ),
+    m.PlannedVisit: planned_visits,
     m.EnrollRequest: st.builds(m.EnrollRequest, token=text, csr_pem=text, agent_version=text),
     m.EnrollResponse: st.builds(
         m.EnrollResponse,
@@ -172,12 +177,18 @@ CODECS: dict[str, tuple[m.Codec[Any], Any, int]] = {
     "ENROLL_RESPONSE": (m.ENROLL_RESPONSE, m.EnrollResponse, 64 * 1024),
     "ERROR_RESPONSE": (m.ERROR_RESPONSE, m.ErrorResponse, 16 * 1024),
 }
-UNION_CODECS = {name: entry for name, entry in CODECS.items() if typing.get_origin(entry[1]) is typing.Union}
+
+
+def is_union(message_type: Any) -> bool:
+    return typing.get_origin(message_type) in (typing.Union, types.UnionType)
+
+
+UNION_CODECS = {name: entry for name, entry in CODECS.items() if is_union(entry[1])}
 
 
 def members(message_type: Any) -> tuple[type[Any], ...]:
     """The struct types a codec's target type accepts."""
-    if typing.get_origin(message_type) is typing.Union:
+    if is_union(message_type):
         return typing.get_args(message_type)
     return (message_type,)
 

@@ -1,0 +1,298 @@
+"""The server's CallManager in-process: a real store, a real hub, fake device and staff links,
+and a clock the test sets — so a ring timeout is reached by moving the clock, not by waiting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kiosk.protocol import call as c
+from kiosk.protocol import messages as m
+from kiosk.server.calls import QUALITY_GRACE_SECONDS, Caller, CallManager, CallNotPlaced
+from kiosk.server.hub import Hub
+from kiosk.server.store import CallRow, Store
+from tests.call_endings import LANGUAGES, ending_text, endings
+from tests.server.fakes import START, FakeClock, FakeDevice, Inbox, open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+ANNE = Caller("anne", "Anne Hansen", "caregiver")
+RING_TIMEOUT = 45.0
+SDP = "v=0\r\n"
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    store: Store
+    hub: Hub
+    calls: CallManager
+    device: FakeDevice
+    citizen_id: str
+
+    async def place(self, caller: Caller = ANNE) -> tuple[str, Inbox]:
+        staff = Inbox()
+        call_id = await self.calls.place(caller, self.citizen_id, staff.send)
+        return call_id, staff
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    clock = FakeClock()
+    store = open_store(tmp_path / "server", clock)
+    hub = Hub(store)
+    calls = CallManager(store, hub, c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    device = FakeDevice(store, "device-1")
+    for username, role in (("anne", "caregiver"), ("bo", "caregiver")):
+        store.add_user(username, "(not a hash)", role, "test", username.title())
+    with store.tx() as conn:
+        citizen_id = store.add_citizen(conn, "Karen Jensen", device.id, ["anne"])
+    await device.connect(hub)
+    yield World(clock, store, hub, calls, device, citizen_id)
+    for live in calls.live.values():
+        if live.timer is not None:
+            live.timer.cancel()
+    store.close()
+
+
+async def test_an_unanswered_call_ends_when_the_clock_reaches_the_ring_timeout(world: World) -> None:
+    call_id, staff = await world.place()
+    ring = world.device.inbox.last(m.CallRing)
+    assert (ring.call_id, ring.caller_name, ring.ring_timeout) == (call_id, "Anne Hansen", RING_TIMEOUT)
+
+    world.clock.advance(2.0)
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id, screen_awake=True))
+    assert staff.last(m.CallRinging).screen_awake is True
+
+    world.clock.advance(RING_TIMEOUT - 2.0 - 0.001)  # a moment before the deadline: still ringing
+    await world.calls.fire_timers()
+    assert staff.of(m.CallEnded) == [] and call_id in world.calls.live
+
+    world.clock.advance(0.001)
+    await world.calls.fire_timers()
+
+    ended = staff.last(m.CallEnded)
+    assert ended.reason == "not_answered"
+    assert ended.facts == m.DeviceFacts(online=True, online_since=START, last_seen=START,
+                                        rang_for_seconds=RING_TIMEOUT - 2.0, ui_alive=None, screen_awake=True)
+    assert world.device.inbox.last(m.CallEnded).reason == "not_answered"
+    assert call_id not in world.calls.live
+    record = world.store.call_record(call_id)
+    assert record is not None
+    assert (record.end_reason, record.placed_at, record.rang_at, record.ended_at) == (
+        "not_answered", START, START + 2.0, START + RING_TIMEOUT)
+    assert record.ring_seconds == RING_TIMEOUT - 2.0 and record.talk_seconds is None
+
+
+async def test_a_late_timer_still_ends_the_call_at_its_deadline(world: World) -> None:
+    call_id, staff = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id, screen_awake=True))
+    world.clock.advance(RING_TIMEOUT + 30.0)  # a loaded server fired the timer 30 s late
+    await world.calls.fire_timers()
+    record = world.store.call_record(call_id)
+    assert record is not None and record.ended_at == START + RING_TIMEOUT
+    assert staff.last(m.CallEnded).reason == "not_answered"
+
+
+async def test_an_answered_call_keeps_its_times_and_who_hung_up(world: World) -> None:
+    call_id, staff = await world.place()
+    world.clock.advance(1.0)
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id))
+    world.clock.advance(4.0)
+    await world.calls.from_device(world.device.id, m.CallAnswer(call_id=call_id, sdp=SDP))
+    assert staff.last(m.CallAnswer).sdp == SDP
+    await world.calls.from_staff("anne", m.CallAccept(call_id=call_id, sdp=SDP))
+    assert world.device.inbox.last(m.CallAccept).sdp == SDP
+    world.clock.advance(0.5)
+    await world.calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    world.clock.advance(RING_TIMEOUT * 3)  # talking past every timeout: no timer ends a call in progress
+    await world.calls.fire_timers()
+    assert staff.of(m.CallEnded) == []
+    await world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id))
+
+    assert staff.last(m.CallEnded).reason == "hung_up_by_citizen"
+    assert world.device.inbox.of(m.CallEnded) == []  # the citizen knows they hung up
+    record = world.store.call_record(call_id)
+    assert record is not None
+    assert (record.ring_seconds, record.talk_seconds) == (4.0, RING_TIMEOUT * 3)
+
+
+async def test_an_offline_screen_ends_the_call_at_once_and_says_so(world: World) -> None:
+    await world.hub.disconnect(world.device.id)
+    world.clock.advance(600.0)
+    call_id, staff = await world.place()
+    assert staff.messages[0] == m.CallPlaced(call_id=call_id, citizen_name="Karen Jensen", ice_servers=[])
+    ended = staff.last(m.CallEnded)
+    assert ended.reason == "device_offline"
+    assert ended.facts is not None and ended.facts.online is False
+    assert world.device.inbox.of(m.CallRing) == []
+
+
+async def test_a_second_call_to_a_busy_screen_is_refused_as_busy(world: World) -> None:
+    first, _ = await world.place()
+    second, staff = await world.place()
+    assert staff.last(m.CallEnded).reason == "device_busy"
+    assert first in world.calls.live and second not in world.calls.live
+    assert [ring.call_id for ring in world.device.inbox.of(m.CallRing)] == [first]
+
+
+async def test_the_screen_going_away_while_ringing_ends_the_call(world: World) -> None:
+    call_id, staff = await world.place()
+    await world.calls.device_gone(world.device.id)
+    assert staff.last(m.CallEnded).reason == "device_offline"
+    assert call_id not in world.calls.live
+
+
+async def test_someone_outside_the_care_team_may_not_call(world: World) -> None:
+    with pytest.raises(CallNotPlaced) as refused:
+        await world.place(Caller("bo", "Bo", "caregiver"))
+    assert refused.value.code == "forbidden"
+    assert world.device.inbox.of(m.CallRing) == []
+    assert [e.action for e in world.store.audit_entries()][-1] == "call-refused"
+
+
+async def test_messages_from_the_wrong_party_change_nothing(world: World) -> None:
+    call_id, staff = await world.place()
+    await world.calls.from_staff("bo", m.CallHangUp(call_id=call_id))  # not Bo's call
+    stranger = FakeDevice(world.store, "device-2")
+    await stranger.connect(world.hub)
+    await world.calls.from_device(stranger.id, m.CallAnswer(call_id=call_id, sdp=SDP))  # not its call
+    assert staff.of(m.CallEnded) == [] and staff.of(m.CallAnswer) == []
+    assert world.calls.live[call_id].machine.state is c.CallState.RINGING
+
+
+async def test_quality_reports_are_kept_within_the_grace_period_only(world: World) -> None:
+    call_id, _ = await world.place()
+    await world.calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+    world.clock.advance(QUALITY_GRACE_SECONDS - 1.0)
+    await world.calls.from_staff("anne", m.CallQualityReport(call_id=call_id, quality={"rtt_ms": 40}))
+    world.clock.advance(2.0)
+    await world.calls.from_device(world.device.id, m.CallQualityReport(call_id=call_id, quality={"rtt_ms": 41}))
+    record = world.store.call_record(call_id)
+    assert record is not None and record.quality_staff is not None
+    assert json.loads(record.quality_staff) == {"rtt_ms": 40}
+    assert record.quality_device is None  # too late
+
+
+# --- what the caregiver is told is true --------------------------------------------------
+#
+# Every end reason is reached the way it happens, and its record's facts are what the page
+# shows under the headline; the headline (Danish and English, from the page's one table)
+# must claim nothing the facts deny.
+
+
+async def _connected(world: World) -> str:
+    call_id, _ = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id, screen_awake=True))
+    world.clock.advance(3.0)
+    await world.calls.from_device(world.device.id, m.CallAnswer(call_id=call_id, sdp=SDP))
+    await world.calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    return call_id
+
+
+async def _ends(world: World, reason: c.EndReason) -> str:
+    """Reach ``reason`` as it happens; the call's id."""
+    calls, device = world.calls, world.device.id
+    if reason is c.EndReason.DEVICE_OFFLINE:
+        await world.hub.disconnect(device)
+        return (await world.place())[0]
+    if reason is c.EndReason.SCREEN_NOT_RUNNING:
+        world.device.link.ui_alive = False  # as the agent's heartbeat reports it
+        return (await world.place())[0]
+    if reason is c.EndReason.DEVICE_BUSY:
+        await world.place()
+        return (await world.place())[0]
+    call_id, _ = await world.place()
+    if reason is c.EndReason.DID_NOT_RING:
+        world.clock.advance(c.DEFAULT_RING_ACK_TIMEOUT)
+        await calls.fire_timers()
+        return call_id
+    if reason is c.EndReason.CANCELLED_BY_CALLER:
+        await calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+        return call_id
+    await calls.from_device(device, m.CallRinging(call_id=call_id, screen_awake=True))
+    if reason is c.EndReason.NOT_ANSWERED:
+        world.clock.advance(RING_TIMEOUT)
+        await calls.fire_timers()
+        return call_id
+    await calls.from_device(device, m.CallAnswer(call_id=call_id, sdp=SDP))
+    if reason is c.EndReason.MEDIA_FAILED:
+        await calls.from_staff("anne", m.CallHangUp(call_id=call_id, reason="media-failed"))
+        return call_id
+    await calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    if reason is c.EndReason.CONNECTION_LOST:
+        await calls.from_device(device, m.CallHangUp(call_id=call_id, reason="media-failed"))
+    elif reason is c.EndReason.HUNG_UP_BY_STAFF:
+        await calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+    elif reason is c.EndReason.HUNG_UP_BY_CITIZEN:
+        await calls.from_device(device, m.CallHangUp(call_id=call_id))
+    return call_id
+
+
+#: Words a headline may use only when the facts bear them out (lower case).
+CLAIMS: dict[str, tuple[tuple[str, ...], Callable[[m.DeviceFacts, CallRow], bool]]] = {
+    "nobody answered": (("ingen tog", "tog ikke", "nobody answered", "did not answer"),
+                        lambda f, r: f.rang_for_seconds is not None and r.answered_at is None),
+    "it never rang": (("ringede ikke", "kan ikke ringe", "did not ring", "cannot ring"),
+                      lambda f, r: f.rang_for_seconds is None and r.rang_at is None),
+    "screen offline": (("ikke forbundet", "not connected"), lambda f, _r: not f.online),
+    "program not running": (("program kører ikke", "app is not running"), lambda f, _r: f.ui_alive is False),
+    "the citizen answered": (("borgeren tog den", "citizen answered"), lambda _f, r: r.answered_at is not None),
+    "media was lost": (("blev afbrudt", "was lost"), lambda _f, r: r.connected_at is not None),
+    "never connected": (("kunne ikke etableres", "could not be set up"), lambda _f, r: r.connected_at is None),
+    "someone hung up": (("lagde på", "hung up"), lambda f, _r: f.rang_for_seconds is not None),
+    "busy": (("optaget", "busy"), lambda f, _r: f.online),
+    "withdrawn before media": (("afbrød", "cancelled"), lambda _f, r: r.connected_at is None),
+}
+#: Reasons after which the caregiver can do something about it, so the page must say what.
+NEEDS_ADVICE = {c.EndReason.NOT_ANSWERED, c.EndReason.DID_NOT_RING, c.EndReason.SCREEN_NOT_RUNNING,
+                c.EndReason.MEDIA_FAILED, c.EndReason.CONNECTION_LOST, c.EndReason.DEVICE_OFFLINE,
+                c.EndReason.DEVICE_BUSY}
+
+
+def test_the_page_has_a_headline_for_every_reason_in_both_languages() -> None:
+    for lang in LANGUAGES:
+        assert set(endings()[lang]["headlines"]) >= {r.value for r in c.EndReason}, lang
+        assert set(endings()[lang]["advice"]) == {r.value for r in NEEDS_ADVICE}, lang
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("reason", list(c.EndReason))
+async def test_every_headline_agrees_with_the_facts_of_its_reason(
+        world: World, reason: c.EndReason, lang: str) -> None:
+    call_id = await _ends(world, reason)
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == reason.value
+    facts = m.convert(json.loads(record.facts or "null"), m.DeviceFacts)
+    text = ending_text(lang, reason.value).lower()
+    made = [claim for claim, (words, _) in CLAIMS.items() if any(w in text for w in words)]
+    assert made, f"{reason} ({lang}): the headline {text!r} says nothing the test can check"
+    for claim in made:
+        assert CLAIMS[claim][1](facts, record), f"{reason} ({lang}): {text!r} claims {claim!r}, facts say {facts}"
+
+
+async def test_a_call_to_a_screen_whose_program_is_not_running_ends_at_once_and_never_rings(world: World) -> None:
+    world.device.link.ui_alive = False
+    call_id, staff = await world.place()
+    ended = staff.last(m.CallEnded)
+    assert ended.reason == "screen_not_running" and ended.facts is not None
+    assert (ended.facts.online, ended.facts.ui_alive, ended.facts.rang_for_seconds) == (True, False, None)
+    assert world.device.inbox.of(m.CallRing) == []
+    assert call_id not in world.calls.live
+
+
+async def test_a_ring_the_unit_never_confirms_ends_as_did_not_ring_not_as_unanswered(world: World) -> None:
+    call_id, staff = await world.place()
+    world.clock.advance(c.DEFAULT_RING_ACK_TIMEOUT - 0.001)
+    await world.calls.fire_timers()
+    assert staff.of(m.CallEnded) == []
+    world.clock.advance(0.001)
+    await world.calls.fire_timers()
+    assert staff.last(m.CallEnded).reason == "did_not_ring"
+    assert world.device.inbox.last(m.CallEnded).reason == "did_not_ring"  # the unit stops, if it rings late
+    record = world.store.call_record(call_id)
+    assert record is not None and record.rang_at is None and record.end_reason == "did_not_ring"
