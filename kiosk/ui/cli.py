@@ -42,8 +42,9 @@ from kiosk.ui.buttons import InputWatcher
 from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
-from kiosk.ui.session import UiSession, local_wall_clock
+from kiosk.ui.session import Effects, UiSession, local_wall_clock
 from kiosk.ui.settings import button_map, load_settings
+from kiosk.ui.sound import Speaker
 
 log = logging.getLogger("kiosk.ui")
 
@@ -192,10 +193,11 @@ async def run_screen(args: argparse.Namespace, *,
         shown = app.shown
         return shown is None or not shown.asleep
 
+    speaker = Speaker(settings.volume, settings.language)
     session = UiSession(AgentClient(socket_path(state), screen_awake=awake),
                         open_media or (lambda: open_device_media(demo=args.demo_media)),
                         on_screen=app.show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
-                        settings=settings,
+                        audio_sink=speaker.new_sink, effects=speaker.effects(Effects()), settings=settings,
                         read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock)
     app.post_event = session.post
     loop = asyncio.get_running_loop()

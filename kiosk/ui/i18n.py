@@ -32,6 +32,9 @@ DEFAULT_LANGUAGE: Final = "da"
 
 Translate = Callable[[str], str]
 
+#: Roles the server may send as words of its own; shown and spoken in the citizen's language.
+ROLE_WORDS: Final = ("caregiver", "nurse", "support")
+
 
 @cache
 def catalog(language: str) -> gettext.NullTranslations:
@@ -51,6 +54,11 @@ def catalog(language: str) -> gettext.NullTranslations:
 
 def translator(language: str) -> Translate:
     return catalog(language).gettext
+
+
+def role_words(role: str, language: str) -> str:
+    """The caller's role in the citizen's language ("caregiver" -> "hjemmeplejen"); other roles as given."""
+    return translator(language)(role) if role in ROLE_WORDS else role
 
 
 def long_date(day: datetime.date, language: str) -> str:

@@ -33,8 +33,6 @@ from kiosk.ui.network import NetworkPage
 from kiosk.ui.video import VideoView
 from kiosk.ui.widgets import Background, Badge, BigButton, HiddenCorner, Sizes, Text
 
-ROLE_WORDS = ("caregiver", "nurse", "support")
-
 
 @dataclass
 class Context:
@@ -87,8 +85,7 @@ def _message(ctx: Context, title: str, *lines: str) -> BoxLayout:
 
 
 def role(ctx: Context, words: str) -> str:
-    """The caller's role in the citizen's language ("caregiver" -> "hjemmeplejen")."""
-    return ctx._(words) if words in ROLE_WORDS else words
+    return i18n.role_words(words, ctx.language)
 
 
 # --- the quiet screens --------------------------------------------------------------------

@@ -297,5 +297,8 @@ class UiSession:
 
     async def _close(self, peer: DeviceCall) -> None:
         report = await peer.hang_up()
+        close_sink = getattr(peer.audio_sink, "close", None)  # the speaker's player process ends with the call
+        if close_sink is not None:
+            await close_sink()
         if report is not None:
             self.post(ui.QualityReady(report))

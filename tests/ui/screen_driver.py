@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -303,7 +304,7 @@ async def main() -> int:
 
         async def started(app: Any, session: UiSession) -> None:
             consent: list[ui.ConsentGiven] = []
-            session.effects = session.effects.__class__(consent=consent.append)
+            session.effects = dataclasses.replace(session.effects, consent=consent.append)
             await asyncio.sleep(0.5)
             driver = Driver(app, session, agent, opts.out, clock)
             try:

@@ -16,14 +16,13 @@ from evdev import ecodes
 from kiosk.ui import i18n
 from kiosk.ui.buttons import ButtonMap
 from kiosk.ui.network import WifiNetwork, parse_scan, split_terse
-from kiosk.ui.screens import ROLE_WORDS
 from kiosk.ui.settings import button_map, load_settings, parse_settings, serial_number
 
 UI = Path(i18n.__file__).parent
 
 
 def source_strings() -> set[str]:
-    found = set(ROLE_WORDS)
+    found = set(i18n.ROLE_WORDS)
     for module in ("screens.py", "network.py"):
         for _line, message, _comments, _context in extract_from_file("python", UI / module, keywords={"_": None}):
             found.add(message if isinstance(message, str) else message[0])
