@@ -25,9 +25,11 @@ def configure(size: tuple[int, int] | None, kivy_home: Path | None = None) -> No
     on Escape, no screensaver, and only the window's own touch input (one source:
     two would give doubled touches)."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")
-    # Kivy writes its config.ini under KIVY_HOME; a fresh one per run keeps a
-    # stale ~/.kivy (with a catch-all touch entry) out of the kiosk.
-    os.environ.setdefault("KIVY_HOME", str(kivy_home or Path(tempfile.mkdtemp(prefix="kiosk-kivy-"))))
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")  # our log handler only: one line per message, no colours
+    # Kivy writes its config.ini under KIVY_HOME; one of our own (every setting that
+    # matters is set below, each start) keeps ~/.kivy (with a catch-all touch entry) out.
+    home = kivy_home or Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"kiosk-kivy-{os.getuid()}"
+    os.environ.setdefault("KIVY_HOME", str(home))
     from kivy.config import Config
 
     Config.set("kivy", "log_level", "info")  # never debug: libraries log SDPs and addresses there
