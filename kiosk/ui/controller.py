@@ -73,6 +73,7 @@ __all__ = [
     "UiTransition",
     "VisitLine",
     "VolumeStep",
+    "WakeTouched",
     "WallClock",
     "initial_state",
     "next_deadline",
@@ -93,6 +94,8 @@ PIN_SECONDS: Final = 60.0
 SETUP_SECONDS: Final = 600.0
 #: A planned visit's reminder stays this long after the planned time (staff may be late).
 REMINDER_AFTER_SECONDS: Final = 300.0
+#: A touch on the dark night screen shows it this long (wall-clock seconds).
+WOKEN_SECONDS: Final = 60.0
 #: Volume steps (0 is silent); the sound layer maps them onto its range (>= 18 dB).
 VOLUME_STEPS: Final = 10
 
@@ -217,6 +220,11 @@ class ConsentAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class WakeTouched:
+    """The citizen touched the dark night screen: show it for a while."""
+
+
+@dataclass(frozen=True, slots=True)
 class CornerHeld:
     """The hidden corner was held long enough: staff want the setup."""
 
@@ -247,6 +255,7 @@ LocalEvent: TypeAlias = (
     AgentConnected | AgentLost | AnswerPressed | HangUpPressed | OfferReady | MediaUp | MediaDown
     | QualityReady | TimePassed | WallClock | CameraToggled | MicrophoneToggled | VolumeStep
     | ConsentAsked | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
+    | WakeTouched
 )
 Event: TypeAlias = LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded
 
@@ -406,6 +415,7 @@ class UiState:
     consent: Consent | None = None
     setup: Setup | None = None
     reminded: tuple[float, ...] = ()  # times of the visits whose chime has sounded
+    woken_until: float = 0.0  # wall clock: the night screen shows until then after a touch
 
 
 def initial_state(now: float, screen_awake: bool = True, settings: Settings | None = None) -> UiState:
@@ -583,6 +593,8 @@ def _night(state: UiState) -> bool:
     wall = state.wall
     if wall is None:
         return False
+    if wall.time < state.woken_until:
+        return False
     _, hour, _ = _local(wall, wall.time)
     start, end = state.settings.night_start_hour, state.settings.night_end_hour
     if start == end:
@@ -699,6 +711,10 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             return _setup(state, event, now)
         case SettingsChanged(settings=settings):
             return Transition(replace(state, settings=settings))
+        case WakeTouched():
+            if state.wall is None:
+                return Transition(state)
+            return Transition(replace(state, woken_until=state.wall.time + WOKEN_SECONDS))
         case _:  # Rejected, and anything else the agent may add: nothing on screen changes
             return Transition(state)
 

@@ -31,7 +31,7 @@ from kiosk.ui import i18n, theme
 from kiosk.ui.keyboard import OnScreenKeyboard
 from kiosk.ui.network import NetworkPage
 from kiosk.ui.video import VideoView
-from kiosk.ui.widgets import Background, Badge, BigButton, HiddenCorner, Sizes, Text
+from kiosk.ui.widgets import Background, Badge, BigButton, HiddenCorner, Sizes, Text, TouchArea
 
 
 @dataclass
@@ -62,6 +62,7 @@ def build(shown: ui.Screen, ctx: Context) -> Widget:
     root = FloatLayout()
     if shown.asleep:
         root.add_widget(Background(theme.ASLEEP))
+        root.add_widget(TouchArea(lambda: ctx.post(ui.WakeTouched())))  # a touch shows the time for a while
         return root  # night: nothing lit; a call wakes it
     root.add_widget(Background(theme.BACKGROUND))
     root.add_widget(_BUILDERS[shown.name](shown, ctx))
@@ -266,7 +267,9 @@ def _ended(shown: ui.Screen, ctx: Context) -> Widget:
         "media_failed": _("The connection was lost. They will call again."),
         "device_offline": _("The connection was lost. They will call again."),
     }.get(shown.end_reason or "", "")
-    return _message(ctx, _("The call has ended"), *([why] if why else []))
+    title = (_("The call with {name} has ended").format(name=shown.caller_name) if shown.caller_name
+             else _("The call has ended"))
+    return _message(ctx, title, *([why] if why else []))
 
 
 # --- consent and staff setup ---------------------------------------------------------------

@@ -132,3 +132,17 @@ class HiddenCorner(Widget):  # type: ignore[misc]
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+class TouchArea(Widget):  # type: ignore[misc]
+    """Invisible, as large as its parent: any touch on it calls ``on_touch``."""
+
+    def __init__(self, on_touch: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_touch = on_touch
+
+    def on_touch_down(self, touch: Any) -> bool:
+        if not self.collide_point(*touch.pos):
+            return False
+        self._on_touch()
+        return True

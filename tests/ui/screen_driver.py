@@ -261,6 +261,8 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     d.at(MORNING + 14 * 3600)  # 23:00: night
     await d.until("night", lambda: d.app.shown.asleep)
     await d.shot("night")
+    await d.touch_at(d.window.width / 2, d.window.height / 2)  # a touch in the dark shows the time
+    await d.until("woken by a touch", lambda: not d.app.shown.asleep)
 
 
 async def answer(d: Driver) -> None:

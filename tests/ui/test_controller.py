@@ -273,6 +273,7 @@ events = st.one_of(
     st.builds(ui.ConsentAsked, st.sampled_from(["r1", "r2"])),
     st.builds(ui.ConsentAnswered, st.booleans()),
     st.builds(ui.PinEntered, st.sampled_from(["1234", "0000"])),
+    st.just(ui.WakeTouched()),
 )
 # Time mostly moves forward, sometimes jumps, sometimes steps back (a clock set by NTP).
 delays = st.sampled_from([0.0, 0.0, 0.1, 0.1, 1.0, 7.0, 61.0, -2.0])

@@ -69,6 +69,10 @@ def test_night_hours_sleep_the_idle_screen_but_a_ring_wakes_it() -> None:
     assert not d.shown().asleep
     d.feed(ui.WallClock(MORNING + 13 * 3600, CET))  # 22:00
     assert d.shown().asleep
+    d.feed(ui.WakeTouched())  # a touch in the night shows the time and the visits for a minute
+    assert not d.shown().asleep
+    d.feed(ui.WallClock(MORNING + 13 * 3600 + ui.WOKEN_SECONDS, CET))
+    assert d.shown().asleep
     d.feed(RING)
     assert d.shown().name == "ringing" and not d.shown().asleep
 
