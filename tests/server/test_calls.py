@@ -48,7 +48,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     calls = CallManager(store, hub, c.CallConfig(ring_timeout=RING_TIMEOUT), None)
     device = FakeDevice(store, "device-1")
     for username, role in (("anne", "caregiver"), ("bo", "caregiver")):
-        store.add_user(username, "(not a hash)", role, "test", username.title())
+        store.add_user(username, "(not a hash)", role, "cli:test", username.title())
     with store.tx() as conn:
         citizen_id = store.add_citizen(conn, "Karen Jensen", device.id, ["anne"])
     await device.connect(hub)

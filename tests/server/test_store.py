@@ -31,7 +31,7 @@ def store(tmp_path: Path, clock: FakeClock) -> Store:
 
 def queue(store: Store, command_id: str = "cmd-1", ttl: float = TTL) -> CommandRow:
     with store.tx() as conn:
-        store.add_command(conn, command_id, "device-1", "ping", b"{}", "test", store.clock() + ttl)
+        store.add_command(conn, command_id, "device-1", "ping", b"{}", "cli:test", store.clock() + ttl)
     row = store.command(command_id)
     assert row is not None
     return row
@@ -103,7 +103,7 @@ def test_a_result_before_the_sweep_counts_even_past_the_expiry(store: Store, clo
 
 
 def test_enrollment_tokens_expire_on_the_clock(store: Store, clock: FakeClock) -> None:
-    fresh, stale = store.create_tokens(2, ttl_seconds=60.0, created_by="test")
+    fresh, stale = store.create_tokens(2, ttl_seconds=60.0, created_by="cli:test")
     clock.advance(59.0)
     with store.tx() as conn:
         store.consume_token(conn, fresh, "device-2")
@@ -114,7 +114,7 @@ def test_enrollment_tokens_expire_on_the_clock(store: Store, clock: FakeClock) -
 
 
 def test_sessions_end_on_the_clock(store: Store, clock: FakeClock) -> None:
-    store.add_user("anne", "(not a hash)", "caregiver", "test")
+    store.add_user("anne", "(not a hash)", "caregiver", "cli:test")
     token = store.create_session("anne", ttl_seconds=600.0)
     clock.advance(599.0)
     user = store.session_user(token)
