@@ -105,7 +105,7 @@ def _not_ready(shown: ui.Screen, ctx: Context) -> Widget:
     texture = CoreImage(png, ext="png").texture
     texture.mag_filter = "nearest"  # crisp modules for the scanner
     code = AnchorLayout(size_hint_y=None, height=dp(300))
-    code.add_widget(Image(texture=texture, size_hint=(None, None), size=(dp(280), dp(280)), fit_mode="contain"))
+    code.add_widget(Image(texture=texture, size_hint=(None, None), size=(dp(280), dp(280))))  # scaled down, square
     return _column(
         ctx.text(_("This screen is not ready yet"), theme.TITLE_SP, bold=True),
         ctx.text(_("Staff will prepare it. You do not need to do anything."), color=theme.SOFT_TEXT),
