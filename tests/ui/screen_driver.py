@@ -78,12 +78,29 @@ class Driver:
                          timeout)
 
     async def shot(self, name: str) -> Path:
-        await asyncio.sleep(0.4)  # two or three frames: the new screen is on the glass
+        # Two full redraws after the screen was built (a label makes its texture on the
+        # frame after its text is set), however slow the loaded machine is; no fixed sleep.
+        for _ in range(2):
+            await self.redrawn()
         written = self.window.screenshot(name=str(self.out / f"{name}.png"))
         path = self.out / f"{name}.png"
         os.replace(written, path)  # Kivy adds a counter to the name
         self.result["shots"].append(name)
         return path
+
+    async def redrawn(self, timeout: float = 30.0) -> None:
+        """Ask for a redraw of the whole window and wait until it has been swapped to the screen."""
+        done = asyncio.Event()
+
+        def flipped(*_args: Any) -> None:
+            done.set()
+
+        self.window.bind(on_flip=flipped)
+        try:
+            self.window.canvas.ask_update()
+            await asyncio.wait_for(done.wait(), timeout)
+        finally:
+            self.window.unbind(on_flip=flipped)
 
     async def flips(self, seconds: float) -> int:
         """How often the window was redrawn (buffers swapped) in the next ``seconds``."""
@@ -148,11 +165,13 @@ class Driver:
         await asyncio.sleep(0.05)
 
     async def touch(self, widget: Any, hold: float = 0.05) -> None:
+        await self.redrawn()  # a widget built a moment ago has its place only after the next layout
         await self.touch_at(*widget.to_window(*widget.center), hold=hold)
 
 
 async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     da = language == "da"
+    await d.agent.wait_for(m.UiHello, timeout=60)  # the app is up and connected (slow on a loaded machine)
     await d.status(status("unprovisioned"))
     await d.screen("not-ready")
     await d.shot("not-ready")
@@ -191,7 +210,8 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     video = d.app.ctx.video
     await d.until("30 frames of the caller's video", lambda: video.frames_shown >= 30, 30)
     await d.shot("in-call")
-    await asyncio.sleep(1.0)
+    shown = video.frames_shown
+    await d.until("15 more frames", lambda: video.frames_shown >= shown + 15, 30)  # however slow the machine
     await d.shot("in-call-later")
     d.result["self_view_frames"] = d.app.ctx.self_view.frames_shown
     d.result["frames_shown"] = video.frames_shown
@@ -226,8 +246,13 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.touch(corner, hold=0.5)  # a tap does nothing
     await asyncio.sleep(0.3)
     assert d.app.shown.name == "idle", "a short touch on the corner opened the setup"
-    await d.touch(corner, hold=3.3)
+    from kivy.tests.common import UnitTestTouch
+
+    await d.redrawn()
+    held = UnitTestTouch(*corner.to_window(*corner.center))
+    held.touch_down()  # held until the PIN pad shows (after CORNER_HOLD_SECONDS), however slow the machine
     await d.screen("setup-pin")
+    held.touch_up()
     for digit in PIN:
         await d.touch(d.button(digit))
     await d.shot("setup-pin")
@@ -237,7 +262,9 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
                         ("info", "Om skærmen" if da else "Device information")):
         await d.touch(d.button(words))
         await d.until(f"setup page {page}", lambda page=page: d.app.shown.setup_page == page)
-        await asyncio.sleep(0.5)  # the network page asks nmcli
+        if page == "network":  # until nmcli has answered (here: that it is missing)
+            await d.until("the Wi-Fi list", lambda: all(
+                w._task.done() for w in d.app.root.walk() if type(w).__name__ == "NetworkPage"))
         await d.shot(f"setup-{page}")
         if page == "network":  # this machine has no NetworkManager: the password page, as if a network was chosen
             from kiosk.ui.keyboard import OnScreenKeyboard  # Kivy widgets: imported once the window exists
@@ -245,7 +272,7 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
 
             d.find(lambda w: isinstance(w, NetworkPage)).ask_password(WifiNetwork("Plejecenter Øst", 80, True, False))
             keyboard = d.find(lambda w: isinstance(w, OnScreenKeyboard))
-            await asyncio.sleep(0.3)
+            await d.redrawn()  # laid out
             for char in "Blåbærgrød":
                 capital = char != char.lower()
                 if capital:
@@ -276,7 +303,8 @@ async def answer(d: Driver) -> None:
     video = d.app.ctx.video
     await d.until("30 frames of the caller's video", lambda: video.frames_shown >= 30, 60)
     await d.shot("real-in-call")
-    await asyncio.sleep(1.0)
+    shown = video.frames_shown
+    await d.until("15 more frames", lambda: video.frames_shown >= shown + 15, 30)
     await d.shot("real-in-call-later")
     d.result["frames_shown"] = video.frames_shown
     (d.out / "shots-done").touch()  # the caller may hang up now
