@@ -168,6 +168,14 @@ class MediaDown:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """The call's link as the peer judges it: "good", "poor" or "lost" (kiosk.media.link)."""
+
+    call_id: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
 class QualityReady:
     """A closed peer's quality summary (only for calls that had media)."""
 
@@ -253,7 +261,7 @@ class SettingsChanged:
 
 LocalEvent: TypeAlias = (
     AgentConnected | AgentLost | AnswerPressed | HangUpPressed | OfferReady | MediaUp | MediaDown
-    | QualityReady | TimePassed | WallClock | CameraToggled | MicrophoneToggled | VolumeStep
+    | LinkChanged | QualityReady | TimePassed | WallClock | CameraToggled | MicrophoneToggled | VolumeStep
     | ConsentAsked | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
     | WakeTouched
 )
@@ -362,6 +370,7 @@ class CallView:
     ended_at: float | None = None
     camera_on: bool = True
     microphone_on: bool = True
+    link: str = "good"  # "poor" or "lost": the citizen is told ("Dårlig forbindelse — billedet kan hakke")
 
     @property
     def call_id(self) -> str:
@@ -466,6 +475,7 @@ class Screen:
     setup_page: SetupPageName | None = None
     wrong_pins: int = 0
     serial: str = ""
+    link: str | None = None  # in a call: "poor" or "lost" shows the notice; None: all is well
 
     def log_record(self) -> dict[str, Any]:
         """One JSON-able line for logs and the headless CLI: no citizen data, no SDP."""
@@ -475,6 +485,7 @@ class Screen:
             ("caller", self.caller_name),
             ("role", self.caller_role),
             ("reason", self.end_reason),
+            ("link", self.link),
             ("offline", self.offline),
             ("device_state", self.device_state),
             ("minutes", self.minutes_to_visit),
@@ -514,6 +525,7 @@ def screen(state: UiState) -> Screen:
             camera_on=view.camera_on,
             microphone_on=view.microphone_on,
             volume=settings.volume if name == "in-call" else 0,
+            link=view.link if view.link != "good" and not view.ended else None,
         )
     if state.consent is not None:
         return Screen("consent")
@@ -690,6 +702,11 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             if view is None:
                 return Transition(state)
             return _feed(state, view, c.MediaFailed(), now)
+        case LinkChanged(call_id=call_id, link=link):
+            view = _live(state, call_id)
+            if view is None or view.link == link:
+                return Transition(state)
+            return Transition(_with_call(state, replace(view, link=link)))
         case QualityReady(report=report):
             return Transition(state, (Send(report),))  # the call has ended: that is when it is ready
         case TimePassed():

@@ -239,6 +239,13 @@ def _in_call(shown: ui.Screen, ctx: Context) -> Widget:
     camera.pos_hint = {"x": 0.01, "top": 0.99}
     camera.size_hint = (None, None)
     layer.add_widget(camera)
+    if shown.link is not None:  # said in words, on a plate of its own: never by colour alone
+        notice = (_("Poor connection — the picture may stutter") if shown.link == "poor"
+                  else _("The connection is lost — trying to get it back"))
+        link = Badge(notice, ctx.sizes, theme.CONTROL_ON, theme.DARK_TEXT)
+        link.pos_hint = {"center_x": 0.5, "y": 0.24}
+        link.size_hint = (None, None)
+        layer.add_widget(link)
     bar = BoxLayout(size_hint=(1, 0.22), pos_hint={"x": 0, "y": 0}, spacing=dp(12), padding=dp(12))
     off = {"fill": theme.CONTROL_ON, "text_color": theme.DARK_TEXT}
     bar.add_widget(ctx.button(_("Softer"), ui.VolumeStep(-1), size_sp=theme.BUTTON_SP - 8))

@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from kiosk.media.link import LinkState
 from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
 from kiosk.ui import controller as ui
@@ -255,10 +256,14 @@ class UiSession:
         def on_state(state: str) -> None:
             self._peer_state(call_id, state)
 
+        def on_link(link: LinkState) -> None:  # "Dårlig forbindelse" on the citizen's screen
+            self.post(ui.LinkChanged(call_id, link.value))
+
         peer = DeviceCall(
             ring,
             self._media_with_self_view,
             on_state=on_state,
+            on_link=on_link,
             on_video_frame=self._on_video_frame,
             audio_sink=self._audio_sink(),
             gather_timeout=self._gather_timeout,

@@ -67,7 +67,7 @@ def test_expired_token_is_refused_with_a_clear_reason(server: ServerProcess, tmp
     an_hour_ago = Server.open(server.data, clock=lambda: time.time() - 3600)
     try:
         [(name, content)] = make_provisioning_files(an_hour_ago.store, an_hour_ago.authority, server.url,
-                                                    1, 60.0, "test")
+                                                    1, 60.0, "cli:test")
     finally:
         an_hour_ago.store.close()
     prov = tmp_path / name

@@ -216,6 +216,11 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     d.result["self_view_frames"] = d.app.ctx.self_view.frames_shown
     d.result["frames_shown"] = video.frames_shown
     d.result["textures_made"] = video.textures_made
+    d.session.post(ui.LinkChanged(call_id, "poor"))  # as the peer reports a poor link
+    await d.until("the poor-link notice", lambda: d.app.shown.link == "poor")
+    await d.shot("in-call-poor-link")
+    d.session.post(ui.LinkChanged(call_id, "good"))
+    await d.until("the notice gone", lambda: d.app.shown.link is None)
     await d.touch(d.button("Sluk kamera" if da else "Camera off"))
     await d.until("the camera off", lambda: not d.app.shown.camera_on)
     await d.shot("in-call-camera-off")

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 ARTIFACTS = Path(os.environ.get("KIOSK_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts")) / "ui"
 SCREENS = ["not-ready", "awaiting-approval", "ready", "idle", "reminder", "ringing", "in-call", "in-call-later",
-           "in-call-camera-off", "ended", "offline", "consent", "setup-pin", "setup-network",
+           "in-call-poor-link", "in-call-camera-off", "ended", "offline", "consent", "setup-pin", "setup-network",
            "setup-network-password", "setup-volume", "setup-info", "night"]
 #: Shown by a differing share of pixels at most this (anti-aliasing, video edges): a moved or missing
 #: line of text is several per cent.
