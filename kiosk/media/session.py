@@ -7,6 +7,11 @@
     pc.addTrack(media.devices.audio)
     ...
     await media.close()
+
+The microphone: under PipeWire it is the echo canceller's source
+(:func:`kiosk.media.audio.pipewire_microphone`), and WirePlumber links that to
+whichever microphone is plugged in, so only cameras are followed by udev here.
+Without PipeWire the microphone is ALSA's, followed by udev like the camera.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .audio import AudioError, pipewire_microphone, pulse_names
 from .encoders import EncoderChoice, H264EncoderInstallation, apply_encoder_choice, choose_video_encoder
 from .hotplug import DevicePolicy, MediaDevices, MonitorLike, present_devices, udev_monitor
 from .keyframes import LossRecovery, install_loss_recovery
 from .sources import Kind, SourceSpec, lavfi_pattern_spec, lavfi_tone_spec
+from .swappable import SwappableTrack
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +44,8 @@ async def start_media(demo: bool = False, monitor: MonitorLike | None = None) ->
     """Pick the encoder, arm loss recovery, open the devices and follow udev.
 
     ``demo`` sends test sources when no camera/microphone exists (demo, CI);
-    otherwise the citizen's side sends a calm placeholder and silence.
+    otherwise the citizen's side sends a calm placeholder and silence. Under
+    PipeWire the microphone is always its (echo-cancelled) source, demo or not.
     Without udev (a container, a test) hotplug is off, which is logged.
     """
     encoder = choose_video_encoder()
@@ -46,7 +54,9 @@ async def start_media(demo: bool = False, monitor: MonitorLike | None = None) ->
     fallback: dict[Kind, SourceSpec | None] | None = (
         {"video": lavfi_pattern_spec(), "audio": lavfi_tone_spec()} if demo else None
     )
-    devices = MediaDevices(DevicePolicy(fallback=fallback))
+    pipewire_sources = await pulse_names("sources")
+    follow: tuple[Kind, ...] = ("video",) if pipewire_sources is not None else ("video", "audio")
+    devices = MediaDevices(DevicePolicy(fallback=fallback, follow=follow))
     try:
         present = present_devices()
         if monitor is None:
@@ -55,6 +65,16 @@ async def start_media(demo: bool = False, monitor: MonitorLike | None = None) ->
         logger.warning("udev unavailable, camera/microphone hotplug is off: %s", exc)
         present = []
     await devices.start(present)
+    if pipewire_sources is not None:
+        await use_pipewire_microphone(devices.audio, pipewire_sources)
     if monitor is not None:
         devices.watch(monitor)
     return DeviceMedia(encoder, h264, loss_recovery, devices)
+
+
+async def use_pipewire_microphone(track: SwappableTrack, sources: list[str]) -> None:
+    """Send from PipeWire's microphone; if it cannot be opened the call goes on with silence."""
+    try:
+        track.swap(await pipewire_microphone(sources))
+    except AudioError as exc:
+        logger.warning("the microphone could not be opened, the call sends silence: %s", exc)
