@@ -319,6 +319,11 @@ class SpeakerSink:
     def player_pid(self) -> int | None:
         return self._player.pid if self._player is not None else None
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the call ended); frames are ignored since."""
+        return self._closed
+
     def __call__(self, frame: av.AudioFrame) -> None:
         if self._closed:
             return
