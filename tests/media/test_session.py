@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from kiosk.media.audio import ECHO_CANCEL_SOURCE, PipeWireMicrophone
@@ -73,7 +71,7 @@ async def test_under_pipewire_the_call_sends_the_echo_cancelled_microphone(pipew
         assert frame.sample_rate == 48000 and media.devices.audio.frames_from_source == 1
         # PipeWire's graph: microphone -> canceller -> the call's recording stream.
         assert "mic:capture" in pipewire.links_to("echo-cancel-capture:input")
-        assert await wait_for_link(pipewire, f"{ECHO_CANCEL_SOURCE}:capture", "kiosk:input")
+        await wait_until(lambda: pipewire.linked(f"{ECHO_CANCEL_SOURCE}:capture", "kiosk:input"), timeout=10.0)
         # udev's news of a microphone changes nothing: WirePlumber follows microphones.
         monitor.emit(microphone("add"))
         await media.devices.video.recv()
@@ -84,13 +82,3 @@ async def test_under_pipewire_the_call_sends_the_echo_cancelled_microphone(pipew
     assert microphone_track.readyState == "ended"
     await microphone_track.stopped()
 
-
-async def wait_for_link(pipewire: PipeWire, output_prefix: str, input_prefix: str) -> bool:
-    """Whether a port ``output_prefix``... is linked to a port ``input_prefix``... within 10 s."""
-    for _ in range(100):
-        linked = pipewire.links_to(output_prefix)
-        if any(line.strip().lstrip("|->").strip().startswith(input_prefix) for line in linked.splitlines()[1:]):
-            return True
-        await asyncio.sleep(0.1)
-    print(pipewire.run("pw-link", "-l"))
-    return False
