@@ -81,7 +81,7 @@ class Impairment:
 CLEAN: Final = Impairment()
 RURAL_4G: Final = Impairment(loss=0.05, delay=0.15, jitter=0.01)
 RURAL_4G_1MBIT: Final = Impairment(loss=0.05, delay=0.15, jitter=0.01, rate=1_000_000)
-NARROW_500K: Final = Impairment(rate=500_000)
+NARROW_500K: Final = Impairment(rate=500_000, queue_limit=1.0)
 
 
 class LinkImpairment:

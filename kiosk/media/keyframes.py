@@ -45,6 +45,8 @@ _AIORTC_JITTER_BUFFER = JitterBuffer
 HOLE_WAIT_ROUND_TRIPS = 2.0
 #: Beyond this a frozen picture is better ended by a key frame than by more waiting.
 MAX_HOLE_WAIT = 1.5
+#: Unanswered key-frame requests are repeated at most this far apart.
+MAX_RETRY_INTERVAL = 2.4
 
 _VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 _H264_IDR = 5
@@ -55,8 +57,11 @@ class KeyframeRequestPolicy:
 
     Ask as soon as a picture is lost, unless we asked less than
     ``min_interval`` ago (one key frame repairs every loss before it).  While
-    no key frame has come, ask again every ``retry_interval``: a PLI can be
-    lost too.
+    no key frame has come, ask again after ``retry_interval``: a PLI can be
+    lost too.  Each further retry waits twice as long (up to
+    :data:`MAX_RETRY_INTERVAL`): on a narrow link a key frame takes longer
+    than the first interval to arrive, and asking again only sends another
+    one into the same queue, which is how a capped link freezes for good.
     """
 
     def __init__(self, min_interval: float = 0.2, retry_interval: float = 0.6) -> None:
@@ -65,11 +70,11 @@ class KeyframeRequestPolicy:
         self.waiting = False
         self.requests = 0
         self._last_request: float | None = None
-        self._asked_for_this_loss = False
+        self._retries = 0  # requests for this loss after the first
 
     def picture_lost(self) -> None:
         if not self.waiting:
-            self._asked_for_this_loss = False
+            self._retries = -1  # the first request for this loss is not a retry
         self.waiting = True
 
     def keyframe_received(self) -> None:
@@ -78,11 +83,14 @@ class KeyframeRequestPolicy:
     def should_request(self, now: float) -> bool:
         if not self.waiting:
             return False
-        interval = self.retry_interval if self._asked_for_this_loss else self.min_interval
+        if self._retries < 0:
+            interval = self.min_interval
+        else:
+            interval = min(MAX_RETRY_INTERVAL, self.retry_interval * 2 ** self._retries)
         if self._last_request is not None and now - self._last_request < interval:
             return False
         self._last_request = now
-        self._asked_for_this_loss = True
+        self._retries += 1
         self.requests += 1
         return True
 

@@ -36,6 +36,30 @@ BITRATE_WINDOW: Final = 1.0
 BITRATE_SETTLE: Final = 2.0
 
 
+#: The sender's bitrate cap from loss (Google's loss-based rule): more than LOSS_HIGH lost
+#: in a report cuts it by half the loss; less than LOSS_LOW lets it grow by BITRATE_GROWTH.
+LOSS_HIGH: Final = 0.10
+LOSS_LOW: Final = 0.02
+BITRATE_GROWTH: Final = 1.08
+MIN_BITRATE_CAP: Final = 150_000
+MAX_BITRATE_CAP: Final = 1_500_000
+
+
+def loss_based_cap(cap: int, fraction_lost: float | None) -> int:
+    """The next video bitrate cap after a receiver report saying ``fraction_lost`` (0..1) was lost.
+
+    aiortc's only congestion signal is REMB, a delay-based estimate that does not
+    react to a full queue dropping packets at the tail (a narrow 4G uplink);
+    this does, so the video gives way before it freezes and the voice keeps its share."""
+    if fraction_lost is None:
+        return cap
+    if fraction_lost > LOSS_HIGH:
+        cap = int(cap * (1 - 0.5 * fraction_lost))
+    elif fraction_lost < LOSS_LOW:
+        cap = int(cap * BITRATE_GROWTH)
+    return max(MIN_BITRATE_CAP, min(MAX_BITRATE_CAP, cap))
+
+
 class LinkState(enum.StrEnum):
     GOOD = "good"
     POOR = "poor"

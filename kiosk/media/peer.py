@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 from aiortc import (
     RTCConfiguration,
@@ -46,7 +46,7 @@ from av.frame import Frame
 
 from .encoders import prefer_video_codec
 from .keyframes import follow_round_trip
-from .link import Counters, LinkState, LinkWatch
+from .link import MAX_BITRATE_CAP, Counters, LinkState, LinkWatch, loss_based_cap
 from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
 
 __all__ = [
@@ -106,10 +106,18 @@ def ice_path(pc: RTCPeerConnection) -> str | None:
     return None
 
 
-async def _link_sample(pc: RTCPeerConnection) -> tuple[Counters, float | None]:
-    """The RTP counters and the measured round trip (seconds; None until measured)."""
+@dataclass(frozen=True)
+class _LinkSample:
+    counters: Counters
+    rtt: float | None  # seconds; None until measured
+    video_fraction_lost: float | None  # 0..1, from the other side's latest receiver report on our video
+
+
+async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
+    """The RTP counters, the measured round trip and the loss reported on our video."""
     received = lost = sent = 0
     rtts: list[float] = []
+    video_lost: float | None = None
     for stats in (await pc.getStats()).values():
         kind = getattr(stats, "type", None)
         if kind == "inbound-rtp":
@@ -117,9 +125,20 @@ async def _link_sample(pc: RTCPeerConnection) -> tuple[Counters, float | None]:
             lost += max(0, stats.packetsLost)
         elif kind == "outbound-rtp":
             sent += stats.bytesSent
-        elif kind == "remote-inbound-rtp" and stats.roundTripTime is not None:
-            rtts.append(stats.roundTripTime)
-    return Counters(received, lost, sent), (max(rtts) if rtts else None)
+        elif kind == "remote-inbound-rtp":
+            if stats.roundTripTime is not None:
+                rtts.append(stats.roundTripTime)
+            if stats.kind == "video":
+                video_lost = stats.fractionLost / 256  # RTCP's 8-bit fixed point
+    return _LinkSample(Counters(received, lost, sent), max(rtts) if rtts else None, video_lost)
+
+
+def _cap_video_bitrate(pc: RTCPeerConnection, cap: int) -> None:
+    """Hold our video encoders at or below ``cap`` bit/s (aiortc raises them again on each REMB)."""
+    for sender in pc.getSenders():
+        encoder: Any = getattr(sender, "_RTCRtpSender__encoder", None)  # aiortc keeps it private
+        if sender.kind == "video" and getattr(encoder, "target_bitrate", 0) > cap:
+            encoder.target_bitrate = cap
 
 
 class CallMediaError(Exception):
@@ -181,6 +200,7 @@ class CallPeer:
         self.freezes = FreezeCounter()
         self.link = LinkWatch()
         self.hole_wait: float | None = None  # loss recovery's wait for a hole, as the round trip set it
+        self.bitrate_cap = MAX_BITRATE_CAP  # our video's cap from reported loss
         self.audio_frames = 0
         self.connected_at: float | None = None
         self.first_video_at: float | None = None
@@ -394,13 +414,15 @@ class CallPeer:
         while not self._closed and pc is self.pc:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
-                counters, rtt = await _link_sample(pc)
+                sample = await _link_sample(pc)
             except Exception:  # closing under us; stats are never worth a call
                 log.debug("%s: link sample failed", self.label, exc_info=True)
                 continue
-            self.hole_wait = follow_round_trip(pc.getReceivers(), rtt)
+            self.hole_wait = follow_round_trip(pc.getReceivers(), sample.rtt)
+            self.bitrate_cap = loss_based_cap(self.bitrate_cap, sample.video_fraction_lost)
+            _cap_video_bitrate(pc, self.bitrate_cap)
             now = self._clock()
-            change = self.link.observe(now, counters)
+            change = self.link.observe(now, sample.counters)
             if change is not None:
                 log.info("%s: link %s", self.label, change)
                 if self._on_link is not None and not self._closed:

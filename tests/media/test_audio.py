@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import av
@@ -52,6 +52,23 @@ async def caller_voice(sink: SpeakerSink, frequency: int = FAR_END_HZ) -> AsyncI
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         track.stop()
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (asked every 50 ms)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def record(pipewire: PipeWire, device: str, seconds: float) -> np.ndarray:
@@ -160,6 +177,23 @@ async def test_a_speaker_unplugged_mid_call_is_followed(pipewire: PipeWire) -> N
     assert sink.starts == 1  # PipeWire moved the stream; nothing was restarted
 
 
+async def test_a_speaker_with_nothing_to_play_ends_its_stream_and_starts_again(pipewire: PipeWire) -> None:
+    """The call's audio stopped and nobody closed the sink: no player lingers; audio again, sound again."""
+    pipewire.add_speaker("speaker")
+    sink = SpeakerSink()
+    try:
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+        pid = sink.player_pid
+        assert pid is not None and running(pid)
+        assert await eventually(lambda: not running(pid)), "the idle player is still running"
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+    finally:
+        await sink.close()
+    assert sink.starts == 2
+
+
 async def test_a_player_that_dies_is_started_again(pipewire: PipeWire) -> None:
     pipewire.add_speaker("speaker")
     sink = SpeakerSink()
@@ -169,10 +203,7 @@ async def test_a_player_that_dies_is_started_again(pipewire: PipeWire) -> None:
             first = sink.player_pid
             assert first is not None
             os.kill(first, 9)
-            for _ in range(100):
-                if sink.player_pid not in (None, first) and sink.frames_played:
-                    break
-                await asyncio.sleep(0.05)
+            assert await eventually(lambda: sink.player_pid not in (None, first))
             await record(pipewire, "speaker.monitor", 0.3)
             await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
     finally:
@@ -258,10 +289,7 @@ async def test_a_microphone_unplugged_mid_call_is_followed(pipewire: PipeWire) -
             await tone_arrives(pipewire, "usb-mic", NEAR_END_HZ)
             assert "usb-mic:capture" in pipewire.links_to("echo-cancel-capture:input")
             pipewire.remove("usb-mic")
-            for _ in range(100):
-                if "webcam-mic:capture" in pipewire.links_to("echo-cancel-capture:input"):
-                    break
-                await asyncio.sleep(0.05)
+            await eventually(lambda: "webcam-mic:capture" in pipewire.links_to("echo-cancel-capture:input"))
             frames = [await microphone.recv() for _ in range(100)]  # 2 s after the unplug; the track lives
     finally:
         microphone.stop()

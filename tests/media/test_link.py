@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from kiosk.media.keyframes import MAX_HOLE_WAIT, hole_wait_for
-from kiosk.media.link import GIVE_UP_AFTER, LOST_AFTER, Counters, LinkState, LinkWatch
+from kiosk.media.link import (
+    GIVE_UP_AFTER,
+    LOST_AFTER,
+    MAX_BITRATE_CAP,
+    MIN_BITRATE_CAP,
+    Counters,
+    LinkState,
+    LinkWatch,
+    loss_based_cap,
+)
 
 
 def flowing(watch: LinkWatch, start: float, end: float, video: bool = True) -> None:
@@ -85,3 +94,12 @@ def test_loss_recovery_waits_two_round_trips_within_bounds() -> None:
     assert hole_wait_for(0.3, 0.3) == 0.6  # rural 4G: the copy has time to arrive
     assert hole_wait_for(5.0, 0.3) == MAX_HOLE_WAIT
     assert hole_wait_for(float("nan"), 0.3) == 0.3
+
+
+def test_reported_loss_cuts_the_video_cap_and_a_clean_link_lets_it_grow() -> None:
+    assert loss_based_cap(1_000_000, 0.30) == 850_000  # 30 % lost: cut by half of it
+    assert loss_based_cap(1_000_000, 0.05) == 1_000_000  # rural 4G's 5 %: NACK copes, keep it
+    assert loss_based_cap(1_000_000, 0.0) == 1_080_000
+    assert loss_based_cap(1_000_000, None) == 1_000_000  # no report yet
+    assert loss_based_cap(MIN_BITRATE_CAP, 0.9) == MIN_BITRATE_CAP
+    assert loss_based_cap(MAX_BITRATE_CAP, 0.0) == MAX_BITRATE_CAP
