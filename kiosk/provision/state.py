@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing, wipe_journal
+from kiosk.protocol.errors import ProtocolError
 from kiosk.provision.files import append_line, atomic_write, read_json
 
 
@@ -66,10 +67,18 @@ class StateDir:
     def pin(self) -> ServerPin:
         return ServerPin(**json.loads((self.identity / "server.json").read_text()))
 
-    def save_identity(self, key: ec.EllipticCurvePrivateKey, cert_pem: str, ca_pem: str,
-                      command_key_pem: str, pin: ServerPin) -> None:
-        atomic_write(self.identity / "device.key", key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    def enrollment_key(self) -> ec.EllipticCurvePrivateKey:
+        """The unit's key: made once, on disk (fsync'd) before the first enrollment request,
+        and the same on every retry, so the server can recognise a retry whose answer was lost."""
+        path = self.identity / "device.key"
+        if not path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            atomic_write(path, key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return self.device_key()
+
+    def save_identity(self, cert_pem: str, ca_pem: str, command_key_pem: str, pin: ServerPin) -> None:
+        """What the server answered; the key is on disk already (``enrollment_key``)."""
         atomic_write(self.identity / "ca.pem", ca_pem.encode(), 0o644)
         atomic_write(self.identity / "command.pub", command_key_pem.encode(), 0o644)
         atomic_write(self.identity / "device.crt", cert_pem.encode(), 0o644)
@@ -129,11 +138,11 @@ class StateDir:
         atomic_write(self.outbox / f"{_safe(command_id)}.json", m.encode(envelope))
 
     def outbox_items(self) -> list[tuple[str, m.SignedEnvelope]]:
-        items = []
+        items: list[tuple[str, m.SignedEnvelope]] = []
         for path in sorted(self.outbox.glob("*.json"), key=lambda p: p.stat().st_mtime):
             try:
                 items.append((path.stem, m.Codec(m.SignedEnvelope).decode(path.read_bytes())))
-            except (m.ProtocolError, OSError):
+            except (ProtocolError, OSError):
                 path.unlink(missing_ok=True)  # torn by a crash before its rename; never sent
         return items
 

@@ -101,15 +101,7 @@ class Authority:
         return self.directory / "ca.crt"
 
     def issue_device_certificate(self, csr_pem: str, device_id: str) -> x509.Certificate:
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem.encode())
-        except ValueError as exc:
-            raise ProtocolError("invalid-csr", f"not a PEM certificate request: {exc}") from None
-        if not csr.is_signature_valid:
-            raise ProtocolError("invalid-csr", "the request's signature does not match its key")
-        key = csr.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise ProtocolError("invalid-csr", "device keys must be ECDSA P-256")
+        key = device_key(csr_pem)
         now = _now()
         return (
             x509.CertificateBuilder()
@@ -130,6 +122,26 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
+
+
+def device_key(csr_pem: str) -> ec.EllipticCurvePublicKey:
+    """The key of a unit's certificate request, checked; ProtocolError ``invalid-csr`` otherwise."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError as exc:
+        raise ProtocolError("invalid-csr", f"not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise ProtocolError("invalid-csr", "the request's signature does not match its key")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ProtocolError("invalid-csr", "device keys must be ECDSA P-256")
+    return key
+
+
+def key_fingerprint(key: x509.Certificate | ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 of a public key (SubjectPublicKeyInfo): how a retry is told from another unit."""
+    public = key.public_key() if isinstance(key, x509.Certificate) else key
+    return fingerprint(public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def _ca_certificate(key: ec.EllipticCurvePrivateKey, municipality: str) -> x509.Certificate:
@@ -178,10 +190,9 @@ def load_or_create(directory: Path, municipality: str, server_names: list[str] |
     os.chmod(directory, 0o700)
     ca_key_path, ca_crt_path = directory / "ca.key", directory / "ca.crt"
     if not ca_key_path.exists():
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = _ca_certificate(ca_key, municipality)
-        write_private(ca_key_path, _pem_key(ca_key))
-        ca_crt_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        write_private(ca_key_path, _pem_key(new_key))
+        ca_crt_path.write_bytes(_ca_certificate(new_key, municipality).public_bytes(serialization.Encoding.PEM))
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate(ca_crt_path.read_bytes())
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)

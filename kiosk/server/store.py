@@ -46,6 +46,20 @@ enroll_tokens = sa.Table(
     sa.Column("used_by_device", sa.String(36)),
 )
 
+enrollment_holds = sa.Table(
+    "enrollment_holds", metadata,  # units whose token expired on the shelf, until logistics decide
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(36), nullable=False, unique=True),  # reserved: the device's id once enrolled
+    sa.Column("key_sha256", sa.String(64), nullable=False),  # only this unit's key may use the approval
+    sa.Column("serial_number", sa.String(64), nullable=False),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # awaiting-approval, approved, rejected, enrolled
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("last_request_at", sa.Float, nullable=False),
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decided_by", sa.String(64)),
+)
+
 commands = sa.Table(
     "commands", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -129,12 +143,6 @@ COMMAND_STATES = ("pending", "delivered", "done", "failed", "expired")
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-class TokenRefused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -221,35 +229,69 @@ class Store:
                               expires_at=now + ttl_seconds)
         return tokens
 
-    def consume_token(self, conn: Connection, token: str, device_id: str) -> None:
-        """Use up a token inside the caller's transaction, or raise TokenRefused."""
-        now = time.time()
-        h = sha256_hex(token)
-        done = conn.execute(
-            enroll_tokens.update()
-            .where(enroll_tokens.c.token_hash == h, enroll_tokens.c.used_at.is_(None),
-                   enroll_tokens.c.expires_at > now)
-            .values(used_at=now, used_by_device=device_id)
-        ).rowcount
-        if done == 1:
-            return
-        row = conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == h)).first()
-        if row is None:
-            raise TokenRefused("token-unknown", "This enrollment token is not known to this server.")
-        if row.used_at is not None:
-            raise TokenRefused("token-used", "This enrollment token has already been used; create a new one.")
-        raise TokenRefused("token-expired", "This enrollment token has expired; create a new one.")
+    def enroll_token(self, conn: Connection, token_hash: str) -> Any:
+        return conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == token_hash)).first()
+
+    def use_token(self, conn: Connection, token_hash: str, device_id: str, now: float) -> None:
+        """Mark a token used inside the caller's transaction (the caller decided it may be)."""
+        conn.execute(enroll_tokens.update().where(enroll_tokens.c.token_hash == token_hash)
+                     .values(used_at=now, used_by_device=device_id))
+
+    # ------------------------------------------------------- units awaiting approval
+    def enrollment_hold(self, conn: Connection, token_hash: str) -> Any:
+        return conn.execute(sa.select(enrollment_holds).where(enrollment_holds.c.token_hash == token_hash)).first()
+
+    def hold_enrollment(self, conn: Connection, token_hash: str, device_id: str, key_sha256: str,
+                        serial_number: str, agent_version: str, now: float) -> bool:
+        """Record (or refresh) a held unit; True the first time."""
+        refreshed = conn.execute(enrollment_holds.update().where(enrollment_holds.c.token_hash == token_hash)
+                                 .values(last_request_at=now, agent_version=agent_version)).rowcount
+        if refreshed:
+            return False
+        conn.execute(enrollment_holds.insert().values(
+            token_hash=token_hash, device_id=device_id, key_sha256=key_sha256, serial_number=serial_number,
+            agent_version=agent_version, state="awaiting-approval", requested_at=now, last_request_at=now))
+        return True
+
+    def set_hold_state(self, conn: Connection, token_hash: str, state: str) -> None:
+        conn.execute(enrollment_holds.update().where(enrollment_holds.c.token_hash == token_hash).values(state=state))
+
+    def decide_enrollment(self, device_id: str, verdict: str, actor: str) -> bool:
+        """Approve or reject a held unit (a decision may be changed until the unit enrolls)."""
+        with self.tx() as conn:
+            n = conn.execute(
+                enrollment_holds.update()
+                .where(enrollment_holds.c.device_id == device_id, enrollment_holds.c.state != "enrolled")
+                .values(state=verdict, decided_at=time.time(), decided_by=actor)
+            ).rowcount
+            if n:
+                self.append_audit(conn, actor, f"enrollment-{verdict}", device_id)
+        return bool(n)
+
+    def enrollment_holds(self) -> list[Any]:
+        """Held units not enrolled yet, with their token's batch (creation time and creator)."""
+        q = (sa.select(enrollment_holds, enroll_tokens.c.created_at.label("batch_created_at"),
+                       enroll_tokens.c.created_by.label("batch_created_by"))
+             .join(enroll_tokens, enroll_tokens.c.token_hash == enrollment_holds.c.token_hash)
+             .where(enrollment_holds.c.state != "enrolled")
+             .order_by(enrollment_holds.c.requested_at))
+        with self.engine.connect() as conn:
+            return list(conn.execute(q))
 
     # ------------------------------------------------------------------- devices
     def add_device(self, conn: Connection, device_id: str, serial: str, cert_pem: str, agent_version: str) -> None:
+        """``last_seen`` stays empty until its first connection: "never connected" in the device list."""
         conn.execute(devices.insert().values(
             id=device_id, cert_serial=serial, cert_pem=cert_pem, enrolled_at=time.time(),
             state="enrolled-unassigned", agent_version=agent_version, online=False,
         ))
 
-    def device(self, device_id: str) -> Any:
-        with self.engine.connect() as conn:
+    def device(self, device_id: str, conn: Connection | None = None) -> Any:
+        """A device's row; inside the caller's transaction when ``conn`` is given."""
+        if conn is not None:
             return conn.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+        with self.engine.connect() as own:
+            return own.execute(sa.select(devices).where(devices.c.id == device_id)).first()
 
     def devices(self) -> list[Any]:
         with self.engine.connect() as conn:
