@@ -7,7 +7,7 @@ Run from the repository root:
 It starts, in a temporary directory and on free 127.0.0.1 ports, a real
 ``kiosk-server``, one enrolled and assigned ``kiosk-agent`` and its headless
 screen ``kiosk-ui --headless --demo-media --auto-answer-after A``; the caller is
-:mod:`kiosk.server.call_client` in this process. ICE uses the host's own
+:mod:`kiosk.caregiver` in this process. ICE uses the host's own
 addresses (the server hands out no ICE servers on one network), so media never
 leaves the machine: the kernel delivers a packet to a local address over ``lo``.
 
@@ -71,7 +71,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kiosk.server.call_client import CaregiverClient, StaffCall, TestMedia  # noqa: E402
+from kiosk.caregiver import CaregiverClient, StaffCall, TestMedia  # noqa: E402
+from kiosk.protocol.call import EndReason  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-password-not-secret"
@@ -252,7 +253,7 @@ async def ring_round(client: CaregiverClient, screen: Screen, citizen_id: str, c
         rang.append(at - call.times.start_sent)
         confirmed.append(call.times.ringing - call.times.start_sent)
         result = await call.hang_up()
-        if result.end_reason != "cancelled_by_caller":
+        if result.end_reason is not EndReason.CANCELLED_BY_CALLER:
             raise RuntimeError(f"a ring-only call ended {result.end_reason}")
         await screen.wait(screen.screen("ended", call.call_id), 15, "the withdrawn call's end")
     return {"device_rings": rang, "ring_confirmed": confirmed}
@@ -458,40 +459,24 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 async def device_probe(state: Path, auto_answer_after: float) -> int:
     """kiosk-ui's headless screen (same session, agent client, media, auto-answer),
     plus a clock reading on each screen change and on each call's first decoded remote frame."""
-    from kiosk.provision.state import StateDir
-    from kiosk.ui.agent_client import AgentClient
-    from kiosk.ui.call_peer import open_device_media
-    from kiosk.ui.cli import HeadlessScreen
+    from kiosk.ui.cli import HeadlessScreen, run_headless
     from kiosk.ui.controller import Screen as UiScreen
-    from kiosk.ui.session import UiSession
 
     headless = HeadlessScreen(auto_answer_after, None)
     first_frames: set[str] = set()
-    devnull = open(os.devnull, "w")
 
     def show(screen: UiScreen) -> None:
         print(json.dumps({**screen.log_record(), "t": time.monotonic()}), flush=True)
-        with contextlib.redirect_stdout(devnull):  # its own line (no time) goes nowhere
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):  # its own line goes nowhere
             headless.show(screen)  # arms the auto-answer exactly as kiosk-ui does
 
     def frame(_frame: Any) -> None:
-        call = session.last_call
+        call = headless.session.last_call if headless.session is not None else None
         if call is not None and call.call_id not in first_frames:
             first_frames.add(call.call_id)
             print(json.dumps({"probe": "first-frame", "call_id": call.call_id, "t": time.monotonic()}), flush=True)
 
-    session = UiSession(AgentClient(StateDir(state).socket_path), lambda: open_device_media(demo=True),
-                        on_screen=show, on_video_frame=frame)
-    headless.session = session
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, session.stop)
-    try:
-        await session.run()
-    finally:
-        headless.cancel()
-        devnull.close()
-    return 0
+    return await run_headless(state, headless, demo_media=True, on_screen=show, on_video_frame=frame)
 
 
 def main() -> int:

@@ -148,7 +148,7 @@ def main() -> None:
         wait(lambda: '"screen": "idle"' in (DEMO / "screen.log").read_text(), 30, "the screen app")
 
         step("Anne calls Karen; the screen (headless here, answering by itself) picks up")
-        call = json.loads(sh(sys.executable, "-m", "kiosk.server.call_client", "--console",
+        call = json.loads(sh(sys.executable, "-m", "kiosk.caregiver", "--console",
                              f"http://127.0.0.1:{console_port}", "--user", "anne", "--password-stdin",
                              "--citizen", citizen["citizen_id"], "--talk", "4", stdin=DEMO_PASSWORD + "\n"))
         print(f"call ended: {call['end_reason']}; received {call['video_frames']} video and "

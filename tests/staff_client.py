@@ -1,12 +1,12 @@
-"""A caregiver's call socket for signaling tests: :class:`kiosk.server.call_client.CaregiverClient`
+"""A caregiver's call socket for signaling tests: :class:`kiosk.caregiver.CaregiverClient`
 (the console's login and call socket, as the page uses them), with test assertions on top."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from kiosk.caregiver import CaregiverClient, LoginFailed
 from kiosk.protocol import messages as m
-from kiosk.server.call_client import CaregiverClient, LoginFailed
 from tests.harness import ADMIN_PASSWORD
 
 

@@ -81,8 +81,11 @@ class CallState(enum.Enum):
     ENDED = "ended"
 
 
-class EndReason(enum.Enum):
-    """Why a call ended; exactly one per call, kept in its record."""
+class EndReason(enum.StrEnum):
+    """Why a call ended; exactly one per call, kept in its record.
+
+    A string enum: it travels as its value (``CallEnded.reason``, the record's
+    ``end_reason`` column), and compares equal to it."""
 
     HUNG_UP_BY_STAFF = "hung_up_by_staff"
     HUNG_UP_BY_CITIZEN = "hung_up_by_citizen"

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 
+from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 
 #: "awaiting-approval": not enrolled yet; its token expired on the shelf and the server holds
@@ -20,6 +21,7 @@ from kiosk.protocol.errors import ProtocolError
 DeviceState = Literal["unprovisioned", "awaiting-approval", "enrolled-unassigned", "assigned", "wipe-pending"]
 Outcome = Literal["ok", "failed", "refused"]
 CheckStatus = Literal["OK", "WARN", "FAIL"]
+HangUpReason = Literal["hung-up", "media-failed"]
 
 #: A WebSocket frame or socket line larger than this is refused before it is parsed.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -250,7 +252,7 @@ class CallHangUp(Message, tag="call-hangup"):
     """Either side -> server: end the call (``media-failed`` when media could not be set up)."""
 
     call_id: str
-    reason: Literal["hung-up", "media-failed"] = "hung-up"
+    reason: HangUpReason = "hung-up"
 
 
 class DeviceFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -269,7 +271,7 @@ class CallEnded(Message, tag="call-ended"):
     """Server -> both sides: the call is over, and why."""
 
     call_id: str
-    reason: str  # an EndReason value of kiosk.protocol.call
+    reason: EndReason
     facts: DeviceFacts | None = None
 
 

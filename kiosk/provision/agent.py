@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import kiosk
+from kiosk.protocol import backoff, signing
 from kiosk.protocol import messages as m
-from kiosk.protocol import signing
 from kiosk.protocol.signing import Refusal, Refused
-from kiosk.provision import backoff, clock, diagnostics, enroll, handlers, wipe
+from kiosk.provision import clock, diagnostics, enroll, handlers, wipe
 from kiosk.provision.link import ServerLink
 from kiosk.provision.local_api import UiServer
 from kiosk.provision.state import StateDir, Vault

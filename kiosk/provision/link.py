@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from kiosk.protocol import backoff
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
 from kiosk.protocol.signing import CLOCK_SKEW_SECONDS
-from kiosk.provision import backoff, clock
+from kiosk.provision import clock
 
 log = logging.getLogger("kiosk.agent.link")
 

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kiosk.protocol import agent_socket, signing, wipe_journal
 from kiosk.protocol import messages as m
-from kiosk.protocol import signing, wipe_journal
 from kiosk.protocol.errors import ProtocolError
 from kiosk.provision.files import append_line, atomic_write, read_json
 
@@ -51,7 +51,7 @@ class StateDir:
         self.log_path = root / "agent.log"
         self.settings_path = root / "settings.json"
         self.replay_path = root / "replay.json"
-        self.socket_path = root / "agent.sock"
+        self.socket_path = agent_socket.socket_path(root)
 
     def create(self) -> StateDir:
         for d in (self.root, self.identity, self.keys, self.citizen, self.outbox):

@@ -38,7 +38,7 @@ class TurnConfig:
 
     def ice_servers(self, user_id: str) -> list[m.IceServer]:
         creds = turn.issue_credentials(self.secret, user_id, now=time.time())
-        return [m.convert(s.as_dict(), m.IceServer) for s in turn.ice_servers(self.host, self.port, creds)]
+        return turn.ice_servers(self.host, self.port, creds)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class CallManager:
                 call_id=live.id, caller_name=live.caller.display_name, caller_role=live.caller.role,
                 ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout))
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
-            await self._to_device(live.device_id, m.CallEnded(call_id=live.id, reason=effect.reason.value))
+            await self._to_device(live.device_id, m.CallEnded(call_id=live.id, reason=effect.reason))
 
     async def _notify_staff(self, live: LiveCall, effect: c.Notify) -> None:
         message: m.ServerToStaff | None = None
@@ -203,7 +203,7 @@ class CallManager:
         elif effect.notice is c.Notice.ANSWERED and live.offer_sdp is not None:
             message = m.CallAnswer(call_id=live.id, sdp=live.offer_sdp)
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
-            message = m.CallEnded(call_id=live.id, reason=effect.reason.value, facts=self._facts(live))
+            message = m.CallEnded(call_id=live.id, reason=effect.reason, facts=self._facts(live))
         if message is not None:
             try:
                 await live.staff(message)

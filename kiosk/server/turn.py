@@ -30,9 +30,10 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
+from kiosk.protocol.messages import IceServer
+
 __all__ = [
     "DEFAULT_TTL",
-    "IceServer",
     "TurnCredentials",
     "ice_servers",
     "issue_credentials",
@@ -97,24 +98,6 @@ def issue_credentials(
     return TurnCredentials(username, turn_credential(secret, username), expires_at)
 
 
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    """One entry of WebRTC's ``iceServers``: what the browser's
-    ``RTCPeerConnection`` and aiortc's ``RTCIceServer`` take."""
-
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
-
-    def as_dict(self) -> dict[str, str | list[str]]:
-        """The JSON shape for the console's JavaScript and the device's messages."""
-        out: dict[str, str | list[str]] = {"urls": list(self.urls)}
-        if self.username is not None and self.credential is not None:
-            out["username"] = self.username
-            out["credential"] = self.credential
-        return out
-
-
 def _host_for_url(host: str) -> str:
     if not host or any(c in host for c in "/?#@ ") or host.startswith("["):
         raise ValueError(f"TURN host must be a bare host name or IP address, got {host!r}")
@@ -132,7 +115,8 @@ def ice_servers(
     transports: tuple[Transport, ...] = ("udp", "tcp"),
     stun: bool = True,
 ) -> list[IceServer]:
-    """The ``iceServers`` list for one peer: our own coturn, never a public server.
+    """The ``iceServers`` list for one peer (as the call messages carry it): our own coturn,
+    never a public server.
 
     Give it to every peer connection: aiortc falls back to Google's public STUN
     server when given none. ``stun`` adds coturn's STUN service for
@@ -148,10 +132,10 @@ def ice_servers(
     where = f"{_host_for_url(host)}:{port}"
     servers: list[IceServer] = []
     if stun:
-        servers.append(IceServer(urls=(f"stun:{where}",)))
+        servers.append(IceServer(urls=[f"stun:{where}"]))
     servers.append(
         IceServer(
-            urls=tuple(f"turn:{where}?transport={t}" for t in transports),
+            urls=[f"turn:{where}?transport={t}" for t in transports],
             username=credentials.username,
             credential=credentials.credential,
         )

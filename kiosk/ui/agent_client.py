@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Final, TypeAlias
 
 import kiosk
+from kiosk.protocol import backoff
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.provision import backoff
 from kiosk.ui.controller import AgentConnected, AgentLost
 
 log = logging.getLogger("kiosk.ui.agent")
@@ -64,7 +64,7 @@ class AgentClient:
         self._writer: asyncio.StreamWriter | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._send_lock = asyncio.Lock()
-        self._closed = False
+        self._closed = asyncio.Event()  # an event, not a flag: close() may come during any await
         self.bad_lines = 0  # lines from the agent that were not valid messages
 
     @property
@@ -75,7 +75,7 @@ class AgentClient:
         """Connect, retrying until the agent answers; then hello and heartbeats."""
         attempt = 0
         while True:
-            if self._closed:
+            if self._closed.is_set():
                 raise ConnectionError("the agent client is closed")
             try:
                 reader, writer = await asyncio.open_unix_connection(str(self.path), limit=LINE_LIMIT)
@@ -114,12 +114,12 @@ class AgentClient:
         Reconnects by itself: after :class:`AgentLost` comes :class:`AgentConnected`
         as soon as the agent is back.
         """
-        while not self._closed:
+        while not self._closed.is_set():
             if not self.connected:
                 try:
                     await self.connect()
                 except ConnectionError:
-                    if self._closed:
+                    if self._closed.is_set():
                         return
                     await self._drop()
                     yield AgentLost()
@@ -139,7 +139,7 @@ class AgentClient:
             except (ConnectionError, OSError):
                 line = b""
             if not line:
-                if self._closed:
+                if self._closed.is_set():
                     return
                 log.warning("the agent closed the socket; reconnecting")
                 await self._drop()
@@ -154,7 +154,7 @@ class AgentClient:
             yield message
 
     async def close(self) -> None:
-        self._closed = True
+        self._closed.set()
         await self._drop()
 
     async def _beat(self) -> None:

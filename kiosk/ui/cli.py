@@ -22,12 +22,13 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import kiosk
-from kiosk.provision.state import StateDir
+from kiosk.protocol.agent_socket import socket_path
 from kiosk.ui.agent_client import AgentClient
-from kiosk.ui.call_peer import open_device_media
+from kiosk.ui.call_peer import VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.session import UiSession
 
@@ -101,13 +102,16 @@ class HeadlessScreen:
             timer.cancel()
 
 
-async def _headless(args: argparse.Namespace) -> int:
-    state = StateDir(args.state)
-    headless = HeadlessScreen(args.auto_answer_after, args.hang_up_after)
+async def run_headless(state: Path, headless: HeadlessScreen, *, demo_media: bool,
+                       on_screen: Callable[[Screen], None] | None = None,
+                       on_video_frame: VideoSink | None = None) -> int:
+    """The headless screen until SIGINT or SIGTERM. ``on_screen`` replaces printing the
+    screens (the call benchmark's probe screen adds its clock readings that way)."""
     session = UiSession(
-        AgentClient(state.socket_path),
-        lambda: open_device_media(demo=args.demo_media),
-        on_screen=headless.show,
+        AgentClient(socket_path(state)),
+        lambda: open_device_media(demo=demo_media),
+        on_screen=on_screen or headless.show,
+        on_video_frame=on_video_frame,
     )
     headless.session = session
     loop = asyncio.get_running_loop()
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_KIVY_YET, file=sys.stderr)
         return 2
     _logging(args.log_level)
-    return asyncio.run(_headless(args))
+    headless = HeadlessScreen(args.auto_answer_after, args.hang_up_after)
+    return asyncio.run(run_headless(args.state, headless, demo_media=args.demo_media))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Python caregiver (kiosk.server.call_client) calls a real unit: server, agent, headless screen.
+"""The Python caregiver (kiosk.caregiver) calls a real unit: server, agent, headless screen.
 
 What `make demo` and the call benchmark rely on: the client logs in, places the
 call, answers the unit's offer, media flows both ways (each side counts what it
@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from kiosk.server.call_client import CallRefused, CaregiverClient, TestMedia
+from kiosk.caregiver import CallRejected, CaregiverClient, TestMedia
+from kiosk.protocol.call import EndReason
 from tests.harness import ADMIN_PASSWORD, BIN, AgentProcess, ServerProcess, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -55,7 +56,7 @@ def unit(care: tuple[AgentProcess, str]) -> Iterator[tuple[Path, str]]:
 
 def test_python_caregiver_calls_media_flows_both_ways_and_hangs_up(
         server: ServerProcess, unit: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="kiosk.call_client")
+    caplog.set_level(logging.INFO, logger="kiosk.caregiver")
     screen_log, citizen_id = unit
 
     async def scenario() -> Any:
@@ -73,7 +74,7 @@ def test_python_caregiver_calls_media_flows_both_ways_and_hangs_up(
             return result
 
     result = asyncio.run(scenario())
-    assert result.end_reason == "hung_up_by_staff"
+    assert result.end_reason is EndReason.HUNG_UP_BY_STAFF and result.refused is None
     assert result.video_frames > 10 and result.audio_frames > 20
     times = result.times
     assert times.start_sent is not None and times.placed is not None and times.ringing is not None
@@ -98,7 +99,7 @@ def test_python_caregiver_calls_media_flows_both_ways_and_hangs_up(
         assert private not in caplog.text, f"{private!r} in the client's log"
 
     # The same call from a shell, as `make demo` runs it: the password on stdin, the result as JSON.
-    cli = subprocess.run([sys.executable, "-m", "kiosk.server.call_client", "--console", server.console,
+    cli = subprocess.run([sys.executable, "-m", "kiosk.caregiver", "--console", server.console,
                           "--user", "anne", "--citizen", citizen_id, "--password-stdin", "--talk", "1"],
                          input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, timeout=40)
     assert cli.returncode == 0, cli.stderr
@@ -112,10 +113,10 @@ def test_python_caregiver_outside_the_care_team_is_refused(
         server: ServerProcess, care: tuple[AgentProcess, str]) -> None:
     _, citizen_id = care
 
-    async def scenario() -> CallRefused:
+    async def scenario() -> CallRejected:
         async with CaregiverClient(server.console) as bo:
             await bo.login("bo", ADMIN_PASSWORD)
-            with pytest.raises(CallRefused) as refused:
+            with pytest.raises(CallRejected) as refused:
                 await bo.place_call(citizen_id)
             assert bo.call_in_progress is None
             return refused.value

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,7 +132,9 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.CallConnected: st.builds(m.CallConnected, call_id=text),
     m.CallHangUp: st.builds(m.CallHangUp, call_id=text, reason=st.sampled_from(["hung-up", "media-failed"])),
     m.DeviceFacts: device_facts,
-    m.CallEnded: st.builds(m.CallEnded, call_id=text, reason=text, facts=st.none() | device_facts),
+    m.CallEnded: st.builds(
+        m.CallEnded, call_id=text, reason=st.sampled_from(EndReason), facts=st.none() | device_facts
+    ),
     m.CallQualityReport: st.builds(
         m.CallQualityReport, call_id=text, quality=st.dictionaries(text, st.none() | int64 | finite, max_size=5)
     ),
@@ -431,6 +434,8 @@ def test_unknown_or_missing_type_tags(name: str, frame: bytes) -> None:
         (m.DEVICE_TO_SERVER, b"null"),
         (m.SERVER_TO_DEVICE, b'{"type":"heartbeat-ack","seq":1,"sent_at":1e999,"server_time":2}'),
         (m.UI_TO_AGENT, b'{"type":"ui-heartbeat","screen_awake":"yes"}'),
+        (m.AGENT_TO_UI, b'{"type":"call-ended","call_id":"c","reason":"exploded"}'),
+        (m.SERVER_TO_STAFF, b'{"type":"call-ended","call_id":"c","reason":"HUNG_UP_BY_STAFF"}'),
         (m.COMMAND, b'{"id":"c","device_id":"d","issued_at":"now","expires_at":2,"action":{"type":"ping"}}'),
         (m.COMMAND, b'{"id":"c","device_id":"d","issued_at":1,"expires_at":2,"action":{"type":"zzz"}}'),
         (m.COMMAND, b'{"id":"c","device_id":"d","issued_at":1,"expires_at":2,"action":{"type":"logs","lines":"9"}}'),
@@ -448,6 +453,12 @@ def test_wrong_field_types_missing_and_unknown_fields_are_invalid(codec: m.Codec
         codec.decode(frame)
     assert info.value.reason == "invalid"
     assert info.value.detail
+
+
+def test_an_end_reason_arrives_as_the_shared_enum() -> None:
+    ended = m.SERVER_TO_STAFF.decode(b'{"type":"call-ended","call_id":"c","reason":"not_answered"}')
+    assert isinstance(ended, m.CallEnded) and ended.reason is EndReason.NOT_ANSWERED
+    assert m.encode(ended) == b'{"type":"call-ended","call_id":"c","reason":"not_answered","facts":null}'
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ import math
 
 import pytest
 
+from kiosk.protocol import messages as m
+from kiosk.protocol.messages import IceServer
 from kiosk.server.turn import (
     DEFAULT_TTL,
-    IceServer,
     TurnCredentials,
     ice_servers,
     issue_credentials,
@@ -116,12 +117,12 @@ CREDS = TurnCredentials(
 def test_ice_servers_point_only_at_our_turn_server() -> None:
     servers = ice_servers("turn.viborg.example", 3478, CREDS)
     assert servers == [
-        IceServer(urls=("stun:turn.viborg.example:3478",)),
+        IceServer(urls=["stun:turn.viborg.example:3478"]),
         IceServer(
-            urls=(
+            urls=[
                 "turn:turn.viborg.example:3478?transport=udp",
                 "turn:turn.viborg.example:3478?transport=tcp",
-            ),
+            ],
             username="1700000000:device-0042",
             credential="c2VjcmV0",
         ),
@@ -132,9 +133,9 @@ def test_ice_servers_point_only_at_our_turn_server() -> None:
 
 
 def test_ice_servers_as_webrtc_json() -> None:
-    entries = [s.as_dict() for s in ice_servers("127.0.0.1", 3478, CREDS, transports=("udp",))]
+    entries = m.to_builtins(ice_servers("127.0.0.1", 3478, CREDS, transports=("udp",)))
     assert entries == [
-        {"urls": ["stun:127.0.0.1:3478"]},
+        {"urls": ["stun:127.0.0.1:3478"], "username": None, "credential": None},
         {
             "urls": ["turn:127.0.0.1:3478?transport=udp"],
             "username": "1700000000:device-0042",
@@ -146,7 +147,7 @@ def test_ice_servers_as_webrtc_json() -> None:
 def test_ice_servers_without_stun_and_tcp_first() -> None:
     servers = ice_servers("127.0.0.1", 3478, CREDS, transports=("tcp", "udp"), stun=False)
     assert [s.urls for s in servers] == [
-        ("turn:127.0.0.1:3478?transport=tcp", "turn:127.0.0.1:3478?transport=udp")
+        ["turn:127.0.0.1:3478?transport=tcp", "turn:127.0.0.1:3478?transport=udp"]
     ]
 
 

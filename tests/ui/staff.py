@@ -2,17 +2,17 @@
 
 Like the console in a browser: it receives the device's offer (a CallAnswer),
 answers it with its own camera and microphone (small lavfi test sources, to
-spare the CPU), and counts what it receives from the device. The peer is the
-Python caregiver's (:class:`kiosk.server.call_client.AnsweringPeer`); here it
-is driven by hand, without the server.
+spare the CPU), and counts what it receives from the device. It is the call
+peer both sides use (:class:`kiosk.media.peer.CallPeer`), with the Python
+caregiver's test media; here it is driven by hand, without the server.
 """
 
 from __future__ import annotations
 
 from aiortc import RTCConfiguration
 
-from kiosk.server.call_client import AnsweringPeer, CallError, TestMedia, open_test_media
-from kiosk.ui.call_peer import LocalMedia
+from kiosk.caregiver import TestMedia, open_test_media
+from kiosk.media.peer import CallMediaError, CallPeer, LocalMedia
 
 SMALL = TestMedia(width=176, height=144, fps=15, tone_hz=660)
 
@@ -27,7 +27,7 @@ async def small_media() -> LocalMedia:
 class Counts:
     """Frames the staff peer received, per kind, waited for the way tests wait."""
 
-    def __init__(self, peer: AnsweringPeer) -> None:
+    def __init__(self, peer: CallPeer) -> None:
         self._peer = peer
 
     def count(self, kind: str) -> int:
@@ -36,17 +36,21 @@ class Counts:
     async def wait_for(self, kind: str, n: int, timeout: float = 10.0) -> None:
         try:
             await self._peer.wait_frames(**{kind: n}, timeout=timeout)
-        except CallError:
+        except TimeoutError:
             raise AssertionError(f"only {self.count(kind)} {kind} frames, wanted {n}") from None
 
 
-class StaffBrowser(AnsweringPeer):
+class StaffBrowser(CallPeer):
     def __init__(self, configuration: RTCConfiguration) -> None:
-        super().__init__(configuration, small_media)
+        super().__init__(configuration, label="staff")
         self.received = Counts(self)
+
+    async def answer(self, offer_sdp: str) -> str:
+        await self.open_media(small_media)
+        return await super().answer(offer_sdp)
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
         try:
             await super().wait_connected(timeout)
-        except CallError:
-            raise AssertionError(f"staff peer still {self.pc.connectionState}") from None
+        except (CallMediaError, TimeoutError):
+            raise AssertionError(f"staff peer still {self.connection_state}") from None

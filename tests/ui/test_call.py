@@ -242,5 +242,6 @@ def test_sections_without_candidates() -> None:
            "m=audio 4 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=candidate:1 1 udp 1 127.0.0.1 4 typ host\r\n"
            "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n")
     assert sections_without_candidates(sdp) == ["video (mid 0)"]
-    assert sections_without_candidates(sdp.replace("a=end-of", "a=candidate:2 1 udp 1 127.0.0.1 5 typ host\r\na=end-of")) == []
+    candidate = "a=candidate:2 1 udp 1 127.0.0.1 5 typ host\r\n"
+    assert sections_without_candidates(sdp.replace("a=end-of", candidate + "a=end-of")) == []
     assert sections_without_candidates("v=0\r\n") == []

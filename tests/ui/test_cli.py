@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiortc import RTCConfiguration, RTCIceServer
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
+from kiosk.media.peer import rtc_configuration
 from kiosk.protocol import messages as m
-from kiosk.provision.state import StateDir
+from kiosk.protocol.agent_socket import socket_path
 from kiosk.server.turn import ice_servers, issue_credentials
 from kiosk.ui import cli
 
@@ -83,7 +82,7 @@ class UiProcess:
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[FakeAgent]:
-    fake = await FakeAgent(StateDir(tmp_path).socket_path).start()
+    fake = await FakeAgent(socket_path(tmp_path)).start()
     yield fake
     await fake.stop()
 
@@ -111,13 +110,7 @@ async def start_ui(tmp_path: Path) -> AsyncIterator[Any]:
 def relay_servers(turn: TurnServer, user: str) -> list[m.IceServer]:
     """What the server puts in CallRing/CallPlaced for one leg of a call."""
     creds = issue_credentials(turn.secret, user, now=time.time(), ttl=600)
-    return [m.convert(s.as_dict(), m.IceServer) for s in ice_servers(turn.host, turn.port, creds)]
-
-
-def relay_config(servers: list[m.IceServer]) -> RTCConfiguration:
-    return RTCConfiguration(
-        iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers],
-        iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+    return ice_servers(turn.host, turn.port, creds)
 
 
 @pytest.mark.slow
@@ -136,7 +129,7 @@ async def test_headless_ui_answers_through_turn_and_hangs_up_by_itself(
     assert candidates and all(" typ relay" in line for line in candidates), candidates  # relay only, as told
 
     staff_servers = relay_servers(turn_server, "staff")
-    staff = StaffBrowser(relay_config(staff_servers))
+    staff = StaffBrowser(rtc_configuration(staff_servers, relay_only=True))
     try:
         await agent.send(m.CallAccept(call_id="call-1", sdp=await staff.answer(offer.sdp)))
         assert await agent.wait_for(m.CallConnected, timeout=15) == m.CallConnected(call_id="call-1")

@@ -1,4 +1,4 @@
-"""Tests for kiosk.provision.backoff: exponential reconnect delays with full jitter."""
+"""Tests for kiosk.protocol.backoff: exponential reconnect delays with full jitter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kiosk.provision import backoff
+from kiosk.protocol import backoff
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,368 @@
+"""One call's aiortc peer connection, for either side of a call.
+
+The unit (:class:`kiosk.ui.call_peer.DeviceCall`) offers and the Python
+caregiver (:mod:`kiosk.caregiver`) answers; everything else about a peer is the
+same on both sides and lives here once:
+
+- its configuration: our ICE servers only (:func:`rtc_configuration`),
+- the local media it sends (:class:`LocalMedia`, opened by a :data:`MediaOpener`),
+- the SDP exchange, whole and without trickle: aiortc gathers every candidate
+  inside ``setLocalDescription``, so an offer or answer carries them all,
+- every remote track read to the end (aiortc's queues grow if nobody does),
+  video through :class:`~kiosk.media.stats.MeteredTrack` so freezes are counted,
+  each frame handed to the side's sink,
+- connection state changes, the call's quality (numbers only), and closing:
+  idempotent, and complete even when cancelled.
+
+Nothing here knows about the protocol's messages: the sides turn what it
+returns into them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol, TypeAlias
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from av.frame import Frame
+
+from .encoders import prefer_video_codec
+from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
+
+__all__ = [
+    "GATHER_TIMEOUT",
+    "CallMediaError",
+    "CallPeer",
+    "FrameSink",
+    "IceServerEntry",
+    "LocalMedia",
+    "MediaOpener",
+    "rtc_configuration",
+]
+
+log = logging.getLogger("kiosk.media.peer")
+
+#: ICE gathering on a healthy network takes well under a second; an unreachable
+#: TURN server is what makes it slow, and then the call cannot work anyway.
+GATHER_TIMEOUT: Final = 15.0
+
+FrameSink: TypeAlias = Callable[[Frame], None]
+Clock: TypeAlias = Callable[[], float]
+
+
+class IceServerEntry(Protocol):
+    """The shape of one ``iceServers`` entry (``kiosk.protocol.messages.IceServer`` has it)."""
+
+    @property
+    def urls(self) -> Sequence[str]: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def credential(self) -> str | None: ...
+
+
+def rtc_configuration(ice_servers: Iterable[IceServerEntry], relay_only: bool) -> RTCConfiguration:
+    """Our ICE servers only, never aiortc's default public STUN (an empty list stays empty);
+    ``relay_only`` restricts ICE to the TURN relay."""
+    servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers]
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+class CallMediaError(Exception):
+    """Media for the call could not be set up; the message says what to check."""
+
+
+@dataclass
+class LocalMedia:
+    """What one side sends: its tracks, the preferred video codec, and how to close them."""
+
+    video: MediaStreamTrack | None
+    audio: MediaStreamTrack | None
+    video_mime: str | None = None
+    closer: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
+
+    async def close(self) -> None:
+        for track in (self.video, self.audio):
+            if track is not None:
+                track.stop()
+        if self.closer is not None:
+            await self.closer()
+
+
+MediaOpener: TypeAlias = Callable[[], Awaitable[LocalMedia]]
+
+
+class CallPeer:
+    """One call's peer connection, from opening the media to closing.
+
+    ``on_state`` gets aiortc's connection state ("connecting", "connected",
+    "failed", "closed") on every change while the peer is open; remote frames
+    go to ``on_video_frame`` and ``on_audio_frame`` (a sink that raises is
+    logged once per track and never ends the call). ``label`` names the peer
+    in logs: a call id, never anything personal.
+    """
+
+    def __init__(
+        self,
+        configuration: RTCConfiguration,
+        *,
+        label: str = "call",
+        on_state: Callable[[str], None] | None = None,
+        on_video_frame: FrameSink | None = None,
+        on_audio_frame: FrameSink | None = None,
+        gather_timeout: float = GATHER_TIMEOUT,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.configuration = configuration
+        self.label = label
+        self.gather_timeout = gather_timeout
+        self._on_state = on_state
+        self._on_video_frame = on_video_frame
+        self._on_audio_frame = on_audio_frame
+        self._clock = clock
+        self.pc: RTCPeerConnection | None = None
+        self.media: LocalMedia | None = None
+        self.freezes = FreezeCounter()
+        self.audio_frames = 0
+        self.connected_at: float | None = None
+        self.first_video_at: float | None = None
+        self.first_audio_at: float | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._progress = asyncio.Event()  # set on every state change and remote frame
+        self._closed = False
+        self._quality: CallQuality | None = None
+
+    # --- what it knows ------------------------------------------------------------
+
+    @property
+    def video_frames(self) -> int:
+        """Remote video frames received and decoded so far."""
+        return self.freezes.frames
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.pc.connectionState) if self.pc is not None else "new"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def sent_and_received(self) -> dict[str, int]:
+        """RTP packets sent and received per kind, from aiortc's stats (for tests and diagnostics)."""
+        counts = {"video_sent": 0, "audio_sent": 0, "video_received": 0, "audio_received": 0}
+        if self.pc is None or self.pc.connectionState == "closed":
+            return counts
+        for stats in (await self.pc.getStats()).values():
+            kind = getattr(stats, "type", None)
+            if kind == "outbound-rtp":
+                counts[f"{stats.kind}_sent"] += stats.packetsSent
+            elif kind == "inbound-rtp":
+                counts[f"{stats.kind}_received"] += stats.packetsReceived
+        return counts
+
+    # --- setting up -------------------------------------------------------------------
+
+    async def open_media(self, opener: MediaOpener) -> LocalMedia:
+        """Open the camera and microphone (or test sources) for this call, once."""
+        if self.media is not None:
+            return self.media
+        try:
+            media = await opener()
+        except Exception as exc:  # any device or codec failure: the call ends as media-failed
+            raise CallMediaError(f"could not open camera/microphone: {type(exc).__name__}: {exc}") from exc
+        if self._closed:  # hung up while the devices opened
+            await media.close()
+            raise CallMediaError("the call ended while the camera and microphone opened")
+        self.media = media
+        return media
+
+    async def offer(self) -> str:
+        """A fresh connection sending our media, and its offer with every candidate.
+
+        Making an offer again drops the previous connection quietly (its
+        "closed" is not the call's)."""
+        pc = await self._fresh_connection()
+        media = self.media or LocalMedia(None, None)
+        video = pc.addTransceiver(media.video or "video", direction="sendrecv" if media.video else "recvonly")
+        if media.video_mime:
+            prefer_video_codec(video, media.video_mime)
+        pc.addTransceiver(media.audio or "audio", direction="sendrecv" if media.audio else "recvonly")
+        return await self._describe(pc, pc.createOffer)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Our answer to the other side's offer, sending our media, with every candidate."""
+        pc = await self._fresh_connection()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError, InvalidStateError, ... for a bad SDP
+            raise CallMediaError(f"the offer was refused: {type(exc).__name__}: {exc}") from exc
+        # As aiortc's own server example does: tracks added after the offer take
+        # over the offer's transceivers, which then send as well as receive.
+        media = self.media or LocalMedia(None, None)
+        for track in (media.video, media.audio):
+            if track is not None:
+                pc.addTrack(track)
+        return await self._describe(pc, pc.createAnswer)
+
+    async def accept(self, answer_sdp: str) -> None:
+        """The other side's answer to our offer."""
+        if self.pc is None or self._closed:
+            raise CallMediaError("no offer was made for this call, or it has ended")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:  # aiortc raises ValueError, InvalidStateError, ... for a bad SDP
+            raise CallMediaError(f"the caller's answer was refused: {type(exc).__name__}: {exc}") from exc
+
+    # --- waiting ----------------------------------------------------------------------
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Until media is connected. Raises :class:`CallMediaError` if the connection
+        failed or closed, ``TimeoutError`` after ``timeout`` seconds."""
+
+        def connected() -> bool:
+            state = self.connection_state
+            if state in ("failed", "closed"):
+                raise CallMediaError(f"media could not be set up: the connection is {state}")
+            return state == "connected"
+
+        await self._until(connected, timeout, lambda: f"media not connected ({self.connection_state})")
+
+    async def wait_frames(self, video: int = 0, audio: int = 0, *, timeout: float) -> None:
+        """Until at least ``video`` and ``audio`` remote frames have arrived (``TimeoutError`` if not)."""
+        await self._until(lambda: self.video_frames >= video and self.audio_frames >= audio, timeout,
+                          lambda: f"only {self.video_frames}/{video} video and {self.audio_frames}/{audio} "
+                                  "audio frames")
+
+    # --- the end ----------------------------------------------------------------------
+
+    async def close(self) -> CallQuality | None:
+        """Measure the call's quality (if media flowed), then release the connection
+        and the media. Idempotent, and complete even when cancelled."""
+        if self._closed:
+            return self._quality
+        self._closed = True
+        try:
+            if self.pc is not None and self.connected_at is not None:
+                self.freezes.close(self._clock())
+                try:
+                    self._quality = await measure(self.pc, self.freezes, self.connected_at, self._clock)
+                except Exception as exc:  # stats are a nicety; closing the call is not
+                    log.warning("%s: call quality could not be measured: %s", self.label, exc, exc_info=True)
+        finally:  # even when cancelled: camera, microphone and sockets are released
+            await self._release()
+        return self._quality
+
+    async def _release(self) -> None:
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        for pump in self._pumps:
+            pump.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        if self.media is not None:
+            with contextlib.suppress(Exception):
+                await self.media.close()
+
+    # --- internals ----------------------------------------------------------------
+
+    async def _fresh_connection(self) -> RTCPeerConnection:
+        if self._closed:
+            raise CallMediaError("the call has ended")
+        old, self.pc = self.pc, None
+        if old is not None:
+            old.remove_all_listeners()
+            with contextlib.suppress(Exception):
+                await old.close()
+        pc = self.pc = RTCPeerConnection(self.configuration)
+        pc.on("connectionstatechange", self._state_changed)
+        pc.on("track", self._remote_track)
+        return pc
+
+    async def _describe(self, pc: RTCPeerConnection, create: Callable[[], Awaitable[RTCSessionDescription]]) -> str:
+        """Set our side's description; aiortc gathers every candidate in it, so the SDP is whole."""
+        try:
+            await asyncio.wait_for(pc.setLocalDescription(await create()), self.gather_timeout)
+        except TimeoutError:
+            raise CallMediaError(
+                f"ICE gathering took longer than {self.gather_timeout:.0f} s; is the TURN server reachable?"
+            ) from None
+        except Exception as exc:  # closed under us, or aiortc refused its own description
+            raise CallMediaError(f"could not create the session description: {type(exc).__name__}: {exc}") from exc
+        description = pc.localDescription
+        if pc.iceGatheringState != "complete" or description is None:
+            raise CallMediaError(f"ICE gathering did not complete ({pc.iceGatheringState})")
+        return str(description.sdp)
+
+    async def _until(self, done: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+        deadline = self._clock() + timeout
+        while not done():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise TimeoutError(f"{self.label}: {what()} after {timeout} s")
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+
+    def _state_changed(self) -> None:
+        pc = self.pc
+        if pc is None:
+            return
+        state = str(pc.connectionState)
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = self._clock()
+        log.info("%s: media %s", self.label, state)
+        self._progress.set()
+        if self._on_state is not None and not self._closed:
+            self._on_state(state)
+
+    def _remote_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            metered = MeteredTrack(track, self.freezes, self._clock)
+            self._pumps.append(asyncio.ensure_future(self._pump(metered, self._video_frame)))
+        elif track.kind == "audio":
+            self._pumps.append(asyncio.ensure_future(self._pump(track, self._audio_frame)))
+
+    def _video_frame(self, frame: Frame) -> None:
+        # MeteredTrack has counted it already; recv() returning means it was decoded.
+        if self.first_video_at is None:
+            self.first_video_at = self._clock()
+        if self._on_video_frame is not None:
+            self._on_video_frame(frame)
+
+    def _audio_frame(self, frame: Frame) -> None:
+        self.audio_frames += 1
+        if self.first_audio_at is None:
+            self.first_audio_at = self._clock()
+        if self._on_audio_frame is not None:
+            self._on_audio_frame(frame)
+
+    async def _pump(self, track: MediaStreamTrack, deliver: FrameSink) -> None:
+        """Read every frame and hand it on."""
+        complained = False
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self._progress.set()
+            if not isinstance(frame, Frame):  # a remote track yields decoded frames only
+                continue
+            try:
+                deliver(frame)
+            except Exception:  # a broken renderer or speaker must not end the citizen's call
+                if not complained:  # once per track, not 30 times a second
+                    log.exception("%s: a remote %s frame could not be delivered", self.label, track.kind)
+                    complained = True
