@@ -12,6 +12,7 @@ DEB_PACKAGES=(
     xvfb xauth        # a virtual screen for the Kivy UI tests
     libgl1-mesa-dri   # Mesa, so Kivy renders under Xvfb
     openssl           # used by tests to inspect certificates like an admin would
+    faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
 )
 
 missing=()

@@ -204,7 +204,7 @@ async def enroll_until_done(state: StateDir, provisioning: Path, retry_cap: floa
                     ui.push_status()
                 wait = backoff.delay(attempt, 1.0, retry_cap)
                 attempt += 1
-                log.warning("not enrolled yet: %s; next try in %.0f s", exc, wait)
+                log.warning("not enrolled yet: %s Next try in %.0f s.", exc, wait)
                 await asyncio.sleep(wait)
     finally:
         await ui.stop()

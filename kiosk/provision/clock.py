@@ -34,14 +34,15 @@ def stamp(t: float) -> str:
 
 
 def span(seconds: float) -> str:
-    """3 days 2 h, 5 h 10 min, 7 min, 40 s."""
+    """3 days 2 h, 5 h 10 min, 7 min, 40 s (rounded to the minute from an hour up)."""
     s = round(abs(seconds))
-    days, hours, minutes = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    if s < 3600:
+        return f"{s // 60} min" if s >= 60 else f"{s} s"
+    minutes = round(abs(seconds) / 60)
+    days, hours, minutes = minutes // 1440, minutes % 1440 // 60, minutes % 60
     if days:
         return f"{days} day{'s' if days != 1 else ''}" + (f" {hours} h" if hours else "")
-    if hours:
-        return f"{hours} h" + (f" {minutes} min" if minutes else "")
-    return f"{minutes} min" if minutes else f"{s} s"
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
 
 
 def offset_words(offset: float) -> str:

@@ -21,6 +21,7 @@ import enum
 import http.client
 import ssl
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,6 +38,8 @@ from kiosk.provision.files import atomic_write
 from kiosk.provision.state import ServerPin, StateDir
 
 #: Where a unit's hardware serial number lives: Raspberry Pi (device tree), then PCs (DMI).
+T = TypeVar("T")
+
 SERIAL_PATHS = (Path("/sys/firmware/devicetree/base/serial-number"), Path("/sys/class/dmi/id/product_serial"))
 
 
@@ -75,7 +78,7 @@ def device_context(state: StateDir) -> ssl.SSLContext:
 
 def _unreachable(url: str, exc: BaseException) -> EnrollmentDeferred:
     return EnrollmentDeferred("unreachable", f"cannot reach the server at {url} ({exc or type(exc).__name__}); "
-                              "retrying (safe even if an answer was lost: the unit sends the same key)")
+                              "retrying (safe even if an answer was lost: the unit sends the same key).")
 
 
 def fetch_pinned_ca(url: str, pin: str) -> str:
@@ -87,7 +90,7 @@ def fetch_pinned_ca(url: str, pin: str) -> str:
     except (OSError, http.client.HTTPException) as exc:
         raise _unreachable(url, exc) from None
     if resp.status >= 500:
-        raise EnrollmentDeferred("server-error", f"the server at {url} answered HTTP {resp.status}; retrying")
+        raise _server_error(resp.status)
     if resp.status != 200:
         raise EnrollmentRefused("not-a-kiosk-server", f"{url} did not offer a root certificate (HTTP {resp.status}); "
                                 "check the server_url in the provisioning file")
@@ -174,26 +177,29 @@ def _ask(url: str, ca_pem: str, body: bytes) -> m.EnrollResponse:
     except (OSError, http.client.HTTPException) as exc:
         raise _unreachable(url, exc) from None
     if resp.status == 200:
-        try:
-            return m.ENROLL_RESPONSE.decode(resp.body)
-        except ProtocolError as exc:  # e.g. cut short on the way: the same request will be answered again
-            raise EnrollmentDeferred("server-error", f"the server's answer was not understood ({exc.detail}); "
-                                     "retrying") from None
+        return _understood(m.ENROLL_RESPONSE, resp.body)
     if resp.status == 202:
-        try:
-            held = m.ENROLL_HELD.decode(resp.body)
-        except ProtocolError as exc:
-            raise EnrollmentDeferred("server-error", f"the server's answer was not understood ({exc.detail}); "
-                                     "retrying") from None
-        raise EnrollmentDeferred("awaiting-approval", held.message)
+        raise EnrollmentDeferred("awaiting-approval", _understood(m.ENROLL_HELD, resp.body).message)
     if resp.status >= 500 or resp.status in (408, 429):
-        raise EnrollmentDeferred("server-error", f"the server answered HTTP {resp.status}; retrying")
+        raise _server_error(resp.status)
     try:
         err = m.ERROR_RESPONSE.decode(resp.body)
     except ProtocolError:
         raise EnrollmentRefused("unexpected-answer", f"the server answered HTTP {resp.status} without a reason; "
                                 "tell the municipality's IT") from None
     raise EnrollmentRefused(err.error, f"the server refused enrollment: {err.message}")
+
+
+def _understood(codec: m.Codec[T], body: bytes) -> T:
+    try:
+        return codec.decode(body)
+    except ProtocolError as exc:  # e.g. cut short on the way: the same request is answered again
+        raise EnrollmentDeferred("server-error", f"the server's answer was not understood ({exc.detail}); "
+                                 "retrying.") from None
+
+
+def _server_error(status: int) -> EnrollmentDeferred:
+    return EnrollmentDeferred("server-error", f"the server answered HTTP {status} (a fault on its side); retrying.")
 
 
 def _same_key(cert_pem: str, key: ec.EllipticCurvePrivateKey) -> bool:
