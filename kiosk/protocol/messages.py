@@ -346,7 +346,6 @@ class EnrollHeld(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     device_id: str  # the id the unit will have once approved (``kiosk-server device approve``)
     message: str
-    retry_after: float
 
 
 class ErrorResponse(msgspec.Struct, frozen=True):

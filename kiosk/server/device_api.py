@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import WSMsgType, web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +24,7 @@ from kiosk.server import ca, commands, enrollment
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
-from kiosk.server.store import Store, sha256_hex
+from kiosk.server.store import Contended, Store, sha256_hex
 
 log = logging.getLogger("kiosk.server.devices")
 
@@ -63,6 +64,13 @@ async def enroll(request: web.Request) -> web.Response:
         key = ca.key_fingerprint(ca.device_key(req.csr_pem))  # a bad CSR never touches the token
     except ProtocolError as exc:
         return error(400, exc.reason, f"enrollment request refused: {exc.detail}")
+    try:
+        return _enroll(request, authority, store, req, key)
+    except (Contended, sa.exc.IntegrityError):  # a retry raced its own first request: ask it to try again
+        return error(503, "busy", "another request for this token is being handled; try again")
+
+
+def _enroll(request: web.Request, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
     version = req.agent_version[:64]
     serial = "".join(c for c in req.serial_number if c.isprintable())[:64]
     token_hash, now = sha256_hex(req.token), time.time()
@@ -103,8 +111,7 @@ async def enroll(request: web.Request) -> web.Response:
                                        batch=enrollment.batch_label(token.created_at, token.created_by),
                                        peer=request.remote)
                     log.info("unit %s held for approval: its token expired unused", device_id)
-                return json_response(m.EnrollHeld(device_id, enrollment.held_message(device_id, serial),
-                                                  enrollment.HELD_RETRY_SECONDS), status=202)
+                return json_response(m.EnrollHeld(device_id, enrollment.held_message(device_id, serial)), status=202)
             case enrollment.Refuse(code=code, message=message):
                 store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=request.remote)
                 return error(REFUSAL_STATUS[code], code, message)

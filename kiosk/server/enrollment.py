@@ -15,8 +15,6 @@ from dataclasses import dataclass
 #: How long after its token's expiry (or its use, whichever is later) a unit may repeat
 #: its enrollment and get the same answer.
 RETRY_GRACE_SECONDS = 7 * 24 * 3600.0
-#: How soon a held unit is asked to try again.
-HELD_RETRY_SECONDS = 60.0
 
 AWAITING, APPROVED, REJECTED, ENROLLED = "awaiting-approval", "approved", "rejected", "enrolled"
 

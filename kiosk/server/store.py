@@ -145,6 +145,10 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class Contended(Exception):
+    """Two requests raced for the same row; the loser's transaction is rolled back and it may retry."""
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     seq: int
@@ -233,9 +237,14 @@ class Store:
         return conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == token_hash)).first()
 
     def use_token(self, conn: Connection, token_hash: str, device_id: str, now: float) -> None:
-        """Mark a token used inside the caller's transaction (the caller decided it may be)."""
-        conn.execute(enroll_tokens.update().where(enroll_tokens.c.token_hash == token_hash)
-                     .values(used_at=now, used_by_device=device_id))
+        """Mark a token used inside the caller's transaction (the caller decided it may be).
+
+        Raises :class:`Contended` if another transaction used it first (possible on
+        PostgreSQL, where a write transaction does not lock the whole database)."""
+        if not conn.execute(enroll_tokens.update()
+                            .where(enroll_tokens.c.token_hash == token_hash, enroll_tokens.c.used_at.is_(None))
+                            .values(used_at=now, used_by_device=device_id)).rowcount:
+            raise Contended("the token was used by a concurrent request")
 
     # ------------------------------------------------------- units awaiting approval
     def enrollment_hold(self, conn: Connection, token_hash: str) -> Any:

@@ -10,7 +10,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -111,6 +113,28 @@ def test_server_answers_bad_enrollment_requests_with_4xx(server: ServerProcess) 
         except urllib.error.HTTPError as exc:
             assert exc.code == status, (body[:40], exc.code)
             assert json.loads(exc.read())["error"] == code
+
+
+def test_retries_racing_their_first_request_get_the_same_identity(server: ServerProcess, tmp_path: Path) -> None:
+    """The same unit (same key) asking four times at once, as an impatient retry would: one device."""
+    token = yaml.safe_load(server.provisioning_file(tmp_path / "prov").read_text())["token"]
+    body = json.dumps({"token": token, "csr_pem": _csr(), "agent_version": "1"}).encode()
+    ctx = ssl.create_default_context(cafile=str(server.data / "ca.crt"))
+
+    def ask(_: int) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(server.url + "/api/v1/enroll", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert all(status in (200, 503) for status, _ in answers), answers  # 503: "try again", never a refusal
+    issued = {(a["device_id"], a["certificate_pem"]) for status, a in answers if status == 200}
+    assert len(issued) == 1, "every answer names the same device and certificate"
+    assert [d["id"] for d in server.cli_json("device", "list")] == [next(iter(issued))[0]]
 
 
 def test_valid_token_with_a_bad_csr_is_not_used_up(server: ServerProcess, tmp_path: Path) -> None:

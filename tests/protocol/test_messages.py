@@ -155,7 +155,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         municipality=text,
         heartbeat_interval=finite,
     ),
-    m.EnrollHeld: st.builds(m.EnrollHeld, device_id=text, message=text, retry_after=finite),
+    m.EnrollHeld: st.builds(m.EnrollHeld, device_id=text, message=text),
     m.ErrorResponse: st.builds(m.ErrorResponse, error=text, message=text),
 }
 
@@ -388,7 +388,7 @@ def test_size_limit_is_inclusive_and_counts_bytes(name: str) -> None:
             device_id="d", certificate_pem="c", ca_pem="a", command_public_key_pem="k",
             municipality="Ærø", heartbeat_interval=30.0,
         ),
-        "ENROLL_HELD": m.EnrollHeld(device_id="d", message="Venter", retry_after=60.0),
+        "ENROLL_HELD": m.EnrollHeld(device_id="d", message="Venter"),
         "ERROR_RESPONSE": m.ErrorResponse(error="e", message="m"),
     }[name]
     encoded = m.encode(valid)
