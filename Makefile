@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set themselves up.
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo lint test test-fast bench clean
 
 setup:
 	@scripts/setup.sh
@@ -9,7 +9,13 @@ setup:
 demo: setup
 	@$(PY) scripts/demo.py
 
-test: setup
+# Types and lint first: a type or lint error fails the build before any test runs.
+lint: setup
+	@.venv/bin/ruff check --quiet kiosk tests bench scripts
+	@.venv/bin/mypy --no-error-summary
+	@echo "lint: ruff and mypy --strict clean"
+
+test: lint
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The quick loop while developing: everything not marked slow.

@@ -12,6 +12,13 @@ DEB_PACKAGES=(
     xvfb xauth        # a virtual screen for the Kivy UI tests
     libgl1-mesa-dri   # Mesa, so Kivy renders under Xvfb
     openssl           # used by tests to inspect certificates like an admin would
+    pipewire pipewire-bin wireplumber pipewire-pulse  # the unit's sound server; tests run a private one
+    libspa-0.2-modules  # PipeWire's echo-cancel module with the WebRTC canceller
+    pulseaudio-utils  # pacat/parec/pactl: the speaker and microphone streams (via pipewire-pulse)
+    dbus-daemon       # a private session bus for the test PipeWire (WirePlumber needs one)
+    alsa-utils        # aplay: the speaker where PipeWire is absent
+    espeak-ng         # the Danish voice announcing the caller
+    sox               # the ring tone and chime, and speech resampled to 48 kHz
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
 )
 

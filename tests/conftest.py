@@ -10,7 +10,10 @@ from tests.harness import AgentProcess, ServerProcess
 
 os.environ.setdefault("KIVY_NO_ARGS", "1")
 
-pytest_plugins = ["tests.turn_fixture"]  # the real coturn, started once per session when a test asks
+pytest_plugins = [
+    "tests.turn_fixture",  # the real coturn, started once per session when a test asks
+    "tests.pipewire_fixture",  # a private real PipeWire, likewise
+]
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ class StaffCall:
     def press_call(self) -> m.CallStart:
         """The caregiver pressed "call": the mirror rings, and this is what to send."""
         self.times.start_sent = self._clock()
-        self._mirror(c.Ring(self.times.start_sent))
+        self._mirror(c.Ring(), self.times.start_sent)
         return m.CallStart(citizen_id=self.citizen_id)
 
     async def hang_up(self) -> CallResult:
@@ -206,7 +206,7 @@ class StaffCall:
             # The server feeds the page's hang-up to its machine as a Cancel
             # unless media is up, which ends an answered call the same way; so
             # does the mirror, and both reach the same verdict.
-            self._mirror(c.Cancel(self._clock()))
+            self._mirror(c.Cancel(), self._clock())
             reason = self.machine.end_reason or c.EndReason.CANCELLED_BY_CALLER
             self._end(reason, None, tell_server="hung-up")
         if self._finished is not None:
@@ -245,11 +245,11 @@ class StaffCall:
                         self._media_task = asyncio.ensure_future(open_test_media(self.media_spec))
                     self._placed.set()
             case m.CallRinging():
-                if self._mirror(c.RingAck(at)) is c.Outcome.APPLIED:
+                if self._mirror(c.RingAck(), at):
                     self.times.ringing = at
                 self._ringing.set()
             case m.CallAnswer(sdp=sdp):
-                if self._mirror(c.Answer(at)) is c.Outcome.APPLIED:
+                if self._mirror(c.Answer(), at):
                     self.times.offer = at
                     self._offered.set()
                     self._spawn(self._answer(sdp))
@@ -267,15 +267,16 @@ class StaffCall:
         """The call socket closed: the server ends the call as our hang-up then, and so do we."""
         if not self._ended.is_set():
             self.error = self.error or "the call socket closed"
-            self._mirror(c.HangUp(self._clock(), c.Side.STAFF))
+            self._mirror(c.HangUp(c.Side.STAFF), self._clock())
             self._end(self.machine.end_reason or c.EndReason.CANCELLED_BY_CALLER, None)
 
     # --- internals ----------------------------------------------------------------
 
-    def _mirror(self, event: c.Event) -> c.Outcome:
-        step = self.machine.handle(event)
-        self.machine = step.call
-        return step.outcome
+    def _mirror(self, event: c.Event, at: float) -> bool:
+        """Feed the mirrored call machine; whether the event changed the call."""
+        transition = c.step(self.machine, event, at)
+        self.machine = transition.state
+        return not any(isinstance(effect, c.Ignored) for effect in transition.actions)
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -310,7 +311,7 @@ class StaffCall:
         call_id = self.call_id
         if call_id is None or self._ended.is_set():
             return
-        if state == "connected" and self._mirror(c.MediaConnected(self._clock())) is c.Outcome.APPLIED:
+        if state == "connected" and self._mirror(c.MediaConnected(), self._clock()):
             self.times.connected = self._clock()
             self._connected.set()
             self._spawn(self._send(m.CallConnected(call_id=call_id)))
@@ -319,7 +320,7 @@ class StaffCall:
             self._media_failed()
 
     def _media_failed(self) -> None:
-        self._mirror(c.MediaFailed(self._clock()))
+        self._mirror(c.MediaFailed(), self._clock())
         self._end(self.machine.end_reason or c.EndReason.MEDIA_FAILED, None, tell_server="media-failed")
 
     def _end(self, reason: c.EndReason | None, facts: m.DeviceFacts | None,

@@ -10,8 +10,13 @@ Modules, one concept each:
 - ``keyframes`` asking for a key frame after unrepairable loss
 - ``stats``     call quality for the call record, freeze counting
 - ``loopback``  two peers in one process on 127.0.0.1 (tests, bench, self-test)
+- ``audio``     the speaker (the caller's voice, a volume) and the echo-cancelled
+                 microphone, through PipeWire (ALSA where it is absent)
+- ``audio_cues`` the ring tone, the reminder chime and the caller announced aloud
 """
 
+from .audio import AudioOutput, PipeWireMicrophone, SpeakerSink, find_output, open_microphone
+from .audio_cues import CuePlayer
 from .encoders import (
     EncoderChoice,
     H264EncoderInstallation,
@@ -38,8 +43,10 @@ from .stats import CallQuality, FreezeCounter, MeteredTrack, measure, summarize
 from .swappable import SwappableTrack
 
 __all__ = [
+    "AudioOutput",
     "CallQuality",
     "CaptureTrack",
+    "CuePlayer",
     "DeviceEvent",
     "DevicePolicy",
     "EncoderChoice",
@@ -48,18 +55,22 @@ __all__ = [
     "LossRecovery",
     "MediaDevices",
     "MeteredTrack",
+    "PipeWireMicrophone",
     "PyAVH264Encoder",
     "SourceSpec",
+    "SpeakerSink",
     "SwappableTrack",
     "apply_encoder_choice",
     "camera_spec",
     "choose_video_encoder",
+    "find_output",
     "install_h264_encoder",
     "install_loss_recovery",
     "lavfi_pattern_spec",
     "lavfi_tone_spec",
     "measure",
     "microphone_spec",
+    "open_microphone",
     "open_source",
     "prefer_video_codec",
     "present_devices",

@@ -47,7 +47,7 @@ NAL_PPS = 8
 
 # aiortc's original lookup, kept so every other codec still resolves through it
 # and so uninstall can restore it.
-_AIORTC_GET_ENCODER: Callable[[RTCRtpCodecParameters], Encoder] = aiortc.codecs.get_encoder
+_AIORTC_GET_ENCODER = aiortc.codecs.get_encoder
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,8 @@ class PyAVH264Encoder(H264Encoder):
             return True
         if (frame.width, frame.height) != (ctx.width, ctx.height):
             return True
-        change = abs(self.target_bitrate - ctx.bit_rate) / ctx.bit_rate
+        current = ctx.bit_rate or self.target_bitrate  # set when opened; never None in practice
+        change = abs(self.target_bitrate - current) / current
         settled = time.monotonic() - self._opened_at > self.REOPEN_MIN_INTERVAL
         return change > self.REOPEN_BITRATE_CHANGE and settled
 
@@ -214,6 +215,8 @@ class PyAVH264Encoder(H264Encoder):
         data = b"".join(bytes(p) for p in self._ctx.encode(frame))
         self.frames_encoded += 1
         nals = self._parameter_sets.complete(list(self._split_bitstream(data)))
+        # The track stamps every frame it hands out (SwappableTrack._stamp).
+        assert frame.pts is not None and frame.time_base is not None
         timestamp = convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
         return self._packetize(nals), timestamp
 

@@ -35,6 +35,7 @@ from .swappable import SwappableTrack
 logger = logging.getLogger(__name__)
 
 Action = Literal["add", "remove"]
+_ACTIONS: dict[str, Action] = {"add": "add", "remove": "remove"}  # udev's other actions are ignored
 SUBSYSTEMS = ("video4linux", "sound")
 # ALSA capture PCM nodes: /dev/snd/pcmC<card>D<device>c ("p" is playback).
 _ALSA_CAPTURE = re.compile(r"/dev/snd/pcmC(\d+)D(\d+)c$")
@@ -78,14 +79,15 @@ def classify(
     is_camera: Callable[[str, Mapping[str, str]], bool] = udev_says_capture,
 ) -> DeviceEvent | None:
     """One udev event → a camera/microphone event, or ``None`` if irrelevant."""
-    if action not in ("add", "remove") or not node:
+    event_action = _ACTIONS.get(action)
+    if event_action is None or not node:
         return None
     if subsystem == "video4linux" and node.startswith("/dev/video"):
         # A removed node cannot be asked; the policy ignores unknown removals.
         if action == "remove" or is_camera(node, properties):
-            return DeviceEvent(action, "video", node)
+            return DeviceEvent(event_action, "video", node)
     elif subsystem == "sound" and alsa_name(node) is not None:
-        return DeviceEvent(action, "audio", node)  # type: ignore[arg-type]
+        return DeviceEvent(event_action, "audio", node)
     return None
 
 
@@ -184,7 +186,8 @@ def udev_monitor() -> MonitorLike:  # pragma: no cover - needs a udev daemon
     for subsystem in SUBSYSTEMS:
         monitor.filter_by(subsystem)
     monitor.start()
-    return monitor
+    started: MonitorLike = monitor
+    return started
 
 
 def present_devices() -> list[DeviceEvent]:  # pragma: no cover - needs udev
@@ -234,6 +237,7 @@ class MediaDevices:
         self.audio = SwappableTrack("audio")
         self._lock = asyncio.Lock()
         self._watch: asyncio.Task[None] | None = None
+        self._losses: set[asyncio.Task[None]] = set()  # held, or the loop may drop them mid-way
 
     def track(self, kind: Kind) -> SwappableTrack:
         return self.video if kind == "video" else self.audio
@@ -288,14 +292,17 @@ class MediaDevices:
 
         def ended() -> None:
             if self.track(action.kind).source is source and action.node is not None:
-                asyncio.ensure_future(self.apply(self.policy.lost(action.kind, action.node)))
+                loss = asyncio.ensure_future(self.apply(self.policy.lost(action.kind, action.node)))
+                self._losses.add(loss)
+                loss.add_done_callback(self._losses.discard)
 
         source.on("ended", ended)
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
+        pending = [*self._losses, *([self._watch] if self._watch is not None else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
         for track in (self.video, self.audio):
             previous = track.swap(None)
             if previous is not None:

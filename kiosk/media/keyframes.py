@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 # aiortc's own constructor, kept for audio and for uninstalling.
-_AIORTC_JITTER_BUFFER = aiortc.rtcrtpreceiver.JitterBuffer
+_AIORTC_JITTER_BUFFER = JitterBuffer
 
 _VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 _H264_IDR = 5
@@ -88,7 +88,7 @@ def is_keyframe(data: bytes) -> bool:
     depayloader begins with a start code exactly when it begins at a NAL
     unit; a VP8 key frame has a fixed start code after its 3-byte tag.
     """
-    if data.startswith(b"\x00\x00\x00\x01") or data.startswith(b"\x00\x00\x01"):
+    if data.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
         i = 0
         while (i := data.find(b"\x00\x00\x01", i)) != -1:
             i += 3
@@ -221,14 +221,14 @@ def install_loss_recovery(
         recovery.buffers.append(buffer)
         return buffer
 
-    aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[misc,assignment]
+    aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[attr-defined,assignment]
     _installed = recovery
     return recovery
 
 
 def uninstall_loss_recovery() -> None:
     global _installed
-    aiortc.rtcrtpreceiver.JitterBuffer = _AIORTC_JITTER_BUFFER  # type: ignore[misc]
+    aiortc.rtcrtpreceiver.JitterBuffer = _AIORTC_JITTER_BUFFER  # type: ignore[attr-defined]
     _installed = None
 
 

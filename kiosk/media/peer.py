@@ -209,6 +209,8 @@ class CallPeer:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, InvalidStateError, ... for a bad SDP
             raise CallMediaError(f"the offer was refused: {type(exc).__name__}: {exc}") from exc
+        if not pc.getTransceivers():
+            raise CallMediaError("the offer was refused: it has no audio or video")
         # As aiortc's own server example does: tracks added after the offer take
         # over the offer's transceivers, which then send as well as receive.
         media = self.media or LocalMedia(None, None)

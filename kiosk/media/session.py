@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .encoders import EncoderChoice, H264EncoderInstallation, apply_encoder_choice, choose_video_encoder
 from .hotplug import DevicePolicy, MediaDevices, MonitorLike, present_devices, udev_monitor
 from .keyframes import LossRecovery, install_loss_recovery
-from .sources import lavfi_pattern_spec, lavfi_tone_spec
+from .sources import Kind, SourceSpec, lavfi_pattern_spec, lavfi_tone_spec
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,15 @@ async def start_media(demo: bool = False, monitor: MonitorLike | None = None) ->
     encoder = choose_video_encoder()
     h264 = apply_encoder_choice(encoder)
     loss_recovery = install_loss_recovery()
-    fallback = {"video": lavfi_pattern_spec(), "audio": lavfi_tone_spec()} if demo else None
+    fallback: dict[Kind, SourceSpec | None] | None = (
+        {"video": lavfi_pattern_spec(), "audio": lavfi_tone_spec()} if demo else None
+    )
     devices = MediaDevices(DevicePolicy(fallback=fallback))
     try:
         present = present_devices()
         if monitor is None:
             monitor = udev_monitor()
-    except Exception as exc:  # pyudev raises several kinds; none must stop a call
+    except Exception as exc:  # noqa: BLE001 - pyudev raises several kinds; none must stop a call
         logger.warning("udev unavailable, camera/microphone hotplug is off: %s", exc)
         present = []
     await devices.start(present)

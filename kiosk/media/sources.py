@@ -215,6 +215,8 @@ class CaptureTrack(MediaStreamTrack):
             for frame in container.decode(stream):
                 if self._quit.is_set():
                     break
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame):
+                    continue  # a subtitle: not ours to send
                 if self.spec.paced and frame.time is not None:
                     # Behave like a device: hand out a frame when it is "captured".
                     if first_time is None:
@@ -223,6 +225,7 @@ class CaptureTrack(MediaStreamTrack):
                     if delay > 0 and self._quit.wait(delay):
                         break
                 if resampler is not None:
+                    assert isinstance(frame, av.AudioFrame)  # an audio stream was opened
                     for out in resampler.resample(frame):
                         out.pts = samples
                         out.time_base = AUDIO_TIME_BASE

@@ -17,10 +17,12 @@ import asyncio
 import fractions
 import logging
 import time
+from typing import Any
 
 import av
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 from av.frame import Frame
+from av.packet import Packet
 
 from .sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, Kind
 
@@ -34,7 +36,7 @@ PLACEHOLDER_YUV = (40, 140, 120)
 def placeholder_frame(width: int = 640, height: int = 480) -> av.VideoFrame:
     """A plain dark picture: cheap to encode and nothing for the eye to catch."""
     frame = av.VideoFrame(width, height, "yuv420p")
-    for plane, value in zip(frame.planes, PLACEHOLDER_YUV):
+    for plane, value in zip(frame.planes, PLACEHOLDER_YUV, strict=True):  # Y, U, V
         plane.update(bytes([value]) * plane.buffer_size)
     return frame
 
@@ -61,7 +63,7 @@ class SwappableTrack(MediaStreamTrack):
         self.kind = kind
         self._source = source
         self._swapped = asyncio.Event()
-        self._pending: asyncio.Future[Frame] | None = None
+        self._pending: asyncio.Future[Frame | Packet[Any]] | None = None
         self._size = size
         self._filler_interval = 1.0 / placeholder_fps if kind == "video" else AUDIO_PTIME
         self._next_filler_at: float | None = None
@@ -113,7 +115,8 @@ class SwappableTrack(MediaStreamTrack):
                 self._pending = asyncio.ensure_future(source.recv())
             swapped = asyncio.ensure_future(self._swapped.wait())
             try:
-                await asyncio.wait({self._pending, swapped}, return_when=asyncio.FIRST_COMPLETED)
+                racing: set[asyncio.Future[Any]] = {self._pending, swapped}
+                await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 swapped.cancel()
             pending, self._pending = self._pending, None
@@ -122,18 +125,20 @@ class SwappableTrack(MediaStreamTrack):
                     pending.cancel()
                 continue
             try:
-                frame = pending.result()
+                received = pending.result()
             except MediaStreamError:
                 # The device went away under us; hotplug will bring a new one.
                 logger.info("%s source ended, sending filler", self.kind)
                 if self._source is source:
                     self._source = None
                 continue
+            if not isinstance(received, Frame):
+                continue  # a capture track hands out frames only
             self.frames_from_source += 1
             self._next_filler_at = None
-            if isinstance(frame, av.VideoFrame):
-                self._size = (frame.width, frame.height)
-            return self._stamp(frame)
+            if isinstance(received, av.VideoFrame):
+                self._size = (received.width, received.height)
+            return self._stamp(received)
 
     async def _filler(self) -> Frame | None:
         """Wait for the next filler slot; ``None`` if a source arrived meanwhile."""
@@ -166,7 +171,8 @@ class SwappableTrack(MediaStreamTrack):
         # intra; libvpx obeys that and would send nothing but key frames,
         # several times the bits and the CPU.  Whether a frame is a key frame
         # is the encoder's decision (or a PLI's), never the camera's.
-        frame.pict_type = av.video.frame.PictureType.NONE
+        if isinstance(frame, av.VideoFrame):
+            frame.pict_type = av.video.frame.PictureType.NONE
         now = time.monotonic()
         if self._clock_start is None:
             self._clock_start = now

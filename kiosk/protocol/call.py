@@ -1,11 +1,13 @@
 """The call state machine, shared by the municipality server and the device.
 
 Sans-I/O, in the manner of the `websockets` library: this module never touches
-a socket, a task or a clock. The I/O layer feeds it events, each stamped with
-the time it saw them (``now``, seconds as a float from the caller's clock), and
-carries out the effects it returns. The same code therefore runs on the server
-(the authority that keeps the call record) and on the device (which mirrors the
-call to drive its screen), and both reach the same answer for the same events.
+a socket, a task or a clock. The I/O layer feeds it events, each with the time
+it saw them (``now``, seconds as a float from the caller's clock), and carries
+out the effects it returns: ``step(call, event, now) -> Transition(call, effects)``,
+the one shape of every state machine here (kiosk.protocol.machine). The same
+code therefore runs on the server (the authority that keeps the call record) and
+on the device (which mirrors the call to drive its screen), and both reach the
+same answer for the same events.
 
 A call moves forward only::
 
@@ -15,7 +17,7 @@ A call moves forward only::
 
 and ``ended`` is absorbing: whatever arrives afterwards (a hang-up that crossed
 the other side's hang-up, an answer that crossed a cancel, a late timer) is
-ignored with :attr:`Outcome.ALREADY_ENDED` and no effects. No event ever raises:
+ignored: its only effect is :class:`Ignored` with :attr:`IgnoreReason.ALREADY_ENDED`. No event ever raises:
 messages from the network arrive duplicated, late and crossed, and a call must
 never die of an exception in the middle of a visit.
 
@@ -26,7 +28,7 @@ the server and "send to the server" on the device. A side is never notified of
 its own action (the citizen who pressed answer knows they did).
 
 Timeouts are deadlines, not timers: :attr:`Call.next_deadline` tells the I/O
-layer when to feed a :class:`Tick`, and every event first applies any deadline
+layer when to feed a :class:`TimerFired`, and every event first applies any deadline
 that has passed, so the result never depends on how punctually ticks arrive.
 """
 
@@ -36,6 +38,8 @@ import enum
 import math
 from dataclasses import dataclass, replace
 from typing import Final, TypeAlias
+
+from kiosk.protocol.machine import Transition
 
 __all__ = [
     "Answer",
@@ -50,17 +54,18 @@ __all__ = [
     "EndReason",
     "Event",
     "HangUp",
+    "IgnoreReason",
+    "Ignored",
     "MediaConnected",
     "MediaFailed",
     "Notice",
     "Notify",
-    "Outcome",
     "RecordCallEnd",
     "Ring",
     "RingAck",
     "Side",
-    "Step",
-    "Tick",
+    "TimerFired",
+    "step",
 ]
 
 DEFAULT_RING_TIMEOUT: Final = 60.0
@@ -114,42 +119,36 @@ class Side(enum.Enum):
 class Ring:
     """Staff placed the call; the device is asked to ring."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class RingAck:
     """The device reports that it is ringing (screen awake, tone playing)."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     """The citizen pressed the answer button."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class MediaConnected:
     """A peer reports media flowing (ICE and DTLS connected)."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class MediaFailed:
     """A peer reports that media could not be set up or was lost for good."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class HangUp:
     """One side pressed hang-up."""
 
-    now: float
     side: Side
 
 
@@ -157,7 +156,6 @@ class HangUp:
 class Cancel:
     """Staff withdrew the call before it connected."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,21 +168,18 @@ class DeviceOffline:
     device.
     """
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class Busy:
     """The device cannot take the call (it is already in one)."""
 
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
-    """Time has passed; fed at :attr:`Call.next_deadline`."""
+class TimerFired:
+    """The I/O layer's timer for :attr:`Call.next_deadline` fired (early or late is fine)."""
 
-    now: float
 
 
 Event: TypeAlias = (
@@ -197,7 +192,7 @@ Event: TypeAlias = (
     | Cancel
     | DeviceOffline
     | Busy
-    | Tick
+    | TimerFired
 )
 
 
@@ -264,19 +259,29 @@ class RecordCallEnd:
     record: CallRecord
 
 
-Effect: TypeAlias = Notify | RecordCallEnd
+class IgnoreReason(enum.Enum):
+    """Why an event changed nothing by itself."""
 
-
-class Outcome(enum.Enum):
-    """What became of an event. Only APPLIED changed the call by itself,
-    though a deadline that passed before any event may still end it."""
-
-    APPLIED = "applied"
     DUPLICATE = "duplicate"  # it already happened (repeated Answer, RingAck, ...)
     NO_CALL = "no_call"  # nothing to act on: no call has been placed
     ALREADY_ENDED = "already_ended"  # late or crossed message after the end
     OUT_OF_ORDER = "out_of_order"  # makes no sense now (media before answer)
     INVALID_TIME = "invalid_time"  # ``now`` is NaN or infinite; nothing done
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """The event changed nothing by itself; the I/O layer may log why.
+
+    A deadline that passed before the event may still have ended the call: its
+    effects then come first, and this one last.
+    """
+
+    reason: IgnoreReason
+
+
+Effect: TypeAlias = Notify | RecordCallEnd | Ignored
+CallTransition: TypeAlias = Transition["Call", Effect]
 
 
 # --- the machine -------------------------------------------------------------
@@ -301,17 +306,8 @@ class CallConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    """The result of feeding one event: the new call, what to do, and why."""
-
-    call: Call
-    effects: tuple[Effect, ...]
-    outcome: Outcome
-
-
-@dataclass(frozen=True, slots=True)
 class Call:
-    """One call, immutable; :meth:`handle` returns the next one.
+    """One call, immutable; :func:`step` returns the next one.
 
     Start with ``Call()`` or ``Call(config=CallConfig(ring_timeout=45))``.
     """
@@ -331,7 +327,7 @@ class Call:
 
     @property
     def next_deadline(self) -> float | None:
-        """When the I/O layer should feed a :class:`Tick`, or None if no timeout runs."""
+        """When the I/O layer should feed :class:`TimerFired`, or None if no timeout runs."""
         if self.state is CallState.RINGING and self.placed_at is not None:
             return self.placed_at + self.config.ring_timeout
         if self.state is CallState.CONNECTING and self.answered_at is not None:
@@ -352,26 +348,9 @@ class Call:
             ended_at=self.ended_at,
         )
 
-    def handle(self, event: Event) -> Step:
-        """Feed one event. Never raises for any event in any state."""
-        if not isinstance(event, Event):  # a programming error, not a network one
-            raise TypeError(f"not a call event: {event!r}")
-        if not math.isfinite(event.now):
-            return Step(self, (), Outcome.INVALID_TIME)
-        # A wall clock stepped back by NTP (a freshly booted kiosk) must not give
-        # the record negative durations: time never runs backwards for a call.
-        now = max(event.now, self._latest)
-        expired, timeout_effects = self._expire(now)
-        if isinstance(event, Tick) and self.state not in (CallState.IDLE, CallState.ENDED):
-            # The tick is what ended the call, if anything did: that is its job.
-            return Step(expired, timeout_effects, Outcome.APPLIED)
-        step = expired._apply(event, now)
-        return Step(step.call, timeout_effects + step.effects, step.outcome)
-
-    # --- internals -----------------------------------------------------------
-
     @property
-    def _latest(self) -> float:
+    def latest(self) -> float:
+        """The latest time stamped on this call (-inf for a fresh one)."""
         stamps = (
             self.placed_at,
             self.rang_at,
@@ -381,116 +360,135 @@ class Call:
         )
         return max((t for t in stamps if t is not None), default=-math.inf)
 
-    def _expire(self, now: float) -> tuple[Call, tuple[Effect, ...]]:
-        deadline = self.next_deadline
-        if deadline is None or now < deadline:
-            return self, ()
-        reason = (
-            EndReason.NOT_ANSWERED if self.state is CallState.RINGING else EndReason.MEDIA_FAILED
-        )
-        # Ended at the deadline, not when the tick happened to arrive, so the
-        # ring duration in the record is the configured timeout, not timer jitter.
-        step = self._end(deadline, reason, notify=(Side.STAFF, Side.CITIZEN))
-        return step.call, step.effects
 
-    def _end(self, now: float, reason: EndReason, notify: tuple[Side, ...]) -> Step:
-        ended = replace(
-            self,
-            state=CallState.ENDED,
-            # A call refused before it rang (offline, busy) was placed now.
-            placed_at=self.placed_at if self.placed_at is not None else now,
-            ended_at=now,
-            end_reason=reason,
-        )
-        record = ended.record
-        assert record is not None  # ended with placed_at, ended_at, reason set
-        effects: tuple[Effect, ...] = tuple(Notify(side, Notice.ENDED, reason) for side in notify)
-        return Step(ended, effects + (RecordCallEnd(record),), Outcome.APPLIED)
+def step(call: Call, event: Event, now: float) -> CallTransition:
+    """Feed one event seen at ``now``. Never raises for any event in any state."""
+    if not isinstance(event, Event):  # a programming error, not a network one
+        raise TypeError(f"not a call event: {event!r}")
+    if not math.isfinite(now):
+        return _ignore(call, IgnoreReason.INVALID_TIME)
+    # A wall clock stepped back by NTP (a freshly booted kiosk) must not give
+    # the record negative durations: time never runs backwards for a call.
+    now = max(now, call.latest)
+    expired = _expire(call, now)
+    if isinstance(event, TimerFired) and call.state not in (CallState.IDLE, CallState.ENDED):
+        return expired  # the timer is what ended the call, if anything did: that is its job
+    applied = _apply(expired.state, event, now)
+    return Transition(applied.state, expired.actions + applied.actions)
 
-    def _same(self, outcome: Outcome) -> Step:
-        return Step(self, (), outcome)
 
-    def _apply(self, event: Event, now: float) -> Step:
-        state = self.state
-        if state is CallState.ENDED:
-            return self._same(Outcome.ALREADY_ENDED)
+# --- internals ---------------------------------------------------------------
 
-        # Refusals that can come before any ring: the server knows the device is
-        # offline or busy when staff click "call", and the attempt still counts.
-        if isinstance(event, DeviceOffline):
-            return self._end(now, EndReason.DEVICE_OFFLINE, notify=(Side.STAFF,))
-        if isinstance(event, Busy):
-            if state in (CallState.IDLE, CallState.RINGING):
-                return self._end(now, EndReason.DEVICE_BUSY, notify=(Side.STAFF,))
-            # A device that answered cannot be busy; a stale message.
-            return self._same(Outcome.OUT_OF_ORDER)
 
-        if isinstance(event, Ring):
-            if state is CallState.IDLE:
-                rung = replace(self, state=CallState.RINGING, placed_at=now)
-                return Step(rung, (Notify(Side.CITIZEN, Notice.RING),), Outcome.APPLIED)
-            return self._same(Outcome.DUPLICATE)  # a double click on "call"
+def _ignore(call: Call, reason: IgnoreReason) -> CallTransition:
+    return Transition(call, (Ignored(reason),))
 
+
+def _expire(call: Call, now: float) -> CallTransition:
+    deadline = call.next_deadline
+    if deadline is None or now < deadline:
+        return Transition(call)
+    reason = EndReason.NOT_ANSWERED if call.state is CallState.RINGING else EndReason.MEDIA_FAILED
+    # Ended at the deadline, not when the timer happened to fire, so the ring
+    # duration in the record is the configured timeout, not timer jitter.
+    return _end(call, deadline, reason, notify=(Side.STAFF, Side.CITIZEN))
+
+
+def _end(call: Call, now: float, reason: EndReason, notify: tuple[Side, ...]) -> CallTransition:
+    ended = replace(
+        call,
+        state=CallState.ENDED,
+        # A call refused before it rang (offline, busy) was placed now.
+        placed_at=call.placed_at if call.placed_at is not None else now,
+        ended_at=now,
+        end_reason=reason,
+    )
+    record = ended.record
+    assert record is not None  # ended with placed_at, ended_at, reason set
+    effects: tuple[Effect, ...] = tuple(Notify(side, Notice.ENDED, reason) for side in notify)
+    return Transition(ended, (*effects, RecordCallEnd(record)))
+
+
+def _apply(call: Call, event: Event, now: float) -> CallTransition:
+    state = call.state
+    if state is CallState.ENDED:
+        return _ignore(call, IgnoreReason.ALREADY_ENDED)
+
+    # Refusals that can come before any ring: the server knows the device is
+    # offline or busy when staff click "call", and the attempt still counts.
+    if isinstance(event, DeviceOffline):
+        return _end(call, now, EndReason.DEVICE_OFFLINE, notify=(Side.STAFF,))
+    if isinstance(event, Busy):
+        if state in (CallState.IDLE, CallState.RINGING):
+            return _end(call, now, EndReason.DEVICE_BUSY, notify=(Side.STAFF,))
+        # A device that answered cannot be busy; a stale message.
+        return _ignore(call, IgnoreReason.OUT_OF_ORDER)
+
+    if isinstance(event, Ring):
         if state is CallState.IDLE:
-            # Tick, RingAck, Answer, media, hang-up, cancel: nothing was placed.
-            return self._same(Outcome.NO_CALL)
+            rung = replace(call, state=CallState.RINGING, placed_at=now)
+            return Transition(rung, (Notify(Side.CITIZEN, Notice.RING),))
+        return _ignore(call, IgnoreReason.DUPLICATE)  # a double click on "call"
 
-        if isinstance(event, Tick):  # live-state ticks are settled in handle()
-            return self._same(Outcome.APPLIED)  # pragma: no cover
+    if state is CallState.IDLE:
+        # Timer, RingAck, Answer, media, hang-up, cancel: nothing was placed.
+        return _ignore(call, IgnoreReason.NO_CALL)
 
-        if isinstance(event, RingAck):
-            if self.rang_at is not None:
-                return self._same(Outcome.DUPLICATE)
-            if state is CallState.RINGING:
-                acked = replace(self, rang_at=now)
-                return Step(acked, (Notify(Side.STAFF, Notice.RINGING),), Outcome.APPLIED)
-            # An ack overtaken by the answer: the ring time is unknown, leave it so.
-            return self._same(Outcome.OUT_OF_ORDER)
+    if isinstance(event, TimerFired):  # live-state timers are settled in step()
+        return Transition(call)  # pragma: no cover
 
-        if isinstance(event, Answer):
-            if state is CallState.RINGING:
-                answered = replace(self, state=CallState.CONNECTING, answered_at=now)
-                return Step(answered, (Notify(Side.STAFF, Notice.ANSWERED),), Outcome.APPLIED)
-            return self._same(Outcome.DUPLICATE)
+    if isinstance(event, RingAck):
+        if call.rang_at is not None:
+            return _ignore(call, IgnoreReason.DUPLICATE)
+        if state is CallState.RINGING:
+            return Transition(replace(call, rang_at=now), (Notify(Side.STAFF, Notice.RINGING),))
+        # An ack overtaken by the answer: the ring time is unknown, leave it so.
+        return _ignore(call, IgnoreReason.OUT_OF_ORDER)
 
-        if isinstance(event, MediaConnected):
-            if state is CallState.CONNECTING:
-                connected = replace(self, state=CallState.IN_CALL, connected_at=now)
-                effects = (
-                    Notify(Side.STAFF, Notice.CONNECTED),
-                    Notify(Side.CITIZEN, Notice.CONNECTED),
-                )
-                return Step(connected, effects, Outcome.APPLIED)
-            if state is CallState.IN_CALL:
-                return self._same(Outcome.DUPLICATE)  # the other peer's report, or ICE recovered
-            return self._same(Outcome.OUT_OF_ORDER)  # no media before the answer
+    if isinstance(event, Answer):
+        if state is CallState.RINGING:
+            answered = replace(call, state=CallState.CONNECTING, answered_at=now)
+            return Transition(answered, (Notify(Side.STAFF, Notice.ANSWERED),))
+        return _ignore(call, IgnoreReason.DUPLICATE)
 
-        if isinstance(event, MediaFailed):
-            if state is CallState.RINGING:
-                return self._same(Outcome.OUT_OF_ORDER)
-            # Both sides are told: the peer that did not notice must stop too.
-            return self._end(now, EndReason.MEDIA_FAILED, notify=(Side.STAFF, Side.CITIZEN))
-
-        if isinstance(event, HangUp):
-            if event.side is Side.STAFF:
-                # Staff hanging up before the answer is withdrawing the call.
-                reason = (
-                    EndReason.CANCELLED_BY_CALLER
-                    if state is CallState.RINGING
-                    else EndReason.HUNG_UP_BY_STAFF
-                )
-            else:
-                reason = EndReason.HUNG_UP_BY_CITIZEN
-            return self._end(now, reason, notify=(event.side.other,))
-
-        if isinstance(event, Cancel):
-            # A cancel that crossed the media connecting is still staff leaving:
-            # end the call rather than keep the citizen facing an empty room.
-            reason = (
-                EndReason.HUNG_UP_BY_STAFF
-                if state is CallState.IN_CALL
-                else EndReason.CANCELLED_BY_CALLER
+    if isinstance(event, MediaConnected):
+        if state is CallState.CONNECTING:
+            connected = replace(call, state=CallState.IN_CALL, connected_at=now)
+            effects = (
+                Notify(Side.STAFF, Notice.CONNECTED),
+                Notify(Side.CITIZEN, Notice.CONNECTED),
             )
-            return self._end(now, reason, notify=(Side.CITIZEN,))
+            return Transition(connected, effects)
+        if state is CallState.IN_CALL:
+            return _ignore(call, IgnoreReason.DUPLICATE)  # the other peer's report, or ICE recovered
+        return _ignore(call, IgnoreReason.OUT_OF_ORDER)  # no media before the answer
 
-        raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover
+    if isinstance(event, MediaFailed):
+        if state is CallState.RINGING:
+            return _ignore(call, IgnoreReason.OUT_OF_ORDER)
+        # Both sides are told: the peer that did not notice must stop too.
+        return _end(call, now, EndReason.MEDIA_FAILED, notify=(Side.STAFF, Side.CITIZEN))
+
+    if isinstance(event, HangUp):
+        if event.side is Side.STAFF:
+            # Staff hanging up before the answer is withdrawing the call.
+            reason = (
+                EndReason.CANCELLED_BY_CALLER
+                if state is CallState.RINGING
+                else EndReason.HUNG_UP_BY_STAFF
+            )
+        else:
+            reason = EndReason.HUNG_UP_BY_CITIZEN
+        return _end(call, now, reason, notify=(event.side.other,))
+
+    if isinstance(event, Cancel):
+        # A cancel that crossed the media connecting is still staff leaving:
+        # end the call rather than keep the citizen facing an empty room.
+        reason = (
+            EndReason.HUNG_UP_BY_STAFF
+            if state is CallState.IN_CALL
+            else EndReason.CANCELLED_BY_CALLER
+        )
+        return _end(call, now, reason, notify=(Side.CITIZEN,))
+
+    raise AssertionError(f"unhandled event {event!r}")  # pragma: no cover

@@ -9,7 +9,7 @@ Struct whose ``type`` tag names it on the wire, and every decode goes through a
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+from typing import Annotated, Any, Generic, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 
@@ -36,44 +36,44 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field
 # arguments. Adding a command means adding one struct here and one handler in the agent.
 
 
-class Ping(Message, tag="ping"):
+class Ping(Message, frozen=True, tag="ping"):
     pass
 
 
-class Diagnostics(Message, tag="diagnostics"):
+class Diagnostics(Message, frozen=True, tag="diagnostics"):
     pass
 
 
-class Logs(Message, tag="logs"):
+class Logs(Message, frozen=True, tag="logs"):
     lines: int = 200
 
 
-class RestartUi(Message, tag="restart-ui"):
+class RestartUi(Message, frozen=True, tag="restart-ui"):
     pass
 
 
-class Reboot(Message, tag="reboot"):
+class Reboot(Message, frozen=True, tag="reboot"):
     pass
 
 
-class Assign(Message, tag="assign"):
+class Assign(Message, frozen=True, tag="assign"):
     """Hand the unit to a citizen. Personal data: stored encrypted on the device only."""
 
     citizen_name: str
     contact_staff: list[str] = []
 
 
-class SetConfig(Message, tag="set-config"):
+class SetConfig(Message, frozen=True, tag="set-config"):
     settings: dict[str, str | int | float | bool]
 
 
-class Wipe(Message, tag="wipe"):
+class Wipe(Message, frozen=True, tag="wipe"):
     pass
 
 
-CommandAction = Union[Ping, Diagnostics, Logs, RestartUi, Reboot, Assign, SetConfig, Wipe]
+CommandAction: TypeAlias = Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe
 COMMAND_KINDS: tuple[str, ...] = tuple(
-    t.__struct_config__.tag for t in CommandAction.__args__  # type: ignore[attr-defined]
+    t.__struct_config__.tag for t in CommandAction.__args__
 )
 
 
@@ -129,50 +129,50 @@ class SignedEnvelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 # ------------------------------------------------------------- device <-> server (WSS)
 
 
-class Hello(Message, tag="hello"):
+class Hello(Message, frozen=True, tag="hello"):
     agent_version: str
     state: DeviceState
     ui_alive: bool
 
 
-class Welcome(Message, tag="welcome"):
+class Welcome(Message, frozen=True, tag="welcome"):
     device_id: str
     server_time: float
     heartbeat_interval: float
 
 
-class Heartbeat(Message, tag="heartbeat"):
+class Heartbeat(Message, frozen=True, tag="heartbeat"):
     seq: int
     sent_at: float
     state: DeviceState
     ui_alive: bool
 
 
-class HeartbeatAck(Message, tag="heartbeat-ack"):
+class HeartbeatAck(Message, frozen=True, tag="heartbeat-ack"):
     seq: int
     sent_at: float  # echoed, so the device measures the round trip without clock sync
     server_time: float
 
 
-class CommandDelivery(Message, tag="command"):
+class CommandDelivery(Message, frozen=True, tag="command"):
     envelope: SignedEnvelope
 
 
-class CommandAck(Message, tag="command-ack"):
+class CommandAck(Message, frozen=True, tag="command-ack"):
     command_id: str
 
 
-class ResultDelivery(Message, tag="result"):
+class ResultDelivery(Message, frozen=True, tag="result"):
     envelope: SignedEnvelope
 
 
-class ResultAck(Message, tag="result-ack"):
+class ResultAck(Message, frozen=True, tag="result-ack"):
     command_id: str
     accepted: bool
     reason: str | None = None
 
 
-class Rejected(Message, tag="rejected"):
+class Rejected(Message, frozen=True, tag="rejected"):
     """Your last message was refused; the connection stays open."""
 
     reason: str
@@ -195,13 +195,13 @@ class IceServer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     credential: str | None = None
 
 
-class CallStart(Message, tag="call-start"):
+class CallStart(Message, frozen=True, tag="call-start"):
     """Staff -> server: please call this citizen."""
 
     citizen_id: str
 
 
-class CallPlaced(Message, tag="call-placed"):
+class CallPlaced(Message, frozen=True, tag="call-placed"):
     """Server -> staff: the call exists and the unit is being asked to ring."""
 
     call_id: str
@@ -210,7 +210,7 @@ class CallPlaced(Message, tag="call-placed"):
     relay_only: bool = False
 
 
-class CallRing(Message, tag="call-ring"):
+class CallRing(Message, frozen=True, tag="call-ring"):
     """Server -> agent -> UI: ring, show who calls, one big answer button."""
 
     call_id: str
@@ -221,34 +221,34 @@ class CallRing(Message, tag="call-ring"):
     ring_timeout: float = 60.0
 
 
-class CallRinging(Message, tag="call-ringing"):
+class CallRinging(Message, frozen=True, tag="call-ringing"):
     """UI -> agent -> server -> staff: the unit is ringing (screen awake, tone on)."""
 
     call_id: str
     screen_awake: bool = True
 
 
-class CallAnswer(Message, tag="call-answer"):
+class CallAnswer(Message, frozen=True, tag="call-answer"):
     """UI -> agent -> server -> staff: the citizen answered; the unit's SDP offer."""
 
     call_id: str
     sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)]
 
 
-class CallAccept(Message, tag="call-accept"):
+class CallAccept(Message, frozen=True, tag="call-accept"):
     """Staff -> server -> agent -> UI: the staff browser's SDP answer."""
 
     call_id: str
     sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)]
 
 
-class CallConnected(Message, tag="call-connected"):
+class CallConnected(Message, frozen=True, tag="call-connected"):
     """Either peer -> server: media flows."""
 
     call_id: str
 
 
-class CallHangUp(Message, tag="call-hangup"):
+class CallHangUp(Message, frozen=True, tag="call-hangup"):
     """Either side -> server: end the call (``media-failed`` when media could not be set up)."""
 
     call_id: str
@@ -267,7 +267,7 @@ class DeviceFacts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     screen_awake: bool | None
 
 
-class CallEnded(Message, tag="call-ended"):
+class CallEnded(Message, frozen=True, tag="call-ended"):
     """Server -> both sides: the call is over, and why."""
 
     call_id: str
@@ -275,37 +275,40 @@ class CallEnded(Message, tag="call-ended"):
     facts: DeviceFacts | None = None
 
 
-class CallQualityReport(Message, tag="call-quality"):
+class CallQualityReport(Message, frozen=True, tag="call-quality"):
     """Either peer -> server after a call: its quality summary (never any media)."""
 
     call_id: str
     quality: dict[str, float | int | None]
 
 
-DeviceToServer = Union[Hello, Heartbeat, CommandAck, ResultDelivery, Rejected,
-                       CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport]
-ServerToDevice = Union[Welcome, HeartbeatAck, CommandDelivery, ResultAck, Rejected,
-                       CallRing, CallAccept, CallEnded]
-StaffToServer = Union[CallStart, CallAccept, CallConnected, CallHangUp, CallQualityReport]
-ServerToStaff = Union[CallPlaced, CallRinging, CallAnswer, CallEnded, Rejected]
+DeviceToServer: TypeAlias = (
+    Hello | Heartbeat | CommandAck | ResultDelivery | Rejected | CallRinging | CallAnswer
+    | CallConnected | CallHangUp | CallQualityReport
+)
+ServerToDevice: TypeAlias = (
+    Welcome | HeartbeatAck | CommandDelivery | ResultAck | Rejected | CallRing | CallAccept | CallEnded
+)
+StaffToServer: TypeAlias = CallStart | CallAccept | CallConnected | CallHangUp | CallQualityReport
+ServerToStaff: TypeAlias = CallPlaced | CallRinging | CallAnswer | CallEnded | Rejected
 
 
 # ------------------------------------------------------------------ UI <-> agent (Unix)
 
 
-class UiHello(Message, tag="ui-hello"):
+class UiHello(Message, frozen=True, tag="ui-hello"):
     ui_version: str
 
 
-class UiHeartbeat(Message, tag="ui-heartbeat"):
+class UiHeartbeat(Message, frozen=True, tag="ui-heartbeat"):
     screen_awake: bool
 
 
-class GetStatus(Message, tag="get-status"):
+class GetStatus(Message, frozen=True, tag="get-status"):
     pass
 
 
-class AgentStatus(Message, tag="status"):
+class AgentStatus(Message, frozen=True, tag="status"):
     """What the UI shows: never more than the screen needs."""
 
     state: DeviceState
@@ -314,9 +317,11 @@ class AgentStatus(Message, tag="status"):
     contact_staff: list[str] = []
 
 
-UiToAgent = Union[UiHello, UiHeartbeat, GetStatus,
-                  CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport]
-AgentToUi = Union[AgentStatus, Rejected, CallRing, CallAccept, CallEnded]
+UiToAgent: TypeAlias = (
+    UiHello | UiHeartbeat | GetStatus | CallRinging | CallAnswer | CallConnected | CallHangUp
+    | CallQualityReport
+)
+AgentToUi: TypeAlias = AgentStatus | Rejected | CallRing | CallAccept | CallEnded
 #: The call messages the agent passes on unchanged, in each direction.
 CALL_UPSTREAM = (CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport)
 CALL_DOWNSTREAM = (CallRing, CallAccept, CallEnded)
@@ -366,7 +371,12 @@ class Codec(Generic[T]):
     Every failure, whatever the input, is a :class:`ProtocolError`; nothing else escapes.
     """
 
-    def __init__(self, message_type: type[T] | Any, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    @overload
+    def __init__(self: Codec[T], message_type: type[T], max_bytes: int = MAX_MESSAGE_BYTES) -> None: ...
+    @overload  # a union of message types: annotate the codec where it is made
+    def __init__(self, message_type: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> None: ...
+
+    def __init__(self, message_type: Any, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(message_type)
         self._max_bytes = max_bytes
 

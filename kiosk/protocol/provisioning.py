@@ -46,7 +46,7 @@ def parse(text: str | bytes) -> Provisioning:
         raise ProtocolError("malformed", "provisioning file must be a YAML mapping of keys to values")
     if "ca_sha256" in data and isinstance(data["ca_sha256"], str):
         data = {**data, "ca_sha256": normalise_fingerprint(data["ca_sha256"])}
-    prov = m.convert(data, Provisioning)
+    prov: Provisioning = m.convert(data, Provisioning)
     try:
         url = urlsplit(prov.server_url)
         hostname = url.hostname

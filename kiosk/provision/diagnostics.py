@@ -125,7 +125,8 @@ def disk(facts: LinkFacts) -> DiagnosticCheck:
     root = shutil.disk_usage("/")
     data = shutil.disk_usage(facts.state_dir)
     results = [judge_disk("system", root.free, root.total), judge_disk("data partition", data.free, data.total)]
-    worst = "FAIL" if any(s == "FAIL" for s, _ in results) else "WARN" if any(s == "WARN" for s, _ in results) else "OK"
+    worst: CheckStatus = (
+        "FAIL" if any(s == "FAIL" for s, _ in results) else "WARN" if any(s == "WARN" for s, _ in results) else "OK")
     return _check("disk", worst, "; ".join(d for _, d in results))
 
 
@@ -230,6 +231,6 @@ def run_all(facts: LinkFacts) -> list[DiagnosticCheck]:
     for check in CHECKS:
         try:
             results.append(check(facts))
-        except Exception as exc:  # one broken check must not hide the others
+        except Exception as exc:  # noqa: BLE001 (one broken check must not hide the others)
             results.append(_check(check.__name__.replace("_", "-"), "WARN", f"check failed: {exc}"))
     return results

@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from kiosk.protocol import messages as m
 from kiosk.provision import diagnostics, wipe
@@ -27,12 +27,14 @@ SETTINGS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-class Refusal(Exception):
+class CannotCarryOut(Exception):
     """The command was valid but cannot be carried out; ``str`` says why, for the console."""
 
 
 @dataclass(frozen=True)
-class Outcome:
+class HandlerResult:
+    """What carrying out a command came to; the agent signs it into the result."""
+
     outcome: m.Outcome
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
@@ -47,23 +49,23 @@ class Context:
     on_state_change: Callable[[], None]
 
 
-async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Outcome:
+async def run(ctx: Context, action: m.CommandAction, command_id: str) -> HandlerResult:
     try:
         match action:
             case m.Ping():
-                return Outcome("ok", detail={"state": ctx.state.device_state()})
+                return HandlerResult("ok", detail={"state": ctx.state.device_state()})
             case m.Diagnostics():
                 checks = await asyncio.to_thread(diagnostics.run_all, ctx.facts())
-                return Outcome("ok", detail={"checks": m.to_builtins(checks)})
+                return HandlerResult("ok", detail={"checks": m.to_builtins(checks)})
             case m.Logs(lines=lines):
-                return Outcome("ok", detail={"lines": await asyncio.to_thread(_tail, ctx.state, lines)})
+                return HandlerResult("ok", detail={"lines": await asyncio.to_thread(_tail, ctx.state, lines)})
             case m.RestartUi():
                 await ctx.actions.restart_ui()
-                return Outcome("ok")
+                return HandlerResult("ok")
             case m.Reboot():
                 loop = asyncio.get_running_loop()
                 loop.call_later(REBOOT_DELAY_SECONDS, lambda: asyncio.ensure_future(ctx.actions.reboot()))
-                return Outcome("ok", detail={"reboot_in_seconds": REBOOT_DELAY_SECONDS})
+                return HandlerResult("ok", detail={"reboot_in_seconds": REBOOT_DELAY_SECONDS})
             case m.Assign(citizen_name=name, contact_staff=staff):
                 return _assign(ctx, name, staff)
             case m.SetConfig(settings=settings):
@@ -72,32 +74,33 @@ async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Outcome
                 # the intent was journaled before the command was acknowledged
                 await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
                 ctx.on_state_change()
-                return Outcome("ok")  # the signed receipt itself is already in the outbox
-    except Refusal as exc:
-        return Outcome("failed", str(exc))
+                return HandlerResult("ok")  # the signed receipt itself is already in the outbox
+            case _:  # pragma: no cover (the decoder only makes the kinds above)
+                assert_never(action)
+    except CannotCarryOut as exc:
+        return HandlerResult("failed", str(exc))
     except (OSError, RuntimeError) as exc:
-        return Outcome("failed", f"{type(exc).__name__}: {exc}")
-    return Outcome("failed", f"no handler for {type(action).__name__}")  # pragma: no cover
+        return HandlerResult("failed", f"{type(exc).__name__}: {exc}")
 
 
-def _assign(ctx: Context, name: str, staff: list[str]) -> Outcome:
+def _assign(ctx: Context, name: str, staff: list[str]) -> HandlerResult:
     if ctx.state.device_state() == "assigned":
-        raise Refusal("the unit is assigned to a citizen already; wipe it before assigning it again")
+        raise CannotCarryOut("the unit is assigned to a citizen already; wipe it before assigning it again")
     if not name.strip() or len(name) > 200 or len(staff) > 20 or any(len(s) > 200 for s in staff):
-        raise Refusal("citizen name must be 1-200 characters and at most 20 contact staff")
+        raise CannotCarryOut("citizen name must be 1-200 characters and at most 20 contact staff")
     Vault(ctx.state).put("assignment", {"citizen_name": name.strip(), "contact_staff": staff})
     ctx.state.audit("assigned")  # no name: the trail holds no personal data
     ctx.on_state_change()
-    return Outcome("ok", detail={"state": "assigned"})
+    return HandlerResult("ok", detail={"state": "assigned"})
 
 
-def _set_config(ctx: Context, settings: dict[str, Any]) -> Outcome:
+def _set_config(ctx: Context, settings: dict[str, Any]) -> HandlerResult:
     bad = [k for k, v in settings.items() if k not in SETTINGS or not SETTINGS[k](v)]
     if bad:
-        raise Refusal(f"refused settings: {', '.join(sorted(bad))} (known: {', '.join(SETTINGS)})")
+        raise CannotCarryOut(f"refused settings: {', '.join(sorted(bad))} (known: {', '.join(SETTINGS)})")
     ctx.state.update_settings(settings)
     ctx.on_state_change()
-    return Outcome("ok", detail={"applied": sorted(settings)})
+    return HandlerResult("ok", detail={"applied": sorted(settings)})
 
 
 def _tail(state: StateDir, lines: int) -> list[str]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
+from collections import deque
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
-from kiosk.protocol.wipe_journal import Step, entry_line
+from kiosk.protocol import wipe_journal as wj
 from kiosk.provision import failpoints
 from kiosk.provision.files import append_line, atomic_write, shred
 from kiosk.provision.state import StateDir
@@ -23,13 +24,15 @@ ERASED = ["assignment-key", "citizen-data", "call-history", "wifi-credentials", 
 
 def begin(state: StateDir, command_id: str) -> None:
     """Make the decision durable before anything is erased."""
-    state.journal_path.unlink(missing_ok=True)  # an old, completed wipe's journal
-    _record(state, Step.INTENT, command_id)
+    for action in wj.step(state.journal(), wj.Begin(command_id), time.time()).actions:
+        if isinstance(action, wj.StartJournal):
+            state.journal_path.unlink(missing_ok=True)  # an old, completed wipe's journal
+            _record(state, action.entry)
 
 
-def _record(state: StateDir, step: Step, command_id: str | None) -> None:
-    append_line(state.journal_path, entry_line(step, time.time(), command_id))
-    failpoints.hit(f"wipe:{step}")
+def _record(state: StateDir, entry: wj.JournalEntry) -> None:
+    append_line(state.journal_path, wj.entry_line(entry))
+    failpoints.hit(f"wipe:{entry.step}")
 
 
 def run(state: StateDir, device_id: str, resumed: bool) -> str | None:
@@ -38,34 +41,44 @@ def run(state: StateDir, device_id: str, resumed: bool) -> str | None:
     intent = journal.intent
     if intent is None:
         return None
-    key_path = state.assignment_key_path
-    key_fp = _stored_fingerprint(state)
-    while (step := state.journal().next_step()) is not None:
-        if step is Step.KEY_DESTROYED:
-            if key_path.exists():
-                key_fp = hashlib.sha256(key_path.read_bytes()).hexdigest()
-                atomic_write(state.root / "wiped-key.sha256", key_fp.encode())
-            shred(key_path)
-        elif step is Step.DATA_DELETED:
-            shutil.rmtree(state.citizen, ignore_errors=True)
-            state.citizen.mkdir(mode=0o700, exist_ok=True)
-            for leftover in (state.root / "screenshots", state.root / "calls"):
-                shutil.rmtree(leftover, ignore_errors=True)
-            state.log_path.unlink(missing_ok=True)  # logs may name times of visits
-        elif step is Step.SETTINGS_RESET:
-            state.settings_path.unlink(missing_ok=True)
-        elif step is Step.RECEIPT_SIGNED:
-            receipt = m.WipeReceipt(erased=ERASED, key_fingerprint=key_fp, intent_at=intent.at,
-                                    finished_at=time.time(), resumed_after_interruption=resumed)
-            result = m.CommandResult(command_id=intent.command_id or "", device_id=device_id, kind="wipe",
-                                     outcome="ok", finished_at=receipt.finished_at,
-                                     detail=m.to_builtins(receipt))
-            state.outbox_put(result.command_id, signing.seal(state.device_key(), result))
-            (state.root / "wiped-key.sha256").unlink(missing_ok=True)
-            # before the step is recorded: a cut here repeats the entry rather than lose it
-            state.audit("wiped", command_id=intent.command_id, resumed=resumed)
-        _record(state, step, intent.command_id)
+    transition = wj.step(journal, wj.Resume(), time.time())
+    journal, actions = transition.state, deque(transition.actions)
+    while actions:
+        action = actions.popleft()
+        if isinstance(action, wj.Perform):
+            _perform(state, action.step, intent, device_id, resumed)
+            transition = wj.step(journal, wj.Finished(action.step), time.time())
+            journal = transition.state
+            actions.extend(transition.actions)
+        else:
+            _record(state, action.entry)
     return intent.command_id
+
+
+def _perform(state: StateDir, step: wj.WipeStep, intent: wj.JournalEntry, device_id: str, resumed: bool) -> None:
+    key_path = state.assignment_key_path
+    if step is wj.WipeStep.KEY_DESTROYED:
+        if key_path.exists():
+            atomic_write(state.root / "wiped-key.sha256", hashlib.sha256(key_path.read_bytes()).hexdigest().encode())
+        shred(key_path)
+    elif step is wj.WipeStep.DATA_DELETED:
+        shutil.rmtree(state.citizen, ignore_errors=True)
+        state.citizen.mkdir(mode=0o700, exist_ok=True)
+        for leftover in (state.root / "screenshots", state.root / "calls"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        state.log_path.unlink(missing_ok=True)  # logs may name times of visits
+    elif step is wj.WipeStep.SETTINGS_RESET:
+        state.settings_path.unlink(missing_ok=True)
+    elif step is wj.WipeStep.RECEIPT_SIGNED:
+        receipt = m.WipeReceipt(erased=ERASED, key_fingerprint=_stored_fingerprint(state), intent_at=intent.at,
+                                finished_at=time.time(), resumed_after_interruption=resumed)
+        result = m.CommandResult(command_id=intent.command_id or "", device_id=device_id, kind="wipe",
+                                 outcome="ok", finished_at=receipt.finished_at,
+                                 detail=m.to_builtins(receipt))
+        state.outbox_put(result.command_id, signing.seal(state.device_key(), result))
+        (state.root / "wiped-key.sha256").unlink(missing_ok=True)
+        # before the step is recorded: a cut here repeats the entry rather than lose it
+        state.audit("wiped", command_id=intent.command_id, resumed=resumed)
 
 
 def _stored_fingerprint(state: StateDir) -> str | None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import ssl
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 import kiosk
 from kiosk.protocol.call import CallConfig
@@ -16,9 +19,10 @@ from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa:
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
-from kiosk.server.store import Store
+from kiosk.server.store import Clock, Store
 
 log = logging.getLogger("kiosk.server")
+DEFAULT_CALL_CONFIG = CallConfig()
 
 STATIC = Path(__file__).parent / "static"
 # The page loads nothing from anywhere else, and runs no inline script.
@@ -77,13 +81,15 @@ class Server:
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
-             call_config: CallConfig = CallConfig(), turn: TurnConfig | None = None) -> Server:
+             call_config: CallConfig = DEFAULT_CALL_CONFIG, turn: TurnConfig | None = None,
+             clock: Clock = time.time) -> Server:
+        """``clock`` is the one wall clock of the store, the hub and the calls (tests set it)."""
         authority = load_or_create(data, municipality, server_names)
-        store = Store.in_directory(data)
+        store = Store.in_directory(data, clock)
         hub = Hub(store)
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
 
-    def _app(self, routes: list[web.RouteDef], middlewares: list[object] = ()) -> web.Application:  # type: ignore[assignment]
+    def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
         app[device_api.AUTHORITY] = self.authority
         app[device_api.STORE] = self.store

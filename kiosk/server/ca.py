@@ -100,9 +100,10 @@ class Authority:
     def ca_cert_path(self) -> Path:
         return self.directory / "ca.crt"
 
-    def issue_device_certificate(self, csr_pem: str, device_id: str) -> x509.Certificate:
+    def issue_device_certificate(self, csr_pem: str, device_id: str, issued_at: float) -> x509.Certificate:
+        """A device certificate valid from ``issued_at`` (the server's clock, seconds since the epoch)."""
         key = device_key(csr_pem)
-        now = _now()
+        now = dt.datetime.fromtimestamp(issued_at, dt.UTC)
         return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([
@@ -190,12 +191,14 @@ def load_or_create(directory: Path, municipality: str, server_names: list[str] |
     os.chmod(directory, 0o700)
     ca_key_path, ca_crt_path = directory / "ca.key", directory / "ca.crt"
     if not ca_key_path.exists():
-        new_key = ec.generate_private_key(ec.SECP256R1())
-        write_private(ca_key_path, _pem_key(new_key))
-        ca_crt_path.write_bytes(_ca_certificate(new_key, municipality).public_bytes(serialization.Encoding.PEM))
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_cert = _ca_certificate(ca_key, municipality)
+        write_private(ca_key_path, _pem_key(ca_key))
+        ca_crt_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     ca_cert = x509.load_pem_x509_certificate(ca_crt_path.read_bytes())
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+    ca_key = loaded
 
     if not (directory / "server.key").exists():
         server_key = ec.generate_private_key(ec.SECP256R1())

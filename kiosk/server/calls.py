@@ -8,9 +8,10 @@ the timers. SDP passes through untouched; media never touches the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
 from kiosk.server import turn
 from kiosk.server.hub import Hub
-from kiosk.server.store import Store
+from kiosk.server.store import CallRow, Clock, Store
 
 log = logging.getLogger("kiosk.server.calls")
 
@@ -36,8 +37,8 @@ class TurnConfig:
     secret: str
     relay_only: bool = False
 
-    def ice_servers(self, user_id: str) -> list[m.IceServer]:
-        creds = turn.issue_credentials(self.secret, user_id, now=time.time())
+    def ice_servers(self, user_id: str, now: float) -> list[m.IceServer]:
+        creds = turn.issue_credentials(self.secret, user_id, now=now)
         return turn.ice_servers(self.host, self.port, creds)
 
 
@@ -61,16 +62,20 @@ class LiveCall:
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
-class CallRefused(Exception):
+class CallNotPlaced(Exception):
+    """Staff may not, or cannot, call this citizen; ``code`` says which for the browser."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
 class CallManager:
-    def __init__(self, store: Store, hub: Hub, config: c.CallConfig, turn_config: TurnConfig | None) -> None:
+    def __init__(self, store: Store, hub: Hub, config: c.CallConfig, turn_config: TurnConfig | None,
+                 clock: Clock | None = None) -> None:
         self.store = store
         self.hub = hub
+        self.clock: Clock = clock or store.clock
         self.config = config
         self.turn = turn_config
         self.live: dict[str, LiveCall] = {}
@@ -80,7 +85,7 @@ class CallManager:
     def _ice(self, leg: str) -> tuple[list[m.IceServer], bool]:
         if self.turn is None:
             return [], False  # host candidates only: fine on one network, never a public STUN server
-        return self.turn.ice_servers(leg), self.turn.relay_only
+        return self.turn.ice_servers(leg, self.clock()), self.turn.relay_only
 
     def _busy_device(self, device_id: str) -> bool:
         return any(lc.device_id == device_id for lc in self.live.values())
@@ -89,27 +94,26 @@ class CallManager:
     async def place(self, caller: Caller, citizen_id: str, staff: StaffSend) -> str:
         citizen = self.store.citizen(citizen_id)
         if citizen is None:
-            raise CallRefused("unknown-citizen", "no such citizen")
+            raise CallNotPlaced("unknown-citizen", "no such citizen")
         if caller.role != "admin" and not self.store.may_call(caller.username, citizen_id):
             with self.store.tx() as conn:
                 self.store.append_audit(conn, caller.username, "call-refused", citizen.device_id,
                                         citizen_id=citizen_id, reason="not-in-care-team")
-            raise CallRefused("forbidden", "you are not in this citizen's care team")
+            raise CallNotPlaced("forbidden", "you are not in this citizen's care team")
         if citizen.device_id is None:
-            raise CallRefused("no-device", "this citizen has no screen assigned")
+            raise CallNotPlaced("no-device", "this citizen has no screen assigned")
         call_id = str(uuid.uuid4())
         ice, relay_only = self._ice(f"staff-{call_id}")
         busy = self._busy_device(citizen.device_id)
         live = LiveCall(call_id, caller, citizen_id, citizen.device_id, staff, c.Call(config=self.config))
         self.live[call_id] = live
         await staff(m.CallPlaced(call_id=call_id, citizen_name=citizen.name, ice_servers=ice, relay_only=relay_only))
-        now = time.time()
         if citizen.device_id not in self.hub.links:
-            await self._feed(live, c.DeviceOffline(now))
+            await self._feed(live, c.DeviceOffline())
         elif busy:
-            await self._feed(live, c.Busy(now))
+            await self._feed(live, c.Busy())
         else:
-            await self._feed(live, c.Ring(now))
+            await self._feed(live, c.Ring())
         return call_id
 
     async def from_staff(self, username: str, message: m.StaffToServer) -> None:
@@ -119,23 +123,22 @@ class CallManager:
         live = self.live.get(getattr(message, "call_id", ""))
         if live is None or live.caller.username != username:
             return  # a late message for a call that has ended: nothing to do
-        now = time.time()
         match message:
             case m.CallAccept(sdp=sdp):
                 await self._to_device(live.device_id, m.CallAccept(call_id=live.id, sdp=sdp))
             case m.CallConnected():
-                await self._feed(live, c.MediaConnected(now))
+                await self._feed(live, c.MediaConnected())
             case m.CallHangUp(reason="media-failed"):
-                await self._feed(live, c.MediaFailed(now))
+                await self._feed(live, c.MediaFailed())
             case m.CallHangUp():
-                event: c.Event = c.HangUp(now, c.Side.STAFF) if live.machine.state is c.CallState.IN_CALL \
-                    else c.Cancel(now)
+                event: c.Event = c.HangUp(c.Side.STAFF) if live.machine.state is c.CallState.IN_CALL \
+                    else c.Cancel()
                 await self._feed(live, event)
 
     async def staff_gone(self, call_id: str) -> None:
         live = self.live.get(call_id)
         if live is not None:
-            await self._feed(live, c.HangUp(time.time(), c.Side.STAFF))
+            await self._feed(live, c.HangUp(c.Side.STAFF))
 
     # ---------------------------------------------------------------- device side
     async def from_device(self, device_id: str, message: m.DeviceToServer) -> None:
@@ -145,31 +148,41 @@ class CallManager:
         live = self.live.get(getattr(message, "call_id", ""))
         if live is None or live.device_id != device_id:
             return
-        now = time.time()
         match message:
             case m.CallRinging(screen_awake=awake):
                 live.screen_awake = awake
-                await self._feed(live, c.RingAck(now))
+                await self._feed(live, c.RingAck())
             case m.CallAnswer(sdp=sdp):
                 live.offer_sdp = sdp
-                await self._feed(live, c.Answer(now))
+                await self._feed(live, c.Answer())
             case m.CallConnected():
-                await self._feed(live, c.MediaConnected(now))
+                await self._feed(live, c.MediaConnected())
             case m.CallHangUp(reason="media-failed"):
-                await self._feed(live, c.MediaFailed(now))
+                await self._feed(live, c.MediaFailed())
             case m.CallHangUp():
-                await self._feed(live, c.HangUp(now, c.Side.CITIZEN))
+                await self._feed(live, c.HangUp(c.Side.CITIZEN))
 
     async def device_gone(self, device_id: str) -> None:
         for live in [lc for lc in self.live.values() if lc.device_id == device_id]:
-            await self._feed(live, c.DeviceOffline(time.time()))
+            await self._feed(live, c.DeviceOffline())
+
+    async def fire_timers(self) -> None:
+        """Let every live call's deadline that has passed on our clock take effect.
+
+        The event loop's timer calls this at the next deadline; a test that sets the
+        clock calls it instead of waiting.
+        """
+        for live in list(self.live.values()):
+            await self._feed(live, c.TimerFired())
 
     # -------------------------------------------------------------- the machine
     async def _feed(self, live: LiveCall, event: c.Event) -> None:
-        step = live.machine.handle(event)
-        live.machine = step.call
-        for effect in step.effects:
-            if isinstance(effect, c.RecordCallEnd):
+        transition = c.step(live.machine, event, self.clock())
+        live.machine = transition.state
+        for effect in transition.actions:
+            if isinstance(effect, c.Ignored):
+                log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
+            elif isinstance(effect, c.RecordCallEnd):
                 self._record(live, effect.record)
             elif effect.to is c.Side.CITIZEN:
                 await self._notify_device(live, effect)
@@ -184,8 +197,8 @@ class CallManager:
         deadline = live.machine.next_deadline
         if deadline is not None and live.machine.state is not c.CallState.ENDED:
             loop = asyncio.get_running_loop()
-            live.timer = loop.call_later(max(0.0, deadline - time.time()),
-                                         lambda: asyncio.ensure_future(self._feed(live, c.Tick(time.time()))))
+            live.timer = loop.call_later(max(0.0, deadline - self.clock()),
+                                         lambda: asyncio.ensure_future(self._feed(live, c.TimerFired())))
 
     async def _notify_device(self, live: LiveCall, effect: c.Notify) -> None:
         if effect.notice is c.Notice.RING:
@@ -205,18 +218,14 @@ class CallManager:
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
             message = m.CallEnded(call_id=live.id, reason=effect.reason, facts=self._facts(live))
         if message is not None:
-            try:
+            with contextlib.suppress(ConnectionError):  # the browser went away; its hang-up event follows
                 await live.staff(message)
-            except ConnectionError:
-                pass  # the browser went away; its hang-up event follows
 
     async def _to_device(self, device_id: str, message: m.ServerToDevice) -> None:
         link = self.hub.links.get(device_id)
         if link is not None:
-            try:
+            with contextlib.suppress(ConnectionError):  # the link's detach feeds DeviceOffline
                 await link.send(message)
-            except ConnectionError:
-                pass  # the link's detach feeds DeviceOffline
 
     def _facts(self, live: LiveCall) -> m.DeviceFacts:
         link = self.hub.links.get(live.device_id)
@@ -224,7 +233,7 @@ class CallManager:
         machine = live.machine
         rang_for = None
         if machine.rang_at is not None:
-            rang_for = (machine.answered_at or machine.ended_at or time.time()) - machine.rang_at
+            rang_for = (machine.answered_at or machine.ended_at or self.clock()) - machine.rang_at
         return m.DeviceFacts(
             online=link is not None, online_since=link.connected_at if link else None,
             last_seen=link.last_seen if link else (row.last_seen if row else None),
@@ -235,17 +244,17 @@ class CallManager:
     def _record(self, live: LiveCall, record: c.CallRecord) -> None:
         del self.live[live.id]
         self._ended[live.id] = (record.ended_at, live.caller.username, live.device_id)
-        self.store.add_call_record({
-            "id": live.id, "caller": live.caller.username, "citizen_id": live.citizen_id,
-            "device_id": live.device_id, "placed_at": record.placed_at, "rang_at": record.rang_at,
-            "answered_at": record.answered_at, "connected_at": record.connected_at, "ended_at": record.ended_at,
-            "end_reason": record.reason.value, "ring_seconds": record.ring_duration,
-            "talk_seconds": record.talk_duration, "facts": json.dumps(m.to_builtins(self._facts(live))),
-        })
+        self.store.add_call_record(CallRow(
+            id=live.id, caller=live.caller.username, citizen_id=live.citizen_id,
+            device_id=live.device_id, placed_at=record.placed_at, rang_at=record.rang_at,
+            answered_at=record.answered_at, connected_at=record.connected_at, ended_at=record.ended_at,
+            end_reason=record.reason.value, ring_seconds=record.ring_duration,
+            talk_seconds=record.talk_duration, facts=json.dumps(m.to_builtins(self._facts(live))),
+        ))
         log.info("call %s ended: %s", live.id, record.reason.value)
 
     def _quality(self, report: m.CallQualityReport, column: str, allowed: Callable[[str, str], bool]) -> None:
-        now = time.time()
+        now = self.clock()
         self._ended = {k: v for k, v in self._ended.items() if now - v[0] < QUALITY_GRACE_SECONDS}
         ended = self._ended.get(report.call_id)
         if ended is None or not allowed(ended[1], ended[2]):
@@ -253,8 +262,8 @@ class CallManager:
         self.store.add_call_quality(report.call_id, column, dict(report.quality))
 
 
-def record_view(row: Any) -> dict[str, Any]:
-    out = dict(row._mapping)
+def record_view(row: CallRow) -> dict[str, Any]:
+    out: dict[str, Any] = dataclasses.asdict(row)
     for key in ("facts", "quality_staff", "quality_device"):
         out[key] = json.loads(out[key]) if out[key] else None
     return out

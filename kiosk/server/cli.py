@@ -16,19 +16,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
 
 import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
+from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
-from kiosk.protocol.messages import COMMAND_KINDS
 from kiosk.server import auth, calls, commands, enrollment
 from kiosk.server.app import Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
-from kiosk.server.store import Store
+from kiosk.server.store import DeviceRow, Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd.add_parser("send")
     data(sp)
     sp.add_argument("device_id")
-    sp.add_argument("kind", help=", ".join(COMMAND_KINDS))
+    sp.add_argument("kind", help=", ".join(m.COMMAND_KINDS))
     sp.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--expires", default="1d", type=parse_duration)
     sp.add_argument("--json", action="store_true")
@@ -161,9 +160,9 @@ def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
 
 def _device_rows(store: Store, never_connected_after: float) -> list[dict[str, object]]:
     """Enrolled devices, then units held for approval; ``connection`` says what logistics must know."""
-    now = time.time()
+    now = store.clock()
 
-    def connection(r: Any) -> str:
+    def connection(r: DeviceRow) -> str:
         if r.revoked_at is not None:
             return "revoked"
         if r.online:
@@ -179,9 +178,9 @@ def _device_rows(store: Store, never_connected_after: float) -> list[dict[str, o
     rows += [
         {"id": h.device_id, "state": h.state, "connection": "not enrolled", "online": False, "last_seen": None,
          "agent_version": h.agent_version, "enrolled_at": None, "revoked": False,
-         "serial_number": h.serial_number, "batch": enrollment.batch_label(h.batch_created_at, h.batch_created_by),
+         "serial_number": h.serial_number, "batch": enrollment.batch_label(token.created_at, token.created_by),
          "requested_at": h.requested_at, "last_request_at": h.last_request_at}
-        for h in store.enrollment_holds()]
+        for h, token in store.enrollment_holds()]
     return rows
 
 
@@ -298,13 +297,14 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             store.add_user(args.username, hashed, args.role, actor, args.display_name)
             print(f"added {args.username} ({args.role})")
         case "citizen", "add":
-            unknown = [u for u in args.caregiver if store.user(u) is None]
+            caregivers = {u: store.user(u) for u in args.caregiver}
+            unknown = [u for u, row in caregivers.items() if row is None]
             if unknown:
                 fail(f"no such user: {', '.join(unknown)}")
             device = store.device(args.device)
             if device is None or device.revoked_at is not None:
                 fail(f"no enrolled screen {args.device}")
-            staff = [store.user(u).display_name or u for u in args.caregiver]
+            staff = [row.display_name or u for u, row in caregivers.items() if row is not None]
             action = commands.parse_action("assign", {"citizen_name": args.name, "contact_staff": staff})
             try:
                 with store.tx() as conn:
@@ -320,10 +320,10 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             if args.json:
                 print_json(records)
             else:
-                for r in records:
-                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(cast(float, r["placed_at"])))
-                    talk = f"{r['talk_seconds']:.0f} s" if r["talk_seconds"] is not None else "-"
-                    print(f"{when} {r['caller']:<16} {r['end_reason']:<20} talk {talk}")
+                for rec in records:
+                    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec["placed_at"]))
+                    talk = f"{rec['talk_seconds']:.0f} s" if rec["talk_seconds"] is not None else "-"
+                    print(f"{when} {rec['caller']:<16} {rec['end_reason']:<20} talk {talk}")
         case "audit", "list":
             entries = store.audit_entries(args.device, args.limit)
             if args.json:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
-from kiosk.server.store import Store
+from kiosk.server.store import CommandRow, Store
 
 DEFAULT_TTL_SECONDS = 24 * 3600.0
 #: Which state a device is in after it reports a successful command of this kind.
@@ -46,7 +46,7 @@ def queue(store: Store, authority: Authority, device_id: str, action: m.CommandA
         raise CommandError("unknown-device", f"no device with id {device_id}", 404)
     if device.revoked_at is not None:
         raise CommandError("device-revoked", f"device {device_id} is revoked", 409)
-    now = time.time()
+    now = store.clock()
     command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
                         expires_at=now + ttl_seconds, action=action)
     envelope = signing.seal(authority.command_key, command)
@@ -61,7 +61,7 @@ def queue(store: Store, authority: Authority, device_id: str, action: m.CommandA
 
 def device_public_key(cert_pem: str) -> signing.PublicKey:
     key = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
-    assert isinstance(key, signing.ec.EllipticCurvePublicKey)
+    assert isinstance(key, ec.EllipticCurvePublicKey)
     return key
 
 
@@ -88,7 +88,7 @@ def accept_result(store: Store, device_id: str, cert_pem: str, envelope: m.Signe
     return result
 
 
-def result_verified(row: Any, cert_pem: str | None) -> bool:
+def result_verified(row: CommandRow, cert_pem: str | None) -> bool:
     """Re-check the stored signed result against the device certificate, now."""
     if row.result_envelope is None or cert_pem is None:
         return False
@@ -100,10 +100,10 @@ def result_verified(row: Any, cert_pem: str | None) -> bool:
     return True
 
 
-def view(row: Any, cert_pem: str | None) -> dict[str, Any]:
+def view(row: CommandRow, cert_pem: str | None) -> dict[str, Any]:
     """A command as the CLI and API show it, with its result's signature checked again."""
     return {
-        "id": row.id, "device_id": row.device_id, "kind": row.kind, "state": row.state,
+        "id": row.id, "device_id": row.device_id, "kind": row.kind, "state": str(row.state),
         "created_by": row.created_by, "created_at": row.created_at, "expires_at": row.expires_at,
         "delivered_at": row.delivered_at, "finished_at": row.finished_at, "outcome": row.outcome,
         "reason": row.reason, "result": json.loads(row.result) if row.result else None,

@@ -19,13 +19,15 @@ from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
 from kiosk.server import auth, calls, commands
+from kiosk.server.ca import Authority
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
+from kiosk.server.store import DeviceRow, Store, UserRow
 
 SESSION_COOKIE = "kiosk_session"
 MAX_BODY_BYTES = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-USER: web.RequestKey[Any] = web.RequestKey("user", object)
+USER: web.RequestKey[UserRow] = web.RequestKey("user", UserRow)
 SECURE_COOKIE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
 
 PUBLIC = "public"  # the permission of a route anyone may call (only logging in)
@@ -92,7 +94,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(exc.status, exc.code, str(exc))
 
 
-def _session_user(request: web.Request) -> Any:
+def _session_user(request: web.Request) -> UserRow | None:
     token = request.cookies.get(SESSION_COOKIE)
     header = request.headers.get("Authorization", "")
     if not token and header.startswith("Bearer "):
@@ -111,7 +113,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     req: s.LoginRequest = await read_body(request, s.LoginRequest)
     user = store.user(req.username)
     # argon2 takes ~150 ms of CPU on purpose: off the event loop, so devices are not held up
-    if not await asyncio.to_thread(auth.check_password, user.password_hash if user else None, req.password):
+    if not await asyncio.to_thread(auth.check_password, user.password_hash if user else None, req.password) \
+            or user is None:  # check_password already refused it; this tells the type checker
         with store.tx() as conn:
             store.append_audit(conn, req.username, "login-failed", None, peer=request.remote)
         return error(401, "bad-credentials", "wrong user name or password")
@@ -143,7 +146,7 @@ async def me(request: web.Request) -> web.StreamResponse:
 
 
 # ------------------------------------------------------------------------- devices
-def device_out(row: Any, hub: Hub) -> s.DeviceOut:
+def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
     link = hub.links.get(row.id)
     return s.DeviceOut(
         id=row.id, state=link.state if link else row.state, online=link is not None,
@@ -189,6 +192,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
                              action, _actor(request), req.expires_in)
     await request.app[HUB].deliver_pending(command.device_id)
     row = request.app[STORE].command(command.id)
+    assert row is not None  # just stored; commands are never deleted
     return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
 
 
@@ -229,7 +233,7 @@ async def create_tokens(request: web.Request) -> web.StreamResponse:
     return json_response(s.TokensCreated([s.ProvisioningFileOut(n, c) for n, c in files]), status=201)
 
 
-def make_provisioning_files(store: Any, authority: Any, server_url: str, count: int, ttl: float,
+def make_provisioning_files(store: Store, authority: Authority, server_url: str, count: int, ttl: float,
                             actor: str) -> list[tuple[str, str]]:
     """One function for the CLI and the API: validated URL, N tokens, N YAML files."""
     try:
@@ -239,7 +243,7 @@ def make_provisioning_files(store: Any, authority: Any, server_url: str, count: 
     except ProtocolError as exc:
         raise ApiError(400, exc.reason, exc.detail) from None
     tokens = store.create_tokens(count, ttl, actor)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(store.clock()))
     return [
         (f"kiosk-provision-{stamp}-{i + 1:03d}.yaml", provisioning.render(provisioning.Provisioning(
             server_url=server_url, ca_sha256=authority.ca_fingerprint, token=token,

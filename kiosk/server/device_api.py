@@ -8,7 +8,6 @@ is missing, unknown, superseded or revoked, before the upgrade.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -73,7 +72,7 @@ async def enroll(request: web.Request) -> web.Response:
 def _enroll(request: web.Request, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
     version = req.agent_version[:64]
     serial = "".join(c for c in req.serial_number if c.isprintable())[:64]
-    token_hash, now = sha256_hex(req.token), time.time()
+    token_hash, now = sha256_hex(req.token), store.clock()
     with store.tx() as conn:
         token = store.enroll_token(conn, token_hash)
         issued = store.device(token.used_by_device, conn) if token is not None and token.used_by_device else None
@@ -88,7 +87,7 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
             case enrollment.Issue(device_id=reserved, approved=approved):
                 device_id = reserved or str(uuid.uuid4())
                 store.use_token(conn, token_hash, device_id, now)
-                cert = authority.issue_device_certificate(req.csr_pem, device_id)
+                cert = authority.issue_device_certificate(req.csr_pem, device_id, now)
                 cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
                 store.add_device(conn, device_id, format(cert.serial_number, "x"), cert_pem, version)
                 if approved:
@@ -159,7 +158,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         await ws.send_str(m.encode(message).decode())
 
     link = DeviceLink(device_id, cert_pem, send, ws.close)
-    await send(m.Welcome(device_id=device_id, server_time=time.time(),
+    await send(m.Welcome(device_id=device_id, server_time=hub.clock(),
                          heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS))
     await hub.attach(link)
     log.info("device %s connected", device_id)
@@ -190,7 +189,7 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
             link.state, link.ui_alive = state, ui_alive
             hub.seen(link)
             if isinstance(message, m.Heartbeat):
-                await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=time.time()))
+                await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=hub.clock()))
         case m.CommandAck(command_id=command_id):
             hub.seen(link)
             store.mark_delivered(command_id)

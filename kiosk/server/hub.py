@@ -8,15 +8,14 @@ offline device simply waits as pending until it is delivered or expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
-
 from kiosk.protocol import messages as m
-from kiosk.server.store import Store, devices
+from kiosk.server.store import Clock, Store
 
 log = logging.getLogger("kiosk.server.hub")
 
@@ -30,25 +29,28 @@ class DeviceLink:
     cert_pem: str
     send: Callable[[m.ServerToDevice], Awaitable[None]]
     close: Callable[[], Awaitable[object]]
-    connected_at: float = field(default_factory=time.time)
-    last_seen: float = field(default_factory=time.time)
+    connected_at: float = 0.0  # stamped by Hub.attach, on the hub's clock
+    last_seen: float = 0.0
     state: str = "enrolled-unassigned"
     ui_alive: bool | None = None
     sent: set[str] = field(default_factory=set)  # command ids sent on this connection
 
 
 class Hub:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock: Clock = clock or store.clock
         self.links: dict[str, DeviceLink] = {}
         self._dirty_seen: dict[str, tuple[float, str, bool]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._callbacks: set[asyncio.Future[None]] = set()  # referenced until done, or the loop may drop them
         self._revocations_checked_at = 0.0
         #: Called with the device id when a device's link goes away for good (not on a reconnect).
         self.on_detach: list[Callable[[str], Awaitable[None]]] = []
 
     # ------------------------------------------------------------- connections
     async def attach(self, link: DeviceLink) -> None:
+        link.connected_at = self.clock()
         old = self.links.get(link.device_id)
         self.links[link.device_id] = link
         if old is not None:  # the device reconnected before we noticed the old link die
@@ -60,10 +62,12 @@ class Hub:
             del self.links[link.device_id]
             self._dirty_seen[link.device_id] = (link.last_seen, link.state, False)
             for callback in self.on_detach:
-                asyncio.ensure_future(callback(link.device_id))
+                running = asyncio.ensure_future(callback(link.device_id))
+                self._callbacks.add(running)
+                running.add_done_callback(self._callbacks.discard)
 
     def seen(self, link: DeviceLink) -> None:
-        link.last_seen = time.time()
+        link.last_seen = self.clock()
         self._dirty_seen[link.device_id] = (link.last_seen, link.state, True)
 
     async def disconnect(self, device_id: str) -> None:
@@ -96,10 +100,8 @@ class Hub:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for link in list(self.links.values()):
             self.detach(link)
             await link.close()
@@ -125,12 +127,8 @@ class Hub:
             if link is not None:
                 await self._send_command(link, row.id, row.envelope)
         # Revocations since the last sweep (the CLI may revoke from another process).
-        since, self._revocations_checked_at = self._revocations_checked_at, time.time() - 1.0
-        with self.store.engine.connect() as conn:
-            revoked = conn.execute(
-                sa.select(devices.c.id).where(devices.c.revoked_at >= since)
-            ).scalars().all()
-        for device_id in revoked:
+        since, self._revocations_checked_at = self._revocations_checked_at, self.clock() - 1.0
+        for device_id in self.store.revoked_since(since):
             if device_id in self.links:
                 log.info("closing link of revoked device %s", device_id)
                 await self.disconnect(device_id)

@@ -17,7 +17,7 @@ def document(version: str) -> dict[str, Any]:
     types = {t for r in ROUTES for t in (r.body, r.response) if t is not None} | {m.ErrorResponse}
     ordered = sorted(types, key=repr)
     schemas, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
-    by_type = dict(zip(ordered, schemas))
+    by_type = dict(zip(ordered, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for r in ROUTES:
         op: dict[str, Any] = {

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server.calls import Caller, CallRefused
+from kiosk.server.calls import Caller, CallNotPlaced
 from kiosk.server.console_api import USER, route
 from kiosk.server.device_api import CALLS
 
@@ -48,7 +48,7 @@ async def staff_socket(request: web.Request) -> web.StreamResponse:
                     continue
                 try:
                     current = await calls.place(caller, message.citizen_id, send)
-                except CallRefused as exc:
+                except CallNotPlaced as exc:
                     await send(m.Rejected(reason=exc.code, detail=str(exc)))
             else:
                 await calls.from_staff(user.username, message)

@@ -8,18 +8,25 @@ write happens in a short transaction that takes the write lock up front.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
+
+from kiosk.protocol import command_lifecycle as lifecycle
+from kiosk.protocol.command_lifecycle import CommandLife, CommandState
+
+#: Wall time in seconds since the epoch; tests pass a clock they can set.
+Clock = Callable[[], float]
 
 metadata = sa.MetaData()
 
@@ -138,7 +145,6 @@ sessions = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
-COMMAND_STATES = ("pending", "delivered", "done", "failed", "expired")
 
 
 def sha256_hex(text: str) -> str:
@@ -160,21 +166,136 @@ class AuditEntry:
     hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    id: str
+    cert_serial: str
+    cert_pem: str
+    enrolled_at: float
+    revoked_at: float | None
+    state: str
+    agent_version: str
+    last_seen: float | None
+    online: bool  # as of the hub's last flush; the hub's links are the live answer
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    token_hash: str
+    created_at: float  # tokens made together share it: their batch
+    expires_at: float
+    created_by: str
+    used_at: float | None
+    used_by_device: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    token_hash: str
+    device_id: str
+    key_sha256: str
+    serial_number: str
+    agent_version: str
+    state: str
+    requested_at: float
+    last_request_at: float
+    decided_at: float | None
+    decided_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    id: str
+    device_id: str
+    kind: str
+    envelope: bytes
+    state: CommandState
+    created_by: str
+    created_at: float
+    expires_at: float
+    delivered_at: float | None
+    finished_at: float | None
+    outcome: str | None
+    reason: str | None
+    result_envelope: bytes | None
+    result: str | None  # the verified result, JSON
+
+    @property
+    def life(self) -> CommandLife:
+        return CommandLife(self.state, self.expires_at, self.delivered_at, self.finished_at)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    username: str
+    password_hash: str
+    role: str
+    created_at: float
+    display_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CitizenRow:
+    id: str
+    name: str  # personal data: never logged or audited
+    device_id: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRow:
+    id: str
+    caller: str
+    citizen_id: str
+    device_id: str | None
+    placed_at: float
+    rang_at: float | None
+    answered_at: float | None
+    connected_at: float | None
+    ended_at: float
+    end_reason: str
+    ring_seconds: float | None
+    talk_seconds: float | None
+    facts: str | None  # JSON, as are the two quality reports
+    quality_staff: str | None = None
+    quality_device: str | None = None
+
+
+#: Each row type and the table it is read from; a test checks they name the same columns.
+ROW_TABLES: dict[type[Any], sa.Table] = {
+    DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
+    TokenRow: enroll_tokens, HoldRow: enrollment_holds,
+}
+R = TypeVar("R")
+
+
+def _from_row(row_type: type[R], row: Row[Any]) -> R:
+    values = dict(row._mapping)
+    if row_type is CommandRow:
+        values["state"] = CommandState(values["state"])
+    return row_type(**values)
+
+
+def _maybe(row_type: type[R], row: Row[Any] | None) -> R | None:
+    return None if row is None else _from_row(row_type, row)
+
+
 def _audit_hash(prev: str, at: float, actor: str, action: str, device_id: str | None, detail: str) -> str:
     body = json.dumps([prev, at, actor, action, device_id, detail], separators=(",", ":"))
     return sha256_hex(body)
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: Clock = time.time) -> None:
+        self.clock = clock
         self.engine: Engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
         metadata.create_all(self.engine)
 
     @classmethod
-    def in_directory(cls, directory: Path) -> Store:
-        return cls(f"sqlite:///{directory / 'kiosk.db'}")
+    def in_directory(cls, directory: Path, clock: Clock = time.time) -> Store:
+        return cls(f"sqlite:///{directory / 'kiosk.db'}", clock)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -194,7 +315,7 @@ class Store:
     ) -> None:
         """Append one entry, chained to the previous one so any edit is detectable."""
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
-        at = time.time()
+        at = self.clock()
         text = json.dumps(detail, sort_keys=True, default=str)
         conn.execute(audit.insert().values(
             at=at, actor=actor, action=action, device_id=device_id, detail=text,
@@ -222,7 +343,7 @@ class Store:
 
     # ------------------------------------------------------------ enrollment tokens
     def create_tokens(self, count: int, ttl_seconds: float, created_by: str) -> list[str]:
-        now = time.time()
+        now = self.clock()
         tokens = [secrets.token_urlsafe(32) for _ in range(count)]
         with self.tx() as conn:
             conn.execute(enroll_tokens.insert(), [
@@ -233,8 +354,9 @@ class Store:
                               expires_at=now + ttl_seconds)
         return tokens
 
-    def enroll_token(self, conn: Connection, token_hash: str) -> Any:
-        return conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == token_hash)).first()
+    def enroll_token(self, conn: Connection, token_hash: str) -> TokenRow | None:
+        return _maybe(TokenRow, conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == token_hash))
+                      .first())
 
     def use_token(self, conn: Connection, token_hash: str, device_id: str, now: float) -> None:
         """Mark a token used inside the caller's transaction (the caller decided it may be).
@@ -247,8 +369,9 @@ class Store:
             raise Contended("the token was used by a concurrent request")
 
     # ------------------------------------------------------- units awaiting approval
-    def enrollment_hold(self, conn: Connection, token_hash: str) -> Any:
-        return conn.execute(sa.select(enrollment_holds).where(enrollment_holds.c.token_hash == token_hash)).first()
+    def enrollment_hold(self, conn: Connection, token_hash: str) -> HoldRow | None:
+        return _maybe(HoldRow, conn.execute(
+            sa.select(enrollment_holds).where(enrollment_holds.c.token_hash == token_hash)).first())
 
     def hold_enrollment(self, conn: Connection, token_hash: str, device_id: str, key_sha256: str,
                         serial_number: str, agent_version: str, now: float) -> bool:
@@ -271,45 +394,51 @@ class Store:
             n = conn.execute(
                 enrollment_holds.update()
                 .where(enrollment_holds.c.device_id == device_id, enrollment_holds.c.state != "enrolled")
-                .values(state=verdict, decided_at=time.time(), decided_by=actor)
+                .values(state=verdict, decided_at=self.clock(), decided_by=actor)
             ).rowcount
             if n:
                 self.append_audit(conn, actor, f"enrollment-{verdict}", device_id)
         return bool(n)
 
-    def enrollment_holds(self) -> list[Any]:
-        """Held units not enrolled yet, with their token's batch (creation time and creator)."""
-        q = (sa.select(enrollment_holds, enroll_tokens.c.created_at.label("batch_created_at"),
-                       enroll_tokens.c.created_by.label("batch_created_by"))
+    def enrollment_holds(self) -> list[tuple[HoldRow, TokenRow]]:
+        """Held units not enrolled yet, each with its token (whose creation names its batch)."""
+        q = (sa.select(enrollment_holds, enroll_tokens)
              .join(enroll_tokens, enroll_tokens.c.token_hash == enrollment_holds.c.token_hash)
              .where(enrollment_holds.c.state != "enrolled")
              .order_by(enrollment_holds.c.requested_at))
         with self.engine.connect() as conn:
-            return list(conn.execute(q))
+            return [(HoldRow(**{c.name: r._mapping[c] for c in enrollment_holds.c}),
+                     TokenRow(**{c.name: r._mapping[c] for c in enroll_tokens.c})) for r in conn.execute(q)]
 
     # ------------------------------------------------------------------- devices
     def add_device(self, conn: Connection, device_id: str, serial: str, cert_pem: str, agent_version: str) -> None:
         """``last_seen`` stays empty until its first connection: "never connected" in the device list."""
         conn.execute(devices.insert().values(
-            id=device_id, cert_serial=serial, cert_pem=cert_pem, enrolled_at=time.time(),
+            id=device_id, cert_serial=serial, cert_pem=cert_pem, enrolled_at=self.clock(),
             state="enrolled-unassigned", agent_version=agent_version, online=False,
         ))
 
-    def device(self, device_id: str, conn: Connection | None = None) -> Any:
+    def device(self, device_id: str, conn: Connection | None = None) -> DeviceRow | None:
         """A device's row; inside the caller's transaction when ``conn`` is given."""
+        q = sa.select(devices).where(devices.c.id == device_id)
         if conn is not None:
-            return conn.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+            return _maybe(DeviceRow, conn.execute(q).first())
         with self.engine.connect() as own:
-            return own.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+            return _maybe(DeviceRow, own.execute(q).first())
 
-    def devices(self) -> list[Any]:
+    def devices(self) -> list[DeviceRow]:
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(devices).order_by(devices.c.enrolled_at)))
+            return [_from_row(DeviceRow, r) for r in conn.execute(sa.select(devices).order_by(devices.c.enrolled_at))]
+
+    def revoked_since(self, since: float) -> list[str]:
+        """Ids of devices revoked at or after ``since`` (the CLI may revoke from another process)."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(devices.c.id).where(devices.c.revoked_at >= since)).scalars())
 
     def revoke_device(self, device_id: str, actor: str) -> bool:
         with self.tx() as conn:
             n = conn.execute(devices.update().where(devices.c.id == device_id, devices.c.revoked_at.is_(None))
-                             .values(revoked_at=time.time())).rowcount
+                             .values(revoked_at=self.clock())).rowcount
             if n:
                 self.append_audit(conn, actor, "device-revoked", device_id)
         return bool(n)
@@ -330,64 +459,84 @@ class Store:
     def add_command(self, conn: Connection, command_id: str, device_id: str, kind: str,
                     envelope: bytes, created_by: str, expires_at: float) -> None:
         conn.execute(commands.insert().values(
-            id=command_id, device_id=device_id, kind=kind, envelope=envelope, state="pending",
-            created_by=created_by, created_at=time.time(), expires_at=expires_at,
+            id=command_id, device_id=device_id, kind=kind, envelope=envelope, state=CommandState.PENDING,
+            created_by=created_by, created_at=self.clock(), expires_at=expires_at,
         ))
 
-    def command(self, command_id: str) -> Any:
+    def command(self, command_id: str) -> CommandRow | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(commands).where(commands.c.id == command_id)).first()
+            return self._command(conn, command_id)
 
-    def pending_commands(self, device_id: str | None = None) -> list[Any]:
-        q = sa.select(commands).where(commands.c.state == "pending", commands.c.expires_at > time.time())
+    @staticmethod
+    def _command(conn: Connection, command_id: str) -> CommandRow | None:
+        return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
+
+    def pending_commands(self, device_id: str | None = None) -> list[CommandRow]:
+        """The commands to send now, oldest first, as the lifecycle says (kiosk.protocol.command_lifecycle)."""
+        now = self.clock()
+        q = sa.select(commands).where(commands.c.state.in_(sorted(lifecycle.DELIVERABLE)), commands.c.expires_at > now)
         if device_id is not None:
             q = q.where(commands.c.device_id == device_id)
         with self.engine.connect() as conn:
-            return list(conn.execute(q.order_by(commands.c.created_at)))
+            rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
+        return [row for row in rows if row.life.deliverable(now)]
+
+    @staticmethod
+    def _save_life(conn: Connection, row: CommandRow, life: CommandLife, **result: Any) -> bool:
+        """Write a command's new life, only if no one else changed it since it was read."""
+        return bool(conn.execute(
+            commands.update().where(commands.c.id == row.id, commands.c.state == row.state)
+            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at, **result)
+        ).rowcount)
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
-            conn.execute(commands.update().where(commands.c.id == command_id, commands.c.state == "pending")
-                         .values(state="delivered", delivered_at=time.time()))
+            row = self._command(conn, command_id)
+            if row is None:
+                return
+            after = lifecycle.step(row.life, lifecycle.Acknowledged(), self.clock())
+            if after.state != row.life:
+                self._save_life(conn, row, after.state)
 
     def expire_commands(self) -> list[str]:
-        """Commands past their expiry with no result become 'expired'; returns their ids."""
-        now = time.time()
-        due = sa.select(commands.c.id).where(
-            commands.c.state.in_(("pending", "delivered")), commands.c.expires_at <= now)
+        """Open commands past their expiry become 'expired'; returns their ids."""
+        now = self.clock()
+        due = sa.select(commands).where(commands.c.state.in_(sorted(lifecycle.OPEN)), commands.c.expires_at <= now)
         with self.engine.connect() as conn:  # the common case, nothing due, takes no write lock
             if conn.execute(due.limit(1)).first() is None:
                 return []
+        expired = []
         with self.tx() as conn:
-            ids = list(conn.execute(due).scalars())
-            if ids:
-                conn.execute(commands.update().where(commands.c.id.in_(ids)).values(state="expired", finished_at=now))
-                for cid in ids:
-                    self.append_audit(conn, "server", "command-expired", None, command_id=cid)
-        return ids
+            for row in [_from_row(CommandRow, r) for r in conn.execute(due)]:
+                after = lifecycle.step(row.life, lifecycle.Swept(), now)
+                if lifecycle.AuditExpiry() in after.actions and self._save_life(conn, row, after.state):
+                    self.append_audit(conn, "server", "command-expired", None, command_id=row.id)
+                    expired.append(row.id)
+        return expired
 
     def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
                        result_envelope: bytes, result: dict[str, Any]) -> bool:
-        n = conn.execute(
-            commands.update()
-            .where(commands.c.id == command_id, commands.c.state.in_(("pending", "delivered")))
-            .values(state="done" if outcome == "ok" else "failed", outcome=outcome, reason=reason,
-                    finished_at=time.time(), result_envelope=result_envelope,
-                    result=json.dumps(result, default=str))
-        ).rowcount
-        return bool(n)
+        """Record a verified result if it is the command's first; returns whether it was."""
+        row = self._command(conn, command_id)
+        if row is None:
+            return False
+        after = lifecycle.step(row.life, lifecycle.Reported(ok=outcome == "ok"), self.clock())
+        if lifecycle.KeepResult() not in after.actions:
+            return False
+        return self._save_life(conn, row, after.state, outcome=outcome, reason=reason,
+                               result_envelope=result_envelope, result=json.dumps(result, default=str))
 
     # --------------------------------------------------------------- people
     def add_user(self, username: str, password_hash: str, role: str, actor: str,
                  display_name: str | None = None) -> None:
         with self.tx() as conn:
             conn.execute(users.insert().values(username=username, password_hash=password_hash, role=role,
-                                               created_at=time.time(), display_name=display_name))
+                                               created_at=self.clock(), display_name=display_name))
             self.append_audit(conn, actor, "user-added", user=username, role=role)
 
-    def user(self, username: str) -> Any:
+    def user(self, username: str) -> UserRow | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(users).where(users.c.username == username)).first()
+            return _maybe(UserRow, conn.execute(sa.select(users).where(users.c.username == username)).first())
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         with self.tx() as conn:
@@ -396,17 +545,18 @@ class Store:
     def create_session(self, username: str, ttl_seconds: float) -> str:
         token = secrets.token_urlsafe(32)
         with self.tx() as conn:
-            conn.execute(sessions.delete().where(sessions.c.expires_at < time.time()))
+            now = self.clock()
+            conn.execute(sessions.delete().where(sessions.c.expires_at < now))
             conn.execute(sessions.insert().values(token_hash=sha256_hex(token), username=username,
-                                                  expires_at=time.time() + ttl_seconds))
+                                                  expires_at=now + ttl_seconds))
         return token
 
-    def session_user(self, token: str) -> Any:
+    def session_user(self, token: str) -> UserRow | None:
         with self.engine.connect() as conn:
-            return conn.execute(
+            return _maybe(UserRow, conn.execute(
                 sa.select(users).join(sessions, sessions.c.username == users.c.username)
-                .where(sessions.c.token_hash == sha256_hex(token), sessions.c.expires_at > time.time())
-            ).first()
+                .where(sessions.c.token_hash == sha256_hex(token), sessions.c.expires_at > self.clock())
+            ).first())
 
     def end_session(self, token: str) -> None:
         with self.tx() as conn:
@@ -416,21 +566,21 @@ class Store:
     # ------------------------------------------------------------ citizens and calls
     def add_citizen(self, conn: Connection, name: str, device_id: str | None, caregivers: list[str]) -> str:
         citizen_id = str(uuid.uuid4())
-        conn.execute(citizens.insert().values(id=citizen_id, name=name, device_id=device_id, created_at=time.time()))
+        conn.execute(citizens.insert().values(id=citizen_id, name=name, device_id=device_id, created_at=self.clock()))
         if caregivers:
             conn.execute(care_team.insert(), [{"username": u, "citizen_id": citizen_id} for u in caregivers])
         return citizen_id
 
-    def citizen(self, citizen_id: str) -> Any:
+    def citizen(self, citizen_id: str) -> CitizenRow | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(citizens).where(citizens.c.id == citizen_id)).first()
+            return _maybe(CitizenRow, conn.execute(sa.select(citizens).where(citizens.c.id == citizen_id)).first())
 
-    def citizens_of(self, username: str, everyone: bool) -> list[Any]:
+    def citizens_of(self, username: str, everyone: bool) -> list[CitizenRow]:
         q = sa.select(citizens).order_by(citizens.c.name)
         if not everyone:
             q = q.join(care_team, care_team.c.citizen_id == citizens.c.id).where(care_team.c.username == username)
         with self.engine.connect() as conn:
-            return list(conn.execute(q))
+            return [_from_row(CitizenRow, r) for r in conn.execute(q)]
 
     def may_call(self, username: str, citizen_id: str) -> bool:
         with self.engine.connect() as conn:
@@ -441,12 +591,12 @@ class Store:
         """After a wipe the screen belongs to no citizen; the citizen's record stays."""
         conn.execute(citizens.update().where(citizens.c.device_id == device_id).values(device_id=None))
 
-    def add_call_record(self, record: dict[str, Any]) -> None:
+    def add_call_record(self, record: CallRow) -> None:
         with self.tx() as conn:
-            conn.execute(calls.insert().values(**record))
-            self.append_audit(conn, record["caller"], "call-ended", record["device_id"], call_id=record["id"],
-                              citizen_id=record["citizen_id"], reason=record["end_reason"],
-                              talk_seconds=record["talk_seconds"])
+            conn.execute(calls.insert().values(**dataclasses.asdict(record)))
+            self.append_audit(conn, record.caller, "call-ended", record.device_id, call_id=record.id,
+                              citizen_id=record.citizen_id, reason=record.end_reason,
+                              talk_seconds=record.talk_seconds)
 
     def add_call_quality(self, call_id: str, column: str, quality: dict[str, Any]) -> bool:
         assert column in ("quality_staff", "quality_device")
@@ -454,13 +604,14 @@ class Store:
             return bool(conn.execute(calls.update().where(calls.c.id == call_id, calls.c[column].is_(None))
                                      .values({column: json.dumps(quality)})).rowcount)
 
-    def call_record(self, call_id: str) -> Any:
+    def call_record(self, call_id: str) -> CallRow | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(calls).where(calls.c.id == call_id)).first()
+            return _maybe(CallRow, conn.execute(sa.select(calls).where(calls.c.id == call_id)).first())
 
-    def call_records(self, limit: int = 200) -> list[Any]:
+    def call_records(self, limit: int = 200) -> list[CallRow]:
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit)))
+            rows = conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit))
+            return [_from_row(CallRow, r) for r in rows]
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

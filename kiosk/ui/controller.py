@@ -325,12 +325,12 @@ def step(state: UiState, event: Event, now: float) -> Transition:
             view = _live(state, call_id)
             if view is None or view.machine.state is not c.CallState.RINGING:
                 return Transition(state)
-            return _feed(state, view, c.Answer(now), now)
+            return _feed(state, view, c.Answer(), now)
         case HangUpPressed(call_id=call_id):
             view = _live(state, call_id)
             if view is None:
                 return Transition(state)
-            return _feed(state, view, c.HangUp(now, c.Side.CITIZEN), now)
+            return _feed(state, view, c.HangUp(c.Side.CITIZEN), now)
         case OfferReady(message=answer):
             view = _live(state, answer.call_id)
             if view is None or view.peer != "starting":
@@ -340,12 +340,12 @@ def step(state: UiState, event: Event, now: float) -> Transition:
             view = _live(state, call_id)
             if view is None:
                 return Transition(state)
-            return _feed(state, view, c.MediaConnected(now), now)
+            return _feed(state, view, c.MediaConnected(), now)
         case MediaDown(call_id=call_id):
             view = _live(state, call_id)
             if view is None:
                 return Transition(state)
-            return _feed(state, view, c.MediaFailed(now), now)
+            return _feed(state, view, c.MediaFailed(), now)
         case QualityReady(report=report):
             return Transition(state, (Send(report),))  # the call has ended: that is when it is ready
         case Tick():
@@ -378,8 +378,8 @@ def _ring(state: UiState, ring: m.CallRing, now: float) -> Transition:
         config = c.CallConfig(ring_timeout=ring.ring_timeout)
     except ValueError:
         config = c.CallConfig()
-    machine = c.Call(config=config).handle(c.Ring(now)).call
-    machine = machine.handle(c.RingAck(now)).call
+    machine = c.step(c.Call(config=config), c.Ring(), now).state
+    machine = c.step(machine, c.RingAck(), now).state
     view = CallView(ring=ring, machine=machine)
     ringing = m.CallRinging(call_id=ring.call_id, screen_awake=state.screen_awake)
     return Transition(_with_call(state, view), (Send(ringing),))
@@ -387,7 +387,7 @@ def _ring(state: UiState, ring: m.CallRing, now: float) -> Transition:
 
 def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> Transition:
     """Feed the mirrored call machine and turn what changed into actions."""
-    after = view.machine.handle(event).call
+    after = c.step(view.machine, event, now).state
     if after == view.machine:
         return Transition(state)  # a duplicate, or out of order: nothing changed
     new_view = replace(view, machine=after)
@@ -425,7 +425,7 @@ def _agent_lost(state: UiState, now: float) -> Transition:
         # Media goes peer to peer: a call in progress outlives the agent's restart.
         return Transition(state)
     # Ringing or connecting, the answer can no longer reach the caller.
-    return _feed(state, view, c.DeviceOffline(now), now)
+    return _feed(state, view, c.DeviceOffline(), now)
 
 
 def _tick(state: UiState, now: float) -> Transition:
@@ -438,7 +438,7 @@ def _tick(state: UiState, now: float) -> Transition:
         if now >= view.ended_at + ENDED_SCREEN_SECONDS:
             state = _with_call(state, None)
         return Transition(state)
-    return _feed(state, view, c.Tick(now), now) if _due(view, now) else Transition(state)
+    return _feed(state, view, c.TimerFired(), now) if _due(view, now) else Transition(state)
 
 
 def _due(view: CallView, now: float) -> bool:

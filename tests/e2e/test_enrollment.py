@@ -6,7 +6,6 @@ import json
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -78,8 +77,7 @@ def test_token_works_once(server: ServerProcess, tmp_path: Path) -> None:
 
 
 def test_expired_token_is_held_for_approval_not_refused(server: ServerProcess, tmp_path: Path) -> None:
-    prov = server.provisioning_file(tmp_path / "prov", expires="1s")
-    time.sleep(1.5)  # longer than the token's life: it expired on the shelf
+    prov = server.expired_provisioning_file(tmp_path / "prov")
     result = _enroll_once(tmp_path / "unit", prov)
     assert result.returncode == 3, "not refused for good: a retry after approval can cure it"
     assert "awaiting-approval" in result.stderr and "approve" in result.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,8 +82,7 @@ def test_enrollment_finishes_after_a_power_cut(step: Step, server: ServerProcess
 def _shelved_unit(server: ServerProcess, start_agent: Callable[..., AgentProcess], tmp_path: Path,
                   name: str) -> tuple[AgentProcess, dict[str, Any]]:
     """A unit whose token expired before its first boot: it waits, held by the server."""
-    prov = server.provisioning_file(tmp_path / f"{name}-prov", expires="1s")
-    time.sleep(1.5)  # longer than the token's life
+    prov = server.expired_provisioning_file(tmp_path / f"{name}-prov")
     agent = start_agent(name, provision=prov)
     wait_until(lambda: agent.status()["state"] == "awaiting-approval", 30, 0.2, what="unit awaiting approval")
     [held] = [d for d in server.cli_json("device", "list") if d["state"] == "awaiting-approval"]

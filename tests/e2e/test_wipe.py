@@ -7,14 +7,13 @@ import signal
 from collections.abc import Callable
 
 import pytest
-import sqlalchemy as sa
 from cryptography import x509
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
-from kiosk.protocol.wipe_journal import Step
+from kiosk.protocol.wipe_journal import WipeStep
 from kiosk.server.commands import device_public_key
-from kiosk.server.store import Store, commands, devices
+from kiosk.server.store import Store
 from tests.harness import AgentProcess, ServerProcess, wait_until
 
 
@@ -32,12 +31,11 @@ def _citizen_files(agent: AgentProcess) -> list[str]:
 def _verify_receipt(server: ServerProcess, view: dict[str, object]) -> m.WipeReceipt:
     """Check the receipt as an auditor would: signature against the device certificate."""
     store = Store.in_directory(server.data)
-    with store.engine.connect() as conn:
-        envelope_bytes = conn.execute(sa.select(commands.c.result_envelope).where(
-            commands.c.id == view["id"])).scalar_one()
-        cert_pem = conn.execute(sa.select(devices.c.cert_pem).where(devices.c.id == view["device_id"])).scalar_one()
+    row, device = store.command(str(view["id"])), store.device(str(view["device_id"]))
     store.close()
-    envelope = m.Codec(m.SignedEnvelope).decode(envelope_bytes)
+    assert row is not None and row.result_envelope is not None and device is not None
+    cert_pem = device.cert_pem
+    envelope: m.SignedEnvelope = m.Codec(m.SignedEnvelope).decode(row.result_envelope)
     result = signing.open_result(envelope, device_public_key(cert_pem))
     cn = x509.load_pem_x509_certificate(cert_pem.encode()).subject.rfc4514_string()
     assert str(view["device_id"]) in cn
@@ -66,7 +64,7 @@ def test_wipe_erases_citizen_data_proves_it_and_unit_is_reissued(
     status = agent.status()
     assert status["state"] == "enrolled-unassigned" and status["server_online"], "stays enrolled and pinned"
     audit = json.loads(server.cli("audit", "list", "--json").stdout)
-    assert [e for e in audit if e["action"] == "wipe-receipt"][0]["detail"]["receipt"]["erased"] == receipt.erased
+    assert next(e for e in audit if e["action"] == "wipe-receipt")["detail"]["receipt"]["erased"] == receipt.erased
     assert server.cli("audit", "verify").returncode == 0
 
     _assign(server, device_id, "Næste Borger")  # reissued from the console, nobody touches the unit
@@ -81,8 +79,8 @@ def test_assigning_an_assigned_unit_is_refused(server: ServerProcess, online_age
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", list(Step))
-def test_wipe_resumes_after_power_cut(step: Step, server: ServerProcess,
+@pytest.mark.parametrize("step", list(WipeStep))
+def test_wipe_resumes_after_power_cut(step: WipeStep, server: ServerProcess,
                                       start_agent: Callable[..., AgentProcess]) -> None:
     agent = start_agent(env={"KIOSK_FAILPOINTS": f"wipe:{step}"})
     device_id = agent.wait_online()
@@ -95,12 +93,12 @@ def test_wipe_resumes_after_power_cut(step: Step, server: ServerProcess,
 
     agent.env = {}
     status = agent.status()  # not running: read from disk
-    assert status["state"] == ("wipe-pending" if step is not Step.RECEIPT_SIGNED else "enrolled-unassigned")
+    assert status["state"] == ("wipe-pending" if step is not WipeStep.RECEIPT_SIGNED else "enrolled-unassigned")
     agent.start()
     view = server.wait_command(command_id, timeout=30)
     assert view["state"] == "done" and view["result_verified"], view
     receipt = _verify_receipt(server, view)
-    assert receipt.resumed_after_interruption == (step is not Step.RECEIPT_SIGNED)
+    assert receipt.resumed_after_interruption == (step is not WipeStep.RECEIPT_SIGNED)
     assert receipt.key_fingerprint, "the receipt names the destroyed key even after a resume"
     assert _citizen_files(agent) == []
     assert agent.status()["state"] == "enrolled-unassigned"

@@ -9,6 +9,7 @@ reasons, and never any other exception.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -174,12 +175,18 @@ CODECS: dict[str, tuple[m.Codec[Any], Any, int]] = {
     "ENROLL_HELD": (m.ENROLL_HELD, m.EnrollHeld, 16 * 1024),
     "ERROR_RESPONSE": (m.ERROR_RESPONSE, m.ErrorResponse, 16 * 1024),
 }
-UNION_CODECS = {name: entry for name, entry in CODECS.items() if typing.get_origin(entry[1]) is typing.Union}
+
+
+def is_union(message_type: Any) -> bool:
+    return typing.get_origin(message_type) in (typing.Union, types.UnionType)
+
+
+UNION_CODECS = {name: entry for name, entry in CODECS.items() if is_union(entry[1])}
 
 
 def members(message_type: Any) -> tuple[type[Any], ...]:
     """The struct types a codec's target type accepts."""
-    if typing.get_origin(message_type) is typing.Union:
+    if is_union(message_type):
         return typing.get_args(message_type)
     return (message_type,)
 

@@ -14,7 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import wipe_journal
-from kiosk.protocol.wipe_journal import ORDER, Journal, JournalEntry, Step, entry_line
+from kiosk.protocol.machine import Transition
+from kiosk.protocol.wipe_journal import (
+    ORDER,
+    Begin,
+    Finished,
+    Journal,
+    JournalEntry,
+    Perform,
+    Record,
+    Resume,
+    StartJournal,
+    WipeEvent,
+    WipeStep,
+    entry_line,
+    step,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,13 +38,14 @@ FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCh
 CMD = "5b0e9f1e-1111-4000-8000-00000000abcd"
 
 
-def journal_text(steps: list[Step], command_id: str | None = CMD, start: float = 1000.0) -> str:
-    return "".join(entry_line(step, start + i, command_id) for i, step in enumerate(steps))
+def journal_text(steps: list[WipeStep], command_id: str | None = CMD, start: float = 1000.0) -> str:
+    return "".join(entry_line(JournalEntry(step, start + i, command_id)) for i, step in enumerate(steps))
 
 
 def test_order_is_the_documented_sequence() -> None:
     assert ORDER == (
-        Step.INTENT, Step.KEY_DESTROYED, Step.DATA_DELETED, Step.SETTINGS_RESET, Step.RECEIPT_SIGNED,
+        WipeStep.INTENT, WipeStep.KEY_DESTROYED, WipeStep.DATA_DELETED, WipeStep.SETTINGS_RESET,
+        WipeStep.RECEIPT_SIGNED,
     )
     assert [str(s) for s in ORDER] == ["intent", "key-destroyed", "data-deleted", "settings-reset", "receipt-signed"]
 
@@ -58,40 +74,40 @@ def test_complete_journal() -> None:
 
 
 def test_entries_keep_time_and_command_id() -> None:
-    journal = wipe_journal.parse(journal_text([Step.INTENT, Step.KEY_DESTROYED], start=42.5))
+    journal = wipe_journal.parse(journal_text([WipeStep.INTENT, WipeStep.KEY_DESTROYED], start=42.5))
     assert journal.entries == (
-        JournalEntry(Step.INTENT, 42.5, CMD),
-        JournalEntry(Step.KEY_DESTROYED, 43.5, CMD),
+        JournalEntry(WipeStep.INTENT, 42.5, CMD),
+        JournalEntry(WipeStep.KEY_DESTROYED, 43.5, CMD),
     )
-    assert journal.intent == JournalEntry(Step.INTENT, 42.5, CMD)
+    assert journal.intent == JournalEntry(WipeStep.INTENT, 42.5, CMD)
 
 
 def test_wipe_without_a_command_id() -> None:
     # A wipe started locally (factory reset) has no command to answer.
-    journal = wipe_journal.parse(journal_text([Step.INTENT], command_id=None))
+    journal = wipe_journal.parse(journal_text([WipeStep.INTENT], command_id=None))
     assert journal.intent is not None and journal.intent.command_id is None
-    assert journal.next_step() is Step.KEY_DESTROYED
+    assert journal.next_step() is WipeStep.KEY_DESTROYED
 
 
 def test_entry_line_is_one_json_line() -> None:
-    line = entry_line(Step.DATA_DELETED, 12.0, "c-1")
+    line = entry_line(JournalEntry(WipeStep.DATA_DELETED, 12.0, "c-1"))
     assert line.endswith("\n") and line.count("\n") == 1
     assert json.loads(line) == {"step": "data-deleted", "at": 12.0, "command_id": "c-1"}
-    assert "\n" not in entry_line(Step.INTENT, 1.0, "evil\nid\u2028")[:-1]
+    assert "\n" not in entry_line(JournalEntry(WipeStep.INTENT, 1.0, "evil\nid\u2028"))[:-1]
 
 
 def test_torn_last_line_is_ignored() -> None:
-    done = journal_text([Step.INTENT, Step.KEY_DESTROYED])
-    next_line = entry_line(Step.DATA_DELETED, 2000.0, CMD)
+    done = journal_text([WipeStep.INTENT, WipeStep.KEY_DESTROYED])
+    next_line = entry_line(JournalEntry(WipeStep.DATA_DELETED, 2000.0, CMD))
     for cut in range(len(next_line) - 1):  # every tear short of the whole object
         journal = wipe_journal.parse(done + next_line[:cut])
-        assert journal.done == {Step.INTENT, Step.KEY_DESTROYED}, cut
-        assert journal.next_step() is Step.DATA_DELETED
+        assert journal.done == {WipeStep.INTENT, WipeStep.KEY_DESTROYED}, cut
+        assert journal.next_step() is WipeStep.DATA_DELETED
 
 
 def test_line_written_but_newline_lost_still_counts() -> None:
-    text = journal_text([Step.INTENT]) + entry_line(Step.KEY_DESTROYED, 2.0, CMD).rstrip("\n")
-    assert wipe_journal.parse(text).next_step() is Step.DATA_DELETED
+    text = journal_text([WipeStep.INTENT]) + entry_line(JournalEntry(WipeStep.KEY_DESTROYED, 2.0, CMD)).rstrip("\n")
+    assert wipe_journal.parse(text).next_step() is WipeStep.DATA_DELETED
 
 
 @pytest.mark.parametrize(
@@ -117,32 +133,33 @@ def test_line_written_but_newline_lost_still_counts() -> None:
     ],
 )
 def test_foreign_lines_are_ignored(line: str) -> None:
-    text = journal_text([Step.INTENT]) + line + "\n" + entry_line(Step.KEY_DESTROYED, 3.0, CMD)
+    text = journal_text([WipeStep.INTENT]) + line + "\n" + entry_line(JournalEntry(WipeStep.KEY_DESTROYED, 3.0, CMD))
     journal = wipe_journal.parse(text)
-    assert [e.step for e in journal.entries] == [Step.INTENT, Step.KEY_DESTROYED]
-    assert journal.next_step() is Step.DATA_DELETED
+    assert [e.step for e in journal.entries] == [WipeStep.INTENT, WipeStep.KEY_DESTROYED]
+    assert journal.next_step() is WipeStep.DATA_DELETED
 
 
 def test_steps_out_of_order_resume_at_the_first_missing() -> None:
-    journal = wipe_journal.parse(journal_text([Step.INTENT, Step.DATA_DELETED]))
-    assert journal.next_step() is Step.KEY_DESTROYED
+    journal = wipe_journal.parse(journal_text([WipeStep.INTENT, WipeStep.DATA_DELETED]))
+    assert journal.next_step() is WipeStep.KEY_DESTROYED
 
 
 def test_repeated_steps_count_once() -> None:
-    journal = wipe_journal.parse(journal_text([Step.INTENT, Step.KEY_DESTROYED, Step.KEY_DESTROYED, Step.INTENT]))
-    assert journal.done == {Step.INTENT, Step.KEY_DESTROYED}
-    assert journal.next_step() is Step.DATA_DELETED
+    steps = [WipeStep.INTENT, WipeStep.KEY_DESTROYED, WipeStep.KEY_DESTROYED, WipeStep.INTENT]
+    journal = wipe_journal.parse(journal_text(steps))
+    assert journal.done == {WipeStep.INTENT, WipeStep.KEY_DESTROYED}
+    assert journal.next_step() is WipeStep.DATA_DELETED
     assert journal.intent is not None and journal.intent.at == 1000.0  # the first intent
 
 
 def test_crlf_line_endings() -> None:
-    text = journal_text([Step.INTENT, Step.KEY_DESTROYED]).replace("\n", "\r\n")
-    assert wipe_journal.parse(text).next_step() is Step.DATA_DELETED
+    text = journal_text([WipeStep.INTENT, WipeStep.KEY_DESTROYED]).replace("\n", "\r\n")
+    assert wipe_journal.parse(text).next_step() is WipeStep.DATA_DELETED
 
 
 def test_deeply_nested_foreign_line_is_ignored() -> None:
-    text = journal_text([Step.INTENT]) + "[" * 100_000 + "\n"
-    assert wipe_journal.parse(text).next_step() is Step.KEY_DESTROYED
+    text = journal_text([WipeStep.INTENT]) + "[" * 100_000 + "\n"
+    assert wipe_journal.parse(text).next_step() is WipeStep.KEY_DESTROYED
 
 
 # ------------------------------------------------------------------------- properties
@@ -167,8 +184,8 @@ def garbage_tails(draw: st.DrawFn, next_line: str) -> str:
 @FAST
 @given(st.integers(0, len(ORDER)), command_ids, times, st.data())
 def test_next_step_is_the_first_missing_step(done: int, command_id: str | None, at: float, data: st.DataObject) -> None:
-    lines = [entry_line(step, at + i, command_id) for i, step in enumerate(ORDER[:done])]
-    next_line = entry_line(ORDER[done], at + done, command_id) if done < len(ORDER) else "{}\n"
+    lines = [entry_line(JournalEntry(step, at + i, command_id)) for i, step in enumerate(ORDER[:done])]
+    next_line = entry_line(JournalEntry(ORDER[done], at + done, command_id)) if done < len(ORDER) else "{}\n"
     tail = data.draw(garbage_tails(next_line), label="tail")
     journal = wipe_journal.parse("".join(lines) + tail)
     assert [e.step for e in journal.entries] == list(ORDER[:done])
@@ -184,3 +201,68 @@ def test_next_step_is_the_first_missing_step(done: int, command_id: str | None, 
 def test_parse_never_raises_on_random_text(text: str) -> None:
     journal = wipe_journal.parse(text)
     assert journal.next_step() is None or journal.next_step() in ORDER
+
+
+# ------------------------------------------------------------------------- the machine
+
+
+def test_begin_starts_a_new_journal_with_the_intent() -> None:
+    old = wipe_journal.parse(journal_text(list(ORDER)))  # an old, completed wipe
+    intent = JournalEntry(WipeStep.INTENT, 50.0, CMD)
+    assert step(old, Begin(CMD), 50.0) == Transition(Journal((intent,)), (StartJournal(intent),))
+
+
+def test_a_whole_wipe_asks_for_each_step_in_order_and_records_it() -> None:
+    journal = step(Journal(), Begin(CMD), 0.0).state
+    transition = step(journal, Resume(), 1.0)
+    performed: list[WipeStep] = []
+    while transition.actions:
+        assert isinstance(transition.actions[-1], Perform)
+        performed.append(transition.actions[-1].step)
+        transition = step(transition.state, Finished(performed[-1]), float(len(performed)))
+        assert transition.actions[0] == Record(JournalEntry(performed[-1], float(len(performed)), CMD))
+        transition = Transition(transition.state, transition.actions[1:])
+    assert performed == list(ORDER[1:])
+    assert transition.state.complete
+
+
+def test_resume_after_a_power_cut_asks_for_the_first_missing_step() -> None:
+    journal = wipe_journal.parse(journal_text([WipeStep.INTENT, WipeStep.KEY_DESTROYED]))
+    assert step(journal, Resume(), 9.0) == Transition(journal, (Perform(WipeStep.DATA_DELETED),))
+
+
+@pytest.mark.parametrize("journal", [Journal(), wipe_journal.parse(journal_text(list(ORDER)))])
+def test_nothing_to_resume_without_a_wipe_in_progress(journal: Journal) -> None:
+    assert step(journal, Resume(), 1.0) == Transition(journal)
+
+
+def test_a_step_finished_twice_or_out_of_order_changes_nothing() -> None:
+    journal = wipe_journal.parse(journal_text([WipeStep.INTENT, WipeStep.KEY_DESTROYED]))
+    assert step(journal, Finished(WipeStep.KEY_DESTROYED), 5.0) == Transition(journal)
+    assert step(journal, Finished(WipeStep.RECEIPT_SIGNED), 5.0) == Transition(journal)
+    assert step(Journal(), Finished(WipeStep.INTENT), 5.0) == Transition(Journal())
+
+
+wipe_events = st.one_of(
+    st.builds(Begin, st.text(max_size=8)), st.just(Resume()), st.builds(Finished, st.sampled_from(WipeStep)),
+)
+
+
+@FAST
+@given(st.lists(st.tuples(wipe_events, times), max_size=30))
+def test_any_events_keep_the_journal_what_its_file_says(events: list[tuple[WipeEvent, float]]) -> None:
+    """The I/O layer writes exactly what the actions say; reading the file back gives the same journal."""
+    journal, text = Journal(), ""
+    for event, now in events:
+        transition = step(journal, event, now)  # never raises
+        for action in transition.actions:
+            if isinstance(action, StartJournal):
+                text = entry_line(action.entry)
+            elif isinstance(action, Record):
+                text += entry_line(action.entry)
+        journal = transition.state
+        assert wipe_journal.parse(text) == journal
+        assert [a.step for a in transition.actions if isinstance(a, Perform)] == (
+            [journal.next_step()] if isinstance(event, Resume | Finished) and transition.actions
+            and journal.next_step() is not None else []
+        )

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
-from kiosk.protocol.wipe_journal import ORDER, Step, entry_line
+from kiosk.protocol.wipe_journal import ORDER, JournalEntry, WipeStep, entry_line
 from kiosk.provision.state import ServerPin, StateDir, Vault
 
 pytestmark = pytest.mark.timeout(60)
@@ -126,25 +126,26 @@ def test_device_state_transitions(state: StateDir, device_key: ec.EllipticCurveP
     assert state.assignment_key_path.exists()
     assert state.device_state() == "assigned"
 
-    state.journal_path.write_text(entry_line(Step.INTENT, 1.0, "c-1"))
+    state.journal_path.write_text(entry_line(JournalEntry(WipeStep.INTENT, 1.0, "c-1")))
     assert state.device_state() == "wipe-pending"
-    state.journal_path.write_text("".join(entry_line(s, 1.0, "c-1") for s in ORDER[:-1]))
+    state.journal_path.write_text("".join(entry_line(JournalEntry(s, 1.0, "c-1")) for s in ORDER[:-1]))
     assert state.device_state() == "wipe-pending"  # every step but the receipt: still pending
 
     state.assignment_key_path.unlink()
-    state.journal_path.write_text("".join(entry_line(s, 1.0, "c-1") for s in ORDER))
+    state.journal_path.write_text("".join(entry_line(JournalEntry(s, 1.0, "c-1")) for s in ORDER))
     assert state.device_state() == "enrolled-unassigned"  # a complete wipe: ready for the next citizen
 
 
 def test_wipe_pending_wins_even_without_an_assignment_key(enrolled: StateDir) -> None:
-    enrolled.journal_path.write_text(entry_line(Step.INTENT, 1.0, None) + entry_line(Step.KEY_DESTROYED, 2.0, None))
+    enrolled.journal_path.write_text(entry_line(JournalEntry(WipeStep.INTENT, 1.0, None))
+                                     + entry_line(JournalEntry(WipeStep.KEY_DESTROYED, 2.0, None)))
     assert enrolled.device_state() == "wipe-pending"
-    assert enrolled.journal().next_step() is Step.DATA_DELETED
+    assert enrolled.journal().next_step() is WipeStep.DATA_DELETED
 
 
 def test_torn_journal_still_reads(enrolled: StateDir) -> None:
-    enrolled.journal_path.write_text(entry_line(Step.INTENT, 1.0, "c") + '{"step": "key-de')
-    assert enrolled.journal().next_step() is Step.KEY_DESTROYED
+    enrolled.journal_path.write_text(entry_line(JournalEntry(WipeStep.INTENT, 1.0, "c")) + '{"step": "key-de')
+    assert enrolled.journal().next_step() is WipeStep.KEY_DESTROYED
     assert enrolled.device_state() == "wipe-pending"
 
 
@@ -153,7 +154,7 @@ def test_missing_journal_is_an_empty_journal(state: StateDir) -> None:
 
 
 def test_unprovisioned_ignores_a_journal(state: StateDir) -> None:
-    state.journal_path.write_text(entry_line(Step.INTENT, 1.0, None))
+    state.journal_path.write_text(entry_line(JournalEntry(WipeStep.INTENT, 1.0, None)))
     assert state.device_state() == "unprovisioned"
 
 

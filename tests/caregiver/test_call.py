@@ -1,0 +1,115 @@
+"""One caregiver call (kiosk.caregiver.call.StaffCall) fed the server's messages by hand.
+
+The verdicts are the shared call machine's: these tests check that the
+caregiver reaches the ones the server records, and that what it sends back
+is what the page sends. The whole client against a real server and unit is
+in tests/e2e/test_call_client.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kiosk.caregiver import CallEndedEarly, StaffCall, TestMedia
+from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
+
+pytestmark = pytest.mark.timeout(30)
+
+TINY = TestMedia(64, 48, 5)
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.sent: list[m.StaffToServer] = []
+        self.over: list[StaffCall] = []
+        self.now = 100.0
+        self.call = StaffCall("citizen-1", TINY, send=self.send, on_over=self.over.append, prepare_media=False,
+                              clock=lambda: self.now)
+
+    async def send(self, message: m.StaffToServer) -> None:
+        self.sent.append(message)
+
+    def place(self) -> None:
+        assert self.call.press_call() == m.CallStart(citizen_id="citizen-1")
+        self.call.on_message(m.CallPlaced(call_id="c1", citizen_name="Karen", ice_servers=[]), 100.01)
+
+
+async def test_withdrawn_while_ringing_is_cancelled_by_caller() -> None:
+    rig = Rig()
+    rig.place()
+    rig.call.on_message(m.CallRinging(call_id="c1"), 100.02)
+    rig.call.on_message(m.CallRinging(call_id="c1"), 100.05)  # a duplicate keeps the first time
+    result = await rig.call.hang_up()
+    assert result.end_reason is EndReason.CANCELLED_BY_CALLER and result.refused is None
+    assert rig.sent == [m.CallHangUp(call_id="c1", reason="hung-up")]
+    assert result.times.ringing == 100.02 and result.times.hang_up_sent == 100.0
+    assert rig.over == [rig.call]
+    assert await rig.call.hang_up() == result  # again: nothing more is sent
+    assert len(rig.sent) == 1
+
+
+async def test_the_servers_reason_is_the_calls_reason_and_nothing_is_sent() -> None:
+    rig = Rig()
+    rig.place()
+    facts = m.DeviceFacts(online=True, online_since=10.0, last_seen=150.0, rang_for_seconds=60.0, ui_alive=True,
+                         screen_awake=False)
+    rig.call.on_message(m.CallEnded(call_id="c1", reason=EndReason.NOT_ANSWERED, facts=facts), 160.0)
+    result = await rig.call.wait_ended(5)
+    assert (result.end_reason, result.facts, result.times.ended) == (EndReason.NOT_ANSWERED, facts, 160.0)
+    assert rig.sent == [] and rig.over == [rig.call]
+    with pytest.raises(CallEndedEarly) as early:
+        await rig.call.wait_answered(1)
+    assert early.value.reason is EndReason.NOT_ANSWERED
+
+
+async def test_a_refusal_before_the_call_was_placed_is_no_end_reason() -> None:
+    rig = Rig()
+    rig.call.press_call()
+    rejected = m.Rejected(reason="forbidden", detail="you are not in this citizen's care team")
+    assert rig.call.belongs(rejected)
+    rig.call.on_message(rejected, 100.01)
+    with pytest.raises(CallEndedEarly):
+        await rig.call.wait_placed(1)
+    result = await rig.call.wait_ended(1)
+    assert result.end_reason is None and result.refused == "forbidden" and rig.sent == []
+
+
+async def test_a_closed_socket_ends_the_call_as_the_server_records_it() -> None:
+    rig = Rig()
+    rig.place()
+    rig.call.connection_lost()  # the server feeds its machine our hang-up when the socket closes
+    result = await rig.call.wait_ended(1)
+    assert result.end_reason is EndReason.CANCELLED_BY_CALLER and result.error == "the call socket closed"
+
+
+async def test_only_this_calls_messages_belong_to_it() -> None:
+    rig = Rig()
+    rig.place()
+    assert rig.call.belongs(m.CallRinging(call_id="c1"))
+    assert not rig.call.belongs(m.CallRinging(call_id="other"))
+    assert not rig.call.belongs(m.CallPlaced(call_id="c2", citizen_name="x", ice_servers=[]))  # placed already
+    await rig.call.hang_up()
+    assert not rig.call.belongs(m.CallEnded(call_id="c1", reason=EndReason.HUNG_UP_BY_STAFF))  # it is over
+
+
+@pytest.mark.slow
+async def test_an_offer_that_cannot_be_answered_is_a_media_failure() -> None:
+    rig = Rig()
+    rig.place()
+    rig.call.on_message(m.CallAnswer(call_id="c1", sdp="v=0\r\nnot an offer\r\n"), 101.0)
+    result = await rig.call.wait_ended(15)
+    assert result.end_reason is EndReason.MEDIA_FAILED
+    assert result.error is not None and "could not answer the offer" in result.error
+    assert rig.sent == [m.CallHangUp(call_id="c1", reason="media-failed")]  # no CallAccept, no quality
+
+
+@pytest.mark.parametrize("size", ["12", "0x48", "axb"])
+def test_the_command_line_refuses_a_bad_size_with_a_clear_error(size: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "kiosk.caregiver", "--console", "http://127.0.0.1:9", "--user",
+                           "anne", "--citizen", "c", "--password-stdin", "--size", size],
+                          input="x\n", capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2 and ("WIDTHxHEIGHT" in done.stderr or "positive" in done.stderr), done.stderr

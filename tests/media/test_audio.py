@@ -1,0 +1,213 @@
+"""The speaker sink, the volume and the echo-cancelled microphone, against a real PipeWire.
+
+Sound is measured, not assumed: what the speaker plays is recorded from its
+null sink's monitor and analysed with an FFT (tests/pipewire_fixture.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from kiosk.media.audio import (
+    ECHO_CANCEL_SINK,
+    ECHO_CANCEL_SOURCE,
+    AudioOutput,
+    PipeWireMicrophone,
+    SpeakerSink,
+    find_output,
+    open_microphone,
+)
+from kiosk.media.sources import lavfi_tone_spec, open_source
+from tests.pipewire_fixture import PipeWire, band_level_db, dominant_frequency, level_db
+
+pytestmark = pytest.mark.slow
+
+FAR_END_HZ = 440  # the caller's "voice"
+NEAR_END_HZ = 1000  # the citizen's
+
+
+@contextlib.asynccontextmanager
+async def caller_voice(sink: SpeakerSink, frequency: int = FAR_END_HZ) -> AsyncIterator[None]:
+    """The caller's audio as a call delivers it: real-time 20 ms frames into ``sink``, until the block ends."""
+    track = await open_source(lavfi_tone_spec(frequency))
+
+    async def pump() -> None:
+        while True:
+            frame = await track.recv()
+            assert isinstance(frame, av.AudioFrame)
+            sink(frame)
+
+    task = asyncio.ensure_future(pump())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        track.stop()
+
+
+async def record(pipewire: PipeWire, device: str, seconds: float) -> np.ndarray:
+    return await asyncio.to_thread(pipewire.record, device, seconds)
+
+
+async def tone_arrives(pipewire: PipeWire, device: str, frequency: float, attempts: int = 20) -> np.ndarray:
+    """Half-second recordings of ``device`` until one holds ``frequency`` clearly; that one."""
+    samples = np.zeros(0)
+    for _ in range(attempts):
+        samples = await record(pipewire, device, 0.5)
+        if level_db(samples) > -40 and abs(dominant_frequency(samples) - frequency) < 5:
+            return samples
+    pytest.fail(f"{frequency} Hz never reached {device}: last {level_db(samples):.1f} dB, "
+                f"{dominant_frequency(samples):.0f} Hz")
+
+
+async def test_the_canceller_is_found_and_used(pipewire: PipeWire) -> None:
+    assert await find_output() == AudioOutput("pipewire", ECHO_CANCEL_SINK)
+
+
+async def test_the_callers_voice_plays_through_the_speaker(pipewire: PipeWire) -> None:
+    pipewire.add_speaker("speaker")
+    sink = SpeakerSink()
+    try:
+        async with caller_voice(sink):
+            samples = await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+            assert abs(dominant_frequency(samples) - FAR_END_HZ) < 3
+            assert level_db(samples) > -30
+    finally:
+        await sink.close()
+    assert sink.frames_played > 0
+    assert sink.starts == 1
+
+
+async def test_volume_spans_at_least_18_db_while_playing(pipewire: PipeWire) -> None:
+    pipewire.add_speaker("speaker")
+    sink = SpeakerSink(volume_db=0.0)
+    try:
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+            loud = level_db(await record(pipewire, "speaker.monitor", 1.0))
+            for _ in range(6):
+                sink.softer()
+            assert sink.volume_db == -18.0
+            await record(pipewire, "speaker.monitor", 0.5)  # what was queued at 0 dB plays out
+            soft = level_db(await record(pipewire, "speaker.monitor", 1.0))
+            sink.volume_db = -100  # clamped to the range's bottom
+            assert sink.volume_db < -18.0
+            sink.volume_db = 100
+            assert sink.volume_db > 0.0
+    finally:
+        await sink.close()
+    assert loud - soft == pytest.approx(18.0, abs=1.5)
+
+
+async def test_echo_is_cancelled_by_at_least_20_db_and_the_citizen_still_heard(pipewire: PipeWire) -> None:
+    """The far end's tone goes to the speaker and is fed back into the microphone
+    (a loopback: the room); the echo-cancelled source must carry it at least 20 dB
+    lower than the microphone itself, while the citizen's own voice still passes."""
+    pipewire.add_speaker("speaker", priority=3000)
+    pipewire.add_speaker("room", priority=10)  # the citizen speaking: heard by the microphone only
+    pipewire.add_microphone("mic", hears=["speaker", "room"], priority=3000)
+    sink = SpeakerSink()
+    try:
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "mic", FAR_END_HZ)
+            await record(pipewire, ECHO_CANCEL_SOURCE, 3.0)  # the canceller adapts
+            raw, cancelled = await asyncio.gather(record(pipewire, "mic", 2.0),
+                                                  record(pipewire, ECHO_CANCEL_SOURCE, 2.0))
+    finally:
+        await sink.close()
+    assert "mic:capture" in pipewire.links_to("echo-cancel-capture:input")
+    echo, residue = band_level_db(raw, 400, 480), band_level_db(cancelled, 400, 480)
+    assert echo > -30, "the loopback did not carry the far end's tone to the microphone"
+    assert echo - residue >= 20, f"echo only {echo - residue:.1f} dB lower"
+
+    citizen = SpeakerSink(AudioOutput("pipewire", "room"))
+    try:
+        async with caller_voice(citizen, NEAR_END_HZ):
+            await tone_arrives(pipewire, "mic", NEAR_END_HZ)
+            said = await tone_arrives(pipewire, ECHO_CANCEL_SOURCE, NEAR_END_HZ)
+    finally:
+        await citizen.close()
+    assert band_level_db(said, 950, 1050) > -40
+
+
+async def test_a_speaker_unplugged_mid_call_is_followed(pipewire: PipeWire) -> None:
+    pipewire.add_speaker("builtin", priority=1000)
+    pipewire.add_speaker("usb", priority=2000)
+    sink = SpeakerSink()
+    try:
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "usb.monitor", FAR_END_HZ)
+            pipewire.remove("usb")
+            await tone_arrives(pipewire, "builtin.monitor", FAR_END_HZ)
+    finally:
+        await sink.close()
+    assert sink.starts == 1  # PipeWire moved the stream; nothing was restarted
+
+
+async def test_a_player_that_dies_is_started_again(pipewire: PipeWire) -> None:
+    pipewire.add_speaker("speaker")
+    sink = SpeakerSink()
+    try:
+        async with caller_voice(sink):
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+            first = sink.player_pid
+            assert first is not None
+            os.kill(first, 9)
+            for _ in range(100):
+                if sink.player_pid not in (None, first) and sink.frames_played:
+                    break
+                await asyncio.sleep(0.05)
+            await record(pipewire, "speaker.monitor", 0.3)
+            await tone_arrives(pipewire, "speaker.monitor", FAR_END_HZ)
+    finally:
+        await sink.close()
+    assert sink.starts == 2
+
+
+async def test_without_pipewire_alsa_plays_the_voice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALSA directly, through a PCM that writes what it plays to a file (no sound card here)."""
+    played = tmp_path / "played.raw"
+    (tmp_path / ".asoundrc").write_text(
+        f'pcm.!default {{ type file slave.pcm "null" file "{played}" format "raw" }}\n')
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sink = SpeakerSink(AudioOutput("alsa"))
+    try:
+        async with caller_voice(sink):
+            for _ in range(100):
+                if played.exists() and played.stat().st_size > 48000 * 4:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await sink.close()
+    stereo = np.frombuffer(played.read_bytes()[: 48000 * 4], dtype="<i2").astype(np.float64) / 32768
+    left = stereo[0::2]
+    assert abs(dominant_frequency(left) - FAR_END_HZ) < 3
+
+
+async def test_the_microphone_is_the_echo_cancelled_source(pipewire: PipeWire) -> None:
+    pipewire.add_speaker("room", priority=10)
+    pipewire.add_microphone("mic", hears=["room"], priority=3000)
+    citizen = SpeakerSink(AudioOutput("pipewire", "room"))
+    microphone = await open_microphone()
+    try:
+        assert isinstance(microphone, PipeWireMicrophone)
+        assert microphone.device == ECHO_CANCEL_SOURCE
+        async with caller_voice(citizen, NEAR_END_HZ):
+            await tone_arrives(pipewire, "mic", NEAR_END_HZ)
+            frames = [await microphone.recv() for _ in range(150)]  # 3 s
+    finally:
+        microphone.stop()
+        await citizen.close()
+    assert all(f.samples == 960 and f.sample_rate == 48000 and f.layout.name == "stereo" for f in frames)
+    assert [f.pts for f in frames] == [i * 960 for i in range(150)]
+    last = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames[-25:]]).astype(np.float64) / 32768
+    assert abs(dominant_frequency(last) - NEAR_END_HZ) < 5

@@ -1,0 +1,94 @@
+"""The hub in-process on a clock the test sets: queued commands reach a device when it comes
+online, an expired one never does, and a revoked device's link is closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kiosk.protocol import messages as m
+from kiosk.protocol.command_lifecycle import CommandState
+from kiosk.server import commands
+from kiosk.server.ca import Authority, load_or_create
+from kiosk.server.hub import Hub
+from kiosk.server.store import Store
+from tests.server.fakes import START, FakeClock, FakeDevice, open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return load_or_create(tmp_path_factory.mktemp("ca"), "Testby Kommune", ["localhost"])
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Store:
+    return open_store(tmp_path / "server", clock)
+
+
+def sent_ids(device: FakeDevice) -> list[str]:
+    return [m.Codec(m.Command).decode(d.envelope.payload).id for d in device.inbox.of(m.CommandDelivery)]
+
+
+async def test_a_command_to_an_offline_device_waits_and_expires_unsent(
+        store: Store, clock: FakeClock, authority: Authority) -> None:
+    device = FakeDevice(store, "device-1")
+    hub = Hub(store)
+    early = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=60.0)
+    late = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=3600.0)
+    clock.advance(60.0)
+    await hub.sweep()
+
+    await device.connect(hub)
+    await hub.deliver_pending(device.id)
+    await hub.deliver_pending(device.id)  # sent once per connection
+
+    assert sent_ids(device) == [late.id]
+    early_row = store.command(early.id)
+    assert early_row is not None and early_row.state is CommandState.EXPIRED
+
+
+async def test_the_sweep_delivers_what_another_process_queued(
+        store: Store, clock: FakeClock, authority: Authority) -> None:
+    device = FakeDevice(store, "device-1")
+    hub = Hub(store)
+    await device.connect(hub)
+    command = commands.queue(store, authority, device.id, m.Reboot(), "cli:test")  # as the CLI does
+    assert device.inbox.of(m.CommandDelivery) == []
+    await hub.sweep()
+    assert sent_ids(device) == [command.id]
+    store.mark_delivered(command.id)
+    await hub.sweep()
+    assert sent_ids(device) == [command.id]
+
+
+async def test_the_sweep_closes_the_link_of_a_device_revoked_elsewhere(store: Store, clock: FakeClock) -> None:
+    device, other = FakeDevice(store, "device-1"), FakeDevice(store, "device-2")
+    hub = Hub(store)
+    await device.connect(hub)
+    await other.connect(hub)
+    clock.advance(10.0)
+    assert store.revoke_device(device.id, "cli:test")
+    await hub.sweep()
+    assert device.inbox.closed and device.id not in hub.links
+    assert not other.inbox.closed and other.id in hub.links
+
+
+async def test_links_are_stamped_on_the_hubs_clock(store: Store, clock: FakeClock) -> None:
+    device = FakeDevice(store, "device-1")
+    hub = Hub(store)
+    clock.advance(3.0)
+    await device.connect(hub)
+    clock.advance(2.0)
+    hub.seen(device.link)
+    assert (device.link.connected_at, device.link.last_seen) == (START + 3.0, START + 5.0)
+    hub.flush_seen()
+    row = store.device(device.id)
+    assert row is not None and row.last_seen == START + 5.0 and row.online
