@@ -111,6 +111,7 @@ async def _run(args: argparse.Namespace, state: StateDir) -> None:
         try:
             await enroll_until_done(state, args.provision, retry_cap=args.backoff_cap)
         except enroll.EnrollmentRefused as exc:
+            state.audit("enrollment-refused", code=exc.code, detail=str(exc))
             fail(f"enrollment refused ({exc.code}): {exc}", code=2)
     elif args.provision is not None:
         enroll.finish(state, args.provision)  # the power went after the identity was saved

@@ -115,6 +115,7 @@ def test_unit_whose_token_expired_on_the_shelf_stays_out_once_rejected(
     assert agent.proc is not None
     assert agent.proc.wait(30) == 2, "a rejected unit stops: a person must act"
     assert "enrollment-rejected" in agent.log() and "rejected this unit" in agent.log()
+    assert [e["code"] for e in agent.audit() if e["event"] == "enrollment-refused"] == ["enrollment-rejected"]
     assert not (agent.state / "identity" / "device.crt").exists()
     assert _enrolled_devices(server) == []
     assert [d["state"] for d in server.cli_json("device", "list")] == ["rejected"]
