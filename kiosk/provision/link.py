@@ -91,7 +91,8 @@ class ServerLink:
         """The time by the server's clock when ours is known to be off, else by ours."""
         return time.time() - self.clock_offset if self.clock_offset is not None and self.clock_wrong else time.time()
 
-    def _measured(self, offset: float) -> None:
+    def measure_clock(self, offset: float) -> None:
+        """Note this unit's clock minus the server's, as measured on the link; say when it goes wrong or right."""
         was_wrong, self.clock_offset = self.clock_wrong, offset
         if self.clock_wrong and not was_wrong:
             log.warning("clock problem: %s; commands are judged by the server's clock until time sync "
@@ -137,7 +138,7 @@ class ServerLink:
         if not isinstance(first, m.Welcome):
             raise ProtocolError("unexpected", f"expected welcome, got {type(first).__name__}")
         self._ws, self.connected_since, self.last_error = ws, time.time(), None
-        self._measured(time.time() - first.server_time)
+        self.measure_clock(time.time() - first.server_time)
         log.info("connected to %s", self.url)
         beat = asyncio.create_task(self._beat(first.heartbeat_interval))
         try:
@@ -153,7 +154,7 @@ class ServerLink:
                 if isinstance(message, m.HeartbeatAck):
                     now = time.time()
                     self.round_trip_ms = (now - message.sent_at) * 1000
-                    self._measured((message.sent_at + now) / 2 - message.server_time)
+                    self.measure_clock((message.sent_at + now) / 2 - message.server_time)
                 await self._on_message(message)
         finally:
             beat.cancel()
