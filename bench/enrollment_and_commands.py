@@ -42,7 +42,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
+import itertools
 import json
 import os
 import platform
@@ -193,7 +195,7 @@ class ServerProcess:
         self.data = data
         self.device_port, self.console_port = free_port(), free_port()
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 (held open for the process's life; closed in stop)
         self.proc = subprocess.Popen(
             [str(SERVER_BIN), "serve", "--data", str(data),
              "--device-listen", f"{HOST}:{self.device_port}",
@@ -279,7 +281,7 @@ def enroll_all(roots: list[Path], provs: list[Path], sequential: int, threads: i
         res.errors[key] = res.errors.get(key, 0) + 1
 
     k = min(sequential, len(roots))
-    for root, prov in zip(roots[:k], provs[:k]):
+    for root, prov in zip(roots[:k], provs[:k], strict=True):
         if deadline.left() <= 0:
             res.timed_out = True
             return res
@@ -288,7 +290,7 @@ def enroll_all(roots: list[Path], provs: list[Path], sequential: int, threads: i
             res.enrolled.append(root)
         except Exception as exc:  # noqa: BLE001 - a benchmark reports failures
             err(exc)
-    rest = list(zip(roots[k:], provs[k:]))
+    rest = list(zip(roots[k:], provs[k:], strict=True))
     if not rest:
         return res
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="enroll")
@@ -526,7 +528,7 @@ def spikes(series: list[tuple[float, float | None]], origin: float, over: float 
 
 def windows(marks: list[tuple[str, float]], series: list[tuple[float, float | None]]) -> dict[str, Any]:
     out = {}
-    for (name, start), (_, end) in zip(marks, marks[1:]):
+    for (name, start), (_, end) in itertools.pairwise(marks):
         values = [v for t, v in series if start <= t < end and v is not None]
         failed = sum(1 for t, v in series if start <= t < end and v is None)
         out[name] = summary(values) | {"failed": failed}
@@ -564,10 +566,8 @@ async def one_command(http: aiohttp.ClientSession, console: str, fleet: Fleet, d
             api_done = time.perf_counter() - t0
             break
         await asyncio.sleep(poll_s)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(timing.done.wait(), max(end - time.perf_counter(), 0.01))
-    except TimeoutError:
-        pass
     return CommandSample(
         sent_at=sent_at, post=t1 - t0,
         delivery=timing.delivered - t0 if timing.delivered is not None else None,

@@ -197,19 +197,26 @@ class Console:
 
     def __init__(self, base: str) -> None:
         self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.headers: dict[str, str] = {}
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
-    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One request; the response's headers are kept in ``self.headers``."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
         try:
             with self.opener.open(req, timeout=20) as resp:
-                text = resp.read()
+                text, self.headers = resp.read(), dict(resp.headers)
                 return resp.status, json.loads(text) if text else None
         except urllib.error.HTTPError as exc:
-            text = exc.read()
+            text, self.headers = exc.read(), dict(exc.headers)
             return exc.code, json.loads(text) if text else None
+
+    def cookies(self) -> list[http.cookiejar.Cookie]:
+        return list(self.jar)
 
     def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> int:
         return self.request("POST", "/api/login", {"username": username, "password": password})[0]

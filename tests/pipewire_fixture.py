@@ -92,6 +92,10 @@ class PipeWire:
                 process.wait()
         self._processes.clear()
 
+    def pid(self, program: str) -> int:
+        """The process id of ``program`` (``pipewire``, ``wireplumber``...) of this instance."""
+        return next(p.pid for p in self._processes if p.args[0] == program)  # type: ignore[index]
+
     def _spawn(self, *command: str) -> None:
         log = (self.root / f"{command[0]}.log").open("wb")
         self._processes.append(subprocess.Popen(command, env={**os.environ, **self.env}, stdout=log,

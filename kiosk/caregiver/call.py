@@ -37,7 +37,8 @@ log = logging.getLogger("kiosk.caregiver")
 DEFAULT_TIMEOUT: Final = 15.0
 #: The server's timers end an unanswered or unconnected call and tell us; the
 #: mirror must never reach another verdict first.
-_SERVER_KEEPS_THE_TIMERS: Final = c.CallConfig(ring_timeout=86400.0, connect_timeout=86400.0)
+_SERVER_KEEPS_THE_TIMERS: Final = c.CallConfig(ring_timeout=86400.0, connect_timeout=86400.0,
+                                               ring_ack_timeout=86400.0)
 
 Clock: TypeAlias = Callable[[], float]
 Send: TypeAlias = Callable[[m.StaffToServer], Awaitable[None]]

@@ -26,9 +26,11 @@ import contextlib
 import fcntl
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import av
@@ -62,6 +64,11 @@ PACTL_TIMEOUT = 5.0
 VOLUME_MIN_DB = -24.0
 VOLUME_MAX_DB = 6.0
 VOLUME_STEP_DB = 3.0
+
+#: PyAV's wheel carries its own libasound, built to read its configuration from
+#: its build prefix; without the system's even "default" or "plughw:1,0" are
+#: unknown names ("Unknown PCM default"). The system's is the same for Debian's own.
+SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa/alsa.conf")
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 4096  # the smallest pipe Linux gives: ~21 ms of PCM, not 340 ms
@@ -417,11 +424,18 @@ class PipeWireMicrophone(MediaStreamTrack):
             process.kill()  # asyncio reaps it and closes its pipe
 
 
+def use_system_alsa_config() -> None:
+    """Point PyAV's own libasound at the system's ALSA configuration (unless one is set)."""
+    if "ALSA_CONFIG_PATH" not in os.environ and SYSTEM_ALSA_CONFIG.exists():
+        os.environ["ALSA_CONFIG_PATH"] = str(SYSTEM_ALSA_CONFIG)
+
+
 async def open_microphone() -> MediaStreamTrack:
     """The echo-cancelled microphone when PipeWire runs the canceller; PipeWire's
     default source without it; ALSA's default microphone without PipeWire."""
     sources = await pulse_names("sources")
     if sources is None:
+        use_system_alsa_config()
         return await open_source(microphone_spec())
     if ECHO_CANCEL_SOURCE not in sources:
         log.warning("PipeWire runs without the echo canceller (%s missing)", ECHO_CANCEL_SOURCE)

@@ -63,6 +63,7 @@ __all__ = [
     "RecordCallEnd",
     "Ring",
     "RingAck",
+    "ScreenNotRunning",
     "Side",
     "TimerFired",
     "step",
@@ -74,6 +75,11 @@ DEFAULT_RING_TIMEOUT: Final = 60.0
 # screen, and aiortc itself never reports failure when it gathered no
 # candidates at all (it stays "new"), so the machine must end the call.
 DEFAULT_CONNECT_TIMEOUT: Final = 30.0
+# A unit that is online and whose screen program is alive confirms the ring
+# within a round trip; one that has not confirmed within this did not ring,
+# and the caregiver is told so (not "did not answer") while it can still act.
+# Long enough for a 4G link blinking for a few seconds while the ring is sent.
+DEFAULT_RING_ACK_TIMEOUT: Final = 15.0
 
 
 class CallState(enum.Enum):
@@ -94,11 +100,19 @@ class EndReason(enum.StrEnum):
 
     HUNG_UP_BY_STAFF = "hung_up_by_staff"
     HUNG_UP_BY_CITIZEN = "hung_up_by_citizen"
-    NOT_ANSWERED = "not_answered"
-    MEDIA_FAILED = "media_failed"
+    NOT_ANSWERED = "not_answered"  # the unit rang and nobody answered
+    DID_NOT_RING = "did_not_ring"  # the unit never confirmed it rang
+    SCREEN_NOT_RUNNING = "screen_not_running"  # online, but its screen program was not alive: never rang
+    MEDIA_FAILED = "media_failed"  # answered, but media could not be set up
+    CONNECTION_LOST = "connection_lost"  # media flowed, then the peers lost each other for good
     DEVICE_OFFLINE = "device_offline"
     DEVICE_BUSY = "device_busy"
     CANCELLED_BY_CALLER = "cancelled_by_caller"
+
+    @property
+    def media_failure(self) -> bool:
+        """The peers could not set up, or lost, the media: the side that saw it tells the server."""
+        return self in (EndReason.MEDIA_FAILED, EndReason.CONNECTION_LOST)
 
 
 class Side(enum.Enum):
@@ -177,6 +191,12 @@ class Busy:
 
 
 @dataclass(frozen=True, slots=True)
+class ScreenNotRunning:
+    """The device is online but its screen program is not alive: it cannot ring."""
+
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     """The I/O layer's timer for :attr:`Call.next_deadline` fired (early or late is fine)."""
 
@@ -192,6 +212,7 @@ Event: TypeAlias = (
     | Cancel
     | DeviceOffline
     | Busy
+    | ScreenNotRunning
     | TimerFired
 )
 
@@ -293,9 +314,10 @@ class CallConfig:
 
     ring_timeout: float = DEFAULT_RING_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    ring_ack_timeout: float = DEFAULT_RING_ACK_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("ring_timeout", "connect_timeout"):
+        for name in ("ring_timeout", "connect_timeout", "ring_ack_timeout"):
             value = getattr(self, name)
             number = isinstance(value, int | float) and not isinstance(value, bool)
             if not (number and math.isfinite(value) and value > 0):
@@ -329,6 +351,8 @@ class Call:
     def next_deadline(self) -> float | None:
         """When the I/O layer should feed :class:`TimerFired`, or None if no timeout runs."""
         if self.state is CallState.RINGING and self.placed_at is not None:
+            if self.rang_at is None:  # until the unit confirms, the shorter wait applies
+                return self.placed_at + min(self.config.ring_timeout, self.config.ring_ack_timeout)
             return self.placed_at + self.config.ring_timeout
         if self.state is CallState.CONNECTING and self.answered_at is not None:
             return self.answered_at + self.config.connect_timeout
@@ -388,7 +412,11 @@ def _expire(call: Call, now: float) -> CallTransition:
     deadline = call.next_deadline
     if deadline is None or now < deadline:
         return Transition(call)
-    reason = EndReason.NOT_ANSWERED if call.state is CallState.RINGING else EndReason.MEDIA_FAILED
+    if call.state is CallState.RINGING:
+        # "Did not answer" only where the unit truly rang.
+        reason = EndReason.NOT_ANSWERED if call.rang_at is not None else EndReason.DID_NOT_RING
+    else:
+        reason = EndReason.MEDIA_FAILED
     # Ended at the deadline, not when the timer happened to fire, so the ring
     # duration in the record is the configured timeout, not timer jitter.
     return _end(call, deadline, reason, notify=(Side.STAFF, Side.CITIZEN))
@@ -418,10 +446,11 @@ def _apply(call: Call, event: Event, now: float) -> CallTransition:
     # offline or busy when staff click "call", and the attempt still counts.
     if isinstance(event, DeviceOffline):
         return _end(call, now, EndReason.DEVICE_OFFLINE, notify=(Side.STAFF,))
-    if isinstance(event, Busy):
+    if isinstance(event, Busy | ScreenNotRunning):
         if state in (CallState.IDLE, CallState.RINGING):
-            return _end(call, now, EndReason.DEVICE_BUSY, notify=(Side.STAFF,))
-        # A device that answered cannot be busy; a stale message.
+            reason = EndReason.DEVICE_BUSY if isinstance(event, Busy) else EndReason.SCREEN_NOT_RUNNING
+            return _end(call, now, reason, notify=(Side.STAFF,))
+        # A device that answered cannot be busy, and its screen runs; a stale message.
         return _ignore(call, IgnoreReason.OUT_OF_ORDER)
 
     if isinstance(event, Ring):
@@ -467,7 +496,8 @@ def _apply(call: Call, event: Event, now: float) -> CallTransition:
         if state is CallState.RINGING:
             return _ignore(call, IgnoreReason.OUT_OF_ORDER)
         # Both sides are told: the peer that did not notice must stop too.
-        return _end(call, now, EndReason.MEDIA_FAILED, notify=(Side.STAFF, Side.CITIZEN))
+        reason = EndReason.CONNECTION_LOST if state is CallState.IN_CALL else EndReason.MEDIA_FAILED
+        return _end(call, now, reason, notify=(Side.STAFF, Side.CITIZEN))
 
     if isinstance(event, HangUp):
         if event.side is Side.STAFF:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 
+from kiosk.protocol import messages as m
+from kiosk.server.audit import AuditEntry
+
 Count = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=30 * 24 * 3600)]
+#: host name or IPv4 address, optional port, plain path (provisioning checks the rest)
+HTTPS_URL = r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
+
+
+class Empty(msgspec.Struct, forbid_unknown_fields=True):
+    """No arguments: ``{}`` (a change of state still comes as JSON, which no HTML form can send)."""
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -21,10 +30,43 @@ class Me(msgspec.Struct):
     role: str
 
 
-class CommandRequest(msgspec.Struct, forbid_unknown_fields=True):
+def _command_request(action: type[m.Message]) -> type[msgspec.Struct]:
+    """``{"kind": K, "args": {...}, "expires_in": S}`` for one command kind, from its action struct."""
+    fields = msgspec.structs.fields(action)
+    args = msgspec.defstruct(f"{action.__name__}Args", [(f.name, f.type, _default(f)) for f in fields],
+                             forbid_unknown_fields=True, module=__name__)
+    needs_args = any(f.required for f in fields)
+    return msgspec.defstruct(f"{action.__name__}Command", [
+        ("args", args, msgspec.NODEFAULT if needs_args else msgspec.field(default_factory=args)),
+        ("expires_in", Seconds, 24 * 3600.0),
+    ], tag_field="kind", tag=action.__struct_config__.tag, forbid_unknown_fields=True, module=__name__)
+
+
+def _default(field: msgspec.structs.FieldInfo) -> Any:
+    if field.default_factory is not msgspec.NODEFAULT:
+        return msgspec.field(default_factory=field.default_factory)
+    return field.default
+
+
+#: Every action a person may queue; its kind is the tag, its arguments exactly the action's fields.
+COMMAND_REQUESTS: dict[str, type[msgspec.Struct]] = {
+    str(a.__struct_config__.tag): _command_request(a)
+    for a in get_args(m.CommandAction)
+}
+CommandRequest = Union[tuple(COMMAND_REQUESTS.values())]  # type: ignore[valid-type]  # noqa: UP007 (built at run time)
+
+
+class CommandKind(msgspec.Struct):
+    """Only the kind of a command request, read first: permission is checked before the rest."""
+
     kind: str
-    args: dict[str, Any] = {}
-    expires_in: Seconds = 24 * 3600.0
+
+
+def command_action(request: Any) -> m.CommandAction:
+    """The signed action a command request asks for."""
+    kind = type(request).__struct_config__.tag
+    action: m.CommandAction = msgspec.convert({"type": kind, **msgspec.to_builtins(request.args)}, m.CommandAction)
+    return action
 
 
 class CommandQueued(msgspec.Struct):
@@ -34,7 +76,8 @@ class CommandQueued(msgspec.Struct):
 
 
 class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
-    server_url: str
+    #: the device port as devices reach it
+    server_url: Annotated[str, msgspec.Meta(pattern=HTTPS_URL, max_length=200)]
     count: Count = 1
     expires_in: Seconds = 7 * 24 * 3600.0
 
@@ -76,14 +119,30 @@ class CommandOut(msgspec.Struct):
     result_verified: bool
 
 
-class AuditOut(msgspec.Struct):
-    seq: int
-    at: float
-    actor: str
-    action: str
-    device_id: str | None
-    detail: dict[str, Any]
-    hash: str
+AuditOut = AuditEntry
+
+
+class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
+    """The query of ``GET /api/audit``."""
+
+    device_id: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
+    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):
+    """Lift the login wait of one account."""
+
+    account: Name
+
+
+class UnlockAddress(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="address"):
+    """Lift the login wait of one client address."""
+
+    address: Annotated[str, msgspec.Meta(min_length=2, max_length=45, pattern=r"^[0-9A-Fa-f.:]+$")]
+
+
+UnlockRequest = UnlockAccount | UnlockAddress
 
 
 class CitizenOut(msgspec.Struct):
@@ -108,3 +167,10 @@ class CallRecordOut(msgspec.Struct):
     facts: dict[str, Any] | None
     quality_staff: dict[str, Any] | None
     quality_device: dict[str, Any] | None
+
+
+class BackoffOut(msgspec.Struct):
+    kind: Literal["address", "account"]
+    value: str
+    failures: int
+    blocked_until: float

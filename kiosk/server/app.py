@@ -19,19 +19,23 @@ from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa:
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
+from kiosk.server.login_guard import LoginGuard
+from kiosk.server.request_log import RequestLog
 from kiosk.server.store import Clock, Store
 
 log = logging.getLogger("kiosk.server")
 DEFAULT_CALL_CONFIG = CallConfig()
 
 STATIC = Path(__file__).parent / "static"
-# The page loads nothing from anywhere else, and runs no inline script.
-PAGE_HEADERS = {
+# The page loads nothing from anywhere else, runs no inline script, and may not be framed,
+# re-based or made to post a form elsewhere.
+CONSOLE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
-                               "frame-ancestors 'none'",
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+HSTS = "max-age=31536000"  # a year; only sent over HTTPS, where it can be trusted
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,14 @@ class Listen:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return self.host == "localhost"
+
+
+@dataclass(frozen=True)
+class ConsoleProxy:
+    """A reverse proxy in front of the console: the address browsers use, and the proxy's own."""
+
+    origins: frozenset[str] = frozenset()  # e.g. https://skaermbesoeg.kommune.dk
+    addresses: frozenset[str] = frozenset()  # whose X-Forwarded-For is believed
 
 
 def device_tls(authority: Authority) -> ssl.SSLContext:
@@ -101,9 +113,22 @@ class Server:
     def device_app(self) -> web.Application:
         return self._app(device_api.routes())
 
-    def console_app(self, secure_cookie: bool) -> web.Application:
+    def console_app(self, secure_cookie: bool, proxy: ConsoleProxy | None = None) -> web.Application:
+        proxy = proxy or ConsoleProxy()
         app = self._app(console_api.routes(), [console_api.guard])
         app[console_api.SECURE_COOKIE] = secure_cookie
+        app[console_api.EXTRA_ORIGINS] = proxy.origins
+        app[console_api.TRUSTED_PROXIES] = proxy.addresses
+        app[console_api.LOGIN_GUARD] = LoginGuard(self.store)
+
+        async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+            response.headers.update(CONSOLE_HEADERS)
+            if request.path.startswith("/api/") or request.path == "/openapi.json":
+                response.headers["Cache-Control"] = "no-store"  # answers hold who is logged in and more
+            if secure_cookie:
+                response.headers["Strict-Transport-Security"] = HSTS
+
+        app.on_response_prepare.append(security_headers)
         spec = openapi.document(kiosk.__version__)
 
         async def openapi_json(_request: web.Request) -> web.Response:
@@ -112,13 +137,14 @@ class Server:
         app.router.add_get("/openapi.json", openapi_json)
 
         async def page(_request: web.Request) -> web.FileResponse:
-            return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+            return web.FileResponse(STATIC / "index.html")
 
         app.router.add_get("/", page)
         app.router.add_static("/static/", STATIC)
         return app
 
-    async def start(self, device: Listen, console: Listen, console_https: bool | None = None) -> list[web.AppRunner]:
+    async def start(self, device: Listen, console: Listen, console_https: bool | None = None,
+                    proxy: ConsoleProxy | None = None) -> list[web.AppRunner]:
         """Start both ports; the console speaks plain HTTP only when bound to loopback."""
         if console_https is None:
             console_https = not console.loopback
@@ -127,10 +153,11 @@ class Server:
         runners = []
         for app, listen, tls in (
             (self.device_app(), device, device_tls(self.authority)),
-            (self.console_app(secure_cookie=console_https), console,
+            (self.console_app(secure_cookie=console_https, proxy=proxy), console,
              console_tls(self.authority) if console_https else None),
         ):
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                   logger=RequestLog(logging.getLogger("kiosk.server.http")))
             await runner.setup()
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)

@@ -23,6 +23,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     }),
 }
 
+#: The permission of sending some command (each kind then needs its own ``command:<kind>``).
+ANY_COMMAND = "command:*"
+
 SESSION_TTL_SECONDS = 12 * 3600.0
 MIN_PASSWORD_LENGTH = 10
 
@@ -36,7 +39,12 @@ def _dummy_hash() -> str:
 
 
 def may(role: str, permission: str) -> bool:
-    return role == "admin" or permission in PERMISSIONS.get(role, frozenset())
+    if role == "admin":
+        return True
+    granted = PERMISSIONS.get(role, frozenset())
+    if permission == ANY_COMMAND:
+        return any(p.startswith("command:") for p in granted)
+    return permission in granted
 
 
 def hash_password(password: str) -> str:

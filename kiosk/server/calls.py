@@ -108,10 +108,13 @@ class CallManager:
         live = LiveCall(call_id, caller, citizen_id, citizen.device_id, staff, c.Call(config=self.config))
         self.live[call_id] = live
         await staff(m.CallPlaced(call_id=call_id, citizen_name=citizen.name, ice_servers=ice, relay_only=relay_only))
-        if citizen.device_id not in self.hub.links:
+        link = self.hub.links.get(citizen.device_id)
+        if link is None:
             await self._feed(live, c.DeviceOffline())
         elif busy:
             await self._feed(live, c.Busy())
+        elif link.ui_alive is False:  # its agent said so: it cannot ring, and the caller is told now
+            await self._feed(live, c.ScreenNotRunning())
         else:
             await self._feed(live, c.Ring())
         return call_id
@@ -169,8 +172,8 @@ class CallManager:
     async def fire_timers(self) -> None:
         """Let every live call's deadline that has passed on our clock take effect.
 
-        The event loop's timer calls this at the next deadline; a test that sets the
-        clock calls it instead of waiting.
+        Each call's event-loop timer feeds the same event at its own deadline; a test
+        that sets the clock calls this instead of waiting for one.
         """
         for live in list(self.live.values()):
             await self._feed(live, c.TimerFired())

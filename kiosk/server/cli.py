@@ -17,16 +17,18 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
-from kiosk.server import auth, calls, commands, enrollment
-from kiosk.server.app import Listen, Server
+from kiosk.server import api_schema, auth, calls, commands, enrollment
+from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
+from kiosk.server.login_guard import LoginGuard, Scope
 from kiosk.server.store import DeviceRow, Store
 
 
@@ -55,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--turn", metavar="HOST:PORT", help="our coturn, handed to both peers of every call")
     sp.add_argument("--turn-secret-file", type=Path, help="coturn's static-auth-secret (use-auth-secret)")
     sp.add_argument("--relay-only", action="store_true", help="force media through TURN (for locked-down networks)")
+    sp.add_argument("--console-origin", action="append", default=[], metavar="URL",
+                    help="the console's address as browsers see it behind a reverse proxy, "
+                         "e.g. https://skaermbesoeg.kommune.dk (repeat)")
+    sp.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                    help="a reverse proxy's address: its X-Forwarded-For names the client, "
+                         "so login back-off holds the guesser, not everyone (repeat)")
 
     tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
     sp = tok.add_parser("create", help="write N provisioning files")
@@ -101,6 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--role", choices=auth.ROLES, required=True)
     sp.add_argument("--display-name", help="how the citizen's screen names this person when they call")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp = usr.add_parser("unlock", help="lift the wait that failed logins put on an account or a client address")
+    data(sp)
+    sp.add_argument("username", nargs="?")
+    sp.add_argument("--address", help="a client address, as the audit log's login-failed entries show it")
+    sp = usr.add_parser("held", help="accounts and addresses with failed logins on record")
+    data(sp)
+    sp.add_argument("--json", action="store_true")
 
     cit = sub.add_parser("citizen", help="citizens, their screen and their care team").add_subparsers(
         dest="sub", required=True)
@@ -205,7 +220,8 @@ async def _serve(args: argparse.Namespace) -> None:
     server = Server.open(args.data, args.municipality, args.server_name,
                          CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
     runners = await server.start(args.device_listen, args.console_listen,
-                                 True if args.console_https else None)
+                                 True if args.console_https else None,
+                                 ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)))
     print(f"kiosk-server {kiosk.__version__}: {server.authority.municipality}; "
           f"root CA SHA-256 {server.authority.ca_fingerprint}", flush=True)
     stop = asyncio.Event()
@@ -287,6 +303,10 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}"
                       + (f" ({view['reason']})" if view["reason"] else ""))
         case "user", "add":
+            try:  # the name people log in with, and the audit log's actor: one format for both
+                msgspec.convert(args.username, api_schema.Name)
+            except msgspec.ValidationError:
+                fail("a user name is 1-64 letters, digits, '.', '_', '@' or '-'")
             password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
             try:
                 hashed = auth.hash_password(password)
@@ -296,6 +316,23 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 fail(f"user {args.username} exists already")
             store.add_user(args.username, hashed, args.role, actor, args.display_name)
             print(f"added {args.username} ({args.role})")
+        case "user", "unlock":
+            scopes = ([Scope("account", args.username)] if args.username else []) + (
+                [Scope("address", args.address)] if args.address else [])
+            if not scopes:
+                fail("name a user, or an --address, to unlock")
+            guard = LoginGuard(store)
+            for scope in scopes:
+                lifted = guard.unlock(scope, actor)
+                print(f"{scope.kind} {scope.value}: " + ("unlocked" if lifted else "had no failed logins on record"))
+        case "user", "held":
+            held = LoginGuard(store).held()
+            if args.json:
+                print_json([{"kind": scope.kind, "value": scope.value, "failures": state.failures,
+                             "blocked_until": state.blocked_until} for scope, state in held])
+            for scope, state in [] if args.json else held:
+                wait = max(0.0, state.blocked_until - time.time())
+                print(f"{scope.kind:<8} {scope.value:<40} {state.failures:>5} failures, waits {wait:.0f} s")
         case "citizen", "add":
             caregivers = {u: store.user(u) for u in args.caregiver}
             unknown = [u for u, row in caregivers.items() if row is None]
@@ -327,7 +364,7 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
         case "audit", "list":
             entries = store.audit_entries(args.device, args.limit)
             if args.json:
-                print_json([e.__dict__ for e in entries])
+                print_json(msgspec.to_builtins(entries))
             else:
                 for e in entries:
                     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))

@@ -7,9 +7,11 @@ session cookie (or the same token as a Bearer header, for scripts) and refuses t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -18,80 +20,175 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
-from kiosk.server import auth, calls, commands
+from kiosk.server import audit, auth, calls, commands
 from kiosk.server.ca import Authority
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
+from kiosk.server.login_guard import LoginGuard, Scope
 from kiosk.server.store import DeviceRow, Store, UserRow
+
+Q = TypeVar("Q")
 
 SESSION_COOKIE = "kiosk_session"
 MAX_BODY_BYTES = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 USER: web.RequestKey[UserRow] = web.RequestKey("user", UserRow)
 SECURE_COOKIE: web.AppKey[bool] = web.AppKey("secure_cookie", bool)
+#: Origins besides the console's own (scheme://Host) whose pages may act, e.g. behind a reverse proxy.
+EXTRA_ORIGINS: web.AppKey[frozenset[str]] = web.AppKey("extra_origins", frozenset)
+LOGIN_GUARD: web.AppKey[LoginGuard] = web.AppKey("login_guard", LoginGuard)
+#: Reverse proxies in front of the console, whose X-Forwarded-For names the real client.
+TRUSTED_PROXIES: web.AppKey[frozenset[str]] = web.AppKey("trusted_proxies", frozenset)
 
 PUBLIC = "public"  # the permission of a route anyone may call (only logging in)
-# (method, path) -> permission; None means "any logged-in person".
-_PERMISSION: dict[tuple[str, str], str | None] = {}
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def route(method: str, path: str, permission: str | None, summary: str,
-          body: type | None = None, response: Any = None) -> Callable[[Handler], Handler]:
-    """Register a handler with what it needs; the OpenAPI document is built from this table."""
-    def wrap(handler: Handler) -> Handler:
-        _PERMISSION[(method, path)] = permission
-        ROUTES.append(RouteInfo(method, path, permission, summary, body, response, handler))
-        return handler
-    return wrap
+class RouteInfo(msgspec.Struct, frozen=True):
+    """One route: what it needs and what it may answer. The guard and the OpenAPI document read it."""
 
-
-class RouteInfo(msgspec.Struct):
     method: str
     path: str
+    #: None means "any logged-in person"; a ``command:*`` permission means "some command"
     permission: str | None
     summary: str
     body: Any
     response: Any
     handler: Any
+    status: int  # the status of success
+    query: Any  # a struct of the query parameters, or None
+    errors: frozenset[int]  # refusals beyond those that follow from the rest
+    websocket: bool
+
+    @property
+    def error_statuses(self) -> list[int]:
+        """Every refusal this route may answer, each with a JSON ErrorResponse."""
+        refusals = set(self.errors)
+        if self.body is not None or self.query is not None:
+            refusals.add(400)
+        if self.body is not None:
+            refusals.add(413)
+        if self.permission != PUBLIC:
+            refusals.add(401)
+        if self.permission not in (PUBLIC, None) or self.method in STATE_CHANGING or self.websocket:
+            refusals.add(403)  # a role without the permission, or a page of another origin
+        if self.method in STATE_CHANGING:
+            refusals.add(415)
+        if "{" in self.path:
+            refusals.add(404)
+        if self.websocket:
+            refusals.add(426)
+        return sorted(refusals)
 
 
 ROUTES: list[RouteInfo] = []
 
 
-async def read_body(request: web.Request, body_type: type[Any]) -> Any:
+def route(method: str, path: str, permission: str | None, summary: str, body: Any = None,
+          response: Any = None, *, status: int = 200, query: Any = None, errors: tuple[int, ...] = (),
+          websocket: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler with what it needs; the guard and the OpenAPI document read this table."""
+    def wrap(handler: Handler) -> Handler:
+        ROUTES.append(RouteInfo(method, path, permission, summary, body, response, handler, status, query,
+                                frozenset(errors), websocket))
+        return handler
+    return wrap
+
+
+def _route_of(request: web.Request) -> RouteInfo | None:
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource else ""
+    return next((r for r in ROUTES if r.method == request.method and r.path == path), None)
+
+
+async def read_body(request: web.Request, body_type: Any) -> Any:
+    return decode(body_type, await read_raw(request))
+
+
+async def read_raw(request: web.Request) -> bytes:
+    """The body, at most MAX_BODY_BYTES (413 beyond); an empty body is an empty object."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
     raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
+    return raw or b"{}"
+
+
+def decode(body_type: Any, raw: bytes) -> Any:
+    """A JSON body as ``body_type``, or 400 with the reason."""
     try:
-        return m.Codec(body_type, max_bytes=MAX_BODY_BYTES).decode(raw or b"{}")
+        return m.convert(_whole_numbers(msgspec.json.decode(raw)), body_type)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ApiError(400, "malformed", f"the body is not JSON: {str(exc)[:200]}") from None
+    except ProtocolError as exc:
+        raise ApiError(400, exc.reason, exc.detail) from None
+
+
+def _whole_numbers(value: Any) -> Any:
+    """JSON knows numbers, not integers: ``1.0`` is the integer 1, as in the OpenAPI document."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    return value
+
+
+def read_query(request: web.Request, query_type: type[Q]) -> Q:
+    try:
+        return m.convert(dict(request.query), query_type, strict=False)
     except ProtocolError as exc:
         raise ApiError(400, exc.reason, exc.detail) from None
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.headers = status, code, headers or {}
 
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    info = request.match_info.route.resource
-    key = (request.method, info.canonical if info else "")
+    """Refuse in this order: another origin, no session, no permission; only then read input."""
+    info = _route_of(request)
     try:
-        if key in _PERMISSION and _PERMISSION[key] != PUBLIC:
-            user = _session_user(request)
-            if user is None:
-                raise ApiError(401, "login-required", "please log in")
-            permission = _PERMISSION[key]
-            if permission is not None and not auth.may(user.role, permission):
-                raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({permission})")
-            request[USER] = user
+        if info is not None:
+            if info.method in STATE_CHANGING or info.websocket:
+                _refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
+            if info.permission != PUBLIC:
+                user = _session_user(request)
+                if user is None:
+                    raise ApiError(401, "login-required", "please log in")
+                if info.permission is not None and not auth.may(user.role, info.permission):
+                    raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({info.permission})")
+                request[USER] = user
         return await handler(request)
     except ApiError as exc:
-        return error(exc.status, exc.code, str(exc))
+        response = error(exc.status, exc.code, str(exc))
+        response.headers.update(exc.headers)
+        return response
     except commands.CommandError as exc:
         return error(exc.status, exc.code, str(exc))
+
+
+def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
+    """A page of another site may make a browser send requests with our cookie; refuse them.
+
+    Browsers name the page's origin in ``Origin`` on every POST and WebSocket and say how it
+    relates to us in ``Sec-Fetch-Site``; programs send neither, and need a session they got by
+    logging in. ``SameSite`` alone is not enough: other hosts of the same domain are same-site.
+    A body that must be ``application/json`` cannot be sent by a plain HTML form.
+    """
+    origin = request.headers.get("Origin")
+    own = request.app[EXTRA_ORIGINS] | {f"{request.scheme}://{request.host}"}
+    if origin is not None and origin not in own:
+        raise ApiError(403, "cross-origin", f"requests from pages of {origin[:100]} are refused")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise ApiError(403, "cross-origin", "requests from pages of other sites are refused")
+    if json_required and request.content_type != "application/json":
+        raise ApiError(415, "json-required", "send the request as Content-Type: application/json")
 
 
 def _session_user(request: web.Request) -> UserRow | None:
@@ -102,35 +199,67 @@ def _session_user(request: web.Request) -> UserRow | None:
     return request.app[STORE].session_user(token) if token else None
 
 
+def client_address(request: web.Request) -> str:
+    """Who is asking: the peer, or behind a trusted reverse proxy the client it names.
+
+    Behind a proxy every request comes from the proxy's address; without this, one guesser
+    would hold back everyone. Only the entry the proxy itself added is believed.
+    """
+    peer = request.remote or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if peer in request.app[TRUSTED_PROXIES] and forwarded:
+        named = forwarded.rsplit(",", 1)[-1].strip()
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(named))
+    return peer
+
+
 def _actor(request: web.Request) -> str:
     return str(request[USER].username)
 
 
 # ------------------------------------------------------------------------- session
-@route("POST", "/api/login", PUBLIC, "Log in; sets the session cookie", s.LoginRequest, s.Me)
+@route("POST", "/api/login", PUBLIC, "Log in; sets the session cookie. Failed logins make the next "
+       "attempt from that address, and then for that account, wait (429 with Retry-After)",
+       s.LoginRequest, s.Me, errors=(401, 429))
 async def login(request: web.Request) -> web.StreamResponse:
-    store = request.app[STORE]
+    store, login_guard = request.app[STORE], request.app[LOGIN_GUARD]
     req: s.LoginRequest = await read_body(request, s.LoginRequest)
+    address = client_address(request)
     user = store.user(req.username)
+    account = user.username if user else None  # a typed name that is no account is kept nowhere
+    refusal = login_guard.admit(address, account)
+    if refusal is not None:
+        raise ApiError(429, "too-many-attempts",
+                       f"too many failed logins; try again in {refusal.retry_after} seconds",
+                       {"Retry-After": str(refusal.retry_after)})
     # argon2 takes ~150 ms of CPU on purpose: off the event loop, so devices are not held up
     if not await asyncio.to_thread(auth.check_password, user.password_hash if user else None, req.password) \
             or user is None:  # check_password already refused it; this tells the type checker
+        failures, throttles = login_guard.failed(address, account)
         with store.tx() as conn:
-            store.append_audit(conn, req.username, "login-failed", None, peer=request.remote)
+            store.append_audit(conn, audit.ANONYMOUS, "login-failed", None, peer=address,
+                               failures_from_peer=failures, **({"account": account} if account else {}))
+            for throttle in throttles:
+                store.append_audit(conn, audit.SERVER, "login-throttled", None,
+                                   **{throttle.scope.kind: throttle.scope.value},
+                                   failures=throttle.failures, retry_after=throttle.retry_after)
         return error(401, "bad-credentials", "wrong user name or password")
+    login_guard.succeeded(address, user.username)
     if auth.needs_rehash(user.password_hash):
         store.set_password_hash(user.username, await asyncio.to_thread(auth.hash_password, req.password))
     token = store.create_session(user.username, auth.SESSION_TTL_SECONDS)
     with store.tx() as conn:
-        store.append_audit(conn, user.username, "login", None, peer=request.remote)
+        store.append_audit(conn, user.username, "login", None, peer=address)
     response = json_response(s.Me(user.username, user.role))
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
                         secure=request.app[SECURE_COOKIE], max_age=int(auth.SESSION_TTL_SECONDS), path="/")
     return response
 
 
-@route("POST", "/api/logout", None, "End the session")
+@route("POST", "/api/logout", None, "End the session", s.Empty, status=204)
 async def logout(request: web.Request) -> web.StreamResponse:
+    await read_body(request, s.Empty)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         request.app[STORE].end_session(token)
@@ -143,6 +272,23 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def me(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     return json_response(s.Me(user.username, user.role))
+
+
+@route("GET", "/api/login-backoff", "users.unlock", "Addresses and accounts with failed logins on record",
+       response=list[s.BackoffOut])
+async def login_backoff(request: web.Request) -> web.StreamResponse:
+    return json_response([s.BackoffOut(scope.kind, scope.value, state.failures, state.blocked_until)
+                          for scope, state in request.app[LOGIN_GUARD].held()])
+
+
+@route("POST", "/api/login-backoff/unlock", "users.unlock",
+       "Lift the login wait of an account or a client address", s.UnlockRequest, status=204, errors=(404,))
+async def unlock(request: web.Request) -> web.StreamResponse:
+    req: s.UnlockRequest = await read_body(request, s.UnlockRequest)
+    scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
+    if not request.app[LOGIN_GUARD].unlock(scope, _actor(request)):
+        raise ApiError(404, "not-held", "no failed logins on record for that")
+    return web.Response(status=204)
 
 
 # ------------------------------------------------------------------------- devices
@@ -171,8 +317,10 @@ async def get_device(request: web.Request) -> web.StreamResponse:
     return json_response(device_out(row, request.app[HUB]))
 
 
-@route("POST", "/api/devices/{device_id}/revoke", "devices.revoke", "Revoke a device for good")
+@route("POST", "/api/devices/{device_id}/revoke", "devices.revoke", "Revoke a device for good", s.Empty,
+       status=204)
 async def revoke_device(request: web.Request) -> web.StreamResponse:
+    await read_body(request, s.Empty)
     device_id = request.match_info["device_id"]
     if not request.app[STORE].revoke_device(device_id, _actor(request)):
         raise ApiError(404, "unknown-device", "no such device, or already revoked")
@@ -180,16 +328,22 @@ async def revoke_device(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-@route("POST", "/api/devices/{device_id}/commands", None, "Queue a signed command",
-       s.CommandRequest, s.CommandQueued)
+@route("POST", "/api/devices/{device_id}/commands", auth.ANY_COMMAND, "Queue a signed command",
+       s.CommandRequest, s.CommandQueued, status=202, errors=(409,))
 async def send_command(request: web.Request) -> web.StreamResponse:
-    req: s.CommandRequest = await read_body(request, s.CommandRequest)
-    permission = f"command:{req.kind}"
-    if not auth.may(request[USER].role, permission):
-        raise ApiError(403, "forbidden", f"the role {request[USER].role} may not send {req.kind}")
-    action = commands.parse_action(req.kind, req.args)
+    role = request[USER].role
+    raw = await read_raw(request)
+    # the permission for this kind first: a refusal must not depend on, or tell, what else is wrong
+    with contextlib.suppress(msgspec.DecodeError):
+        kind = msgspec.json.decode(raw, type=s.CommandKind).kind
+        if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
+            raise ApiError(403, "forbidden", f"the role {role} may not send {kind}")
+        if kind not in m.COMMAND_KINDS:
+            mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
+            raise ApiError(400, "unknown-kind", f"unknown command {kind[:40]!r}; choose one of {mine}")
+    req = decode(s.CommandRequest, raw)
     command = commands.queue(request.app[STORE], request.app[AUTHORITY], request.match_info["device_id"],
-                             action, _actor(request), req.expires_in)
+                             s.command_action(req), _actor(request), req.expires_in)
     await request.app[HUB].deliver_pending(command.device_id)
     row = request.app[STORE].command(command.id)
     assert row is not None  # just stored; commands are never deleted
@@ -225,7 +379,7 @@ async def call_records(request: web.Request) -> web.StreamResponse:
 
 # -------------------------------------------------------------- tokens and audit
 @route("POST", "/api/enroll-tokens", "tokens.create", "Create provisioning files with one-time tokens",
-       s.TokenRequest, s.TokensCreated)
+       s.TokenRequest, s.TokensCreated, status=201)
 async def create_tokens(request: web.Request) -> web.StreamResponse:
     req: s.TokenRequest = await read_body(request, s.TokenRequest)
     files = make_provisioning_files(request.app[STORE], request.app[AUTHORITY], req.server_url,
@@ -252,17 +406,11 @@ def make_provisioning_files(store: Store, authority: Authority, server_url: str,
     ]
 
 
-@route("GET", "/api/audit", "audit.read", "The audit log, newest last (?device_id=&limit=&after=)",
-       response=list[s.AuditOut])
+@route("GET", "/api/audit", "audit.read", "The audit log, newest last", response=list[s.AuditOut],
+       query=s.AuditQuery)
 async def get_audit(request: web.Request) -> web.StreamResponse:
-    try:
-        limit = min(max(int(request.query.get("limit", "200")), 1), 1000)
-        after = int(request.query.get("after", "0"))
-    except ValueError:
-        raise ApiError(400, "invalid", "limit and after must be whole numbers") from None
-    entries = request.app[STORE].audit_entries(request.query.get("device_id"), limit, after)
-    return json_response([s.AuditOut(e.seq, e.at, e.actor, e.action, e.device_id, e.detail, e.hash)
-                          for e in entries])
+    q = read_query(request, s.AuditQuery)
+    return json_response(request.app[STORE].audit_entries(q.device_id, q.limit, q.after))
 
 
 def routes() -> list[web.RouteDef]:

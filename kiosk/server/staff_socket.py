@@ -14,17 +14,22 @@ from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.calls import Caller, CallNotPlaced
 from kiosk.server.console_api import USER, route
-from kiosk.server.device_api import CALLS
+from kiosk.server.device_api import CALLS, error
 
 log = logging.getLogger("kiosk.server.staff")
 
 
-@route("GET", "/api/calls/socket", "calls.make", "WebSocket for placing calls (see kiosk.protocol.messages)")
+@route("GET", "/api/calls/socket", "calls.make", "WebSocket for placing calls (see kiosk.protocol.messages); "
+       "answers 101 to a WebSocket upgrade from this console's own pages", status=101, websocket=True)
 async def staff_socket(request: web.Request) -> web.StreamResponse:
     user = request[USER]
     calls = request.app[CALLS]
     caller = Caller(user.username, user.display_name or user.username, user.role)
     ws = web.WebSocketResponse(max_msg_size=1024 * 1024, heartbeat=30)
+    if not ws.can_prepare(request).ok:
+        refusal = error(426, "websocket-required", "this address takes a WebSocket upgrade only")
+        refusal.headers["Upgrade"] = "websocket"
+        return refusal
     await ws.prepare(request)
 
     async def send(message: m.ServerToStaff) -> None:

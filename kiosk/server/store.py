@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
+from kiosk.server.audit import AuditEntry, checked, is_account
 
 #: Wall time in seconds since the epoch; tests pass a clock they can set.
 Clock = Callable[[], float]
@@ -153,17 +154,6 @@ def sha256_hex(text: str) -> str:
 
 class Contended(Exception):
     """Two requests raced for the same row; the loser's transaction is rolled back and it may retry."""
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    at: float
-    actor: str
-    action: str
-    device_id: str | None
-    detail: dict[str, Any]
-    hash: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,14 +303,23 @@ class Store:
         self, conn: Connection, actor: str, action: str, device_id: str | None = None,
         **detail: Any,
     ) -> None:
-        """Append one entry, chained to the previous one so any edit is detectable."""
+        """Append one entry, chained to the previous one so any edit is detectable.
+
+        The entry must fit the audit format (:class:`kiosk.server.audit.AuditEntry`) and an
+        actor that names an account must name one that exists: a name typed by a stranger
+        never gets in. Breaking either is a bug of ours and raises ValueError.
+        """
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
         at = self.clock()
         text = json.dumps(detail, sort_keys=True, default=str)
+        entry = AuditEntry(seq=0, at=at, actor=actor, action=action, device_id=device_id,
+                           detail=json.loads(text), hash=_audit_hash(prev or "", at, actor, action, device_id, text))
+        checked(entry)
+        known = sa.select(users.c.username).where(users.c.username == actor)
+        if is_account(actor) and conn.execute(known).first() is None:
+            raise ValueError(f"audit actor {actor!r} is not an account")
         conn.execute(audit.insert().values(
-            at=at, actor=actor, action=action, device_id=device_id, detail=text,
-            hash=_audit_hash(prev or "", at, actor, action, device_id, text),
-        ))
+            at=at, actor=actor, action=action, device_id=device_id, detail=text, hash=entry.hash))
 
     def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
         q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)

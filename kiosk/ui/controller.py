@@ -397,7 +397,7 @@ def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> Transit
         sends: tuple[Action, ...] = ()
         if reason is c.EndReason.HUNG_UP_BY_CITIZEN:
             sends = (Send(m.CallHangUp(call_id=view.call_id, reason="hung-up")),)
-        elif reason is c.EndReason.MEDIA_FAILED:
+        elif reason.media_failure:  # set-up failed, or media lost in the call
             sends = (Send(m.CallHangUp(call_id=view.call_id, reason="media-failed")),)
         # NOT_ANSWERED and DEVICE_OFFLINE: the server reaches the same verdict itself.
         return _finish(state, new_view, reason.value, now, sends)

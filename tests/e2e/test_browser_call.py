@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.call_endings import ending_text
 from tests.harness import BIN, AgentProcess, ServerProcess, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -124,7 +125,7 @@ def _media_flows(page: Any) -> dict[str, Any]:
 def _record(server: ServerProcess, reason: str) -> dict[str, Any]:
     return dict(wait_until(lambda: [r for r in server.cli_json("call", "list") if r["end_reason"] == reason
                                     and r["quality_device"] and r["quality_staff"]] and
-                           [r for r in server.cli_json("call", "list") if r["end_reason"] == reason][0],
+                           next(r for r in server.cli_json("call", "list") if r["end_reason"] == reason),
                            20, 0.5, what=f"a call record ending {reason} with quality from both sides"))
 
 
@@ -142,7 +143,7 @@ def test_caregiver_calls_and_hangs_up_then_citizen_hangs_up(
     assert stats["remoteCandidate"] in ("host", "srflx", "prflx", "relay")
     page.click("#hangup")
     page.wait_for_selector("#ended:not([hidden])")
-    assert page.inner_text("#ended-reason") == "Du lagde på."
+    assert page.inner_text("#ended-reason") == ending_text("da", "hung_up_by_staff")
     record = _record(server, "hung_up_by_staff")
     assert record["talk_seconds"] > 0 and record["answered_at"] >= record["rang_at"]
     assert record["quality_device"]["frames_decoded"] > 10, record["quality_device"]
@@ -156,7 +157,7 @@ def test_caregiver_calls_and_hangs_up_then_citizen_hangs_up(
     page.wait_for_selector("#call-status:text-is('I samtale')", timeout=30_000)
     _media_flows(page)
     page.wait_for_selector("#ended:not([hidden])", timeout=20_000)
-    assert page.inner_text("#ended-reason") == "Borgeren lagde på."
+    assert page.inner_text("#ended-reason") == ending_text("da", "hung_up_by_citizen")
     _record(server, "hung_up_by_citizen")
     assert "Karen" not in "\n".join(screen.lines(everything=True)), "the screen's log holds no personal data"
 
@@ -170,7 +171,7 @@ def test_unanswered_call_and_offline_screen_are_explained(
     page.click("#lang")  # in English this time
     page.click(f"button[data-citizen='{citizen_id}']")
     page.wait_for_selector("#ended:not([hidden])", timeout=30_000)
-    assert page.inner_text("#ended-reason") == "The citizen did not answer."
+    assert page.inner_text("#ended-reason") == ending_text("en", "not_answered")
     facts = page.inner_text("#ended-facts")
     assert "The screen was connected" in facts and "It rang for" in facts
     assert "The screen's app was responding" in facts
@@ -181,7 +182,7 @@ def test_unanswered_call_and_offline_screen_are_explained(
     page.click("#back")
     page.click(f"button[data-citizen='{citizen_id}']")
     page.wait_for_selector("#ended:not([hidden])", timeout=20_000)
-    assert page.inner_text("#ended-reason") == "The citizen's screen is not connected."
+    assert page.inner_text("#ended-reason") == ending_text("en", "device_offline")
     assert "last seen" in page.inner_text("#ended-facts")
 
 

@@ -45,7 +45,7 @@ def test_caregiver_sees_only_her_citizens(server: ServerProcess, care: tuple[Age
 
 
 def test_caller_outside_the_care_team_is_refused(server: ServerProcess, care: tuple[AgentProcess, str]) -> None:
-    agent, citizen_id = care
+    _, citizen_id = care
 
     async def scenario() -> m.Rejected:
         async with StaffClient(server.console) as bo:
@@ -62,7 +62,7 @@ def test_caller_outside_the_care_team_is_refused(server: ServerProcess, care: tu
 
 def test_unanswered_call_tells_the_caller_what_the_screen_knew(
         server: ServerProcess, care: tuple[AgentProcess, str]) -> None:
-    agent, citizen_id = care
+    _, citizen_id = care
 
     async def scenario() -> m.CallEnded:
         async with StaffClient(server.console) as anne:

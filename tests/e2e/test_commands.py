@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
@@ -24,7 +25,8 @@ from kiosk.server.store import Store, commands
 from tests.harness import AgentProcess, ServerProcess, wait_until
 
 
-def test_diagnostics_round_trip_with_verified_result(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+def test_diagnostics_round_trip_with_verified_result(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
     _, device_id = online_agent
     view = server.wait_command(server.send(device_id, "diagnostics"))
     assert view["state"] == "done" and view["result_verified"] is True
@@ -51,7 +53,8 @@ def test_logs_set_config_restart_and_reboot_are_recorded_not_done(
     for kind in ("restart-ui", "reboot"):
         assert server.wait_command(server.send(device_id, kind))["state"] == "done"
     actions = wait_until(lambda: (agent.state / "system-actions.log").exists()
-                         and [json.loads(x)["action"] for x in (agent.state / "system-actions.log").read_text().splitlines()],
+                         and [json.loads(x)["action"]
+                              for x in (agent.state / "system-actions.log").read_text().splitlines()],
                          10, what="recorded system actions")
     assert "restart-ui" in actions
     wait_until(lambda: "reboot" in (agent.state / "system-actions.log").read_text(), 10, what="reboot recorded")
@@ -67,13 +70,17 @@ def test_bad_arguments_are_refused_at_the_cli(server: ServerProcess, online_agen
     assert unknown.returncode != 0 and "no device" in unknown.stderr
 
 
-def test_command_to_offline_unit_waits_then_expires(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+def test_command_to_offline_unit_waits_then_expires(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
     agent, device_id = online_agent
     agent.stop()
     short = server.send(device_id, "ping", expires="4s")
     later = server.send(device_id, "ping", expires="1h")
-    assert server.show(short)["state"] == "pending"
-    assert server.wait_command(short, ("expired",), timeout=10)["state"] == "expired"
+    # Only the long-lived one is sure to be still pending here: on a loaded machine the
+    # CLI alone can take 4 s. (The exact expiry moment is tested on a set clock in
+    # tests/server/test_store.py and test_hub.py.)
+    assert server.show(later)["state"] == "pending"
+    assert server.wait_command(short, ("expired",), timeout=30)["state"] == "expired"
     assert server.show(later)["state"] == "pending"
     agent.start()
     assert server.wait_command(later)["state"] == "done"
@@ -118,7 +125,8 @@ def test_replayed_command_is_refused(server: ServerProcess, online_agent: tuple[
     assert "replay" in _refusals(agent)
 
 
-def test_expired_and_misaddressed_commands_are_refused(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+def test_expired_and_misaddressed_commands_are_refused(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
     agent, device_id = online_agent
     key, now = _command_key(server), time.time()
     stale = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now - 7200, expires_at=now - 3600,
@@ -134,7 +142,8 @@ def test_expired_and_misaddressed_commands_are_refused(server: ServerProcess, on
     assert {"expired", "wrong-device"} <= set(_refusals(agent))
 
 
-def test_forged_command_is_refused_and_never_runs(server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+def test_forged_command_is_refused_and_never_runs(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
     agent, device_id = online_agent
     assert server.wait_command(server.send(device_id, "assign", "citizen_name=Test Borger"))["state"] == "done"
     forger = ed25519.Ed25519PrivateKey.generate()
@@ -186,7 +195,7 @@ def test_socket_without_certificate_is_refused(server: ServerProcess) -> None:
         try:
             async with connect(server.url.replace("https", "wss") + "/api/v1/socket", ssl=ctx):
                 return 101
-        except Exception as exc:  # websockets.InvalidStatus
+        except InvalidStatus as exc:
             return int(getattr(getattr(exc, "response", None), "status_code", 0))
 
     assert asyncio.run(attempt()) == 401

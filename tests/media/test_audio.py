@@ -193,6 +193,32 @@ async def test_without_pipewire_alsa_plays_the_voice(tmp_path: Path, monkeypatch
     assert abs(dominant_frequency(left) - FAR_END_HZ) < 3
 
 
+async def test_without_pipewire_the_microphone_is_alsa(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No sound server answers: PyAV reads ALSA's default capture device (here a
+    PCM that reads a file the test wrote: there is no sound card)."""
+    heard = tmp_path / "room.raw"
+    tone = await asyncio.create_subprocess_exec(
+        "sox", "-n", "-t", "raw", "-r", "48000", "-c", "2", "-e", "signed", "-b", "16", "-L", str(heard),
+        "synth", "3", "sine", str(NEAR_END_HZ), "gain", "-6")
+    assert await tone.wait() == 0
+    (tmp_path / ".asoundrc").write_text(
+        f'pcm.!default {{ type file slave.pcm "null" file "/dev/null" infile "{heard}" format "raw" }}\n')
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path}/nobody-listens")
+    monkeypatch.delenv("ALSA_CONFIG_PATH", raising=False)
+    microphone = await open_microphone()
+    try:
+        assert not isinstance(microphone, PipeWireMicrophone)
+        frames = [await microphone.recv() for _ in range(50)]
+    finally:
+        microphone.stop()
+    assert all(isinstance(f, av.AudioFrame) and f.samples == 960 for f in frames)
+    left = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames[10:]]).astype(np.float64) / 32768
+    assert dominant_frequency(left) == pytest.approx(NEAR_END_HZ, abs=3)
+    assert level_db(left) == pytest.approx(-9, abs=1)  # a sine at -6 dB peak
+
+
 async def test_the_microphone_is_the_echo_cancelled_source(pipewire: PipeWire) -> None:
     pipewire.add_speaker("room", priority=10)
     pipewire.add_microphone("mic", hears=["room"], priority=3000)
@@ -211,3 +237,28 @@ async def test_the_microphone_is_the_echo_cancelled_source(pipewire: PipeWire) -
     assert [f.pts for f in frames] == [i * 960 for i in range(150)]
     last = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames[-25:]]).astype(np.float64) / 32768
     assert abs(dominant_frequency(last) - NEAR_END_HZ) < 5
+
+
+async def test_a_microphone_unplugged_mid_call_is_followed(pipewire: PipeWire) -> None:
+    """The canceller's source stays; WirePlumber relinks its capture to the microphone that is left."""
+    pipewire.add_speaker("room", priority=10)
+    pipewire.add_microphone("webcam-mic", hears=["room"], priority=2000)
+    pipewire.add_microphone("usb-mic", hears=["room"], priority=3000)
+    citizen = SpeakerSink(AudioOutput("pipewire", "room"))
+    microphone = await PipeWireMicrophone().start()
+    try:
+        async with caller_voice(citizen, NEAR_END_HZ):
+            await tone_arrives(pipewire, "usb-mic", NEAR_END_HZ)
+            assert "usb-mic:capture" in pipewire.links_to("echo-cancel-capture:input")
+            pipewire.remove("usb-mic")
+            for _ in range(100):
+                if "webcam-mic:capture" in pipewire.links_to("echo-cancel-capture:input"):
+                    break
+                await asyncio.sleep(0.05)
+            frames = [await microphone.recv() for _ in range(100)]  # 2 s after the unplug; the track lives
+    finally:
+        microphone.stop()
+        await citizen.close()
+    last = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames[-25:]]).astype(np.float64) / 32768
+    assert abs(dominant_frequency(last) - NEAR_END_HZ) < 5
+    assert level_db(last) > -40

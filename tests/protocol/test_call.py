@@ -37,6 +37,7 @@ from kiosk.protocol.call import (
     RecordCallEnd,
     Ring,
     RingAck,
+    ScreenNotRunning,
     Side,
     TimerFired,
     step,
@@ -120,6 +121,7 @@ EVENTS: dict[str, Timed] = {
     "cancel": (T, Cancel()),
     "device_offline": (T, DeviceOffline()),
     "busy": (T, Busy()),
+    "screen_not_running": (T, ScreenNotRunning()),
     "tick": (T, TimerFired()),
 }
 
@@ -146,6 +148,7 @@ RINGING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "cancel": ends("cancelled_by_caller", C),
     "device_offline": ends("device_offline", S),
     "busy": ends("device_busy", S),
+    "screen_not_running": ends("screen_not_running", S),
     "tick": same("ringing", "applied"),
 }
 CONNECTING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
@@ -159,6 +162,7 @@ CONNECTING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "cancel": ends("cancelled_by_caller", C),
     "device_offline": ends("device_offline", S),
     "busy": same("connecting", "out_of_order"),
+    "screen_not_running": same("connecting", "out_of_order"),
     "tick": same("connecting", "applied"),
 }
 TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
@@ -173,6 +177,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
         "cancel": NO_CALL,
         "device_offline": ends("device_offline", S),
         "busy": ends("device_busy", S),
+        "screen_not_running": ends("screen_not_running", S),
         "tick": NO_CALL,
     },
     "ringing": RINGING_ROW,
@@ -185,13 +190,15 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
         "ring_ack": same("in_call", "duplicate"),
         "answer": same("in_call", "duplicate"),
         "media_connected": same("in_call", "duplicate"),
-        "media_failed": ends("media_failed", S, C),
+        # Media that flowed and was lost is not media that failed to set up.
+        "media_failed": ends("connection_lost", S, C),
         "hang_up_staff": ends("hung_up_by_staff", C),
         "hang_up_citizen": ends("hung_up_by_citizen", S),
         # Staff's cancel crossed the media connecting: staff is leaving.
         "cancel": ends("hung_up_by_staff", C),
         "device_offline": ends("device_offline", S),
         "busy": same("in_call", "out_of_order"),
+        "screen_not_running": same("in_call", "out_of_order"),
         "tick": same("in_call", "applied"),
     },
     "ended": {name: same("ended", "already_ended") for name in EVENTS},
@@ -309,20 +316,47 @@ def test_ring_timeout_ends_at_the_deadline_and_tells_both_sides() -> None:
 
 def test_a_late_tick_records_the_deadline_not_the_tick() -> None:
     # The timer fired 15 s late (a loaded server); the citizen still rang 60 s.
-    call = run([(0.0, Ring()), (75.0, TimerFired())])
+    call = run([(0.0, Ring()), (1.0, RingAck()), (75.0, TimerFired())])
     assert call.end_reason is EndReason.NOT_ANSWERED
     assert call.ended_at == 60.0
 
 
 def test_ring_timeout_is_configurable_per_municipality() -> None:
-    call = run([(0.0, Ring())], Call(config=CallConfig(ring_timeout=20.0)))
+    call = run([(0.0, Ring()), (1.0, RingAck())], Call(config=CallConfig(ring_timeout=20.0)))
     assert call.next_deadline == 20.0
     assert feed(call, (20.0, TimerFired())).state.end_reason is EndReason.NOT_ANSWERED
 
 
+def test_a_unit_that_never_confirms_the_ring_did_not_ring_and_is_not_waited_for() -> None:
+    call = run([(0.0, Ring())])
+    assert call.next_deadline == 15.0  # the ring-ack timeout, not the 60 s ring timeout
+    after = feed(call, (15.0, TimerFired()))
+    assert after.state.end_reason is EndReason.DID_NOT_RING
+    assert effects_as_text(after.actions) == [
+        (S, "ended", "did_not_ring"), (C, "ended", "did_not_ring"), ("record", "did_not_ring")]
+    assert after.state.record is not None and after.state.record.rang_at is None
+    # A ring timeout shorter than the ack timeout: still "did not ring", never "did not answer".
+    short = run([(0.0, Ring()), (5.0, TimerFired())], Call(config=CallConfig(ring_timeout=5.0)))
+    assert short.end_reason is EndReason.DID_NOT_RING
+
+
+def test_a_screen_whose_program_is_not_running_ends_the_call_at_once() -> None:
+    after = feed(run([(0.0, Ring())]), (0.1, ScreenNotRunning()))
+    assert after.state.end_reason is EndReason.SCREEN_NOT_RUNNING
+    assert effects_as_text(after.actions) == [(S, "ended", "screen_not_running"), ("record", "screen_not_running")]
+
+
+def test_media_lost_in_call_is_a_lost_connection_not_a_failed_set_up() -> None:
+    in_call = run(SETUPS["in_call"])
+    assert feed(in_call, (9.0, MediaFailed())).state.end_reason is EndReason.CONNECTION_LOST
+    assert feed(run(SETUPS["connecting"]), (9.0, MediaFailed())).state.end_reason is EndReason.MEDIA_FAILED
+    assert EndReason.CONNECTION_LOST.media_failure and EndReason.MEDIA_FAILED.media_failure
+    assert not EndReason.NOT_ANSWERED.media_failure
+
+
 def test_answer_after_the_deadline_finds_the_call_ended() -> None:
     # No tick was fed in time; the deadline still wins over the late answer.
-    after = feed(run([(0.0, Ring())]), (61.0, Answer()))
+    after = feed(run([(0.0, Ring()), (1.0, RingAck())]), (61.0, Answer()))
     assert outcome(after) == "already_ended"
     assert after.state.end_reason is EndReason.NOT_ANSWERED
     assert ("record", "not_answered") in effects_as_text(after.actions)
@@ -568,7 +602,7 @@ def check_run(config: CallConfig, timed_events: Sequence[Timed]) -> Call:
             for effect in after.actions[:-1]:
                 assert not isinstance(effect, Ignored)
                 reason = effect.reason if isinstance(effect, Notify) else effect.record.reason
-                assert reason in (EndReason.NOT_ANSWERED, EndReason.MEDIA_FAILED)
+                assert reason in (EndReason.NOT_ANSWERED, EndReason.DID_NOT_RING, EndReason.MEDIA_FAILED)
         for effect in after.actions:
             if isinstance(effect, Ignored):
                 continue
@@ -611,6 +645,9 @@ def test_every_running_deadline_ends_the_call(config: CallConfig, timed_events: 
         assert call.state in (CallState.IDLE, CallState.IN_CALL, CallState.ENDED)
         return
     ended = feed(call, (deadline, TimerFired())).state
-    expected = EndReason.NOT_ANSWERED if call.state is CallState.RINGING else EndReason.MEDIA_FAILED
+    if call.state is CallState.RINGING:
+        expected = EndReason.NOT_ANSWERED if call.rang_at is not None else EndReason.DID_NOT_RING
+    else:
+        expected = EndReason.MEDIA_FAILED
     assert ended.end_reason is expected
     assert ended.ended_at == deadline

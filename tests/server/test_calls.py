@@ -4,7 +4,7 @@ and a clock the test sets — so a ring timeout is reached by moving the clock, 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +14,8 @@ from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
 from kiosk.server.calls import QUALITY_GRACE_SECONDS, Caller, CallManager, CallNotPlaced
 from kiosk.server.hub import Hub
-from kiosk.server.store import Store
+from kiosk.server.store import CallRow, Store
+from tests.call_endings import LANGUAGES, ending_text, endings
 from tests.server.fakes import START, FakeClock, FakeDevice, Inbox, open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -89,6 +90,7 @@ async def test_an_unanswered_call_ends_when_the_clock_reaches_the_ring_timeout(w
 
 async def test_a_late_timer_still_ends_the_call_at_its_deadline(world: World) -> None:
     call_id, staff = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id, screen_awake=True))
     world.clock.advance(RING_TIMEOUT + 30.0)  # a loaded server fired the timer 30 s late
     await world.calls.fire_timers()
     record = world.store.call_record(call_id)
@@ -174,3 +176,123 @@ async def test_quality_reports_are_kept_within_the_grace_period_only(world: Worl
     assert record is not None and record.quality_staff is not None
     assert json.loads(record.quality_staff) == {"rtt_ms": 40}
     assert record.quality_device is None  # too late
+
+
+# --- what the caregiver is told is true --------------------------------------------------
+#
+# Every end reason is reached the way it happens, and its record's facts are what the page
+# shows under the headline; the headline (Danish and English, from the page's one table)
+# must claim nothing the facts deny.
+
+
+async def _connected(world: World) -> str:
+    call_id, _ = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id, screen_awake=True))
+    world.clock.advance(3.0)
+    await world.calls.from_device(world.device.id, m.CallAnswer(call_id=call_id, sdp=SDP))
+    await world.calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    return call_id
+
+
+async def _ends(world: World, reason: c.EndReason) -> str:
+    """Reach ``reason`` as it happens; the call's id."""
+    calls, device = world.calls, world.device.id
+    if reason is c.EndReason.DEVICE_OFFLINE:
+        await world.hub.disconnect(device)
+        return (await world.place())[0]
+    if reason is c.EndReason.SCREEN_NOT_RUNNING:
+        world.device.link.ui_alive = False  # as the agent's heartbeat reports it
+        return (await world.place())[0]
+    if reason is c.EndReason.DEVICE_BUSY:
+        await world.place()
+        return (await world.place())[0]
+    call_id, _ = await world.place()
+    if reason is c.EndReason.DID_NOT_RING:
+        world.clock.advance(c.DEFAULT_RING_ACK_TIMEOUT)
+        await calls.fire_timers()
+        return call_id
+    if reason is c.EndReason.CANCELLED_BY_CALLER:
+        await calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+        return call_id
+    await calls.from_device(device, m.CallRinging(call_id=call_id, screen_awake=True))
+    if reason is c.EndReason.NOT_ANSWERED:
+        world.clock.advance(RING_TIMEOUT)
+        await calls.fire_timers()
+        return call_id
+    await calls.from_device(device, m.CallAnswer(call_id=call_id, sdp=SDP))
+    if reason is c.EndReason.MEDIA_FAILED:
+        await calls.from_staff("anne", m.CallHangUp(call_id=call_id, reason="media-failed"))
+        return call_id
+    await calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    if reason is c.EndReason.CONNECTION_LOST:
+        await calls.from_device(device, m.CallHangUp(call_id=call_id, reason="media-failed"))
+    elif reason is c.EndReason.HUNG_UP_BY_STAFF:
+        await calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+    elif reason is c.EndReason.HUNG_UP_BY_CITIZEN:
+        await calls.from_device(device, m.CallHangUp(call_id=call_id))
+    return call_id
+
+
+#: Words a headline may use only when the facts bear them out (lower case).
+CLAIMS: dict[str, tuple[tuple[str, ...], Callable[[m.DeviceFacts, CallRow], bool]]] = {
+    "nobody answered": (("ingen tog", "tog ikke", "nobody answered", "did not answer"),
+                        lambda f, r: f.rang_for_seconds is not None and r.answered_at is None),
+    "it never rang": (("ringede ikke", "kan ikke ringe", "did not ring", "cannot ring"),
+                      lambda f, r: f.rang_for_seconds is None and r.rang_at is None),
+    "screen offline": (("ikke forbundet", "not connected"), lambda f, _r: not f.online),
+    "program not running": (("program kører ikke", "app is not running"), lambda f, _r: f.ui_alive is False),
+    "the citizen answered": (("borgeren tog den", "citizen answered"), lambda _f, r: r.answered_at is not None),
+    "media was lost": (("blev afbrudt", "was lost"), lambda _f, r: r.connected_at is not None),
+    "never connected": (("kunne ikke etableres", "could not be set up"), lambda _f, r: r.connected_at is None),
+    "someone hung up": (("lagde på", "hung up"), lambda f, _r: f.rang_for_seconds is not None),
+    "busy": (("optaget", "busy"), lambda f, _r: f.online),
+    "withdrawn before media": (("afbrød", "cancelled"), lambda _f, r: r.connected_at is None),
+}
+#: Reasons after which the caregiver can do something about it, so the page must say what.
+NEEDS_ADVICE = {c.EndReason.NOT_ANSWERED, c.EndReason.DID_NOT_RING, c.EndReason.SCREEN_NOT_RUNNING,
+                c.EndReason.MEDIA_FAILED, c.EndReason.CONNECTION_LOST, c.EndReason.DEVICE_OFFLINE,
+                c.EndReason.DEVICE_BUSY}
+
+
+def test_the_page_has_a_headline_for_every_reason_in_both_languages() -> None:
+    for lang in LANGUAGES:
+        assert set(endings()[lang]["headlines"]) >= {r.value for r in c.EndReason}, lang
+        assert set(endings()[lang]["advice"]) == {r.value for r in NEEDS_ADVICE}, lang
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("reason", list(c.EndReason))
+async def test_every_headline_agrees_with_the_facts_of_its_reason(
+        world: World, reason: c.EndReason, lang: str) -> None:
+    call_id = await _ends(world, reason)
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == reason.value
+    facts = m.convert(json.loads(record.facts or "null"), m.DeviceFacts)
+    text = ending_text(lang, reason.value).lower()
+    made = [claim for claim, (words, _) in CLAIMS.items() if any(w in text for w in words)]
+    assert made, f"{reason} ({lang}): the headline {text!r} says nothing the test can check"
+    for claim in made:
+        assert CLAIMS[claim][1](facts, record), f"{reason} ({lang}): {text!r} claims {claim!r}, facts say {facts}"
+
+
+async def test_a_call_to_a_screen_whose_program_is_not_running_ends_at_once_and_never_rings(world: World) -> None:
+    world.device.link.ui_alive = False
+    call_id, staff = await world.place()
+    ended = staff.last(m.CallEnded)
+    assert ended.reason == "screen_not_running" and ended.facts is not None
+    assert (ended.facts.online, ended.facts.ui_alive, ended.facts.rang_for_seconds) == (True, False, None)
+    assert world.device.inbox.of(m.CallRing) == []
+    assert call_id not in world.calls.live
+
+
+async def test_a_ring_the_unit_never_confirms_ends_as_did_not_ring_not_as_unanswered(world: World) -> None:
+    call_id, staff = await world.place()
+    world.clock.advance(c.DEFAULT_RING_ACK_TIMEOUT - 0.001)
+    await world.calls.fire_timers()
+    assert staff.of(m.CallEnded) == []
+    world.clock.advance(0.001)
+    await world.calls.fire_timers()
+    assert staff.last(m.CallEnded).reason == "did_not_ring"
+    assert world.device.inbox.last(m.CallEnded).reason == "did_not_ring"  # the unit stops, if it rings late
+    record = world.store.call_record(call_id)
+    assert record is not None and record.rang_at is None and record.end_reason == "did_not_ring"

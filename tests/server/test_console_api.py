@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from kiosk.protocol import messages as m
 from tests.harness import AgentProcess, Console, ServerProcess
 
 
@@ -62,7 +61,7 @@ def test_bad_requests_get_clear_errors(server: ServerProcess, online_agent: tupl
         ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "ping", "extra": 1}', 400, "invalid"),
         ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "teleport"}', 400, "unknown-kind"),
         ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "logs", "args": {"lines": "x"}}', 400,
-         "invalid-arguments"),
+         "invalid"),
         ("POST", f"/api/devices/{device_id}/commands", b'{"kind": "ping", "expires_in": -5}', 400, "invalid"),
         ("POST", "/api/devices/00000000-0000-0000-0000-000000000000/commands", b'{"kind": "ping"}', 404,
          "unknown-device"),
@@ -79,15 +78,31 @@ def test_bad_requests_get_clear_errors(server: ServerProcess, online_agent: tupl
     assert console.request("GET", "/api/me")[0] == 200, "the session survives bad requests"
 
 
-def test_openapi_document_describes_the_api(server: ServerProcess, tmp_path: Path) -> None:
+def test_openapi_document_states_real_statuses_enums_and_patterns(server: ServerProcess) -> None:
     status, spec = Console(server.console).request("GET", "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
-    assert {"/api/login", "/api/devices", "/api/devices/{device_id}/commands", "/api/commands/{command_id}",
-            "/api/enroll-tokens", "/api/audit"} <= set(spec["paths"])
-    post = spec["paths"]["/api/devices/{device_id}/commands"]["post"]
-    ref = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
-    assert "kind" in spec["components"]["schemas"][ref]["properties"]
-    assert "security" not in spec["paths"]["/api/login"]["post"]
+    paths, schemas = spec["paths"], spec["components"]["schemas"]
+    statuses = {(method.upper(), path): set(op["responses"])
+                for path, ops in paths.items() for method, op in ops.items()}
+    assert {"202", "403", "409", "415"} <= statuses[("POST", "/api/devices/{device_id}/commands")]
+    assert "201" in statuses[("POST", "/api/enroll-tokens")]
+    assert "204" in statuses[("POST", "/api/logout")] and "204" in statuses[("POST", "/api/devices/{device_id}/revoke")]
+    assert {"401", "429"} <= statuses[("POST", "/api/login")]
+    assert {"101", "426"} <= statuses[("GET", "/api/calls/socket")]
+    assert not any(code.endswith("XX") for codes in statuses.values() for code in codes), "no vague ranges"
+    login_refused = paths["/api/login"]["post"]["responses"]["429"]
+    assert login_refused["headers"]["Retry-After"]["required"] is True
+    assert "security" not in paths["/api/login"]["post"]
+
+    body = paths["/api/devices/{device_id}/commands"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    variants = [schemas[v["$ref"].rsplit("/", 1)[-1]] for v in body["anyOf"]]
+    assert sorted(k for v in variants for k in v["properties"]["kind"]["enum"]) == sorted(m.COMMAND_KINDS)
+    assign = next(v for v in variants if v["properties"]["kind"]["enum"] == ["assign"])
+    assert "args" in assign["required"], "an assignment needs its arguments"
+    token = schemas["TokenRequest"]["properties"]["server_url"]
+    assert token["pattern"].startswith("^https://")
+    assert [p["name"] for p in paths["/api/audit"]["get"]["parameters"]] == ["device_id", "limit", "after"]
+    assert "never a name typed" in schemas["AuditEntry"]["properties"]["actor"]["description"]
 
 
 def test_tampering_with_the_audit_log_is_detected(server: ServerProcess) -> None:

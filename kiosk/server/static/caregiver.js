@@ -9,15 +9,9 @@ const TEXT = {
     "my-citizens": "Mine borgere", "no-citizens": "Du har ingen borgere at ringe til.",
     call: "Ring op", hangup: "Læg på", back: "Tilbage", online: "skærm tændt", offline: "skærm offline",
     "bad-login": "Forkert brugernavn eller adgangskode.",
+    "login-wait": "For mange forkerte forsøg. Prøv igen om {s} sekunder.",
     placing: "Ringer op …", ringing: "Det ringer hos borgeren …", connecting: "Borgeren har taget den – forbinder …",
     "in-call": "I samtale", camera: "Kameraet kunne ikke startes: ",
-    reasons: {
-      hung_up_by_staff: "Du lagde på.", hung_up_by_citizen: "Borgeren lagde på.",
-      not_answered: "Borgeren tog ikke telefonen.", media_failed: "Forbindelsen kunne ikke etableres.",
-      device_offline: "Borgerens skærm er ikke forbundet.", device_busy: "Borgerens skærm er optaget af et andet opkald.",
-      cancelled_by_caller: "Opkaldet blev afbrudt.",
-      forbidden: "Du må ikke ringe til denne borger.", "no-device": "Borgeren har ingen skærm.",
-    },
     facts: {
       online: (v) => v ? "Skærmen var forbundet" : "Skærmen var ikke forbundet",
       since: (t) => "forbundet siden " + t, lastSeen: (t) => "sidst set " + t,
@@ -32,15 +26,9 @@ const TEXT = {
     "my-citizens": "My citizens", "no-citizens": "You have no citizens to call.",
     call: "Call", hangup: "Hang up", back: "Back", online: "screen on", offline: "screen offline",
     "bad-login": "Wrong user name or password.",
+    "login-wait": "Too many failed attempts. Try again in {s} seconds.",
     placing: "Calling …", ringing: "Ringing at the citizen's …", connecting: "The citizen answered – connecting …",
     "in-call": "In call", camera: "The camera could not start: ",
-    reasons: {
-      hung_up_by_staff: "You hung up.", hung_up_by_citizen: "The citizen hung up.",
-      not_answered: "The citizen did not answer.", media_failed: "The connection could not be set up.",
-      device_offline: "The citizen's screen is not connected.", device_busy: "The citizen's screen is busy with another call.",
-      cancelled_by_caller: "The call was cancelled.",
-      forbidden: "You may not call this citizen.", "no-device": "The citizen has no screen.",
-    },
     facts: {
       online: (v) => v ? "The screen was connected" : "The screen was not connected",
       since: (t) => "connected since " + t, lastSeen: (t) => "last seen " + t,
@@ -68,11 +56,12 @@ function applyLanguage() {
 
 async function api(method, path, body) {
   const response = await fetch(path, {
-    method, headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined, credentials: "same-origin",
+    // the server takes a change of state only as JSON (a cross-site form cannot send that)
+    method, headers: method === "GET" ? {} : { "Content-Type": "application/json" },
+    body: method === "GET" ? undefined : JSON.stringify(body || {}), credentials: "same-origin",
   });
   const data = response.status === 204 ? null : await response.json();
-  return { status: response.status, data };
+  return { status: response.status, data, retryAfter: response.headers.get("Retry-After") };
 }
 
 function show(section) {
@@ -80,8 +69,13 @@ function show(section) {
   $("logout").hidden = section === "login";
 }
 
+// Headlines and advice for the end of a call: one table, shared with the server's tests.
+let ENDINGS = { da: { headlines: {}, advice: {} }, en: { headlines: {}, advice: {} } };
+
 async function start() {
   applyLanguage();
+  const endings = await fetch("/static/call-endings.json", { credentials: "same-origin" });
+  if (endings.ok) ENDINGS = await endings.json();
   const me = await api("GET", "/api/me");
   if (me.status === 200) { await listCitizens(me.data); } else { show("login"); }
 }
@@ -212,8 +206,9 @@ call.quality = () => quality(call.pc);
 async function ended(msg) {
   if (call.ended) return;
   call.ended = msg;
-  const reasons = t("reasons");
-  $("ended-reason").textContent = reasons[msg.reason] || msg.reason;
+  const headline = ENDINGS[lang].headlines[msg.reason] || msg.reason;
+  const advice = ENDINGS[lang].advice[msg.reason];
+  $("ended-reason").textContent = advice ? headline + " " + advice : headline;
   const facts = $("ended-facts");
   facts.replaceChildren();
   const f = TEXT[lang].facts;
@@ -237,8 +232,9 @@ async function ended(msg) {
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const { status: code, data } = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
+  const { status: code, data, retryAfter } = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
   if (code === 200) { $("login-error").textContent = ""; await listCitizens(data); }
+  else if (code === 429) { $("login-error").textContent = t("login-wait").replace("{s}", retryAfter); }
   else { $("login-error").textContent = t("bad-login"); }
 });
 $("hangup").addEventListener("click", async () => {
