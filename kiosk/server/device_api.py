@@ -93,7 +93,7 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                 if approved:
                     store.set_hold_state(conn, token_hash, enrollment.ENROLLED)
                 store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
-                                   agent_version=version, serial_number=serial, approved=approved, peer=request.remote)
+                                   agent_version=version, approved=approved, peer=request.remote)
                 log.info("device %s enrolled", device_id)
                 return _enrolled(authority, device_id, cert_pem)
             case enrollment.Repeat(device_id=device_id):
@@ -106,7 +106,9 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                 assert token is not None
                 device_id = reserved or str(uuid.uuid4())
                 if store.hold_enrollment(conn, token_hash, device_id, key, serial, version, now):
-                    store.append_audit(conn, "anonymous", "enrollment-held", device_id, serial_number=serial,
+                    # the serial number stays in the hold, not in the append-only log: the unit is
+                    # not let in yet, so what it says is not written for good
+                    store.append_audit(conn, "anonymous", "enrollment-held", device_id,
                                        batch=enrollment.batch_label(token.created_at, token.created_by),
                                        peer=request.remote)
                     log.info("unit %s held for approval: its token expired unused", device_id)

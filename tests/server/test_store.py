@@ -104,7 +104,7 @@ def test_a_result_before_the_sweep_counts_even_past_the_expiry(store: Store, clo
 
 def test_enrollment_tokens_and_held_units_on_the_clock(store: Store, clock: FakeClock) -> None:
     created = store.clock()
-    [token] = store.create_tokens(1, ttl_seconds=60.0, created_by="test")
+    [token] = store.create_tokens(1, ttl_seconds=60.0, created_by="cli:test")
     token_hash = sha256_hex(token)
     with store.tx() as conn:
         row = store.enroll_token(conn, token_hash)
@@ -118,7 +118,7 @@ def test_enrollment_tokens_and_held_units_on_the_clock(store: Store, clock: Fake
     assert not store.decide_enrollment("device-9", "approved", "cli:test")
     [(hold, batch)] = store.enrollment_holds()
     assert (hold.state, hold.decided_at, hold.serial_number, batch.created_by) == (
-        "approved", store.clock(), "SN-1", "test")
+        "approved", store.clock(), "SN-1", "cli:test")
 
     with store.tx() as conn:
         store.use_token(conn, token_hash, "device-2", store.clock())
