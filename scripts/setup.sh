@@ -19,6 +19,15 @@ DEB_PACKAGES=(
     alsa-utils        # aplay: the speaker where PipeWire is absent
     espeak-ng         # the Danish voice announcing the caller
     sox               # the ring tone and chime, and speech resampled to 48 kHz
+    # the OS image (kiosk-image build/provision/audit) and its boot test under QEMU
+    mmdebstrap                            # the Debian 13 root, from Debian's packages
+    erofs-utils cryptsetup-bin            # read-only erofs roots and their dm-verity hash trees
+    dosfstools mtools fdisk e2fsprogs     # FAT config/boot partitions (no root, no mount), GPT, ext4 data
+    zstd                                  # the compressed image
+    qemu-system-x86 ovmf                  # boot test: the amd64 image under UEFI
+    socat                                 # boot test: the one forward from the VM to kiosk-server on loopback
+    qemu-user-static binfmt-support       # arm64 builds on an amd64 host
+    qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
 )
 

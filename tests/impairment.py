@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class Impairment:
 CLEAN: Final = Impairment()
 RURAL_4G: Final = Impairment(loss=0.05, delay=0.15, jitter=0.01)
 RURAL_4G_1MBIT: Final = Impairment(loss=0.05, delay=0.15, jitter=0.01, rate=1_000_000)
-NARROW_500K: Final = Impairment(rate=500_000)
+NARROW_500K: Final = Impairment(rate=500_000, queue_limit=1.0)
 
 
 class LinkImpairment:
@@ -370,3 +371,36 @@ class TcpImpairmentRelay:
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+
+
+class RelayThread:
+    """A relay on an event loop of its own thread, for tests whose other parts are processes.
+
+    ``with RelayThread(TcpImpairmentRelay(...)) as relay:`` starts it; :meth:`outage`
+    reaches it from the test's thread; leaving the block closes it and the loop.
+    """
+
+    def __init__(self, relay: TcpImpairmentRelay | UdpImpairmentRelay) -> None:
+        self.relay = relay
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="impairment-relay", daemon=True)
+
+    @property
+    def address(self) -> Address:
+        return self.relay.address
+
+    def outage(self, length: float) -> None:
+        self._loop.call_soon_threadsafe(self.relay.outage, length)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.relay.start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.relay.close(), self._loop).result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()

@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DROP_IN = Path(__file__).resolve().parents[1] / "kiosk" / "media" / "audio_echo_cancel.conf"
+MEDIA = Path(__file__).resolve().parents[1] / "kiosk" / "media"
+DROP_IN = MEDIA / "audio_echo_cancel.conf"  # PipeWire's, as the image installs it
+NO_SUSPEND = MEDIA / "audio_no_suspend.lua"  # WirePlumber's, likewise
 PROGRAMS = ("dbus-daemon", "pipewire", "wireplumber", "pipewire-pulse", "pw-cli", "pw-dump", "pw-link",
             "pactl", "pacat", "parec")
 READY_TIMEOUT = 20.0  # seconds; ready in about one on a loaded machine
@@ -67,6 +69,9 @@ class PipeWire:
         drop_ins = Path(self.env["XDG_CONFIG_HOME"]) / "pipewire" / "pipewire.conf.d"
         drop_ins.mkdir(parents=True)
         shutil.copy(DROP_IN, drop_ins / "kiosk-echo-cancel.conf")
+        wireplumber = Path(self.env["XDG_CONFIG_HOME"]) / "wireplumber" / "main.lua.d"
+        wireplumber.mkdir(parents=True)
+        shutil.copy(NO_SUSPEND, wireplumber / "51-kiosk-no-suspend.lua")
         Path(self.env["XDG_STATE_HOME"]).mkdir()
         try:
             self._spawn("dbus-daemon", "--session", "--nofork", f"--address={self.env['DBUS_SESSION_BUS_ADDRESS']}")
@@ -135,14 +140,24 @@ class PipeWire:
         return None
 
     def add_node(self, name: str, media_class: str, priority: int) -> None:
-        """A null node (a speaker with no sound card, or a virtual source), kept after pw-cli exits."""
+        """A null node (a speaker with no sound card, or a virtual source), kept after pw-cli exits.
+
+        Never suspended, as audio_no_suspend.lua makes a unit's ALSA devices: WirePlumber
+        0.4.13 crashes when a node is removed while its idle-suspend timer runs.
+        """
         props = (f"{{ factory.name=support.null-audio-sink node.name={name} media.class={media_class} "
                  f"object.linger=true audio.position=[FL FR] monitor.channel-volumes=true "
-                 f"priority.session={priority} priority.driver={priority} }}")
+                 f"priority.session={priority} priority.driver={priority} session.suspend-timeout-seconds=0 }}")
         self.run("pw-cli", "create-node", "adapter", props)
         self.made.append(name)
+        # Listed is not ready: WirePlumber configures the node's ports a moment later.
+        self._wait_for(lambda: self.has_ports(name, "-i") and self.has_ports(name, "-o"), f"the ports of {name}")
         kind = "sinks" if media_class == "Audio/Sink" else "sources"
-        self._wait_for(lambda: name in self.names(kind), f"the node {name}")
+        self._wait_for(lambda: name in self.names(kind), f"the pulse server to list {name}")
+
+    def has_ports(self, node: str, direction: str) -> bool:
+        """Whether ``node`` has input (``-i``) or output (``-o``) ports yet."""
+        return any(line.startswith(f"{node}:") for line in self.run("pw-link", direction).splitlines())
 
     def add_speaker(self, name: str, priority: int = 1000) -> None:
         self.add_node(name, "Audio/Sink", priority)
@@ -197,6 +212,10 @@ class PipeWire:
         for name in list(self.made):
             self.remove(name)
 
+    def died(self) -> list[str]:
+        """Programs of this instance that are no longer running, with how they ended."""
+        return [f"{p.args[0]} (exit {p.returncode})" for p in self._processes if p.poll() is not None]  # type: ignore[index]
+
 
 # --- measurements ----------------------------------------------------------------
 
@@ -205,6 +224,21 @@ def level_db(samples: np.ndarray) -> float:
     """RMS level in dB relative to full scale (silence is -200)."""
     rms = float(np.sqrt(np.mean(np.square(samples)))) if len(samples) else 0.0
     return 20 * np.log10(rms) if rms > 1e-10 else -200.0
+
+
+WINDOW = 0.05  # seconds: the analysis window
+
+
+def windows(samples: np.ndarray, seconds: float = WINDOW) -> list[np.ndarray]:
+    """``samples`` cut into consecutive windows of ``seconds`` (the rest dropped)."""
+    size = int(RATE * seconds)
+    return [samples[i:i + size] for i in range(0, len(samples) - size + 1, size)]
+
+
+def steady_level_db(samples: np.ndarray) -> float:
+    """The level most of ``samples`` has: the median of 50 ms windows, so a gap
+    (a late player on a loaded machine) does not pull it down."""
+    return float(np.median([level_db(w) for w in windows(samples)]))
 
 
 def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
@@ -243,3 +277,4 @@ def pipewire(pipewire_server: PipeWire, monkeypatch: pytest.MonkeyPatch) -> Iter
         monkeypatch.setenv(key, value)
     yield pipewire_server
     pipewire_server.clean()
+    assert not pipewire_server.died(), f"PipeWire broke during the test: {pipewire_server.died()}"

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final, TypeAlias
 
+from kiosk.media.keyframes import install_loss_recovery
+from kiosk.media.link import LinkState
 from kiosk.media.peer import GATHER_TIMEOUT, CallMediaError, CallPeer, LocalMedia, rtc_configuration
 from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
@@ -28,13 +30,16 @@ from kiosk.protocol import messages as m
 from .errors import CallEndedEarly, CallTimeout
 from .media import TestMedia, open_test_media
 
-__all__ = ["DEFAULT_TIMEOUT", "CallResult", "CallTimes", "StaffCall"]
+__all__ = ["DEFAULT_TIMEOUT", "MEDIA_TIMEOUT", "CallResult", "CallTimes", "StaffCall"]
 
 log = logging.getLogger("kiosk.caregiver")
 
 #: Each wait is bounded; on loopback every step takes milliseconds, so this
 #: only matters when something is broken, and then it says what.
 DEFAULT_TIMEOUT: Final = 15.0
+#: Media set-up is the server's to give up on (its connect timeout ends the call and
+#: tells us); we wait as long as it does, so a slow but working link is not abandoned first.
+MEDIA_TIMEOUT: Final = c.DEFAULT_CONNECT_TIMEOUT
 #: The server's timers end an unanswered or unconnected call and tell us; the
 #: mirror must never reach another verdict first.
 _SERVER_KEEPS_THE_TIMERS: Final = c.CallConfig(ring_timeout=86400.0, connect_timeout=86400.0,
@@ -73,7 +78,7 @@ class CallResult:
     video_frames: int
     audio_frames: int
     times: CallTimes
-    quality: dict[str, float | int | None] | None = None
+    quality: m.CallQuality | None = None
     error: str | None = None  # why media failed on our side, if it did
     refused: str | None = None  # the server's Rejected code, for a call it would not place
 
@@ -107,8 +112,13 @@ class StaffCall:
         self.peer: CallPeer | None = None
         self.end_reason: c.EndReason | None = None
         self.facts: m.DeviceFacts | None = None
-        self.quality: dict[str, float | int | None] | None = None
+        self.quality: m.CallQuality | None = None
         self.error: str | None = None
+        #: What the caregiver is shown about the link, as (time, state), in order: "poor"
+        #: and "lost" are the notice ("Dårlig forbindelse — billedet kan hakke"), "good" clears it.
+        self.link_notices: list[tuple[float, LinkState]] = []
+        #: Times the call socket dropped while media flowed and the call was taken up again.
+        self.resumes = 0
         self._media_task: asyncio.Task[LocalMedia] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._placed = asyncio.Event()
@@ -134,6 +144,16 @@ class StaffCall:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def in_call(self) -> bool:
+        """Media connected and the call not over: it outlives the call socket."""
+        return self.machine.state is c.CallState.IN_CALL and not self._ended.is_set()
+
+    @property
+    def link(self) -> LinkState:
+        """The link as the caregiver is shown it now."""
+        return self.link_notices[-1][1] if self.link_notices else LinkState.GOOD
+
     # --- waiting ------------------------------------------------------------------
 
     async def wait_placed(self, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -146,10 +166,10 @@ class StaffCall:
         """Until the citizen answered (the unit's offer arrived)."""
         await self._wait(self._offered, "the citizen's answer", timeout)
 
-    async def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+    async def wait_connected(self, timeout: float = MEDIA_TIMEOUT) -> None:
         await self._wait(self._connected, "media connected", timeout)
 
-    async def wait_media(self, video: int = 1, audio: int = 1, timeout: float = DEFAULT_TIMEOUT) -> None:
+    async def wait_media(self, video: int = 1, audio: int = 1, timeout: float = MEDIA_TIMEOUT) -> None:
         """Until ``video`` and ``audio`` remote frames have been received."""
         deadline = self._clock() + timeout
         await self.wait_connected(timeout)
@@ -264,6 +284,11 @@ class StaffCall:
                 else:  # e.g. our SDP answer refused; the call's end follows from the server
                     log.warning("call %s: the server refused a message: %s (%s)", self.call_id, reason, detail)
 
+    def resumed(self) -> None:
+        """The call socket is open again and the server has the call (a server restart is behind us)."""
+        self.resumes += 1
+        log.info("call %s resumed", self.call_id)
+
     def connection_lost(self) -> None:
         """The call socket closed: the server ends the call as our hang-up then, and so do we."""
         if not self._ended.is_set():
@@ -292,9 +317,11 @@ class StaffCall:
     async def _answer(self, offer_sdp: str) -> None:
         assert self.placed is not None  # the server answers only a placed call
         call_id = self.placed.call_id
+        install_loss_recovery()  # as the unit does: a lost packet must not freeze our picture for seconds
         peer = self.peer = CallPeer(
             rtc_configuration(self.placed.ice_servers, self.placed.relay_only), label=f"call {call_id}",
-            on_state=self._peer_state, gather_timeout=self._gather_timeout, clock=self._clock)
+            on_state=self._peer_state, on_link=self._link_changed, gather_timeout=self._gather_timeout,
+            clock=self._clock)
         try:
             await peer.open_media(self._media)
             sdp = await peer.answer(offer_sdp)
@@ -319,6 +346,10 @@ class StaffCall:
         elif state == "failed":
             self.error = self.error or "ICE/DTLS failed"
             self._media_failed()
+
+    def _link_changed(self, state: LinkState) -> None:
+        if not self._ended.is_set():
+            self.link_notices.append((self._clock(), state))
 
     def _media_failed(self) -> None:
         self._mirror(c.MediaFailed(), self._clock())

@@ -14,7 +14,7 @@ from kiosk.media.peer import GATHER_TIMEOUT
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
 
-from .call import DEFAULT_TIMEOUT, CallResult, CallTimes, Clock, StaffCall
+from .call import DEFAULT_TIMEOUT, MEDIA_TIMEOUT, CallResult, CallTimes, Clock, StaffCall
 from .errors import CallEndedEarly, CallError, CallRejected, CallTimeout, LoginFailed
 from .media import TestMedia
 
@@ -24,6 +24,10 @@ log = logging.getLogger("kiosk.caregiver")
 
 #: What the socket reader puts in the inbox when the socket has closed.
 _CLOSED = None
+#: A call socket that drops while media flows (a server restart) is opened again and the
+#: call resumed, for this long, retrying after a pause that doubles up to the cap.
+RESUME_TIMEOUT = 60.0
+RESUME_PAUSE = (0.2, 2.0)
 
 
 class CaregiverClient:
@@ -46,6 +50,8 @@ class CaregiverClient:
         self.call_in_progress: StaffCall | None = None
         self._inbox: asyncio.Queue[m.ServerToStaff | ProtocolError | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self._resuming: asyncio.Task[None] | None = None
+        self._closing = False
         self._send_lock = asyncio.Lock()
 
     async def __aenter__(self) -> Self:
@@ -56,6 +62,10 @@ class CaregiverClient:
 
     async def close(self) -> None:
         """Hang up a call in progress, close the socket and the session."""
+        self._closing = True
+        if self._resuming is not None:
+            self._resuming.cancel()
+            await asyncio.gather(self._resuming, return_exceptions=True)
         call = self.call_in_progress
         if call is not None:
             with contextlib.suppress(CallError, ConnectionError, TimeoutError):
@@ -140,7 +150,8 @@ class CaregiverClient:
         return call
 
     async def call(self, citizen_id: str, *, talk_seconds: float = 5.0,
-                   answer_timeout: float = 60.0, timeout: float = DEFAULT_TIMEOUT) -> CallResult:
+                   answer_timeout: float = 60.0, timeout: float = DEFAULT_TIMEOUT,
+                   media_timeout: float = MEDIA_TIMEOUT) -> CallResult:
         """A whole call: place it, wait for the answer and for media both ways,
         talk ``talk_seconds`` (or until the citizen hangs up), hang up.
 
@@ -153,7 +164,7 @@ class CaregiverClient:
             return CallResult(None, None, None, 0, 0, CallTimes(), error=str(exc), refused=exc.reason)
         try:
             await call.wait_answered(answer_timeout)
-            await call.wait_media(video=1, audio=1, timeout=timeout)
+            await call.wait_media(video=1, audio=1, timeout=media_timeout)
             with contextlib.suppress(CallTimeout):
                 await call.wait_ended(talk_seconds)
         except CallEndedEarly:
@@ -187,6 +198,32 @@ class CaregiverClient:
                 else:
                     self._inbox.put_nowait(message)
         finally:
+            call = self.call_in_progress
+            if call is not None and call.in_call and not self._closing:
+                # Media flows peer to peer: the server going away (a restart) is no reason to end.
+                log.info("call %s: the call socket dropped; media goes on, resuming", call.call_id)
+                self._resuming = asyncio.ensure_future(self._resume(call))
+            else:
+                self._inbox.put_nowait(_CLOSED)
+                if call is not None:
+                    call.connection_lost()
+
+    async def _resume(self, call: StaffCall) -> None:
+        """Open the call socket again and take the call up; give up after :data:`RESUME_TIMEOUT`."""
+        assert call.call_id is not None  # in call: it was placed
+        deadline = self.clock() + RESUME_TIMEOUT
+        pause, cap = RESUME_PAUSE
+        while not call.ended and self.clock() < deadline:
+            try:
+                await self.connect()
+                await self.send(m.CallResume(call_id=call.call_id))
+            except (aiohttp.ClientError, ConnectionError, OSError) as exc:
+                log.info("call %s: the server is not back yet (%s)", call.call_id, type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause = min(cap, pause * 2)
+                continue
+            call.resumed()
+            return
+        if not call.ended:
             self._inbox.put_nowait(_CLOSED)
-            if self.call_in_progress is not None:
-                self.call_in_progress.connection_lost()
+            call.connection_lost()

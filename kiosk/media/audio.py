@@ -57,6 +57,10 @@ MAX_QUEUED_MS = 100
 #: A player that died is started again at most this often (no fork storm when
 #: the sound server is gone).
 RESTART_PAUSE = 1.0
+#: A player with nothing to play for this long is ended (the call is over, or its
+#: audio stopped): the canceller rests, and no process outlives a call whose
+#: sink nobody closed. The next frame starts a new one.
+IDLE_RELEASE = 3.0
 #: ``pactl`` answers in milliseconds; a server that does not is as good as absent.
 PACTL_TIMEOUT = 5.0
 
@@ -264,8 +268,9 @@ class SpeakerSink:
     Called on the event loop for every decoded frame; it never blocks. The
     player process starts with the first frame (on ``output``, or on what
     :func:`find_output` finds then), and again with a later frame if it died
-    (the sound server restarted), at most once per :data:`RESTART_PAUSE`.
-    Audio that cannot be played within :data:`MAX_QUEUED_MS` is dropped and counted.
+    (the sound server restarted), at most once per :data:`RESTART_PAUSE`; it
+    ends after :data:`IDLE_RELEASE` without frames. Audio that cannot be played
+    within :data:`MAX_QUEUED_MS` is dropped and counted.
     """
 
     def __init__(
@@ -284,7 +289,9 @@ class SpeakerSink:
         self._gain: _Gain | None = None
         self._player: Player | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._idle_watch: asyncio.Task[None] | None = None
         self._next_start = 0.0
+        self._last_frame = 0.0
         self._waiting = bytearray()  # PCM that arrived while the player started
         self._closed = False
         self.frames_played = 0
@@ -318,6 +325,7 @@ class SpeakerSink:
     def __call__(self, frame: av.AudioFrame) -> None:
         if self._closed:
             return
+        self._last_frame = self._clock()
         pcm = self._convert(frame)
         player = self._player
         if player is not None and player.alive:
@@ -352,17 +360,30 @@ class SpeakerSink:
             self._player = player
             self.starts += 1
             player.write(bytes(self._waiting))
+            self._idle_watch = asyncio.ensure_future(self._release_when_idle(player))
         except AudioError as exc:
             log.warning("the speaker could not be started: %s", exc)
         finally:
             self._waiting.clear()
             self._starting = None
 
+    async def _release_when_idle(self, player: Player) -> None:
+        while player.alive:
+            idle = self._clock() - self._last_frame
+            if idle >= IDLE_RELEASE:
+                log.debug("the speaker had nothing to play for %.1f s: stream ended", idle)
+                await player.close()
+                return
+            await asyncio.sleep(IDLE_RELEASE - idle)
+
     async def close(self) -> None:
         """The call ended: stop playing at once. Idempotent."""
         self._closed = True
         if self._starting is not None:
             await asyncio.gather(self._starting, return_exceptions=True)
+        if self._idle_watch is not None:
+            self._idle_watch.cancel()
+            await asyncio.gather(self._idle_watch, return_exceptions=True)
         if self._player is not None:
             await self._player.close()
 

@@ -23,8 +23,9 @@ PLI itself, with its own SSRCs; we add no second RTCP path.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiortc.rtcrtpreceiver
@@ -39,6 +40,14 @@ Clock = Callable[[], float]
 # aiortc's own constructor, kept for audio and for uninstalling.
 _AIORTC_JITTER_BUFFER = JitterBuffer
 
+#: A hole is given this many round trips: the NACK's way there, the copy's way back, and the
+#: same again for a NACK sent with the next gap when the first copy was lost too.
+HOLE_WAIT_ROUND_TRIPS = 2.0
+#: Beyond this a frozen picture is better ended by a key frame than by more waiting.
+MAX_HOLE_WAIT = 1.5
+#: Unanswered key-frame requests are repeated at most this far apart.
+MAX_RETRY_INTERVAL = 2.4
+
 _VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 _H264_IDR = 5
 
@@ -48,8 +57,11 @@ class KeyframeRequestPolicy:
 
     Ask as soon as a picture is lost, unless we asked less than
     ``min_interval`` ago (one key frame repairs every loss before it).  While
-    no key frame has come, ask again every ``retry_interval``: a PLI can be
-    lost too.
+    no key frame has come, ask again after ``retry_interval``: a PLI can be
+    lost too.  Each further retry waits twice as long (up to
+    :data:`MAX_RETRY_INTERVAL`): on a narrow link a key frame takes longer
+    than the first interval to arrive, and asking again only sends another
+    one into the same queue, which is how a capped link freezes for good.
     """
 
     def __init__(self, min_interval: float = 0.2, retry_interval: float = 0.6) -> None:
@@ -58,11 +70,11 @@ class KeyframeRequestPolicy:
         self.waiting = False
         self.requests = 0
         self._last_request: float | None = None
-        self._asked_for_this_loss = False
+        self._retries = 0  # requests for this loss after the first
 
     def picture_lost(self) -> None:
         if not self.waiting:
-            self._asked_for_this_loss = False
+            self._retries = -1  # the first request for this loss is not a retry
         self.waiting = True
 
     def keyframe_received(self) -> None:
@@ -71,11 +83,14 @@ class KeyframeRequestPolicy:
     def should_request(self, now: float) -> bool:
         if not self.waiting:
             return False
-        interval = self.retry_interval if self._asked_for_this_loss else self.min_interval
+        if self._retries < 0:
+            interval = self.min_interval
+        else:
+            interval = min(MAX_RETRY_INTERVAL, self.retry_interval * 2 ** self._retries)
         if self._last_request is not None and now - self._last_request < interval:
             return False
         self._last_request = now
-        self._asked_for_this_loss = True
+        self._retries += 1
         self.requests += 1
         return True
 
@@ -112,6 +127,7 @@ class RecoveringJitterBuffer(JitterBuffer):
     ) -> None:
         super().__init__(capacity=capacity, prefetch=prefetch, is_video=is_video)
         self.max_hole_wait = max_hole_wait
+        self.hole_wait_floor = max_hole_wait  # what follow_round_trip never goes below
         self.policy = policy or KeyframeRequestPolicy()
         self._clock = clock
         self._blocked_since: float | None = None
@@ -202,11 +218,15 @@ def install_loss_recovery(
 
     aiortc builds the buffer in ``RTCRtpReceiver.__init__`` from the name
     ``JitterBuffer`` in its module; we replace that name.  ``max_hole_wait``
-    should exceed a NACK round trip on the networks we serve, or we ask for
-    key frames that retransmission would have made unnecessary; 0.3 s suits
-    links up to ~250 ms RTT.
+    is the wait before the round trip is measured, and the least wait after
+    (:func:`follow_round_trip` lengthens it for slow links).  Installing again
+    with the same settings returns the recovery in force (the unit and the
+    Python caregiver may share a process, in tests and the demo).
     """
     global _installed
+    if _installed is not None and (_installed.max_hole_wait, _installed.min_interval,
+                                   _installed.retry_interval) == (max_hole_wait, min_interval, retry_interval):
+        return _installed
     recovery = LossRecovery(max_hole_wait, min_interval, retry_interval)
 
     def jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
@@ -224,6 +244,33 @@ def install_loss_recovery(
     aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[attr-defined,assignment]
     _installed = recovery
     return recovery
+
+
+def hole_wait_for(rtt: float | None, floor: float) -> float:
+    """How long a hole may wait for NACK on a link whose round trip is ``rtt`` seconds (None: not measured)."""
+    if rtt is None or not math.isfinite(rtt) or rtt <= 0:
+        return floor
+    return min(MAX_HOLE_WAIT, max(floor, HOLE_WAIT_ROUND_TRIPS * rtt))
+
+
+def recovering_buffer(receiver: object) -> RecoveringJitterBuffer | None:
+    """The recovering buffer of an aiortc ``RTCRtpReceiver``, if it has one.
+
+    aiortc keeps it in a private attribute (``RTCRtpReceiver.__jitter_buffer``);
+    reading it is the price of not keeping a second map from receivers to buffers.
+    """
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    return buffer if isinstance(buffer, RecoveringJitterBuffer) else None
+
+
+def follow_round_trip(receivers: Iterable[object], rtt: float | None) -> float | None:
+    """Let the video buffers of ``receivers`` wait for holes as long as ``rtt`` needs; the wait set."""
+    wait = None
+    for receiver in receivers:
+        buffer = recovering_buffer(receiver)
+        if buffer is not None:
+            wait = buffer.max_hole_wait = hole_wait_for(rtt, buffer.hole_wait_floor)
+    return wait
 
 
 def uninstall_loss_recovery() -> None:

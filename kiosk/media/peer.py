@@ -12,7 +12,12 @@ same on both sides and lives here once:
   video through :class:`~kiosk.media.stats.MeteredTrack` so freezes are counted,
   each frame handed to the side's sink,
 - connection state changes, the call's quality (numbers only), and closing:
-  idempotent, and complete even when cancelled.
+  idempotent, and complete even when cancelled,
+- while connected, a look at the link every :data:`WATCH_INTERVAL`: loss
+  recovery follows the measured round trip (:func:`~kiosk.media.keyframes.follow_round_trip`),
+  the link's state (good, poor, lost: :mod:`kiosk.media.link`) goes to ``on_link``,
+  and media lost for good (:data:`~kiosk.media.link.GIVE_UP_AFTER`) is reported as
+  the connection "failed", which aiortc itself would say only after 30 s.
 
 Nothing here knows about the protocol's messages: the sides turn what it
 returns into them.
@@ -22,11 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol, TypeAlias
+from typing import Any, Final, Protocol, TypeAlias
 
 from aiortc import (
     RTCConfiguration,
@@ -39,6 +45,8 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from av.frame import Frame
 
 from .encoders import prefer_video_codec
+from .keyframes import follow_round_trip
+from .link import MAX_BITRATE_CAP, Counters, LinkState, LinkWatch, loss_based_cap
 from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
     "IceServerEntry",
     "LocalMedia",
     "MediaOpener",
+    "ice_path",
     "rtc_configuration",
 ]
 
@@ -57,6 +66,8 @@ log = logging.getLogger("kiosk.media.peer")
 #: ICE gathering on a healthy network takes well under a second; an unreachable
 #: TURN server is what makes it slow, and then the call cannot work anyway.
 GATHER_TIMEOUT: Final = 15.0
+#: How often a connected peer looks at its link (the round trip, the counters, media arriving).
+WATCH_INTERVAL: Final = 0.5
 
 FrameSink: TypeAlias = Callable[[Frame], None]
 Clock: TypeAlias = Callable[[], float]
@@ -79,6 +90,55 @@ def rtc_configuration(ice_servers: Iterable[IceServerEntry], relay_only: bool) -
     servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers]
     policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+def ice_path(pc: RTCPeerConnection) -> str | None:
+    """"relay" if the call's media goes through TURN, "direct" if not, None before ICE chose a pair.
+
+    aiortc does not report the selected candidate pair in its stats; aioice keeps
+    it in its connection (private names, read defensively)."""
+    for transceiver in pc.getTransceivers():
+        ice = getattr(getattr(transceiver.sender, "transport", None), "transport", None)
+        connection = getattr(ice, "_connection", None)
+        for pair in getattr(connection, "_nominated", {}).values():
+            types = {getattr(pair.local_candidate, "type", None), getattr(pair.remote_candidate, "type", None)}
+            return "relay" if "relay" in types else "direct"
+    return None
+
+
+@dataclass(frozen=True)
+class _LinkSample:
+    counters: Counters
+    rtt: float | None  # seconds; None until measured
+    video_fraction_lost: float | None  # 0..1, from the other side's latest receiver report on our video
+
+
+async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
+    """The RTP counters, the measured round trip and the loss reported on our video."""
+    received = lost = sent = 0
+    rtts: list[float] = []
+    video_lost: float | None = None
+    for stats in (await pc.getStats()).values():
+        kind = getattr(stats, "type", None)
+        if kind == "inbound-rtp":
+            received += stats.packetsReceived
+            lost += max(0, stats.packetsLost)
+        elif kind == "outbound-rtp":
+            sent += stats.bytesSent
+        elif kind == "remote-inbound-rtp":
+            if stats.roundTripTime is not None:
+                rtts.append(stats.roundTripTime)
+            if stats.kind == "video":
+                video_lost = stats.fractionLost / 256  # RTCP's 8-bit fixed point
+    return _LinkSample(Counters(received, lost, sent), max(rtts) if rtts else None, video_lost)
+
+
+def _cap_video_bitrate(pc: RTCPeerConnection, cap: int) -> None:
+    """Hold our video encoders at or below ``cap`` bit/s (aiortc raises them again on each REMB)."""
+    for sender in pc.getSenders():
+        encoder: Any = getattr(sender, "_RTCRtpSender__encoder", None)  # aiortc keeps it private
+        if sender.kind == "video" and getattr(encoder, "target_bitrate", 0) > cap:
+            encoder.target_bitrate = cap
 
 
 class CallMediaError(Exception):
@@ -123,6 +183,7 @@ class CallPeer:
         on_state: Callable[[str], None] | None = None,
         on_video_frame: FrameSink | None = None,
         on_audio_frame: FrameSink | None = None,
+        on_link: Callable[[LinkState], None] | None = None,
         gather_timeout: float = GATHER_TIMEOUT,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -132,15 +193,20 @@ class CallPeer:
         self._on_state = on_state
         self._on_video_frame = on_video_frame
         self._on_audio_frame = on_audio_frame
+        self._on_link = on_link
         self._clock = clock
         self.pc: RTCPeerConnection | None = None
         self.media: LocalMedia | None = None
         self.freezes = FreezeCounter()
+        self.link = LinkWatch()
+        self.hole_wait: float | None = None  # loss recovery's wait for a hole, as the round trip set it
+        self.bitrate_cap = MAX_BITRATE_CAP  # our video's cap from reported loss
         self.audio_frames = 0
         self.connected_at: float | None = None
         self.first_video_at: float | None = None
         self.first_audio_at: float | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()  # set on every state change and remote frame
         self._closed = False
         self._quality: CallQuality | None = None
@@ -260,7 +326,8 @@ class CallPeer:
             if self.pc is not None and self.connected_at is not None:
                 self.freezes.close(self._clock())
                 try:
-                    self._quality = await measure(self.pc, self.freezes, self.connected_at, self._clock)
+                    quality = await measure(self.pc, self.freezes, self.connected_at, self._clock)
+                    self._quality = dataclasses.replace(quality, **self.link.record(), ice_path=ice_path(self.pc))
                 except Exception as exc:  # stats are a nicety; closing the call is not
                     log.warning("%s: call quality could not be measured: %s", self.label, exc, exc_info=True)
         finally:  # even when cancelled: camera, microphone and sockets are released
@@ -268,6 +335,9 @@ class CallPeer:
         return self._quality
 
     async def _release(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         if self.pc is not None:
             with contextlib.suppress(Exception):
                 await self.pc.close()
@@ -325,6 +395,7 @@ class CallPeer:
         state = str(pc.connectionState)
         if state == "connected" and self.connected_at is None:
             self.connected_at = self._clock()
+            self._watcher = asyncio.ensure_future(self._watch(pc))
         log.info("%s: media %s", self.label, state)
         self._progress.set()
         if self._on_state is not None and not self._closed:
@@ -337,8 +408,36 @@ class CallPeer:
         elif track.kind == "audio":
             self._pumps.append(asyncio.ensure_future(self._pump(track, self._audio_frame)))
 
+    async def _watch(self, pc: RTCPeerConnection) -> None:
+        """While connected: loss recovery follows the round trip; the link's state is told;
+        media lost for good fails the connection."""
+        while not self._closed and pc is self.pc:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                sample = await _link_sample(pc)
+            except Exception:  # closing under us; stats are never worth a call
+                log.debug("%s: link sample failed", self.label, exc_info=True)
+                continue
+            self.hole_wait = follow_round_trip(pc.getReceivers(), sample.rtt)
+            self.bitrate_cap = loss_based_cap(self.bitrate_cap, sample.video_fraction_lost)
+            _cap_video_bitrate(pc, self.bitrate_cap)
+            now = self._clock()
+            change = self.link.observe(now, sample.counters)
+            if change is not None:
+                log.info("%s: link %s", self.label, change)
+                if self._on_link is not None and not self._closed:
+                    self._on_link(change)
+            if self.link.gave_up(now):
+                log.warning("%s: no media for %.0f s: the peers lost each other", self.label,
+                            self.link.give_up_after)
+                self._progress.set()
+                if self._on_state is not None and not self._closed:
+                    self._on_state("failed")
+                return
+
     def _video_frame(self, frame: Frame) -> None:
         # MeteredTrack has counted it already; recv() returning means it was decoded.
+        self.link.frame("video", self._clock())
         if self.first_video_at is None:
             self.first_video_at = self._clock()
         if self._on_video_frame is not None:
@@ -346,6 +445,7 @@ class CallPeer:
 
     def _audio_frame(self, frame: Frame) -> None:
         self.audio_frames += 1
+        self.link.frame("audio", self._clock())
         if self.first_audio_at is None:
             self.first_audio_at = self._clock()
         if self._on_audio_frame is not None:

@@ -96,6 +96,12 @@ class CallQuality:
     freezes: int
     frozen_s: float
     longest_gap_s: float
+    # The link, from the peer's watch (kiosk.media.link) and ICE:
+    outages: int = 0  # media silent for 1.5 s or more, then back
+    longest_outage_s: float = 0.0
+    recovery_s: float | None = None  # the slowest return of video after media came back
+    lowest_bitrate_sent_bps: int | None = None
+    ice_path: str | None = None  # "direct" or "relay"
 
     def as_record(self) -> dict[str, Any]:
         return asdict(self)

@@ -248,6 +248,16 @@ class CallConnected(Message, frozen=True, tag="call-connected"):
     call_id: str
 
 
+class CallResume(Message, frozen=True, tag="call-resume"):
+    """Staff -> server, on a new call socket: take up my call in progress again.
+
+    Sent after the call socket dropped (a server restart, a network blink) while
+    media still flowed peer to peer; the server answers only if the call has
+    ended meanwhile (with its :class:`CallEnded`)."""
+
+    call_id: str
+
+
 class CallHangUp(Message, frozen=True, tag="call-hangup"):
     """Either side -> server: end the call (``media-failed`` when media could not be set up)."""
 
@@ -275,11 +285,20 @@ class CallEnded(Message, frozen=True, tag="call-ended"):
     facts: DeviceFacts | None = None
 
 
+#: One call's quality as a peer measured it: numbers, and a few words such as ``ice_path``.
+#: The Python peers (kiosk.media.stats.CallQuality) send, besides bitrate, loss, jitter and
+#: round trip: ``frames_decoded``, ``freezes`` and ``frozen_s`` (their total), ``outages``,
+#: ``longest_outage_s``, ``recovery_s`` (video back after media returned),
+#: ``lowest_bitrate_sent_bps`` and ``ice_path`` ("direct" or "relay"); the page sends what
+#: the browser's stats offer under the same names where they exist.
+CallQuality: TypeAlias = dict[str, float | int | str | None]
+
+
 class CallQualityReport(Message, frozen=True, tag="call-quality"):
     """Either peer -> server after a call: its quality summary (never any media)."""
 
     call_id: str
-    quality: dict[str, float | int | None]
+    quality: CallQuality
 
 
 DeviceToServer: TypeAlias = (
@@ -289,7 +308,7 @@ DeviceToServer: TypeAlias = (
 ServerToDevice: TypeAlias = (
     Welcome | HeartbeatAck | CommandDelivery | ResultAck | Rejected | CallRing | CallAccept | CallEnded
 )
-StaffToServer: TypeAlias = CallStart | CallAccept | CallConnected | CallHangUp | CallQualityReport
+StaffToServer: TypeAlias = CallStart | CallResume | CallAccept | CallConnected | CallHangUp | CallQualityReport
 ServerToStaff: TypeAlias = CallPlaced | CallRinging | CallAnswer | CallEnded | Rejected
 
 

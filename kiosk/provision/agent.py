@@ -17,13 +17,16 @@ import kiosk
 from kiosk.protocol import backoff, signing
 from kiosk.protocol import messages as m
 from kiosk.protocol.signing import Refusal, Refused
-from kiosk.provision import clock, diagnostics, enroll, handlers, wipe
+from kiosk.provision import clock, diagnostics, enroll, handlers, sd_notify, wipe
 from kiosk.provision.link import ServerLink
 from kiosk.provision.local_api import UiServer
 from kiosk.provision.state import StateDir, Vault
 from kiosk.provision.system_actions import SystemActions
 
 log = logging.getLogger("kiosk.agent")
+
+#: Call messages kept while the server link is down; a call needs a handful.
+CALL_BACKLOG = 16
 
 
 def resume_interrupted_wipe(state: StateDir) -> bool:
@@ -54,6 +57,9 @@ class Agent:
                                backoff_base, backoff_cap, lambda exc: clock.diagnose(pin.url, ca_pem, exc))
         self.ui = UiServer(state.socket_path, self.status, self._from_ui, self._ui_liveness_changed)
         self.ringing: m.CallRing | None = None  # a ring the citizen has not answered or missed yet
+        #: Call messages from the UI while the server link is down (a 4G blink); the server
+        #: holds the call for a while, so they go out, in order, when the link is back.
+        self.call_backlog: list[m.DeviceToServer] = []
         self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
 
     # -------------------------------------------------------------------- status
@@ -102,8 +108,14 @@ class Agent:
     async def _from_ui(self, message: m.UiToAgent) -> None:
         if isinstance(message, (m.CallAnswer, m.CallHangUp)):
             self.ringing = None
-        if isinstance(message, m.CALL_UPSTREAM) and not await self.link.send(message):
-            log.warning("call message from the UI dropped: the server is not connected")
+        if not isinstance(message, m.CALL_UPSTREAM):
+            return
+        if self.call_backlog or not await self.link.send(message):  # kept in order behind the backlog
+            if len(self.call_backlog) < CALL_BACKLOG:
+                self.call_backlog.append(message)
+                log.info("call message from the UI kept until the server link is back")
+            else:
+                log.warning("call message from the UI dropped: the server has not been reachable for long")
 
     async def _ui_liveness_changed(self) -> None:
         await self.link.beat_now()
@@ -163,6 +175,10 @@ class Agent:
         await self.link.send(m.ResultDelivery(envelope=envelope))
 
     async def _flush_outbox(self) -> None:
+        while self.call_backlog:  # a call is the most urgent thing to catch up on
+            if not await self.link.send(self.call_backlog[0]):
+                return
+            self.call_backlog.pop(0)
         for _command_id, envelope in self.state.outbox_items():
             if not await self.link.send(m.ResultDelivery(envelope=envelope)):
                 return
@@ -171,8 +187,10 @@ class Agent:
     # ----------------------------------------------------------------------- run
     async def run(self) -> None:
         await self.ui.start()
+        sd_notify.notify("READY=1")  # under systemd: the screen may start now (its socket is open)
         tasks = [asyncio.create_task(self.link.run_forever(), name="link"),
-                 asyncio.create_task(self._worker(), name="commands")]
+                 asyncio.create_task(self._worker(), name="commands"),
+                 asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog")]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -35,15 +35,29 @@ def _check(name: str, status: CheckStatus, detail: str) -> DiagnosticCheck:
     return DiagnosticCheck(name=name, status=status, detail=detail)
 
 
-def versions(_: LinkFacts) -> DiagnosticCheck:
-    os_name = "unknown OS"
+def _os_release() -> dict[str, str]:
     try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
+        lines = Path("/etc/os-release").read_text().splitlines()
     except OSError:
-        pass
-    return _check("versions", "OK", f"agent {kiosk.__version__}; {os_name}; kernel {platform.release()}")
+        return {}
+    return {key: value.strip('"') for key, sep, value in (line.partition("=") for line in lines) if sep}
+
+
+def _boot_slot() -> str | None:
+    """The A/B slot the kiosk image booted from (its bootloader puts kiosk.slot= on the command line)."""
+    try:
+        args = Path("/proc/cmdline").read_text().split()
+    except OSError:
+        return None
+    return next((arg.removeprefix("kiosk.slot=") for arg in args if arg.startswith("kiosk.slot=")), None)
+
+
+def versions(_: LinkFacts) -> DiagnosticCheck:
+    release = _os_release()
+    detail = f"agent {kiosk.__version__}; {release.get('PRETTY_NAME', 'unknown OS')}; kernel {platform.release()}"
+    if "IMAGE_VERSION" in release:
+        detail += f"; image {release['IMAGE_VERSION']} slot {_boot_slot() or '?'}"
+    return _check("versions", "OK", detail)
 
 
 def uptime(facts: LinkFacts) -> DiagnosticCheck:

@@ -3,6 +3,11 @@
 The decisions are the pure state machine's (kiosk.protocol.call); this module feeds it
 events from the staff socket and the device link, carries out its effects, and keeps
 the timers. SDP passes through untouched; media never touches the server.
+
+Since media never touches the server, a call in progress must outlive it: a call whose
+media flows is kept in the store (``live_calls``) until its record is written, a
+restarted server takes it up again, the unit's agent reconnects by itself and the
+caregiver's page sends :class:`~kiosk.protocol.messages.CallResume` on a new socket.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
 from kiosk.server import turn
 from kiosk.server.hub import Hub
-from kiosk.server.store import CallRow, Clock, Store
+from kiosk.server.store import CallRow, Clock, LiveCallRow, Store
 
 log = logging.getLogger("kiosk.server.calls")
 
@@ -62,6 +67,11 @@ class LiveCall:
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
+async def _not_resumed(message: m.ServerToStaff) -> None:
+    """The staff side of a call taken up after a restart, until the caregiver resumes it."""
+    raise ConnectionError("the caregiver has not resumed this call yet")
+
+
 class CallNotPlaced(Exception):
     """Staff may not, or cannot, call this citizen; ``code`` says which for the browser."""
 
@@ -81,6 +91,17 @@ class CallManager:
         self.live: dict[str, LiveCall] = {}
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
         hub.on_detach.append(self.device_gone)
+        self._take_up_calls_in_progress()
+
+    def _take_up_calls_in_progress(self) -> None:
+        """After a restart: the calls whose media was flowing go on, waiting for their caregiver."""
+        for row in self.store.live_call_rows():
+            machine = c.Call(config=self.config, state=c.CallState.IN_CALL, placed_at=row.placed_at,
+                             rang_at=row.rang_at, answered_at=row.answered_at, connected_at=row.connected_at)
+            self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
+                                         row.citizen_id, row.device_id, _not_resumed, machine,
+                                         screen_awake=row.screen_awake)
+            log.info("call %s in progress taken up again", row.id)
 
     def _ice(self, leg: str) -> tuple[list[m.IceServer], bool]:
         if self.turn is None:
@@ -138,9 +159,27 @@ class CallManager:
                     else c.Cancel()
                 await self._feed(live, event)
 
-    async def staff_gone(self, call_id: str) -> None:
+    async def resume(self, caller: Caller, call_id: str, staff: StaffSend) -> bool:
+        """The caregiver's new socket takes up their call again; whether it is still going.
+
+        A call that ended meanwhile is told as it ended, with its record's facts."""
         live = self.live.get(call_id)
-        if live is not None:
+        if live is not None and live.caller.username == caller.username:
+            live.staff = staff
+            log.info("call %s resumed by its caregiver", call_id)
+            return True
+        record = self.store.call_record(call_id)
+        if record is not None and record.caller == caller.username:
+            facts = m.convert(json.loads(record.facts), m.DeviceFacts) if record.facts else None
+            with contextlib.suppress(ConnectionError):
+                await staff(m.CallEnded(call_id=call_id, reason=c.EndReason(record.end_reason), facts=facts))
+        return False
+
+    async def staff_gone(self, call_id: str, staff: StaffSend | None = None) -> None:
+        """The caregiver's socket for ``call_id`` closed: they hung up (unless the call has
+        moved to another socket of theirs since)."""
+        live = self.live.get(call_id)
+        if live is not None and (staff is None or live.staff == staff):
             await self._feed(live, c.HangUp(c.Side.STAFF))
 
     # ---------------------------------------------------------------- device side
@@ -181,7 +220,10 @@ class CallManager:
     # -------------------------------------------------------------- the machine
     async def _feed(self, live: LiveCall, event: c.Event) -> None:
         transition = c.step(live.machine, event, self.clock())
+        was_in_call = live.machine.state is c.CallState.IN_CALL
         live.machine = transition.state
+        if live.machine.state is c.CallState.IN_CALL and not was_in_call:
+            self._keep_in_progress(live)
         for effect in transition.actions:
             if isinstance(effect, c.Ignored):
                 log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
@@ -243,6 +285,15 @@ class CallManager:
             rang_for_seconds=round(rang_for, 3) if rang_for is not None else None,
             ui_alive=link.ui_alive if link else None, screen_awake=live.screen_awake,
         )
+
+    def _keep_in_progress(self, live: LiveCall) -> None:
+        machine = live.machine
+        assert machine.placed_at is not None and machine.connected_at is not None  # in call
+        self.store.save_live_call(LiveCallRow(
+            id=live.id, caller=live.caller.username, caller_name=live.caller.display_name,
+            caller_role=live.caller.role, citizen_id=live.citizen_id, device_id=live.device_id,
+            placed_at=machine.placed_at, rang_at=machine.rang_at, answered_at=machine.answered_at,
+            connected_at=machine.connected_at, screen_awake=live.screen_awake))
 
     def _record(self, live: LiveCall, record: c.CallRecord) -> None:
         del self.live[live.id]

@@ -331,7 +331,7 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 print_json([{"kind": scope.kind, "value": scope.value, "failures": state.failures,
                              "blocked_until": state.blocked_until} for scope, state in held])
             for scope, state in [] if args.json else held:
-                wait = max(0.0, state.blocked_until - time.time())
+                wait = max(0.0, state.blocked_until - store.clock())
                 print(f"{scope.kind:<8} {scope.value:<40} {state.failures:>5} failures, waits {wait:.0f} s")
         case "citizen", "add":
             caregivers = {u: store.user(u) for u in args.caregiver}

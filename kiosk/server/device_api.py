@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
@@ -174,7 +174,10 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
             elif frame.type == WSMsgType.ERROR:
                 break
     finally:
-        hub.detach(link)
+        # A unit that closed the connection itself (a close frame, whatever its code: its agent
+        # stopping sends one) is gone; a connection that died without a word is held for the
+        # grace period, since a 4G blink is not "offline".
+        hub.detach(link, grace=ws.close_code in (None, WSCloseCode.ABNORMAL_CLOSURE))
         log.info("device %s disconnected", device_id)
     return ws
 

@@ -3,16 +3,25 @@
 One :class:`DeviceLink` per connected device. Commands are stored first (by the API or
 the CLI, possibly in another process) and delivered from the store, so a command to an
 offline device simply waits as pending until it is delivered or expires.
+
+A unit on rural 4G loses its connection for a few seconds now and then. A link that
+drops is therefore *held* for :data:`DETACH_GRACE_SECONDS` before the unit counts as
+gone: it stays online to the console, a call ringing or in progress goes on (media
+never passes through here), and call messages for it wait and go out, in order, on
+the connection the unit makes next. Only when the grace runs out is the unit offline
+(``on_detach``). Commands are not held: they wait in the store as always.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from kiosk.protocol import messages as m
 from kiosk.server.store import Clock, Store
@@ -21,6 +30,11 @@ log = logging.getLogger("kiosk.server.hub")
 
 SWEEP_INTERVAL_SECONDS = 0.5
 SEEN_FLUSH_SECONDS = 2.0  # how stale the CLI's view of "online" may be
+#: A dropped link is held this long before the unit is offline: a 4G blink is not "offline".
+DETACH_GRACE_SECONDS: Final = 15.0
+#: Call messages a held link keeps for the next connection (a call needs a handful).
+HELD_MESSAGES: Final = 32
+_HELD_KINDS = (m.CallRing, m.CallAccept, m.CallEnded)
 
 
 @dataclass(eq=False)
@@ -36,11 +50,30 @@ class DeviceLink:
     sent: set[str] = field(default_factory=set)  # command ids sent on this connection
 
 
+class _HeldMessages:
+    """What a held link was asked to send: call messages wait, anything else fails as on a dead link."""
+
+    def __init__(self) -> None:
+        self.messages: list[m.ServerToDevice] = []
+
+    async def send(self, message: m.ServerToDevice) -> None:
+        if not isinstance(message, _HELD_KINDS) or len(self.messages) >= HELD_MESSAGES:
+            raise ConnectionError("the unit's link dropped; it has not reconnected yet")
+        self.messages.append(message)
+
+    async def close(self) -> None:
+        return None
+
+
 class Hub:
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None,
+                 detach_grace: float = DETACH_GRACE_SECONDS) -> None:
         self.store = store
         self.clock: Clock = clock or store.clock
+        self.detach_grace = detach_grace
         self.links: dict[str, DeviceLink] = {}
+        #: Units whose link dropped, held within the grace: their stand-in link and its timer.
+        self.held: dict[str, tuple[_HeldMessages, asyncio.TimerHandle]] = {}
         self._dirty_seen: dict[str, tuple[float, str, bool]] = {}
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Future[None]] = set()  # referenced until done, or the loop may drop them
@@ -53,18 +86,49 @@ class Hub:
         link.connected_at = self.clock()
         old = self.links.get(link.device_id)
         self.links[link.device_id] = link
-        if old is not None:  # the device reconnected before we noticed the old link die
+        held = self.held.pop(link.device_id, None)
+        if held is not None:  # back within the grace: what waited goes out first, in order
+            messages, timer = held
+            timer.cancel()
+            log.info("device %s reconnected within the grace; %d call messages follow",
+                     link.device_id, len(messages.messages))
+            for message in messages.messages:
+                with contextlib.suppress(ConnectionError):
+                    await link.send(message)
+        elif old is not None:  # the device reconnected before we noticed the old link die
             await old.close()
         self.seen(link)
 
-    def detach(self, link: DeviceLink) -> None:
-        if self.links.get(link.device_id) is link:
-            del self.links[link.device_id]
-            self._dirty_seen[link.device_id] = (link.last_seen, link.state, False)
-            for callback in self.on_detach:
-                running = asyncio.ensure_future(callback(link.device_id))
-                self._callbacks.add(running)
-                running.add_done_callback(self._callbacks.discard)
+    def detach(self, link: DeviceLink, *, grace: bool = True) -> None:
+        """The link's connection ended; with ``grace``, hold the unit online for a while."""
+        if self.links.get(link.device_id) is not link:
+            return
+        if not grace or self.detach_grace <= 0:
+            self._gone(link)
+            return
+        messages = _HeldMessages()
+        stand_in = dataclasses.replace(link, send=messages.send, close=messages.close, sent=set())
+        self.links[link.device_id] = stand_in
+        timer = asyncio.get_running_loop().call_later(self.detach_grace, self._grace_over, stand_in)
+        self.held[link.device_id] = (messages, timer)
+        log.info("device %s: link dropped; held for %.0f s", link.device_id, self.detach_grace)
+
+    def _grace_over(self, stand_in: DeviceLink) -> None:
+        if self.links.get(stand_in.device_id) is stand_in:
+            self.held.pop(stand_in.device_id, None)
+            log.info("device %s did not reconnect within the grace: offline", stand_in.device_id)
+            self._gone(stand_in)
+
+    def _gone(self, link: DeviceLink) -> None:
+        del self.links[link.device_id]
+        held = self.held.pop(link.device_id, None)
+        if held is not None:
+            held[1].cancel()
+        self._dirty_seen[link.device_id] = (link.last_seen, link.state, False)
+        for callback in self.on_detach:
+            running = asyncio.ensure_future(callback(link.device_id))
+            self._callbacks.add(running)
+            running.add_done_callback(self._callbacks.discard)
 
     def seen(self, link: DeviceLink) -> None:
         link.last_seen = self.clock()
@@ -73,7 +137,7 @@ class Hub:
     async def disconnect(self, device_id: str) -> None:
         link = self.links.get(device_id)
         if link is not None:
-            self.detach(link)
+            self.detach(link, grace=False)  # we close it: no reconnect is coming
             await link.close()
 
     # ---------------------------------------------------------------- delivery
@@ -103,7 +167,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for link in list(self.links.values()):
-            self.detach(link)
+            self.detach(link, grace=False)
             await link.close()
         self.flush_seen()
 

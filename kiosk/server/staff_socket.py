@@ -1,7 +1,8 @@
 """The staff browser's WebSocket for calls (console port, logged-in people only).
 
-One socket carries one call at a time: call-start from the browser, then the relay of
-SDP and the end of the call. Bad frames get a ``rejected`` reply and the socket stays.
+One socket carries one call at a time: call-start from the browser (or call-resume, to
+take up a call in progress after the socket dropped), then the relay of SDP and the end
+of the call. Bad frames get a ``rejected`` reply and the socket stays.
 """
 
 from __future__ import annotations
@@ -55,11 +56,14 @@ async def staff_socket(request: web.Request) -> web.StreamResponse:
                     current = await calls.place(caller, message.citizen_id, send)
                 except CallNotPlaced as exc:
                     await send(m.Rejected(reason=exc.code, detail=str(exc)))
+            elif isinstance(message, m.CallResume):  # our socket dropped (a server restart); media went on
+                if await calls.resume(caller, message.call_id, send):
+                    current = message.call_id
             else:
                 await calls.from_staff(user.username, message)
     finally:
         if current is not None:
-            await calls.staff_gone(current)  # closing the page hangs up
+            await calls.staff_gone(current, send)  # closing the page hangs up
     return ws
 
 

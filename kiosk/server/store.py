@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
+from kiosk.protocol.machine import Transition
 from kiosk.server.audit import AuditEntry, checked, is_account
 
 #: Wall time in seconds since the epoch; tests pass a clock they can set.
@@ -139,6 +140,24 @@ calls = sa.Table(
     sa.Column("quality_device", sa.Text),
 )
 
+live_calls = sa.Table(
+    "live_calls", metadata,  # calls in progress, so a restarted server can take them up again
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("caller", sa.String(64), nullable=False),
+    sa.Column("caller_name", sa.String(200), nullable=False),
+    sa.Column("caller_role", sa.String(32), nullable=False),
+    sa.Column("citizen_id", sa.String(36), nullable=False),
+    sa.Column("device_id", sa.String(36), nullable=False),
+    sa.Column("placed_at", sa.Float, nullable=False),
+    sa.Column("rang_at", sa.Float),
+    sa.Column("answered_at", sa.Float),
+    sa.Column("connected_at", sa.Float, nullable=False),
+    sa.Column("screen_awake", sa.Boolean),
+)
+
+#: What the command lifecycle (kiosk.protocol.command_lifecycle) needs of a stored command.
+_LIFE_COLUMNS = (commands.c.state, commands.c.expires_at, commands.c.delivered_at, commands.c.finished_at)
+
 sessions = sa.Table(
     "sessions", metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
@@ -251,10 +270,27 @@ class CallRow:
     quality_device: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LiveCallRow:
+    """A call whose media flows: what a restarted server needs to take it up again."""
+
+    id: str
+    caller: str
+    caller_name: str
+    caller_role: str
+    citizen_id: str
+    device_id: str
+    placed_at: float
+    rang_at: float | None
+    answered_at: float | None
+    connected_at: float
+    screen_awake: bool | None
+
+
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
-    TokenRow: enroll_tokens, HoldRow: enrollment_holds,
+    LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds,
 }
 R = TypeVar("R")
 
@@ -464,11 +500,8 @@ class Store:
 
     def command(self, command_id: str) -> CommandRow | None:
         with self.engine.connect() as conn:
-            return self._command(conn, command_id)
+            return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
 
-    @staticmethod
-    def _command(conn: Connection, command_id: str) -> CommandRow | None:
-        return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
 
     def pending_commands(self, device_id: str | None = None) -> list[CommandRow]:
         """The commands to send now, oldest first, as the lifecycle says (kiosk.protocol.command_lifecycle)."""
@@ -480,50 +513,56 @@ class Store:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
-    @staticmethod
-    def _save_life(conn: Connection, row: CommandRow, life: CommandLife, **result: Any) -> bool:
-        """Write a command's new life, only if no one else changed it since it was read."""
-        return bool(conn.execute(
-            commands.update().where(commands.c.id == row.id, commands.c.state == row.state)
-            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at, **result)
-        ).rowcount)
+    def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
+                      **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
+        """Feed a command's lifecycle one event and write what changed (with the extra columns given).
+
+        Returns the transition if it changed the command, else None. The write is guarded by the
+        state it read, so another process that changed the command meanwhile wins and this one
+        changes nothing.
+        """
+        row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
+        if row is None:
+            return None
+        before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
+        after = lifecycle.step(before, event, self.clock())
+        if after.state == before:
+            return None
+        life = after.state
+        written = conn.execute(
+            commands.update().where(commands.c.id == command_id, commands.c.state == before.state)
+            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at,
+                    **written_with_the_change)
+        ).rowcount
+        return after if written else None
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
-            row = self._command(conn, command_id)
-            if row is None:
-                return
-            after = lifecycle.step(row.life, lifecycle.Acknowledged(), self.clock())
-            if after.state != row.life:
-                self._save_life(conn, row, after.state)
+            self._step_command(conn, command_id, lifecycle.Acknowledged())
 
     def expire_commands(self) -> list[str]:
         """Open commands past their expiry become 'expired'; returns their ids."""
-        now = self.clock()
-        due = sa.select(commands).where(commands.c.state.in_(sorted(lifecycle.OPEN)), commands.c.expires_at <= now)
+        due = sa.select(commands.c.id).where(commands.c.state.in_(sorted(lifecycle.OPEN)),
+                                             commands.c.expires_at <= self.clock())
         with self.engine.connect() as conn:  # the common case, nothing due, takes no write lock
             if conn.execute(due.limit(1)).first() is None:
                 return []
         expired = []
         with self.tx() as conn:
-            for row in [_from_row(CommandRow, r) for r in conn.execute(due)]:
-                after = lifecycle.step(row.life, lifecycle.Swept(), now)
-                if lifecycle.AuditExpiry() in after.actions and self._save_life(conn, row, after.state):
-                    self.append_audit(conn, "server", "command-expired", None, command_id=row.id)
-                    expired.append(row.id)
+            for command_id in list(conn.execute(due).scalars()):
+                changed = self._step_command(conn, command_id, lifecycle.Swept())
+                if changed is not None and lifecycle.AuditExpiry() in changed.actions:
+                    self.append_audit(conn, "server", "command-expired", None, command_id=command_id)
+                    expired.append(command_id)
         return expired
 
     def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
                        result_envelope: bytes, result: dict[str, Any]) -> bool:
         """Record a verified result if it is the command's first; returns whether it was."""
-        row = self._command(conn, command_id)
-        if row is None:
-            return False
-        after = lifecycle.step(row.life, lifecycle.Reported(ok=outcome == "ok"), self.clock())
-        if lifecycle.KeepResult() not in after.actions:
-            return False
-        return self._save_life(conn, row, after.state, outcome=outcome, reason=reason,
-                               result_envelope=result_envelope, result=json.dumps(result, default=str))
+        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"),
+                                     outcome=outcome, reason=reason, result_envelope=result_envelope,
+                                     result=json.dumps(result, default=str))
+        return changed is not None and lifecycle.KeepResult() in changed.actions
 
     # --------------------------------------------------------------- people
     def add_user(self, username: str, password_hash: str, role: str, actor: str,
@@ -590,8 +629,19 @@ class Store:
         """After a wipe the screen belongs to no citizen; the citizen's record stays."""
         conn.execute(citizens.update().where(citizens.c.device_id == device_id).values(device_id=None))
 
-    def add_call_record(self, record: CallRow) -> None:
+    def save_live_call(self, row: LiveCallRow) -> None:
         with self.tx() as conn:
+            conn.execute(live_calls.delete().where(live_calls.c.id == row.id))
+            conn.execute(live_calls.insert().values(**dataclasses.asdict(row)))
+
+    def live_call_rows(self) -> list[LiveCallRow]:
+        with self.engine.connect() as conn:
+            return [_from_row(LiveCallRow, r) for r in conn.execute(sa.select(live_calls))]
+
+    def add_call_record(self, record: CallRow) -> None:
+        """The call's record; a call in progress it was is no longer (one transaction)."""
+        with self.tx() as conn:
+            conn.execute(live_calls.delete().where(live_calls.c.id == record.id))
             conn.execute(calls.insert().values(**dataclasses.asdict(record)))
             self.append_audit(conn, record.caller, "call-ended", record.device_id, call_id=record.id,
                               citizen_id=record.citizen_id, reason=record.end_reason,

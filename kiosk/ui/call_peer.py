@@ -32,6 +32,7 @@ import av
 from aiortc import RTCConfiguration
 from av.frame import Frame
 
+from kiosk.media.link import LinkState
 from kiosk.media.peer import (
     GATHER_TIMEOUT,
     CallMediaError,
@@ -113,7 +114,9 @@ class DeviceCall:
     """One call's peer connection on the unit, from the ring to the hang-up.
 
     ``on_state`` is called with aiortc's connection state ("connecting",
-    "connected", "failed", "closed") whenever it changes, while the call is open.
+    "connected", "failed", "closed") whenever it changes, while the call is open;
+    ``on_link`` with the link's state ("good", "poor", "lost") while connected,
+    for the citizen's "Dårlig forbindelse" notice.
     Its connection, media and counters are its :attr:`peer`'s.
     """
 
@@ -125,6 +128,7 @@ class DeviceCall:
         on_state: Callable[[str], None] | None = None,
         on_video_frame: VideoSink | None = None,
         audio_sink: AudioSink | None = None,
+        on_link: Callable[[LinkState], None] | None = None,
         gather_timeout: float = GATHER_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +143,7 @@ class DeviceCall:
             on_state=on_state,
             on_video_frame=self._video_frame,
             on_audio_frame=self._audio_frame,
+            on_link=on_link,
             gather_timeout=gather_timeout,
             clock=clock,
         )

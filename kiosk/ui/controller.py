@@ -115,6 +115,14 @@ class MediaDown:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkChanged:
+    """The call's link as the peer judges it: "good", "poor" or "lost" (kiosk.media.link)."""
+
+    call_id: str
+    link: str
+
+
+@dataclass(frozen=True, slots=True)
 class QualityReady:
     """A closed peer's quality summary (only for calls that had media)."""
 
@@ -128,7 +136,7 @@ class Tick:
 
 LocalEvent: TypeAlias = (
     AgentConnected | AgentLost | AnswerPressed | HangUpPressed | OfferReady | MediaUp | MediaDown
-    | QualityReady | Tick
+    | LinkChanged | QualityReady | Tick
 )
 Event: TypeAlias = LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded
 
@@ -180,6 +188,7 @@ class CallView:
     peer: PeerStage = "none"
     end_reason: str | None = None  # an EndReason value: the server's if it told us, else ours
     ended_at: float | None = None
+    link: str = "good"  # "poor" or "lost": the citizen is told ("Dårlig forbindelse — billedet kan hakke")
 
     @property
     def call_id(self) -> str:
@@ -227,6 +236,7 @@ class Screen:
     device_state: m.DeviceState | None = None
     citizen_name: str | None = None
     contact_staff: tuple[str, ...] = ()
+    link: str | None = None  # in a call: "poor" or "lost" shows the notice; None: all is well
 
     def log_record(self) -> dict[str, Any]:
         """One JSON-able line for logs and the headless CLI: no citizen data, no SDP."""
@@ -236,6 +246,7 @@ class Screen:
             ("caller", self.caller_name),
             ("role", self.caller_role),
             ("reason", self.end_reason),
+            ("link", self.link),
             ("offline", self.offline),
             ("device_state", self.device_state),
         ):
@@ -264,6 +275,7 @@ def screen(state: UiState) -> Screen:
             caller_name=view.ring.caller_name,
             caller_role=view.ring.caller_role,
             end_reason=view.end_reason,
+            link=view.link if view.link != "good" and not view.ended else None,
         )
     if state.agent == "connecting" or (state.agent == "up" and state.status is None):
         return Screen("starting")
@@ -346,6 +358,11 @@ def step(state: UiState, event: Event, now: float) -> Transition:
             if view is None:
                 return Transition(state)
             return _feed(state, view, c.MediaFailed(), now)
+        case LinkChanged(call_id=call_id, link=link):
+            view = _live(state, call_id)
+            if view is None or view.link == link:
+                return Transition(state)
+            return Transition(_with_call(state, replace(view, link=link)))
         case QualityReady(report=report):
             return Transition(state, (Send(report),))  # the call has ended: that is when it is ready
         case Tick():

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from kiosk.media.link import LinkState
 from kiosk.protocol import messages as m
 from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
@@ -171,10 +172,14 @@ class UiSession:
         def on_state(state: str) -> None:
             self._peer_state(call_id, state)
 
+        def on_link(link: LinkState) -> None:  # "Dårlig forbindelse" on the citizen's screen
+            self.post(ui.LinkChanged(call_id, link.value))
+
         peer = DeviceCall(
             ring,
             self._open_media,
             on_state=on_state,
+            on_link=on_link,
             on_video_frame=self._on_video_frame,
             audio_sink=self._audio_sink(),
             gather_timeout=self._gather_timeout,

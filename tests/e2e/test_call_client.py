@@ -122,3 +122,51 @@ def test_python_caregiver_outside_the_care_team_is_refused(
             return refused.value
 
     assert asyncio.run(scenario()).reason == "forbidden"
+
+
+@pytest.mark.timeout(120)
+def test_a_call_in_progress_survives_the_server_killed_and_restarted(
+        server: ServerProcess, unit: tuple[Path, str], care: tuple[AgentProcess, str]) -> None:
+    """SIGKILL mid-call: media goes on both ways (it never passed through the server), nobody
+    is told the call failed, signalling reattaches to the restarted server, the record completes."""
+    screen_log, citizen_id = unit
+    agent, _ = care
+
+    async def scenario() -> tuple[Any, int, int]:
+        async with CaregiverClient(server.console, media=TestMedia(176, 144, 15)) as anne:
+            await anne.login("anne", ADMIN_PASSWORD)
+            call = await anne.place_call(citizen_id)
+            await call.wait_media(video=10, audio=25, timeout=30)
+            assert server.proc is not None
+            server.proc.kill()  # SIGKILL: nothing is written, nothing is said
+            server.proc.wait()
+            before = call.video_frames
+            await asyncio.sleep(3.0)  # the server is down; the call is not
+            during = call.video_frames - before
+            assert not call.ended, f"the call ended with the server: {call.end_reason}"
+            await asyncio.to_thread(server.start)
+            for _ in range(300):
+                if call.resumes:
+                    break
+                await asyncio.sleep(0.1)
+            assert call.resumes == 1, "the caregiver took the call up again on the restarted server"
+            await asyncio.to_thread(agent.wait_online, 30)
+            after = call.video_frames
+            await call.wait_media(video=after + 15, audio=1, timeout=20)
+            return await call.hang_up(), during, after
+
+    result, during, _ = asyncio.run(scenario())
+    assert during >= 15, f"only {during} frames while the server was down"
+    assert result.end_reason is EndReason.HUNG_UP_BY_STAFF and result.error is None
+
+    def record() -> dict[str, Any] | None:
+        rows = [r for r in server.cli_json("call", "list") if r["id"] == result.call_id]
+        return rows[0] if rows and rows[0]["quality_device"] and rows[0]["quality_staff"] else None
+
+    row = wait_until(record, 30, 0.3, what="the call's record, completed after the restart, with both reports")
+    assert row["end_reason"] == "hung_up_by_staff" and row["connected_at"] and row["talk_seconds"] > 3
+    screens = [json.loads(line)["screen"] for line in screen_log.read_text().splitlines() if line.startswith("{")]
+    assert screens[-2:] == ["in-call", "ended"], screens  # the citizen's screen never left the call
+    end_lines = [json.loads(line) for line in screen_log.read_text().splitlines()
+                 if line.startswith("{") and json.loads(line)["screen"] == "ended"]
+    assert end_lines[-1].get("reason") == "hung_up_by_staff", end_lines[-1]

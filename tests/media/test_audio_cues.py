@@ -11,19 +11,21 @@ import numpy as np
 import pytest
 
 from kiosk.media.audio_cues import (
+    PAUSE_SECONDS,
     RING_HZ,
     CuePlayer,
     announcement,
     speech,
 )
-from tests.pipewire_fixture import RATE, PipeWire, band_level_db, dominant_frequency, level_db
-
-WINDOW = 0.05  # seconds per analysis window
-
-
-def windows(samples: np.ndarray) -> list[np.ndarray]:
-    size = int(RATE * WINDOW)
-    return [samples[i:i + size] for i in range(0, len(samples) - size + 1, size)]
+from tests.pipewire_fixture import (
+    RATE,
+    WINDOW,
+    PipeWire,
+    band_level_db,
+    dominant_frequency,
+    level_db,
+    windows,
+)
 
 
 def segments(flags: list[bool]) -> list[tuple[int, int]]:
@@ -44,14 +46,23 @@ def is_ring(window: np.ndarray) -> bool:
 
 
 def rings_in(samples: np.ndarray) -> list[tuple[int, int]]:
-    """(first, end) windows of each ring in ``samples`` (a fifth of a second at least)."""
-    return [(a, b) for a, b in segments([is_ring(w) for w in windows(samples)]) if b - a >= 4]
+    """(first, end) windows of each ring in ``samples`` (a fifth of a second at least).
+
+    A gap shorter than the pause between rings is a late player on a loaded
+    machine, not the end of a ring: the two parts are one ring.
+    """
+    rings: list[tuple[int, int]] = []
+    for first, end in segments([is_ring(w) for w in windows(samples)]):
+        if rings and (first - rings[-1][1]) * WINDOW < PAUSE_SECONDS / 2:
+            first = rings.pop()[0]
+        rings.append((first, end))
+    return [(a, b) for a, b in rings if b - a >= 4]
 
 
 def ring_bursts(samples: np.ndarray) -> list[float]:
     """The level (dB) of each ring in ``samples``."""
     parts = windows(samples)
-    return [float(np.median([level_db(w) for w in parts[a:b]])) for a, b in rings_in(samples)]
+    return [float(np.median([level_db(w) for w in parts[a:b] if is_ring(w)])) for a, b in rings_in(samples)]
 
 
 async def record(pipewire: PipeWire, device: str, seconds: float) -> np.ndarray:

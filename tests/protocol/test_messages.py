@@ -131,6 +131,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.CallAnswer: st.builds(m.CallAnswer, call_id=text, sdp=sdps),
     m.CallAccept: st.builds(m.CallAccept, call_id=text, sdp=sdps),
     m.CallConnected: st.builds(m.CallConnected, call_id=text),
+    m.CallResume: st.builds(m.CallResume, call_id=text),
     m.CallHangUp: st.builds(m.CallHangUp, call_id=text, reason=st.sampled_from(["hung-up", "media-failed"])),
     m.DeviceFacts: device_facts,
     m.CallEnded: st.builds(

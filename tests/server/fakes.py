@@ -68,6 +68,11 @@ class FakeDevice:
     async def connect(self, hub: Hub) -> None:
         await hub.attach(self.link)
 
+    def new_connection(self) -> None:
+        """The same unit, connecting again: a new link with an empty inbox."""
+        self.inbox = Inbox()
+        self.link = DeviceLink(self.id, "(no certificate)", self.inbox.send, self.inbox.close)
+
 
 def open_store(directory: Path, clock: FakeClock) -> Store:
     directory.mkdir(parents=True, exist_ok=True)

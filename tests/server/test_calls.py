@@ -48,7 +48,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     calls = CallManager(store, hub, c.CallConfig(ring_timeout=RING_TIMEOUT), None)
     device = FakeDevice(store, "device-1")
     for username, role in (("anne", "caregiver"), ("bo", "caregiver")):
-        store.add_user(username, "(not a hash)", role, "test", username.title())
+        store.add_user(username, "(not a hash)", role, "cli:test", username.title())
     with store.tx() as conn:
         citizen_id = store.add_citizen(conn, "Karen Jensen", device.id, ["anne"])
     await device.connect(hub)
@@ -267,7 +267,7 @@ async def test_every_headline_agrees_with_the_facts_of_its_reason(
     call_id = await _ends(world, reason)
     record = world.store.call_record(call_id)
     assert record is not None and record.end_reason == reason.value
-    facts = m.convert(json.loads(record.facts or "null"), m.DeviceFacts)
+    facts: m.DeviceFacts = m.convert(json.loads(record.facts or "null"), m.DeviceFacts)
     text = ending_text(lang, reason.value).lower()
     made = [claim for claim, (words, _) in CLAIMS.items() if any(w in text for w in words)]
     assert made, f"{reason} ({lang}): the headline {text!r} says nothing the test can check"
@@ -296,3 +296,50 @@ async def test_a_ring_the_unit_never_confirms_ends_as_did_not_ring_not_as_unansw
     assert world.device.inbox.last(m.CallEnded).reason == "did_not_ring"  # the unit stops, if it rings late
     record = world.store.call_record(call_id)
     assert record is not None and record.rang_at is None and record.end_reason == "did_not_ring"
+
+
+# --- a call in progress outlives the server ----------------------------------------------
+
+
+async def test_a_restarted_server_takes_up_a_call_in_progress_and_completes_its_record(world: World) -> None:
+    call_id = await _connected(world)
+    connected_at = world.clock.now
+    # The server dies (nothing runs, nothing is written) and a new one starts on the same store.
+    restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    assert restarted.live[call_id].machine.state is c.CallState.IN_CALL
+    await world.device.connect(restarted.hub)  # the unit's agent reconnects by itself
+
+    page = Inbox()  # the caregiver's page, on a new socket
+    assert await restarted.resume(ANNE, call_id, page.send)
+    assert page.messages == []  # nothing to tell: the call goes on
+    assert not await restarted.resume(Caller("bo", "Bo", "caregiver"), call_id, Inbox().send)  # not Bo's
+
+    world.clock.advance(60.0)
+    await restarted.from_device(world.device.id, m.CallHangUp(call_id=call_id))
+    assert page.last(m.CallEnded).reason == "hung_up_by_citizen"
+    await restarted.from_staff("anne", m.CallQualityReport(call_id=call_id, quality={"freezes": 0}))
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == "hung_up_by_citizen"
+    assert record.connected_at == connected_at and record.talk_seconds == 60.0
+    assert record.rang_at is not None and record.answered_at is not None
+    assert record.quality_staff is not None
+    assert world.store.live_call_rows() == []  # no longer in progress
+
+
+async def test_resuming_a_call_that_ended_meanwhile_tells_how_it_ended(world: World) -> None:
+    call_id = await _connected(world)
+    await world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id))
+    page = Inbox()
+    assert not await world.calls.resume(ANNE, call_id, page.send)
+    assert page.last(m.CallEnded).reason == "hung_up_by_citizen"
+
+
+async def test_an_old_socket_closing_does_not_hang_up_a_call_resumed_elsewhere(world: World) -> None:
+    call_id = await _connected(world)
+    first = world.calls.live[call_id].staff
+    second = Inbox()
+    assert await world.calls.resume(ANNE, call_id, second.send)
+    await world.calls.staff_gone(call_id, first)
+    assert call_id in world.calls.live
+    await world.calls.staff_gone(call_id, second.send)
+    assert call_id not in world.calls.live

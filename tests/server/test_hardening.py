@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 
 from kiosk.server import app as _app  # noqa: F401 (registers every route, the staff socket's too)
-from kiosk.server.console_api import ROUTES, STATE_CHANGING
+from kiosk.server import auth
+from kiosk.server.console_api import PUBLIC, ROUTES, STATE_CHANGING
 from tests.harness import ADMIN_PASSWORD, AgentProcess, Console, ServerProcess
 
 FOREIGN = "http://evil.example"
@@ -146,6 +147,21 @@ def test_no_state_changing_route_takes_a_request_from_another_site(
     if route.path != "/api/logout":  # that one would end the shared session
         same_origin, _ = admin.request(route.method, path, raw=body, headers={"Origin": server.console})
         assert same_origin not in (403, 415), "the console's own pages may"
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.permission not in (PUBLIC, None)
+                                   and not auth.may("caregiver", r.permission)], ids=lambda r: f"{r.method} {r.path}")
+def test_a_role_without_the_permission_is_refused_before_its_input_is_read(
+        shared_server: tuple[ServerProcess, Console], route: Any) -> None:
+    """Generated from the route table: garbage from a role that may not use the route gets 403, never 400."""
+    server, _ = shared_server
+    caregiver = Console(server.console)
+    if caregiver.login("carla") != 200:
+        server.add_admin("carla", "caregiver")
+        assert caregiver.login("carla") == 200
+    path = _path(route.path, "not-a-device") + ("?limit=lots&after=-1" if route.query else "")
+    status, body = caregiver.request(route.method, path, raw=b"\x00{garbage" if route.method != "GET" else None)
+    assert (status, body["error"]) == (403, "forbidden"), (route.path, body)
 
 
 def test_the_staff_call_socket_refuses_pages_of_other_sites(server: ServerProcess) -> None:

@@ -3,11 +3,13 @@ online, an expired one never does, and a revoked device's link is closed."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.protocol.command_lifecycle import CommandState
 from kiosk.server import commands
 from kiosk.server.ca import Authority, load_or_create
@@ -41,8 +43,8 @@ async def test_a_command_to_an_offline_device_waits_and_expires_unsent(
         store: Store, clock: FakeClock, authority: Authority) -> None:
     device = FakeDevice(store, "device-1")
     hub = Hub(store)
-    early = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=60.0)
-    late = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=3600.0)
+    early = commands.queue(store, authority, device.id, m.Ping(), "cli:test", ttl_seconds=60.0)
+    late = commands.queue(store, authority, device.id, m.Ping(), "cli:test", ttl_seconds=3600.0)
     clock.advance(60.0)
     await hub.sweep()
 
@@ -92,3 +94,67 @@ async def test_links_are_stamped_on_the_hubs_clock(store: Store, clock: FakeCloc
     hub.flush_seen()
     row = store.device(device.id)
     assert row is not None and row.last_seen == START + 5.0 and row.online
+
+
+# --- a link that blinks -------------------------------------------------------------------
+
+
+def hub_telling_offline(store: Store, detach_grace: float) -> tuple[Hub, list[str]]:
+    """A hub, and the devices it has declared offline (its ``on_detach``), in order."""
+    hub = Hub(store, detach_grace=detach_grace)
+    gone: list[str] = []
+
+    async def offline(device_id: str) -> None:
+        gone.append(device_id)
+
+    hub.on_detach.append(offline)
+    return hub, gone
+
+
+async def test_a_dropped_link_is_held_online_and_its_call_messages_wait_for_the_next_connection(
+        store: Store, authority: Authority) -> None:
+    hub, gone = hub_telling_offline(store, detach_grace=30.0)
+    device = FakeDevice(store, "device-1")
+    await device.connect(hub)
+    hub.detach(device.link)  # the 4G bearer dropped
+
+    assert device.id in hub.links and gone == []  # still online to the console and the calls
+    held = hub.links[device.id]
+    ring = m.CallRing(call_id="c1", caller_name="Anne", caller_role="caregiver", ice_servers=[])
+    ended = m.CallEnded(call_id="c1", reason=EndReason.CANCELLED_BY_CALLER)
+    await held.send(ring)
+    await held.send(ended)
+    with pytest.raises(ConnectionError):  # commands wait in the store, not here
+        await held.send(m.CommandDelivery(envelope=m.SignedEnvelope(payload=b"{}", signature=b"")))
+    queued = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=3600.0)
+    await hub.deliver_pending(device.id)  # nothing sent on the held link, nothing lost
+
+    device.new_connection()  # the unit is back
+    await device.connect(hub)
+    await hub.deliver_pending(device.id)
+    assert device.inbox.messages[:2] == [ring, ended]  # in order, before anything else
+    assert sent_ids(device) == [queued.id]
+    assert hub.held == {} and gone == []
+
+
+async def test_a_link_not_back_within_the_grace_is_offline(store: Store) -> None:
+    hub, gone = hub_telling_offline(store, detach_grace=0.05)
+    device = FakeDevice(store, "device-1")
+    await device.connect(hub)
+    hub.detach(device.link)
+    for _ in range(100):
+        if gone:
+            break
+        await asyncio.sleep(0.02)
+    assert gone == [device.id] and device.id not in hub.links and hub.held == {}
+
+
+async def test_a_unit_that_says_goodbye_or_is_disconnected_is_offline_at_once(store: Store) -> None:
+    hub = Hub(store, detach_grace=30.0)
+    device = FakeDevice(store, "device-1")
+    await device.connect(hub)
+    hub.detach(device.link, grace=False)
+    assert device.id not in hub.links
+    await device.connect(hub)
+    await hub.disconnect(device.id)  # revoked, or wiped: no reconnect is coming
+    assert device.id not in hub.links and hub.held == {}

@@ -31,7 +31,7 @@ def store(tmp_path: Path, clock: FakeClock) -> Store:
 
 def queue(store: Store, command_id: str = "cmd-1", ttl: float = TTL) -> CommandRow:
     with store.tx() as conn:
-        store.add_command(conn, command_id, "device-1", "ping", b"{}", "test", store.clock() + ttl)
+        store.add_command(conn, command_id, "device-1", "ping", b"{}", "cli:test", store.clock() + ttl)
     row = store.command(command_id)
     assert row is not None
     return row
@@ -130,7 +130,7 @@ def test_enrollment_tokens_and_held_units_on_the_clock(store: Store, clock: Fake
 
 
 def test_sessions_end_on_the_clock(store: Store, clock: FakeClock) -> None:
-    store.add_user("anne", "(not a hash)", "caregiver", "test")
+    store.add_user("anne", "(not a hash)", "caregiver", "cli:test")
     token = store.create_session("anne", ttl_seconds=600.0)
     clock.advance(599.0)
     user = store.session_user(token)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.ui import controller as ui
 from kiosk.ui.controller import (
     AcceptAnswer,
@@ -358,3 +359,18 @@ def test_every_started_peer_is_closed_once_its_call_ends(sequence: list[tuple[ui
                 open_peers.remove(action.call_id)
         live = state.call.call_id if state.call is not None and not state.call.ended else None
         assert open_peers <= {live}, (open_peers, live)
+
+
+def test_a_poor_link_in_a_call_is_shown_and_cleared_and_never_after_the_end() -> None:
+    d = idle()
+    d.feed(RING)
+    call_id = RING.call_id
+    d.feed(ui.LinkChanged(call_id, "poor"))
+    assert d.shown().link == "poor" and d.shown().log_record()["link"] == "poor"
+    d.feed(ui.LinkChanged("another-call", "lost"))  # not this call's
+    assert d.shown().link == "poor"
+    d.feed(ui.LinkChanged(call_id, "good"))
+    assert d.shown().link is None and "link" not in d.shown().log_record()
+    d.feed(ui.LinkChanged(call_id, "lost"))
+    d.feed(m.CallEnded(call_id=call_id, reason=EndReason.CONNECTION_LOST))
+    assert d.shown().name == "ended" and d.shown().link is None

@@ -12,6 +12,8 @@ const TEXT = {
     "login-wait": "For mange forkerte forsøg. Prøv igen om {s} sekunder.",
     placing: "Ringer op …", ringing: "Det ringer hos borgeren …", connecting: "Borgeren har taget den – forbinder …",
     "in-call": "I samtale", camera: "Kameraet kunne ikke startes: ",
+    poor: "Dårlig forbindelse — billedet kan hakke.", lost: "Forbindelsen er væk — vi prøver at få den tilbage …",
+    "sound-only": "Fortsæt kun med lyd", "sound-only-on": "Kun lyd: dit billede sendes ikke, og borgerens er skjult.",
     facts: {
       online: (v) => v ? "Skærmen var forbundet" : "Skærmen var ikke forbundet",
       since: (t) => "forbundet siden " + t, lastSeen: (t) => "sidst set " + t,
@@ -29,6 +31,8 @@ const TEXT = {
     "login-wait": "Too many failed attempts. Try again in {s} seconds.",
     placing: "Calling …", ringing: "Ringing at the citizen's …", connecting: "The citizen answered – connecting …",
     "in-call": "In call", camera: "The camera could not start: ",
+    poor: "Poor connection — the picture may stutter.", lost: "The connection is gone — trying to get it back …",
+    "sound-only": "Continue with sound only", "sound-only-on": "Sound only: your picture is not sent and the citizen's is hidden.",
     facts: {
       online: (v) => v ? "The screen was connected" : "The screen was not connected",
       since: (t) => "connected since " + t, lastSeen: (t) => "last seen " + t,
@@ -111,7 +115,8 @@ async function placeCall(citizen) {
   $("ended").hidden = true; $("hangup").hidden = false;
   $("call-title").textContent = citizen.name;
   status(t("placing"));
-  call.ended = null; call.id = null;
+  call.ended = null; call.id = null; call.startedAt = 0; call.link = "good";
+  soundOnly = false; $("remote").hidden = false; $("link-notice").hidden = true; $("sound-only").hidden = true;
   try {
     call.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
     $("local").srcObject = call.local;
@@ -119,12 +124,68 @@ async function placeCall(citizen) {
     status(t("camera") + err.message);
     return;
   }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  call.ws = new WebSocket(scheme + "//" + location.host + "/api/calls/socket");
-  call.ws.onopen = () => send({ type: "call-start", citizen_id: citizen.id });
-  call.ws.onmessage = (event) => onSignal(JSON.parse(event.data));
-  call.ws.onclose = () => { if (!call.ended) ended({ reason: "media_failed", facts: null }); };
+  openSocket({ type: "call-start", citizen_id: citizen.id });
 }
+
+// The call socket. If it drops while media flows (a server restart), the call goes on peer to
+// peer: open it again and resume the call, for up to RESUME_SECONDS, before giving up.
+const RESUME_SECONDS = 60;
+function openSocket(first, resumeUntil) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = call.ws = new WebSocket(scheme + "//" + location.host + "/api/calls/socket");
+  ws.onopen = () => send(first);
+  ws.onmessage = (event) => onSignal(JSON.parse(event.data));
+  ws.onclose = () => {
+    if (call.ended || ws !== call.ws) return;
+    const flowing = call.pc && call.pc.connectionState === "connected";
+    const until = resumeUntil || performance.now() + RESUME_SECONDS * 1000;
+    if (flowing && call.id && performance.now() < until) {
+      setTimeout(() => { if (!call.ended) openSocket({ type: "call-resume", call_id: call.id }, until); }, 1000);
+    } else {
+      ended({ reason: call.startedAt ? "connection_lost" : "media_failed", facts: null });
+    }
+  };
+}
+
+// What the caregiver is told about the link while in call: poor (the picture stalls or
+// much is lost) or gone (nothing arrives), in plain words; cleared when it is good again.
+async function watchLink(pc) {
+  let lastFrames = 0, lastLost = 0, lastReceived = 0, stalledSince = null, calmSince = null;
+  while (!call.ended && call.pc === pc) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    if (call.ended || pc.connectionState === "closed") return;
+    let frames = 0, lost = 0, received = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type !== "inbound-rtp") return;
+      received += s.packetsReceived || 0; lost += Math.max(0, s.packetsLost || 0);
+      if (s.kind === "video") frames += s.framesDecoded || 0;
+    });
+    const now = performance.now();
+    const gotPackets = received > lastReceived;
+    const loss = received + lost > lastReceived + lastLost ? (lost - lastLost) / ((received - lastReceived) + (lost - lastLost)) : 0;
+    const stalled = frames === lastFrames && !soundOnly;
+    stalledSince = stalled ? (stalledSince || now) : null;
+    lastFrames = frames; lastLost = lost; lastReceived = received;
+    let state = "good";
+    if (!gotPackets || pc.connectionState === "disconnected") state = "lost";
+    else if ((stalledSince && now - stalledSince >= 1000) || loss >= 0.15) state = "poor";
+    if (state !== "good") calmSince = null; else calmSince = calmSince || now;
+    const notice = $("link-notice");
+    if (state !== "good") { notice.textContent = t(state); notice.hidden = false; $("sound-only").hidden = soundOnly; }
+    else if (now - calmSince >= 3000) { notice.hidden = true; }
+    call.link = state;
+  }
+}
+
+// One click: go on with sound only (our camera stops sending; the citizen's picture is hidden).
+let soundOnly = false;
+function goSoundOnly() {
+  soundOnly = true;
+  if (call.pc) for (const sender of call.pc.getSenders()) if (sender.track && sender.track.kind === "video") sender.track.enabled = false;
+  $("remote").hidden = true; $("sound-only").hidden = true;
+  $("link-notice").textContent = t("sound-only-on"); $("link-notice").hidden = false;
+}
+$("sound-only").addEventListener("click", goSoundOnly);
 
 function send(message) {
   if (call.ws && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(message));
@@ -142,8 +203,9 @@ async function onSignal(msg) {
       for (const track of call.local.getTracks()) call.pc.addTrack(track, call.local);
       call.pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
       call.pc.onconnectionstatechange = () => {
-        if (call.pc.connectionState === "connected") {
+        if (call.pc.connectionState === "connected" && !call.startedAt) {
           call.startedAt = performance.now();
+          watchLink(call.pc);
           status(t("in-call"));
           send({ type: "call-connected", call_id: call.id });
         } else if (call.pc.connectionState === "failed") {
@@ -228,6 +290,7 @@ async function ended(msg) {
   if (call.ws) call.ws.close();
   status("");
   $("hangup").hidden = true; $("ended").hidden = false;
+  $("sound-only").hidden = true; $("link-notice").hidden = true;
 }
 
 $("login").addEventListener("submit", async (event) => {

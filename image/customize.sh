@@ -1,0 +1,54 @@
+#!/bin/sh
+# mmdebstrap customize hook: turn the installed Debian tree into the kiosk root.
+#   customize.sh ROOT ARCH OVERLAY DEBUG(0|1) INITRAMFS_MODULES...
+# Runs on the build host as root; commands inside the tree run through chroot (qemu-user
+# for a foreign architecture).
+set -eu
+root=$1 arch=$2 overlay=$3 debug=$4
+shift 4
+
+cp -a "$overlay"/. "$root"/
+printf '%s\n' "$@" > "$root/etc/initramfs-tools/modules"
+
+in_root() { chroot "$root" "$@"; }
+
+# The screen's own unprivileged user; its home is a runtime directory (the root is read-only).
+in_root useradd --system --user-group --home-dir /run/kiosk-ui --no-create-home \
+    --shell /usr/sbin/nologin --groups video,render,input,audio kiosk-ui
+
+# Mount points on the read-only root; /var itself is a tmpfs (systemd.volatile=state).
+mkdir -p "$root/boot/config" "$root/data"
+# systemd gives each boot a transient machine id (the root cannot keep one).
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+
+in_root systemctl enable kiosk-agent.service kiosk-ui.service kiosk-boot-ok.service \
+    kiosk-firewall.service kiosk-firewall.timer nftables.service systemd-timesyncd.service \
+    NetworkManager.service
+in_root systemctl set-default graphical.target
+in_root systemctl mask systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer \
+    dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer grub-common.service
+if [ "$debug" = 1 ]; then
+    echo "debug build: a root login on the serial console" >&2
+    in_root passwd -d root
+else
+    # No login anywhere: no getty on any VT or serial line, no rescue or debug shell.
+    in_root systemctl mask getty@.service serial-getty@.service autovt@.service \
+        console-getty.service container-getty@.service debug-shell.service \
+        rescue.service emergency.service
+    in_root passwd -l root
+fi
+
+# Nobody logs in to a kiosk: su, passwd, mount and the like lose their setuid/setgid bits.
+# Only D-Bus's activation helper keeps its (image/audit-policy.toml checks the result).
+find "$root" -xdev -type f -perm /6000 ! -path "$root/usr/lib/dbus-1.0/dbus-daemon-launch-helper" \
+    -exec chmod ug-s {} +
+
+in_root update-initramfs -u -k all
+
+if [ "$arch" = amd64 ]; then
+    # GRUB as one EFI binary; its grub.cfg and grubenv sit beside it on the config partition.
+    in_root grub-mkimage -O x86_64-efi -p /EFI/BOOT -o /boot/BOOTX64.EFI \
+        part_gpt fat normal linux configfile loadenv test echo regexp cat sleep reboot halt \
+        all_video efi_gop gzio
+fi

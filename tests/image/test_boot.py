@@ -1,0 +1,184 @@
+"""The amd64 image built, provisioned for a kiosk-server on this machine, booted in QEMU
+(KVM + OVMF), and checked from outside: the server, the serial line, QMP and the disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiosk.image import gpt
+from tests.harness import ServerProcess, free_port, wait_until
+from tests.image.vm import OVMF_CODE, SERVER_IN_GUEST, SERVER_PORT_IN_GUEST, Vm
+
+pytestmark = [
+    pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(2400),
+    pytest.mark.skipif(os.geteuid() != 0, reason="building the image needs root"),
+    pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not OVMF_CODE.exists(),
+                       reason="needs qemu-system-x86 and ovmf (scripts/setup.sh)"),
+]
+GUEST_URL = f"https://{SERVER_IN_GUEST}:{SERVER_PORT_IN_GUEST}"
+BOOT_TIMEOUT = 300  # KVM boots in seconds; TCG on a loaded machine takes minutes
+ARTIFACTS = Path(os.environ.get("KIOSK_IMAGE_ARTIFACTS", "/var/tmp/kiosk-image-test"))
+
+
+@pytest.fixture(scope="session")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once per test run with `kiosk-image build` (KIOSK_TEST_IMAGE reuses one while developing)."""
+    if given := os.environ.get("KIOSK_TEST_IMAGE"):
+        return Path(given)
+    out = tmp_path_factory.mktemp("image-build")
+    proc = subprocess.run([sys.executable, "-m", "kiosk.image.cli", "build", "--arch", "amd64", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, f"kiosk-image build failed:\n{proc.stderr[-4000:]}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for manifest in out.glob("*.manifest.json"):
+        shutil.copy(manifest, ARTIFACTS / manifest.name)
+    return out / "skaermbesoeg-kiosk-amd64.img"
+
+
+def sha256_range(path: Path, offset: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        f.seek(offset)
+        left = size
+        while left and (chunk := f.read(min(left, 1 << 20))):
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def make_unit(built_image: Path, work: Path, server: ServerProcess, grow_mib: int = 512) -> Path:
+    """A copy of the image as a larger medium, provisioned the way logistics staff do it."""
+    disk = work / "disk.img"
+    subprocess.run(["cp", "--sparse=always", str(built_image), str(disk)], check=True)
+    with disk.open("r+b") as f:
+        f.truncate(disk.stat().st_size + grow_mib * 1024 * 1024)
+    prov_dir = work / "prov"
+    lines = server.cli("enroll-token", "create", "--count", "1", "--expires", "1d",
+                       "--server-url", GUEST_URL, "--out", str(prov_dir)).stdout.split()
+    subprocess.run([sys.executable, "-m", "kiosk.image.cli", "provision", str(disk), "--file", lines[0]],
+                   check=True, capture_output=True, text=True)
+    return disk
+
+
+def devices(server: ServerProcess) -> list[dict[str, Any]]:
+    return list(server.cli_json("device", "list"))
+
+
+def wait_online(server: ServerProcess, vm: Vm, timeout: float = BOOT_TIMEOUT) -> str:
+    def online() -> str | None:
+        assert vm.proc is not None and vm.proc.poll() is None, f"QEMU exited:\n{vm.serial()[-3000:]}"
+        return next((d["id"] for d in devices(server) if d["online"]), None)
+    try:
+        return str(wait_until(online, timeout, 1.0, what="the unit to enroll and come online"))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nserial console:\n{vm.serial()[-4000:]}\n"
+                             f"server:\n{server.log()[-2000:]}") from None
+
+
+@pytest.fixture(scope="module")
+def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("unit")
+    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
+    disk = make_unit(built_image, work, server)
+    root_a = gpt.find(disk, "root_a")
+    root_before = sha256_range(disk, root_a.offset, root_a.size)
+    stick = work / "stick.img"
+    subprocess.run(["mkfs.vfat", "-C", "-n", "STICK", str(stick), "8192"], check=True, capture_output=True)
+    vm = Vm(disk, work, server.device_port, usb_stick=stick, ssh_probe_port=free_port()).start()
+    try:
+        device_id = wait_online(server, vm)
+        yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id, "work": work,
+               "root_a": root_a, "root_before": root_before, "online_after": time.monotonic() - vm.started_at}
+    finally:
+        vm.stop()
+        server.stop()
+
+
+def test_the_unit_enrolls_and_comes_online(unit: dict[str, Any]) -> None:
+    listed = devices(unit["server"])
+    assert [d["id"] for d in listed] == [unit["device_id"]]
+    assert listed[0]["online"] and not listed[0]["revoked"]
+    print(f"power on -> online: {unit['online_after']:.1f} s")
+
+
+def test_diagnostics_report_the_image_version_and_slot(unit: dict[str, Any]) -> None:
+    server: ServerProcess = unit["server"]
+    view = server.wait_command(server.send(unit["device_id"], "diagnostics"), timeout=60)
+    assert view["state"] == "done", view
+    checks = {c["name"]: c for c in view["result"]["detail"]["checks"]}
+    versions = checks["versions"]["detail"]
+    assert "image 0." in versions and "slot a" in versions, versions
+    assert "Debian GNU/Linux 13" in checks["versions"]["detail"]
+    # the screen app runs (under cage, as its own user) and talks to the agent
+    assert checks["ui"]["status"] == "OK", checks["ui"]
+
+
+def test_the_real_screen_is_captured(unit: dict[str, Any]) -> None:
+    vm: Vm = unit["vm"]
+    png = vm.screendump(unit["work"] / "screen.png")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(png, ARTIFACTS / "screen-amd64.png")
+    raw = png.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    assert width >= 640 and height >= 480
+
+
+def test_no_login_prompt_on_the_serial_console(unit: dict[str, Any]) -> None:
+    serial = unit["vm"].serial()
+    assert "login:" not in serial.lower()
+    assert "emergency mode" not in serial.lower()
+
+
+def test_nothing_answers_on_port_22(unit: dict[str, Any]) -> None:
+    port = unit["vm"].ssh_probe_port
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # QEMU's end of the forward
+        s.settimeout(5)
+        try:
+            banner = s.recv(64)
+        except (TimeoutError, ConnectionResetError):
+            banner = b""
+    assert not banner.startswith(b"SSH"), banner
+
+
+def test_a_usb_stick_is_not_even_read(unit: dict[str, Any]) -> None:
+    stats = unit["vm"].qmp("query-blockstats")
+    stick = next(s for s in stats if s.get("device") == "stick" or s.get("qdev", "").endswith("stick"))
+    assert stick["stats"]["rd_operations"] == 0, stick["stats"]
+
+
+def test_after_shutdown_the_root_is_untouched_and_data_fills_the_disk(unit: dict[str, Any]) -> None:
+    unit["vm"].stop()
+    disk: Path = unit["disk"]
+    assert sha256_range(disk, unit["root_a"].offset, unit["root_a"].size) == unit["root_before"]
+    data = gpt.find(disk, "data")
+    assert disk.stat().st_size - data.offset - data.size < 8 * 1024 * 1024, "data was not grown to the end"
+
+
+def test_a_power_cut_during_first_boot_leaves_a_unit_that_finishes(
+        built_image: Path, tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
+    try:
+        vm = Vm(make_unit(built_image, tmp_path, server), tmp_path, server.device_port).start()
+        # cut the power once userspace has started its first boot (the kernel has handed over)
+        wait_until(lambda: "systemd" in vm.serial() or time.monotonic() - vm.started_at > 20, 120, 0.2,
+                   what="first boot under way")
+        time.sleep(2)
+        vm.pull_the_plug()
+        vm.start()
+        device_id = wait_online(server, vm)
+        assert [d["id"] for d in devices(server)] == [device_id]
+    finally:
+        vm.stop()
+        server.stop()

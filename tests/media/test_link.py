@@ -1,0 +1,105 @@
+"""The link watch: good, poor and lost as the people in a call would say it, and its figures."""
+
+from __future__ import annotations
+
+from kiosk.media.keyframes import MAX_HOLE_WAIT, hole_wait_for
+from kiosk.media.link import (
+    GIVE_UP_AFTER,
+    LOST_AFTER,
+    MAX_BITRATE_CAP,
+    MIN_BITRATE_CAP,
+    Counters,
+    LinkState,
+    LinkWatch,
+    loss_based_cap,
+)
+
+
+def flowing(watch: LinkWatch, start: float, end: float, video: bool = True) -> None:
+    """Audio every 20 ms and (if ``video``) video every 66 ms from ``start`` to ``end``."""
+    t = start
+    while t < end:
+        watch.frame("audio", t)
+        if video and round(t * 1000) % 60 == 0:
+            watch.frame("video", t)
+        t = round(t + 0.02, 3)
+
+
+def test_a_flowing_call_stays_good() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 10.0)
+    assert [watch.observe(t / 2) for t in range(1, 20)] == [None] * 19
+    assert watch.state is LinkState.GOOD and watch.outages == 0
+
+
+def test_an_outage_is_lost_within_two_seconds_then_poor_then_good_with_its_figures() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 5.0)
+    assert watch.observe(5.0) is None
+    assert watch.observe(5.0 + LOST_AFTER) is LinkState.LOST  # told within 2 s of the silence
+    assert not watch.gave_up(10.0)
+    flowing(watch, 10.0, 10.5, video=False)  # sound first ...
+    flowing(watch, 10.6, 11.0)  # ... then the picture, 0.6 s later
+    assert watch.observe(11.0) is LinkState.POOR  # just back: not yet trusted
+    flowing(watch, 11.0, 14.0)
+    assert watch.observe(13.9) is None
+    assert watch.observe(14.0) is LinkState.GOOD
+    assert watch.outages == 1
+    assert abs(watch.longest_outage_s - 5.02) < 0.03
+    assert watch.recovery_s is not None and abs(watch.recovery_s - 0.6) < 0.03
+
+
+def test_a_frozen_picture_with_sound_flowing_is_poor() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 3.0)
+    flowing(watch, 3.0, 6.0, video=False)
+    assert watch.observe(3.5) is None
+    assert watch.observe(4.5) is LinkState.POOR
+
+
+def test_heavy_loss_is_poor_and_light_loss_is_not() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 10.0)
+    watch.observe(1.0, Counters(100, 0, 0))
+    assert watch.observe(1.5, Counters(200, 5, 0)) is None  # 5 %: rural 4G with NACK copes
+    assert watch.observe(2.0, Counters(280, 25, 0)) is LinkState.POOR  # 20 %
+
+
+def test_lost_for_good_gives_up() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 2.0)
+    assert not watch.gave_up(2.0 + GIVE_UP_AFTER - 0.1)
+    assert watch.gave_up(2.0 + GIVE_UP_AFTER)
+
+
+def test_nothing_is_judged_before_media_flows() -> None:
+    watch = LinkWatch()
+    assert watch.observe(100.0) is None and not watch.gave_up(100.0)
+
+
+def test_the_lowest_bitrate_is_measured_after_the_start_over_whole_windows() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 10.0)
+    sent = 0
+    for tick in range(1, 21):  # 1 Mbit/s, then 400 kbit/s from t = 6 s
+        t = tick / 2
+        sent += (1_000_000 if t <= 6 else 400_000) // 16
+        watch.observe(t, Counters(0, 0, sent))
+    assert watch.record()["lowest_bitrate_sent_bps"] == 400_000
+
+
+def test_loss_recovery_waits_two_round_trips_within_bounds() -> None:
+    assert hole_wait_for(None, 0.3) == 0.3
+    assert hole_wait_for(0.05, 0.3) == 0.3  # a fast link keeps the floor
+    assert hole_wait_for(0.3, 0.3) == 0.6  # rural 4G: the copy has time to arrive
+    assert hole_wait_for(5.0, 0.3) == MAX_HOLE_WAIT
+    assert hole_wait_for(float("nan"), 0.3) == 0.3
+
+
+def test_reported_loss_cuts_the_video_cap_and_a_clean_link_lets_it_grow() -> None:
+    assert loss_based_cap(1_000_000, 0.30) == 850_000  # 30 % lost: cut by half of it
+    assert loss_based_cap(1_000_000, 0.05) == 1_000_000  # rural 4G's 5 %: NACK copes, keep it
+    assert loss_based_cap(1_000_000, 0.0) == 1_080_000
+    assert loss_based_cap(1_000_000, None) == 1_000_000  # no report yet
+    assert loss_based_cap(MIN_BITRATE_CAP, 0.9) == MIN_BITRATE_CAP
+    assert loss_based_cap(MAX_BITRATE_CAP, 0.0) == MAX_BITRATE_CAP
