@@ -16,10 +16,13 @@ Without PipeWire the microphone is ALSA's, followed by udev like the camera.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
-from .audio import AudioError, pipewire_microphone, pulse_names
+from aiortc.mediastreams import MediaStreamTrack
+
+from .audio import RESTART_PAUSE, AudioError, pipewire_microphone, pulse_names
 from .encoders import EncoderChoice, H264EncoderInstallation, apply_encoder_choice, choose_video_encoder
 from .hotplug import DevicePolicy, MediaDevices, MonitorLike, present_devices, udev_monitor
 from .keyframes import LossRecovery, install_loss_recovery
@@ -35,8 +38,11 @@ class DeviceMedia:
     h264: H264EncoderInstallation | None
     loss_recovery: LossRecovery
     devices: MediaDevices
+    microphone: PipeWireMicrophoneFeed | None = None
 
     async def close(self) -> None:
+        if self.microphone is not None:
+            await self.microphone.close()
         await self.devices.close()
 
 
@@ -65,16 +71,64 @@ async def start_media(demo: bool = False, monitor: MonitorLike | None = None) ->
         logger.warning("udev unavailable, camera/microphone hotplug is off: %s", exc)
         present = []
     await devices.start(present)
+    microphone = None
     if pipewire_sources is not None:
-        await use_pipewire_microphone(devices.audio, pipewire_sources)
+        microphone = PipeWireMicrophoneFeed(devices.audio)
+        await microphone.open(pipewire_sources)
     if monitor is not None:
         devices.watch(monitor)
-    return DeviceMedia(encoder, h264, loss_recovery, devices)
+    return DeviceMedia(encoder, h264, loss_recovery, devices, microphone)
 
 
-async def use_pipewire_microphone(track: SwappableTrack, sources: list[str]) -> None:
-    """Send from PipeWire's microphone; if it cannot be opened the call goes on with silence."""
-    try:
-        track.swap(await pipewire_microphone(sources))
-    except AudioError as exc:
-        logger.warning("the microphone could not be opened, the call sends silence: %s", exc)
+class PipeWireMicrophoneFeed:
+    """The call's audio track fed from PipeWire's microphone (the echo canceller's source).
+
+    A recording that ends by itself (the sound server restarted) is opened
+    again, at most once per :data:`~kiosk.media.audio.RESTART_PAUSE`, until
+    :meth:`close`; meanwhile the track sends silence. A microphone that cannot
+    be opened at all (no ``parec``) leaves the call with silence, logged.
+    """
+
+    def __init__(self, track: SwappableTrack) -> None:
+        self.track = track
+        self.opened = 0
+        self._reopening: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def open(self, sources: list[str]) -> None:
+        try:
+            microphone = await pipewire_microphone(sources)
+        except AudioError as exc:
+            logger.warning("the microphone could not be opened, the call sends silence: %s", exc)
+            return
+        if self._closed:
+            microphone.stop()
+            return
+        self.opened += 1
+        microphone.on("ended", lambda: self._ended(microphone))
+        previous = self.track.swap(microphone)
+        if previous is not None and previous is not microphone:
+            previous.stop()
+        if microphone.readyState == "ended":  # before it was swapped in: not seen by _ended
+            self._ended(microphone)
+
+    def _ended(self, microphone: MediaStreamTrack) -> None:
+        if self._closed or self.track.source is not microphone or self._reopening is not None:
+            return  # closed with the call, or already replaced
+        logger.info("the microphone's recording ended; it is opened again")
+        self._reopening = asyncio.ensure_future(self._reopen())
+
+    async def _reopen(self) -> None:
+        sources = None
+        while sources is None:
+            await asyncio.sleep(RESTART_PAUSE)
+            sources = await pulse_names("sources")  # None: no sound server (yet)
+        self._reopening = None  # from here an end is a new end
+        await self.open(sources)
+
+    async def close(self) -> None:
+        """The call ended: nothing is opened again (the devices close the microphone)."""
+        self._closed = True
+        if self._reopening is not None:
+            self._reopening.cancel()
+            await asyncio.gather(self._reopening, return_exceptions=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from kiosk.media.audio import ECHO_CANCEL_SOURCE, PipeWireMicrophone
+from kiosk.media.audio import ECHO_CANCEL_SOURCE, RESTART_PAUSE, PipeWireMicrophone
 from kiosk.media.encoders import installed_h264_encoder, probe_encoder
 from kiosk.media.keyframes import installed_loss_recovery
 from kiosk.media.session import start_media
@@ -82,3 +84,28 @@ async def test_under_pipewire_the_call_sends_the_echo_cancelled_microphone(pipew
     assert microphone_track.readyState == "ended"
     await microphone_track.stopped()
 
+
+
+@pytest.mark.slow
+async def test_a_microphone_recording_that_dies_mid_call_is_opened_again(pipewire: PipeWire) -> None:
+    """The sound server restarted (here: its recording process killed): the call's
+    microphone comes back by itself, and nothing is reopened after the call."""
+    monitor = FakeMonitor()
+    media = await start_media(demo=False, monitor=monitor)
+    try:
+        first = media.devices.audio.source
+        assert isinstance(first, PipeWireMicrophone) and media.microphone is not None
+        assert first._process is not None
+        first._process.kill()
+        await media.devices.audio.recv()  # the call reads on: the end is seen
+        await wait_until(lambda: isinstance(media.devices.audio.source, PipeWireMicrophone)
+                         and media.devices.audio.source is not first, timeout=10.0)
+        again = media.devices.audio.source
+        assert isinstance(again, PipeWireMicrophone) and again.readyState == "live"
+        assert media.microphone.opened == 2
+    finally:
+        await media.close()
+        monitor.close()
+    assert again.readyState == "ended"
+    await asyncio.sleep(2 * RESTART_PAUSE)
+    assert media.microphone.opened == 2, "a microphone was opened after the call"
