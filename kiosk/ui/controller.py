@@ -430,7 +430,7 @@ def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> Transit
 def _finish(state: UiState, view: CallView, reason: str, now: float, sends: tuple[Action, ...]) -> Transition:
     ended = replace(view, end_reason=reason, ended_at=now)
     close: tuple[Action, ...] = (ClosePeer(view.call_id),) if view.peer != "none" else ()
-    finished = (state.finished + (view.call_id,))[-REMEMBERED_CALLS:]
+    finished = (*state.finished, view.call_id)[-REMEMBERED_CALLS:]
     # The hang-up goes out before the peer closes, so the server has ended the
     # call by the time the quality report follows.
     return Transition(replace(state, call=ended, finished=finished), sends + close)
