@@ -57,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ sys.path.insert(0, str(ROOT))
 
 from kiosk.protocol import messages as m  # noqa: E402
 from kiosk.protocol import signing  # noqa: E402
-from kiosk.provision import enroll, handlers  # noqa: E402
+from kiosk.provision import diagnostics, enroll, handlers  # noqa: E402
 from kiosk.provision.link import CONNECT_TIMEOUT_SECONDS, FRAME_LIMIT  # noqa: E402
 from kiosk.provision.state import StateDir  # noqa: E402
 
@@ -355,6 +356,10 @@ class _NoActions:
         raise RuntimeError("not in a benchmark")
 
 
+def _no_link_facts() -> diagnostics.LinkFacts:
+    raise RuntimeError("the bench sends pings only; diagnostics would need the link's facts")
+
+
 class SimDevice:
     def __init__(self, root: Path, fleet: Fleet) -> None:
         self.state = StateDir(root)
@@ -367,8 +372,7 @@ class SimDevice:
         self.fleet = fleet
         self.ws: ClientConnection | None = None
         self.connected = False
-        self.ctx = handlers.Context(self.state, self.device_id, _NoActions(), lambda: None,  # type: ignore[arg-type]
-                                    lambda: None)
+        self.ctx = handlers.Context(self.state, self.device_id, _NoActions(), _no_link_facts, lambda: None)
 
     async def send(self, message: m.DeviceToServer) -> None:
         assert self.ws is not None
@@ -484,7 +488,7 @@ class Probe:
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
-            return [tuple(x) for x in json.loads(self.out.read_text())]  # type: ignore[misc]
+            return [tuple(x) for x in json.loads(self.out.read_text())]
         except (subprocess.TimeoutExpired, OSError, ValueError):
             self.proc.kill()
             return []
@@ -519,14 +523,14 @@ class GcPauses:
         gc.callbacks.remove(self._callback)
 
 
-def spikes(series: list[tuple[float, float | None]], origin: float, over: float = 0.1,
+def spikes(series: Sequence[tuple[float, float | None]], origin: float, over: float = 0.1,
            keep: int = 60) -> list[tuple[float, float]]:
     """The worst samples over ``over`` seconds, as (seconds since origin, ms), in time order."""
     worst = sorted(((v, t) for t, v in series if v is not None and v > over), reverse=True)[:keep]
     return sorted((round(t - origin, 2), round(v * 1000, 1)) for v, t in worst)
 
 
-def windows(marks: list[tuple[str, float]], series: list[tuple[float, float | None]]) -> dict[str, Any]:
+def windows(marks: list[tuple[str, float]], series: Sequence[tuple[float, float | None]]) -> dict[str, Any]:
     out = {}
     for (name, start), (_, end) in itertools.pairwise(marks):
         values = [v for t, v in series if start <= t < end and v is not None]

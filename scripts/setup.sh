@@ -28,6 +28,7 @@ DEB_PACKAGES=(
     socat                                 # boot test: the one forward from the VM to kiosk-server on loopback
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
+    faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
 )
 
 missing=()
@@ -62,4 +63,6 @@ quiet() { grep -v "is ignored: it is neither" || true; }
 .venv/bin/pip install -q --upgrade pip 2>&1 | quiet
 .venv/bin/pip install -q -c requirements.lock -e '.[test]' 2>&1 | quiet
 [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "setup: pip install failed (see above)" >&2; exit 1; }
+# The screen's translations: each .po compiled to its .mo (Babel); the .mo files stay out of git.
+.venv/bin/python -m kiosk.ui.i18n || { echo "setup: compiling the screen's translations failed" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -150,8 +150,14 @@ class PipeWire:
                  f"priority.session={priority} priority.driver={priority} session.suspend-timeout-seconds=0 }}")
         self.run("pw-cli", "create-node", "adapter", props)
         self.made.append(name)
+        # Listed is not ready: WirePlumber configures the node's ports a moment later.
+        self._wait_for(lambda: self.has_ports(name, "-i") and self.has_ports(name, "-o"), f"the ports of {name}")
         kind = "sinks" if media_class == "Audio/Sink" else "sources"
-        self._wait_for(lambda: name in self.names(kind), f"the node {name}")
+        self._wait_for(lambda: name in self.names(kind), f"the pulse server to list {name}")
+
+    def has_ports(self, node: str, direction: str) -> bool:
+        """Whether ``node`` has input (``-i``) or output (``-o``) ports yet."""
+        return any(line.startswith(f"{node}:") for line in self.run("pw-link", direction).splitlines())
 
     def add_speaker(self, name: str, priority: int = 1000) -> None:
         self.add_node(name, "Audio/Sink", priority)

@@ -80,7 +80,7 @@ class Swept:
     """The periodic sweep looked at the command: expire it if its time is up."""
 
 
-CommandEvent: TypeAlias = Acknowledged | Reported | Swept
+LifecycleEvent: TypeAlias = Acknowledged | Reported | Swept
 
 
 # --- actions out -------------------------------------------------------------
@@ -96,10 +96,10 @@ class AuditExpiry:
     """Write the expiry to the audit log."""
 
 
-CommandAction: TypeAlias = KeepResult | AuditExpiry
+LifecycleAction: TypeAlias = KeepResult | AuditExpiry
 
 
-def step(life: CommandLife, event: CommandEvent, now: float) -> Transition[CommandLife, CommandAction]:
+def step(life: CommandLife, event: LifecycleEvent, now: float) -> Transition[CommandLife, LifecycleAction]:
     """Feed one event. Never raises; an event with nothing to do returns ``life`` unchanged."""
     if not life.open or not math.isfinite(now):
         return Transition(life)  # finished is final; a clock that is not a number decides nothing

@@ -1,7 +1,10 @@
 """The console port's JSON API for people: login, devices, commands, tokens, audit.
 
-Every route states the permission it needs; the middleware finds the person from the
-session cookie (or the same token as a Bearer header, for scripts) and refuses the rest.
+Every route states in the route table the permission it needs and what it may answer;
+the middleware refuses, in this order, a request from another site's page (or not JSON,
+if it changes anything), no session (cookie, or the same token as a Bearer header for
+scripts), no permission, and only then does the handler read the input. The OpenAPI
+document is built from the same table, so it states the statuses the server really sends.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
+from kiosk.protocol.machine import Transition
 from kiosk.server.audit import AuditEntry, checked, is_account
 
 #: Wall time in seconds since the epoch; tests pass a clock they can set.
@@ -52,6 +53,20 @@ enroll_tokens = sa.Table(
     sa.Column("created_by", sa.String(64), nullable=False),
     sa.Column("used_at", sa.Float),
     sa.Column("used_by_device", sa.String(36)),
+)
+
+enrollment_holds = sa.Table(
+    "enrollment_holds", metadata,  # units whose token expired on the shelf, until logistics decide
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(36), nullable=False, unique=True),  # reserved: the device's id once enrolled
+    sa.Column("key_sha256", sa.String(64), nullable=False),  # only this unit's key may use the approval
+    sa.Column("serial_number", sa.String(64), nullable=False),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # awaiting-approval, approved, rejected, enrolled
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("last_request_at", sa.Float, nullable=False),
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decided_by", sa.String(64)),
 )
 
 commands = sa.Table(
@@ -140,6 +155,9 @@ live_calls = sa.Table(
     sa.Column("screen_awake", sa.Boolean),
 )
 
+#: What the command lifecycle (kiosk.protocol.command_lifecycle) needs of a stored command.
+_LIFE_COLUMNS = (commands.c.state, commands.c.expires_at, commands.c.delivered_at, commands.c.finished_at)
+
 sessions = sa.Table(
     "sessions", metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
@@ -153,10 +171,8 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class TokenRefused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class Contended(Exception):
+    """Two requests raced for the same row; the loser's transaction is rolled back and it may retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +186,30 @@ class DeviceRow:
     agent_version: str
     last_seen: float | None
     online: bool  # as of the hub's last flush; the hub's links are the live answer
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    token_hash: str
+    created_at: float  # tokens made together share it: their batch
+    expires_at: float
+    created_by: str
+    used_at: float | None
+    used_by_device: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    token_hash: str
+    device_id: str
+    key_sha256: str
+    serial_number: str
+    agent_version: str
+    state: str
+    requested_at: float
+    last_request_at: float
+    decided_at: float | None
+    decided_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +290,7 @@ class LiveCallRow:
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
-    LiveCallRow: live_calls,
+    LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds,
 }
 R = TypeVar("R")
 
@@ -349,35 +389,77 @@ class Store:
                               expires_at=now + ttl_seconds)
         return tokens
 
-    def consume_token(self, conn: Connection, token: str, device_id: str) -> None:
-        """Use up a token inside the caller's transaction, or raise TokenRefused."""
-        now = self.clock()
-        h = sha256_hex(token)
-        done = conn.execute(
-            enroll_tokens.update()
-            .where(enroll_tokens.c.token_hash == h, enroll_tokens.c.used_at.is_(None),
-                   enroll_tokens.c.expires_at > now)
-            .values(used_at=now, used_by_device=device_id)
-        ).rowcount
-        if done == 1:
-            return
-        row = conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == h)).first()
-        if row is None:
-            raise TokenRefused("token-unknown", "This enrollment token is not known to this server.")
-        if row.used_at is not None:
-            raise TokenRefused("token-used", "This enrollment token has already been used; create a new one.")
-        raise TokenRefused("token-expired", "This enrollment token has expired; create a new one.")
+    def enroll_token(self, conn: Connection, token_hash: str) -> TokenRow | None:
+        return _maybe(TokenRow, conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == token_hash))
+                      .first())
+
+    def use_token(self, conn: Connection, token_hash: str, device_id: str, now: float) -> None:
+        """Mark a token used inside the caller's transaction (the caller decided it may be).
+
+        Raises :class:`Contended` if another transaction used it first (possible on
+        PostgreSQL, where a write transaction does not lock the whole database)."""
+        if not conn.execute(enroll_tokens.update()
+                            .where(enroll_tokens.c.token_hash == token_hash, enroll_tokens.c.used_at.is_(None))
+                            .values(used_at=now, used_by_device=device_id)).rowcount:
+            raise Contended("the token was used by a concurrent request")
+
+    # ------------------------------------------------------- units awaiting approval
+    def enrollment_hold(self, conn: Connection, token_hash: str) -> HoldRow | None:
+        return _maybe(HoldRow, conn.execute(
+            sa.select(enrollment_holds).where(enrollment_holds.c.token_hash == token_hash)).first())
+
+    def hold_enrollment(self, conn: Connection, token_hash: str, device_id: str, key_sha256: str,
+                        serial_number: str, agent_version: str, now: float) -> bool:
+        """Record (or refresh) a held unit; True the first time."""
+        refreshed = conn.execute(enrollment_holds.update().where(enrollment_holds.c.token_hash == token_hash)
+                                 .values(last_request_at=now, agent_version=agent_version)).rowcount
+        if refreshed:
+            return False
+        conn.execute(enrollment_holds.insert().values(
+            token_hash=token_hash, device_id=device_id, key_sha256=key_sha256, serial_number=serial_number,
+            agent_version=agent_version, state="awaiting-approval", requested_at=now, last_request_at=now))
+        return True
+
+    def set_hold_state(self, conn: Connection, token_hash: str, state: str) -> None:
+        conn.execute(enrollment_holds.update().where(enrollment_holds.c.token_hash == token_hash).values(state=state))
+
+    def decide_enrollment(self, device_id: str, verdict: str, actor: str) -> bool:
+        """Approve or reject a held unit (a decision may be changed until the unit enrolls)."""
+        with self.tx() as conn:
+            n = conn.execute(
+                enrollment_holds.update()
+                .where(enrollment_holds.c.device_id == device_id, enrollment_holds.c.state != "enrolled")
+                .values(state=verdict, decided_at=self.clock(), decided_by=actor)
+            ).rowcount
+            if n:
+                self.append_audit(conn, actor, f"enrollment-{verdict}", device_id)
+        return bool(n)
+
+    def enrollment_holds(self) -> list[tuple[HoldRow, TokenRow]]:
+        """Held units not enrolled yet, each with its token (whose creation names its batch)."""
+        q = (sa.select(enrollment_holds, enroll_tokens)
+             .join(enroll_tokens, enroll_tokens.c.token_hash == enrollment_holds.c.token_hash)
+             .where(enrollment_holds.c.state != "enrolled")
+             .order_by(enrollment_holds.c.requested_at))
+        with self.engine.connect() as conn:
+            return [(HoldRow(**{c.name: r._mapping[c] for c in enrollment_holds.c}),
+                     TokenRow(**{c.name: r._mapping[c] for c in enroll_tokens.c})) for r in conn.execute(q)]
 
     # ------------------------------------------------------------------- devices
     def add_device(self, conn: Connection, device_id: str, serial: str, cert_pem: str, agent_version: str) -> None:
+        """``last_seen`` stays empty until its first connection: "never connected" in the device list."""
         conn.execute(devices.insert().values(
             id=device_id, cert_serial=serial, cert_pem=cert_pem, enrolled_at=self.clock(),
             state="enrolled-unassigned", agent_version=agent_version, online=False,
         ))
 
-    def device(self, device_id: str) -> DeviceRow | None:
-        with self.engine.connect() as conn:
-            return _maybe(DeviceRow, conn.execute(sa.select(devices).where(devices.c.id == device_id)).first())
+    def device(self, device_id: str, conn: Connection | None = None) -> DeviceRow | None:
+        """A device's row; inside the caller's transaction when ``conn`` is given."""
+        q = sa.select(devices).where(devices.c.id == device_id)
+        if conn is not None:
+            return _maybe(DeviceRow, conn.execute(q).first())
+        with self.engine.connect() as own:
+            return _maybe(DeviceRow, own.execute(q).first())
 
     def devices(self) -> list[DeviceRow]:
         with self.engine.connect() as conn:
@@ -418,11 +500,8 @@ class Store:
 
     def command(self, command_id: str) -> CommandRow | None:
         with self.engine.connect() as conn:
-            return self._command(conn, command_id)
+            return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
 
-    @staticmethod
-    def _command(conn: Connection, command_id: str) -> CommandRow | None:
-        return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
 
     def pending_commands(self, device_id: str | None = None) -> list[CommandRow]:
         """The commands to send now, oldest first, as the lifecycle says (kiosk.protocol.command_lifecycle)."""
@@ -434,50 +513,56 @@ class Store:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
-    @staticmethod
-    def _save_life(conn: Connection, row: CommandRow, life: CommandLife, **result: Any) -> bool:
-        """Write a command's new life, only if no one else changed it since it was read."""
-        return bool(conn.execute(
-            commands.update().where(commands.c.id == row.id, commands.c.state == row.state)
-            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at, **result)
-        ).rowcount)
+    def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
+                      **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
+        """Feed a command's lifecycle one event and write what changed (with the extra columns given).
+
+        Returns the transition if it changed the command, else None. The write is guarded by the
+        state it read, so another process that changed the command meanwhile wins and this one
+        changes nothing.
+        """
+        row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
+        if row is None:
+            return None
+        before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
+        after = lifecycle.step(before, event, self.clock())
+        if after.state == before:
+            return None
+        life = after.state
+        written = conn.execute(
+            commands.update().where(commands.c.id == command_id, commands.c.state == before.state)
+            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at,
+                    **written_with_the_change)
+        ).rowcount
+        return after if written else None
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
-            row = self._command(conn, command_id)
-            if row is None:
-                return
-            after = lifecycle.step(row.life, lifecycle.Acknowledged(), self.clock())
-            if after.state != row.life:
-                self._save_life(conn, row, after.state)
+            self._step_command(conn, command_id, lifecycle.Acknowledged())
 
     def expire_commands(self) -> list[str]:
         """Open commands past their expiry become 'expired'; returns their ids."""
-        now = self.clock()
-        due = sa.select(commands).where(commands.c.state.in_(sorted(lifecycle.OPEN)), commands.c.expires_at <= now)
+        due = sa.select(commands.c.id).where(commands.c.state.in_(sorted(lifecycle.OPEN)),
+                                             commands.c.expires_at <= self.clock())
         with self.engine.connect() as conn:  # the common case, nothing due, takes no write lock
             if conn.execute(due.limit(1)).first() is None:
                 return []
         expired = []
         with self.tx() as conn:
-            for row in [_from_row(CommandRow, r) for r in conn.execute(due)]:
-                after = lifecycle.step(row.life, lifecycle.Swept(), now)
-                if lifecycle.AuditExpiry() in after.actions and self._save_life(conn, row, after.state):
-                    self.append_audit(conn, "server", "command-expired", None, command_id=row.id)
-                    expired.append(row.id)
+            for command_id in list(conn.execute(due).scalars()):
+                changed = self._step_command(conn, command_id, lifecycle.Swept())
+                if changed is not None and lifecycle.AuditExpiry() in changed.actions:
+                    self.append_audit(conn, "server", "command-expired", None, command_id=command_id)
+                    expired.append(command_id)
         return expired
 
     def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
                        result_envelope: bytes, result: dict[str, Any]) -> bool:
         """Record a verified result if it is the command's first; returns whether it was."""
-        row = self._command(conn, command_id)
-        if row is None:
-            return False
-        after = lifecycle.step(row.life, lifecycle.Reported(ok=outcome == "ok"), self.clock())
-        if lifecycle.KeepResult() not in after.actions:
-            return False
-        return self._save_life(conn, row, after.state, outcome=outcome, reason=reason,
-                               result_envelope=result_envelope, result=json.dumps(result, default=str))
+        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"),
+                                     outcome=outcome, reason=reason, result_envelope=result_envelope,
+                                     result=json.dumps(result, default=str))
+        return changed is not None and lifecycle.KeepResult() in changed.actions
 
     # --------------------------------------------------------------- people
     def add_user(self, username: str, password_hash: str, role: str, actor: str,

@@ -17,10 +17,10 @@ from kiosk.protocol.command_lifecycle import (
     OPEN,
     Acknowledged,
     AuditExpiry,
-    CommandEvent,
     CommandLife,
     CommandState,
     KeepResult,
+    LifecycleEvent,
     Reported,
     Swept,
     step,
@@ -76,7 +76,7 @@ def test_the_sweep_expires_an_open_command_at_its_expiry_not_before(life: Comman
 
 @pytest.mark.parametrize("life", FINISHED)
 @pytest.mark.parametrize("event", [Acknowledged(), Reported(True), Reported(False), Swept()])
-def test_a_finished_command_never_changes(life: CommandLife, event: CommandEvent) -> None:
+def test_a_finished_command_never_changes(life: CommandLife, event: LifecycleEvent) -> None:
     assert step(life, event, 1e9) == Transition(life)
 
 
@@ -99,7 +99,7 @@ times = st.floats(min_value=0.0, max_value=300.0)
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(events, times), max_size=20))
-def test_any_events_in_any_order(timed: list[tuple[CommandEvent, float]]) -> None:
+def test_any_events_in_any_order(timed: list[tuple[LifecycleEvent, float]]) -> None:
     life = PENDING
     results = expiries = 0
     for event, now in timed:
