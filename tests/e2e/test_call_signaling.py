@@ -60,8 +60,11 @@ def test_caller_outside_the_care_team_is_refused(server: ServerProcess, care: tu
     assert server.cli_json("call", "list") == []
 
 
-def test_unanswered_call_tells_the_caller_what_the_screen_knew(
+def test_a_screen_whose_app_is_not_running_ends_the_call_at_once_and_says_so(
         server: ServerProcess, care: tuple[AgentProcess, str]) -> None:
+    """The agent runs here without the screen app, and says so: the call cannot ring, and
+    the caller is told at once rather than after the ring timeout. (A ring that times out
+    is tested in-process on a set clock: tests/server/test_calls.py.)"""
     _, citizen_id = care
 
     async def scenario() -> m.CallEnded:
@@ -74,11 +77,12 @@ def test_unanswered_call_tells_the_caller_what_the_screen_knew(
             return await anne.expect(m.CallEnded, timeout=10)  # type: ignore[no-any-return]
 
     ended = asyncio.run(scenario())
-    assert ended.reason == "not_answered"
+    assert ended.reason == "screen_not_running"
     assert ended.facts is not None and ended.facts.online and ended.facts.online_since is not None
     assert ended.facts.ui_alive is False, "no screen app runs here, and the caller is told"
+    assert ended.facts.rang_for_seconds is None, "it never rang"
     records = server.cli_json("call", "list")
-    assert len(records) == 1 and records[0]["end_reason"] == "not_answered"
+    assert len(records) == 1 and records[0]["end_reason"] == "screen_not_running"
     assert records[0]["caller"] == "anne" and records[0]["talk_seconds"] is None
     assert "Karen" not in server.log() and "Karen" not in json.dumps(server.cli_json("audit", "list"))
 
