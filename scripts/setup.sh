@@ -62,4 +62,6 @@ quiet() { grep -v "is ignored: it is neither" || true; }
 .venv/bin/pip install -q --upgrade pip 2>&1 | quiet
 .venv/bin/pip install -q -c requirements.lock -e '.[test]' 2>&1 | quiet
 [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "setup: pip install failed (see above)" >&2; exit 1; }
+# The screen's translations: each .po compiled to its .mo (Babel); the .mo files stay out of git.
+.venv/bin/python -m kiosk.ui.i18n || { echo "setup: compiling the screen's translations failed" >&2; exit 1; }
 echo "$want" > "$stamp"

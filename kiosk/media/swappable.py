@@ -72,10 +72,25 @@ class SwappableTrack(MediaStreamTrack):
         self._audio_samples = 0
         self.frames_from_source = 0
         self.filler_frames = 0
+        self._muted = False
 
     @property
     def source(self) -> MediaStreamTrack | None:
         return self._source
+
+    @property
+    def muted(self) -> bool:
+        """Send the filler even while a source is there (the citizen turned camera or sound off).
+        Kept apart from :meth:`swap`, so a device plugged in meanwhile does not turn it back on."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, muted: bool) -> None:
+        if muted != self._muted:
+            self._muted = muted
+            self._drop_pending()
+            self._swapped.set()
+            logger.info("%s %s by the citizen", self.kind, "off" if muted else "on")
 
     def swap(self, source: MediaStreamTrack | None) -> MediaStreamTrack | None:
         """Use ``source`` from the next frame on; returns the previous one.
@@ -103,7 +118,7 @@ class SwappableTrack(MediaStreamTrack):
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            source = self._source
+            source = None if self._muted else self._source
             if source is None:
                 frame = await self._filler()
                 if frame is None:
@@ -120,7 +135,7 @@ class SwappableTrack(MediaStreamTrack):
             finally:
                 swapped.cancel()
             pending, self._pending = self._pending, None
-            if pending is None or not pending.done() or source is not self._source:
+            if pending is None or not pending.done() or source is not self._source or self._muted:
                 if pending is not None:
                     pending.cancel()
                 continue
@@ -154,7 +169,7 @@ class SwappableTrack(MediaStreamTrack):
                 return None
             except TimeoutError:
                 pass
-        if self._source is not None:
+        if self._source is not None and not self._muted:
             return None
         return placeholder_frame(*self._size) if self.kind == "video" else silence_frame()
 

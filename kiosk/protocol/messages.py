@@ -325,6 +325,15 @@ class GetStatus(Message, frozen=True, tag="get-status"):
     pass
 
 
+class PlannedVisit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One planned video visit, as the citizen's screen lists it ("I dag kl. 10:30 — Anne, sygeplejerske")."""
+
+    at: float  # Unix time of the visit
+    staff_name: str
+    staff_role: str
+    kind: str = ""  # e.g. "medicin", shown after the role when given
+
+
 class AgentStatus(Message, frozen=True, tag="status"):
     """What the UI shows: never more than the screen needs."""
 
@@ -332,6 +341,7 @@ class AgentStatus(Message, frozen=True, tag="status"):
     server_online: bool
     citizen_name: str | None = None
     contact_staff: list[str] = []
+    visits: list[PlannedVisit] = []  # upcoming visits, from the server's schedule
 
 
 UiToAgent: TypeAlias = (

@@ -1,7 +1,13 @@
-"""``kiosk-ui``: the citizen's screen. Headless for now (tests, ``make demo``); Kivy later.
+"""``kiosk-ui``: the citizen's screen, full screen (Kivy), or headless for tests and ``make demo``.
 
+    kiosk-ui --state DIR [--size WIDTHxHEIGHT] [--language da|en] [--demo-media]
     kiosk-ui --state DIR --headless [--auto-answer-after [SECONDS]]
              [--hang-up-after SECONDS] [--demo-media]
+
+With a screen, it opens a full-screen window (SDL2: X11 or Wayland, whichever
+the session has) and shows what the same controller decides; ``--size`` gives
+the screen's size where no window manager makes the window full screen (Xvfb).
+Settings come from ``DIR/ui.json`` (see :mod:`kiosk.ui.settings`).
 
 Headless, it connects to the agent's socket in ``DIR``, rings when a call
 comes, answers by itself only if ``--auto-answer-after`` is given (at once
@@ -22,22 +28,36 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import kiosk
 from kiosk.protocol.agent_socket import socket_path
+from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
-from kiosk.ui.call_peer import VideoSink, open_device_media
+from kiosk.ui.buttons import InputWatcher
+from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
-from kiosk.ui.session import UiSession
+from kiosk.ui.i18n import LANGUAGES
+from kiosk.ui.session import Effects, UiSession, local_wall_clock
+from kiosk.ui.settings import button_map, load_settings
+from kiosk.ui.sound import Speaker
 
 log = logging.getLogger("kiosk.ui")
 
-NO_KIVY_YET = (
-    "kiosk-ui: the full-screen Kivy interface arrives in a later issue. "
-    "Run `kiosk-ui --state DIR --headless` for the headless device UI."
-)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size is WIDTHxHEIGHT, like 1280x800; got {text!r}") from None
+    if not (320 <= width <= 8192 and 240 <= height <= 8192):
+        raise argparse.ArgumentTypeError(f"screen size out of range: {text}")
+    return width, height
 
 
 def _seconds(text: str) -> float:
@@ -61,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="answer a ringing call after SECONDS (given alone: at once); without it, never answer")
     p.add_argument("--hang-up-after", type=_seconds, metavar="SECONDS",
                    help="hang up SECONDS after the call connected")
+    p.add_argument("--size", type=_size, metavar="WIDTHxHEIGHT",
+                   help="the window's size where no window manager makes it full screen (Xvfb)")
+    p.add_argument("--language", choices=LANGUAGES, help="the screen's language (default: ui.json's, else da)")
     p.add_argument("--demo-media", action="store_true",
                    help="send a test pattern and tone when the unit has no camera/microphone")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -71,7 +94,11 @@ def _logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # aiortc and aioice log whole SDPs and candidate addresses at DEBUG; never let them through.
+    quiet_libraries(level)
+
+
+def quiet_libraries(level: str = "INFO") -> None:
+    """aiortc and aioice log whole SDPs and candidate addresses at DEBUG; never let them through."""
     for noisy in ("aiortc", "aioice", "libav"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -112,6 +139,7 @@ async def run_headless(state: Path, headless: HeadlessScreen, *, demo_media: boo
         lambda: open_device_media(demo=demo_media),
         on_screen=on_screen or headless.show,
         on_video_frame=on_video_frame,
+        settings=load_settings(state),
     )
     headless.session = session
     loop = asyncio.get_running_loop()
@@ -125,14 +153,81 @@ async def run_headless(state: Path, headless: HeadlessScreen, *, demo_media: boo
     return 0
 
 
+async def run_screen(args: argparse.Namespace, *,
+                     started: Callable[[Any, UiSession], Awaitable[None]] | None = None,
+                     wall_clock: Callable[[], float] | None = None,
+                     open_media: MediaOpener | None = None,
+                     serial: str | None = None) -> int:
+    """The full-screen app and the session on one loop, until SIGTERM (or ``started`` returns).
+
+    ``started(app, session)`` runs beside them (tests drive the screen with it);
+    ``wall_clock`` replaces ``time.time`` and ``serial`` the hardware's (fixed in screenshot tests)."""
+    from kiosk.ui.app import configure, make_app
+
+    configure(args.size)
+    quiet_libraries(args.log_level)  # again: Kivy's logger took over the root logger
+    state: Path = args.state
+    settings = load_settings(state, serial)
+    if args.language:
+        settings = replace(settings, language=args.language)
+
+    def context(post: Callable[[ui.Event], None]) -> Any:
+        from kiosk.ui.screens import Context
+        from kiosk.ui.video import VideoView
+        from kiosk.ui.widgets import Sizes
+
+        return Context(post, language=settings.language, sizes=Sizes(settings.font_scale), video=VideoView(),
+                       self_view=VideoView(), version=kiosk.__version__, wall_clock=wall_clock or time.time)
+
+    app = make_app(context)
+
+    def shower(view: str) -> Callable[[Any], None]:
+        def show(frame: Any) -> None:
+            target = getattr(getattr(app, "ctx", None), view, None)
+            if target is not None:
+                target.show(frame)
+
+        return show
+
+    def awake() -> bool:  # told to the server with each heartbeat: "was the screen on?"
+        shown = app.shown
+        return shown is None or not shown.asleep
+
+    speaker = Speaker(settings.volume, settings.language)
+    session = UiSession(AgentClient(socket_path(state), screen_awake=awake),
+                        open_media or (lambda: open_device_media(demo=args.demo_media)),
+                        on_screen=app.show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
+                        audio_sink=speaker.new_sink, effects=speaker.effects(Effects()), settings=settings,
+                        read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock)
+    app.post_event = session.post
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, session.stop)
+    screen_task = asyncio.ensure_future(app.async_run(async_lib="asyncio"))
+    session_task = asyncio.ensure_future(session.run())
+    buttons = asyncio.ensure_future(InputWatcher(session.post, button_map(settings)).run())  # keyboards grabbed
+    driver = asyncio.ensure_future(started(app, session)) if started is not None else None
+    waiting: set[asyncio.Future[Any]] = {screen_task, session_task} | ({driver} if driver else set())
+    done, _pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    session.stop()
+    await session_task
+    buttons.cancel()
+    await asyncio.gather(buttons, return_exceptions=True)
+    app.stop()
+    await screen_task
+    if driver is not None and driver in done:
+        driver.result()  # a driver's failure is the run's
+    log.info("stopped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if not args.headless:
-        print(NO_KIVY_YET, file=sys.stderr)
-        return 2
     _logging(args.log_level)
-    headless = HeadlessScreen(args.auto_answer_after, args.hang_up_after)
-    return asyncio.run(run_headless(args.state, headless, demo_media=args.demo_media))
+    if args.headless:
+        headless = HeadlessScreen(args.auto_answer_after, args.hang_up_after)
+        return asyncio.run(run_headless(args.state, headless, demo_media=args.demo_media))
+    return asyncio.run(run_screen(args))
 
 
 if __name__ == "__main__":

@@ -15,15 +15,22 @@ the server runs. Nothing here raises for any event in any state, and a call
 that has ended stays ended: late messages for it are ignored, a repeated ring
 with its id does not ring again, and nothing but its quality report is sent
 for it any more.
+
+Besides calls it decides the quiet screens: not ready, awaiting approval,
+ready for a new citizen, idle with the planned visits (asleep at night), a
+reminder before a visit, the citizen's consent before support looks at the
+screen, and the staff setup behind a PIN. The wall clock arrives as an event
+(:class:`WallClock`) so the step stays pure; ``now`` is always monotonic.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias
 
 from kiosk.protocol import call as c
+from kiosk.protocol import machine
 from kiosk.protocol import messages as m
 
 __all__ = [
@@ -33,20 +40,41 @@ __all__ = [
     "AgentLost",
     "AnswerPressed",
     "CallView",
+    "CameraToggled",
+    "Chime",
     "ClosePeer",
+    "ConsentAnswered",
+    "ConsentAsked",
+    "ConsentGiven",
+    "CornerHeld",
     "Event",
     "HangUpPressed",
     "MediaDown",
     "MediaUp",
+    "MicrophoneToggled",
     "OfferReady",
+    "PinEntered",
     "QualityReady",
     "Screen",
     "ScreenName",
     "Send",
+    "SetCamera",
+    "SetMicrophone",
+    "SetVolume",
+    "Settings",
+    "SetupClosed",
+    "SetupPage",
     "StartPeer",
-    "Tick",
+    "StartRinging",
+    "StopRinging",
+    "TimePassed",
     "Transition",
     "UiState",
+    "UiTransition",
+    "VisitLine",
+    "VolumeStep",
+    "WakeTouched",
+    "WallClock",
     "initial_state",
     "next_deadline",
     "screen",
@@ -59,10 +87,35 @@ ENDED_SCREEN_SECONDS: Final = 5.0
 STARTING_SECONDS: Final = 3.0
 #: Ended call ids remembered, so a late duplicate ring never rings again.
 REMEMBERED_CALLS: Final = 32
+#: Support's request to see the screen: no answer within this long is a no.
+CONSENT_SECONDS: Final = 60.0
+#: The PIN pad closes after this long untouched; the open setup after SETUP_SECONDS.
+PIN_SECONDS: Final = 60.0
+SETUP_SECONDS: Final = 600.0
+#: A planned visit's reminder stays this long after the planned time (staff may be late).
+REMINDER_AFTER_SECONDS: Final = 300.0
+#: A touch on the dark night screen shows it this long (wall-clock seconds).
+WOKEN_SECONDS: Final = 60.0
+#: Volume steps (0 is silent); the sound layer maps them onto its range (>= 18 dB).
+VOLUME_STEPS: Final = 10
 
-ScreenName: TypeAlias = Literal["starting", "offline", "idle", "ringing", "connecting", "in-call", "ended"]
+ScreenName: TypeAlias = Literal[
+    "starting", "offline", "not-ready", "awaiting-approval", "ready", "idle", "reminder", "ringing",
+    "connecting", "in-call", "ended", "consent", "setup-pin", "setup",
+]
 AgentLink: TypeAlias = Literal["connecting", "up", "down"]
 PeerStage: TypeAlias = Literal["none", "starting", "offered", "accepted"]
+SetupPageName: TypeAlias = Literal["menu", "network", "volume", "test-call", "info"]
+ConsentAnswer: TypeAlias = Literal["yes", "no", "no-answer"]
+
+#: The device states that are not "in service", and their screens. "awaiting-approval"
+#: is the state the enrollment work adds for a unit the municipality has not approved yet.
+_STATE_SCREENS: Final[dict[str, ScreenName]] = {
+    "unprovisioned": "not-ready",
+    "awaiting-approval": "awaiting-approval",
+    "enrolled-unassigned": "ready",
+    "wipe-pending": "ready",
+}
 
 
 # --- local events (the agent's messages are events too) ----------------------
@@ -130,13 +183,87 @@ class QualityReady:
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
-    """Time passed; fed at :func:`next_deadline`."""
+class TimePassed:
+    """Monotonic time passed; fed at :func:`next_deadline`."""
+
+
+@dataclass(frozen=True, slots=True)
+class WallClock:
+    """The wall clock read now (Unix time, and the local offset from UTC in seconds):
+    fed every few seconds, for the clock on screen, the visits, reminders and night hours."""
+
+    time: float
+    utc_offset: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CameraToggled:
+    """The citizen pressed "camera off" / "camera on" in a call."""
+
+
+@dataclass(frozen=True, slots=True)
+class MicrophoneToggled:
+    """The citizen pressed "sound off" / "sound on" (their microphone) in a call."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeStep:
+    """A volume button: +1 louder, -1 softer."""
+
+    delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentAsked:
+    """Support asks to see the screen (the agent passes the signed command on)."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentAnswered:
+    """The citizen pressed Ja or Nej."""
+
+    yes: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WakeTouched:
+    """The citizen touched the dark night screen: show it for a while."""
+
+
+@dataclass(frozen=True, slots=True)
+class CornerHeld:
+    """The hidden corner was held long enough: staff want the setup."""
+
+
+@dataclass(frozen=True, slots=True)
+class PinEntered:
+    pin: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetupPage:
+    """Staff opened a page of the setup (any touch in the setup counts as activity)."""
+
+    page: SetupPageName
+
+
+@dataclass(frozen=True, slots=True)
+class SetupClosed:
+    """Staff closed the setup (or the PIN pad)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChanged:
+    settings: Settings
 
 
 LocalEvent: TypeAlias = (
     AgentConnected | AgentLost | AnswerPressed | HangUpPressed | OfferReady | MediaUp | MediaDown
-    | LinkChanged | QualityReady | Tick
+    | LinkChanged | QualityReady | TimePassed | WallClock | CameraToggled | MicrophoneToggled | VolumeStep
+    | ConsentAsked | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
+    | WakeTouched
 )
 Event: TypeAlias = LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded
 
@@ -173,7 +300,60 @@ class ClosePeer:
     call_id: str
 
 
-Action: TypeAlias = Send | StartPeer | AcceptAnswer | ClosePeer
+@dataclass(frozen=True, slots=True)
+class SetCamera:
+    """Send the camera's picture (on) or a plain filler picture (off)."""
+
+    call_id: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetMicrophone:
+    """Send the microphone's sound (on) or silence (off)."""
+
+    call_id: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetVolume:
+    """Set the speaker to ``level`` of :data:`VOLUME_STEPS`."""
+
+    level: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chime:
+    """Play the soft reminder chime once."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartRinging:
+    """Ring: the ring tone (rising), and the caller announced aloud between rings."""
+
+    ring: m.CallRing
+
+
+@dataclass(frozen=True, slots=True)
+class StopRinging:
+    """The ringing is over (answered, or the call ended)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentGiven:
+    """The citizen's answer to a request to see the screen (the agent signs it as the result)."""
+
+    request_id: str
+    answer: ConsentAnswer
+
+
+Action: TypeAlias = (
+    Send | StartPeer | AcceptAnswer | ClosePeer | SetCamera | SetMicrophone | SetVolume | Chime | ConsentGiven
+    | StartRinging | StopRinging
+)
 
 
 # --- state -------------------------------------------------------------------------
@@ -188,6 +368,8 @@ class CallView:
     peer: PeerStage = "none"
     end_reason: str | None = None  # an EndReason value: the server's if it told us, else ours
     ended_at: float | None = None
+    camera_on: bool = True
+    microphone_on: bool = True
     link: str = "good"  # "poor" or "lost": the citizen is told ("Dårlig forbindelse — billedet kan hakke")
 
     @property
@@ -200,6 +382,36 @@ class CallView:
 
 
 @dataclass(frozen=True, slots=True)
+class Settings:
+    """The unit's screen settings (from the state directory's ui.json; later set by the server)."""
+
+    serial: str = "?"
+    language: str = "da"
+    font_scale: float = 1.0
+    night_start_hour: int = 22  # the display sleeps from here ...
+    night_end_hour: int = 7  # ... to here (local time), waking only for a call
+    reminder_minutes: int = 5
+    staff_pin: str | None = None  # None: no PIN set, the setup cannot be opened
+    volume: int = 6
+    answer_keys: tuple[str, ...] = ()  # evdev key names of physical answer buttons; () the defaults
+    hang_up_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    request_id: str
+    asked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    stage: Literal["pin", "open"]
+    touched_at: float
+    page: SetupPageName = "menu"
+    wrong_pins: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class UiState:
     started_at: float
     agent: AgentLink = "connecting"
@@ -207,25 +419,43 @@ class UiState:
     call: CallView | None = None
     finished: tuple[str, ...] = ()  # ids of ended calls, newest last
     screen_awake: bool = True
+    settings: Settings = field(default_factory=Settings)
+    wall: WallClock | None = None
+    consent: Consent | None = None
+    setup: Setup | None = None
+    reminded: tuple[float, ...] = ()  # times of the visits whose chime has sounded
+    woken_until: float = 0.0  # wall clock: the night screen shows until then after a touch
 
 
-def initial_state(now: float, screen_awake: bool = True) -> UiState:
-    return UiState(started_at=now, screen_awake=screen_awake)
+def initial_state(now: float, screen_awake: bool = True, settings: Settings | None = None) -> UiState:
+    return UiState(started_at=now, screen_awake=screen_awake, settings=settings or Settings())
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    state: UiState
-    actions: tuple[Action, ...] = ()
+#: The shared shape; construct with :class:`Transition`, annotate with :data:`UiTransition`.
+Transition = machine.Transition
+UiTransition: TypeAlias = machine.Transition[UiState, Action]
 
 
 # --- the screen ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
+class VisitLine:
+    """One planned visit as listed: "I dag kl. 10:30 — Anne, sygeplejerske"."""
+
+    day: Literal["today", "tomorrow"]
+    hour: int
+    minute: int
+    staff_name: str
+    staff_role: str
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Screen:
-    """What to render. ``citizen_name`` and ``contact_staff`` are for the screen
-    only: :meth:`log_record` leaves them (and anything personal) out."""
+    """What to render. ``citizen_name``, ``contact_staff``, ``visits`` and the
+    staff names in them are for the screen only: :meth:`log_record` leaves them
+    (and anything personal) out."""
 
     name: ScreenName
     call_id: str | None = None
@@ -236,6 +466,15 @@ class Screen:
     device_state: m.DeviceState | None = None
     citizen_name: str | None = None
     contact_staff: tuple[str, ...] = ()
+    visits: tuple[VisitLine, ...] = ()
+    asleep: bool = False  # night hours: the display is dark until a call
+    minutes_to_visit: int | None = None  # the reminder's "om 5 minutter"
+    camera_on: bool = True
+    microphone_on: bool = True
+    volume: int = 0
+    setup_page: SetupPageName | None = None
+    wrong_pins: int = 0
+    serial: str = ""
     link: str | None = None  # in a call: "poor" or "lost" shows the notice; None: all is well
 
     def log_record(self) -> dict[str, Any]:
@@ -249,9 +488,15 @@ class Screen:
             ("link", self.link),
             ("offline", self.offline),
             ("device_state", self.device_state),
+            ("minutes", self.minutes_to_visit),
+            ("page", self.setup_page),
         ):
             if value is not None:
                 record[key] = value
+        if self.name == "in-call":
+            record.update(camera=self.camera_on, microphone=self.microphone_on)
+        if self.asleep:
+            record["asleep"] = True
         return record
 
 
@@ -265,7 +510,9 @@ _CALL_SCREENS: Final[dict[c.CallState, ScreenName]] = {
 
 
 def screen(state: UiState) -> Screen:
-    """The screen for ``state``. A call on screen comes before everything else."""
+    """The screen for ``state``. A call comes before everything, then the citizen's
+    consent, then the staff setup, then what the unit's state and the clock say."""
+    settings = state.settings
     view = state.call
     if view is not None:
         name: ScreenName = "ended" if view.ended else _CALL_SCREENS[view.machine.state]
@@ -275,26 +522,100 @@ def screen(state: UiState) -> Screen:
             caller_name=view.ring.caller_name,
             caller_role=view.ring.caller_role,
             end_reason=view.end_reason,
+            camera_on=view.camera_on,
+            microphone_on=view.microphone_on,
+            volume=settings.volume if name == "in-call" else 0,
             link=view.link if view.link != "good" and not view.ended else None,
         )
+    if state.consent is not None:
+        return Screen("consent")
+    if state.setup is not None:
+        setup = state.setup
+        if setup.stage == "pin":
+            return Screen("setup-pin", wrong_pins=setup.wrong_pins)
+        status = state.status
+        return Screen("setup", setup_page=setup.page, volume=settings.volume, serial=settings.serial,
+                      device_state=status.state if status else None,
+                      offline=None if status and status.server_online else "server")
     if state.agent == "connecting" or (state.agent == "up" and state.status is None):
         return Screen("starting")
     if state.agent == "down":
         return Screen("offline", offline="agent")
     status = state.status
     assert status is not None
+    quiet = _STATE_SCREENS.get(status.state)
+    if quiet is not None:
+        return Screen(quiet, device_state=status.state, serial=settings.serial if quiet == "not-ready" else "",
+                      offline=None if status.server_online else "server")
     if not status.server_online:
-        return Screen("offline", offline="server", device_state=status.state)
+        return Screen("offline", offline="server", device_state=status.state, visits=_visit_lines(state))
+    reminder = _reminder(state)
+    if reminder is not None:
+        visit, minutes = reminder
+        return Screen("reminder", caller_name=visit.staff_name, caller_role=visit.staff_role,
+                      minutes_to_visit=minutes, device_state=status.state)
     return Screen(
         "idle",
         device_state=status.state,
         citizen_name=status.citizen_name,
         contact_staff=tuple(status.contact_staff),
+        visits=_visit_lines(state),
+        asleep=_night(state),
     )
 
 
+def _local(wall: WallClock, at: float) -> tuple[int, int, int]:
+    """(local day number, hour, minute) of Unix time ``at`` at the wall clock's offset."""
+    seconds = int(at + wall.utc_offset)
+    day, rest = divmod(seconds, 86400)
+    return day, rest // 3600, rest % 3600 // 60
+
+
+def _visit_lines(state: UiState) -> tuple[VisitLine, ...]:
+    """Today's and tomorrow's visits not yet past, in time order (none before the clock is known)."""
+    wall, status = state.wall, state.status
+    if wall is None or status is None:
+        return ()
+    today, _, _ = _local(wall, wall.time)
+    lines: list[VisitLine] = []
+    for visit in sorted(status.visits, key=lambda v: v.at):
+        if visit.at + REMINDER_AFTER_SECONDS < wall.time:
+            continue
+        day, hour, minute = _local(wall, visit.at)
+        if day in (today, today + 1):
+            lines.append(VisitLine("today" if day == today else "tomorrow", hour, minute,
+                                   visit.staff_name, visit.staff_role, visit.kind))
+    return tuple(lines)
+
+
+def _reminder(state: UiState) -> tuple[m.PlannedVisit, int] | None:
+    """The visit due within the reminder time (or just past it), and the whole minutes left."""
+    wall, status = state.wall, state.status
+    if wall is None or status is None or state.settings.reminder_minutes <= 0:
+        return None
+    lead = state.settings.reminder_minutes * 60
+    for visit in sorted(status.visits, key=lambda v: v.at):
+        left = visit.at - wall.time
+        if -REMINDER_AFTER_SECONDS <= left <= lead:
+            return visit, max(0, math.ceil(left / 60))
+    return None
+
+
+def _night(state: UiState) -> bool:
+    wall = state.wall
+    if wall is None:
+        return False
+    if wall.time < state.woken_until:
+        return False
+    _, hour, _ = _local(wall, wall.time)
+    start, end = state.settings.night_start_hour, state.settings.night_end_hour
+    if start == end:
+        return False
+    return start <= hour < end if start < end else hour >= start or hour < end
+
+
 def next_deadline(state: UiState) -> float | None:
-    """When the I/O layer should feed a :class:`Tick` (caller's clock), or None."""
+    """When the I/O layer should feed a :class:`TimePassed` (monotonic clock), or None."""
     deadlines: list[float] = []
     if state.agent == "connecting":
         deadlines.append(state.started_at + STARTING_SECONDS)
@@ -304,16 +625,39 @@ def next_deadline(state: UiState) -> float | None:
             deadlines.append(view.ended_at + ENDED_SCREEN_SECONDS)
         elif view.machine.next_deadline is not None:
             deadlines.append(view.machine.next_deadline)
+    if state.consent is not None:
+        deadlines.append(state.consent.asked_at + CONSENT_SECONDS)
+    if state.setup is not None:
+        deadlines.append(state.setup.touched_at + _setup_timeout(state.setup))
     return min(deadlines, default=None)
+
+
+def _setup_timeout(setup: Setup) -> float:
+    return PIN_SECONDS if setup.stage == "pin" else SETUP_SECONDS
 
 
 # --- the step ---------------------------------------------------------------------
 
 
-def step(state: UiState, event: Event, now: float) -> Transition:
+def step(state: UiState, event: Event, now: float) -> UiTransition:
     """Feed one event at time ``now``. Never raises for any event in any state."""
     if not math.isfinite(now):
         return Transition(state)
+    after = _step(state, event, now)
+    # The ring's sound follows the ringing state, whatever ended it: one place decides.
+    was, is_ = _ringing(state), _ringing(after.state)
+    if was is is_ or (was is not None and is_ is not None and was.call_id == is_.call_id):
+        return after
+    sounds: tuple[Action, ...] = ((StopRinging(was.call_id),) if was else ()) + ((StartRinging(is_),) if is_ else ())
+    return Transition(after.state, after.actions + sounds)
+
+
+def _ringing(state: UiState) -> m.CallRing | None:
+    view = _live(state, None)
+    return view.ring if view is not None and view.machine.state is c.CallState.RINGING else None
+
+
+def _step(state: UiState, event: Event, now: float) -> UiTransition:
     match event:
         case m.AgentStatus():
             return Transition(replace(state, status=event))
@@ -365,8 +709,29 @@ def step(state: UiState, event: Event, now: float) -> Transition:
             return Transition(_with_call(state, replace(view, link=link)))
         case QualityReady(report=report):
             return Transition(state, (Send(report),))  # the call has ended: that is when it is ready
-        case Tick():
+        case TimePassed():
             return _tick(state, now)
+        case WallClock():
+            return _wall(state, event)
+        case CameraToggled() | MicrophoneToggled():
+            return _toggle(state, event)
+        case VolumeStep(delta=delta):
+            level = min(VOLUME_STEPS, max(0, state.settings.volume + (1 if delta > 0 else -1 if delta < 0 else 0)))
+            if level == state.settings.volume:
+                return Transition(state)
+            return Transition(replace(state, settings=replace(state.settings, volume=level)), (SetVolume(level),))
+        case ConsentAsked(request_id=request_id):
+            return _consent_asked(state, request_id, now)
+        case ConsentAnswered(yes=yes):
+            return _consent_answered(state, "yes" if yes else "no")
+        case CornerHeld() | PinEntered() | SetupPage() | SetupClosed():
+            return _setup(state, event, now)
+        case SettingsChanged(settings=settings):
+            return Transition(replace(state, settings=settings))
+        case WakeTouched():
+            if state.wall is None:
+                return Transition(state)
+            return Transition(replace(state, woken_until=state.wall.time + WOKEN_SECONDS))
         case _:  # Rejected, and anything else the agent may add: nothing on screen changes
             return Transition(state)
 
@@ -383,7 +748,7 @@ def _with_call(state: UiState, view: CallView | None) -> UiState:
     return replace(state, call=view)
 
 
-def _ring(state: UiState, ring: m.CallRing, now: float) -> Transition:
+def _ring(state: UiState, ring: m.CallRing, now: float) -> UiTransition:
     if ring.call_id in state.finished:
         return Transition(state)  # a late duplicate of a call that is over
     current = state.call
@@ -399,10 +764,10 @@ def _ring(state: UiState, ring: m.CallRing, now: float) -> Transition:
     machine = c.step(machine, c.RingAck(), now).state
     view = CallView(ring=ring, machine=machine)
     ringing = m.CallRinging(call_id=ring.call_id, screen_awake=state.screen_awake)
-    return Transition(_with_call(state, view), (Send(ringing),))
+    return Transition(replace(state, call=view, setup=None), (Send(ringing),))  # the call closes the setup
 
 
-def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> Transition:
+def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> UiTransition:
     """Feed the mirrored call machine and turn what changed into actions."""
     after = c.step(view.machine, event, now).state
     if after == view.machine:
@@ -427,16 +792,16 @@ def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> Transit
     return Transition(_with_call(state, new_view), actions)
 
 
-def _finish(state: UiState, view: CallView, reason: str, now: float, sends: tuple[Action, ...]) -> Transition:
+def _finish(state: UiState, view: CallView, reason: str, now: float, sends: tuple[Action, ...]) -> UiTransition:
     ended = replace(view, end_reason=reason, ended_at=now)
     close: tuple[Action, ...] = (ClosePeer(view.call_id),) if view.peer != "none" else ()
-    finished = (state.finished + (view.call_id,))[-REMEMBERED_CALLS:]
+    finished = (*state.finished, view.call_id)[-REMEMBERED_CALLS:]
     # The hang-up goes out before the peer closes, so the server has ended the
     # call by the time the quality report follows.
     return Transition(replace(state, call=ended, finished=finished), sends + close)
 
 
-def _agent_lost(state: UiState, now: float) -> Transition:
+def _agent_lost(state: UiState, now: float) -> UiTransition:
     view = _live(state, None)
     if view is None or view.machine.state is c.CallState.IN_CALL:
         # Media goes peer to peer: a call in progress outlives the agent's restart.
@@ -445,9 +810,15 @@ def _agent_lost(state: UiState, now: float) -> Transition:
     return _feed(state, view, c.DeviceOffline(), now)
 
 
-def _tick(state: UiState, now: float) -> Transition:
+def _tick(state: UiState, now: float) -> UiTransition:
     if state.agent == "connecting" and now >= state.started_at + STARTING_SECONDS:
         state = replace(state, agent="down")
+    if state.setup is not None and now >= state.setup.touched_at + _setup_timeout(state.setup):
+        state = replace(state, setup=None)
+    if state.consent is not None and now >= state.consent.asked_at + CONSENT_SECONDS:
+        silence = _consent_answered(state, "no-answer")
+        after = _tick(silence.state, now)
+        return Transition(after.state, silence.actions + after.actions)
     view = state.call
     if view is None:
         return Transition(state)
@@ -461,3 +832,66 @@ def _tick(state: UiState, now: float) -> Transition:
 def _due(view: CallView, now: float) -> bool:
     deadline = view.machine.next_deadline
     return deadline is not None and now >= deadline
+
+
+def _wall(state: UiState, wall: WallClock) -> UiTransition:
+    """A new reading of the wall clock: a reminder that just began chimes once."""
+    if not (math.isfinite(wall.time) and math.isfinite(wall.utc_offset)):
+        return Transition(state)
+    state = replace(state, wall=wall)
+    reminder = _reminder(state)
+    if reminder is None or reminder[0].at in state.reminded or state.call is not None:
+        return Transition(state)
+    reminded = (*state.reminded, reminder[0].at)[-REMEMBERED_CALLS:]
+    return Transition(replace(state, reminded=reminded), (Chime(),))
+
+
+def _toggle(state: UiState, event: CameraToggled | MicrophoneToggled) -> UiTransition:
+    view = _live(state, None)
+    if view is None or view.machine.state not in (c.CallState.CONNECTING, c.CallState.IN_CALL):
+        return Transition(state)
+    if isinstance(event, CameraToggled):
+        view = replace(view, camera_on=not view.camera_on)
+        action: Action = SetCamera(view.call_id, view.camera_on)
+    else:
+        view = replace(view, microphone_on=not view.microphone_on)
+        action = SetMicrophone(view.call_id, view.microphone_on)
+    return Transition(_with_call(state, view), (action,))
+
+
+def _consent_asked(state: UiState, request_id: str, now: float) -> UiTransition:
+    actions: tuple[Action, ...] = ()
+    if state.consent is not None:  # a newer request replaces an open one, which counts as unanswered
+        if state.consent.request_id == request_id:
+            return Transition(state)
+        actions = (ConsentGiven(state.consent.request_id, "no-answer"),)
+    return Transition(replace(state, consent=Consent(request_id, now), setup=None), actions)
+
+
+def _consent_answered(state: UiState, answer: ConsentAnswer) -> UiTransition:
+    if state.consent is None:
+        return Transition(state)
+    return Transition(replace(state, consent=None), (ConsentGiven(state.consent.request_id, answer),))
+
+
+def _setup(state: UiState, event: CornerHeld | PinEntered | SetupPage | SetupClosed, now: float) -> UiTransition:
+    setup = state.setup
+    match event:
+        case CornerHeld():
+            if setup is not None or state.call is not None or state.consent is not None:
+                return Transition(state)
+            if state.settings.staff_pin is None:
+                return Transition(state)  # no PIN set from the server: there is no setup to open
+            return Transition(replace(state, setup=Setup("pin", now)))
+        case PinEntered(pin=pin):
+            if setup is None or setup.stage != "pin":
+                return Transition(state)
+            if pin == state.settings.staff_pin:
+                return Transition(replace(state, setup=Setup("open", now)))
+            return Transition(replace(state, setup=replace(setup, touched_at=now, wrong_pins=setup.wrong_pins + 1)))
+        case SetupPage(page=page):
+            if setup is None or setup.stage != "open":
+                return Transition(state)
+            return Transition(replace(state, setup=replace(setup, page=page, touched_at=now)))
+        case SetupClosed():
+            return Transition(replace(state, setup=None))

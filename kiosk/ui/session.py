@@ -17,9 +17,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from kiosk.media.link import LinkState
+from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
 from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
@@ -29,9 +31,11 @@ from kiosk.ui.call_peer import (
     CallMediaError,
     CountingAudioSink,
     DeviceCall,
+    LocalMedia,
     MediaOpener,
     VideoSink,
 )
+from kiosk.ui.self_view import TappedTrack
 
 log = logging.getLogger("kiosk.ui")
 
@@ -42,6 +46,41 @@ STOP_TIMEOUT = 5.0
 #: the server's word this long to arrive, so the screen says "the caller hung
 #: up" and we do not report a media failure that was none.
 REMOTE_CLOSE_GRACE = 2.0
+#: How often the wall clock is read for the clock on screen, reminders and night hours.
+WALL_CLOCK_SECONDS = 5.0
+
+
+def local_wall_clock(now: float | None = None) -> ui.WallClock:
+    """The wall clock (``now`` or the time now), with that moment's offset from UTC (summer time followed)."""
+    now = time.time() if now is None else now
+    return ui.WallClock(now, float(time.localtime(now).tm_gmtoff))
+
+
+def _log_volume(level: int) -> None:
+    log.info("volume %d of %d (no speaker control attached)", level, ui.VOLUME_STEPS)
+
+
+def _log_chime() -> None:
+    log.info("reminder chime (no speaker attached)")
+
+
+def _log_consent(answer: ui.ConsentGiven) -> None:
+    log.info("screen consent %s: %s", answer.request_id, answer.answer)
+
+
+def _log_ring(ring: m.CallRing | None) -> None:
+    log.info("ring tone %s (no speaker attached)", "on" if ring is not None else "off")
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What the session does for the sound and consent actions; the speaker, chime
+    and the agent's consent message plug in here (logged until they exist)."""
+
+    set_volume: Callable[[int], None] = _log_volume
+    chime: Callable[[], None] = _log_chime
+    consent: Callable[[ui.ConsentGiven], None] = _log_consent
+    ring: Callable[[m.CallRing | None], None] = _log_ring  # the ring tone and announcement; None stops them
 
 
 class UiSession:
@@ -52,8 +91,12 @@ class UiSession:
         *,
         on_screen: Callable[[ui.Screen], None] = lambda _screen: None,
         on_video_frame: VideoSink | None = None,
+        on_self_frame: VideoSink | None = None,
         audio_sink: Callable[[], AudioSink] = CountingAudioSink,
         screen_awake: bool = True,
+        settings: ui.Settings | None = None,
+        effects: Effects | None = None,
+        read_wall_clock: Callable[[], ui.WallClock] = local_wall_clock,
         gather_timeout: float = GATHER_TIMEOUT,
         remote_close_grace: float = REMOTE_CLOSE_GRACE,
         clock: Callable[[], float] = time.monotonic,
@@ -63,10 +106,14 @@ class UiSession:
         self._open_media = open_media
         self._on_screen = on_screen
         self._on_video_frame = on_video_frame
+        self._on_self_frame = on_self_frame
         self._audio_sink = audio_sink
         self._gather_timeout = gather_timeout
         self._clock = clock
-        self.state = ui.initial_state(clock(), screen_awake)
+        self._read_wall_clock = read_wall_clock
+        self.effects = effects or Effects()
+        self.state = ui.initial_state(clock(), screen_awake, settings)
+        self.state = ui.step(self.state, read_wall_clock(), clock()).state
         self.screen = ui.screen(self.state)
         self.peers: dict[str, DeviceCall] = {}
         self.last_call: DeviceCall | None = None  # kept after it closed: its counters stay readable
@@ -94,25 +141,27 @@ class UiSession:
             if view is not None and view.peer != "none" and not view.ended:
                 self.post(ui.MediaDown(view.call_id, "the UI is stopping"))
             else:
-                self.post(ui.Tick())  # wake the loop
+                self.post(ui.TimePassed())  # wake the loop
 
     # --- the loop -----------------------------------------------------------------
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read_agent(), name="ui-agent-reader")
+        wall = asyncio.create_task(self._read_wall(), name="ui-wall-clock")
         self._on_screen(self.screen)
         try:
             while not self._finished():
                 try:
                     event = await asyncio.wait_for(self._events.get(), self._wait())
                 except TimeoutError:
-                    event = ui.Tick()
+                    event = ui.TimePassed()
                 await self.handle(event)
         finally:
             reader.cancel()
+            wall.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            await asyncio.gather(reader, *self._tasks, return_exceptions=True)
+            await asyncio.gather(reader, wall, *self._tasks, return_exceptions=True)
             for peer in list(self.peers.values()):
                 await peer.hang_up()
             self.peers.clear()
@@ -142,6 +191,11 @@ class UiSession:
             wait = min(wait if wait is not None else 0.05, 0.05)
         return wait
 
+    async def _read_wall(self) -> None:
+        while True:
+            await asyncio.sleep(WALL_CLOCK_SECONDS)
+            self.post(self._read_wall_clock())
+
     async def _read_agent(self) -> None:
         async for event in self.client.events():
             if isinstance(event, m.Rejected):
@@ -165,6 +219,36 @@ class UiSession:
                 closing = self.peers.pop(call_id, None)
                 if closing is not None:
                     self._spawn(self._close(closing))
+            case ui.SetCamera(call_id=call_id, on=on) | ui.SetMicrophone(call_id=call_id, on=on):
+                self._mute(call_id, "video" if isinstance(action, ui.SetCamera) else "audio", not on)
+            case ui.SetVolume(level=level):
+                self.effects.set_volume(level)
+            case ui.Chime():
+                self.effects.chime()
+            case ui.ConsentGiven():
+                self.effects.consent(action)
+            case ui.StartRinging(ring=ring):
+                self.effects.ring(ring)
+            case ui.StopRinging():
+                self.effects.ring(None)
+
+    async def _media_with_self_view(self) -> LocalMedia:
+        media = await self._open_media()
+        if self._on_self_frame is not None and media.video is not None:
+            media.video = TappedTrack(media.video, self._on_self_frame)
+        return media
+
+    def _mute(self, call_id: str, kind: str, muted: bool) -> None:
+        """The citizen's camera or sound off/on: the call's track sends its filler meanwhile."""
+        peer = self.peers.get(call_id)
+        media = peer.peer.media if peer is not None else None
+        track = None if media is None else media.video if kind == "video" else media.audio
+        if isinstance(track, TappedTrack):
+            track = track.source
+        if isinstance(track, SwappableTrack):
+            track.muted = muted
+        else:
+            log.warning("call %s: the %s track cannot be turned off (%s)", call_id, kind, type(track).__name__)
 
     def _start_peer(self, ring: m.CallRing) -> DeviceCall:
         call_id = ring.call_id
@@ -177,7 +261,7 @@ class UiSession:
 
         peer = DeviceCall(
             ring,
-            self._open_media,
+            self._media_with_self_view,
             on_state=on_state,
             on_link=on_link,
             on_video_frame=self._on_video_frame,
@@ -218,5 +302,8 @@ class UiSession:
 
     async def _close(self, peer: DeviceCall) -> None:
         report = await peer.hang_up()
+        close_sink = getattr(peer.audio_sink, "close", None)  # the speaker's player process ends with the call
+        if close_sink is not None:
+            await close_sink()
         if report is not None:
             self.post(ui.QualityReady(report))

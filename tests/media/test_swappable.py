@@ -92,3 +92,19 @@ async def test_capture_frames_do_not_force_the_encoder_into_key_frames_only() ->
     source.stop()
     assert keyframes == [True] + [False] * 9
 
+
+
+async def test_muted_sends_the_placeholder_and_a_new_device_does_not_unmute() -> None:
+    camera = await open_source(lavfi_pattern_spec(160, 120))
+    track = SwappableTrack("video", camera, placeholder_fps=20)
+    assert luma_spread(await track.recv()) > 50
+    track.muted = True  # the citizen pressed "camera off"
+    assert luma_spread(await asyncio.wait_for(track.recv(), 1.0)) == 0
+    other = await open_source(lavfi_pattern_spec(160, 120))
+    track.swap(other)  # a camera plugged in meanwhile
+    for _ in range(3):
+        assert luma_spread(await asyncio.wait_for(track.recv(), 1.0)) == 0
+    track.muted = False
+    assert luma_spread(await asyncio.wait_for(track.recv(), 1.0)) > 50
+    camera.stop()
+    other.stop()

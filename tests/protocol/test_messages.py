@@ -90,6 +90,8 @@ device_facts = st.builds(
     screen_awake=st.none() | st.booleans(),
 )
 
+planned_visits = st.builds(m.PlannedVisit, at=finite, staff_name=text, staff_role=text, kind=text)
+
 #: One strategy per message struct defined in kiosk.protocol.messages.
 MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     **ACTION_STRATEGIES,
@@ -146,7 +148,9 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         server_online=st.booleans(),
         citizen_name=st.none() | text,
         contact_staff=st.lists(text, max_size=3),
+        visits=st.lists(planned_visits, max_size=3),
     ),
+    m.PlannedVisit: planned_visits,
     m.EnrollRequest: st.builds(m.EnrollRequest, token=text, csr_pem=text, agent_version=text),
     m.EnrollResponse: st.builds(
         m.EnrollResponse,

@@ -62,7 +62,7 @@ class FakeDevice:
         self.id = device_id
         self.inbox = Inbox()
         with store.tx() as conn:
-            store.add_device(conn, device_id, format(next(self._serials), "x"), "(no certificate)", "test")
+            store.add_device(conn, device_id, format(next(self._serials), "x"), "(no certificate)", "cli:test")
         self.link = DeviceLink(device_id, "(no certificate)", self.inbox.send, self.inbox.close)
 
     async def connect(self, hub: Hub) -> None:

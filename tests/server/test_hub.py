@@ -126,7 +126,7 @@ async def test_a_dropped_link_is_held_online_and_its_call_messages_wait_for_the_
     await held.send(ended)
     with pytest.raises(ConnectionError):  # commands wait in the store, not here
         await held.send(m.CommandDelivery(envelope=m.SignedEnvelope(payload=b"{}", signature=b"")))
-    queued = commands.queue(store, authority, device.id, m.Ping(), "test", ttl_seconds=3600.0)
+    queued = commands.queue(store, authority, device.id, m.Ping(), "cli:test", ttl_seconds=3600.0)
     await hub.deliver_pending(device.id)  # nothing sent on the held link, nothing lost
 
     device.new_connection()  # the unit is back

@@ -183,9 +183,14 @@ async def test_an_agent_that_goes_away_shows_offline_and_is_found_again(
     assert await ui.stop() == 0
 
 
-def test_without_headless_it_says_the_screen_comes_later(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--state", "/nonexistent"]) == 2
-    assert "later issue" in capsys.readouterr().err
+def test_a_bad_screen_size_or_language_is_refused_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in (["--size", "big"], ["--size", "10x10"], ["--language", "sv"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["--state", "/x", *bad])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "WIDTHxHEIGHT" in err and "out of range" in err and "invalid choice: 'sv'" in err
+    assert cli._parser().parse_args(["--state", "/x", "--size", "1280x800"]).size == (1280, 800)
 
 
 def test_bad_seconds_are_refused_with_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from kiosk.ui.controller import (
     QualityReady,
     Send,
     StartPeer,
-    Tick,
+    TimePassed,
     UiState,
 )
 
@@ -85,9 +86,9 @@ def test_starting_then_idle_once_the_agent_says_its_status() -> None:
 def test_no_agent_is_offline_after_a_grace_period_not_at_once() -> None:
     d = Driver(now=0.0)
     assert ui.next_deadline(d.state) == ui.STARTING_SECONDS
-    d.feed(Tick(), at=1.0)
+    d.feed(TimePassed(), at=1.0)
     assert d.shown().name == "starting"
-    d.feed(Tick(), at=ui.STARTING_SECONDS)
+    d.feed(TimePassed(), at=ui.STARTING_SECONDS)
     assert d.shown() == ui.Screen("offline", offline="agent")
     assert ui.next_deadline(d.state) is None
 
@@ -116,9 +117,9 @@ def test_log_record_has_no_citizen_data() -> None:
 
 def test_a_call_from_ring_to_citizen_hang_up() -> None:
     d = idle()
-    assert d.feed(RING) == (Send(m.CallRinging(call_id="c1", screen_awake=True)),)
+    assert d.feed(RING) == (Send(m.CallRinging(call_id="c1", screen_awake=True)), ui.StartRinging(RING))
     assert d.shown().name == "ringing"
-    assert d.feed(AnswerPressed()) == (StartPeer(RING),)
+    assert d.feed(AnswerPressed()) == (StartPeer(RING), ui.StopRinging("c1"))
     assert d.shown().name == "connecting"
     offer = m.CallAnswer(call_id="c1", sdp="offer")
     assert d.feed(OfferReady(offer)) == (Send(offer),)
@@ -144,13 +145,13 @@ def test_the_ended_screen_gives_way_to_idle() -> None:
     d = in_call()
     d.feed(HangUpPressed(), at=2000.0)
     assert ui.next_deadline(d.state) == 2000.0 + ui.ENDED_SCREEN_SECONDS
-    d.feed(Tick(), at=2000.0 + ui.ENDED_SCREEN_SECONDS - 0.1)
+    d.feed(TimePassed(), at=2000.0 + ui.ENDED_SCREEN_SECONDS - 0.1)
     assert d.shown().name == "ended"
-    d.feed(Tick(), at=2000.0 + ui.ENDED_SCREEN_SECONDS)
+    d.feed(TimePassed(), at=2000.0 + ui.ENDED_SCREEN_SECONDS)
     assert d.shown().name == "idle"
     assert d.feed(RING) == ()  # the same call again: over is over
     second = m.CallRing(call_id="c2", caller_name="Bo", caller_role="nurse", ice_servers=[])
-    assert d.feed(second) == (Send(m.CallRinging(call_id="c2", screen_awake=True)),)
+    assert d.feed(second) == (Send(m.CallRinging(call_id="c2", screen_awake=True)), ui.StartRinging(second))
 
 
 def test_ring_times_out_on_the_device_without_a_message() -> None:
@@ -158,7 +159,7 @@ def test_ring_times_out_on_the_device_without_a_message() -> None:
     d.feed(m.CallRing(call_id="c1", caller_name="Anne", caller_role="caregiver", ice_servers=[],
                       ring_timeout=45), at=100.0)
     assert ui.next_deadline(d.state) == 145.0
-    assert d.feed(Tick(), at=145.0) == ()  # the server reaches the same verdict
+    assert d.feed(TimePassed(), at=145.0) == (ui.StopRinging("c1"),)  # the server reaches the same verdict
     assert d.shown().end_reason == "not_answered"
     assert d.feed(AnswerPressed(), at=146.0) == ()
 
@@ -166,7 +167,7 @@ def test_ring_times_out_on_the_device_without_a_message() -> None:
 def test_answer_after_the_ring_deadline_does_not_start_media() -> None:
     d = idle()
     d.feed(m.CallRing(call_id="c1", caller_name="A", caller_role="r", ice_servers=[], ring_timeout=10), at=0.0)
-    assert d.feed(AnswerPressed(), at=11.0) == ()  # the Tick was late; the deadline still counts
+    assert d.feed(AnswerPressed(), at=11.0) == (ui.StopRinging("c1"),)  # the tick was late; the deadline counts
     assert d.shown().end_reason == "not_answered"
 
 
@@ -176,7 +177,7 @@ def test_connecting_too_long_is_media_failed() -> None:
     d.feed(AnswerPressed(), at=1.0)
     deadline = ui.next_deadline(d.state)
     assert deadline is not None
-    assert d.feed(Tick(), at=deadline) == (Send(m.CallHangUp(call_id="c1", reason="media-failed")),
+    assert d.feed(TimePassed(), at=deadline) == (Send(m.CallHangUp(call_id="c1", reason="media-failed")),
                                            ClosePeer("c1"))
     assert d.shown().end_reason == "media_failed"
 
@@ -195,7 +196,7 @@ def test_media_failure_before_and_after_connecting() -> None:
 def test_agent_lost_ends_a_ringing_call_but_not_one_in_progress() -> None:
     d = idle()
     d.feed(RING)
-    assert d.feed(AgentLost()) == ()
+    assert d.feed(AgentLost()) == (ui.StopRinging("c1"),)
     assert d.shown().end_reason == "device_offline"
     d = idle()
     d.feed(RING)
@@ -266,7 +267,14 @@ events = st.one_of(
     st.builds(MediaUp, st.sampled_from(CALL_IDS)),
     st.builds(MediaDown, st.sampled_from(CALL_IDS)),
     st.builds(lambda cid: QualityReady(m.CallQualityReport(call_id=cid, quality={})), st.sampled_from(CALL_IDS)),
-    st.just(Tick()),
+    st.just(TimePassed()),
+    st.builds(ui.WallClock, st.sampled_from([0.0, 1e9, 1e9 + 3600 * 23, math.inf]), st.just(3600.0)),
+    st.sampled_from([ui.CameraToggled(), ui.MicrophoneToggled(), ui.CornerHeld(), ui.SetupClosed()]),
+    st.builds(ui.VolumeStep, st.sampled_from([-1, 1])),
+    st.builds(ui.ConsentAsked, st.sampled_from(["r1", "r2"])),
+    st.builds(ui.ConsentAnswered, st.booleans()),
+    st.builds(ui.PinEntered, st.sampled_from(["1234", "0000"])),
+    st.just(ui.WakeTouched()),
 )
 # Time mostly moves forward, sometimes jumps, sometimes steps back (a clock set by NTP).
 delays = st.sampled_from([0.0, 0.0, 0.1, 0.1, 1.0, 7.0, 61.0, -2.0])
@@ -298,7 +306,7 @@ def steps(draw: st.DrawFn) -> list[tuple[ui.Event, float]]:
         flow = call_flow(call_id, draw(st.sampled_from(["citizen", "staff", "media"])))
         flow = flow[: draw(st.integers(1, len(flow)))]
         places = sorted(draw(st.lists(st.integers(0, len(sequence)), min_size=len(flow), max_size=len(flow))))
-        for shift, (place, event) in enumerate(zip(places, flow)):
+        for shift, (place, event) in enumerate(zip(places, flow, strict=True)):
             sequence.insert(place + shift, (event, draw(delays)))
     return sequence
 
@@ -307,16 +315,17 @@ def steps(draw: st.DrawFn) -> list[tuple[ui.Event, float]]:
 @given(steps())
 def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tuple[ui.Event, float]]) -> None:
     now = 0.0
-    state: UiState = ui.initial_state(now)
+    state: UiState = ui.initial_state(now, settings=ui.Settings(staff_pin="1234"))
     ended: set[str] = set()
     rang: dict[str, int] = {}
     started: set[str] = set()
+    ringing_now: str | None = None
     for event, dt in sequence:
         now += dt
         transition = ui.step(state, event, now)  # never raises
         state = transition.state
         shown = ui.screen(state)
-        assert shown.name in ("starting", "offline", "idle", "ringing", "connecting", "in-call", "ended")
+        assert shown.name in typing.get_args(ui.ScreenName)
         if shown.call_id in ended:
             assert shown.name == "ended", (shown, sequence)  # ended is final
         for action in transition.actions:
@@ -335,6 +344,14 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
                 assert rang[ringing] == 1  # each call rings once
         if shown.name == "ended" and shown.call_id is not None:
             ended.add(shown.call_id)
+        for action in transition.actions:  # the ring sound starts and stops in pairs, one at a time
+            if isinstance(action, ui.StartRinging):
+                assert ringing_now is None
+                ringing_now = action.ring.call_id
+            elif isinstance(action, ui.StopRinging):
+                assert ringing_now == action.call_id
+                ringing_now = None
+        assert (ringing_now is not None) == (shown.name == "ringing")
         deadline = ui.next_deadline(state)
         assert deadline is None or math.isfinite(deadline)
         if state.call is not None and state.call.ended:
