@@ -24,9 +24,10 @@ from typing import Any
 
 from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
+from kiosk.protocol.machine import Clock
 from kiosk.server import turn
 from kiosk.server.hub import Hub
-from kiosk.server.store import CallRow, Clock, LiveCallRow, Store
+from kiosk.server.store import CallRow, LiveCallRow, Store
 
 log = logging.getLogger("kiosk.server.calls")
 
