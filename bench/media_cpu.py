@@ -213,7 +213,7 @@ async def hold_call(seconds: float) -> dict[str, float]:
                     while True:
                         await metered.recv()
 
-                drains.append(asyncio.ensure_future(drain()))  # held, so the task is not collected mid-run
+                drains.append(asyncio.ensure_future(drain()))  # referenced, or the loop may drop it
 
             pc.on("track", on_track)
         await connect(a, b)
@@ -222,8 +222,6 @@ async def hold_call(seconds: float) -> dict[str, float]:
         frames = sum(c.frames for c in counters)
         await a.close()
         await b.close()
-        for drain_task in drains:
-            drain_task.cancel()
     return {"idle_mb": idle, "call_mb": current, "peak_mb": peak, "frames_received": frames}
 
 

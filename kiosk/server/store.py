@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,11 +24,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
-from kiosk.protocol.machine import Transition
+from kiosk.protocol.machine import Clock, Transition
 from kiosk.server.audit import AuditEntry, checked, is_account
-
-#: Wall time in seconds since the epoch; tests pass a clock they can set.
-Clock = Callable[[], float]
 
 metadata = sa.MetaData()
 
