@@ -52,10 +52,14 @@ def test_a_touch_answers_a_call_from_chromium_and_its_sound_comes_out_of_the_uni
         _media_flows(page)
         # The unit's microphone in the call is the echo canceller's source (kiosk-ui's parec records it).
         assert pipewire.linked(f"{ECHO_CANCEL_SOURCE}:capture", "kiosk:input"), pipewire.run("pw-link", "-l")
-        heard = np.zeros(0)
-        for _ in range(10):  # two-second recordings until the beeps are there
+        # Two-second recordings until one holds the beeps: on a loaded machine one early in
+        # the call once held none (180 Hz at -40 dB; why is not known: Chromium's own audio
+        # processing is the suspect), so a single recording would make the test flaky.
+        heard, frequency = np.zeros(0), 0.0
+        for _ in range(10):
             heard = pipewire.record("speaker.monitor", 2.0)
-            if level_db(heard) > -50:
+            frequency = burst_frequency(heard, 100, 4000)
+            if level_db(heard) > -50 and frequency == pytest.approx(CHROMIUM_BEEP_HZ, rel=0.02):
                 break
         remote = page.locator("#remote")
         remote.screenshot(path=str(screen.out / "caregiver-sees.png"))
@@ -74,5 +78,4 @@ def test_a_touch_answers_a_call_from_chromium_and_its_sound_comes_out_of_the_uni
 
     (screen.out / "unit-speaker.s16le").write_bytes((heard * 32767).astype("<i2").tobytes())  # 48 kHz mono
     assert level_db(heard) > -50, f"the caregiver was not heard ({level_db(heard):.1f} dB)"
-    frequency = burst_frequency(heard, 100, 4000)
     assert frequency == pytest.approx(CHROMIUM_BEEP_HZ, rel=0.02), f"heard {frequency:.1f} Hz, not Chromium's beep"
