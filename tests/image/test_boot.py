@@ -46,6 +46,15 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "skaermbesoeg-kiosk-amd64.img"
 
 
+def test_the_image_passes_its_audit(built_image: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "kiosk.image.cli", "audit", str(built_image)],
+                          capture_output=True, text=True, timeout=900)
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr
+    print(summary)
+    assert proc.returncode == 0, "\n".join(line for line in proc.stdout.splitlines() if line.startswith("BREACH"))
+    assert " 0 breaches" in summary
+
+
 def sha256_range(path: Path, offset: int, size: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -156,6 +165,25 @@ def test_a_usb_stick_is_not_even_read(unit: dict[str, Any]) -> None:
     stats = unit["vm"].qmp("query-blockstats")
     stick = next(s for s in stats if s.get("device") == "stick" or s.get("qdev", "").endswith("stick"))
     assert stick["stats"]["rd_operations"] == 0, stick["stats"]
+
+
+def test_a_power_cut_during_a_wipe_leaves_a_unit_that_finishes_it(unit: dict[str, Any]) -> None:
+    server: ServerProcess = unit["server"]
+    vm: Vm = unit["vm"]
+    device_id = unit["device_id"]
+    server.add_citizen("Karen Jensen", device_id)
+    wipe = server.send(device_id, "wipe")
+    # the plug is pulled the moment the server has handed the wipe over (the wipe itself may
+    # or may not have finished on the unit by then: both must end in a verified receipt)
+    wait_until(lambda: server.show(wipe)["delivered_at"], 120, 0.05, what="the wipe to be delivered")
+    vm.pull_the_plug()
+    vm.start()
+    view = server.wait_command(wipe, timeout=BOOT_TIMEOUT)
+    assert view["state"] == "done" and view["result_verified"], view
+    receipt = view["result"]["detail"]
+    assert {"assignment-key", "citizen-data"} <= set(receipt["erased"]), receipt
+    print(f"wipe resumed after the power cut: {receipt.get('resumed_after_interruption')}")
+    assert wait_online(server, vm) == device_id
 
 
 def test_after_shutdown_the_root_is_untouched_and_data_fills_the_disk(unit: dict[str, Any]) -> None:
