@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kiosk.image import gpt
+from kiosk.image import bootcfg, gpt
 from tests.harness import ServerProcess, free_port, wait_until
 from tests.image.vm import OVMF_CODE, SERVER_IN_GUEST, SERVER_PORT_IN_GUEST, Vm
 
@@ -80,6 +80,11 @@ def make_unit(built_image: Path, work: Path, server: ServerProcess, grow_mib: in
     return disk
 
 
+def data_grown(disk: Path) -> bool:
+    """The data partition reaches the end of the disk (the first boot grew it)."""
+    return disk.stat().st_size - gpt.find(disk, "data").end < 8 * 1024 * 1024
+
+
 def devices(server: ServerProcess) -> list[dict[str, Any]]:
     return list(server.cli_json("device", "list"))
 
@@ -110,7 +115,8 @@ def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id, "work": work,
                "root_a": root_a, "root_before": root_before, "online_after": time.monotonic() - vm.started_at}
     finally:
-        vm.stop()
+        if vm:
+            vm.stop()
         server.stop()
 
 
@@ -190,23 +196,57 @@ def test_after_shutdown_the_root_is_untouched_and_data_fills_the_disk(unit: dict
     unit["vm"].stop()
     disk: Path = unit["disk"]
     assert sha256_range(disk, unit["root_a"].offset, unit["root_a"].size) == unit["root_before"]
-    data = gpt.find(disk, "data")
-    assert disk.stat().st_size - data.offset - data.size < 8 * 1024 * 1024, "data was not grown to the end"
+    assert data_grown(disk), "data was not grown to the end"
 
 
-def test_a_power_cut_during_first_boot_leaves_a_unit_that_finishes(
+def _mtools(*args: str) -> bytes:
+    return subprocess.run(args, check=True, capture_output=True).stdout
+
+
+def test_slot_b_after_three_failed_boots_of_a_and_a_power_cut_in_its_first_boot(
         built_image: Path, tmp_path: Path) -> None:
+    """Slot B gets a copy of slot A's system (as an update would write it); the counters say
+    slot A has failed its three tries. GRUB must boot B, and B marks itself good. (Two checks
+    in one unit, to save a boot under emulation:) the power is cut in the middle of that
+    first boot, and the unit still finishes it: enrolls and comes online."""
     server = ServerProcess(tmp_path / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
+    vm: Vm | None = None
     try:
-        vm = Vm(make_unit(built_image, tmp_path, server), tmp_path, server.device_port).start()
-        # cut the power once userspace has started its first boot (the kernel has handed over)
-        wait_until(lambda: "systemd" in vm.serial() or time.monotonic() - vm.started_at > 20, 120, 0.2,
-                   what="first boot under way")
-        time.sleep(2)
+        disk = make_unit(built_image, tmp_path, server)
+        parts = {e.name: e for e in gpt.read(disk)}
+        with disk.open("r+b") as f:
+            for src, dst in (("boot_a", "boot_b"), ("root_a", "root_b")):
+                f.seek(parts[src].offset)
+                data = f.read(parts[src].size)
+                f.seek(parts[dst].offset)
+                f.write(data)
+        boot_b, config = f"{disk}@@{parts['boot_b'].offset}", f"{disk}@@{parts['config'].offset}"
+        slot_cfg = _mtools("mtype", "-i", boot_b, "::/slot.cfg").decode()
+        slot_cfg = slot_cfg.replace(parts["root_a"].uuid.lower(), parts["root_b"].uuid.lower())
+        (tmp_path / "slot.cfg").write_text(slot_cfg)
+        _mtools("mcopy", "-o", "-i", boot_b, str(tmp_path / "slot.cfg"), "::/slot.cfg")
+        env = bootcfg.initial_env() | {"a_try": "3", "b_ok": "1"}
+        (tmp_path / "grubenv").write_bytes(bootcfg.render_grubenv(env))
+        _mtools("mcopy", "-o", "-i", config, str(tmp_path / "grubenv"), "::/EFI/BOOT/grubenv")
+
+        vm = Vm(disk, tmp_path, server.device_port).start()
+        # the cut: once the first boot's first step (the initramfs growing the data partition,
+        # seen here in the disk's partition table) is done
+        wait_until(lambda: data_grown(disk), BOOT_TIMEOUT, 0.5, what="the first boot to grow the data partition")
+        time.sleep(5)
+        enrolled_before_cut = bool(devices(server))
         vm.pull_the_plug()
+        print(f"power cut {'after' if enrolled_before_cut else 'before'} enrollment")
         vm.start()
         device_id = wait_online(server, vm)
         assert [d["id"] for d in devices(server)] == [device_id]
-    finally:
+        view = server.wait_command(server.send(device_id, "diagnostics"), timeout=120)
+        versions = {c["name"]: c for c in view["result"]["detail"]["checks"]}["versions"]["detail"]
+        assert "slot b" in versions, versions
         vm.stop()
+        after = bootcfg.parse_grubenv(_mtools("mtype", "-i", config, "::/EFI/BOOT/grubenv"))
+        assert after["a_try"] == "3" and after["b_try"] == "0", after  # B booted and was marked good
+    finally:
+        if vm:
+            vm.stop()
         server.stop()
