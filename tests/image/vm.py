@@ -37,7 +37,6 @@ class Vm:
     disk: Path
     workdir: Path
     server_port: int
-    usb_stick: Path | None = None
     ssh_probe_port: int | None = None
     memory_mib: int = 2048
     arch: str = "amd64"
@@ -80,9 +79,6 @@ class Vm:
                 "-serial", f"file:{self.serial_log}",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd"]
-        if self.usb_stick:
-            args += ["-drive", f"if=none,id=stick,format=raw,file={self.usb_stick}",
-                     "-device", "usb-storage,bus=xhci.0,drive=stick"]
         return args
 
     def start(self) -> Vm:
