@@ -19,7 +19,8 @@ from kiosk.protocol.errors import ProtocolError
 DeviceState = Literal["unprovisioned", "enrolled-unassigned", "assigned", "wipe-pending"]
 Outcome = Literal["ok", "failed", "refused"]
 CheckStatus = Literal["OK", "WARN", "FAIL"]
-HangUpReason = Literal["hung-up", "media-failed"]
+#: ``unit-wiped``: the device ends the call because a wipe arrived (only the device sends it).
+HangUpReason = Literal["hung-up", "media-failed", "unit-wiped"]
 
 #: A WebSocket frame or socket line larger than this is refused before it is parsed.
 MAX_MESSAGE_BYTES = 256 * 1024
