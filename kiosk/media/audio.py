@@ -8,6 +8,8 @@ and the real devices, and WirePlumber links them to whatever speaker and
 microphone exist. A USB speaker unplugged mid-call is therefore followed by
 PipeWire itself (the default node changes, the canceller's streams move); what
 is left to us is streaming PCM and restarting a stream whose process died.
+WirePlumber must not suspend idle devices (``audio_no_suspend.lua`` for 0.4,
+``audio_no_suspend_wp05.conf`` for 0.5: they say why).
 
 Streams are Debian's own PulseAudio tools talking to ``pipewire-pulse``:
 ``pacat`` plays raw PCM from its stdin, ``parec`` records to its stdout. (The
@@ -57,6 +59,8 @@ MAX_QUEUED_MS = 100
 #: A player that died is started again at most this often (no fork storm when
 #: the sound server is gone).
 RESTART_PAUSE = 1.0
+#: Microphone audio waiting to be sent beyond this many 20 ms frames is dropped, oldest first.
+MIC_QUEUE_FRAMES = 5
 #: A player with nothing to play for this long is ended (the call is over, or its
 #: audio stopped): the canceller rests, and no process outlives a call whose
 #: sink nobody closed. The next frame starts a new one.
@@ -397,6 +401,11 @@ class PipeWireMicrophone(MediaStreamTrack):
     The source is virtual and stays while microphones come and go: WirePlumber
     relinks the canceller to whichever microphone is there. If ``parec`` ends
     (the sound server went away) the track ends, as a camera's does when unplugged.
+
+    ``parec`` is read all the time and only the newest :data:`MIC_QUEUE_FRAMES`
+    are kept: the sound server would otherwise hold everything recorded while
+    nobody read (the seconds a call takes to connect) and the caller would hear
+    the citizen that much late for the whole call.
     """
 
     kind = "audio"
@@ -409,27 +418,42 @@ class PipeWireMicrophone(MediaStreamTrack):
         if device:
             self.command.append(f"--device={device}")
         self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._samples = 0
+        self.frames_dropped = 0
 
     async def start(self) -> PipeWireMicrophone:
         """Start recording. Raises :class:`AudioError` if ``parec`` cannot be run."""
         try:
-            # A small read limit: asyncio stops reading (and PipeWire drops) rather than queue up delay.
             self._process = await asyncio.create_subprocess_exec(
-                *self.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-                limit=2 * FRAME_BYTES)
+                *self.command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         except OSError as exc:
             raise AudioError(f"cannot run parec: {exc}") from exc
+        self._reader = asyncio.ensure_future(self._read(self._process))
         return self
 
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live" or self._process is None or self._process.stdout is None:
-            raise MediaStreamError
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
         try:
-            pcm = await self._process.stdout.readexactly(FRAME_BYTES)
+            while True:
+                pcm = await process.stdout.readexactly(FRAME_BYTES)
+                while self._queue.qsize() >= MIC_QUEUE_FRAMES:
+                    self._queue.get_nowait()
+                    self.frames_dropped += 1
+                self._queue.put_nowait(pcm)
         except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._queue.put_nowait(None)  # the end, for recv
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live" or self._reader is None:
+            raise MediaStreamError
+        pcm = await self._queue.get()
+        if pcm is None:
             self.stop()
-            raise MediaStreamError from None
+            raise MediaStreamError
         frame = av.AudioFrame(format="s16", layout="stereo", samples=AUDIO_SAMPLES)
         frame.planes[0].update(pcm)
         frame.sample_rate = AUDIO_RATE
@@ -442,7 +466,14 @@ class PipeWireMicrophone(MediaStreamTrack):
         super().stop()
         process = self._process
         if process is not None and process.returncode is None:
-            process.kill()  # asyncio reaps it and closes its pipe
+            process.kill()  # asyncio reaps it; the reader sees the end of its output
+
+    async def stopped(self) -> None:
+        """After :meth:`stop`: until ``parec`` is gone and its output read to the end."""
+        if self._process is not None:
+            await self._process.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
 
 
 def use_system_alsa_config() -> None:

@@ -120,7 +120,6 @@ class CuePlayer:
         self._task: asyncio.Task[None] | None = None
         self._rings: dict[float, bytes] = {}
         self._chime: bytes | None = None
-        self.rings_played = 0
 
     @property
     def playing(self) -> bool:
@@ -174,7 +173,6 @@ class CuePlayer:
                 if level not in self._rings:
                     self._rings[level] = await ring_tone(level)
                 await player.play(self._rings[level] + silence(PAUSE_SECONDS))
-                self.rings_played += 1
                 if words is None and spoken is not None:
                     words = await self._spoken(spoken)
                 if words:

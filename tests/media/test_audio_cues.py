@@ -136,19 +136,20 @@ async def test_the_caller_is_announced_between_rings(pipewire: PipeWire) -> None
 async def test_the_reminder_chime_plays_once(pipewire: PipeWire) -> None:
     pipewire.add_speaker("speaker")
     cues = CuePlayer()
-    recording = asyncio.ensure_future(record(pipewire, "speaker.monitor", 3.0))
+    recording = asyncio.ensure_future(record(pipewire, "speaker.monitor", 5.0))
     await asyncio.sleep(0.3)
     task = cues.play_chime()
     await asyncio.wait_for(task, 20)  # it ends by itself
     samples = await recording
-    # (the first window of the "ding": a stale few milliseconds of an earlier cue may come first)
-    ding_windows = [i for i, w in enumerate(windows(samples)) if level_db(w) > -40
-                    and dominant_frequency(w) == pytest.approx(659, abs=20)]
-    assert ding_windows, "no chime heard"
-    start = ding_windows[0] * int(RATE * WINDOW)
-    ding, dong = samples[start:start + RATE // 2], samples[start + int(0.65 * RATE):][: RATE // 2]
-    assert dominant_frequency(ding) == pytest.approx(659, abs=6)
-    assert dominant_frequency(dong) == pytest.approx(523, abs=6)
+    # Each loud window is the "ding" or the "dong" by its pitch (not by its time:
+    # a loaded machine can leave gaps, and a stale few milliseconds of an earlier cue may come first).
+    loud = [w for w in windows(samples) if level_db(w) > -40]
+    ding = [i for i, w in enumerate(loud) if dominant_frequency(w) == pytest.approx(659, abs=20)]
+    dong = [i for i, w in enumerate(loud) if dominant_frequency(w) == pytest.approx(523, abs=20)]
+    assert len(ding) >= 4 and len(dong) >= 6, f"{len(ding)} ding and {len(dong)} dong windows"
+    assert ding[0] < dong[0] and ding[-1] < dong[-1]  # ding, then dong
+    assert dominant_frequency(np.concatenate([loud[i] for i in ding])) == pytest.approx(659, abs=6)
+    assert dominant_frequency(np.concatenate([loud[i] for i in dong])) == pytest.approx(523, abs=6)
 
 
 @pytest.mark.slow
@@ -165,4 +166,3 @@ async def test_a_broken_voice_still_rings(pipewire: PipeWire, tmp_path: Path,
     cues.stop()
     await cues.wait()
     assert len(ring_bursts(samples)) >= 2
-    assert cues.rings_played >= 2
