@@ -8,12 +8,16 @@ unit has none; then the UI socket and the server link.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
+import zoneinfo
+from datetime import tzinfo
 from pathlib import Path
 
 import kiosk
-from kiosk.protocol import backoff, signing
+from kiosk.protocol import backoff, schedule, signing
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.signing import Refusal, Refused
@@ -31,6 +35,23 @@ CALL_BACKLOG = 16
 #: screen reports its call's quality once its peer is closed; a screen that does not
 #: within this is hung, and the wipe goes on (the screen then shows "ready" anyway).
 CALL_CLOSE_WAIT = 10.0
+#: The visits the screen is given: from a little before now (a visit under way) to the end
+#: of tomorrow at the latest; the status is pushed again as the day goes by.
+VISIT_SHOWN_AFTER = 15 * 60.0
+VISITS_AHEAD = 2 * 24 * 3600.0
+#: Status pushed to the screen this often, so the visits move on with the day.
+STATUS_REFRESH_SECONDS = 15 * 60.0
+
+
+def local_zone() -> tzinfo:
+    """The unit's time zone: $TZ, else /etc/localtime's, else Danish time."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    with contextlib.suppress(ValueError, zoneinfo.ZoneInfoNotFoundError):
+        if name:
+            return zoneinfo.ZoneInfo(name)
+    with contextlib.suppress(OSError, ValueError), open("/etc/localtime", "rb") as f:
+        return zoneinfo.ZoneInfo.from_file(f)
+    return zoneinfo.ZoneInfo("Europe/Copenhagen")
 
 
 def resume_interrupted_wipe(state: StateDir) -> bool:
@@ -71,11 +92,17 @@ class Agent:
     # -------------------------------------------------------------------- status
     def status(self) -> m.AgentStatus:
         device_state = self.state.device_state()
-        assignment = Vault(self.state).get("assignment") if device_state == "assigned" else None
+        vault = Vault(self.state)
+        assignment = vault.get("assignment") if device_state == "assigned" else None
+        plan = vault.get("schedule") if assignment else None
+        now = time.time()
+        visits = schedule.upcoming(m.convert(plan, list[m.ScheduledVisit]), now - VISIT_SHOWN_AFTER,
+                                   now + VISITS_AHEAD, local_zone()) if plan else []
         return m.AgentStatus(
             state=device_state, server_online=self.link.connected,
             citizen_name=assignment["citizen_name"] if assignment else None,
             contact_staff=assignment["contact_staff"] if assignment else [],
+            visits=visits,
         )
 
     def _facts(self) -> diagnostics.LinkFacts:
@@ -225,13 +252,19 @@ class Agent:
                 return
         self._state_changed()
 
+    async def _refresh_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_REFRESH_SECONDS)
+            self._state_changed()
+
     # ----------------------------------------------------------------------- run
     async def run(self) -> None:
         await self.ui.start()
         sd_notify.notify("READY=1")  # under systemd: the screen may start now (its socket is open)
         tasks = [asyncio.create_task(self.link.run_forever(), name="link"),
                  asyncio.create_task(self._worker(), name="commands"),
-                 asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog")]
+                 asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog"),
+                 asyncio.create_task(self._refresh_status(), name="status")]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -151,6 +151,34 @@ class CitizenOut(msgspec.Struct):
     online: bool
 
 
+VisitText = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Moment = Annotated[float, msgspec.Meta(gt=0, le=1e11)]  # Unix time
+
+
+class VisitIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A visit to plan; ``repeat: daily`` from a first visit at 8:00 is "every morning at 8:00"."""
+
+    at: Moment
+    staff_name: VisitText
+    staff_role: VisitText
+    kind: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    repeat: m.Repeat = "once"
+
+
+class VisitMove(msgspec.Struct, forbid_unknown_fields=True):
+    at: Moment
+
+
+class VisitOut(msgspec.Struct):
+    id: str
+    citizen_id: str
+    at: float
+    staff_name: str
+    staff_role: str
+    kind: str
+    repeat: str
+
+
 class CallRecordOut(msgspec.Struct):
     id: str
     caller: str
