@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set themselves up.
 PY := .venv/bin/python
 
-.PHONY: setup demo lint test test-fast bench clean
+.PHONY: setup demo lint test test-fast test-image-arm64 bench clean
 
 setup:
 	@scripts/setup.sh
@@ -27,3 +27,8 @@ bench: setup
 
 clean:
 	rm -rf .venv build demo-data
+
+# The arm64 image: build, audit, boot under QEMU with U-Boot. Too slow for CI on this machine
+# (qemu-user for the build, full emulation for the boot): run it by hand, as root.
+test-image-arm64: setup
+	@KIOSK_IMAGE_ARM64=$${KIOSK_IMAGE_ARM64:-1} $(PY) -m pytest -q -p no:cacheprovider tests/image/test_arm64.py

@@ -200,6 +200,7 @@ async def hold_call(seconds: float) -> dict[str, float]:
     with loopback_only():
         a, b = RTCPeerConnection(no_public_stun()), RTCPeerConnection(no_public_stun())
         counters = []
+        drains: list[asyncio.Future[None]] = []
         for pc in (a, b):
             pc.addTrack(SwappableTrack("video", await open_source(lavfi_pattern_spec(WIDTH, HEIGHT, FPS))))
             pc.addTrack(SwappableTrack("audio", await open_source(lavfi_tone_spec())))
@@ -212,7 +213,7 @@ async def hold_call(seconds: float) -> dict[str, float]:
                     while True:
                         await metered.recv()
 
-                asyncio.ensure_future(drain())
+                drains.append(asyncio.ensure_future(drain()))  # referenced, or the loop may drop it
 
             pc.on("track", on_track)
         await connect(a, b)

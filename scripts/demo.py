@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO = ROOT / "demo-data"
 DEMO_PASSWORD = "skaermbesoeg-demo"
+SCREENS = DEMO / "screens"
 
 
 def free_port(preferred: int) -> int:
@@ -64,6 +65,25 @@ def run_command(device_id: str, kind: str, *args: str) -> dict[str, Any]:
     command_id = server_cli("command", "send", device_id, kind, *extra)["id"]
     return dict(wait(lambda: (v := server_cli("command", "show", command_id))["state"] in ("done", "failed") and v,
                      20, f"the {kind} command"))
+
+
+def screen_display(procs: list[subprocess.Popen[bytes]]) -> tuple[dict[str, str], str]:
+    """Where the citizen's screen opens: the desktop's display if there is one (no extra
+    environment), else a private virtual screen whose pictures are written to SCREENS."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return {}, "a window on this display"
+    if not shutil.which("Xvfb"):
+        sys.exit("demo: no display and no Xvfb for the screen (make setup installs xvfb)")
+    read, write = os.pipe()
+    procs.append(subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24",
+                                   "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL))
+    os.close(write)
+    with os.fdopen(read) as numbers:
+        number = numbers.readline().strip()
+    if not number:
+        sys.exit("demo: the virtual screen (Xvfb) did not start")
+    return ({"DISPLAY": f":{number}", "SDL_AUDIODRIVER": "dummy"},
+            f"no display here, so it runs on a virtual one; a picture of each screen goes to {SCREENS}/")
 
 
 def step(text: str) -> None:
@@ -142,12 +162,16 @@ def main() -> None:
         citizen = server_cli("citizen", "add", "--name", "Karen Jensen", "--device", device_id, "--caregiver", "anne")
         wait(lambda: server_cli("command", "show", citizen["assign_command"])["state"] == "done", 20, "the assignment")
         print("state:", json.loads(sh(BIN / "kiosk-agent", "status", "--state", DEMO / "unit", "--json"))["state"])
+        screen_env, where = screen_display(procs)
         procs.append(subprocess.Popen(
-            [BIN / "kiosk-ui", "--state", DEMO / "unit", "--headless", "--demo-media", "--auto-answer-after", "1"],
+            [BIN / "kiosk-ui", "--state", DEMO / "unit", "--demo-media", "--auto-answer-after", "1",
+             *(["--size", "1280x800", "--screenshots", SCREENS] if screen_env else [])],
+            env={**os.environ, **screen_env, "KIVY_HOME": str(DEMO / "kivy"), "KIVY_NO_ARGS": "1"},
             stdout=(DEMO / "screen.log").open("w"), stderr=subprocess.STDOUT))
-        wait(lambda: '"screen": "idle"' in (DEMO / "screen.log").read_text(), 30, "the screen app")
+        wait(lambda: '"screen": "idle"' in (DEMO / "screen.log").read_text(), 60, "the screen app")
+        print(f"the citizen's screen: {where}")
 
-        step("Anne calls Karen; the screen (headless here, answering by itself) picks up")
+        step("Anne calls Karen; the screen (answering by itself in the demo) picks up")
         call = json.loads(sh(sys.executable, "-m", "kiosk.caregiver", "--console",
                              f"http://127.0.0.1:{console_port}", "--user", "anne", "--password-stdin",
                              "--citizen", citizen["citizen_id"], "--talk", "4", stdin=DEMO_PASSWORD + "\n"))
@@ -172,6 +196,8 @@ def main() -> None:
               "(still enrolled and pinned: ready for the next citizen)")
 
         step("Where to look")
+        if SCREENS.is_dir():
+            print(f"  the screens     {SCREENS}/  ({', '.join(sorted(p.name for p in SCREENS.glob('*.png')))})")
         print(f"  caregiver page  http://127.0.0.1:{console_port}/  (anne / {DEMO_PASSWORD}; assign a new citizen "
               f"to call the screen again)")
         print(f"  console API     http://127.0.0.1:{console_port}/openapi.json  (log in as admin / {DEMO_PASSWORD})")

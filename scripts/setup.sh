@@ -28,6 +28,7 @@ DEB_PACKAGES=(
     socat                                 # boot test: the one forward from the VM to kiosk-server on loopback
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
+    faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
 )
 
 missing=()

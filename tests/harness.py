@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiosk.server.app import Server
+from kiosk.server.console_api import make_provisioning_files
+
 BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -110,6 +113,19 @@ class ServerProcess:
         lines = self.cli("enroll-token", "create", "--count", "1", "--expires", expires,
                          "--server-url", self.url, "--out", str(out)).stdout.split()
         return Path(lines[0])
+
+    def expired_provisioning_file(self, out: Path) -> Path:
+        """A token made an hour ago that lived a minute (it waited on the shelf): written to the
+        running server's database through the CLI's own code on a clock set back, not waited for."""
+        an_hour_ago = Server.open(self.data, clock=lambda: time.time() - 3600)
+        try:
+            [(name, content)] = make_provisioning_files(an_hour_ago.store, an_hour_ago.authority, self.url,
+                                                        1, 60.0, "cli:test")
+        finally:
+            an_hour_ago.store.close()
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(content)
+        return out / name
 
     def send(self, device_id: str, kind: str, *args: str, expires: str = "1h") -> str:
         cmd = ["command", "send", device_id, kind, "--expires", expires]

@@ -188,6 +188,12 @@ class PipeWire:
                 lines.append(line)
         return "\n".join(lines)
 
+    def linked(self, output_prefix: str, input_prefix: str) -> bool:
+        """Whether an output port starting with ``output_prefix`` is linked to an
+        input port starting with ``input_prefix`` (``pw-link -l`` shows "|-> input")."""
+        return any(line.strip().removeprefix("|->").strip().startswith(input_prefix)
+                   for line in self.links_to(output_prefix).splitlines() if line.startswith(" "))
+
     def record(self, device: str, seconds: float) -> np.ndarray:
         """``seconds`` of mono float samples from a source or a sink's monitor (``name.monitor``)."""
         wanted = int(RATE * seconds) * 2

@@ -26,6 +26,7 @@ from kiosk.media.link import LinkState
 from kiosk.media.peer import GATHER_TIMEOUT, CallMediaError, CallPeer, LocalMedia, rtc_configuration
 from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
+from kiosk.protocol.machine import Clock
 
 from .errors import CallEndedEarly, CallTimeout
 from .media import TestMedia, open_test_media
@@ -45,7 +46,6 @@ MEDIA_TIMEOUT: Final = c.DEFAULT_CONNECT_TIMEOUT
 _SERVER_KEEPS_THE_TIMERS: Final = c.CallConfig(ring_timeout=86400.0, connect_timeout=86400.0,
                                                ring_ack_timeout=86400.0)
 
-Clock: TypeAlias = Callable[[], float]
 Send: TypeAlias = Callable[[m.StaffToServer], Awaitable[None]]
 
 

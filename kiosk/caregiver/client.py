@@ -13,8 +13,9 @@ import aiohttp
 from kiosk.media.peer import GATHER_TIMEOUT
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
+from kiosk.protocol.machine import Clock
 
-from .call import DEFAULT_TIMEOUT, MEDIA_TIMEOUT, CallResult, CallTimes, Clock, StaffCall
+from .call import DEFAULT_TIMEOUT, MEDIA_TIMEOUT, CallResult, CallTimes, StaffCall
 from .errors import CallEndedEarly, CallError, CallRejected, CallTimeout, LoginFailed
 from .media import TestMedia
 

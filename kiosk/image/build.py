@@ -206,7 +206,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                                     "uuid": p.uuid, "type": p.type_guid} for p in plan.partitions]
         compressed = out / f"{stem}.img.zst"
         with progress.step("compressing (zstd)"):
-            run(["zstd", "-q", "-f", "-T0", "-12", image, "-o", compressed])
+            run(["zstd", "-q", "-f", "-T0", "-3", image, "-o", compressed])  # erofs is compressed already
             manifest.add_file(image)
             manifest.add_file(compressed)
     except CommandFailed as exc:

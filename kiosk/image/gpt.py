@@ -40,6 +40,10 @@ class Entry:
     def size(self) -> int:
         return (self.last_lba - self.first_lba + 1) * SECTOR
 
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
 
 def _guid(raw: bytes) -> str:
     return str(uuid.UUID(bytes_le=raw)).upper()

@@ -28,11 +28,9 @@ import contextlib
 import fcntl
 import itertools
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import av
@@ -72,11 +70,6 @@ PACTL_TIMEOUT = 5.0
 VOLUME_MIN_DB = -24.0
 VOLUME_MAX_DB = 6.0
 VOLUME_STEP_DB = 3.0
-
-#: PyAV's wheel carries its own libasound, built to read its configuration from
-#: its build prefix; without the system's even "default" or "plughw:1,0" are
-#: unknown names ("Unknown PCM default"). The system's is the same for Debian's own.
-SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa/alsa.conf")
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 4096  # the smallest pipe Linux gives: ~21 ms of PCM, not 340 ms
@@ -326,6 +319,11 @@ class SpeakerSink:
     def player_pid(self) -> int | None:
         return self._player.pid if self._player is not None else None
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the call ended); frames are ignored since."""
+        return self._closed
+
     def __call__(self, frame: av.AudioFrame) -> None:
         if self._closed:
             return
@@ -476,19 +474,19 @@ class PipeWireMicrophone(MediaStreamTrack):
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def use_system_alsa_config() -> None:
-    """Point PyAV's own libasound at the system's ALSA configuration (unless one is set)."""
-    if "ALSA_CONFIG_PATH" not in os.environ and SYSTEM_ALSA_CONFIG.exists():
-        os.environ["ALSA_CONFIG_PATH"] = str(SYSTEM_ALSA_CONFIG)
-
-
 async def open_microphone() -> MediaStreamTrack:
     """The echo-cancelled microphone when PipeWire runs the canceller; PipeWire's
     default source without it; ALSA's default microphone without PipeWire."""
     sources = await pulse_names("sources")
     if sources is None:
-        use_system_alsa_config()
         return await open_source(microphone_spec())
+    return await pipewire_microphone(sources)
+
+
+async def pipewire_microphone(sources: list[str]) -> PipeWireMicrophone:
+    """Recording from the echo canceller's source if it is among PipeWire's
+    ``sources`` (:func:`pulse_names`), else from PipeWire's default source.
+    Raises :class:`AudioError` if ``parec`` cannot be run."""
     if ECHO_CANCEL_SOURCE not in sources:
         log.warning("PipeWire runs without the echo canceller (%s missing)", ECHO_CANCEL_SOURCE)
         return await PipeWireMicrophone(device=None).start()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -105,14 +105,18 @@ class DevicePolicy:
     Keep the current device while it is there; when it goes, take the most
     recently added one left, else the fallback (a test source in demo mode,
     otherwise the filler).  A device arriving while we have none is used.
+    Only the kinds in ``follow`` are decided here; events of the others are
+    ignored (under PipeWire, WirePlumber follows the microphones).
     """
 
     def __init__(
         self,
         spec_for: Callable[[Kind, str], SourceSpec] = default_spec_for,
         fallback: Mapping[Kind, SourceSpec | None] | None = None,
+        follow: Collection[Kind] = ("video", "audio"),
     ) -> None:
         self._spec_for = spec_for
+        self.follow = tuple(follow)
         self._fallback: dict[Kind, SourceSpec | None] = {"video": None, "audio": None}
         self._fallback.update(fallback or {})
         self._devices: dict[Kind, list[str]] = {"video": [], "audio": []}
@@ -124,11 +128,13 @@ class DevicePolicy:
     def start(self, present: Iterable[DeviceEvent] = ()) -> list[UseSource]:
         """Initial choice, from the devices present at start."""
         for event in present:
-            if event.action == "add" and event.node not in self._devices[event.kind]:
+            if event.action == "add" and event.kind in self.follow and event.node not in self._devices[event.kind]:
                 self._devices[event.kind].append(event.node)
-        return [self._choose(kind) for kind in ("video", "audio")]
+        return [self._choose(kind) for kind in self.follow]
 
     def handle(self, event: DeviceEvent) -> list[UseSource]:
+        if event.kind not in self.follow:
+            return []
         devices = self._devices[event.kind]
         if event.action == "add":
             if event.node in devices:

@@ -18,6 +18,13 @@ held back until a key frame arrives (the picture freezes rather than smears),
 and :class:`KeyframeRequestPolicy` decides when to ask.  The buffer asks by
 returning aiortc's own "PLI needed" flag, so aiortc's receiver sends the RTCP
 PLI itself, with its own SSRCs; we add no second RTCP path.
+
+Both follow the link (:func:`follow_round_trip`, called by the call peer each
+time it measures the round trip): a hole waits two and a half round trips
+(:func:`hole_wait_for`; never less than the configured floor, never more than
+:data:`MAX_HOLE_WAIT`), and :class:`RepeatingNackGenerator` asks again for a
+packet still missing after a round trip, since aiortc NACKs only when a new
+gap appears.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 
 import aiortc.rtcrtpreceiver
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
 
@@ -37,14 +45,19 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-# aiortc's own constructor, kept for audio and for uninstalling.
+# aiortc's own constructors, kept for audio and for uninstalling.
 _AIORTC_JITTER_BUFFER = JitterBuffer
+_AIORTC_NACK_GENERATOR = NackGenerator
 
-#: A hole is given this many round trips: the NACK's way there, the copy's way back, and the
-#: same again for a NACK sent with the next gap when the first copy was lost too.
-HOLE_WAIT_ROUND_TRIPS = 2.0
+#: A hole is given this many round trips: the NACK's way there and the copy's way back, and
+#: time for a repeated NACK (sent NACK_REPEAT_ROUND_TRIPS later) when the first copy was lost.
+HOLE_WAIT_ROUND_TRIPS = 2.5
 #: Beyond this a frozen picture is better ended by a key frame than by more waiting.
 MAX_HOLE_WAIT = 1.5
+#: A packet still missing this many round trips after it was NACKed is NACKed again.
+NACK_REPEAT_ROUND_TRIPS = 1.2
+#: ... but never more often than this.
+MIN_NACK_REPEAT = 0.1
 #: Unanswered key-frame requests are repeated at most this far apart.
 MAX_RETRY_INTERVAL = 2.4
 
@@ -190,6 +203,38 @@ class RecoveringJitterBuffer(JitterBuffer):
         return None
 
 
+class RepeatingNackGenerator(NackGenerator):
+    """aiortc's NACK generator, asking again for packets still missing.
+
+    aiortc sends a NACK only when a new gap appears; if that NACK or the
+    retransmission it asked for is lost too (one in ten at 5 % loss each way),
+    the packet is asked for again only when the next gap happens to come, often
+    after the hole's deadline, and a key frame must repair what one more NACK
+    would have.  Here a packet still missing ``repeat_after`` seconds after the
+    last NACK is asked for again; :func:`follow_round_trip` sets it from the
+    measured round trip.  Answering True makes aiortc send a NACK for all of
+    :attr:`missing`, through its own RTCP path.
+    """
+
+    def __init__(self, repeat_after: float = 0.35, clock: Clock = time.monotonic) -> None:
+        super().__init__()
+        self.repeat_after = repeat_after
+        self.repeats = 0
+        self._clock = clock
+        self._last_nack: float | None = None
+
+    def add(self, packet: RtpPacket) -> bool:
+        now = self._clock()
+        if super().add(packet):
+            self._last_nack = now
+            return True
+        if self.missing and self._last_nack is not None and now - self._last_nack >= self.repeat_after:
+            self._last_nack = now
+            self.repeats += 1
+            return True
+        return False
+
+
 @dataclass
 class LossRecovery:
     """The settings in force, and the buffers made, for diagnostics and tests."""
@@ -198,6 +243,7 @@ class LossRecovery:
     min_interval: float
     retry_interval: float
     buffers: list[RecoveringJitterBuffer] = field(default_factory=list)
+    nack_generators: list[RepeatingNackGenerator] = field(default_factory=list)
 
     @property
     def holes_skipped(self) -> int:
@@ -206,6 +252,10 @@ class LossRecovery:
     @property
     def keyframes_requested(self) -> int:
         return sum(b.policy.requests for b in self.buffers)
+
+    @property
+    def nacks_repeated(self) -> int:
+        return sum(g.repeats for g in self.nack_generators)
 
 
 _installed: LossRecovery | None = None
@@ -241,7 +291,13 @@ def install_loss_recovery(
         recovery.buffers.append(buffer)
         return buffer
 
+    def nack_generator() -> NackGenerator:
+        generator = RepeatingNackGenerator()
+        recovery.nack_generators.append(generator)
+        return generator
+
     aiortc.rtcrtpreceiver.JitterBuffer = jitter_buffer  # type: ignore[attr-defined,assignment]
+    aiortc.rtcrtpreceiver.NackGenerator = nack_generator  # type: ignore[misc,assignment]
     _installed = recovery
     return recovery
 
@@ -264,18 +320,23 @@ def recovering_buffer(receiver: object) -> RecoveringJitterBuffer | None:
 
 
 def follow_round_trip(receivers: Iterable[object], rtt: float | None) -> float | None:
-    """Let the video buffers of ``receivers`` wait for holes as long as ``rtt`` needs; the wait set."""
+    """Let the video buffers of ``receivers`` wait for holes, and their NACKs repeat, as ``rtt``
+    needs; the wait set."""
     wait = None
     for receiver in receivers:
         buffer = recovering_buffer(receiver)
         if buffer is not None:
             wait = buffer.max_hole_wait = hole_wait_for(rtt, buffer.hole_wait_floor)
+        generator = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)  # private, as above
+        if isinstance(generator, RepeatingNackGenerator) and rtt is not None and math.isfinite(rtt) and rtt > 0:
+            generator.repeat_after = max(MIN_NACK_REPEAT, NACK_REPEAT_ROUND_TRIPS * rtt)
     return wait
 
 
 def uninstall_loss_recovery() -> None:
     global _installed
     aiortc.rtcrtpreceiver.JitterBuffer = _AIORTC_JITTER_BUFFER  # type: ignore[attr-defined]
+    aiortc.rtcrtpreceiver.NackGenerator = _AIORTC_NACK_GENERATOR  # type: ignore[misc]
     _installed = None
 
 

@@ -45,7 +45,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from av.frame import Frame
 
 from .encoders import prefer_video_codec
-from .keyframes import follow_round_trip
+from .keyframes import Clock, follow_round_trip
 from .link import MAX_BITRATE_CAP, Counters, LinkState, LinkWatch, loss_based_cap
 from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
 
@@ -70,7 +70,6 @@ GATHER_TIMEOUT: Final = 15.0
 WATCH_INTERVAL: Final = 0.5
 
 FrameSink: TypeAlias = Callable[[Frame], None]
-Clock: TypeAlias = Callable[[], float]
 
 
 class IceServerEntry(Protocol):

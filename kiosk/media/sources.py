@@ -21,6 +21,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import av
@@ -35,6 +36,11 @@ Kind = Literal["audio", "video"]
 AUDIO_RATE = 48000  # what Opus runs at, so aiortc does not resample again
 AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)  # 20 ms frames, what aiortc sends
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+#: PyAV's wheel carries its own libasound, built to read its configuration from
+#: its build prefix; without the system's even "default" or "plughw:1,0" are
+#: unknown names ("Unknown PCM default"). The system's is the same for Debian's own.
+SYSTEM_ALSA_CONFIG = Path("/usr/share/alsa/alsa.conf")
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,15 @@ def lavfi_tone_spec(frequency: int = 440) -> SourceSpec:
         paced=True,
         label="test tone",
     )
+
+
+def use_system_alsa_config() -> None:
+    """Point PyAV's own libasound at the system's ALSA configuration (unless one is set).
+
+    Called before every ALSA open (:meth:`CaptureTrack.start`): libasound reads
+    the variable when it first loads its configuration."""
+    if "ALSA_CONFIG_PATH" not in os.environ and SYSTEM_ALSA_CONFIG.exists():
+        os.environ["ALSA_CONFIG_PATH"] = str(SYSTEM_ALSA_CONFIG)
 
 
 # --- which /dev/video* nodes are cameras -------------------------------------
@@ -159,6 +174,8 @@ class CaptureTrack(MediaStreamTrack):
             return self
         self._loop = asyncio.get_running_loop()
         spec = self.spec
+        if spec.format == "alsa":
+            use_system_alsa_config()
         self._container = await self._loop.run_in_executor(
             None,
             lambda: av.open(spec.url, format=spec.format, mode="r", options=dict(spec.options)),

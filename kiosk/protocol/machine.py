@@ -9,8 +9,12 @@ order. One shape means one way to read, test and property-test them all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
+
+#: Where a machine's I/O layer reads the time: real in production, set by tests.
+Clock: TypeAlias = Callable[[], float]
 
 S = TypeVar("S")
 A = TypeVar("A")

@@ -16,7 +16,9 @@ import msgspec
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 
-DeviceState = Literal["unprovisioned", "enrolled-unassigned", "assigned", "wipe-pending"]
+#: "awaiting-approval": not enrolled yet; its token expired on the shelf and the server holds
+#: it until logistics approve or reject it (the screen says "Venter på godkendelse fra kommunen").
+DeviceState = Literal["unprovisioned", "awaiting-approval", "enrolled-unassigned", "assigned", "wipe-pending"]
 Outcome = Literal["ok", "failed", "refused"]
 CheckStatus = Literal["OK", "WARN", "FAIL"]
 #: ``unit-wiped``: the device ends the call because a wipe arrived (only the device sends it).
@@ -390,6 +392,7 @@ class EnrollRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     token: str
     csr_pem: str
     agent_version: str
+    serial_number: str = ""  # the unit's hardware serial, so logistics can tell a held unit apart
 
 
 class EnrollResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -399,6 +402,13 @@ class EnrollResponse(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     command_public_key_pem: str
     municipality: str
     heartbeat_interval: float
+
+
+class EnrollHeld(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """HTTP 202: the token expired unused; the unit waits for logistics to approve or reject it."""
+
+    device_id: str  # the id the unit will have once approved (``kiosk-server device approve``)
+    message: str
 
 
 class ErrorResponse(msgspec.Struct, frozen=True):
@@ -483,4 +493,5 @@ COMMAND: Codec[Command] = Codec(Command)
 COMMAND_RESULT: Codec[CommandResult] = Codec(CommandResult)
 ENROLL_REQUEST: Codec[EnrollRequest] = Codec(EnrollRequest, max_bytes=32 * 1024)
 ENROLL_RESPONSE: Codec[EnrollResponse] = Codec(EnrollResponse, max_bytes=64 * 1024)
+ENROLL_HELD: Codec[EnrollHeld] = Codec(EnrollHeld, max_bytes=16 * 1024)
 ERROR_RESPONSE: Codec[ErrorResponse] = Codec(ErrorResponse, max_bytes=16 * 1024)

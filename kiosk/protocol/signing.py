@@ -22,7 +22,8 @@ from kiosk.protocol.errors import ProtocolError
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
-#: Tolerated clock difference between server and device when judging "issued in the future".
+#: Tolerated clock difference between server and device, on both sides of a command's lifetime:
+#: "issued in the future" and "expired" only count beyond it.
 CLOCK_SKEW_SECONDS = 300.0
 #: A command may not live longer than this; a longer expiry is a sign of a forged or broken server.
 MAX_COMMAND_LIFETIME_SECONDS = 30 * 24 * 3600.0
@@ -93,7 +94,8 @@ class ReplayGuard:
     """The command ids a device has accepted, kept until their expiry has passed.
 
     An expired command is refused on its own, so an id can be forgotten once its
-    expiry is behind us: memory stays bounded by the commands still alive.
+    expiry (plus the tolerated clock skew) is behind us: memory stays bounded by the
+    commands still alive.
     """
 
     seen: dict[str, float] = field(default_factory=dict)
@@ -105,7 +107,7 @@ class ReplayGuard:
         self.seen[command.id] = command.expires_at
 
     def forget_expired(self, now: float) -> None:
-        self.seen = {cid: exp for cid, exp in self.seen.items() if exp >= now}
+        self.seen = {cid: exp for cid, exp in self.seen.items() if exp + CLOCK_SKEW_SECONDS >= now}
 
 
 def verify_command(
@@ -128,12 +130,15 @@ def verify_command(
             f"command is for device {command.device_id}, this is {device_id}",
             command.id, command.kind,
         )
-    if now > command.expires_at:
+    if now > command.expires_at + CLOCK_SKEW_SECONDS:
         return Refused(
-            Refusal.EXPIRED, f"command expired {now - command.expires_at:.0f} s ago", command.id, command.kind
+            Refusal.EXPIRED, f"command expired {now - command.expires_at:.0f} s ago "
+            f"(more than the tolerated clock difference of {CLOCK_SKEW_SECONDS:.0f} s)", command.id, command.kind
         )
     if command.issued_at > now + CLOCK_SKEW_SECONDS:
-        return Refused(Refusal.NOT_YET_VALID, "command is issued in the future", command.id, command.kind)
+        return Refused(Refusal.NOT_YET_VALID, f"command is issued {command.issued_at - now:.0f} s in the future "
+                       f"(more than the tolerated clock difference of {CLOCK_SKEW_SECONDS:.0f} s)",
+                       command.id, command.kind)
     if command.expires_at - command.issued_at > MAX_COMMAND_LIFETIME_SECONDS:
         return Refused(Refusal.MALFORMED, "command lifetime exceeds 30 days", command.id, command.kind)
     if replay.has_seen(command.id):

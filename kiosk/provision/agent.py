@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -21,7 +22,7 @@ from kiosk.protocol import backoff, schedule, signing
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.signing import Refusal, Refused
-from kiosk.provision import diagnostics, enroll, handlers, sd_notify, wipe
+from kiosk.provision import clock, diagnostics, enroll, handlers, sd_notify, wipe
 from kiosk.provision.link import ServerLink
 from kiosk.provision.local_api import UiServer
 from kiosk.provision.state import StateDir, Vault
@@ -76,9 +77,10 @@ class Agent:
         self.replay = state.replay_guard()
         self.queue: asyncio.Queue[m.Command] = asyncio.Queue()
         socket_url = pin.url.rstrip("/").replace("https://", "wss://", 1) + "/api/v1/socket"
+        ca_pem = (state.identity / "ca.pem").read_text()
         self.link = ServerLink(socket_url, lambda: enroll.device_context(state), self._on_message,
                                self._flush_outbox, self._state_changed, self._hello, self._heartbeat,
-                               backoff_base, backoff_cap)
+                               backoff_base, backoff_cap, lambda exc: clock.diagnose(pin.url, ca_pem, exc))
         self.ui = UiServer(state.socket_path, self.status, self._from_ui, self._ui_liveness_changed)
         self.ringing: m.CallRing | None = None  # a ring the citizen has not answered or missed yet
         #: Call messages from the UI while the server link is down (a 4G blink); the server
@@ -193,10 +195,14 @@ class Agent:
             self.ui.send(self.ringing)  # a screen app that restarted mid-ring rings again
 
     async def _receive_command(self, envelope: m.SignedEnvelope) -> None:
-        now = time.time()
+        now = self.link.server_now()  # a unit without time sync still judges expiry right
         self.replay.forget_expired(now)
         verdict = signing.verify_command(envelope, self.server_key, self.device_id, now, self.replay)
         if isinstance(verdict, Refused):
+            offset = self.link.clock_offset
+            if verdict.reason in (Refusal.EXPIRED, Refusal.NOT_YET_VALID) and self.link.clock_wrong and offset:
+                verdict = dataclasses.replace(verdict, detail=f"{verdict.detail}; judged by the server's clock, "
+                                              f"since {clock.offset_words(offset)}")
             await self._refuse(verdict)
             return
         command = verdict
@@ -274,14 +280,37 @@ class Agent:
 
 
 async def enroll_until_done(state: StateDir, provisioning: Path, retry_cap: float = 60.0) -> None:
-    """Enroll, retrying while the server cannot be reached; a refusal is final."""
+    """Enroll, retrying whatever a retry can cure (no network, a lost answer, a server error,
+    a wrong clock, a unit awaiting approval); only :class:`enroll.EnrollmentRefused` stops it.
+
+    Meanwhile the UI socket is open, so the screen can say what the unit is waiting for.
+    """
+    showing: m.DeviceState = "unprovisioned"
+    ui = UiServer(state.socket_path, lambda: m.AgentStatus(state=showing, server_online=False),
+                  _no_calls_yet, _nothing_to_tell)
+    await ui.start()
     attempt = 0
-    while not state.enrolled:
-        try:
-            pin = await enroll.enroll(state, provisioning)
-            log.info("enrolled as %s with %s (%s)", pin.device_id, pin.url, pin.municipality)
-        except enroll.EnrollmentUnavailable as exc:
-            wait = backoff.delay(attempt, 1.0, retry_cap)
-            attempt += 1
-            log.warning("%s; next try in %.0f s", exc, wait)
-            await asyncio.sleep(wait)
+    try:
+        while not state.enrolled:
+            try:
+                pin = await enroll.enroll(state, provisioning)
+                log.info("enrolled as %s with %s (%s)", pin.device_id, pin.url, pin.municipality)
+            except enroll.EnrollmentDeferred as exc:
+                waiting: m.DeviceState = "awaiting-approval" if exc.code == "awaiting-approval" else "unprovisioned"
+                if waiting != showing:
+                    showing = waiting
+                    ui.push_status()
+                wait = backoff.delay(attempt, 1.0, retry_cap)
+                attempt += 1
+                log.warning("not enrolled yet: %s Next try in %.0f s.", exc, wait)
+                await asyncio.sleep(wait)
+    finally:
+        await ui.stop()
+
+
+async def _no_calls_yet(message: m.UiToAgent) -> None:
+    log.info("ignored %s from the UI: the unit is not enrolled yet", type(message).__name__)
+
+
+async def _nothing_to_tell() -> None:
+    return None

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--provision", type=Path, help="provisioning file (needed until the unit is enrolled)")
     sp.add_argument("--system-actions", choices=("systemd", "record"), default="record",
                     help="'systemd' on a unit; 'record' (default) only writes what it would do")
-    sp.add_argument("--backoff-cap", type=float, default=60.0, help="longest wait between reconnects (s)")
+    sp.add_argument("--backoff-cap", type=float, default=60.0,
+                    help="longest wait between reconnects and between enrollment attempts (s)")
     sp.add_argument("--log-level", default="INFO")
 
     sp = sub.add_parser("enroll", help="enroll once and exit (for logistics and tests)")
@@ -81,12 +82,13 @@ def _ask_running_agent(state: StateDir) -> m.AgentStatus | None:
 
 
 def _status(state: StateDir) -> dict[str, object]:
-    out: dict[str, object] = {"state": state.device_state(), "agent_version": kiosk.__version__}
+    running = _ask_running_agent(state)  # it knows what the disk cannot say (e.g. awaiting approval)
+    out: dict[str, object] = {"state": running.state if running else state.device_state(),
+                              "agent_version": kiosk.__version__}
     if state.enrolled:
         pin = state.pin()
         out |= {"device_id": pin.device_id, "server": pin.url, "municipality": pin.municipality,
                 "ca_sha256": pin.ca_sha256}
-    running = _ask_running_agent(state)
     out |= {"agent_running": running is not None,
             "server_online": running.server_online if running else False}
     return out
@@ -107,9 +109,12 @@ async def _run(args: argparse.Namespace, state: StateDir) -> None:
         if args.provision is None:
             fail("this unit is not enrolled yet: pass --provision FILE")
         try:
-            await enroll_until_done(state, args.provision)
+            await enroll_until_done(state, args.provision, retry_cap=args.backoff_cap)
         except enroll.EnrollmentRefused as exc:
+            state.audit("enrollment-refused", code=exc.code, detail=str(exc))
             fail(f"enrollment refused ({exc.code}): {exc}", code=2)
+    elif args.provision is not None:
+        enroll.finish(state, args.provision)  # the power went after the identity was saved
     actions: SystemActions = (SystemdActions() if args.system_actions == "systemd"
                               else RecordingActions(state.root / "system-actions.log"))
     agent = Agent(state, actions, backoff_cap=args.backoff_cap)
@@ -142,8 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                 pin = enroll.enroll_blocking(state, args.provision)
             except enroll.EnrollmentRefused as exc:
                 fail(f"enrollment refused ({exc.code}): {exc}", code=2)
-            except enroll.EnrollmentUnavailable as exc:
-                fail(str(exc), code=3)
+            except enroll.EnrollmentDeferred as exc:
+                fail(f"not enrolled yet ({exc.code}): {exc}", code=3)
             print(f"enrolled as {pin.device_id} with {pin.url} ({pin.municipality})")
         case "status":
             status = _status(state)

@@ -67,10 +67,18 @@ class StateDir:
     def pin(self) -> ServerPin:
         return ServerPin(**json.loads((self.identity / "server.json").read_text()))
 
-    def save_identity(self, key: ec.EllipticCurvePrivateKey, cert_pem: str, ca_pem: str,
-                      command_key_pem: str, pin: ServerPin) -> None:
-        atomic_write(self.identity / "device.key", key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    def enrollment_key(self) -> ec.EllipticCurvePrivateKey:
+        """The unit's key: made once, on disk (fsync'd) before the first enrollment request,
+        and the same on every retry, so the server can recognise a retry whose answer was lost."""
+        path = self.identity / "device.key"
+        if not path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            atomic_write(path, key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        return self.device_key()
+
+    def save_identity(self, cert_pem: str, ca_pem: str, command_key_pem: str, pin: ServerPin) -> None:
+        """What the server answered; the key is on disk already (``enrollment_key``)."""
         atomic_write(self.identity / "ca.pem", ca_pem.encode(), 0o644)
         atomic_write(self.identity / "command.pub", command_key_pem.encode(), 0o644)
         atomic_write(self.identity / "device.crt", cert_pem.encode(), 0o644)

@@ -15,13 +15,14 @@ from aiohttp.typedefs import Middleware
 
 import kiosk
 from kiosk.protocol.call import CallConfig
+from kiosk.protocol.machine import Clock
 from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
 from kiosk.server.request_log import RequestLog
-from kiosk.server.store import Clock, Store
+from kiosk.server.store import Store
 
 log = logging.getLogger("kiosk.server")
 DEFAULT_CALL_CONFIG = CallConfig()

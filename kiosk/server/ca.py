@@ -102,15 +102,7 @@ class Authority:
 
     def issue_device_certificate(self, csr_pem: str, device_id: str, issued_at: float) -> x509.Certificate:
         """A device certificate valid from ``issued_at`` (the server's clock, seconds since the epoch)."""
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem.encode())
-        except ValueError as exc:
-            raise ProtocolError("invalid-csr", f"not a PEM certificate request: {exc}") from None
-        if not csr.is_signature_valid:
-            raise ProtocolError("invalid-csr", "the request's signature does not match its key")
-        key = csr.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise ProtocolError("invalid-csr", "device keys must be ECDSA P-256")
+        key = device_key(csr_pem)
         now = dt.datetime.fromtimestamp(issued_at, dt.UTC)
         return (
             x509.CertificateBuilder()
@@ -131,6 +123,26 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(self.ca_key, hashes.SHA256())
         )
+
+
+def device_key(csr_pem: str) -> ec.EllipticCurvePublicKey:
+    """The key of a unit's certificate request, checked; ProtocolError ``invalid-csr`` otherwise."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError as exc:
+        raise ProtocolError("invalid-csr", f"not a PEM certificate request: {exc}") from None
+    if not csr.is_signature_valid:
+        raise ProtocolError("invalid-csr", "the request's signature does not match its key")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ProtocolError("invalid-csr", "device keys must be ECDSA P-256")
+    return key
+
+
+def key_fingerprint(key: x509.Certificate | ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 of a public key (SubjectPublicKeyInfo): how a retry is told from another unit."""
+    public = key.public_key() if isinstance(key, x509.Certificate) else key
+    return fingerprint(public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def _ca_certificate(key: ec.EllipticCurvePrivateKey, municipality: str) -> x509.Certificate:

@@ -24,15 +24,18 @@ from typing import Any
 
 from kiosk.protocol import call as c
 from kiosk.protocol import messages as m
+from kiosk.protocol.machine import Clock
 from kiosk.server import turn
 from kiosk.server.hub import Hub
-from kiosk.server.store import CallRow, Clock, LiveCallRow, Store
+from kiosk.server.store import CallRow, LiveCallRow, Store
 
 log = logging.getLogger("kiosk.server.calls")
 
 StaffSend = Callable[[m.ServerToStaff], Awaitable[None]]
 #: After a call ends its peers still report quality; a late report is accepted this long.
 QUALITY_GRACE_SECONDS = 120.0
+#: A caregiver whose call socket dropped in a call has this long to resume it.
+STAFF_RESUME_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class CallManager:
         self.config = config
         self.turn = turn_config
         self.live: dict[str, LiveCall] = {}
+        self.staff_resume_grace = STAFF_RESUME_GRACE_SECONDS
+        self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
         hub.on_detach.append(self.device_gone)
         self._take_up_calls_in_progress()
@@ -176,11 +181,25 @@ class CallManager:
         return False
 
     async def staff_gone(self, call_id: str, staff: StaffSend | None = None) -> None:
-        """The caregiver's socket for ``call_id`` closed: they hung up (unless the call has
-        moved to another socket of theirs since)."""
+        """The caregiver's socket for ``call_id`` closed without a hang-up.
+
+        Before media flows, that is withdrawing the call. In a call, media goes on
+        peer to peer, so the page is given :attr:`staff_resume_grace` to come back
+        (a blink of the caregiver's network) before it counts as hanging up; a page
+        that is closed says so itself (it sends its hang-up on ``pagehide``)."""
         live = self.live.get(call_id)
-        if live is not None and (staff is None or live.staff == staff):
+        if live is None or (staff is not None and live.staff != staff):
+            return  # over, or moved to another socket of theirs
+        if live.machine.state is not c.CallState.IN_CALL or self.staff_resume_grace <= 0:
             await self._feed(live, c.HangUp(c.Side.STAFF))
+            return
+        live.staff = _not_resumed
+        asyncio.get_running_loop().call_later(self.staff_resume_grace, self._staff_not_back, live)
+
+    def _staff_not_back(self, live: LiveCall) -> None:
+        if self.live.get(live.id) is live and live.staff is _not_resumed:
+            log.info("call %s: the caregiver did not come back; hung up", live.id)
+            self._hold(asyncio.ensure_future(self._feed(live, c.HangUp(c.Side.STAFF))))
 
     # ---------------------------------------------------------------- device side
     async def from_device(self, device_id: str, message: m.DeviceToServer) -> None:
@@ -287,6 +306,10 @@ class CallManager:
             rang_for_seconds=round(rang_for, 3) if rang_for is not None else None,
             ui_alive=link.ui_alive if link else None, screen_awake=live.screen_awake,
         )
+
+    def _hold(self, task: asyncio.Future[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _keep_in_progress(self, live: LiveCall) -> None:
         machine = live.machine

@@ -25,12 +25,12 @@ import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
-from kiosk.server import api_schema, auth, calls, commands, schedule
+from kiosk.server import api_schema, auth, calls, commands, enrollment, schedule
 from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import VisitRow
+from kiosk.server.store import DeviceRow, Store, VisitRow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,13 +73,22 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--server-url", required=True, help="the device port as devices reach it, https://HOST:PORT")
     sp.add_argument("--out", type=Path, required=True)
 
-    dev = sub.add_parser("device", help="enrolled devices").add_subparsers(dest="sub", required=True)
+    dev = sub.add_parser("device", help="enrolled devices, and units awaiting approval").add_subparsers(
+        dest="sub", required=True)
     sp = dev.add_parser("list")
     data(sp)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--never-connected-after", type=parse_duration, default=3600.0, metavar="DURATION",
+                    help="a unit given a certificate this long ago that never connected is listed as "
+                         "'never connected' (default 1h)")
     sp = dev.add_parser("revoke")
     data(sp)
     sp.add_argument("device_id")
+    for verdict, text in (("approve", "let in a unit whose token expired on the shelf"),
+                          ("reject", "keep out a unit whose token expired on the shelf")):
+        sp = dev.add_parser(verdict, help=text)
+        data(sp)
+        sp.add_argument("device_id", help="as 'device list' shows it, state awaiting-approval")
 
     cmd = sub.add_parser("command", help="signed commands to devices").add_subparsers(dest="sub", required=True)
     sp = cmd.add_parser("send")
@@ -205,6 +214,31 @@ def _print_visit(row: VisitRow) -> None:
     kind = f" ({row.kind})" if row.kind else ""
     print(f"{row.id}  {when}  {row.repeat:<8} {row.staff_name}, {row.staff_role}{kind}")
 
+def _device_rows(store: Store, never_connected_after: float) -> list[dict[str, object]]:
+    """Enrolled devices, then units held for approval; ``connection`` says what logistics must know."""
+    now = store.clock()
+
+    def connection(r: DeviceRow) -> str:
+        if r.revoked_at is not None:
+            return "revoked"
+        if r.online:
+            return "online"
+        if r.last_seen is None and now - r.enrolled_at > never_connected_after:
+            return "never connected"  # given a certificate, never came: a stranded unit
+        return "offline"
+
+    rows: list[dict[str, object]] = [
+        {"id": r.id, "state": r.state, "connection": connection(r), "online": bool(r.online),
+         "last_seen": r.last_seen, "agent_version": r.agent_version, "enrolled_at": r.enrolled_at,
+         "revoked": r.revoked_at is not None} for r in store.devices()]
+    rows += [
+        {"id": h.device_id, "state": h.state, "connection": "not enrolled", "online": False, "last_seen": None,
+         "agent_version": h.agent_version, "enrolled_at": None, "revoked": False,
+         "serial_number": h.serial_number, "batch": enrollment.batch_label(token.created_at, token.created_by),
+         "requested_at": h.requested_at, "last_request_at": h.last_request_at}
+        for h, token in store.enrollment_holds()]
+    return rows
+
 
 def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
     if not args.turn:
@@ -274,15 +308,19 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 path.chmod(0o600)  # a token is a secret until it is used
                 print(path)
         case "device", "list":
-            rows = [{"id": r.id, "state": r.state, "online": bool(r.online), "last_seen": r.last_seen,
-                     "agent_version": r.agent_version, "enrolled_at": r.enrolled_at,
-                     "revoked": r.revoked_at is not None} for r in store.devices()]
+            rows = _device_rows(store, args.never_connected_after)
             if args.json:
                 print_json(rows)
             else:
                 for r in rows:
-                    flags = "revoked" if r["revoked"] else ("online" if r["online"] else "offline")
-                    print(f"{r['id']}  {r['state']:<20} {flags}")
+                    extra = (f"  serial {r['serial_number'] or '-'}, token batch {r['batch']}" if "batch" in r else "")
+                    print(f"{r['id']}  {r['state']:<20} {r['connection']}{extra}")
+        case "device", ("approve" | "reject"):
+            decided = {"approve": enrollment.APPROVED, "reject": enrollment.REJECTED}[args.sub]
+            if not store.decide_enrollment(args.device_id, decided, actor):
+                fail(f"no unit awaiting approval as {args.device_id} (see kiosk-server device list)")
+            print(f"{decided} {args.device_id}: " + ("it enrolls at its next try, within a minute"
+                                                     if decided == enrollment.APPROVED else "it stays out"))
         case "device", "revoke":
             if not store.revoke_device(args.device_id, actor):
                 fail(f"no device {args.device_id}, or it is already revoked")

@@ -11,6 +11,7 @@ import logging
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import WSCloseCode, WSMsgType, web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,11 +19,11 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import commands
+from kiosk.server import ca, commands, enrollment
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
-from kiosk.server.store import Store, TokenRefused
+from kiosk.server.store import Contended, Store, sha256_hex
 
 log = logging.getLogger("kiosk.server.devices")
 
@@ -30,7 +31,8 @@ HEARTBEAT_INTERVAL_SECONDS = 30.0
 #: Frames up to this size are read and, if over the protocol limit, refused with a reason
 #: while the connection stays; larger ones close the connection (aiohttp's own limit).
 WS_FRAME_LIMIT = 4 * 1024 * 1024
-TOKEN_STATUS = {"token-unknown": 403, "token-used": 409, "token-expired": 410}
+REFUSAL_STATUS = {"token-unknown": 403, "token-used": 409, "token-held": 409, "device-revoked": 403,
+                  "enrollment-rejected": 403}
 
 AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
@@ -53,28 +55,70 @@ async def ca_certificate(request: web.Request) -> web.Response:
 
 
 async def enroll(request: web.Request) -> web.Response:
+    """Enroll a unit, repeat the answer to a unit that lost it, or hold it for approval."""
     authority, store = request.app[AUTHORITY], request.app[STORE]
     body = await request.content.read(m.ENROLL_REQUEST._max_bytes + 1)
     try:
         req = m.ENROLL_REQUEST.decode(body)
+        key = ca.key_fingerprint(ca.device_key(req.csr_pem))  # a bad CSR never touches the token
     except ProtocolError as exc:
         return error(400, exc.reason, f"enrollment request refused: {exc.detail}")
-    device_id = str(uuid.uuid4())
     try:
-        with store.tx() as conn:
-            store.consume_token(conn, req.token, device_id)
-            cert = authority.issue_device_certificate(req.csr_pem, device_id, store.clock())
-            cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-            store.add_device(conn, device_id, format(cert.serial_number, "x"), cert_pem, req.agent_version[:64])
-            store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
-                               agent_version=req.agent_version[:64], peer=request.remote)
-    except TokenRefused as exc:
-        with store.tx() as conn:
-            store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=exc.code, peer=request.remote)
-        return error(TOKEN_STATUS[exc.code], exc.code, str(exc))
-    except ProtocolError as exc:
-        return error(400, exc.reason, exc.detail)
-    log.info("device %s enrolled", device_id)
+        return _enroll(request, authority, store, req, key)
+    except (Contended, sa.exc.IntegrityError):  # a retry raced its own first request: ask it to try again
+        return error(503, "busy", "another request for this token is being handled; try again")
+
+
+def _enroll(request: web.Request, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
+    version = req.agent_version[:64]
+    serial = "".join(c for c in req.serial_number if c.isprintable())[:64]
+    token_hash, now = sha256_hex(req.token), store.clock()
+    with store.tx() as conn:
+        token = store.enroll_token(conn, token_hash)
+        issued = store.device(token.used_by_device, conn) if token is not None and token.used_by_device else None
+        held = store.enrollment_hold(conn, token_hash)
+        decision = enrollment.decide(
+            enrollment.Token(token.expires_at, token.used_at) if token is not None else None,
+            enrollment.Issued(issued.id, ca.key_fingerprint(x509.load_pem_x509_certificate(issued.cert_pem.encode())),
+                              issued.revoked_at is not None) if issued is not None else None,
+            enrollment.Held(held.device_id, held.key_sha256, held.state) if held is not None else None,
+            key, now)
+        match decision:
+            case enrollment.Issue(device_id=reserved, approved=approved):
+                device_id = reserved or str(uuid.uuid4())
+                store.use_token(conn, token_hash, device_id, now)
+                cert = authority.issue_device_certificate(req.csr_pem, device_id, now)
+                cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+                store.add_device(conn, device_id, format(cert.serial_number, "x"), cert_pem, version)
+                if approved:
+                    store.set_hold_state(conn, token_hash, enrollment.ENROLLED)
+                store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
+                                   agent_version=version, approved=approved, peer=request.remote)
+                log.info("device %s enrolled", device_id)
+                return _enrolled(authority, device_id, cert_pem)
+            case enrollment.Repeat(device_id=device_id):
+                assert issued is not None
+                store.append_audit(conn, f"device:{device_id}", "device-enrollment-retried", device_id,
+                                   agent_version=version, peer=request.remote)
+                log.info("device %s repeated its enrollment (its first answer was lost)", device_id)
+                return _enrolled(authority, device_id, issued.cert_pem)
+            case enrollment.Wait(device_id=reserved):
+                assert token is not None
+                device_id = reserved or str(uuid.uuid4())
+                if store.hold_enrollment(conn, token_hash, device_id, key, serial, version, now):
+                    # the serial number stays in the hold, not in the append-only log: the unit is
+                    # not let in yet, so what it says is not written for good
+                    store.append_audit(conn, "anonymous", "enrollment-held", device_id,
+                                       batch=enrollment.batch_label(token.created_at, token.created_by),
+                                       peer=request.remote)
+                    log.info("unit %s held for approval: its token expired unused", device_id)
+                return json_response(m.EnrollHeld(device_id, enrollment.held_message(device_id, serial)), status=202)
+            case enrollment.Refuse(code=code, message=message):
+                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=request.remote)
+                return error(REFUSAL_STATUS[code], code, message)
+
+
+def _enrolled(authority: Authority, device_id: str, cert_pem: str) -> web.Response:
     return json_response(m.EnrollResponse(
         device_id=device_id, certificate_pem=cert_pem, ca_pem=authority.ca_pem,
         command_public_key_pem=authority.command_key.public_key().public_bytes(

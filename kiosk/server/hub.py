@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from kiosk.protocol import messages as m
-from kiosk.server.store import Clock, Store
+from kiosk.protocol.machine import Clock
+from kiosk.server.store import Store
 
 log = logging.getLogger("kiosk.server.hub")
 

@@ -14,9 +14,10 @@ from typing import Literal, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from kiosk.protocol.machine import Clock
 from kiosk.server import lockout
 from kiosk.server.lockout import Backoff, Policy
-from kiosk.server.store import Clock, Store, metadata
+from kiosk.server.store import Store, metadata
 
 login_backoff = sa.Table(
     "login_backoff", metadata,
@@ -57,7 +58,9 @@ class Throttle:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class MustWait:
+    """A login attempt that must wait: who is held (address or account) and for how long."""
+
     scope: Scope
     retry_after: int
 
@@ -67,7 +70,7 @@ class LoginGuard:
         self.store, self.clock = store, clock or store.clock
         login_backoff.create(store.engine, checkfirst=True)
 
-    def admit(self, address: str, account: str | None) -> Refusal | None:
+    def admit(self, address: str, account: str | None) -> MustWait | None:
         """Count an attempt against the address, then the account; or say who must wait.
 
         An attempt refused for either counts for neither, so the owner of a slowed
@@ -80,7 +83,7 @@ class LoginGuard:
                 step = scope.policy.step(_load(conn, scope), lockout.Attempt(), now)
                 for action in step.actions:
                     if isinstance(action, lockout.Refuse):
-                        return Refusal(scope, action.retry_after)
+                        return MustWait(scope, action.retry_after)
                 steps.append((scope, step.state))
             for scope, state in steps:
                 _save(conn, scope, state)

@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,11 +24,8 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
-from kiosk.protocol.machine import Transition
+from kiosk.protocol.machine import Clock, Transition
 from kiosk.server.audit import AuditEntry, checked, is_account
-
-#: Wall time in seconds since the epoch; tests pass a clock they can set.
-Clock = Callable[[], float]
 
 metadata = sa.MetaData()
 
@@ -53,6 +50,20 @@ enroll_tokens = sa.Table(
     sa.Column("created_by", sa.String(64), nullable=False),
     sa.Column("used_at", sa.Float),
     sa.Column("used_by_device", sa.String(36)),
+)
+
+enrollment_holds = sa.Table(
+    "enrollment_holds", metadata,  # units whose token expired on the shelf, until logistics decide
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(36), nullable=False, unique=True),  # reserved: the device's id once enrolled
+    sa.Column("key_sha256", sa.String(64), nullable=False),  # only this unit's key may use the approval
+    sa.Column("serial_number", sa.String(64), nullable=False),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),  # awaiting-approval, approved, rejected, enrolled
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("last_request_at", sa.Float, nullable=False),
+    sa.Column("decided_at", sa.Float),
+    sa.Column("decided_by", sa.String(64)),
 )
 
 commands = sa.Table(
@@ -170,10 +181,8 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class TokenRefused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class Contended(Exception):
+    """Two requests raced for the same row; the loser's transaction is rolled back and it may retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +196,30 @@ class DeviceRow:
     agent_version: str
     last_seen: float | None
     online: bool  # as of the hub's last flush; the hub's links are the live answer
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    token_hash: str
+    created_at: float  # tokens made together share it: their batch
+    expires_at: float
+    created_by: str
+    used_at: float | None
+    used_by_device: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    token_hash: str
+    device_id: str
+    key_sha256: str
+    serial_number: str
+    agent_version: str
+    state: str
+    requested_at: float
+    last_request_at: float
+    decided_at: float | None
+    decided_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +313,7 @@ class LiveCallRow:
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
-    LiveCallRow: live_calls, VisitRow: visits,
+    LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds, VisitRow: visits,
 }
 R = TypeVar("R")
 
@@ -379,35 +412,77 @@ class Store:
                               expires_at=now + ttl_seconds)
         return tokens
 
-    def consume_token(self, conn: Connection, token: str, device_id: str) -> None:
-        """Use up a token inside the caller's transaction, or raise TokenRefused."""
-        now = self.clock()
-        h = sha256_hex(token)
-        done = conn.execute(
-            enroll_tokens.update()
-            .where(enroll_tokens.c.token_hash == h, enroll_tokens.c.used_at.is_(None),
-                   enroll_tokens.c.expires_at > now)
-            .values(used_at=now, used_by_device=device_id)
-        ).rowcount
-        if done == 1:
-            return
-        row = conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == h)).first()
-        if row is None:
-            raise TokenRefused("token-unknown", "This enrollment token is not known to this server.")
-        if row.used_at is not None:
-            raise TokenRefused("token-used", "This enrollment token has already been used; create a new one.")
-        raise TokenRefused("token-expired", "This enrollment token has expired; create a new one.")
+    def enroll_token(self, conn: Connection, token_hash: str) -> TokenRow | None:
+        return _maybe(TokenRow, conn.execute(sa.select(enroll_tokens).where(enroll_tokens.c.token_hash == token_hash))
+                      .first())
+
+    def use_token(self, conn: Connection, token_hash: str, device_id: str, now: float) -> None:
+        """Mark a token used inside the caller's transaction (the caller decided it may be).
+
+        Raises :class:`Contended` if another transaction used it first (possible on
+        PostgreSQL, where a write transaction does not lock the whole database)."""
+        if not conn.execute(enroll_tokens.update()
+                            .where(enroll_tokens.c.token_hash == token_hash, enroll_tokens.c.used_at.is_(None))
+                            .values(used_at=now, used_by_device=device_id)).rowcount:
+            raise Contended("the token was used by a concurrent request")
+
+    # ------------------------------------------------------- units awaiting approval
+    def enrollment_hold(self, conn: Connection, token_hash: str) -> HoldRow | None:
+        return _maybe(HoldRow, conn.execute(
+            sa.select(enrollment_holds).where(enrollment_holds.c.token_hash == token_hash)).first())
+
+    def hold_enrollment(self, conn: Connection, token_hash: str, device_id: str, key_sha256: str,
+                        serial_number: str, agent_version: str, now: float) -> bool:
+        """Record (or refresh) a held unit; True the first time."""
+        refreshed = conn.execute(enrollment_holds.update().where(enrollment_holds.c.token_hash == token_hash)
+                                 .values(last_request_at=now, agent_version=agent_version)).rowcount
+        if refreshed:
+            return False
+        conn.execute(enrollment_holds.insert().values(
+            token_hash=token_hash, device_id=device_id, key_sha256=key_sha256, serial_number=serial_number,
+            agent_version=agent_version, state="awaiting-approval", requested_at=now, last_request_at=now))
+        return True
+
+    def set_hold_state(self, conn: Connection, token_hash: str, state: str) -> None:
+        conn.execute(enrollment_holds.update().where(enrollment_holds.c.token_hash == token_hash).values(state=state))
+
+    def decide_enrollment(self, device_id: str, verdict: str, actor: str) -> bool:
+        """Approve or reject a held unit (a decision may be changed until the unit enrolls)."""
+        with self.tx() as conn:
+            n = conn.execute(
+                enrollment_holds.update()
+                .where(enrollment_holds.c.device_id == device_id, enrollment_holds.c.state != "enrolled")
+                .values(state=verdict, decided_at=self.clock(), decided_by=actor)
+            ).rowcount
+            if n:
+                self.append_audit(conn, actor, f"enrollment-{verdict}", device_id)
+        return bool(n)
+
+    def enrollment_holds(self) -> list[tuple[HoldRow, TokenRow]]:
+        """Held units not enrolled yet, each with its token (whose creation names its batch)."""
+        q = (sa.select(enrollment_holds, enroll_tokens)
+             .join(enroll_tokens, enroll_tokens.c.token_hash == enrollment_holds.c.token_hash)
+             .where(enrollment_holds.c.state != "enrolled")
+             .order_by(enrollment_holds.c.requested_at))
+        with self.engine.connect() as conn:
+            return [(HoldRow(**{c.name: r._mapping[c] for c in enrollment_holds.c}),
+                     TokenRow(**{c.name: r._mapping[c] for c in enroll_tokens.c})) for r in conn.execute(q)]
 
     # ------------------------------------------------------------------- devices
     def add_device(self, conn: Connection, device_id: str, serial: str, cert_pem: str, agent_version: str) -> None:
+        """``last_seen`` stays empty until its first connection: "never connected" in the device list."""
         conn.execute(devices.insert().values(
             id=device_id, cert_serial=serial, cert_pem=cert_pem, enrolled_at=self.clock(),
             state="enrolled-unassigned", agent_version=agent_version, online=False,
         ))
 
-    def device(self, device_id: str) -> DeviceRow | None:
-        with self.engine.connect() as conn:
-            return _maybe(DeviceRow, conn.execute(sa.select(devices).where(devices.c.id == device_id)).first())
+    def device(self, device_id: str, conn: Connection | None = None) -> DeviceRow | None:
+        """A device's row; inside the caller's transaction when ``conn`` is given."""
+        q = sa.select(devices).where(devices.c.id == device_id)
+        if conn is not None:
+            return _maybe(DeviceRow, conn.execute(q).first())
+        with self.engine.connect() as own:
+            return _maybe(DeviceRow, own.execute(q).first())
 
     def devices(self) -> list[DeviceRow]:
         with self.engine.connect() as conn:

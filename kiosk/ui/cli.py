@@ -1,6 +1,7 @@
 """``kiosk-ui``: the citizen's screen, full screen (Kivy), or headless for tests and ``make demo``.
 
     kiosk-ui --state DIR [--size WIDTHxHEIGHT] [--language da|en] [--demo-media]
+             [--auto-answer-after [SECONDS]] [--hang-up-after SECONDS] [--screenshots DIR]
     kiosk-ui --state DIR --headless [--auto-answer-after [SECONDS]]
              [--hang-up-after SECONDS] [--demo-media]
 
@@ -42,6 +43,7 @@ from kiosk.ui.buttons import InputWatcher
 from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
+from kiosk.ui.recorder import ScreenRecorder
 from kiosk.ui.session import Effects, UiSession, local_wall_clock
 from kiosk.ui.settings import button_map, load_settings
 from kiosk.ui.sound import Speaker
@@ -86,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--language", choices=LANGUAGES, help="the screen's language (default: ui.json's, else da)")
     p.add_argument("--demo-media", action="store_true",
                    help="send a test pattern and tone when the unit has no camera/microphone")
+    p.add_argument("--screenshots", type=Path, metavar="DIR",
+                   help="write a PNG of each new screen into DIR (demonstrations only: it holds what the screen shows)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
@@ -103,8 +107,9 @@ def quiet_libraries(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-class HeadlessScreen:
-    """Prints screens as JSON lines and plays the citizen's presses by the clock."""
+class Autopilot:
+    """Plays the citizen's presses by the clock (tests and ``make demo``): answer a ring
+    after ``auto_answer_after`` seconds, hang up ``hang_up_after`` seconds into a call."""
 
     def __init__(self, auto_answer_after: float | None, hang_up_after: float | None) -> None:
         self.auto_answer_after = auto_answer_after
@@ -113,7 +118,6 @@ class HeadlessScreen:
         self._timers: list[asyncio.TimerHandle] = []
 
     def show(self, screen: Screen) -> None:
-        print(json.dumps(screen.log_record(), ensure_ascii=False), flush=True)
         session = self.session
         if session is None or screen.call_id is None:
             return
@@ -127,6 +131,14 @@ class HeadlessScreen:
     def cancel(self) -> None:
         for timer in self._timers:
             timer.cancel()
+
+
+class HeadlessScreen(Autopilot):
+    """Prints screens as JSON lines (never personal data), and plays the presses."""
+
+    def show(self, screen: Screen) -> None:
+        print(json.dumps(screen.log_record(), ensure_ascii=False), flush=True)
+        super().show(screen)
 
 
 async def run_headless(state: Path, headless: HeadlessScreen, *, demo_media: bool,
@@ -193,13 +205,23 @@ async def run_screen(args: argparse.Namespace, *,
         shown = app.shown
         return shown is None or not shown.asleep
 
+    autopilot = Autopilot(args.auto_answer_after, args.hang_up_after)
+
+    def show(screen: Screen) -> None:
+        log.info("screen %s", json.dumps(screen.log_record(), ensure_ascii=False))  # nothing personal in it
+        app.show(screen)
+        autopilot.show(screen)
+
     speaker = Speaker(settings.volume, settings.language)
     session = UiSession(AgentClient(socket_path(state), screen_awake=awake),
                         open_media or (lambda: open_device_media(demo=args.demo_media)),
-                        on_screen=app.show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
+                        on_screen=show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
                         audio_sink=speaker.new_sink, effects=speaker.effects(Effects()), settings=settings,
                         read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock)
     app.post_event = session.post
+    autopilot.session = session
+    if args.screenshots is not None and started is None:
+        started = ScreenRecorder(args.screenshots).run
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, session.stop)
@@ -209,6 +231,7 @@ async def run_screen(args: argparse.Namespace, *,
     driver = asyncio.ensure_future(started(app, session)) if started is not None else None
     waiting: set[asyncio.Future[Any]] = {screen_task, session_task} | ({driver} if driver else set())
     done, _pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    autopilot.cancel()
     session.stop()
     await session_task
     buttons.cancel()

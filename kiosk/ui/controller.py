@@ -32,6 +32,7 @@ from typing import Any, Final, Literal, TypeAlias
 from kiosk.protocol import call as c
 from kiosk.protocol import machine
 from kiosk.protocol import messages as m
+from kiosk.protocol.machine import Transition
 
 __all__ = [
     "AcceptAnswer",
@@ -68,7 +69,6 @@ __all__ = [
     "StartRinging",
     "StopRinging",
     "TimePassed",
-    "Transition",
     "UiState",
     "UiTransition",
     "VisitLine",
@@ -431,8 +431,7 @@ def initial_state(now: float, screen_awake: bool = True, settings: Settings | No
     return UiState(started_at=now, screen_awake=screen_awake, settings=settings or Settings())
 
 
-#: The shared shape; construct with :class:`Transition`, annotate with :data:`UiTransition`.
-Transition = machine.Transition
+#: The shared shape (:class:`kiosk.protocol.machine.Transition`) for this machine.
 UiTransition: TypeAlias = machine.Transition[UiState, Action]
 
 

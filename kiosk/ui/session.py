@@ -163,7 +163,7 @@ class UiSession:
                 task.cancel()
             await asyncio.gather(reader, wall, *self._tasks, return_exceptions=True)
             for peer in list(self.peers.values()):
-                await peer.hang_up()
+                await self._end(peer)
             self.peers.clear()
             await self.client.close()
 
@@ -300,10 +300,16 @@ class UiSession:
             log.warning("call %s: %s", peer.call_id, exc)
             self.post(ui.MediaDown(peer.call_id, str(exc)))
 
-    async def _close(self, peer: DeviceCall) -> None:
+    async def _end(self, peer: DeviceCall) -> m.CallQualityReport | None:
+        """Hang ``peer`` up and close its speaker sink: the caller's voice stops at
+        once and the player process ends with the call, not some seconds later."""
         report = await peer.hang_up()
-        close_sink = getattr(peer.audio_sink, "close", None)  # the speaker's player process ends with the call
+        close_sink = getattr(peer.audio_sink, "close", None)  # a headless sink has nothing to close
         if close_sink is not None:
             await close_sink()
+        return report
+
+    async def _close(self, peer: DeviceCall) -> None:
+        report = await self._end(peer)
         if report is not None:
             self.post(ui.QualityReady(report))

@@ -7,7 +7,9 @@ sends lavfi test sources. Media must flow both ways, as both sides count it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -231,3 +233,43 @@ def test_call_through_turn_only(browser: Any, relay_server: ServerProcess, tmp_p
         screen.stop()
     finally:
         agent.stop()
+
+
+def test_the_page_tells_a_lost_link_offers_sound_only_and_outlives_a_server_restart(
+        browser: Any, server: ServerProcess, unit: tuple[Screen, str, str]) -> None:
+    """The unit's media stops (its screen process is stopped for a few seconds, as a dead
+    link looks to the page): the caregiver is told in plain words and goes on with sound
+    only in one click. Then the server is killed and restarted: the page keeps its call
+    and takes it up again, so its hang-up reaches the new server and the record completes."""
+    screen, _, citizen_id = unit
+    screen.start("--auto-answer-after", "0.5")
+    page = _login(browser, server, "anne")
+    page.click(f"button[data-citizen='{citizen_id}']")
+    page.wait_for_selector("#call-status:text-is('I samtale')", timeout=30_000)
+    _media_flows(page)
+    assert page.is_hidden("#link-notice") and page.is_hidden("#sound-only")
+
+    assert screen.proc is not None
+    screen.proc.send_signal(signal.SIGSTOP)  # nothing more comes from the unit
+    try:
+        page.wait_for_selector("#link-notice:not([hidden])", timeout=10_000)
+        assert page.inner_text("#link-notice").startswith(("Forbindelsen er væk", "Dårlig forbindelse"))
+        page.click("#sound-only")  # one click
+        assert page.inner_text("#link-notice").startswith("Kun lyd")
+        assert page.is_hidden("#remote") and page.is_hidden("#sound-only")
+    finally:
+        screen.proc.send_signal(signal.SIGCONT)
+
+    assert server.proc is not None
+    server.proc.kill()  # SIGKILL mid-call
+    server.proc.wait()
+    time.sleep(2.0)
+    assert page.is_hidden("#ended"), "the page ended the call when the server died"
+    server.start()
+    time.sleep(3.0)  # the page reopens its socket within a second or two and resumes
+    assert page.is_hidden("#ended")
+    page.click("#hangup")
+    page.wait_for_selector("#ended:not([hidden])")
+    assert page.inner_text("#ended-reason") == ending_text("da", "hung_up_by_staff")
+    record = _record(server, "hung_up_by_staff")
+    assert record["connected_at"] and record["talk_seconds"] > 5

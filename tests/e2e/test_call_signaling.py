@@ -60,8 +60,10 @@ def test_caller_outside_the_care_team_is_refused(server: ServerProcess, care: tu
     assert server.cli_json("call", "list") == []
 
 
-def test_unanswered_call_tells_the_caller_what_the_screen_knew(
+def test_a_call_to_a_unit_whose_screen_app_is_not_running_says_so_at_once(
         server: ServerProcess, care: tuple[AgentProcess, str]) -> None:
+    """The unit is online but no screen app runs: the call cannot ring, and the caller is
+    told so at once (not "did not answer" after the ring timeout)."""
     _, citizen_id = care
 
     async def scenario() -> m.CallEnded:
@@ -71,14 +73,16 @@ def test_unanswered_call_tells_the_caller_what_the_screen_knew(
             await anne.send(m.CallStart(citizen_id=citizen_id))
             placed = await anne.expect(m.CallPlaced)
             assert placed.citizen_name == "Karen Jensen" and placed.ice_servers == []
-            return await anne.expect(m.CallEnded, timeout=10)  # type: ignore[no-any-return]
+            return await anne.expect(m.CallEnded, timeout=5)  # type: ignore[no-any-return]
 
     ended = asyncio.run(scenario())
-    assert ended.reason == "not_answered"
+    assert ended.reason == "screen_not_running"
     assert ended.facts is not None and ended.facts.online and ended.facts.online_since is not None
     assert ended.facts.ui_alive is False, "no screen app runs here, and the caller is told"
+    assert ended.facts.rang_for_seconds is None
     records = server.cli_json("call", "list")
-    assert len(records) == 1 and records[0]["end_reason"] == "not_answered"
+    assert len(records) == 1 and records[0]["end_reason"] == "screen_not_running"
+    assert records[0]["rang_at"] is None
     assert records[0]["caller"] == "anne" and records[0]["talk_seconds"] is None
     assert "Karen" not in server.log() and "Karen" not in json.dumps(server.cli_json("audit", "list"))
 

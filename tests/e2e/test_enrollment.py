@@ -6,16 +6,19 @@ import json
 import shutil
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from kiosk.server.app import Server
-from kiosk.server.console_api import make_provisioning_files
 from tests.harness import BIN, AgentProcess, ServerProcess, run, wait_until
 
 
@@ -43,6 +46,14 @@ def test_unit_enrolls_connects_and_forgets_its_token(server: ServerProcess,
         assert (server.data / name).stat().st_mode & 0o077 == 0, f"{name} is readable by others"
 
 
+def _csr() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kiosk-device")]))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def _enroll_once(state: Path, provision: Path) -> subprocess.CompletedProcess[str]:
     return run(BIN / "kiosk-agent", "enroll", "--state", state, "--provision", provision, check=False)
 
@@ -54,27 +65,33 @@ def test_token_works_once(server: ServerProcess, tmp_path: Path) -> None:
 
     first = _enroll_once(tmp_path / "unit1", prov)
     assert first.returncode == 0, first.stderr
-    second = _enroll_once(tmp_path / "unit2", copy)
+    second = _enroll_once(tmp_path / "unit2", copy)  # another unit, so another key
     assert second.returncode == 2
-    assert "already been used" in second.stderr
+    assert "token-used" in second.stderr and "already been used by another unit" in second.stderr
     assert not (tmp_path / "unit2" / "identity" / "device.crt").exists()
     assert copy.exists() and yaml.safe_load(copy.read_text())["token"], "a refused file is left as it was"
+    assert len(server.cli_json("device", "list")) == 1
+    refusals = [e["detail"]["reason"] for e in json.loads(server.cli("audit", "list", "--json").stdout)
+                if e["action"] == "enrollment-refused"]
+    assert refusals == ["token-used"]
 
 
-def test_expired_token_is_refused_with_a_clear_reason(server: ServerProcess, tmp_path: Path) -> None:
-    # A token made an hour ago that lived a minute: written to the running server's database
-    # through the same code as the CLI, on a clock set back, instead of waiting for it to expire.
-    an_hour_ago = Server.open(server.data, clock=lambda: time.time() - 3600)
-    try:
-        [(name, content)] = make_provisioning_files(an_hour_ago.store, an_hour_ago.authority, server.url,
-                                                    1, 60.0, "cli:test")
-    finally:
-        an_hour_ago.store.close()
-    prov = tmp_path / name
-    prov.write_text(content)
+def test_expired_token_is_held_for_approval_not_refused(server: ServerProcess, tmp_path: Path) -> None:
+    prov = server.expired_provisioning_file(tmp_path / "prov")
     result = _enroll_once(tmp_path / "unit", prov)
-    assert result.returncode == 2
-    assert "token-expired" in result.stderr and "expired" in result.stderr
+    assert result.returncode == 3, "not refused for good: a retry after approval can cure it"
+    assert "awaiting-approval" in result.stderr and "approve" in result.stderr
+    assert yaml.safe_load(prov.read_text())["token"], "a waiting unit keeps its token"
+
+
+def test_unit_given_a_certificate_but_never_connected_is_listed_as_such(server: ServerProcess, tmp_path: Path) -> None:
+    result = _enroll_once(tmp_path / "unit", server.provisioning_file(tmp_path / "prov"))  # then the power goes
+    assert result.returncode == 0, result.stderr
+    [device] = server.cli_json("device", "list")
+    assert device["connection"] == "offline", "not stranded yet: it was enrolled a moment ago"
+    wait_until(lambda: server.cli_json("device", "list", "--never-connected-after", "1s")[0]["connection"]
+               == "never connected", 15, 0.2, what="the unit listed as never connected")
+    assert "never connected" in server.cli("device", "list", "--never-connected-after", "1s").stdout
 
 
 def test_server_answers_bad_enrollment_requests_with_4xx(server: ServerProcess) -> None:
@@ -82,7 +99,8 @@ def test_server_answers_bad_enrollment_requests_with_4xx(server: ServerProcess) 
     cases = [
         (b"not json", 400, "malformed"),
         (b'{"token": "x"}', 400, "invalid"),
-        (json.dumps({"token": "A" * 43, "csr_pem": "junk", "agent_version": "1"}).encode(), 403, "token-unknown"),
+        (json.dumps({"token": "A" * 43, "csr_pem": "junk", "agent_version": "1"}).encode(), 400, "invalid-csr"),
+        (json.dumps({"token": "A" * 43, "csr_pem": _csr(), "agent_version": "1"}).encode(), 403, "token-unknown"),
         (b"{" + b" " * 40000 + b"}", 400, "oversized"),
     ]
     for body, status, code in cases:
@@ -93,6 +111,28 @@ def test_server_answers_bad_enrollment_requests_with_4xx(server: ServerProcess) 
         except urllib.error.HTTPError as exc:
             assert exc.code == status, (body[:40], exc.code)
             assert json.loads(exc.read())["error"] == code
+
+
+def test_retries_racing_their_first_request_get_the_same_identity(server: ServerProcess, tmp_path: Path) -> None:
+    """The same unit (same key) asking four times at once, as an impatient retry would: one device."""
+    token = yaml.safe_load(server.provisioning_file(tmp_path / "prov").read_text())["token"]
+    body = json.dumps({"token": token, "csr_pem": _csr(), "agent_version": "1"}).encode()
+    ctx = ssl.create_default_context(cafile=str(server.data / "ca.crt"))
+
+    def ask(_: int) -> tuple[int, dict[str, Any]]:
+        req = urllib.request.Request(server.url + "/api/v1/enroll", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(4)))
+    assert all(status in (200, 503) for status, _ in answers), answers  # 503: "try again", never a refusal
+    issued = {(a["device_id"], a["certificate_pem"]) for status, a in answers if status == 200}
+    assert len(issued) == 1, "every answer names the same device and certificate"
+    assert [d["id"] for d in server.cli_json("device", "list")] == [next(iter(issued))[0]]
 
 
 def test_valid_token_with_a_bad_csr_is_not_used_up(server: ServerProcess, tmp_path: Path) -> None:

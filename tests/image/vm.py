@@ -22,6 +22,7 @@ SERVER_IN_GUEST = "10.0.2.100"
 SERVER_PORT_IN_GUEST = 8443
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+UBOOT_QEMU_ARM64 = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")  # Debian's u-boot-qemu
 
 
 def kvm_usable() -> bool:
@@ -36,9 +37,9 @@ class Vm:
     disk: Path
     workdir: Path
     server_port: int
-    usb_stick: Path | None = None
     ssh_probe_port: int | None = None
     memory_mib: int = 2048
+    arch: str = "amd64"
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     boots: int = field(default=0)
@@ -51,28 +52,33 @@ class Vm:
     def qmp_path(self) -> Path:
         return self.workdir / "qmp.sock"
 
-    def command(self) -> list[str]:
+    def _machine(self) -> list[str]:
+        if self.arch == "arm64":
+            # the virt board with Debian's U-Boot, which finds and runs the image's boot.scr
+            return ["qemu-system-aarch64", "-machine", "virt", "-cpu", "cortex-a72", "-accel", "tcg",
+                    "-bios", str(UBOOT_QEMU_ARM64), "-device", "virtio-gpu-pci",
+                    "-drive", f"if=none,id=disk,format=raw,file={self.disk},cache=unsafe",
+                    "-device", "virtio-blk-pci,drive=disk"]
         vars_copy = self.workdir / "OVMF_VARS.fd"
         if not vars_copy.exists():
             shutil.copy(OVMF_VARS, vars_copy)
+        accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg"]
+        return ["qemu-system-x86_64", "-machine", "q35", *accel,
+                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,file={vars_copy}",
+                "-drive", f"if=virtio,format=raw,file={self.disk},cache=unsafe", "-device", "virtio-vga"]
+
+    def command(self) -> list[str]:
         forward = f"guestfwd=tcp:{SERVER_IN_GUEST}:{SERVER_PORT_IN_GUEST}-cmd:socat - TCP:127.0.0.1:{self.server_port}"
         netdev = f"user,id=net0,restrict=on,{forward}"
         if self.ssh_probe_port:
             netdev += f",hostfwd=tcp:127.0.0.1:{self.ssh_probe_port}-:22"
-        accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg"]
-        args = ["qemu-system-x86_64", "-machine", "q35", *accel, "-smp", "2", "-m", str(self.memory_mib),
-                "-nodefaults", "-no-user-config",
-                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                "-drive", f"if=pflash,format=raw,file={vars_copy}",
-                "-drive", f"if=virtio,format=raw,file={self.disk},cache=unsafe",
-                "-device", "virtio-vga", "-display", "none",
+        args = [*self._machine(), "-smp", "2", "-m", str(self.memory_mib),
+                "-nodefaults", "-no-user-config", "-display", "none",
                 "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0",
                 "-serial", f"file:{self.serial_log}",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd"]
-        if self.usb_stick:
-            args += ["-drive", f"if=none,id=stick,format=raw,file={self.usb_stick}",
-                     "-device", "usb-storage,bus=xhci.0,drive=stick"]
         return args
 
     def start(self) -> Vm:

@@ -25,6 +25,8 @@ from tests.harness import ADMIN_PASSWORD, AgentProcess, ServerProcess
 from tests.pipewire_fixture import PipeWire, dominant_frequency, level_db
 from tests.ui.staff import small_media
 
+from .test_audio import running
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CAREGIVER_TONE_HZ = 523  # not the unit's own 660 Hz test tone
@@ -63,14 +65,20 @@ async def test_the_caregivers_voice_comes_out_of_the_units_speaker(
                 heard = await asyncio.to_thread(pipewire.record, "speaker.monitor", 1.0)
                 if level_db(heard) > -40:
                     break
+            player = sinks[0].player_pid
             await call.hang_up()
+            # The screen closes the sink at the hang-up (not the 3 s idle release, not this test).
+            for _ in range(200):
+                if sinks[0].closed:
+                    break
+                await asyncio.sleep(0.05)
     finally:
         session.stop()
         await asyncio.wait_for(unit, 15)
-        for sink in sinks:
-            await sink.close()
 
     assert len(sinks) == 1 and sinks[0].frames_played > 0
+    assert sinks[0].closed, "the speaker sink was left open after the hang-up"
+    assert player is not None and not running(player), "the player process outlived the call"
     assert level_db(heard) > -40, "the caregiver was not heard"
     # Opus, and the gaps a loaded machine leaves, smear the peak by a few Hz; 1 % still tells it from 440 or 660.
     assert dominant_frequency(heard) == pytest.approx(CAREGIVER_TONE_HZ, rel=0.01)

@@ -69,6 +69,18 @@ def test_policy_follows_the_camera_out_and_back() -> None:
     assert policy.handle(DeviceEvent("add", "video", CAM))[0].node == CAM
 
 
+def test_a_policy_following_only_cameras_ignores_microphones() -> None:
+    """Under PipeWire: WirePlumber follows microphones, udev's are not ours to act on."""
+    policy = DevicePolicy(spec_for, follow=("video",))
+    assert policy.start([DeviceEvent("add", "audio", MIC), DeviceEvent("add", "video", CAM)]) == [
+        UseSource("video", spec_for("video", CAM), CAM)
+    ]
+    assert policy.handle(DeviceEvent("add", "audio", "/dev/snd/pcmC2D0c")) == []
+    assert policy.handle(DeviceEvent("remove", "audio", MIC)) == []
+    assert policy.current("audio") is None
+    assert policy.handle(DeviceEvent("remove", "video", CAM)) == [UseSource("video", None)]
+
+
 def test_policy_moves_to_another_camera_then_to_the_demo_fallback() -> None:
     demo = lavfi_pattern_spec()
     policy = DevicePolicy(spec_for, fallback={"video": demo})

@@ -21,6 +21,7 @@ from kiosk.media.encoders import VP8_MIME, PyAVH264Encoder, prefer_video_codec
 from kiosk.media.keyframes import (
     KeyframeRequestPolicy,
     RecoveringJitterBuffer,
+    RepeatingNackGenerator,
     install_loss_recovery,
     is_keyframe,
 )
@@ -259,3 +260,20 @@ async def test_without_our_buffer_aiortc_stays_frozen_after_the_same_loss(
     await asyncio.sleep(1.5)
     resumed = [t for t, _ in video if t > link.dropped_at + 0.2]
     assert resumed == [] and plis.count == 0  # still frozen 1.5 s later, nobody asked
+
+
+def test_a_packet_still_missing_is_nacked_again_after_the_repeat_interval() -> None:
+    now = [0.0]
+    generator = RepeatingNackGenerator(repeat_after=0.35, clock=lambda: now[0])
+
+    def arrives(seq: int, at: float) -> bool:
+        now[0] = at
+        return generator.add(RtpPacket(sequence_number=seq))
+
+    assert not arrives(1, 0.00)
+    assert arrives(3, 0.02) and generator.missing == {2}  # the gap: aiortc's own NACK
+    assert not arrives(4, 0.10) and not arrives(5, 0.30)  # the copy may still be on its way
+    assert arrives(6, 0.37) and generator.repeats == 1  # NACK lost, or the copy: ask again
+    assert not arrives(7, 0.40)
+    assert not arrives(2, 0.60) and generator.missing == set()  # the copy came
+    assert not arrives(8, 2.00)  # nothing missing: nothing to repeat

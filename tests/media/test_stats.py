@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 
 import pytest
 from aiortc.stats import (
@@ -28,7 +29,7 @@ def counted(times: list[float]) -> FreezeCounter:
 def test_a_gap_over_half_a_second_is_one_freeze() -> None:
     steady = [i / 30 for i in range(30)]
     assert counted(steady).freezes == 0
-    counter = counted(steady + [1.0 + 0.6, 1.0 + 0.6 + 1 / 30])
+    counter = counted([*steady, 1.0 + 0.6, 1.0 + 0.6 + 1 / 30])
     assert (counter.freezes, counter.frames) == (1, 32)
     assert counter.frozen_seconds == pytest.approx(1.6 - 29 / 30)
     assert counter.longest_gap == pytest.approx(1.6 - 29 / 30)
@@ -59,7 +60,7 @@ arrivals = st.lists(st.floats(min_value=0, max_value=1e5, allow_nan=False), max_
 @given(arrivals)
 def test_freezes_are_exactly_the_gaps_over_the_threshold(times: list[float]) -> None:
     counter = counted(times)
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert counter.frames == len(times)
     assert counter.freezes == sum(1 for g in gaps if g > FREEZE_GAP)
     assert counter.frozen_seconds == pytest.approx(sum(g for g in gaps if g > FREEZE_GAP))

@@ -156,7 +156,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         visits=st.lists(planned_visits, max_size=3),
     ),
     m.PlannedVisit: planned_visits,
-    m.EnrollRequest: st.builds(m.EnrollRequest, token=text, csr_pem=text, agent_version=text),
+    m.EnrollRequest: st.builds(m.EnrollRequest, token=text, csr_pem=text, agent_version=text, serial_number=text),
     m.EnrollResponse: st.builds(
         m.EnrollResponse,
         device_id=text,
@@ -166,6 +166,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         municipality=text,
         heartbeat_interval=finite,
     ),
+    m.EnrollHeld: st.builds(m.EnrollHeld, device_id=text, message=text),
     m.ErrorResponse: st.builds(m.ErrorResponse, error=text, message=text),
 }
 
@@ -181,6 +182,7 @@ CODECS: dict[str, tuple[m.Codec[Any], Any, int]] = {
     "COMMAND_RESULT": (m.COMMAND_RESULT, m.CommandResult, m.MAX_MESSAGE_BYTES),
     "ENROLL_REQUEST": (m.ENROLL_REQUEST, m.EnrollRequest, 32 * 1024),
     "ENROLL_RESPONSE": (m.ENROLL_RESPONSE, m.EnrollResponse, 64 * 1024),
+    "ENROLL_HELD": (m.ENROLL_HELD, m.EnrollHeld, 16 * 1024),
     "ERROR_RESPONSE": (m.ERROR_RESPONSE, m.ErrorResponse, 16 * 1024),
 }
 
@@ -403,6 +405,7 @@ def test_size_limit_is_inclusive_and_counts_bytes(name: str) -> None:
             device_id="d", certificate_pem="c", ca_pem="a", command_public_key_pem="k",
             municipality="Ærø", heartbeat_interval=30.0,
         ),
+        "ENROLL_HELD": m.EnrollHeld(device_id="d", message="Venter"),
         "ERROR_RESPONSE": m.ErrorResponse(error="e", message="m"),
     }[name]
     encoded = m.encode(valid)

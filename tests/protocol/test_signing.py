@@ -158,11 +158,18 @@ def test_another_devices_command_is_refused() -> None:
 
 
 def test_expired_command_is_refused() -> None:
-    envelope = signing.seal(SERVER_KEY, command(expires_at=NOW - 1))
+    envelope = signing.seal(SERVER_KEY, command(issued_at=NOW - 600, expires_at=NOW - CLOCK_SKEW_SECONDS - 1))
     outcome = refused(verify(envelope), Refusal.EXPIRED)
     assert outcome.kind == "diagnostics" and outcome.command_id == command().id
+    assert "clock difference of 300 s" in outcome.detail
     # Still fine a moment earlier: expiry is judged with the clock the caller passes.
     assert isinstance(verify(envelope, now=NOW - 1), m.Command)
+
+
+def test_expiry_tolerates_the_stated_clock_skew() -> None:
+    """A unit whose clock runs a little ahead still obeys a command that is just due."""
+    envelope = signing.seal(SERVER_KEY, command(issued_at=NOW - 60, expires_at=NOW - CLOCK_SKEW_SECONDS))
+    assert isinstance(verify(envelope), m.Command)
 
 
 def test_command_from_the_future_beyond_clock_skew_is_not_yet_valid() -> None:
@@ -196,12 +203,14 @@ def test_replay_after_remember_is_refused() -> None:
 
 def test_forget_expired_drops_only_expired_ids() -> None:
     guard = ReplayGuard()
-    for cid, expires in [("past", NOW - 1), ("now", NOW), ("later", NOW + 1)]:
-        guard.remember(command(id=cid, expires_at=expires))
+    edge = NOW - CLOCK_SKEW_SECONDS  # still acceptable at NOW, thanks to the tolerated skew
+    for cid, expires in [("past", edge - 1), ("edge", edge), ("later", NOW + 1)]:
+        guard.remember(command(id=cid, issued_at=edge - 60, expires_at=expires))
     guard.forget_expired(NOW)
-    assert guard.seen == {"now": NOW, "later": NOW + 1}
-    # "now" is still acceptable at NOW, so it must still be remembered: a replay is refused.
-    refused(verify(signing.seal(SERVER_KEY, command(id="now", expires_at=NOW)), guard=guard), Refusal.REPLAY)
+    assert guard.seen == {"edge": edge, "later": NOW + 1}
+    # "edge" is still acceptable at NOW, so it must still be remembered: a replay is refused.
+    replayed = command(id="edge", issued_at=edge - 60, expires_at=edge)
+    refused(verify(signing.seal(SERVER_KEY, replayed), guard=guard), Refusal.REPLAY)
 
 
 @FAST
@@ -212,7 +221,7 @@ def test_forget_expired_drops_only_expired_ids() -> None:
 def test_forget_expired_property(seen: dict[str, float], now: float) -> None:
     guard = ReplayGuard(dict(seen))
     guard.forget_expired(now)
-    assert guard.seen == {cid: exp for cid, exp in seen.items() if exp >= now}
+    assert guard.seen == {cid: exp for cid, exp in seen.items() if exp + CLOCK_SKEW_SECONDS >= now}
 
 
 # ---------------------------------------------------------------------- properties

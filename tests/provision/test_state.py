@@ -52,15 +52,14 @@ def state(tmp_path: Path) -> StateDir:
 
 
 @pytest.fixture
-def device_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+def device_key(state: StateDir) -> ec.EllipticCurvePrivateKey:
+    return state.enrollment_key()
 
 
 @pytest.fixture
 def enrolled(state: StateDir, device_key: ec.EllipticCurvePrivateKey) -> StateDir:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     state.save_identity(
-        device_key,
         cert_pem=self_signed(device_key, PIN.device_id),
         ca_pem=self_signed(ca_key, "Aarhus root CA"),
         command_key_pem=signing.public_key_pem(COMMAND_KEY.public_key()),
@@ -100,6 +99,14 @@ def test_identity_round_trip(enrolled: StateDir, device_key: ec.EllipticCurvePri
     assert signing.public_key_pem(cert_key) == signing.public_key_pem(device_key.public_key())
 
 
+def test_enrollment_key_is_made_once_and_kept_for_every_retry(state: StateDir) -> None:
+    first = state.enrollment_key()
+    assert mode(state.identity / "device.key") == 0o600
+    assert not state.enrolled, "a key alone is not an enrollment"
+    again = StateDir(state.root).enrollment_key()  # a new process after a power cut
+    assert again.private_numbers() == first.private_numbers()
+
+
 def test_server_json_is_what_makes_a_unit_enrolled(enrolled: StateDir) -> None:
     (enrolled.identity / "server.json").unlink()
     assert not enrolled.enrolled
@@ -111,7 +118,7 @@ def test_server_json_is_what_makes_a_unit_enrolled(enrolled: StateDir) -> None:
 
 def test_device_state_transitions(state: StateDir, device_key: ec.EllipticCurvePrivateKey) -> None:
     assert state.device_state() == "unprovisioned"
-    state.save_identity(device_key, self_signed(device_key, "d"), self_signed(device_key, "ca"),
+    state.save_identity(self_signed(device_key, "d"), self_signed(device_key, "ca"),
                         signing.public_key_pem(COMMAND_KEY.public_key()), PIN)
     assert state.device_state() == "enrolled-unassigned"
 
@@ -271,7 +278,7 @@ def test_replay_guard_persistence_round_trip(state: StateDir) -> None:
     loaded = state.replay_guard()
     assert loaded.seen == {"c-1": 100.0, "c-2": 200.5}
     assert loaded.has_seen("c-1") and not loaded.has_seen("c-3")
-    loaded.forget_expired(150.0)
+    loaded.forget_expired(150.0 + signing.CLOCK_SKEW_SECONDS)  # expired, beyond the tolerated skew
     state.save_replay_guard(loaded)
     assert state.replay_guard().seen == {"c-2": 200.5}
 

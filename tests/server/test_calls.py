@@ -3,6 +3,7 @@ and a clock the test sets — so a ring timeout is reached by moving the clock, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -343,6 +344,29 @@ async def test_an_old_socket_closing_does_not_hang_up_a_call_resumed_elsewhere(w
     second = Inbox()
     assert await world.calls.resume(ANNE, call_id, second.send)
     await world.calls.staff_gone(call_id, first)
+    assert call_id in world.calls.live and world.calls.live[call_id].staff == second.send
+
+
+async def test_a_caregiver_whose_socket_drops_in_a_call_may_come_back_within_the_grace(world: World) -> None:
+    world.calls.staff_resume_grace = 0.05
+    call_id = await _connected(world)
+    first = world.calls.live[call_id].staff
+    await world.calls.staff_gone(call_id, first)  # a blink of the caregiver's network
     assert call_id in world.calls.live
-    await world.calls.staff_gone(call_id, second.send)
+    back = Inbox()
+    assert await world.calls.resume(ANNE, call_id, back.send)
+    await asyncio.sleep(0.2)
+    assert call_id in world.calls.live  # resumed in time: the call goes on
+
+    await world.calls.staff_gone(call_id, back.send)  # and now gone for good
+    await asyncio.sleep(0.2)
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == "hung_up_by_staff"
+    assert world.device.inbox.last(m.CallEnded).reason == "hung_up_by_staff"
+
+
+async def test_a_socket_closed_before_media_flows_withdraws_the_call_at_once(world: World) -> None:
+    call_id, staff = await world.place()
+    await world.calls.staff_gone(call_id, staff.send)
     assert call_id not in world.calls.live
+    assert world.device.inbox.last(m.CallEnded).reason == "cancelled_by_caller"

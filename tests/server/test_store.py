@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.protocol.command_lifecycle import CommandState
-from kiosk.server.store import ROW_TABLES, CommandRow, DeviceRow, Store, TokenRefused
+from kiosk.server.store import ROW_TABLES, CommandRow, Contended, DeviceRow, Store, sha256_hex
 from tests.server.fakes import START, FakeClock, FakeDevice, open_store
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,15 +102,31 @@ def test_a_result_before_the_sweep_counts_even_past_the_expiry(store: Store, clo
     assert store.expire_commands() == []
 
 
-def test_enrollment_tokens_expire_on_the_clock(store: Store, clock: FakeClock) -> None:
-    fresh, stale = store.create_tokens(2, ttl_seconds=60.0, created_by="cli:test")
-    clock.advance(59.0)
+def test_enrollment_tokens_and_held_units_on_the_clock(store: Store, clock: FakeClock) -> None:
+    created = store.clock()
+    [token] = store.create_tokens(1, ttl_seconds=60.0, created_by="cli:test")
+    token_hash = sha256_hex(token)
     with store.tx() as conn:
-        store.consume_token(conn, fresh, "device-2")
-    clock.advance(1.0)
-    with pytest.raises(TokenRefused) as refused, store.tx() as conn:
-        store.consume_token(conn, stale, "device-3")
-    assert refused.value.code == "token-expired"
+        row = store.enroll_token(conn, token_hash)
+    assert row is not None and (row.created_at, row.expires_at, row.used_at) == (created, created + 60.0, None)
+
+    clock.advance(61.0)  # expired on the shelf: the unit is held, once however often it asks
+    with store.tx() as conn:
+        assert store.hold_enrollment(conn, token_hash, "device-2", "k" * 64, "SN-1", "1.0", store.clock())
+        assert not store.hold_enrollment(conn, token_hash, "device-2", "k" * 64, "SN-1", "1.0", store.clock())
+    assert store.decide_enrollment("device-2", "approved", "cli:test")
+    assert not store.decide_enrollment("device-9", "approved", "cli:test")
+    [(hold, batch)] = store.enrollment_holds()
+    assert (hold.state, hold.decided_at, hold.serial_number, batch.created_by) == (
+        "approved", store.clock(), "SN-1", "cli:test")
+
+    with store.tx() as conn:
+        store.use_token(conn, token_hash, "device-2", store.clock())
+    with pytest.raises(Contended), store.tx() as conn:  # a second use rolls back, whatever the caller decided
+        store.use_token(conn, token_hash, "device-3", store.clock())
+    with store.tx() as conn:
+        used = store.enroll_token(conn, token_hash)
+    assert used is not None and used.used_by_device == "device-2"
 
 
 def test_sessions_end_on_the_clock(store: Store, clock: FakeClock) -> None:

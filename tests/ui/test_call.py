@@ -21,7 +21,7 @@ import pytest
 from kiosk.media.loopback import loopback_only, no_public_stun
 from kiosk.protocol import messages as m
 from kiosk.ui.agent_client import AgentClient
-from kiosk.ui.call_peer import sections_without_candidates
+from kiosk.ui.call_peer import CountingAudioSink, sections_without_candidates
 from kiosk.ui.controller import Screen
 from kiosk.ui.session import UiSession
 
@@ -245,3 +245,27 @@ def test_sections_without_candidates() -> None:
     candidate = "a=candidate:2 1 udp 1 127.0.0.1 5 typ host\r\n"
     assert sections_without_candidates(sdp.replace("a=end-of", candidate + "a=end-of")) == []
     assert sections_without_candidates("v=0\r\n") == []
+
+
+class ClosableSink(CountingAudioSink):
+    """The caller's voice consumed, and whether the session closed it (as it must a SpeakerSink)."""
+
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["citizen hangs up", "the screen stops"])
+async def test_the_calls_speaker_sink_is_closed_when_the_call_ends(rig: Rig, ending: str) -> None:
+    """At once, not by the speaker's idle release some seconds later: the voice stops with the call."""
+    sinks: list[ClosableSink] = []
+    rig.session._audio_sink = lambda: sinks.append(ClosableSink()) or sinks[-1]
+    await connect_call(rig)
+    assert len(sinks) == 1 and sinks[0].frames > 0 and not sinks[0].closed
+    if ending == "citizen hangs up":
+        rig.session.press_hang_up()
+    else:
+        rig.session.stop()
+    await until(lambda: sinks[0].closed, 10, "the sink closed")

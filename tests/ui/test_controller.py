@@ -9,6 +9,7 @@ import typing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kiosk.protocol import machine
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import EndReason
 from kiosk.ui import controller as ui
@@ -242,7 +243,7 @@ def test_a_nonsense_ring_timeout_falls_back_to_the_default() -> None:
 
 def test_time_that_is_not_a_number_changes_nothing() -> None:
     d = idle()
-    assert ui.step(d.state, RING, math.nan) == ui.Transition(d.state)
+    assert ui.step(d.state, RING, math.nan) == machine.Transition(d.state)
 
 
 # --- properties over random message orders ---------------------------------------------

@@ -186,6 +186,11 @@ function goSoundOnly() {
   $("link-notice").textContent = t("sound-only-on"); $("link-notice").hidden = false;
 }
 $("sound-only").addEventListener("click", goSoundOnly);
+// Closing the page hangs up, said out loud: the server otherwise waits a while for the page
+// to come back, since a dropped call socket in a call may be only a network blink.
+window.addEventListener("pagehide", () => {
+  if (call.id && !call.ended) send({ type: "call-hangup", call_id: call.id, reason: "hung-up" });
+});
 
 function send(message) {
   if (call.ws && call.ws.readyState === WebSocket.OPEN) call.ws.send(JSON.stringify(message));

@@ -1,0 +1,98 @@
+"""Power on -> enrolled and online, for a built amd64 image under QEMU, split into phases.
+
+    .venv/bin/python bench/image_boot.py IMAGE [--runs N]
+
+Each run boots a fresh provisioned copy of IMAGE (tests/image/vm.py: OVMF, virtio, user
+networking restricted to one forward to a kiosk-server on loopback). To see the phases,
+the copy's grub.cfg is rewritten without ``quiet`` and with the journal forwarded to the
+serial console (the same kernel, initramfs and root as the image). Phases, from the
+kernel's own timestamps on the serial line plus the wall clock:
+
+    firmware   QEMU start -> the kernel's first message (OVMF + GRUB + loading the kernel)
+    kernel     -> "Run /init" (the initramfs starts)
+    initramfs  -> systemd starts in the real root (data grown, verity root opened)
+    userspace  -> kiosk-agent connected to the server (network, firewall, agent, enrollment)
+    screen     -> cage's session opened for the screen app
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kiosk.image import bootcfg, gpt
+from tests.harness import ServerProcess, wait_until
+from tests.image.test_boot import make_unit
+from tests.image.vm import SERVER_IN_GUEST, Vm, kvm_usable
+
+STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]", re.M)
+MARKS = {"kernel": r"Run /init as init process", "initramfs": r"systemd\[1\]: systemd \d+",
+         "userspace": r"kiosk\.agent\.link: connected", "screen": r"session opened for user kiosk-ui"}
+
+
+def _stamp(serial: str, pattern: str) -> float | None:
+    for line in serial.splitlines():
+        if re.search(pattern, line) and (m := STAMP.match(line)):
+            return float(m.group(1))
+    return None
+
+
+def one_boot(image: Path, work: Path) -> dict[str, float]:
+    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
+    try:
+        disk = make_unit(image, work, server)
+        cfg = work / "grub.cfg"
+        cfg.write_text(bootcfg.grub_cfg(bootcfg.kernel_cmdline("amd64", debug=True)
+                                        + " systemd.journald.forward_to_console=1", 3))
+        offset = gpt.find(disk, "config").offset
+        subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{offset}", str(cfg), "::/EFI/BOOT/grub.cfg"], check=True)
+        vm = Vm(disk, work, server.device_port).start()
+        first_kernel_line: list[float] = []
+
+        def done() -> bool:
+            serial = vm.serial()
+            if not first_kernel_line and STAMP.search(serial):
+                first_kernel_line.append(time.monotonic() - vm.started_at)
+            return _stamp(serial, MARKS["screen"]) is not None and _stamp(serial, MARKS["userspace"]) is not None
+
+        wait_until(done, 900, 0.2, what="the unit online with its screen session")
+        serial = vm.serial()
+        vm.stop()
+    finally:
+        server.stop()
+    stamps = {name: _stamp(serial, pattern) or 0.0 for name, pattern in MARKS.items()}
+    firmware = first_kernel_line[0] if first_kernel_line else 0.0
+    out = {"firmware": firmware, "kernel": stamps["kernel"],
+           "initramfs": stamps["initramfs"] - stamps["kernel"],
+           "userspace": stamps["userspace"] - stamps["initramfs"],
+           "screen": stamps["screen"] - stamps["userspace"]}
+    out["total"] = firmware + max(stamps["userspace"], stamps["screen"])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("image", type=Path)
+    p.add_argument("--runs", type=int, default=1)
+    args = p.parse_args()
+    print(f"accelerator: {'KVM' if kvm_usable() else 'TCG (no hardware KVM here)'}")
+    runs = []
+    for n in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="kiosk-boot-bench-") as tmp:
+            result = one_boot(args.image, Path(tmp))
+        runs.append(result)
+        print(f"run {n + 1}: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.items()), flush=True)
+    if len(runs) > 1:
+        print("median: " + ", ".join(f"{k} {statistics.median(r[k] for r in runs):.1f} s" for k in runs[0]))
+
+
+if __name__ == "__main__":
+    main()
