@@ -127,7 +127,7 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
 
     device_id: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
-    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    after: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # a sequence number: SQL integers end there
 
 
 class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):
