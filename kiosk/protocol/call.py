@@ -66,6 +66,7 @@ __all__ = [
     "ScreenNotRunning",
     "Side",
     "TimerFired",
+    "UnitWiped",
     "step",
 ]
 
@@ -108,6 +109,7 @@ class EndReason(enum.StrEnum):
     DEVICE_OFFLINE = "device_offline"
     DEVICE_BUSY = "device_busy"
     CANCELLED_BY_CALLER = "cancelled_by_caller"
+    UNIT_WIPED = "unit_wiped"  # a wipe reached the unit: it ended the call before erasing anything
 
     @property
     def media_failure(self) -> bool:
@@ -173,6 +175,12 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class UnitWiped:
+    """The device is being wiped: it ended its side of the call (camera and microphone off) first."""
+
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceOffline:
     """The server lost (or never had) the device's connection.
 
@@ -210,6 +218,7 @@ Event: TypeAlias = (
     | MediaFailed
     | HangUp
     | Cancel
+    | UnitWiped
     | DeviceOffline
     | Busy
     | ScreenNotRunning
@@ -510,6 +519,10 @@ def _apply(call: Call, event: Event, now: float) -> CallTransition:
         else:
             reason = EndReason.HUNG_UP_BY_CITIZEN
         return _end(call, now, reason, notify=(event.side.other,))
+
+    if isinstance(event, UnitWiped):
+        # The device already stopped its media; only the caller is left to tell.
+        return _end(call, now, EndReason.UNIT_WIPED, notify=(Side.STAFF,))
 
     if isinstance(event, Cancel):
         # A cancel that crossed the media connecting is still staff leaving:

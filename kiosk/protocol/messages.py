@@ -21,7 +21,8 @@ from kiosk.protocol.errors import ProtocolError
 DeviceState = Literal["unprovisioned", "awaiting-approval", "enrolled-unassigned", "assigned", "wipe-pending"]
 Outcome = Literal["ok", "failed", "refused"]
 CheckStatus = Literal["OK", "WARN", "FAIL"]
-HangUpReason = Literal["hung-up", "media-failed"]
+#: ``unit-wiped``: the device ends the call because a wipe arrived (only the device sends it).
+HangUpReason = Literal["hung-up", "media-failed", "unit-wiped"]
 
 #: A WebSocket frame or socket line larger than this is refused before it is parsed.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -71,7 +72,35 @@ class Wipe(Message, frozen=True, tag="wipe"):
     pass
 
 
-CommandAction: TypeAlias = Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe
+#: How a planned visit repeats: "every morning at 8:00" is ``daily`` from a first visit at 8:00.
+Repeat = Literal["once", "daily", "weekdays", "weekly"]
+REPEATS: tuple[str, ...] = ("once", "daily", "weekdays", "weekly")
+MAX_VISITS = 200  # per citizen: several a day for weeks, far more than a plan holds
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class ScheduledVisit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of a citizen's visit plan, as the server holds it and the unit caches it.
+
+    Personal data (who visits whom, when): encrypted on the unit, never logged."""
+
+    id: str
+    at: float  # Unix time of the first visit; repeats keep its local time of day
+    staff_name: ShortText
+    staff_role: ShortText
+    kind: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    repeat: Repeat = "once"
+
+
+class Schedule(Message, frozen=True, tag="schedule"):
+    """The citizen's whole visit plan, sent whenever it changes (the newest replaces the last)."""
+
+    visits: Annotated[list[ScheduledVisit], msgspec.Meta(max_length=MAX_VISITS)]
+
+
+CommandAction: TypeAlias = (
+    Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe | Schedule
+)
 COMMAND_KINDS: tuple[str, ...] = tuple(
     t.__struct_config__.tag for t in CommandAction.__args__
 )

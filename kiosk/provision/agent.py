@@ -8,14 +8,19 @@ unit has none; then the UI socket and the server link.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import os
 import time
+import zoneinfo
+from datetime import tzinfo
 from pathlib import Path
 
 import kiosk
-from kiosk.protocol import backoff, signing
+from kiosk.protocol import backoff, schedule, signing
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.protocol.signing import Refusal, Refused
 from kiosk.provision import clock, diagnostics, enroll, handlers, sd_notify, wipe
 from kiosk.provision.link import ServerLink
@@ -27,6 +32,27 @@ log = logging.getLogger("kiosk.agent")
 
 #: Call messages kept while the server link is down; a call needs a handful.
 CALL_BACKLOG = 16
+#: How long a wipe waits for the screen to close a call's camera and microphone. The
+#: screen reports its call's quality once its peer is closed; a screen that does not
+#: within this is hung, and the wipe goes on (the screen then shows "ready" anyway).
+CALL_CLOSE_WAIT = 10.0
+#: The visits the screen is given: from a little before now (a visit under way) to the end
+#: of tomorrow at the latest; the status is pushed again as the day goes by.
+VISIT_SHOWN_AFTER = 15 * 60.0
+VISITS_AHEAD = 2 * 24 * 3600.0
+#: Status pushed to the screen this often, so the visits move on with the day.
+STATUS_REFRESH_SECONDS = 15 * 60.0
+
+
+def local_zone() -> tzinfo:
+    """The unit's time zone: $TZ, else /etc/localtime's, else Danish time."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    with contextlib.suppress(ValueError, zoneinfo.ZoneInfoNotFoundError):
+        if name:
+            return zoneinfo.ZoneInfo(name)
+    with contextlib.suppress(OSError, ValueError), open("/etc/localtime", "rb") as f:
+        return zoneinfo.ZoneInfo.from_file(f)
+    return zoneinfo.ZoneInfo("Europe/Copenhagen")
 
 
 def resume_interrupted_wipe(state: StateDir) -> bool:
@@ -60,16 +86,25 @@ class Agent:
         #: Call messages from the UI while the server link is down (a 4G blink); the server
         #: holds the call for a while, so they go out, in order, when the link is back.
         self.call_backlog: list[m.DeviceToServer] = []
+        self.call_id: str | None = None  # the call the screen is in: ringing, connecting or talking
+        self.call_media = False  # its media flowed (the screen said connected)
+        self.call_closed = asyncio.Event()  # the screen closed that call's peer (its quality report came)
         self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
 
     # -------------------------------------------------------------------- status
     def status(self) -> m.AgentStatus:
         device_state = self.state.device_state()
-        assignment = Vault(self.state).get("assignment") if device_state == "assigned" else None
+        vault = Vault(self.state)
+        assignment = vault.get("assignment") if device_state == "assigned" else None
+        plan = vault.get("schedule") if assignment else None
+        now = time.time()
+        visits = schedule.upcoming(m.convert(plan, list[m.ScheduledVisit]), now - VISIT_SHOWN_AFTER,
+                                   now + VISITS_AHEAD, local_zone()) if plan else []
         return m.AgentStatus(
             state=device_state, server_online=self.link.connected,
             citizen_name=assignment["citizen_name"] if assignment else None,
             contact_staff=assignment["contact_staff"] if assignment else [],
+            visits=visits,
         )
 
     def _facts(self) -> diagnostics.LinkFacts:
@@ -101,13 +136,18 @@ class Agent:
             case m.CallRing() | m.CallAccept() | m.CallEnded():
                 if isinstance(message, m.CallRing):
                     self.ringing = message
-                elif isinstance(message, m.CallEnded) and self.ringing and self.ringing.call_id == message.call_id:
-                    self.ringing = None
+                    self.call_id, self.call_media = message.call_id, False
+                elif isinstance(message, m.CallEnded):
+                    if self.ringing and self.ringing.call_id == message.call_id:
+                        self.ringing = None
+                    if self.call_id == message.call_id:
+                        self.call_id = None
                 self.ui.send(message)  # the UI runs the call; the agent only carries its signaling
 
     async def _from_ui(self, message: m.UiToAgent) -> None:
         if isinstance(message, (m.CallAnswer, m.CallHangUp)):
             self.ringing = None
+        self._follow_call(message)
         if not isinstance(message, m.CALL_UPSTREAM):
             return
         if self.call_backlog or not await self.link.send(message):  # kept in order behind the backlog
@@ -116,6 +156,38 @@ class Agent:
                 log.info("call message from the UI kept until the server link is back")
             else:
                 log.warning("call message from the UI dropped: the server has not been reachable for long")
+
+    def _follow_call(self, message: m.UiToAgent) -> None:
+        """Keep up with the screen's call, so that a wipe can end it first."""
+        call_id = getattr(message, "call_id", None)
+        if call_id is None or call_id != self.call_id:
+            if isinstance(message, m.CallQualityReport):
+                self.call_closed.set()
+            return
+        if isinstance(message, m.CallConnected):
+            self.call_media = True
+        elif isinstance(message, m.CallHangUp):
+            self.call_id = None
+        elif isinstance(message, m.CallQualityReport):
+            self.call_closed.set()
+
+    async def end_call_for_wipe(self) -> None:
+        """A wipe never erases a unit under a live call: the call ends first, camera and
+        microphone off, and the caller is told why; only then does the wipe begin."""
+        call_id, had_media = self.call_id, self.call_media
+        if call_id is None:
+            return
+        self.call_id, self.ringing = None, None
+        self.call_closed.clear()
+        self.state.audit("call-ended-for-wipe", call_id=call_id)
+        await self._from_ui(m.CallHangUp(call_id=call_id, reason="unit-wiped"))  # to the caller, via the server
+        self.ui.send(m.CallEnded(call_id=call_id, reason=EndReason.UNIT_WIPED))  # the screen closes its peer
+        if had_media and self.ui.connected:
+            try:
+                await asyncio.wait_for(self.call_closed.wait(), CALL_CLOSE_WAIT)
+                self.state.audit("call-media-closed", call_id=call_id)
+            except TimeoutError:
+                log.warning("the screen did not report its call closed within %.0f s; wiping anyway", CALL_CLOSE_WAIT)
 
     async def _ui_liveness_changed(self) -> None:
         await self.link.beat_now()
@@ -160,6 +232,8 @@ class Agent:
     async def _worker(self) -> None:
         while True:
             command = await self.queue.get()
+            if isinstance(command.action, m.Wipe):
+                await self.end_call_for_wipe()
             outcome = await handlers.run(self.ctx, command.action, command.id)
             if isinstance(command.action, m.Wipe) and outcome.outcome == "ok":
                 await self._flush_outbox()  # the receipt was signed by the wipe itself
@@ -184,13 +258,19 @@ class Agent:
                 return
         self._state_changed()
 
+    async def _refresh_status(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_REFRESH_SECONDS)
+            self._state_changed()
+
     # ----------------------------------------------------------------------- run
     async def run(self) -> None:
         await self.ui.start()
         sd_notify.notify("READY=1")  # under systemd: the screen may start now (its socket is open)
         tasks = [asyncio.create_task(self.link.run_forever(), name="link"),
                  asyncio.create_task(self._worker(), name="commands"),
-                 asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog")]
+                 asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog"),
+                 asyncio.create_task(self._refresh_status(), name="status")]
         try:
             await asyncio.gather(*tasks)
         finally:

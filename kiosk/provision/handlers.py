@@ -70,6 +70,8 @@ async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Handler
                 return _assign(ctx, name, staff)
             case m.SetConfig(settings=settings):
                 return _set_config(ctx, settings)
+            case m.Schedule(visits=visits):
+                return _schedule(ctx, visits)
             case m.Wipe():
                 # the intent was journaled before the command was acknowledged
                 await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
@@ -92,6 +94,16 @@ def _assign(ctx: Context, name: str, staff: list[str]) -> HandlerResult:
     ctx.state.audit("assigned")  # no name: the trail holds no personal data
     ctx.on_state_change()
     return HandlerResult("ok", detail={"state": "assigned"})
+
+
+def _schedule(ctx: Context, visits: list[m.ScheduledVisit]) -> HandlerResult:
+    if ctx.state.device_state() != "assigned":
+        raise CannotCarryOut("the unit is not assigned to a citizen; a visit plan needs one")
+    # Under the assignment key, like the assignment itself: shown offline, gone with a wipe.
+    Vault(ctx.state).put("schedule", m.to_builtins(visits))
+    ctx.state.audit("schedule-updated", visits=len(visits))  # how many, never who or when
+    ctx.on_state_change()
+    return HandlerResult("ok", detail={"visits": len(visits)})
 
 
 def _set_config(ctx: Context, settings: dict[str, Any]) -> HandlerResult:

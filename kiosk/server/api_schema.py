@@ -127,7 +127,7 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
 
     device_id: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
-    after: Annotated[int, msgspec.Meta(ge=0)] = 0
+    after: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # a sequence number: SQL integers end there
 
 
 class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):
@@ -149,6 +149,34 @@ class CitizenOut(msgspec.Struct):
     id: str
     name: str
     online: bool
+
+
+VisitText = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Moment = Annotated[float, msgspec.Meta(gt=0, le=1e11)]  # Unix time
+
+
+class VisitIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A visit to plan; ``repeat: daily`` from a first visit at 8:00 is "every morning at 8:00"."""
+
+    at: Moment
+    staff_name: VisitText
+    staff_role: VisitText
+    kind: Annotated[str, msgspec.Meta(max_length=100)] = ""
+    repeat: m.Repeat = "once"
+
+
+class VisitMove(msgspec.Struct, forbid_unknown_fields=True):
+    at: Moment
+
+
+class VisitOut(msgspec.Struct):
+    id: str
+    citizen_id: str
+    at: float
+    staff_name: str
+    staff_role: str
+    kind: str
+    repeat: str
 
 
 class CallRecordOut(msgspec.Struct):

@@ -12,7 +12,8 @@ ROLES = ("caregiver", "support", "logistics", "admin")
 #: What each role may do. ``command:<kind>`` covers sending that command to a device.
 PERMISSIONS: dict[str, frozenset[str]] = {
     # whom a caregiver may call is decided per citizen, by the care team
-    "caregiver": frozenset({"calls.make", "citizens.read"}),
+    # and plans the visits of the citizens in their care team
+    "caregiver": frozenset({"calls.make", "citizens.read", "visits.read", "visits.plan"}),
     "support": frozenset({
         "devices.read", "audit.read", "command:ping", "command:diagnostics", "command:logs",
         "command:restart-ui", "command:reboot",

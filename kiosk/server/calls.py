@@ -220,6 +220,8 @@ class CallManager:
                 await self._feed(live, c.MediaConnected())
             case m.CallHangUp(reason="media-failed"):
                 await self._feed(live, c.MediaFailed())
+            case m.CallHangUp(reason="unit-wiped"):
+                await self._feed(live, c.UnitWiped())
             case m.CallHangUp():
                 await self._feed(live, c.HangUp(c.Side.CITIZEN))
 

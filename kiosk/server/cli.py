@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -24,12 +25,12 @@ import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import CallConfig
-from kiosk.server import api_schema, auth, calls, commands, enrollment
+from kiosk.server import api_schema, auth, calls, commands, enrollment, schedule
 from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store
+from kiosk.server.store import DeviceRow, Store, VisitRow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +127,32 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--caregiver", action="append", default=[], help="user name allowed to call (repeat)")
     sp.add_argument("--json", action="store_true")
 
+    vis = sub.add_parser("visit", help="citizens' planned video visits (each change goes to the screen)"
+                         ).add_subparsers(dest="sub", required=True)
+    when_help = "local time, YYYY-MM-DD HH:MM (or ISO 8601 with an offset)"
+    sp = vis.add_parser("add", help="plan a visit")
+    data(sp)
+    sp.add_argument("--citizen", required=True, help="the citizen's id")
+    sp.add_argument("--at", required=True, help=when_help)
+    sp.add_argument("--staff-name", required=True)
+    sp.add_argument("--staff-role", required=True, help="e.g. sygeplejerske")
+    sp.add_argument("--kind", default="", help="what the visit is for, e.g. medicin")
+    sp.add_argument("--repeat", default="once", choices=m.REPEATS, help="daily: every day at the same time")
+    sp.add_argument("--json", action="store_true")
+    sp = vis.add_parser("list", help="a citizen's plan")
+    data(sp)
+    sp.add_argument("--citizen", required=True)
+    sp.add_argument("--json", action="store_true")
+    sp = vis.add_parser("move", help="give a visit a new time")
+    data(sp)
+    sp.add_argument("visit_id")
+    sp.add_argument("--at", required=True, help=when_help)
+    sp.add_argument("--json", action="store_true")
+    sp = vis.add_parser("cancel", help="cancel a visit (and its repeats)")
+    data(sp)
+    sp.add_argument("visit_id")
+    sp.add_argument("--json", action="store_true")
+
     cl = sub.add_parser("call", help="call records").add_subparsers(dest="sub", required=True)
     sp = cl.add_parser("list")
     data(sp)
@@ -172,6 +199,20 @@ def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
         return {**args, "contact_staff": [s.strip() for s in args["contact_staff"].split(",") if s.strip()]}
     return dict(args)
 
+
+def _when(text: str) -> float:
+    """A time as people type it, in this host's local time unless it names its offset."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"--at takes a time like 2026-12-01 08:00, got {text!r}")
+    return (moment if moment.tzinfo else moment.astimezone()).timestamp()
+
+
+def _print_visit(row: VisitRow) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.at))
+    kind = f" ({row.kind})" if row.kind else ""
+    print(f"{row.id}  {when}  {row.repeat:<8} {row.staff_name}, {row.staff_role}{kind}")
 
 def _device_rows(store: Store, never_connected_after: float) -> list[dict[str, object]]:
     """Enrolled devices, then units held for approval; ``connection`` says what logistics must know."""
@@ -352,6 +393,25 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             command = commands.queue(store, server.authority, args.device, action, actor)
             out = {"citizen_id": citizen_id, "assign_command": command.id}
             print_json(out) if args.json else print(citizen_id)
+        case "visit", "add":
+            visit = schedule.add(store, server.authority, args.citizen, {
+                "at": _when(args.at), "staff_name": args.staff_name, "staff_role": args.staff_role,
+                "kind": args.kind, "repeat": args.repeat}, actor)
+            print_json(schedule.view(visit)) if args.json else print(visit.id)
+        case "visit", "list":
+            if store.citizen(args.citizen) is None:
+                fail(f"no citizen {args.citizen}")
+            plan = store.visits_of(args.citizen)
+            if args.json:
+                print_json([schedule.view(planned) for planned in plan])
+            for planned in [] if args.json else plan:
+                _print_visit(planned)
+        case "visit", "move":
+            visit = schedule.move(store, server.authority, args.visit_id, _when(args.at), actor)
+            print_json(schedule.view(visit)) if args.json else _print_visit(visit)
+        case "visit", "cancel":
+            visit = schedule.cancel(store, server.authority, args.visit_id, actor)
+            print_json(schedule.view(visit)) if args.json else print(f"cancelled {visit.id}")
         case "call", "list":
             records = [calls.record_view(r) for r in store.call_records(args.limit)]
             if args.json:

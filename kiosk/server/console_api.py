@@ -23,7 +23,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
-from kiosk.server import audit, auth, calls, commands
+from kiosk.server import audit, auth, calls, commands, schedule
 from kiosk.server.ca import Authority
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
@@ -378,6 +378,69 @@ async def my_citizens(request: web.Request) -> web.StreamResponse:
        response=list[s.CallRecordOut])
 async def call_records(request: web.Request) -> web.StreamResponse:
     return json_response([calls.record_view(r) for r in request.app[STORE].call_records()])
+
+
+# ------------------------------------------------------------------ planned visits
+def _planned_citizen(request: web.Request, citizen_id: str) -> str:
+    """The citizen, if this person plans their visits: administrators all, caregivers their own.
+    Anyone else's citizen is "unknown", so the answer tells nothing of who exists."""
+    user, store = request[USER], request.app[STORE]
+    if store.citizen(citizen_id) is None or not (user.role == "admin" or store.may_call(user.username, citizen_id)):
+        raise ApiError(404, "unknown-citizen", "no such citizen among yours")
+    return citizen_id
+
+
+def _planned_visit(request: web.Request) -> str:
+    row = request.app[STORE].visit(request.match_info["visit_id"])
+    if row is None:
+        raise ApiError(404, "unknown-visit", "no such planned visit")
+    _planned_citizen(request, row.citizen_id)
+    return row.id
+
+
+async def _deliver_plan(request: web.Request, citizen_id: str) -> None:
+    citizen = request.app[STORE].citizen(citizen_id)
+    if citizen is not None and citizen.device_id is not None:
+        await request.app[HUB].deliver_pending(citizen.device_id)
+
+
+@route("GET", "/api/citizens/{citizen_id}/visits", "visits.read", "A citizen's planned visits",
+       response=list[s.VisitOut])
+async def list_visits(request: web.Request) -> web.StreamResponse:
+    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    return json_response([schedule.view(r) for r in request.app[STORE].visits_of(citizen_id)])
+
+
+@route("POST", "/api/citizens/{citizen_id}/visits", "visits.plan",
+       "Plan a visit; the citizen's screen gets the new plan as a signed command",
+       s.VisitIn, s.VisitOut, status=201, errors=(409,))
+async def add_visit(request: web.Request) -> web.StreamResponse:
+    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    req: s.VisitIn = await read_body(request, s.VisitIn)
+    row = schedule.add(request.app[STORE], request.app[AUTHORITY], citizen_id, msgspec.to_builtins(req),
+                       _actor(request))
+    await _deliver_plan(request, citizen_id)
+    return json_response(schedule.view(row), status=201)
+
+
+@route("PATCH", "/api/visits/{visit_id}", "visits.plan", "Move a planned visit (and its repeats)",
+       s.VisitMove, s.VisitOut)
+async def move_visit(request: web.Request) -> web.StreamResponse:
+    visit_id = _planned_visit(request)
+    req: s.VisitMove = await read_body(request, s.VisitMove)
+    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, _actor(request))
+    await _deliver_plan(request, row.citizen_id)
+    return json_response(schedule.view(row))
+
+
+@route("POST", "/api/visits/{visit_id}/cancel", "visits.plan", "Cancel a planned visit (and its repeats)",
+       s.Empty, status=204)
+async def cancel_visit(request: web.Request) -> web.StreamResponse:
+    visit_id = _planned_visit(request)
+    await read_body(request, s.Empty)
+    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, _actor(request))
+    await _deliver_plan(request, row.citizen_id)
+    return web.Response(status=204)
 
 
 # -------------------------------------------------------------- tokens and audit

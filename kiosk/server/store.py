@@ -152,6 +152,19 @@ live_calls = sa.Table(
     sa.Column("screen_awake", sa.Boolean),
 )
 
+visits = sa.Table(
+    "visits", metadata,  # the citizens' planned video visits; personal data, never audited in detail
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("citizen_id", sa.String(36), sa.ForeignKey("citizens.id"), nullable=False, index=True),
+    sa.Column("at", sa.Float, nullable=False),  # the first visit; repeats keep its local time of day
+    sa.Column("staff_name", sa.String(100), nullable=False),
+    sa.Column("staff_role", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(100), nullable=False),
+    sa.Column("repeat", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 #: What the command lifecycle (kiosk.protocol.command_lifecycle) needs of a stored command.
 _LIFE_COLUMNS = (commands.c.state, commands.c.expires_at, commands.c.delivered_at, commands.c.finished_at)
 
@@ -268,6 +281,19 @@ class CallRow:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitRow:
+    id: str
+    citizen_id: str
+    at: float
+    staff_name: str
+    staff_role: str
+    kind: str
+    repeat: str
+    created_by: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class LiveCallRow:
     """A call whose media flows: what a restarted server needs to take it up again."""
 
@@ -287,7 +313,7 @@ class LiveCallRow:
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
-    LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds,
+    LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds, VisitRow: visits,
 }
 R = TypeVar("R")
 
@@ -625,6 +651,25 @@ class Store:
     def release_device(self, conn: Connection, device_id: str) -> None:
         """After a wipe the screen belongs to no citizen; the citizen's record stays."""
         conn.execute(citizens.update().where(citizens.c.device_id == device_id).values(device_id=None))
+
+    # ------------------------------------------------------------------------ visits
+    def add_visit(self, conn: Connection, row: VisitRow) -> None:
+        conn.execute(visits.insert().values(**dataclasses.asdict(row)))
+
+    def visit(self, visit_id: str) -> VisitRow | None:
+        with self.engine.connect() as conn:
+            return _maybe(VisitRow, conn.execute(sa.select(visits).where(visits.c.id == visit_id)).first())
+
+    def visits_of(self, citizen_id: str) -> list[VisitRow]:
+        q = sa.select(visits).where(visits.c.citizen_id == citizen_id).order_by(visits.c.at, visits.c.id)
+        with self.engine.connect() as conn:
+            return [_from_row(VisitRow, r) for r in conn.execute(q)]
+
+    def move_visit(self, conn: Connection, visit_id: str, at: float) -> None:
+        conn.execute(visits.update().where(visits.c.id == visit_id).values(at=at))
+
+    def cancel_visit(self, conn: Connection, visit_id: str) -> None:
+        conn.execute(visits.delete().where(visits.c.id == visit_id))
 
     def save_live_call(self, row: LiveCallRow) -> None:
         with self.tx() as conn:

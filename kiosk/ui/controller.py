@@ -492,6 +492,8 @@ class Screen:
         ):
             if value is not None:
                 record[key] = value
+        if self.visits:
+            record["visits"] = len(self.visits)  # how many are listed; who and when stay off the log
         if self.name == "in-call":
             record.update(camera=self.camera_on, microphone=self.microphone_on)
         if self.asleep:

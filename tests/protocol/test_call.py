@@ -40,6 +40,7 @@ from kiosk.protocol.call import (
     ScreenNotRunning,
     Side,
     TimerFired,
+    UnitWiped,
     step,
 )
 from kiosk.protocol.machine import Transition
@@ -119,6 +120,7 @@ EVENTS: dict[str, Timed] = {
     "hang_up_staff": (T, HangUp(STAFF)),
     "hang_up_citizen": (T, HangUp(CITIZEN)),
     "cancel": (T, Cancel()),
+    "unit_wiped": (T, UnitWiped()),
     "device_offline": (T, DeviceOffline()),
     "busy": (T, Busy()),
     "screen_not_running": (T, ScreenNotRunning()),
@@ -146,6 +148,7 @@ RINGING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "hang_up_staff": ends("cancelled_by_caller", C),
     "hang_up_citizen": ends("hung_up_by_citizen", S),
     "cancel": ends("cancelled_by_caller", C),
+    "unit_wiped": ends("unit_wiped", S),
     "device_offline": ends("device_offline", S),
     "busy": ends("device_busy", S),
     "screen_not_running": ends("screen_not_running", S),
@@ -160,6 +163,7 @@ CONNECTING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "hang_up_staff": ends("hung_up_by_staff", C),
     "hang_up_citizen": ends("hung_up_by_citizen", S),
     "cancel": ends("cancelled_by_caller", C),
+    "unit_wiped": ends("unit_wiped", S),
     "device_offline": ends("device_offline", S),
     "busy": same("connecting", "out_of_order"),
     "screen_not_running": same("connecting", "out_of_order"),
@@ -175,6 +179,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
         "hang_up_staff": NO_CALL,
         "hang_up_citizen": NO_CALL,
         "cancel": NO_CALL,
+        "unit_wiped": NO_CALL,
         "device_offline": ends("device_offline", S),
         "busy": ends("device_busy", S),
         "screen_not_running": ends("screen_not_running", S),
@@ -196,6 +201,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
         "hang_up_citizen": ends("hung_up_by_citizen", S),
         # Staff's cancel crossed the media connecting: staff is leaving.
         "cancel": ends("hung_up_by_staff", C),
+        "unit_wiped": ends("unit_wiped", S),
         "device_offline": ends("device_offline", S),
         "busy": same("in_call", "out_of_order"),
         "screen_not_running": same("in_call", "out_of_order"),

@@ -46,6 +46,9 @@ json_values = st.recursive(
 
 envelopes = st.builds(m.SignedEnvelope, payload=st.binary(max_size=64), signature=st.binary(max_size=80))
 
+short_text = st.text(min_size=1, max_size=24)
+scheduled_visits = st.builds(m.ScheduledVisit, id=text, at=finite, staff_name=short_text, staff_role=short_text,
+                             kind=text, repeat=st.sampled_from(m.REPEATS))
 ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Ping: st.builds(m.Ping),
     m.Diagnostics: st.builds(m.Diagnostics),
@@ -58,6 +61,7 @@ ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         settings=st.dictionaries(text, text | int64 | finite | st.booleans(), max_size=5),
     ),
     m.Wipe: st.builds(m.Wipe),
+    m.Schedule: st.builds(m.Schedule, visits=st.lists(scheduled_visits, max_size=3)),
 }
 actions = st.one_of(*ACTION_STRATEGIES.values())
 
@@ -96,6 +100,7 @@ planned_visits = st.builds(m.PlannedVisit, at=finite, staff_name=text, staff_rol
 MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     **ACTION_STRATEGIES,
     m.Command: commands,
+    m.ScheduledVisit: scheduled_visits,
     m.DiagnosticCheck: st.builds(m.DiagnosticCheck, name=text, status=check_statuses, detail=text),
     m.WipeReceipt: st.builds(
         m.WipeReceipt,
@@ -529,14 +534,15 @@ def test_command_kinds_match_the_action_union() -> None:
     assert tuple(tag(t) for t in union) == m.COMMAND_KINDS
     assert len(set(m.COMMAND_KINDS)) == len(m.COMMAND_KINDS)
     assert set(m.COMMAND_KINDS) == {
-        "ping", "diagnostics", "logs", "restart-ui", "reboot", "assign", "set-config", "wipe",
+        "ping", "diagnostics", "logs", "restart-ui", "reboot", "assign", "set-config", "wipe", "schedule",
     }
     assert set(union) == set(ACTION_STRATEGIES)
 
 
 @pytest.mark.parametrize("kind", m.COMMAND_KINDS)
 def test_every_kind_converts_and_names_its_command(kind: str) -> None:
-    required: dict[str, dict[str, Any]] = {"assign": {"citizen_name": "A"}, "set-config": {"settings": {}}}
+    required: dict[str, dict[str, Any]] = {"assign": {"citizen_name": "A"}, "set-config": {"settings": {}},
+                                         "schedule": {"visits": []}}
     action: Any = m.convert({"type": kind, **required.get(kind, {})}, m.CommandAction)
     assert tag(type(action)) == kind
     command = m.Command(id="c", device_id="d", issued_at=0.0, expires_at=1.0, action=action)

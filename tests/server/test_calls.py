@@ -231,6 +231,8 @@ async def _ends(world: World, reason: c.EndReason) -> str:
         await calls.from_staff("anne", m.CallHangUp(call_id=call_id))
     elif reason is c.EndReason.HUNG_UP_BY_CITIZEN:
         await calls.from_device(device, m.CallHangUp(call_id=call_id))
+    elif reason is c.EndReason.UNIT_WIPED:
+        await calls.from_device(device, m.CallHangUp(call_id=call_id, reason="unit-wiped"))
     return call_id
 
 
@@ -248,11 +250,12 @@ CLAIMS: dict[str, tuple[tuple[str, ...], Callable[[m.DeviceFacts, CallRow], bool
     "someone hung up": (("lagde på", "hung up"), lambda f, _r: f.rang_for_seconds is not None),
     "busy": (("optaget", "busy"), lambda f, _r: f.online),
     "withdrawn before media": (("afbrød", "cancelled"), lambda _f, r: r.connected_at is None),
+    "the unit is being wiped": (("bliver slettet", "being wiped"), lambda f, _r: f.online),  # the unit said so
 }
 #: Reasons after which the caregiver can do something about it, so the page must say what.
 NEEDS_ADVICE = {c.EndReason.NOT_ANSWERED, c.EndReason.DID_NOT_RING, c.EndReason.SCREEN_NOT_RUNNING,
                 c.EndReason.MEDIA_FAILED, c.EndReason.CONNECTION_LOST, c.EndReason.DEVICE_OFFLINE,
-                c.EndReason.DEVICE_BUSY}
+                c.EndReason.DEVICE_BUSY, c.EndReason.UNIT_WIPED}
 
 
 def test_the_page_has_a_headline_for_every_reason_in_both_languages() -> None:

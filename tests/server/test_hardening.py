@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import socket
 import ssl
 import time
@@ -109,7 +110,8 @@ def test_an_administrator_lifts_the_wait_from_the_cli_and_the_api(server: Server
 
 
 def _path(template: str, device_id: str) -> str:
-    return template.replace("{device_id}", device_id).replace("{command_id}", "no-such-command")
+    """The route's path with its parameters filled: the device given, anything else unknown."""
+    return re.sub(r"\{(\w+)_id\}", lambda p: device_id if p[1] == "device" else f"no-such-{p[1]}", template)
 
 
 @pytest.fixture(scope="module")
