@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,9 @@ async def test_the_reminder_chime_plays_once(pipewire: PipeWire) -> None:
     ding = [i for i, w in enumerate(loud) if dominant_frequency(w) == pytest.approx(659, abs=20)]
     dong = [i for i, w in enumerate(loud) if dominant_frequency(w) == pytest.approx(523, abs=20)]
     assert len(ding) >= 4 and len(dong) >= 6, f"{len(ding)} ding and {len(dong)} dong windows"
-    assert ding[0] < dong[0] and ding[-1] < dong[-1]  # ding, then dong
+    # ding, then dong: judged by the middle of each note, since a stale window of an
+    # earlier cue can stand at the very start of the recording
+    assert statistics.median(ding) < statistics.median(dong) and ding[-1] < dong[-1]
     assert dominant_frequency(np.concatenate([loud[i] for i in ding])) == pytest.approx(659, abs=6)
     assert dominant_frequency(np.concatenate([loud[i] for i in dong])) == pytest.approx(523, abs=6)
 
