@@ -16,18 +16,27 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import (  # noqa: F401 (each registers its routes or pages)
+    care_api,
+    console_api,
+    console_pages,
+    device_api,
+    fleet_api,
+    openapi,
+    pages,
+    staff_socket,
+)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
+from kiosk.server.previsit import Sweep
 from kiosk.server.request_log import RequestLog
 from kiosk.server.store import Store
 
 log = logging.getLogger("kiosk.server")
 DEFAULT_CALL_CONFIG = CallConfig()
 
-STATIC = Path(__file__).parent / "static"
 # The page loads nothing from anywhere else, runs no inline script, and may not be framed,
 # re-based or made to post a form elsewhere.
 CONSOLE_HEADERS = {
@@ -91,6 +100,7 @@ class Server:
     authority: Authority
     hub: Hub
     calls: CallManager
+    previsit: Sweep
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
@@ -100,7 +110,8 @@ class Server:
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data, clock)
         hub = Hub(store)
-        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
+                   Sweep(store, authority, hub))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
@@ -114,9 +125,12 @@ class Server:
     def device_app(self) -> web.Application:
         return self._app(device_api.routes())
 
-    def console_app(self, secure_cookie: bool, proxy: ConsoleProxy | None = None) -> web.Application:
+    def console_app(self, secure_cookie: bool, proxy: ConsoleProxy | None = None,
+                    device_url: str = "") -> web.Application:
+        """``device_url``: the device port as units reach it, offered for new provisioning files."""
         proxy = proxy or ConsoleProxy()
         app = self._app(console_api.routes(), [console_api.guard])
+        app[console_pages.DEVICE_URL] = device_url
         app[console_api.SECURE_COOKIE] = secure_cookie
         app[console_api.EXTRA_ORIGINS] = proxy.origins
         app[console_api.TRUSTED_PROXIES] = proxy.addresses
@@ -137,11 +151,8 @@ class Server:
 
         app.router.add_get("/openapi.json", openapi_json)
 
-        async def page(_request: web.Request) -> web.FileResponse:
-            return web.FileResponse(STATIC / "index.html")
-
-        app.router.add_get("/", page)
-        app.router.add_static("/static/", STATIC)
+        app.add_routes(pages.routes())
+        app.router.add_static("/static/", pages.STATIC)
         return app
 
     async def start(self, device: Listen, console: Listen, console_https: bool | None = None,
@@ -154,7 +165,8 @@ class Server:
         runners = []
         for app, listen, tls in (
             (self.device_app(), device, device_tls(self.authority)),
-            (self.console_app(secure_cookie=console_https, proxy=proxy), console,
+            (self.console_app(secure_cookie=console_https, proxy=proxy,
+                              device_url=f"https://{device.host}:{device.port}"), console,
              console_tls(self.authority) if console_https else None),
         ):
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
@@ -163,11 +175,13 @@ class Server:
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        self.previsit.start()
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
         return runners
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
+        await self.previsit.stop()
         await self.hub.stop()
         for runner in runners:
             await runner.cleanup()

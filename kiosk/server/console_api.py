@@ -161,7 +161,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if info.method in STATE_CHANGING or info.websocket:
                 _refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
             if info.permission != PUBLIC:
-                user = _session_user(request)
+                user = session_user(request)
                 if user is None:
                     raise ApiError(401, "login-required", "please log in")
                 if info.permission is not None and not auth.may(user.role, info.permission):
@@ -194,7 +194,7 @@ def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
         raise ApiError(415, "json-required", "send the request as Content-Type: application/json")
 
 
-def _session_user(request: web.Request) -> UserRow | None:
+def session_user(request: web.Request) -> UserRow | None:
     token = request.cookies.get(SESSION_COOKIE)
     header = request.headers.get("Authorization", "")
     if not token and header.startswith("Bearer "):
@@ -217,7 +217,7 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
-def _actor(request: web.Request) -> str:
+def actor(request: web.Request) -> str:
     return str(request[USER].username)
 
 
@@ -289,7 +289,7 @@ async def login_backoff(request: web.Request) -> web.StreamResponse:
 async def unlock(request: web.Request) -> web.StreamResponse:
     req: s.UnlockRequest = await read_body(request, s.UnlockRequest)
     scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
-    if not request.app[LOGIN_GUARD].unlock(scope, _actor(request)):
+    if not request.app[LOGIN_GUARD].unlock(scope, actor(request)):
         raise ApiError(404, "not-held", "no failed logins on record for that")
     return web.Response(status=204)
 
@@ -325,7 +325,7 @@ async def get_device(request: web.Request) -> web.StreamResponse:
 async def revoke_device(request: web.Request) -> web.StreamResponse:
     await read_body(request, s.Empty)
     device_id = request.match_info["device_id"]
-    if not request.app[STORE].revoke_device(device_id, _actor(request)):
+    if not request.app[STORE].revoke_device(device_id, actor(request)):
         raise ApiError(404, "unknown-device", "no such device, or already revoked")
     await request.app[HUB].disconnect(device_id)
     return web.Response(status=204)
@@ -346,7 +346,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
             raise ApiError(400, "unknown-kind", f"unknown command {kind[:40]!r}; choose one of {mine}")
     req = decode(s.CommandRequest, raw)
     command = commands.queue(request.app[STORE], request.app[AUTHORITY], request.match_info["device_id"],
-                             s.command_action(req), _actor(request), req.expires_in)
+                             s.command_action(req), actor(request), req.expires_in)
     await request.app[HUB].deliver_pending(command.device_id)
     row = request.app[STORE].command(command.id)
     assert row is not None  # just stored; commands are never deleted
@@ -381,7 +381,7 @@ async def call_records(request: web.Request) -> web.StreamResponse:
 
 
 # ------------------------------------------------------------------ planned visits
-def _planned_citizen(request: web.Request, citizen_id: str) -> str:
+def own_citizen(request: web.Request, citizen_id: str) -> str:
     """The citizen, if this person plans their visits: administrators all, caregivers their own.
     Anyone else's citizen is "unknown", so the answer tells nothing of who exists."""
     user, store = request[USER], request.app[STORE]
@@ -394,7 +394,7 @@ def _planned_visit(request: web.Request) -> str:
     row = request.app[STORE].visit(request.match_info["visit_id"])
     if row is None:
         raise ApiError(404, "unknown-visit", "no such planned visit")
-    _planned_citizen(request, row.citizen_id)
+    own_citizen(request, row.citizen_id)
     return row.id
 
 
@@ -407,7 +407,7 @@ async def _deliver_plan(request: web.Request, citizen_id: str) -> None:
 @route("GET", "/api/citizens/{citizen_id}/visits", "visits.read", "A citizen's planned visits",
        response=list[s.VisitOut])
 async def list_visits(request: web.Request) -> web.StreamResponse:
-    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    citizen_id = own_citizen(request, request.match_info["citizen_id"])
     return json_response([schedule.view(r) for r in request.app[STORE].visits_of(citizen_id)])
 
 
@@ -415,10 +415,10 @@ async def list_visits(request: web.Request) -> web.StreamResponse:
        "Plan a visit; the citizen's screen gets the new plan as a signed command",
        s.VisitIn, s.VisitOut, status=201, errors=(409,))
 async def add_visit(request: web.Request) -> web.StreamResponse:
-    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    citizen_id = own_citizen(request, request.match_info["citizen_id"])
     req: s.VisitIn = await read_body(request, s.VisitIn)
     row = schedule.add(request.app[STORE], request.app[AUTHORITY], citizen_id, msgspec.to_builtins(req),
-                       _actor(request))
+                       actor(request))
     await _deliver_plan(request, citizen_id)
     return json_response(schedule.view(row), status=201)
 
@@ -428,7 +428,7 @@ async def add_visit(request: web.Request) -> web.StreamResponse:
 async def move_visit(request: web.Request) -> web.StreamResponse:
     visit_id = _planned_visit(request)
     req: s.VisitMove = await read_body(request, s.VisitMove)
-    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, _actor(request))
+    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return json_response(schedule.view(row))
 
@@ -438,7 +438,7 @@ async def move_visit(request: web.Request) -> web.StreamResponse:
 async def cancel_visit(request: web.Request) -> web.StreamResponse:
     visit_id = _planned_visit(request)
     await read_body(request, s.Empty)
-    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, _actor(request))
+    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return web.Response(status=204)
 
@@ -449,7 +449,7 @@ async def cancel_visit(request: web.Request) -> web.StreamResponse:
 async def create_tokens(request: web.Request) -> web.StreamResponse:
     req: s.TokenRequest = await read_body(request, s.TokenRequest)
     files = make_provisioning_files(request.app[STORE], request.app[AUTHORITY], req.server_url,
-                                    req.count, req.expires_in, _actor(request))
+                                    req.count, req.expires_in, actor(request))
     return json_response(s.TokensCreated([s.ProvisioningFileOut(n, c) for n, c in files]), status=201)
 
 
