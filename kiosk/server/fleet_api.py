@@ -6,6 +6,7 @@ Support sees units only: nothing here answers with a citizen's name, plan or cal
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Annotated, Any, Literal
@@ -34,7 +35,7 @@ class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A batch of units to flash: ``count`` provisioning files and their printable sheet."""
 
     server_url: Annotated[str, msgspec.Meta(pattern=s.HTTPS_URL, max_length=200)]
-    count: s.Count = 1
+    count: Annotated[int, msgspec.Meta(ge=1, le=sheet.MAX_UNITS)] = 1  # larger runs: several batches
     expires_in: s.Seconds = 7 * 24 * 3600.0
     language: Literal["da", "en"] = "da"  # of the sheet's labels
 
@@ -176,6 +177,7 @@ async def create_batch(request: web.Request) -> web.StreamResponse:
     store, authority = request.app[STORE], request.app[AUTHORITY]
     files = make_provisioning_files(store, authority, req.server_url, req.count, req.expires_in, actor(request))
     expires_at = store.clock() + req.expires_in
-    pdf = sheet.render(files, authority.municipality, expires_at, req.language)
+    # some seconds for a large batch: not on the event loop, which carries every unit's link
+    pdf = await asyncio.to_thread(sheet.render, files, authority.municipality, expires_at, req.language)
     return json_response(BatchOut([s.ProvisioningFileOut(n, c) for n, c in files],
                                   base64.b64encode(pdf).decode(), expires_at), status=201)

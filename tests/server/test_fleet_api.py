@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import re
 import time
+import zlib
 
+from kiosk.server import sheet
 from tests.harness import AgentProcess, Console, ServerProcess, wait_until
 
 
@@ -27,13 +29,18 @@ def test_a_batch_gives_provisioning_files_and_a_sheet_with_one_qr_code_per_unit(
     assert all("token:" in f["content"] for f in batch["files"])
     pdf = base64.b64decode(batch["sheet_pdf"])
     assert pdf.startswith(b"%PDF-")
-    assert len(re.findall(rb"/Subtype\s*/Image", pdf)) == 3, "one QR code image per unit"
+    drawn = b"".join(zlib.decompress(s) for s in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S))
+    for n in (1, 2, 3):
+        assert f"Enhed {n} af 3".encode() in drawn
+    modules = sum(len(list(sheet.dark_runs(sheet.qr_matrix(f["content"])))) for f in batch["files"])
+    assert drawn.count(b" re f") == modules, "each unit's QR code holds its own provisioning file"
     assert batch["expires_at"] > time.time() + 6 * 24 * 3600
 
     status, refused = logistics.request("POST", "/api/enroll-batches", {"server_url": "http://plain", "count": 2})
     assert status == 400 and "server_url" in refused["message"]
-    status, refused = logistics.request("POST", "/api/enroll-batches", {"server_url": server.url, "count": 0})
-    assert status == 400 and "count" in refused["message"]
+    for count in (0, sheet.MAX_UNITS + 1):
+        status, refused = logistics.request("POST", "/api/enroll-batches", {"server_url": server.url, "count": count})
+        assert status == 400 and "count" in refused["message"]
     assert support.request("POST", "/api/enroll-batches", {"server_url": server.url})[0] == 403
 
 
