@@ -165,6 +165,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 if user is None:
                     raise ApiError(401, "login-required", "please log in")
                 if info.permission is not None and not auth.may(user.role, info.permission):
+                    refused(request, user, info.permission)
                     raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({info.permission})")
                 request[USER] = user
         return await handler(request)
@@ -174,6 +175,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except commands.CommandError as exc:
         return error(exc.status, exc.code, str(exc))
+
+
+def refused(request: web.Request, user: UserRow, permission: str) -> None:
+    """A logged-in person asking for what their role may not do: worth knowing of, so logged."""
+    resource = request.match_info.route.resource
+    store = request.app[STORE]
+    with store.tx() as conn:  # the route's pattern, not the path: a path may hold anything typed
+        store.append_audit(conn, user.username, "request-refused", None, method=request.method,
+                           route=resource.canonical if resource else "?", permission=permission, role=user.role)
 
 
 def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
@@ -340,6 +350,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(msgspec.DecodeError):
         kind = msgspec.json.decode(raw, type=s.CommandKind).kind
         if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
+            refused(request, request[USER], f"command:{kind}")
             raise ApiError(403, "forbidden", f"the role {role} may not send {kind}")
         if kind not in m.COMMAND_KINDS:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))

@@ -23,8 +23,7 @@ from babel.dates import format_datetime
 from babel.messages.pofile import read_po
 
 from kiosk.server import auth
-from kiosk.server.console_api import session_user
-from kiosk.server.device_api import STORE
+from kiosk.server.console_api import refused, session_user
 from kiosk.server.store import UserRow
 
 log = logging.getLogger("kiosk.server.pages")
@@ -70,11 +69,11 @@ def catalog(language: str) -> gettext.NullTranslations:
 
 
 def when(timestamp: float | None, language: str) -> str:
-    """A moment as people here read it ("29. nov. 2026 10.30"), in the server's time zone."""
+    """A moment as people here read it ("29.11.2026 10.30"), in the server's time zone."""
     if timestamp is None:
         return "-"
     moment = datetime.datetime.fromtimestamp(timestamp).astimezone()
-    return format_datetime(moment, "medium", locale=language)
+    return format_datetime(moment, "short", locale="en_GB" if language == "en" else language)  # not US order
 
 
 @cache
@@ -151,9 +150,7 @@ def _serve(info: PageInfo) -> Callable[[web.Request], Awaitable[web.StreamRespon
         if user is None:
             return render(request, "login.html", N_("Log in"), None, {})
         if not may_open(user.role, info):
-            store = request.app[STORE]
-            with store.tx() as conn:  # a person trying pages outside their role is worth knowing of
-                store.append_audit(conn, user.username, "page-refused", None, page=info.path, role=user.role)
+            refused(request, user, info.permission or "")
             return refusal(request, user, 403, N_("This page is not for your role."))
         try:
             context = await info.handler(request, user)

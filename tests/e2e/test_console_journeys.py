@@ -72,6 +72,21 @@ def reload_until(page: Any, selector: str, text: str, timeout: float = 30) -> No
     wait_until(shown, timeout, 0.5, what=f"{text!r} in {selector}")
 
 
+def test_the_login_and_refusal_pages_are_accessible(browser: Any, server: ServerProcess) -> None:
+    server.add_admin("sara", "support")
+    page = browser.new_context(bypass_csp=True).new_page()
+    page.goto(server.console + "/")
+    accessible(page, "login")
+    page.goto(server.console + "/?lang=en")
+    accessible(page, "login in English")
+    page.fill("#username", "sara")
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#logout")
+    assert page.goto(server.console + "/batches/new").status == 403
+    accessible(page, "403")
+
+
 def test_logistics_batch_enroll_assign_wipe(browser: Any, server: ServerProcess, tmp_path: Path) -> None:
     server.add_admin("lis", "logistics")
     server.add_admin("anne", "caregiver", "Anne, sygeplejerske")
