@@ -21,7 +21,8 @@ from kiosk.server.store import UserRow
 
 #: What a person may do to a unit from its page, by command kind, in the order shown (English; translated).
 COMMAND_WORDS = {"ping": N_("Ping"), "diagnostics": N_("Refresh diagnostics"), "logs": N_("Fetch recent logs"),
-                 "restart-ui": N_("Restart the screen app"), "reboot": N_("Reboot the unit")}
+                 "restart-ui": N_("Restart the screen app"), "reboot": N_("Reboot the unit"),
+                 "screenshot": N_("See the screen (the citizen is asked first)")}
 REPEAT_WORDS = {"once": N_("Once"), "daily": N_("Every day"), "weekdays": N_("Weekdays"), "weekly": N_("Every week")}
 ENDINGS = json.loads((STATIC / "call-endings.json").read_text())
 
@@ -71,7 +72,8 @@ async def unit_page(request: web.Request, user: UserRow) -> Context:
         raise web.HTTPNotFound()
     can = _can(user)
     return {"detail": unit_detail(store, found), "can": can,
-            "actions": [k for k in COMMAND_WORDS if can(f"command:{k}")], "command_words": COMMAND_WORDS}
+            "actions": [k for k in COMMAND_WORDS if k in m.COMMAND_KINDS and can(f"command:{k}")],
+            "command_words": COMMAND_WORDS}
 
 
 @page("/batches/new", "tokens.create", N_("New batch"), "batch.html")

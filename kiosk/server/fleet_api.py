@@ -76,6 +76,15 @@ class CheckOut(msgspec.Struct):
     detail: str
 
 
+class LookOut(msgspec.Struct):
+    """Support's last look at the screen: the citizen's answer, and the picture only after a yes
+    (or from an unassigned unit), as the unit signed it."""
+
+    answer: str  # yes, no, no-answer, unassigned
+    at: float | None
+    png: str | None  # base64
+
+
 class UnitDetail(msgspec.Struct):
     """What support sees of a unit: never whom it belongs to."""
 
@@ -87,6 +96,7 @@ class UnitDetail(msgspec.Struct):
     commands: list[CommandBrief]
     #: the newest wipe's signed receipt, checked again against the unit's certificate now
     wipe: s.CommandOut | None
+    look: LookOut | None = None
 
 
 # ------------------------------------------------------------------------------ units
@@ -98,7 +108,8 @@ async def list_units(request: web.Request) -> web.StreamResponse:
 
 
 def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
-    diagnostics, logs, wipe = (store.last_result(unit.id, kind) for kind in ("diagnostics", "logs", "wipe"))
+    diagnostics, logs, wipe, look = (store.last_result(unit.id, kind)
+                                     for kind in ("diagnostics", "logs", "wipe", "screenshot"))
     device = store.device(unit.id)
     return UnitDetail(
         unit=unit,
@@ -108,7 +119,16 @@ def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
         logs_at=logs.finished_at if logs else None,
         commands=[_brief(c) for c in store.commands_of(unit.id, RECENT_COMMANDS) if c.kind not in PRIVATE_KINDS],
         wipe=msgspec.convert(commands.view(wipe, device.cert_pem if device else None), s.CommandOut) if wipe else None,
+        look=_look(look) if look else None,
     )
+
+
+def _look(row: CommandRow) -> LookOut | None:
+    detail = _detail(row)
+    if row.outcome != "ok" or not isinstance(detail.get("answer"), str):
+        return None
+    png = detail.get("png")
+    return LookOut(detail["answer"], row.finished_at, png if isinstance(png, str) else None)
 
 
 #: Commands whose mere timing speaks of a citizen's life (their visit plan): not listed to support.

@@ -99,3 +99,25 @@ def test_every_string_of_the_pages_has_a_danish_translation() -> None:
     texts = {t if isinstance(t, str) else t[0] or t[1] for t in english}
     untranslated = sorted(t for t in texts if danish.gettext(t) == t and t not in ("Ping",))
     assert untranslated == []
+
+
+def _unit_page(look: object) -> str:
+    from kiosk.server.fleet_api import UnitDetail
+    from kiosk.server.units import UnitOut
+    unit = UnitOut(id="a2545e77-6592-4e45-ae25-b6101bf9ccfa", state="assigned", connection="online", online=True,
+                   online_since=1.0, last_seen=2.0, ui_alive=True, agent_version="0.1.0", enrolled_at=1.0,
+                   revoked=False)
+    detail = UnitDetail(unit=unit, diagnostics=None, diagnostics_at=None, logs=None, logs_at=None, commands=[],
+                        wipe=None, look=look)  # type: ignore[arg-type]
+    return pages.environment("da").get_template("unit.html").render(
+        lang="da", other_lang="en", other_lang_name="English", user=None, nav=[], title="Enhed", path="/units/x",
+        detail=detail, can=lambda _p: False, actions=[], command_words=console_pages.COMMAND_WORDS)
+
+
+def test_a_look_at_the_screen_shows_the_picture_only_after_a_yes() -> None:
+    from kiosk.server.fleet_api import LookOut
+    shown = _unit_page(LookOut("yes", 3.0, "iVBORw0KGgo="))
+    assert "borgeren sagde ja." in shown and 'src="data:image/png;base64,iVBORw0KGgo="' in shown
+    refused = _unit_page(LookOut("no", 3.0, None))
+    assert "borgeren sagde nej: intet billede." in refused and "<img" not in refused
+    assert 'id="look"' not in _unit_page(None)
