@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import segno
-from fpdf import FPDF
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 COLUMNS, ROWS = 2, 4  # labels on an A4 page
 MAX_UNITS = 200  # a sheet takes about 50 ms a unit to make (each QR code's mask is chosen by trying all)
@@ -52,6 +55,8 @@ def _draw_qr(pdf: FPDF, content: str, x: float, y: float) -> None:
 
 def render(files: list[tuple[str, str]], municipality: str, expires_at: float, language: str = "da") -> bytes:
     """A PDF with one QR code (the file's content) and label per provisioning file."""
+    from fpdf import FPDF  # here: importing it takes a third of the CLI's start, which never makes a sheet
+
     words = LABELS.get(language, LABELS["da"])
     expires = time.strftime("%Y-%m-%d %H:%M", time.localtime(expires_at))
     pdf = FPDF(format="A4")

@@ -120,13 +120,14 @@ def test_logistics_batch_enroll_assign_wipe(browser: Any, server: ServerProcess,
 
         page.fill(f"{row} input[name=citizen_name]", "Karen Jensen")
         page.check(f"{row} input[value=anne]")
-        page.click(f"{row} form.assign button")
+        with page.expect_navigation(timeout=60_000):  # the page reloads once the server took it
+            page.click(f"{row} form.assign button")
         page.goto(server.console + "/units")
         reload_until(page, row, "Tildelt")
         assert "Karen" not in page.content(), "the units page names no citizen"
 
-        page.click(f"{row} button[data-command=wipe]")
-        page.wait_for_load_state()
+        with page.expect_navigation(timeout=60_000):  # reloaded once the unit answered (or 30 s passed)
+            page.click(f"{row} button[data-command=wipe]")
         page.goto(f"{server.console}/units/{device_id}")
         reload_until(page, "#wipe-receipt", "verificeret", 60)
         assert "citizen-data" in page.inner_text("#wipe-receipt")
