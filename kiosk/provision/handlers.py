@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from kiosk.protocol import messages as m
+from kiosk.protocol import screenshot
+from kiosk.protocol.errors import ProtocolError
 from kiosk.provision import diagnostics, wipe
 from kiosk.provision.state import StateDir, Vault
 from kiosk.provision.system_actions import SystemActions
@@ -47,6 +49,9 @@ class Context:
     actions: SystemActions
     facts: Callable[[], diagnostics.LinkFacts]
     on_state_change: Callable[[], None]
+    #: Asks the screen app over the UI socket and waits for its reply; raises
+    #: :class:`CannotCarryOut` when the app is not running or does not reply.
+    ask_screen: Callable[[m.ScreenshotRequest], Awaitable[m.ScreenshotReply]]
 
 
 async def run(ctx: Context, action: m.CommandAction, command_id: str) -> HandlerResult:
@@ -72,6 +77,8 @@ async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Handler
                 return _set_config(ctx, settings)
             case m.Schedule(visits=visits):
                 return _schedule(ctx, visits)
+            case m.Screenshot():
+                return await _screenshot(ctx, command_id)
             case m.Wipe():
                 # the intent was journaled before the command was acknowledged
                 await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
@@ -104,6 +111,22 @@ def _schedule(ctx: Context, visits: list[m.ScheduledVisit]) -> HandlerResult:
     ctx.state.audit("schedule-updated", visits=len(visits))  # how many, never who or when
     ctx.on_state_change()
     return HandlerResult("ok", detail={"visits": len(visits)})
+
+
+async def _screenshot(ctx: Context, command_id: str) -> HandlerResult:
+    """Ask the citizen (when someone lives with the unit), then the picture, held in memory only."""
+    ask = ctx.state.device_state() == "assigned"
+    ctx.state.audit("screenshot-requested", command_id=command_id, ask_consent=ask)
+    try:
+        reply = await ctx.ask_screen(m.ScreenshotRequest(request_id=command_id, ask_consent=ask))
+        taken = screenshot.judge_reply(reply, ask)
+    except (CannotCarryOut, ProtocolError) as exc:
+        reason = str(exc) if isinstance(exc, CannotCarryOut) else f"the screen's reply was refused: {exc.detail}"
+        ctx.state.audit("screenshot-failed", command_id=command_id, reason=reason)
+        raise CannotCarryOut(reason) from None
+    ctx.state.audit("screenshot-answered", command_id=command_id, answer=taken.answer,
+                    picture_bytes=len(taken.png) if taken.png else 0)  # the size, never the picture
+    return HandlerResult("ok", detail=m.to_builtins(taken))
 
 
 def _set_config(ctx: Context, settings: dict[str, Any]) -> HandlerResult:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import getpass
 import logging
 import os
@@ -102,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     data(sp)
     sp.add_argument("command_id")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--png", type=Path, metavar="FILE", help="a screenshot command's picture, written here")
+    sp = cmd.add_parser("screenshot", help="ask to see a unit's screen (its citizen is asked first) and wait")
+    data(sp)
+    sp.add_argument("device_id")
+    sp.add_argument("--png", type=Path, metavar="FILE", help="where the picture is written, if one comes")
+    sp.add_argument("--wait", type=float, default=SCREENSHOT_WAIT_SECONDS, metavar="SECONDS",
+                    help="how long to wait for the answer (the citizen has 60 s); 0: do not wait")
+    sp.add_argument("--expires", default="10m", type=parse_duration)
+    sp.add_argument("--json", action="store_true")
 
     usr = sub.add_parser("user", help="console accounts").add_subparsers(dest="sub", required=True)
     sp = usr.add_parser("add")
@@ -189,6 +199,29 @@ def _scalar(text: str) -> str | int | float | bool:
         except ValueError:
             pass
     return text
+
+
+#: How long ``command screenshot`` waits: the citizen's minute, and the picture's way back.
+SCREENSHOT_WAIT_SECONDS = 90.0
+
+
+def _show_command(store: Store, command_id: str, as_json: bool, png: Path | None) -> None:
+    row = store.command(command_id)
+    if row is None:
+        fail(f"no command {command_id}")
+    device = store.device(row.device_id)
+    view = commands.view(row, device.cert_pem if device else None)
+    detail = (view["result"] or {}).get("detail") or {}
+    picture = detail.get("png") if row.kind == "screenshot" else None
+    if png is not None and picture:
+        png.write_bytes(base64.b64decode(picture))
+    if as_json:
+        print_json(view)
+        return
+    answer = f", answer {detail['answer']}" if row.kind == "screenshot" and "answer" in detail else ""
+    saved = f", picture written to {png}" if png is not None and picture else ""
+    print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}{answer}{saved}"
+          + (f" ({view['reason']})" if view["reason"] else ""))
 
 
 def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
@@ -332,17 +365,15 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 print_json({"id": command.id, "state": "pending", "expires_at": command.expires_at})
             else:
                 print(command.id)
+        case "command", "screenshot":
+            command = commands.queue(store, server.authority, args.device_id, m.Screenshot(), actor, args.expires)
+            deadline = time.monotonic() + args.wait
+            while (row := store.command(command.id)) is not None and row.state in ("pending", "delivered") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _show_command(store, command.id, args.json, args.png)
         case "command", "show":
-            row = store.command(args.command_id)
-            if row is None:
-                fail(f"no command {args.command_id}")
-            device = store.device(row.device_id)
-            view = commands.view(row, device.cert_pem if device else None)
-            if args.json:
-                print_json(view)
-            else:
-                print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}"
-                      + (f" ({view['reason']})" if view["reason"] else ""))
+            _show_command(store, args.command_id, args.json, args.png)
         case "user", "add":
             try:  # the name people log in with, and the audit log's actor: one format for both
                 msgspec.convert(args.username, api_schema.Name)

@@ -44,6 +44,7 @@ from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
 from kiosk.ui.recorder import ScreenRecorder
+from kiosk.ui.screen_capture import capture_window_png
 from kiosk.ui.session import Effects, UiSession, local_wall_clock
 from kiosk.ui.settings import button_map, load_settings
 from kiosk.ui.sound import Speaker
@@ -169,11 +170,13 @@ async def run_screen(args: argparse.Namespace, *,
                      started: Callable[[Any, UiSession], Awaitable[None]] | None = None,
                      wall_clock: Callable[[], float] | None = None,
                      open_media: MediaOpener | None = None,
-                     serial: str | None = None) -> int:
+                     serial: str | None = None,
+                     clock: Callable[[], float] | None = None) -> int:
     """The full-screen app and the session on one loop, until SIGTERM (or ``started`` returns).
 
     ``started(app, session)`` runs beside them (tests drive the screen with it);
-    ``wall_clock`` replaces ``time.time`` and ``serial`` the hardware's (fixed in screenshot tests)."""
+    ``wall_clock`` replaces ``time.time``, ``clock`` the session's monotonic clock (time travel
+    in tests) and ``serial`` the hardware's (fixed in screenshot tests)."""
     from kiosk.ui.app import configure, make_app
 
     configure(args.size)
@@ -217,7 +220,8 @@ async def run_screen(args: argparse.Namespace, *,
                         open_media or (lambda: open_device_media(demo=args.demo_media)),
                         on_screen=show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
                         audio_sink=speaker.new_sink, effects=speaker.effects(Effects()), settings=settings,
-                        read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock)
+                        read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock,
+                        clock=clock or time.monotonic, capture=capture_window_png)
     app.post_event = session.post
     autopilot.session = session
     if args.screenshots is not None and started is None:

@@ -45,7 +45,6 @@ __all__ = [
     "Chime",
     "ClosePeer",
     "ConsentAnswered",
-    "ConsentAsked",
     "ConsentGiven",
     "CornerHeld",
     "Event",
@@ -106,7 +105,7 @@ ScreenName: TypeAlias = Literal[
 AgentLink: TypeAlias = Literal["connecting", "up", "down"]
 PeerStage: TypeAlias = Literal["none", "starting", "offered", "accepted"]
 SetupPageName: TypeAlias = Literal["menu", "network", "volume", "test-call", "info"]
-ConsentAnswer: TypeAlias = Literal["yes", "no", "no-answer"]
+ConsentAnswer: TypeAlias = m.LookAnswer
 
 #: The device states that are not "in service", and their screens. "awaiting-approval"
 #: is the state the enrollment work adds for a unit the municipality has not approved yet.
@@ -214,13 +213,6 @@ class VolumeStep:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsentAsked:
-    """Support asks to see the screen (the agent passes the signed command on)."""
-
-    request_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class ConsentAnswered:
     """The citizen pressed Ja or Nej."""
 
@@ -262,10 +254,12 @@ class SettingsChanged:
 LocalEvent: TypeAlias = (
     AgentConnected | AgentLost | AnswerPressed | HangUpPressed | OfferReady | MediaUp | MediaDown
     | LinkChanged | QualityReady | TimePassed | WallClock | CameraToggled | MicrophoneToggled | VolumeStep
-    | ConsentAsked | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
+    | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
     | WakeTouched
 )
-Event: TypeAlias = LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded
+Event: TypeAlias = (
+    LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded | m.ScreenshotRequest
+)
 
 
 # --- actions out ---------------------------------------------------------------
@@ -344,7 +338,8 @@ class StopRinging:
 
 @dataclass(frozen=True, slots=True)
 class ConsentGiven:
-    """The citizen's answer to a request to see the screen (the agent signs it as the result)."""
+    """The citizen's answer to a request to see the screen (the agent signs it as the result);
+    ``unassigned`` when nobody lives with the unit and so nobody was asked."""
 
     request_id: str
     answer: ConsentAnswer
@@ -721,7 +716,9 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             if level == state.settings.volume:
                 return Transition(state)
             return Transition(replace(state, settings=replace(state.settings, volume=level)), (SetVolume(level),))
-        case ConsentAsked(request_id=request_id):
+        case m.ScreenshotRequest(request_id=request_id, ask_consent=False):
+            return Transition(state, (ConsentGiven(request_id, "unassigned"),))
+        case m.ScreenshotRequest(request_id=request_id):  # support asks to see the screen: the citizen first
             return _consent_asked(state, request_id, now)
         case ConsentAnswered(yes=yes):
             return _consent_answered(state, "yes" if yes else "no")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from kiosk.media.link import LinkState
 from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
+from kiosk.protocol.screenshot import shows_picture
 from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.call_peer import (
@@ -35,6 +36,7 @@ from kiosk.ui.call_peer import (
     MediaOpener,
     VideoSink,
 )
+from kiosk.ui.screen_capture import CaptureError
 from kiosk.ui.self_view import TappedTrack
 
 log = logging.getLogger("kiosk.ui")
@@ -65,7 +67,7 @@ def _log_chime() -> None:
 
 
 def _log_consent(answer: ui.ConsentGiven) -> None:
-    log.info("screen consent %s: %s", answer.request_id, answer.answer)
+    log.info("look at the screen %s: %s", answer.request_id, answer.answer)
 
 
 def _log_ring(ring: m.CallRing | None) -> None:
@@ -74,8 +76,8 @@ def _log_ring(ring: m.CallRing | None) -> None:
 
 @dataclass(frozen=True)
 class Effects:
-    """What the session does for the sound and consent actions; the speaker, chime
-    and the agent's consent message plug in here (logged until they exist)."""
+    """What the session does for the sound actions (the speaker and chime plug in here;
+    logged without them), and whom it tells of a consent answer besides the agent."""
 
     set_volume: Callable[[int], None] = _log_volume
     chime: Callable[[], None] = _log_chime
@@ -100,6 +102,7 @@ class UiSession:
         gather_timeout: float = GATHER_TIMEOUT,
         remote_close_grace: float = REMOTE_CLOSE_GRACE,
         clock: Callable[[], float] = time.monotonic,
+        capture: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.client = client
         self.remote_close_grace = remote_close_grace
@@ -110,6 +113,7 @@ class UiSession:
         self._audio_sink = audio_sink
         self._gather_timeout = gather_timeout
         self._clock = clock
+        self._capture = capture  # a picture of the screen as a PNG; None: headless, there is none
         self._read_wall_clock = read_wall_clock
         self.effects = effects or Effects()
         self.state = ui.initial_state(clock(), screen_awake, settings)
@@ -227,10 +231,26 @@ class UiSession:
                 self.effects.chime()
             case ui.ConsentGiven():
                 self.effects.consent(action)
+                self._spawn(self._reply_to_look(action))
             case ui.StartRinging(ring=ring):
                 self.effects.ring(ring)
             case ui.StopRinging():
                 self.effects.ring(None)
+
+    async def _reply_to_look(self, given: ui.ConsentGiven) -> None:
+        """The citizen's answer to the agent, with the picture only after a yes (or when nobody
+        was asked). The picture goes from memory to the socket: never to disk, never to a log."""
+        png, error = None, None
+        if shows_picture(given.answer):
+            try:
+                if self._capture is None:
+                    raise CaptureError("this screen runs without a window (headless): there is no picture")
+                png = await self._capture()
+            except CaptureError as exc:
+                log.warning("no picture of the screen: %s", exc)
+                error = str(exc)
+        await self.client.send(m.ScreenshotReply(request_id=given.request_id, answer=given.answer, png=png,
+                                                 error=error))
 
     async def _media_with_self_view(self) -> LocalMedia:
         media = await self._open_media()

@@ -241,7 +241,7 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.status(status("assigned"))
     await d.screen("idle")
 
-    d.session.post(ui.ConsentAsked("support-1"))
+    d.session.post(m.ScreenshotRequest(request_id="support-1", ask_consent=True))
     await d.screen("consent")
     await d.shot("consent")
     await d.touch(d.button("Ja" if da else "Yes"))
