@@ -153,7 +153,7 @@ class WipeReceipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     resumed_after_interruption: bool
 
 
-class ScreenshotTaken(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ScreenshotTaken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The ``detail`` of a ``screenshot`` command's result: the answer, and the picture after a yes
     (or from an unassigned unit). ``png`` travels as base64."""
 

@@ -317,9 +317,32 @@ async def answer(d: Driver) -> None:
     d.result["ended"] = d.app.shown.end_reason
 
 
+async def look(d: Driver, travel: list[float]) -> None:
+    """Support looks at the real screen: unassigned (nobody asked), then the citizen's yes, no and silence.
+
+    The test reads the answers and pictures from the server; the window's own pictures
+    (``ready``, ``idle``) are what the returned pictures must show."""
+    await d.screen("ready", 90)
+    await d.shot("ready")
+    (d.out / "ready").touch()  # the test's cue to look at the unassigned unit, then to assign it
+    await d.screen("idle", 120)
+    await d.shot("idle")
+    (d.out / "idle").touch()  # the test's cue to ask to look, three times
+    for answer in ("yes", "no", "silence"):
+        await d.screen("consent", 120)
+        if answer == "silence":  # a minute without a touch, by the session's clock: no real waiting
+            travel[0] += ui.CONSENT_SECONDS + 1
+            d.session.post(ui.TimePassed())
+        else:
+            await d.touch(d.button("Ja" if answer == "yes" else "Nej"))
+        await d.screen("idle", 30)
+        (d.out / f"answered-{answer}").touch()
+    await d.until("the test to finish", lambda: (d.out / "finish").exists(), 180)
+
+
 async def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["screens", "answer"])
+    p.add_argument("scenario", choices=["screens", "answer", "look"])
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--language", default="da")
@@ -327,8 +350,8 @@ async def main() -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     args = cli._parser().parse_args(["--state", str(opts.state), "--size", "x".join(map(str, SIZE)),
                                      "--demo-media", "--language", opts.language])
-    if opts.scenario == "answer":
-        return await run_answer(args, opts.out)
+    if opts.scenario != "screens":
+        return await run_real(args, opts.out, opts.scenario)
     opts.state.mkdir(parents=True, exist_ok=True)
     (opts.state / "ui.json").write_text(json.dumps({"staff_pin": PIN}))
     clock = [MORNING]
@@ -357,19 +380,21 @@ async def main() -> int:
     return 0
 
 
-async def run_answer(args: argparse.Namespace, out: Path) -> int:
+async def run_real(args: argparse.Namespace, out: Path, scenario: str) -> int:
+    """The window against a real agent (and server): ``answer`` a call, or let support ``look``."""
     result: dict[str, Any] = {}
+    travel = [0.0]  # seconds the session's clock is ahead of the real one
 
     async def started(app: Any, session: UiSession) -> None:
         await asyncio.sleep(0.5)
         driver = Driver(app, session, None, out, [time.time()])  # type: ignore[arg-type]
         try:
-            await answer(driver)
+            await (answer(driver) if scenario == "answer" else look(driver, travel))
         finally:
             result.update(driver.result)
 
     try:
-        await cli.run_screen(args, started=started)
+        await cli.run_screen(args, started=started, clock=lambda: time.monotonic() + travel[0])
     finally:
         (out / "result.json").write_text(json.dumps(result, indent=1))
     return 0
