@@ -121,6 +121,9 @@ class UiSession:
         self.screen = ui.screen(self.state)
         self.peers: dict[str, DeviceCall] = {}
         self.last_call: DeviceCall | None = None  # kept after it closed: its counters stay readable
+        #: Peers whose closing has begun and not finished: a stop that cannot wait for it
+        #: (its time is up) closes them itself, so no speaker plays on after the screen stopped.
+        self._closing: set[DeviceCall] = set()
         self._events: asyncio.Queue[ui.Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop_at: float | None = None
@@ -166,9 +169,10 @@ class UiSession:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(reader, wall, *self._tasks, return_exceptions=True)
-            for peer in list(self.peers.values()):
+            for peer in [*self.peers.values(), *self._closing]:
                 await self._end(peer)
             self.peers.clear()
+            self._closing.clear()
             await self.client.close()
 
     async def handle(self, event: ui.Event) -> None:
@@ -222,6 +226,7 @@ class UiSession:
             case ui.ClosePeer(call_id=call_id):
                 closing = self.peers.pop(call_id, None)
                 if closing is not None:
+                    self._closing.add(closing)
                     self._spawn(self._close(closing))
             case ui.SetCamera(call_id=call_id, on=on) | ui.SetMicrophone(call_id=call_id, on=on):
                 self._mute(call_id, "video" if isinstance(action, ui.SetCamera) else "audio", not on)
@@ -331,5 +336,6 @@ class UiSession:
 
     async def _close(self, peer: DeviceCall) -> None:
         report = await self._end(peer)
+        self._closing.discard(peer)  # not when cancelled half-way: then the stop closes it
         if report is not None:
             self.post(ui.QualityReady(report))
