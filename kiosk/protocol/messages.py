@@ -65,7 +65,10 @@ class Assign(Message, frozen=True, tag="assign"):
 
 
 class SetConfig(Message, frozen=True, tag="set-config"):
-    settings: dict[str, str | int | float | bool]
+    """Change some of the screen's settings (``kiosk.protocol.screen_settings.ScreenSettings``
+    says which and within what; the server checks before it signs, the unit again)."""
+
+    settings: dict[str, str | int | float | bool | list[str] | None]
 
 
 class Wipe(Message, frozen=True, tag="wipe"):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from kiosk.protocol import messages as m
-from kiosk.protocol import screenshot
+from kiosk.protocol import screen_settings, screenshot
 from kiosk.protocol.errors import ProtocolError
 from kiosk.provision import diagnostics, wipe
 from kiosk.provision.state import StateDir, Vault
@@ -18,16 +18,6 @@ from kiosk.provision.system_actions import SystemActions
 MAX_LOG_LINES = 2000
 MAX_LOG_BYTES = 200 * 1024
 REBOOT_DELAY_SECONDS = 2.0  # time for the result to reach the server first
-
-#: Settings staff may change remotely, each with its check. Anything else is refused.
-SETTINGS: dict[str, Callable[[Any], bool]] = {
-    "volume": lambda v: isinstance(v, int) and 0 <= v <= 100,
-    "ring_volume": lambda v: isinstance(v, int) and 0 <= v <= 100,
-    "brightness": lambda v: isinstance(v, int) and 5 <= v <= 100,
-    "language": lambda v: v in ("da", "en"),
-    "ring_timeout_seconds": lambda v: isinstance(v, int) and 10 <= v <= 300,
-}
-
 
 class CannotCarryOut(Exception):
     """The command was valid but cannot be carried out; ``str`` says why, for the console."""
@@ -130,10 +120,14 @@ async def _screenshot(ctx: Context, command_id: str) -> HandlerResult:
 
 
 def _set_config(ctx: Context, settings: dict[str, Any]) -> HandlerResult:
-    bad = [k for k, v in settings.items() if k not in SETTINGS or not SETTINGS[k](v)]
-    if bad:
-        raise CannotCarryOut(f"refused settings: {', '.join(sorted(bad))} (known: {', '.join(SETTINGS)})")
-    ctx.state.update_settings(settings)
+    """The screen's settings changed (checked again here: one definition, in the protocol), written
+    whole as ui.json; the status pushed to the screen tells it to read them again."""
+    try:
+        changed = screen_settings.merged(ctx.state.ui_settings(), settings)
+    except ProtocolError as exc:
+        raise CannotCarryOut(f"refused settings: {exc.detail}") from None
+    ctx.state.save_ui_settings(changed)
+    ctx.state.audit("settings-changed", keys=sorted(settings))  # which, never the PIN itself
     ctx.on_state_change()
     return HandlerResult("ok", detail={"applied": sorted(settings)})
 

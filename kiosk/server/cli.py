@@ -25,7 +25,9 @@ import sqlalchemy as sa
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol import messages as m
+from kiosk.protocol import screen_settings
 from kiosk.protocol.call import CallConfig
+from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema, auth, calls, commands, enrollment, schedule
 from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
@@ -190,17 +192,6 @@ def _parse_args(pairs: list[str]) -> dict[str, str]:
     return args
 
 
-def _scalar(text: str) -> str | int | float | bool:
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 #: How long ``command screenshot`` waits: the citizen's minute, and the picture's way back.
 SCREENSHOT_WAIT_SECONDS = 90.0
 
@@ -226,8 +217,11 @@ def _show_command(store: Store, command_id: str, as_json: bool, png: Path | None
 
 def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
     """From flat ``KEY=VALUE`` pairs to the command's fields."""
-    if kind == "set-config":  # every pair is a setting
-        return {"settings": {k: _scalar(v) for k, v in args.items()}}
+    if kind == "set-config":  # every pair is a setting, read as its type
+        try:
+            return {"settings": screen_settings.from_text(args)}
+        except ProtocolError as exc:
+            fail(f"set-config: {exc.detail}")
     if kind == "assign" and "contact_staff" in args:  # comma separated
         return {**args, "contact_staff": [s.strip() for s in args["contact_staff"].split(",") if s.strip()]}
     return dict(args)

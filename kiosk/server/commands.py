@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.protocol import messages as m
-from kiosk.protocol import screenshot, signing
+from kiosk.protocol import screen_settings, screenshot, signing
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
 from kiosk.server.store import CommandRow, Store
@@ -39,6 +39,11 @@ def parse_action(kind: str, args: dict[str, Any]) -> m.CommandAction:
 def queue(store: Store, authority: Authority, device_id: str, action: m.CommandAction,
           actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
     """Sign a command and store it as pending; the hub delivers it when the device is online."""
+    if isinstance(action, m.SetConfig):  # refused here, at once, rather than by the unit later
+        try:
+            screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
+        except ProtocolError as exc:
+            raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
     if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
         raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
     device = store.device(device_id)

@@ -29,12 +29,16 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias
 
+import msgspec
+
 from kiosk.protocol import call as c
 from kiosk.protocol import machine
 from kiosk.protocol import messages as m
 from kiosk.protocol.machine import Transition
+from kiosk.protocol.screen_settings import VOLUME_STEPS, ScreenSettings
 
 __all__ = [
+    "VOLUME_STEPS",
     "AcceptAnswer",
     "Action",
     "AgentConnected",
@@ -95,8 +99,6 @@ SETUP_SECONDS: Final = 600.0
 REMINDER_AFTER_SECONDS: Final = 300.0
 #: A touch on the dark night screen shows it this long (wall-clock seconds).
 WOKEN_SECONDS: Final = 60.0
-#: Volume steps (0 is silent); the sound layer maps them onto its range (>= 18 dB).
-VOLUME_STEPS: Final = 10
 
 ScreenName: TypeAlias = Literal[
     "starting", "offline", "not-ready", "awaiting-approval", "ready", "idle", "reminder", "ringing",
@@ -376,20 +378,11 @@ class CallView:
         return self.end_reason is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The unit's screen settings (from the state directory's ui.json; later set by the server)."""
+class Settings(ScreenSettings, frozen=True):
+    """The screen's settings (:class:`~kiosk.protocol.screen_settings.ScreenSettings`, from the
+    agent's ui.json) and the unit's serial number, which the *not ready* screen shows."""
 
     serial: str = "?"
-    language: str = "da"
-    font_scale: float = 1.0
-    night_start_hour: int = 22  # the display sleeps from here ...
-    night_end_hour: int = 7  # ... to here (local time), waking only for a call
-    reminder_minutes: int = 5
-    staff_pin: str | None = None  # None: no PIN set, the setup cannot be opened
-    volume: int = 6
-    answer_keys: tuple[str, ...] = ()  # evdev key names of physical answer buttons; () the defaults
-    hang_up_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -715,7 +708,8 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             level = min(VOLUME_STEPS, max(0, state.settings.volume + (1 if delta > 0 else -1 if delta < 0 else 0)))
             if level == state.settings.volume:
                 return Transition(state)
-            return Transition(replace(state, settings=replace(state.settings, volume=level)), (SetVolume(level),))
+            return Transition(replace(state, settings=msgspec.structs.replace(state.settings, volume=level)),
+                              (SetVolume(level),))
         case m.ScreenshotRequest(request_id=request_id, ask_consent=False):
             return Transition(state, (ConsentGiven(request_id, "unassigned"),))
         case m.ScreenshotRequest(request_id=request_id):  # support asks to see the screen: the citizen first
@@ -724,8 +718,9 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             return _consent_answered(state, "yes" if yes else "no")
         case CornerHeld() | PinEntered() | SetupPage() | SetupClosed():
             return _setup(state, event, now)
-        case SettingsChanged(settings=settings):
-            return Transition(replace(state, settings=settings))
+        case SettingsChanged(settings=settings):  # staff changed them (set-config): the volume follows
+            volume = (SetVolume(settings.volume),) if settings.volume != state.settings.volume else ()
+            return Transition(replace(state, settings=settings), volume)
         case WakeTouched():
             if state.wall is None:
                 return Transition(state)

@@ -103,6 +103,7 @@ class UiSession:
         remote_close_grace: float = REMOTE_CLOSE_GRACE,
         clock: Callable[[], float] = time.monotonic,
         capture: Callable[[], Awaitable[bytes]] | None = None,
+        settings_changed: Callable[[], ui.Settings | None] = lambda: None,
     ) -> None:
         self.client = client
         self.remote_close_grace = remote_close_grace
@@ -114,6 +115,7 @@ class UiSession:
         self._gather_timeout = gather_timeout
         self._clock = clock
         self._capture = capture  # a picture of the screen as a PNG; None: headless, there is none
+        self._settings_changed = settings_changed  # asked after each status from the agent
         self._read_wall_clock = read_wall_clock
         self.effects = effects or Effects()
         self.state = ui.initial_state(clock(), screen_awake, settings)
@@ -180,7 +182,8 @@ class UiSession:
         transition = ui.step(self.state, event, self._clock())
         self.state = transition.state
         new_screen = ui.screen(self.state)
-        if new_screen != self.screen:
+        # New settings may change the words and sizes of the same screen: drawn again.
+        if new_screen != self.screen or isinstance(event, ui.SettingsChanged):
             self.screen = new_screen
             self._on_screen(new_screen)
         for action in transition.actions:
@@ -209,6 +212,9 @@ class UiSession:
             if isinstance(event, m.Rejected):
                 log.warning("the agent refused a message: %s", event.reason)
             self.post(event)
+            if isinstance(event, m.AgentStatus) and (settings := self._settings_changed()) is not None:
+                log.info("the screen's settings changed")
+                self.post(ui.SettingsChanged(settings))
 
     # --- actions ------------------------------------------------------------------
 

@@ -586,7 +586,7 @@ def test_convert_examples() -> None:
         ({"type": "logs", "lines": 5, "extra": 1}, "invalid"),
         ({"type": "assign"}, "invalid"),
         ({"type": "assign", "citizen_name": 7}, "invalid"),
-        ({"type": "set-config", "settings": {"a": None}}, "invalid"),
+        ({"type": "set-config", "settings": {"a": {"nested": 1}}}, "invalid"),
         ({"type": 3}, "invalid"),
         ([], "invalid"),
         ("ping", "invalid"),
