@@ -269,8 +269,13 @@ class CallPlaced(Message, frozen=True, tag="call-placed"):
     relay_only: bool = False
 
 
+#: A caller's photo (a PNG the server made from what staff gave it) is at most this large.
+MAX_CALLER_PHOTO_BYTES = 48 * 1024
+CALLER_PHOTO_SIDE = 240
+
+
 class CallRing(Message, frozen=True, tag="call-ring"):
-    """Server -> agent -> UI: ring, show who calls, one big answer button."""
+    """Server -> agent -> UI: ring, show who calls (with their photo, if they gave one), one big answer button."""
 
     call_id: str
     caller_name: str
@@ -278,6 +283,7 @@ class CallRing(Message, frozen=True, tag="call-ring"):
     ice_servers: list[IceServer]
     relay_only: bool = False
     ring_timeout: float = 60.0
+    caller_photo: Annotated[bytes, msgspec.Meta(max_length=MAX_CALLER_PHOTO_BYTES)] | None = None
 
 
 class CallRinging(Message, frozen=True, tag="call-ringing"):

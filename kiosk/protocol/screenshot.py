@@ -9,18 +9,15 @@ it comes only with a yes, or from a unit nobody lives with.
 
 from __future__ import annotations
 
-import io
-import struct
 from typing import Any
 
-from PIL import Image
-
 from kiosk.protocol import messages as m
+from kiosk.protocol import png
 from kiosk.protocol.errors import ProtocolError
 
 __all__ = ["PNG_SIGNATURE", "check_png", "judge_reply", "read_result", "shows_picture"]
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = png.SIGNATURE
 
 
 def shows_picture(answer: m.LookAnswer) -> bool:
@@ -29,26 +26,8 @@ def shows_picture(answer: m.LookAnswer) -> bool:
 
 
 def check_png(data: bytes) -> tuple[int, int]:
-    """The width and height of a picture of the screen; :class:`ProtocolError` saying what is wrong.
-
-    The size in its header is checked before anything is unpacked, so a small file that
-    claims a huge picture (a decompression bomb) is refused without unpacking it."""
-    if len(data) > m.MAX_SCREENSHOT_PNG_BYTES:
-        raise ProtocolError("oversized", f"picture of {len(data)} bytes exceeds {m.MAX_SCREENSHOT_PNG_BYTES}")
-    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
-        raise ProtocolError("invalid", "the picture is not a PNG")
-    width, height = struct.unpack(">II", data[16:24])
-    if not (0 < width <= m.MAX_SCREENSHOT_SIDE and 0 < height <= m.MAX_SCREENSHOT_SIDE):
-        raise ProtocolError("invalid", f"picture of {width}x{height} pixels: each side must be "
-                                       f"1-{m.MAX_SCREENSHOT_SIDE}")
-    try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
-            image.load()  # every chunk's checksum and the whole pixel stream
-            if image.size != (width, height):  # pragma: no cover (Pillow reads the same header)
-                raise ProtocolError("invalid", "the picture's header disagrees with its pixels")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise ProtocolError("invalid", f"the picture does not decode: {exc}") from None
-    return width, height
+    """The width and height of a picture of the screen; :class:`ProtocolError` saying what is wrong."""
+    return png.check(data, m.MAX_SCREENSHOT_PNG_BYTES, m.MAX_SCREENSHOT_SIDE)
 
 
 def judge_reply(reply: m.ScreenshotReply, asked_consent: bool) -> m.ScreenshotTaken:

@@ -28,7 +28,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import api_schema, auth, calls, commands, enrollment, schedule
+from kiosk.server import api_schema, auth, calls, commands, enrollment, photos, schedule
 from kiosk.server.app import ConsoleProxy, Listen, Server
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
@@ -126,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     data(sp)
     sp.add_argument("username", nargs="?")
     sp.add_argument("--address", help="a client address, as the audit log's login-failed entries show it")
+    sp = usr.add_parser("photo", help="the photo the citizen's screen shows when this person calls")
+    data(sp)
+    sp.add_argument("username")
+    sp.add_argument("file", type=Path, nargs="?", help="a PNG, JPEG or WebP photo (made small on the way in)")
+    sp.add_argument("--remove", action="store_true", help="remove the photo instead")
     sp = usr.add_parser("held", help="accounts and addresses with failed logins on record")
     data(sp)
     sp.add_argument("--json", action="store_true")
@@ -382,6 +387,17 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 fail(f"user {args.username} exists already")
             store.add_user(args.username, hashed, args.role, actor, args.display_name)
             print(f"added {args.username} ({args.role})")
+        case "user", "photo":
+            if (args.file is None) == (not args.remove):
+                fail("give a photo FILE, or --remove")
+            try:
+                photo = None if args.remove else photos.normalize(args.file.read_bytes())
+            except (OSError, photos.PhotoError) as exc:
+                fail(f"{args.file}: {exc}")
+            if not store.set_user_photo(args.username, photo, actor):
+                fail(f"no user {args.username}")
+            print(f"{args.username}: photo removed" if photo is None else
+                  f"{args.username}: photo stored ({len(photo)} bytes as shown on the screen)")
         case "user", "unlock":
             scopes = ([Scope("account", args.username)] if args.username else []) + (
                 [Scope("address", args.address)] if args.address else [])

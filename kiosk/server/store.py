@@ -104,6 +104,13 @@ users = sa.Table(
     sa.Column("display_name", sa.String(100)),  # shown on the citizen's screen when this person calls
 )
 
+user_photos = sa.Table(  # shown on the citizen's ringing screen when this person calls
+    "user_photos", metadata,
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+    sa.Column("png", sa.LargeBinary, nullable=False),  # made by kiosk.server.photos.normalize
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 citizens = sa.Table(
     "citizens", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -598,6 +605,23 @@ class Store:
     def user(self, username: str) -> UserRow | None:
         with self.engine.connect() as conn:
             return _maybe(UserRow, conn.execute(sa.select(users).where(users.c.username == username)).first())
+
+    def set_user_photo(self, username: str, photo: bytes | None, actor: str) -> bool:
+        """Store (or, with None, remove) a person's photo; False if there is no such person."""
+        with self.tx() as conn:
+            if conn.execute(sa.select(users.c.username).where(users.c.username == username)).first() is None:
+                return False
+            conn.execute(user_photos.delete().where(user_photos.c.username == username))
+            if photo is not None:
+                conn.execute(user_photos.insert().values(username=username, png=photo, updated_at=self.clock()))
+            self.append_audit(conn, actor, "user-photo-set" if photo is not None else "user-photo-removed",
+                              user=username, bytes=len(photo) if photo is not None else 0)
+        return True
+
+    def user_photo(self, username: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(user_photos.c.png).where(user_photos.c.username == username)).scalar()
+        return bytes(found) if found is not None else None
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         with self.tx() as conn:

@@ -463,6 +463,7 @@ class Screen:
     wrong_pins: int = 0
     serial: str = ""
     link: str | None = None  # in a call: "poor" or "lost" shows the notice; None: all is well
+    caller_photo: bytes | None = field(default=None, repr=False)  # ringing: the caller's PNG, if they gave one
 
     def log_record(self) -> dict[str, Any]:
         """One JSON-able line for logs and the headless CLI: no citizen data, no SDP."""
@@ -515,6 +516,7 @@ def screen(state: UiState) -> Screen:
             microphone_on=view.microphone_on,
             volume=settings.volume if name == "in-call" else 0,
             link=view.link if view.link != "good" and not view.ended else None,
+            caller_photo=view.ring.caller_photo if name == "ringing" else None,
         )
     if state.consent is not None:
         return Screen("consent")

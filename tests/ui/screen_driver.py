@@ -297,6 +297,20 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.until("woken by a touch", lambda: not d.app.shown.asleep)
 
 
+async def photo(d: Driver, picture: bytes) -> None:
+    """The ringing screen with the caller's photo (as the server made it from what staff gave)."""
+    await d.agent.wait_for(m.UiHello, timeout=60)
+    await d.status(status("assigned"))
+    await d.screen("idle", 60)
+    await d.agent.send(m.CallRing(call_id=str(uuid.uuid4()), caller_name="Anne", caller_role="sygeplejerske",
+                                  ice_servers=[], ring_timeout=60, caller_photo=picture))
+    await d.screen("ringing")
+    await d.shot("ringing-photo")
+    answer = d.find(lambda w: getattr(w, "answer_button", False))
+    (x, y), (w, h) = answer.to_window(*answer.pos), answer.size
+    d.result["answer_button"] = [x, y, w, h]
+
+
 async def answer(d: Driver) -> None:
     """A real call from a real server and agent: the citizen's touch answers, the caller's video shows."""
     await d.screen("idle", 60)
@@ -342,7 +356,8 @@ async def look(d: Driver, travel: list[float]) -> None:
 
 async def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["screens", "answer", "look"])
+    p.add_argument("scenario", choices=["screens", "photo", "answer", "look"])
+    p.add_argument("--photo", type=Path, help="photo: the caller's photo (a PNG as the server makes it)")
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--language", default="da")
@@ -350,7 +365,7 @@ async def main() -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     args = cli._parser().parse_args(["--state", str(opts.state), "--size", "x".join(map(str, SIZE)),
                                      "--demo-media", "--language", opts.language])
-    if opts.scenario != "screens":
+    if opts.scenario not in ("screens", "photo"):
         return await run_real(args, opts.out, opts.scenario)
     opts.state.mkdir(parents=True, exist_ok=True)
     (opts.state / "ui.json").write_text(json.dumps({"staff_pin": PIN}))
@@ -366,7 +381,10 @@ async def main() -> int:
             await asyncio.sleep(0.5)
             driver = Driver(app, session, agent, opts.out, clock)
             try:
-                await screens(driver, staff, opts.language)
+                if opts.scenario == "photo":
+                    await photo(driver, opts.photo.read_bytes())
+                else:
+                    await screens(driver, staff, opts.language)
             finally:
                 driver.result["consent"] = [[c.request_id, c.answer] for c in consent]
                 result.update(driver.result)
