@@ -185,9 +185,9 @@ class Agent:
     # ------------------------------------------------------- a look at the screen
     async def ask_screen(self, request: m.ScreenshotRequest) -> m.ScreenshotReply:
         """Ask the screen app (it asks the citizen) and wait, bounded, for its reply."""
-        if not self.ui.connected:
-            raise handlers.CannotCarryOut("the screen app is not running (nothing is connected to the agent's "
-                                          "socket), so nobody can be asked and no picture taken")
+        if not self.ui.ui_alive:
+            raise handlers.CannotCarryOut("the screen app is not running (it has not spoken on the agent's "
+                                          "socket for 15 s), so nobody can be asked and no picture taken")
         reply: asyncio.Future[m.ScreenshotReply] = asyncio.get_running_loop().create_future()
         self.looks[request.request_id] = reply
         try:
