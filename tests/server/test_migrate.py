@@ -19,13 +19,17 @@ from tests.postgres_fixture import Postgres
 pytestmark = pytest.mark.timeout(120)
 
 
+def test_the_head_the_server_knows_is_the_newest_migration() -> None:
+    assert migrate.script_head() == migrate.HEAD
+
+
 @pytest.mark.both_databases
 def test_the_migrated_schema_is_the_models_schema(tmp_path: Path, database: str | None) -> None:
     store = Store.in_directory(tmp_path, database=database)
     try:
-        assert migrate.current_of(store.engine) == migrate.head()
+        assert migrate.current_of(store.engine) == migrate.HEAD
         assert migrate.differences(store.engine, metadata) == []  # autogenerate finds nothing to do
-        assert migrate.upgrade(store.engine) == migrate.head()  # a second run changes nothing
+        assert migrate.upgrade(store.engine) == migrate.HEAD  # a second run changes nothing
     finally:
         store.close()
 
@@ -40,7 +44,7 @@ def test_a_database_from_before_migrations_is_taken_up(tmp_path: Path, database:
     engine.dispose()
     store = Store.in_directory(tmp_path, database=database)
     try:
-        assert migrate.current_of(store.engine) == migrate.head()
+        assert migrate.current_of(store.engine) == migrate.HEAD
         assert migrate.differences(store.engine, metadata) == []
         user = store.user("anne")
         assert user is not None and user.role == "caregiver"  # nothing lost
@@ -57,9 +61,9 @@ def test_db_upgrade_from_two_processes_at_once_then_again(tmp_path: Path, databa
     for proc in both:
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-        assert f"revision {migrate.head()}" in out
+        assert f"revision {migrate.HEAD}" in out
     again = run(*args)
-    assert f"revision {migrate.head()}" in again.stdout
+    assert f"revision {migrate.HEAD}" in again.stdout
 
 
 def test_a_database_that_does_not_answer_is_named_in_plain_words(tmp_path: Path, postgres: Postgres) -> None:
