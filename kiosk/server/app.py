@@ -178,6 +178,7 @@ class Server:
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        self.calls.start()
         self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
