@@ -28,12 +28,13 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import api_schema, auth, calls, commands, enrollment, photos, schedule
-from kiosk.server.app import ConsoleProxy, Listen, Server
+from kiosk.server import api_schema, auth, backup, calls, commands, enrollment, migrate, photos, schedule
+from kiosk.server.app import DEFAULT_CALL_CONFIG, ConsoleProxy, Listen, Server
+from kiosk.server.ca import write_private
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, VisitRow
+from kiosk.server.store import DeviceRow, Store, StoreUnavailable, VisitRow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def data(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", type=Path, required=True, help="the server's data directory")
+        sp.add_argument("--database", metavar="URL", default=os.environ.get("KIOSK_DATABASE"),
+                        help="postgresql://USER@HOST/NAME for a shared PostgreSQL (the password from "
+                             "~/.pgpass); default: SQLite in the data directory (env KIOSK_DATABASE)")
 
     sp = sub.add_parser("init", help="create the CA, keys and database (serve does this too)")
     data(sp)
@@ -67,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
                     help="a reverse proxy's address: its X-Forwarded-For names the client, "
                          "so login back-off holds the guesser, not everyone (repeat)")
+
+    db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="sub", required=True)
+    sp = db.add_parser("upgrade", help="migrate the schema to this version's (serve does this too; safe to repeat)")
+    data(sp)
+
+    def passphrase(sp: argparse.ArgumentParser) -> None:
+        source = sp.add_mutually_exclusive_group(required=True)
+        source.add_argument("--passphrase-file", type=Path, help="a file holding the passphrase (its first line)")
+        source.add_argument("--passphrase-stdin", action="store_true", help="read the passphrase from standard input")
+
+    sp = sub.add_parser("backup", help="the database and the keys, encrypted with a passphrase (while serving)")
+    data(sp)
+    sp.add_argument("--out", type=Path, required=True, help="the backup file to write")
+    passphrase(sp)
+    sp = sub.add_parser("restore", help="a backup into a new, empty data directory (and empty database)")
+    data(sp)
+    sp.add_argument("--in", dest="backup", type=Path, required=True, help="the backup file")
+    passphrase(sp)
 
     tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
     sp = tok.add_parser("create", help="write N provisioning files")
@@ -290,8 +312,7 @@ def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = Server.open(args.data, args.municipality, args.server_name,
-                         CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
+    server = _open(args, CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
     runners = await server.start(args.device_listen, args.console_listen,
                                  True if args.console_https else None,
                                  ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)))
@@ -305,6 +326,52 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.stop(runners)
 
 
+def _open(args: argparse.Namespace, call_config: CallConfig = DEFAULT_CALL_CONFIG,
+          turn: TurnConfig | None = None) -> Server:
+    """The server's data directory and database, migrated; a database that cannot be opened ends it."""
+    try:
+        return Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
+                           getattr(args, "server_name", None), call_config, turn, database=args.database)
+    except (ValueError, StoreUnavailable) as exc:
+        fail(str(exc))
+
+
+def _passphrase(args: argparse.Namespace) -> bytes:
+    try:
+        text = args.passphrase_file.read_text() if args.passphrase_file else sys.stdin.read()
+    except OSError as exc:
+        fail(f"cannot read the passphrase: {exc}")
+    return text.splitlines()[0].encode() if text.strip() else b""
+
+
+def _restore(args: argparse.Namespace) -> None:
+    try:
+        sealed = args.backup.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read the backup: {exc}")
+    try:
+        manifest = backup.restore(sealed, _passphrase(args), args.data, args.database)
+    except backup.BackupError as exc:
+        fail(str(exc))
+    made = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.created_at))
+    print(f"restored the backup of {made} into {args.data}; root CA SHA-256 {manifest.ca_sha256}. "
+          "Start the server where the units expect it (same name and port): they reconnect by themselves.")
+
+
+def _write_backup(args: argparse.Namespace, server: Server) -> None:
+    try:
+        sealed = backup.make_backup(server.data, server.store, server.authority.ca_fingerprint, _passphrase(args))
+    except backup.BackupError as exc:
+        fail(str(exc))
+    staged = args.out.with_name(args.out.name + ".partial")
+    try:
+        write_private(staged, sealed)
+        os.replace(staged, args.out)
+    except OSError as exc:
+        fail(f"cannot write the backup: {exc}")
+    print(f"wrote {args.out} ({len(sealed) // 1024} KiB); keep it and its passphrase apart")
+
+
 def main(argv: list[str] | None = None) -> None:
     os.umask(0o077)  # keys, database and provisioning files are for the server's owner only
     args = _parser().parse_args(argv)
@@ -312,8 +379,12 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(_serve(args))
         return
-    server = Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
-                         getattr(args, "server_name", None))
+    if args.cmd == "restore":  # before anything is created in the data directory
+        _restore(args)
+        return
+    if args.cmd == "backup" and not (args.data / "ca.key").exists():
+        fail(f"no kiosk-server in {args.data} (run 'kiosk-server init', or 'kiosk-server restore' a backup)")
+    server = _open(args)
     actor = f"cli:{getpass.getuser()}"
     try:
         _run(args, server, actor)
@@ -326,6 +397,10 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
     store = server.store
     match args.cmd, getattr(args, "sub", None):
+        case "backup", _:
+            _write_backup(args, server)
+        case "db", "upgrade":
+            print(f"database schema at revision {migrate.current_of(store.engine)}")
         case "init", _:
             print(f"{server.authority.municipality}: root CA SHA-256 {server.authority.ca_fingerprint}")
         case "enroll-token", "create":

@@ -28,7 +28,7 @@ from kiosk.server.ca import Authority
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, UserRow
+from kiosk.server.store import DeviceRow, Store, StoreUnavailable, UserRow
 
 Q = TypeVar("Q")
 
@@ -174,6 +174,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except commands.CommandError as exc:
         return error(exc.status, exc.code, str(exc))
+    except StoreUnavailable as exc:  # nothing was saved, and the person is told so
+        response = error(503, "database-unavailable", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
 
 
 def _refuse_cross_site(request: web.Request, json_required: bool) -> None:

@@ -13,8 +13,9 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import signing
 from kiosk.protocol.wipe_journal import WipeStep
 from kiosk.server.commands import device_public_key
-from kiosk.server.store import Store
 from tests.harness import AgentProcess, ServerProcess, wait_until
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite, and again on PostgreSQL
 
 
 def _assign(server: ServerProcess, device_id: str, name: str = "Karen Jensen") -> None:
@@ -30,7 +31,7 @@ def _citizen_files(agent: AgentProcess) -> list[str]:
 
 def _verify_receipt(server: ServerProcess, view: dict[str, object]) -> m.WipeReceipt:
     """Check the receipt as an auditor would: signature against the device certificate."""
-    store = Store.in_directory(server.data)
+    store = server.store()
     row, device = store.command(str(view["id"])), store.device(str(view["device_id"]))
     store.close()
     assert row is not None and row.result_envelope is not None and device is not None
