@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from kiosk.protocol import screenshot
+from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
 from kiosk.server import assignment, commands, sheet, units
 from kiosk.server.console_api import ApiError, actor, make_provisioning_files, read_body, read_query, route
@@ -124,11 +126,14 @@ def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
 
 
 def _look(row: CommandRow) -> LookOut | None:
-    detail = _detail(row)
-    if row.outcome != "ok" or not isinstance(detail.get("answer"), str):
+    """The unit's answer as the screenshot rules read it (kiosk.protocol.screenshot)."""
+    if row.outcome != "ok":
         return None
-    png = detail.get("png")
-    return LookOut(detail["answer"], row.finished_at, png if isinstance(png, str) else None)
+    try:
+        taken = screenshot.read_result(_detail(row))
+    except ProtocolError:
+        return None  # refused on the way in already; nothing to show
+    return LookOut(taken.answer, row.finished_at, base64.b64encode(taken.png).decode() if taken.png else None)
 
 
 #: Commands whose mere timing speaks of a citizen's life (their visit plan): not listed to support.
