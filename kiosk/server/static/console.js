@@ -20,12 +20,13 @@
     return strings.failed + " " + why;
   }
 
-  // Queue a command and wait (a while) for the unit's answer; the caller reloads to show it.
+  // Queue a command and wait for the unit's answer (a look at the screen waits up to a minute for
+  // the citizen's yes or no); the caller then reloads the page to show it.
   async function command(unit, kind, statusElement) {
     const queued = await api("POST", "/api/devices/" + unit + "/commands", { kind });
     if (queued.status !== 202) return failure(queued);
     if (statusElement) statusElement.textContent = strings["command-sent"];
-    for (let i = 0; i < 60; i++) {
+    for (let i = 0; i < 180; i++) {
       const state = await api("GET", "/api/commands/" + queued.data.id);
       if (state.status === 200 && !["pending", "delivered"].includes(state.data.state)) return null;
       if (i === 5 && state.data && state.data.state === "pending" && statusElement) {
