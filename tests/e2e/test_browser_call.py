@@ -170,7 +170,8 @@ def test_unanswered_call_and_offline_screen_are_explained(
     screen, _, citizen_id = unit
     screen.start()  # rings, nobody answers
     page = _login(browser, server, "anne")
-    page.click("#lang")  # in English this time
+    page.click("#lang")  # in English this time: the page is rendered again in English
+    page.wait_for_selector("html[lang=en]")
     page.click(f"button[data-citizen='{citizen_id}']")
     page.wait_for_selector("#ended:not([hidden])", timeout=30_000)
     assert page.inner_text("#ended-reason") == ending_text("en", "not_answered")
