@@ -123,13 +123,16 @@ def test_the_pre_visit_check_warns_when_the_screen_is_off(
     citizen_id = server.add_citizen("Karen Jensen", device_id, "anne")
     caregiver.request("POST", f"/api/citizens/{citizen_id}/visits",
                       {"at": time.time() + 300, "staff_name": "Anne", "staff_role": "sygeplejerske"})
-    # online: the server asks the unit for fresh diagnostics before the visit, and all is well
+    # online: the server asks the unit for fresh diagnostics before the visit; this unit has no
+    # screen app running and no camera or microphone, and the caregiver is told each of these
     wait_until(lambda: [e for e in server.cli_json("audit", "list") if e["action"] == "command-queued"
                         and e["actor"] == "server" and e["detail"]["kind"] == "diagnostics"], 90, 0.5,
                what="the server's own diagnostics before the visit")
-    assert caregiver.request("GET", "/api/pre-visit-warnings") == (200, [])
+    warned = wait_until(lambda: [w for w in caregiver.request("GET", "/api/pre-visit-warnings")[1]
+                                 if "no-camera" in w["reasons"]], 30, 0.3, what="the unit's diagnostics judged")
+    assert warned[0]["reasons"] == ["screen-app-down", "no-camera", "no-microphone"]
 
     agent.stop()
-    warnings = wait_until(lambda: caregiver.request("GET", "/api/pre-visit-warnings")[1], 20, 0.2,
-                          what="a warning once the unit is off")
-    assert warnings[0]["citizen_id"] == citizen_id and warnings[0]["reasons"] == ["offline"]
+    warnings = wait_until(lambda: [w for w in caregiver.request("GET", "/api/pre-visit-warnings")[1]
+                                   if w["reasons"] == ["offline"]], 20, 0.2, what="a warning once the unit is off")
+    assert warnings[0]["citizen_id"] == citizen_id and warnings[0]["last_seen"] is not None
