@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -16,9 +18,10 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import console_api, device_api, openapi, runtime, staff_socket  # noqa: F401 (registers its route)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
+from kiosk.server.commands import CommandDesk
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
 from kiosk.server.request_log import RequestLog
@@ -91,6 +94,8 @@ class Server:
     authority: Authority
     hub: Hub
     calls: CallManager
+    desk: CommandDesk
+    _runtime_watch: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
@@ -100,7 +105,8 @@ class Server:
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data, clock)
         hub = Hub(store)
-        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
+                   CommandDesk(store, authority, hub))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
@@ -108,6 +114,7 @@ class Server:
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
         app[device_api.CALLS] = self.calls
+        app[device_api.DESK] = self.desk
         app.add_routes(routes)
         return app
 
@@ -151,6 +158,7 @@ class Server:
             console_https = not console.loopback
         if not console_https and not console.loopback:
             raise ValueError("the console may use plain HTTP only on a loopback address")
+        runtime.prepare()
         runners = []
         for app, listen, tls in (
             (self.device_app(), device, device_tls(self.authority)),
@@ -163,12 +171,20 @@ class Server:
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        runtime.settle()  # what start-up built lives as long as the process: out of the collector's way
+        self._runtime_watch = asyncio.create_task(
+            runtime.watch(lambda: (self.hub.attaches, len(self.hub.links))), name="runtime-watch")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
         return runners
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
+        if self._runtime_watch is not None:
+            self._runtime_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runtime_watch
         await self.hub.stop()
+        await self.desk.drain()
         for runner in runners:
             await runner.cleanup()
         self.store.close()

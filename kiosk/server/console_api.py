@@ -25,7 +25,7 @@ from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
 from kiosk.server import audit, auth, calls, commands, schedule
 from kiosk.server.ca import Authority
-from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
+from kiosk.server.device_api import AUTHORITY, DESK, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
 from kiosk.server.store import DeviceRow, Store, UserRow
@@ -345,9 +345,8 @@ async def send_command(request: web.Request) -> web.StreamResponse:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
             raise ApiError(400, "unknown-kind", f"unknown command {kind[:40]!r}; choose one of {mine}")
     req = decode(s.CommandRequest, raw)
-    command = commands.queue(request.app[STORE], request.app[AUTHORITY], request.match_info["device_id"],
-                             s.command_action(req), _actor(request), req.expires_in)
-    await request.app[HUB].deliver_pending(command.device_id)
+    command = await request.app[DESK].send(request.match_info["device_id"], s.command_action(req),
+                                           _actor(request), req.expires_in)
     row = request.app[STORE].command(command.id)
     assert row is not None  # just stored; commands are never deleted
     return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)

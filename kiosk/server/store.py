@@ -536,6 +536,24 @@ class Store:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
+    def deliverable_commands(self) -> list[tuple[str, str]]:
+        """(command id, device id) of every command to send now, oldest first; no envelopes."""
+        q = (sa.select(commands.c.id, commands.c.device_id)
+             .where(commands.c.state.in_(sorted(lifecycle.DELIVERABLE)), commands.c.expires_at > self.clock())
+             .order_by(commands.c.created_at))
+        with self.engine.connect() as conn:
+            return [(row.id, row.device_id) for row in conn.execute(q)]
+
+    def envelopes(self, command_ids: list[str]) -> dict[str, bytes]:
+        """The signed envelopes of these commands, by id (asked for in slices: a query's parameters are bounded)."""
+        found: dict[str, bytes] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(command_ids), 500):
+                q = sa.select(commands.c.id, commands.c.envelope).where(
+                    commands.c.id.in_(command_ids[start:start + 500]))
+                found.update((row.id, row.envelope) for row in conn.execute(q))
+        return found
+
     def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
                       **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
         """Feed a command's lifecycle one event and write what changed (with the extra columns given).
@@ -561,7 +579,11 @@ class Store:
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
-            self._step_command(conn, command_id, lifecycle.Acknowledged())
+            self.acknowledge(conn, command_id)
+
+    def acknowledge(self, conn: Connection, command_id: str) -> None:
+        """The device holds the command: mark it delivered inside the caller's transaction."""
+        self._step_command(conn, command_id, lifecycle.Acknowledged())
 
     def expire_commands(self) -> list[str]:
         """Open commands past their expiry become 'expired'; returns their ids."""
