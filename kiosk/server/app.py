@@ -171,6 +171,7 @@ class Server:
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        self.calls.start()
         runtime.settle()  # what start-up built lives as long as the process: out of the collector's way
         self._runtime_watch = asyncio.create_task(
             runtime.watch(lambda: (self.hub.attaches, len(self.hub.links))), name="runtime-watch")
