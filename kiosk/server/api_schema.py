@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
@@ -40,15 +41,21 @@ DeviceIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=
 def _command_request(action: type[m.Message], bulk: bool = False) -> type[msgspec.Struct]:
     """``{"kind": K, "args": {...}, "expires_in": S}`` for one command kind, from its action struct;
     ``bulk`` adds ``"device_ids": [...]``."""
-    fields = msgspec.structs.fields(action)
-    args = msgspec.defstruct(f"{action.__name__}Args", [(f.name, f.type, _default(f)) for f in fields],
-                             forbid_unknown_fields=True, module=__name__)
-    needs_args = any(f.required for f in fields)
+    args = _command_args(action)
+    needs_args = any(f.required for f in msgspec.structs.fields(action))
     return msgspec.defstruct(f"{action.__name__}{'Bulk' if bulk else ''}Command", [
         *([("device_ids", DeviceIds)] if bulk else []),
         ("args", args, msgspec.NODEFAULT if needs_args else msgspec.field(default_factory=args)),
         ("expires_in", Seconds, 24 * 3600.0),
     ], tag_field="kind", tag=action.__struct_config__.tag, forbid_unknown_fields=True, module=__name__)
+
+
+@functools.cache
+def _command_args(action: type[m.Message]) -> type[msgspec.Struct]:
+    """The arguments of one command kind: one type, shared by the single and the bulk request."""
+    return msgspec.defstruct(f"{action.__name__}Args",
+                             [(f.name, f.type, _default(f)) for f in msgspec.structs.fields(action)],
+                             forbid_unknown_fields=True, module=__name__)
 
 
 def _default(field: msgspec.structs.FieldInfo) -> Any:
