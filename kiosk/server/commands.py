@@ -24,11 +24,12 @@ from sqlalchemy.engine import Connection
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
+from kiosk.protocol.command_lifecycle import CommandLife
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
 from kiosk.server.group_commit import GroupCommit
 from kiosk.server.hub import Hub
-from kiosk.server.store import CommandRow, Store
+from kiosk.server.store import CommandRow, DeviceRow, NewAuditEntry, NewCommand, Store
 
 log = logging.getLogger("kiosk.server.commands")
 
@@ -96,6 +97,12 @@ class _Signed:
     queued: Queued
     actor: str
 
+    @property
+    def row(self) -> NewCommand:
+        command = self.queued.command
+        return NewCommand(command.id, command.device_id, command.kind, self.queued.envelope, self.actor,
+                          command.expires_at)
+
 
 @dataclass(frozen=True)
 class _Verified:
@@ -105,13 +112,18 @@ class _Verified:
     envelope: m.SignedEnvelope
 
 
-def _prepare(store: Store, authority: Authority, item: Write) -> _Signed | _Verified | Acknowledgement:
-    """The checks and the cryptography, before any write lock is taken; raises for a bad item."""
+def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str, DeviceRow],
+             owners: dict[str, str]) -> _Signed | _Verified | Acknowledgement:
+    """The checks and the cryptography, before any write lock is taken; raises for a bad item.
+
+    ``devices``, ``owners``: the rows of the devices the batch's commands are for, and the
+    device of each command a result claims, read once for the whole batch.
+    """
     match item:
         case QueueRequest(device_id=device_id, action=action, actor=actor, ttl_seconds=ttl_seconds):
             if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
                 raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
-            device = store.device(device_id)
+            device = devices.get(device_id)
             if device is None:
                 raise CommandError("unknown-device", f"no device with id {device_id}", 404)
             if device.revoked_at is not None:
@@ -124,39 +136,37 @@ def _prepare(store: Store, authority: Authority, item: Write) -> _Signed | _Veri
             result = signing.open_result(envelope, device_public_key(cert_pem))
             if result.device_id != device_id:
                 raise ProtocolError("wrong-device", "result names another device")
-            row = store.command(result.command_id)
-            if row is None or row.device_id != device_id:
+            if owners.get(result.command_id) != device_id:
                 raise ProtocolError("unknown-command", f"no command {result.command_id} for this device")
             return _Verified(result, envelope)
         case Acknowledgement():
             return item
 
 
-def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Acknowledgement) -> Written:
+def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Acknowledgement,
+               audits: list[NewAuditEntry], lives: dict[str, CommandLife]) -> Written:
+    """Write what is this item's alone; its audit entry goes to ``audits``, appended with the batch's."""
     match item:
-        case _Signed(queued=Queued(command=command, envelope=envelope) as queued, actor=actor):
-            store.add_command(conn, command.id, command.device_id, command.kind, envelope, actor,
-                              command.expires_at)
+        case _Signed(queued=Queued(command=command) as queued, actor=actor):  # stored with the batch's
             # Personal data (an assignment's citizen name) stays out of the audit log.
-            store.append_audit(conn, actor, "command-queued", command.device_id, command_id=command.id,
-                               kind=command.kind, expires_at=command.expires_at)
+            audits.append(NewAuditEntry(actor, "command-queued", command.device_id, {
+                "command_id": command.id, "kind": command.kind, "expires_at": command.expires_at}))
             return queued
         case _Verified(result=result, envelope=envelope):
             device_id = result.device_id
             fresh = store.finish_command(conn, result.command_id, result.outcome, result.reason,
-                                         m.encode(envelope), m.to_builtins(result))
+                                         m.encode(envelope), m.to_builtins(result), lives)
             if fresh:
                 action = "wipe-receipt" if result.kind == "wipe" and result.outcome == "ok" else "command-result"
                 if action == "wipe-receipt":
                     store.release_device(conn, device_id)
-                store.append_audit(conn, f"device:{device_id}", action, device_id,
-                                   command_id=result.command_id, kind=result.kind, outcome=result.outcome,
-                                   reason=result.reason,
-                                   receipt=result.detail if action == "wipe-receipt" else None,
-                                   signature=envelope.signature.hex())
+                audits.append(NewAuditEntry(f"device:{device_id}", action, device_id, {
+                    "command_id": result.command_id, "kind": result.kind, "outcome": result.outcome,
+                    "reason": result.reason, "receipt": result.detail if action == "wipe-receipt" else None,
+                    "signature": envelope.signature.hex()}))
             return result
         case Acknowledgement(command_id=command_id):
-            store.acknowledge(conn, command_id)
+            store.acknowledge(conn, command_id, lives)
             return None
 
 
@@ -166,14 +176,31 @@ def write_batch(store: Store, authority: Authority, items: Sequence[Write]) -> l
     Returns one outcome per item: what was written, or the CommandError / ProtocolError that
     refused it (nothing of a refused item is written). An error of the database fails all.
     """
+    devices = store.devices_by_id([item.device_id for item in items if isinstance(item, QueueRequest)])
+    owners = store.command_owners([claimed_command_id(item.envelope) for item in items if isinstance(item, Report)])
     prepared: list[_Signed | _Verified | Acknowledgement | Exception] = []
     for item in items:
         try:
-            prepared.append(_prepare(store, authority, item))
+            prepared.append(_prepare(store, authority, item, devices, owners))
         except (CommandError, ProtocolError) as exc:
             prepared.append(exc)
+    audits: list[NewAuditEntry] = []
     with store.tx() as conn:
-        return [p if isinstance(p, Exception) else _write_one(store, conn, p) for p in prepared]
+        store.add_commands(conn, [p.row for p in prepared if isinstance(p, _Signed)])
+        lives = store.command_lives(conn, [p.command_id if isinstance(p, Acknowledgement) else p.result.command_id
+                                           for p in prepared if isinstance(p, Acknowledgement | _Verified)])
+        outcomes = [p if isinstance(p, Exception) else _write_one(store, conn, p, audits, lives) for p in prepared]
+        store.append_audits(conn, audits)
+    return outcomes
+
+
+def claimed_command_id(envelope: m.SignedEnvelope) -> str:
+    """The command id a result claims, before its signature is checked: to look the command up, or to
+    tell the device which result was refused."""
+    try:
+        return m.COMMAND_RESULT.decode(envelope.payload).command_id
+    except ProtocolError:
+        return ""
 
 
 def _single(store: Store, authority: Authority, item: Write) -> Written:

@@ -205,7 +205,7 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
                 result = await desk.report(link.device_id, link.cert_pem, envelope)
             except ProtocolError as exc:
                 log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
-                await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False,
+                await link.send(m.ResultAck(command_id=commands.claimed_command_id(envelope), accepted=False,
                                             reason=exc.reason))
                 return
             if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
@@ -217,14 +217,6 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
         case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
             hub.seen(link)
             await calls.from_device(link.device_id, message)
-
-
-def _claimed_command_id(envelope: m.SignedEnvelope) -> str:
-    """The id a refused result claims, only to tell the device which one we refused."""
-    try:
-        return m.COMMAND_RESULT.decode(envelope.payload).command_id
-    except ProtocolError:
-        return ""
 
 
 def routes() -> list[web.RouteDef]:
