@@ -28,7 +28,8 @@ What is measured
                   then a burst: --burst commands at once to distinct devices; then a
                   mass operation: --mass commands at once to distinct devices, not
                   polled: from the first POST to the last ResultAck, commands per second
-                  end to end (each checked "done" through the API afterwards).
+                  end to end (each checked "done" through the API afterwards); with
+                  --bulk through the bulk path, one request per 1000 units.
   responsiveness  a separate probe process asks the console for /api/me (401, no database)
                   every 20 ms: its latency is the server's event-loop lag, by phase;
                   also this process's own loop lag and full-GC pauses, so a stall of the
@@ -608,12 +609,39 @@ async def mass_command(http: aiohttp.ClientSession, console: str, fleet: Fleet, 
         api_done=None, state=command_id)  # the id, until the API is asked for the state
 
 
+async def bulk_commands(http: aiohttp.ClientSession, console: str, fleet: Fleet, targets: list[SimDevice],
+                        timeout: float) -> list[CommandSample | BaseException]:
+    """The same, through the bulk path: one POST /api/commands per 1000 units."""
+    async def one_request(devices: list[SimDevice]) -> list[CommandSample | BaseException]:
+        sent_at, t0 = time.time(), time.perf_counter()
+        async with http.post(f"{console}/api/commands", json={
+                "kind": "ping", "device_ids": [d.device_id for d in devices], "expires_in": 60}) as r:
+            body = await r.json()
+            if r.status != 202:
+                return [RuntimeError(f"POST commands: HTTP {r.status} {body}")] * len(devices)
+        t1 = time.perf_counter()
+        timings = [fleet.timing(q["id"]) for q in body["queued"]]
+        await asyncio.wait([asyncio.ensure_future(t.done.wait()) for t in timings], timeout=timeout)
+        return [CommandSample(sent_at=sent_at, post=t1 - t0,
+                              delivery=t.delivered - t0 if t.delivered is not None else None,
+                              recorded=t.acked - t0 if t.acked is not None else None,
+                              api_done=None, state=q["id"])
+                for q, t in zip(body["queued"], timings, strict=True)] + \
+            [RuntimeError(f"refused: {x['error']}") for x in body["refused"]]
+
+    parts = await asyncio.gather(*(one_request(targets[i:i + 1000]) for i in range(0, len(targets), 1000)))
+    return [sample for part in parts for sample in part]
+
+
 async def mass_phase(http: aiohttp.ClientSession, console: str, fleet: Fleet, targets: list[SimDevice],
-                     timeout: float, pid: int) -> dict[str, Any]:
+                     timeout: float, pid: int, bulk: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     cpu = CpuMeter(pid)
-    results = await asyncio.gather(*(mass_command(http, console, fleet, d, timeout) for d in targets),
-                                   return_exceptions=True)
+    if bulk:
+        results = await bulk_commands(http, console, fleet, targets, timeout)
+    else:
+        results = list(await asyncio.gather(*(mass_command(http, console, fleet, d, timeout) for d in targets),
+                                            return_exceptions=True))
     wall = time.perf_counter() - t0  # first POST sent -> last ResultAck (or time-out)
     used = cpu.stop()
     samples = [s for s in results if isinstance(s, CommandSample)]
@@ -766,7 +794,7 @@ async def fleet_phase(args: argparse.Namespace, server: ServerProcess, roots: li
                 live = [d for d in still if d.connected]
                 report["mass"] = await mass_phase(http, server.console_url, fleet,
                                                   rng.sample(live, min(args.mass, len(live))),
-                                                  args.command_timeout, pid)
+                                                  args.command_timeout, pid, args.bulk)
             # Logins that fail, one after another, as anyone who reaches the console port can
             # send: the probe shows whether they hold up the server's device traffic.
             marks.append(("failed logins", time.time()))
@@ -919,6 +947,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=50, help="then this many commands at once (0: none)")
     p.add_argument("--mass", type=int, default=1000,
                    help="then this many at once, not polled: commands per second end to end (0: none)")
+    p.add_argument("--bulk", action="store_true",
+                   help="send the mass operation through POST /api/commands (1000 units a request)")
     p.add_argument("--before", type=Path,
                    help="a source tree of the server before a change: measured first, on the same devices")
     p.add_argument("--logins", type=int, default=5, help="failed logins at the end, watching server lag")
