@@ -645,9 +645,12 @@ async def mass_phase(http: aiohttp.ClientSession, console: str, fleet: Fleet, ta
     wall = time.perf_counter() - t0  # first POST sent -> last ResultAck (or time-out)
     used = cpu.stop()
     samples = [s for s in results if isinstance(s, CommandSample)]
-    for sample in samples:  # then ask the API, once each, untimed
-        async with http.get(f"{console}/api/commands/{sample.state}") as r:
-            sample.state = (await r.json())["state"]
+    for sample in samples:  # then ask the API, once each, untimed; an overwhelmed server is a figure too
+        try:
+            async with http.get(f"{console}/api/commands/{sample.state}") as r:
+                sample.state = (await r.json())["state"]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            sample.state = f"not answered: {type(exc).__name__}"
     out = command_summary(samples, len(targets))
     out["wall_s"], out["cpu"] = wall, used
     out["commands_per_s"] = out["done"] / wall if wall else None
