@@ -18,9 +18,10 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import console_api, device_api, openapi, runtime, staff_socket  # noqa: F401 (registers its route)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
+from kiosk.server.commands import CommandDesk
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
 from kiosk.server.request_log import RequestLog
@@ -100,8 +101,10 @@ class Server:
     authority: Authority
     hub: Hub
     calls: CallManager
+    desk: CommandDesk
     _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
     _renewal: asyncio.Task[None] | None = None
+    _runtime_watch: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
@@ -112,7 +115,8 @@ class Server:
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data, clock, database)
         hub = Hub(store)
-        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
+                   CommandDesk(store, authority, hub))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
@@ -120,6 +124,7 @@ class Server:
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
         app[device_api.CALLS] = self.calls
+        app[device_api.DESK] = self.desk
         app.add_routes(routes)
         return app
 
@@ -163,6 +168,7 @@ class Server:
             console_https = not console.loopback
         if not console_https and not console.loopback:
             raise ValueError("the console may use plain HTTP only on a loopback address")
+        runtime.prepare()
         runners = []
         self.renew_tls()  # before the contexts load the certificate
         for app, listen, tls in (
@@ -180,6 +186,9 @@ class Server:
         self.hub.start()
         self.calls.start()
         self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
+        runtime.settle()  # what start-up built lives as long as the process: out of the collector's way
+        self._runtime_watch = asyncio.create_task(
+            runtime.watch(lambda: (self.hub.attaches, len(self.hub.links))), name="runtime-watch")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
         return runners
@@ -203,11 +212,13 @@ class Server:
                 log.error("could not renew the server certificate (%s); trying again in an hour", exc)
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
+        for task in (self._renewal, self._runtime_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.hub.stop()
+        await self.desk.drain()
         for runner in runners:
             await runner.cleanup()
         self.store.close()

@@ -44,6 +44,7 @@ AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CALLS: web.AppKey[CallManager] = web.AppKey("calls", CallManager)
+DESK: web.AppKey[commands.CommandDesk] = web.AppKey("desk", commands.CommandDesk)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -69,13 +70,13 @@ async def enroll(request: web.Request) -> web.Response:
         key = ca.key_fingerprint(ca.device_key(req.csr_pem))  # a bad CSR never touches the token
     except ProtocolError as exc:
         return error(400, exc.reason, f"enrollment request refused: {exc.detail}")
-    try:
-        return _enroll(request, authority, store, req, key)
+    try:  # the certificate's signature and the transaction run off the event loop: units stay served
+        return await asyncio.to_thread(_enroll, request.remote, authority, store, req, key)
     except (Contended, sa.exc.IntegrityError):  # a retry raced its own first request: ask it to try again
         return error(503, "busy", "another request for this token is being handled; try again")
 
 
-def _enroll(request: web.Request, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
+def _enroll(peer: str | None, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
     version = req.agent_version[:64]
     serial = "".join(c for c in req.serial_number if c.isprintable())[:64]
     token_hash, now = sha256_hex(req.token), store.clock()
@@ -99,13 +100,13 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                 if approved:
                     store.set_hold_state(conn, token_hash, enrollment.ENROLLED)
                 store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
-                                   agent_version=version, approved=approved, peer=request.remote)
+                                   agent_version=version, approved=approved, peer=peer)
                 log.info("device %s enrolled", device_id)
                 return _enrolled(authority, device_id, cert_pem)
             case enrollment.Repeat(device_id=device_id):
                 assert issued is not None
                 store.append_audit(conn, f"device:{device_id}", "device-enrollment-retried", device_id,
-                                   agent_version=version, peer=request.remote)
+                                   agent_version=version, peer=peer)
                 log.info("device %s repeated its enrollment (its first answer was lost)", device_id)
                 return _enrolled(authority, device_id, issued.cert_pem)
             case enrollment.Wait(device_id=reserved):
@@ -116,11 +117,11 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                     # not let in yet, so what it says is not written for good
                     store.append_audit(conn, "anonymous", "enrollment-held", device_id,
                                        batch=enrollment.batch_label(token.created_at, token.created_by),
-                                       peer=request.remote)
+                                       peer=peer)
                     log.info("unit %s held for approval: its token expired unused", device_id)
                 return json_response(m.EnrollHeld(device_id, enrollment.held_message(device_id, serial)), status=202)
             case enrollment.Refuse(code=code, message=message):
-                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=request.remote)
+                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=peer)
                 return error(REFUSAL_STATUS[code], code, message)
 
 
@@ -160,7 +161,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         log.info("refused device socket: %s", peer.text)
         return peer
     device_id, cert_pem = peer
-    hub, store = request.app[HUB], request.app[STORE]
+    hub = request.app[HUB]
     ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=HEARTBEAT_INTERVAL_SECONDS * 2)
     await ws.prepare(request)
 
@@ -181,7 +182,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
                 with _database_may_fail(device_id):
-                    await _handle(link, frame.data.encode(), hub, store, request.app[CALLS], retries)
+                    await _handle(link, frame.data.encode(), hub, request.app[DESK], request.app[CALLS], retries)
             elif frame.type == WSMsgType.BINARY:
                 await send(m.Rejected(reason="malformed", detail="text frames only"))
             elif frame.type == WSMsgType.ERROR:
@@ -206,7 +207,7 @@ def _database_may_fail(device_id: str) -> Iterator[None]:
         log.warning("device %s: %s", device_id, exc)
 
 
-async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: CallManager,
+async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.CommandDesk, calls: CallManager,
                   retries: set[asyncio.Task[None]]) -> None:
     try:
         message = m.DEVICE_TO_SERVER.decode(data)
@@ -222,13 +223,13 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
                 await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=hub.clock()))
         case m.CommandAck(command_id=command_id):
             hub.seen(link)
-            store.mark_delivered(command_id)
+            desk.acknowledged(command_id)
         case m.ResultDelivery(envelope=envelope):
             try:
-                await _accept_result(link, envelope, hub, store)
+                await _accept_result(link, envelope, hub, desk)
             except StoreUnavailable as exc:
                 log.warning("device %s: its result waits (%s)", link.device_id, exc)
-                retry = asyncio.create_task(_accept_result_when_stored(link, envelope, hub, store))
+                retry = asyncio.create_task(_accept_result_when_stored(link, envelope, hub, desk))
                 retries.add(retry)
                 retry.add_done_callback(retries.discard)
         case m.Rejected(reason=reason):
@@ -238,13 +239,14 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
             await calls.from_device(link.device_id, message)
 
 
-async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, store: Store) -> None:
+async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, desk: commands.CommandDesk) -> None:
     """Store a verified result, then acknowledge it: the unit keeps it until it hears so."""
     try:
-        result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
+        result = await desk.report(link.device_id, link.cert_pem, envelope)
     except ProtocolError as exc:
         log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
-        await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False, reason=exc.reason))
+        await link.send(m.ResultAck(command_id=commands.claimed_command_id(envelope), accepted=False,
+                                    reason=exc.reason))
         return
     if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
         link.state = commands.STATE_AFTER[result.kind]
@@ -252,21 +254,14 @@ async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub,
     await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
 
 
-async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, store: Store) -> None:
+async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub,
+                                     desk: commands.CommandDesk) -> None:
     while True:
         await asyncio.sleep(RESULT_RETRY_SECONDS)
         with contextlib.suppress(StoreUnavailable):
-            await _accept_result(link, envelope, hub, store)
+            await _accept_result(link, envelope, hub, desk)
             log.info("device %s: its result is stored now", link.device_id)
             return
-
-
-def _claimed_command_id(envelope: m.SignedEnvelope) -> str:
-    """The id a refused result claims, only to tell the device which one we refused."""
-    try:
-        return m.COMMAND_RESULT.decode(envelope.payload).command_id
-    except ProtocolError:
-        return ""
 
 
 def routes() -> list[web.RouteDef]:
