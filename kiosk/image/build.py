@@ -169,7 +169,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                         built_at=now.isoformat(timespec="seconds"))
     try:
         with progress.step("fetching our wheel and its pinned dependencies"):
-            wheel_files = wheels.fetch(r.arch, r.python_from_debian, opts.cache / "pip", work / "wheels", log)
+            wheel_files = wheels.fetch(r.arch, r.wheels_left_out, opts.cache / "pip", work / "wheels", log)
         with progress.step(f"building the {r.suite} {r.arch} root (mmdebstrap; see {log.name})"):
             _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, log, progress)
         with progress.step("installing the project into the root"):
@@ -190,7 +190,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                                data_mib=r.layout.data_mib)
             _boot_partitions(r, plan, root, work / "boot", parts, hash_offset, root_hash, opts.debug)
             data_tree = work / "data"
-            for sub in ("kiosk", "journal"):
+            for sub in ("kiosk", "journal", "network"):  # network: NetworkManager's profiles
                 (data_tree / sub).mkdir(parents=True, mode=0o700)
             run(["mkfs.ext4", "-q", "-L", "data", "-E", "root_owner=0:0", "-d", data_tree,
                  parts / "data.img", f"{r.layout.data_mib}M"])
