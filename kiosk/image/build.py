@@ -108,7 +108,9 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
 
 def _erofs_verity(root: Path, dest: Path, log: Path) -> tuple[int, str]:
     """The root as erofs with its verity hash tree appended; (hash offset, root hash)."""
-    run(["mkfs.erofs", "-zlz4hc", dest, root], log=log)
+    # lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for
+    # a smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
+    run(["mkfs.erofs", "-zlz4hc,12", "-C65536", dest, root], log=log)
     data_size = dest.stat().st_size
     if data_size % BLOCK:
         raise BuildError(f"the erofs image is {data_size} bytes, not a whole number of {BLOCK}-byte blocks")
@@ -190,7 +192,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                                data_mib=r.layout.data_mib)
             _boot_partitions(r, plan, root, work / "boot", parts, hash_offset, root_hash, opts.debug)
             data_tree = work / "data"
-            for sub in ("kiosk", "journal", "network"):  # network: NetworkManager's profiles
+            for sub in ("kiosk", "journal"):
                 (data_tree / sub).mkdir(parents=True, mode=0o700)
             run(["mkfs.ext4", "-q", "-L", "data", "-E", "root_owner=0:0", "-d", data_tree,
                  parts / "data.img", f"{r.layout.data_mib}M"])

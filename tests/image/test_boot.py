@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from kiosk.image import bootcfg, gpt, recipe
+from kiosk.provision import keyholder
+from tests import swtpm
 from tests.harness import ServerProcess, free_port, wait_until
 from tests.image.vm import OVMF_CODE, SERVER_IN_GUEST, SERVER_PORT_IN_GUEST, Vm
 from tests.ui.images import differing_share, load
@@ -138,14 +140,20 @@ def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     subprocess.run(["mkfs.vfat", "-C", "-n", "STICK", str(stick), "8192"], check=True, capture_output=True)
     # a wipe on this unit stops at its fail point, for the power to be cut there
     set_kernel_args(disk, work, failpoint_args("wipe:key-destroyed=hold"))
-    vm = Vm(disk, work, server.device_port, ssh_probe_port=free_port()).start()
+    # a PC with a TPM: the unit keeps the citizen data's key-encryption key there
+    tpm = swtpm.Swtpm(work / "tpm", for_qemu=True).start() if swtpm.available() else None
+    vm = Vm(disk, work, server.device_port, ssh_probe_port=free_port(),
+            tpm_ctrl=tpm.ctrl if tpm else None).start()
     try:
         device_id = wait_online(server, vm)
         yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id, "work": work, "stick": stick,
-               "root_a": root_a, "root_before": root_before, "online_after": time.monotonic() - vm.started_at}
+               "root_a": root_a, "root_before": root_before, "online_after": time.monotonic() - vm.started_at,
+               "tpm": tpm}
     finally:
         if vm:
             vm.stop()
+        if tpm:
+            tpm.stop()
         server.stop()
 
 
@@ -251,6 +259,9 @@ def test_a_power_cut_in_the_middle_of_a_wipe_is_finished_at_the_next_boot(unit: 
     receipt = view["result"]["detail"]
     assert {"assignment-key", "citizen-data"} <= set(receipt["erased"]), receipt
     assert receipt["resumed_after_interruption"] is True, receipt
+    assert receipt["key_fingerprint"], receipt  # the citizen's key existed, and was read to be destroyed
+    if unit["tpm"]:
+        assert "tpm-key-encryption-key" in receipt["erased"], receipt
     assert wait_online(server, vm) == device_id
     wait_for_the_ready_screen(vm, "screen-amd64-after-wipe.png")
 
@@ -260,10 +271,13 @@ def test_after_shutdown_the_root_is_untouched_and_data_fills_the_disk(unit: dict
     disk: Path = unit["disk"]
     assert sha256_range(disk, unit["root_a"].offset, unit["root_a"].size) == unit["root_before"]
     assert data_grown(disk), "data was not grown to the end"
-    # NetworkManager keeps its profiles (staff's Wi-Fi) there, not on the tmpfs /var
-    listing = subprocess.run(["debugfs", "-R", "stat /network", f"{disk}?offset={gpt.find(disk, 'data').offset}"],
-                             capture_output=True, text=True, check=True).stdout
-    assert "Mode:  0700" in listing and "Type: directory" in listing, listing
+    if tpm := unit["tpm"]:
+        # the unit's TPM, looked at with the VM off: the wipe undefined the key-encryption key
+        # (systemd's own objects may be there; ours is not)
+        tpm.stop()
+        tpm.for_qemu = False
+        tpm.start()
+        assert int(keyholder.NV_INDEX, 16) not in [int(i, 16) for i in tpm.nv_indices()], tpm.nv_indices()
 
 
 def _mtools(*args: str) -> bytes:
