@@ -100,7 +100,8 @@ class ServerProcess:
              "--device-listen", f"127.0.0.1:{self.device_port}",
              "--console-listen", f"127.0.0.1:{self.console_port}", *self.database_args, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, text=True)
-        wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 20, what="server ports")
+        # 60 s: at a load average of 70 on this shared machine the server took more than 20 s to listen
+        wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 60, what="server ports")
         return self
 
     def stop(self) -> None:
