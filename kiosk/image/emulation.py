@@ -1,0 +1,98 @@
+"""Less work under emulation, for a root of a foreign architecture (arm64 built on amd64).
+
+Every maintainer script of a foreign root runs through qemu-user, many times slower
+than natively. Two kinds of work dominate and neither needs the foreign CPU:
+
+- ``update-initramfs`` runs from the kernel's postinst and again from the trigger of
+  every package that ships initramfs hooks, each time packing the whole initramfs.
+  While packages are installed it is a no-op (a dpkg diversion, so the package's own
+  file is kept aside and put back); customize.sh then makes the one initramfs.
+- ``py3compile`` (run by every ``python3-*`` postinst) is a no-op too. Bytecode does
+  not depend on the CPU, only on the Python version, so the root's Python files are
+  compiled afterwards by the image's own Python release running natively: a small tools
+  tree of the image's suite for the build host's architecture (as mkosi's ToolsTree does).
+
+Native builds (amd64 on amd64) do none of this: there the scripts run at full speed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+from kiosk.image.manifest import parse_dpkg_status
+from kiosk.image.progress import run
+from kiosk.image.recipe import Recipe
+
+# Commands that are no-ops while packages are installed; their real selves are restored after.
+DEFERRED = ("/usr/sbin/update-initramfs", "/usr/bin/py3compile")
+_ASIDE = ".kiosk-deferred"
+_STUB = "#!/bin/sh\n# kiosk-image: deferred while the packages are installed (kiosk/image/emulation.py)\nexit 0\n"
+# What Debian byte-compiles with py3compile; the stdlib is compiled by python3.13's own postinst.
+PYTHON_TREES = ("usr/lib/python3/dist-packages", "usr/share/python3")
+PYTHON_RUNTIME = "libpython3.13-minimal"
+
+
+class EmulationError(RuntimeError):
+    pass
+
+
+def host_arch() -> str:
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def is_foreign(arch: str) -> bool:
+    return arch != host_arch()
+
+
+def defer_hooks() -> list[str]:
+    """mmdebstrap options: divert the deferred commands before the packages are installed..."""
+    steps = [f'dpkg-divert --root="$1" --local --rename --divert {cmd}{_ASIDE} --add {cmd} >/dev/null '
+             f'&& printf %s {shlex.quote(_STUB)} > "$1"{cmd} && chmod 755 "$1"{cmd}' for cmd in DEFERRED]
+    return ["--essential-hook=" + " && ".join(steps)]
+
+
+def restore_hooks() -> list[str]:
+    """...and put the real commands back once they are (before customize.sh uses them)."""
+    steps = [f'rm "$1"{cmd} && dpkg-divert --root="$1" --local --rename --remove {cmd} >/dev/null' for cmd in DEFERRED]
+    return ["--customize-hook=" + " && ".join(steps)]
+
+
+def tools_tree(r: Recipe, dest: Path, apt_cache: Path, log: Path) -> Path:
+    """The image's suite for the build host's CPU, with just its Python: runs natively."""
+    apt_cache.mkdir(parents=True, exist_ok=True)
+    run(["mmdebstrap", "--mode=root", "--variant=essential", f"--include={PYTHON_RUNTIME},python3.13-minimal",
+         "--skip=essential/unlink", "--dpkgopt=path-exclude=/usr/share/doc/*",
+         '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+         f"--setup-hook=sync-in {apt_cache} /var/cache/apt/archives/",
+         f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache}",
+         r.suite, dest, r.mirror], log=log)
+    return dest
+
+
+def _runtime_version(root: Path) -> str:
+    status = parse_dpkg_status((root / "var/lib/dpkg/status").read_text())
+    for package in status:
+        if package.name == PYTHON_RUNTIME:
+            return package.version
+    raise EmulationError(f"{root} has no {PYTHON_RUNTIME}")
+
+
+def byte_compile(tools: Path, root: Path, trees: tuple[str, ...], log: Path) -> None:
+    """Compile ``trees`` of ``root`` with the tools tree's Python, as the root's Python would.
+
+    The root is bind-mounted into the tools tree in a private mount namespace, so the
+    mount cannot outlive the command. The recorded source paths are the root's own.
+    Hash-based pycs: the root is read-only, its sources never change.
+    """
+    if _runtime_version(tools) != _runtime_version(root):
+        raise EmulationError(f"the tools tree's Python ({_runtime_version(tools)}) is not the root's "
+                             f"({_runtime_version(root)}): their bytecode may differ")
+    mount = tools / "mnt/root"
+    mount.mkdir(parents=True, exist_ok=True)
+    script = ('root=$1 tools=$2; shift 2; mount --bind "$root" "$tools/mnt/root" && exec chroot "$tools" '
+              'python3.13 -m compileall -q --invalidation-mode unchecked-hash -s /mnt/root -p / "$@"')
+    present = [f"/mnt/root/{tree}" for tree in trees if (root / tree).is_dir()]
+    run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root, tools, *present], log=log)
