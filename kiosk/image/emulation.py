@@ -11,6 +11,9 @@ than natively. Two kinds of work dominate and neither needs the foreign CPU:
   not depend on the CPU, only on the Python version, so the root's Python files are
   compiled afterwards by the image's own Python release running natively: a small tools
   tree of the image's suite for the build host's architecture (as mkosi's ToolsTree does).
+- ``dpkg-preconfigure``, which apt runs first to ask every package's debconf questions up
+  front, unpacks the templates of all (some 400) packages under emulation; a build asks
+  nobody anything, and each package's own scripts still see its questions when they run.
 
 Native builds (amd64 on amd64) do none of this: there the scripts run at full speed.
 """
@@ -25,10 +28,12 @@ from kiosk.image.manifest import parse_dpkg_status
 from kiosk.image.progress import run
 from kiosk.image.recipe import Recipe
 
-# Commands that are no-ops while packages are installed; their real selves are restored after.
-DEFERRED = ("/usr/sbin/update-initramfs", "/usr/bin/py3compile")
+# Commands that do nothing while packages are installed (what each does instead); their real
+# selves are restored after. apt writes dpkg-preconfigure the package list on stdin: it is read.
+DEFERRED = {"/usr/sbin/update-initramfs": "exit 0", "/usr/bin/py3compile": "exit 0",
+            "/usr/sbin/dpkg-preconfigure": "exec cat >/dev/null"}
 _ASIDE = ".kiosk-deferred"
-_STUB = "#!/bin/sh\n# kiosk-image: deferred while the packages are installed (kiosk/image/emulation.py)\nexit 0\n"
+_STUB = "#!/bin/sh\n# kiosk-image: deferred while the packages are installed (kiosk/image/emulation.py)\n{}\n"
 # What Debian byte-compiles with py3compile; the stdlib is compiled by python3.13's own postinst.
 PYTHON_TREES = ("usr/lib/python3/dist-packages", "usr/share/python3")
 PYTHON_RUNTIME = "libpython3.13-minimal"
@@ -50,7 +55,8 @@ def is_foreign(arch: str) -> bool:
 def defer_hooks() -> list[str]:
     """mmdebstrap options: divert the deferred commands before the packages are installed..."""
     steps = [f'dpkg-divert --root="$1" --local --rename --divert {cmd}{_ASIDE} --add {cmd} >/dev/null '
-             f'&& printf %s {shlex.quote(_STUB)} > "$1"{cmd} && chmod 755 "$1"{cmd}' for cmd in DEFERRED]
+             f'&& printf %s {shlex.quote(_STUB.format(body))} > "$1"{cmd} && chmod 755 "$1"{cmd}'
+             for cmd, body in DEFERRED.items()]
     return ["--essential-hook=" + " && ".join(steps)]
 
 
