@@ -9,8 +9,8 @@ dpkg writes one timestamped line (1 s resolution) at each step of each package:
 unpack, configure, trigger processing. The time between a line and the next is
 charged to what the first line began (unpacking, configuring or running the
 triggers of one package), so a slow maintainer script or trigger shows up by name.
-Time outside dpkg (apt, hooks) is not in this log; the build's own step timings are
-in its manifest. Prints one JSON object: totals per kind and the top activities.
+Gaps between dpkg runs (apt, dpkg-preconfigure, hooks) are charged to "outside dpkg";
+the build's own step timings are in its manifest. Prints one JSON object: totals per kind and the top activities.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from pathlib import Path
 # dpkg log actions and states -> the activity that runs after them
 _KIND = {"install": "unpack", "upgrade": "unpack", "half-installed": "unpack", "unpacked": "unpack",
          "configure": "configure", "half-configured": "configure", "trigproc": "trigger"}
+OUTSIDE = "outside dpkg"
 
 
 def activities(lines: list[str]) -> dict[str, float]:
     """Seconds per ``kind package``, from consecutive dpkg log lines."""
     spent: dict[str, float] = defaultdict(float)
-    current: str | None = None
+    current: str | None = None  # nothing before dpkg's first line
     previous: datetime | None = None
     for line in lines:
         fields = line.split()
@@ -43,8 +44,9 @@ def activities(lines: list[str]) -> dict[str, float]:
         if action == "status" and len(rest) >= 2:
             action, rest = rest[0], rest[1:]
         kind = _KIND.get(action)
-        # "installed", "triggers-pending" and the like end an activity; dpkg's startup lines too
-        current = f"{kind} {rest[0].split(':')[0]}" if kind and rest else None
+        # "installed", "triggers-pending" and the like end an activity: until dpkg's next line the
+        # time is apt's and the hooks' (dpkg-preconfigure, apt's dependency solving, between dpkg runs)
+        current = f"{kind} {rest[0].split(':')[0]}" if kind and rest else OUTSIDE
     return dict(spent)
 
 
@@ -57,7 +59,7 @@ def main() -> None:
     spent = activities(lines)
     totals: dict[str, float] = defaultdict(float)
     for name, seconds in spent.items():
-        totals[name.split()[0]] += seconds
+        totals[name if name == OUTSIDE else name.split()[0]] += seconds
     first, last = lines[0].split()[:2], lines[-1].split()[:2]
     print(json.dumps({
         "log_span": [" ".join(first), " ".join(last)],

@@ -31,12 +31,16 @@ from kiosk.image.recipe import Recipe
 # Commands that do nothing while packages are installed (what each does instead); their real
 # selves are restored after. apt writes dpkg-preconfigure the package list on stdin: it is read.
 DEFERRED = {"/usr/sbin/update-initramfs": "exit 0", "/usr/bin/py3compile": "exit 0",
-            "/usr/sbin/dpkg-preconfigure": "exec cat >/dev/null"}
+            "/usr/sbin/update-ca-certificates": "exit 0", "/usr/sbin/dpkg-preconfigure": "exec cat >/dev/null"}
 _ASIDE = ".kiosk-deferred"
 _STUB = "#!/bin/sh\n# kiosk-image: deferred while the packages are installed (kiosk/image/emulation.py)\n{}\n"
 # What Debian byte-compiles with py3compile; the stdlib is compiled by python3.13's own postinst.
 PYTHON_TREES = ("usr/lib/python3/dist-packages", "usr/share/python3")
 PYTHON_RUNTIME = "libpython3.13-minimal"
+# What update-ca-certificates reads (the certificates, the list of those trusted) and writes.
+CA_PATHS = ("usr/share/ca-certificates", "usr/local/share/ca-certificates", "etc/ca-certificates.conf",
+            "etc/ssl/certs")
+TOOLS_PACKAGES = (PYTHON_RUNTIME, "python3.13-minimal", "ca-certificates")
 
 
 class EmulationError(RuntimeError):
@@ -67,9 +71,9 @@ def restore_hooks() -> list[str]:
 
 
 def tools_tree(r: Recipe, dest: Path, apt_cache: Path, log: Path) -> Path:
-    """The image's suite for the build host's CPU, with just its Python: runs natively."""
+    """The image's suite for the build host's CPU, with what the deferred work needs: runs natively."""
     apt_cache.mkdir(parents=True, exist_ok=True)
-    run(["mmdebstrap", "--mode=root", "--variant=essential", f"--include={PYTHON_RUNTIME},python3.13-minimal",
+    run(["mmdebstrap", "--mode=root", "--variant=essential", "--include=" + ",".join(TOOLS_PACKAGES),
          "--skip=essential/unlink", "--dpkgopt=path-exclude=/usr/share/doc/*",
          '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
          f"--setup-hook=sync-in {apt_cache} /var/cache/apt/archives/",
@@ -78,27 +82,61 @@ def tools_tree(r: Recipe, dest: Path, apt_cache: Path, log: Path) -> Path:
     return dest
 
 
-def _runtime_version(root: Path) -> str:
-    status = parse_dpkg_status((root / "var/lib/dpkg/status").read_text())
-    for package in status:
-        if package.name == PYTHON_RUNTIME:
+def _version(root: Path, name: str) -> str:
+    for package in parse_dpkg_status((root / "var/lib/dpkg/status").read_text()):
+        if package.name == name:
             return package.version
-    raise EmulationError(f"{root} has no {PYTHON_RUNTIME}")
+    raise EmulationError(f"{root} has no {name}")
+
+
+def _same_version(tools: Path, root: Path, name: str) -> None:
+    if _version(tools, name) != _version(root, name):
+        raise EmulationError(f"the tools tree's {name} ({_version(tools, name)}) is not the root's "
+                             f"({_version(root, name)}): their results may differ")
+
+
+def _in_tools(tools: Path, binds: dict[Path, str], argv: list[str], log: Path) -> None:
+    """Run ``argv`` natively in the tools tree with parts of the root bind-mounted into it.
+
+    ``binds`` maps a path of the root to where the tools tree sees it. The mounts live in
+    a private mount namespace, so they cannot outlive the command, whatever happens.
+    """
+    mounts = []
+    for source, target in binds.items():
+        inside = tools / target.lstrip("/")
+        if source.is_dir():
+            inside.mkdir(parents=True, exist_ok=True)
+        elif source.is_file():
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            inside.touch()
+        else:
+            raise EmulationError(f"{source} is missing from the root")
+        mounts.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(tools) + target)}")
+    script = " && ".join([*mounts, f'exec chroot {shlex.quote(str(tools))} "$@"'])
+    run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv], log=log)
 
 
 def byte_compile(tools: Path, root: Path, trees: tuple[str, ...], log: Path) -> None:
     """Compile ``trees`` of ``root`` with the tools tree's Python, as the root's Python would.
 
-    The root is bind-mounted into the tools tree in a private mount namespace, so the
-    mount cannot outlive the command. The recorded source paths are the root's own.
-    Hash-based pycs: the root is read-only, its sources never change.
+    The recorded source paths are the root's own. Hash-based pycs: the root is read-only,
+    its sources never change.
     """
-    if _runtime_version(tools) != _runtime_version(root):
-        raise EmulationError(f"the tools tree's Python ({_runtime_version(tools)}) is not the root's "
-                             f"({_runtime_version(root)}): their bytecode may differ")
-    mount = tools / "mnt/root"
-    mount.mkdir(parents=True, exist_ok=True)
-    script = ('root=$1 tools=$2; shift 2; mount --bind "$root" "$tools/mnt/root" && exec chroot "$tools" '
-              'python3.13 -m compileall -q --invalidation-mode unchecked-hash -s /mnt/root -p / "$@"')
+    _same_version(tools, root, PYTHON_RUNTIME)
     present = [f"/mnt/root/{tree}" for tree in trees if (root / tree).is_dir()]
-    run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root, tools, *present], log=log)
+    _in_tools(tools, {root: "/mnt/root"}, ["python3.13", "-m", "compileall", "-q", "--invalidation-mode",
+                                           "unchecked-hash", "-s", "/mnt/root", "-p", "/", *present], log)
+
+
+def trust_store(tools: Path, root: Path, log: Path) -> None:
+    """The root's /etc/ssl/certs from its CA certificates and ca-certificates.conf, made natively.
+
+    The root's own directories are mounted where update-ca-certificates looks, so its
+    links point where they will in the image.
+    """
+    if not (root / "usr/sbin/update-ca-certificates").exists():
+        return  # no ca-certificates in this root
+    _same_version(tools, root, "ca-certificates")
+    (root / "usr/local/share/ca-certificates").mkdir(parents=True, exist_ok=True)
+    _in_tools(tools, {root / path: "/" + path for path in CA_PATHS}, ["update-ca-certificates", "--hooksdir", ""],
+              log)
