@@ -81,7 +81,7 @@ def test_bytecode_is_made_only_by_the_roots_own_python_version(tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="needs mmdebstrap")
 @pytest.mark.skipif(os.geteuid() != 0, reason="a tools tree is made as root")
-def test_the_tools_trees_python_compiles_a_root_as_the_roots_own_would(tmp_path: Path) -> None:
+def test_the_tools_tree_compiles_python_and_makes_the_ca_store_as_the_root_would(tmp_path: Path) -> None:
     r = recipe.load("arm64")
     tools = emulation.tools_tree(r, tmp_path / "tools", DEFAULT_CACHE / f"apt-{emulation.host_arch()}",
                                  tmp_path / "log")
@@ -95,5 +95,17 @@ def test_the_tools_trees_python_compiles_a_root_as_the_roots_own_would(tmp_path:
     data = pyc.read_bytes()
     assert int.from_bytes(data[4:8], "little") == 1, "an unchecked hash-based pyc (the root never changes)"
     assert b"/usr/lib/python3/dist-packages/pkg/m.py" in data and str(tmp_path).encode() not in data
+
+    # the CA store: the root's certificates and list, its links pointing where they will in the image
+    for path in ("usr/share/ca-certificates", "etc/ca-certificates.conf", "usr/sbin/update-ca-certificates"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", tools / path, root / path], check=True)
+    (root / "etc/ssl/certs").mkdir(parents=True)
+    emulation.trust_store(tools, root, tmp_path / "log")
+    links = list((root / "etc/ssl/certs").glob("*.pem"))
+    assert len(links) > 100
+    assert all(os.readlink(link).startswith("/usr/share/ca-certificates/") for link in links)
+    assert (root / "etc/ssl/certs/ca-certificates.crt").read_text().count("BEGIN CERTIFICATE") == len(links)
+
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(tools) not in mounts, "the bind mount ended with the command"
+    assert str(tools) not in mounts, "the bind mounts ended with the commands"
