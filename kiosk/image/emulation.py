@@ -7,7 +7,8 @@ than natively. Two kinds of work dominate and neither needs the foreign CPU:
   every package that ships initramfs hooks, each time packing the whole initramfs.
   While packages are installed it is a no-op (a dpkg diversion, so the package's own
   file is kept aside and put back); customize.sh then makes the one initramfs.
-- ``py3compile`` (run by every ``python3-*`` postinst) is a no-op too. Bytecode does
+- ``py3compile`` (run by every ``python3-*`` postinst) is a no-op too, and so is the
+  compiling of the standard library by python3.13's own postinsts. Bytecode does
   not depend on the CPU, only on the Python version, so the root's Python files are
   compiled afterwards by the image's own Python release running natively: a small tools
   tree of the image's suite for the build host's architecture (as mkosi's ToolsTree does).
@@ -28,14 +29,27 @@ from kiosk.image.manifest import parse_dpkg_status
 from kiosk.image.progress import run
 from kiosk.image.recipe import Recipe
 
-# Commands that do nothing while packages are installed (what each does instead); their real
-# selves are restored after. apt writes dpkg-preconfigure the package list on stdin: it is read.
-DEFERRED = {"/usr/sbin/update-initramfs": "exit 0", "/usr/bin/py3compile": "exit 0",
-            "/usr/sbin/update-ca-certificates": "exit 0", "/usr/sbin/dpkg-preconfigure": "exec cat >/dev/null"}
+_NOTE = "kiosk-image: deferred while the packages are installed (kiosk/image/emulation.py)"
+
+
+def _sh(body: str) -> str:
+    return f"#!/bin/sh\n# {_NOTE}\n{body}\n"
+
+
+# What stands in for each deferred file while packages are installed; the real files are
+# restored after. apt writes dpkg-preconfigure the package list on stdin: it is read.
+# python3.13's postinsts compile the standard library by running py_compile.py as a script
+# (the stand-in is an empty module; nothing else imports it while packages are installed).
+DEFERRED = {
+    "/usr/sbin/update-initramfs": _sh("exit 0"),
+    "/usr/bin/py3compile": _sh("exit 0"),
+    "/usr/sbin/update-ca-certificates": _sh("exit 0"),
+    "/usr/sbin/dpkg-preconfigure": _sh("exec cat >/dev/null"),
+    "/usr/lib/python3.13/py_compile.py": f"# {_NOTE}\n",
+}
 _ASIDE = ".kiosk-deferred"
-_STUB = "#!/bin/sh\n# kiosk-image: deferred while the packages are installed (kiosk/image/emulation.py)\n{}\n"
-# What Debian byte-compiles with py3compile; the stdlib is compiled by python3.13's own postinst.
-PYTHON_TREES = ("usr/lib/python3/dist-packages", "usr/share/python3")
+# What Debian byte-compiles: the standard library (python3.13's postinsts), the rest (py3compile).
+PYTHON_TREES = ("usr/lib/python3.13", "usr/lib/python3/dist-packages", "usr/share/python3")
 PYTHON_RUNTIME = "libpython3.13-minimal"
 # What update-ca-certificates reads (the certificates, the list of those trusted) and writes.
 CA_PATHS = ("usr/share/ca-certificates", "usr/local/share/ca-certificates", "etc/ca-certificates.conf",
@@ -59,8 +73,8 @@ def is_foreign(arch: str) -> bool:
 def defer_hooks() -> list[str]:
     """mmdebstrap options: divert the deferred commands before the packages are installed..."""
     steps = [f'dpkg-divert --root="$1" --local --rename --divert {cmd}{_ASIDE} --add {cmd} >/dev/null '
-             f'&& printf %s {shlex.quote(_STUB.format(body))} > "$1"{cmd} && chmod 755 "$1"{cmd}'
-             for cmd, body in DEFERRED.items()]
+             f'&& printf %s {shlex.quote(stub)} > "$1"{cmd} && chmod 755 "$1"{cmd}'
+             for cmd, stub in DEFERRED.items()]
     return ["--essential-hook=" + " && ".join(steps)]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def test_deferred_commands_do_nothing_while_installing_and_come_back_after(tmp_p
     run_hook(defer, root)
     for cmd in emulation.DEFERRED:
         stub = root / cmd.lstrip("/")
-        done = subprocess.run([str(stub), "--version"], input=b"/var/cache/apt/archives/a.deb\n" * 5000,
+        argv = [sys.executable, "-I", str(stub)] if stub.suffix == ".py" else [str(stub)]
+        done = subprocess.run([*argv, "--version"], input=b"/var/cache/apt/archives/a.deb\n" * 5000,
                               capture_output=True, timeout=30)
         assert (done.returncode, done.stdout) == (0, b""), "a stub does nothing, says nothing, takes all input"
         # the package unpacks its real command beside the stub (what dpkg does with a diversion)
@@ -90,7 +92,9 @@ def test_the_tools_tree_compiles_python_and_makes_the_ca_store_as_the_root_would
     module = root / "usr/lib/python3/dist-packages/pkg/m.py"
     module.parent.mkdir(parents=True)
     module.write_text("def f() -> int:\n    return 1\n")
+    subprocess.run(["cp", "-a", tools / "usr/lib/python3.13", root / "usr/lib/"], check=True)  # a standard library
     emulation.byte_compile(tools, root, emulation.PYTHON_TREES, tmp_path / "log")
+    assert (root / "usr/lib/python3.13/__pycache__/os.cpython-313.pyc").exists()
     [pyc] = (module.parent / "__pycache__").glob("m.cpython-313.pyc")
     data = pyc.read_bytes()
     assert int.from_bytes(data[4:8], "little") == 1, "an unchecked hash-based pyc (the root never changes)"
