@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.image import bootcfg, layout
-from kiosk.image.build import _fat, _place
+from kiosk.image import bootcfg, kernel, layout
+from kiosk.image.build import DEFAULT_CACHE, _fat, _place
 from tests.harness import wait_until
 from tests.image.vm import UBOOT_QEMU_ARM64, Vm
 
@@ -33,8 +33,9 @@ TRIES = 3
 BOOTING = re.compile(r"kiosk: booting slot (\w) from partition (\d) \(tries a=(\d+) b=(\d+)\)")
 
 
-def make_disk(tmp_path: Path, counters: dict[str, str]) -> tuple[Path, layout.Plan]:
-    plan = layout.plan("arm64", config_mib=8, boot_mib=8, root_mib=1, data_mib=1)
+def make_disk(tmp_path: Path, counters: dict[str, str], slot_files: dict[str, Path | bytes] | None = None,
+              boot_mib: int = 8) -> tuple[Path, layout.Plan]:
+    plan = layout.plan("arm64", config_mib=8, boot_mib=boot_mib, root_mib=1, data_mib=1)
     script = tmp_path / "boot.cmd"
     script.write_text(bootcfg.uboot_script(bootcfg.kernel_cmdline("arm64", debug=False), TRIES))
     subprocess.run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "kiosk A/B boot",
@@ -42,8 +43,8 @@ def make_disk(tmp_path: Path, counters: dict[str, str]) -> tuple[Path, layout.Pl
     _fat(tmp_path / "config.img", "CONFIG", 8, {"boot.scr": tmp_path / "boot.scr",
                                                  "boot-count.env": bootcfg.uboot_env(counters)})
     for slot in bootcfg.SLOTS:
-        _fat(tmp_path / f"boot_{slot}.img", f"BOOT_{slot.upper()}", 8,
-             {"slot.env": bootcfg.uboot_env({"kiosk_args": f"root=/dev/mapper/root-{slot}"})})
+        _fat(tmp_path / f"boot_{slot}.img", f"BOOT_{slot.upper()}", boot_mib,
+             {"slot.env": bootcfg.uboot_env({"kiosk_args": f"root=/dev/mapper/root-{slot}"}), **(slot_files or {})})
     disk = tmp_path / "disk.img"
     with disk.open("wb") as f:
         f.truncate(plan.disk_size)
@@ -61,12 +62,13 @@ def counters(disk: Path, plan: layout.Plan) -> dict[str, str]:
     return dict(line.split("=", 1) for line in raw.rstrip(b"\0\n").decode().splitlines())
 
 
-def power_on(disk: Path, work: Path) -> tuple[str, str]:
-    """One power-on: (the slot U-Boot chose, everything on the serial line)."""
-    vm = Vm(disk, work, server_port=9, arch="arm64", memory_mib=512).start()
+def power_on(disk: Path, work: Path, until: re.Pattern[str] = BOOTING, timeout: float = 300,
+             memory_mib: int = 512) -> tuple[str, str]:
+    """One power-on: (the slot U-Boot chose, everything on the serial line up to ``until``)."""
+    vm = Vm(disk, work, server_port=9, arch="arm64", memory_mib=memory_mib).start()
     try:
-        wait_until(lambda: BOOTING.search(vm.serial()) or (vm.proc and vm.proc.poll() is not None),
-                   300, 0.5, what="U-Boot to run boot.scr")
+        wait_until(lambda: until.search(vm.serial()) or (vm.proc and vm.proc.poll() is not None),
+                   timeout, 0.5, what=f"{until.pattern!r} on the serial line")
         serial = vm.serial()
     finally:
         vm.stop()
@@ -96,3 +98,28 @@ def test_the_slots_own_kernel_arguments_are_handed_on(tmp_path: Path) -> None:
     chosen, serial = power_on(disk, tmp_path)
     assert chosen == "b"
     assert BOOTING.search(serial).group(2) == str(bootcfg.BOOT_PARTITION["b"])  # type: ignore[union-attr]
+
+
+ARM64_KERNEL_DEBS = sorted(Path(DEFAULT_CACHE, "apt-arm64").glob("linux-image-*-arm64_*_arm64.deb"))
+LINUX = re.compile(r"Linux version (\S+)")
+
+
+@pytest.mark.skipif(not ARM64_KERNEL_DEBS, reason="needs Debian's arm64 kernel in the apt cache (an arm64 build)")
+def test_boot_scr_starts_debians_arm64_kernel_and_a_panic_counts_as_a_failed_boot(tmp_path: Path) -> None:
+    """The Pi's kernel, started by boot.scr with booti; with no root it panics and (panic=10)
+    restarts, and U-Boot counts that as the slot's next try. No initramfs: not the image's boot."""
+    unpacked = tmp_path / "deb"
+    subprocess.run(["dpkg-deb", "-x", ARM64_KERNEL_DEBS[-1], unpacked], check=True)
+    [vmlinuz] = unpacked.glob("boot/vmlinuz-*")
+    image = kernel.arm64_image(vmlinuz.read_bytes())
+    # ignore_loglevel: the slot's own argument, so the kernel's banner shows despite the image's quiet
+    disk, plan = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": "0", "b_ok": "0", "b_try": "0"},
+                           {"Image": image, "slot.env": bootcfg.uboot_env({"kiosk_args": "ignore_loglevel"})},
+                           boot_mib=layout.mib_for(len(image), 20))
+    second_try = re.compile(r"kiosk: booting slot a from partition 2 \(tries a=2 b=0\)")
+    _, serial = power_on(disk, tmp_path, until=second_try, timeout=1500, memory_mib=1024)
+    linux = LINUX.search(serial)
+    assert linux and linux.group(1) == vmlinuz.name.removeprefix("vmlinuz-"), f"Debian's kernel ran:\n{serial[-3000:]}"
+    assert "kiosk.slot=a" in serial and "Kernel panic - not syncing" in serial
+    assert second_try.search(serial), "after the panic U-Boot ran boot.scr again and counted a second try"
+    assert counters(disk, plan)["a_try"] == "2"
