@@ -60,7 +60,8 @@ fi
 find "$root" -xdev -type f -perm /6000 ! -path "$root/usr/lib/dbus-1.0/dbus-daemon-launch-helper" \
     -exec chmod ug-s {} +
 
-in_root update-initramfs -u -k all
+# -c: a foreign (emulated) build deferred the kernel's own initramfs (kiosk/image/emulation.py)
+in_root update-initramfs -c -k all
 
 if [ "$arch" = amd64 ]; then
     # GRUB as one EFI binary; its grub.cfg and grubenv sit beside it on the config partition.

@@ -151,6 +151,7 @@ fi
 env export -t ${{ramdisk_addr_r}} {keys}
 fatwrite ${{kiosk_dev}}:1 ${{ramdisk_addr_r}} boot-count.env ${{filesize}}
 if test "${{slot}}" = a; then setenv kiosk_part {BOOT_PARTITION['a']}; else setenv kiosk_part {BOOT_PARTITION['b']}; fi
+echo "kiosk: booting slot ${{slot}} from partition ${{kiosk_part}} (tries a=${{a_try}} b=${{b_try}})"
 load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} slot.env
 env import -t ${{ramdisk_addr_r}} ${{filesize}} kiosk_args
 load ${{kiosk_dev}}:${{kiosk_part}} ${{kernel_addr_r}} Image

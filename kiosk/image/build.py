@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import kiosk
-from kiosk.image import bootcfg, kernel, layout, wheels
+from kiosk.image import bootcfg, emulation, kernel, layout, wheels
 from kiosk.image.manifest import Manifest, parse_dpkg_status
 from kiosk.image.progress import CommandFailed, Progress, run
 from kiosk.image.recipe import IMAGE_DIR, Arch, Recipe
@@ -61,7 +61,8 @@ def check_host(arch: Arch) -> None:
         raise BuildError(f"building {arch} on {host} needs qemu-user-static and binfmt-support")
 
 
-def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, log: Path, progress: Progress) -> None:
+def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, foreign: bool, log: Path,
+                progress: Progress) -> None:
     apt_cache.mkdir(parents=True, exist_ok=True)
     args: list[str | Path] = [
         "mmdebstrap", "--mode=root", "--variant=apt", f"--arch={r.arch}", "--include=" + ",".join(r.packages),
@@ -74,7 +75,11 @@ def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, log: Path, 
         # the kernel's first initramfs is made with no modules; customize.sh makes the real one
         '--essential-hook=mkdir -p "$1"/etc/initramfs-tools/conf.d '
         '&& echo MODULES=list > "$1"/etc/initramfs-tools/conf.d/kiosk.conf',
+        *(emulation.defer_hooks() if foreign else []),
         f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache}",
+        # dpkg's log stays with the build's: where an emulated build spends its time (bench/image_build_profile.py)
+        f'--customize-hook=cp "$1"/var/log/dpkg.log {log.with_suffix(".dpkg.log")}',
+        *(emulation.restore_hooks() if foreign else []),
         f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1" {r.arch} {IMAGE_DIR / "overlay"} {int(debug)} '
         + " ".join(r.initramfs_modules),
         '--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*',
@@ -152,7 +157,8 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
     r = opts.recipe
     check_host(r.arch)
     started = time.monotonic()
-    progress = progress or Progress(8)
+    foreign = emulation.is_foreign(r.arch)
+    progress = progress or Progress(9 if foreign else 8)
     now = datetime.now(UTC)
     version = f"{kiosk.__version__}+{now:%Y%m%d.%H%M}" + ("-debug" if opts.debug else "")
     stem = f"{r.name}-{r.arch}"
@@ -173,13 +179,19 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
         with progress.step("fetching our wheel and its pinned dependencies"):
             wheel_files = wheels.fetch(r.arch, r.wheels_left_out, opts.cache / "pip", work / "wheels", log)
         with progress.step(f"building the {r.suite} {r.arch} root (mmdebstrap; see {log.name})"):
-            _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, log, progress)
+            _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, foreign, log, progress)
         with progress.step("installing the project into the root"):
             manifest.wheels = wheels.install(root, wheel_files, r.arch, r.commands, log)
-            run(["chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-                 "/" + wheels.SITE], log=log)
+            if not foreign:
+                run(["chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+                     "/" + wheels.SITE], log=log)
             _stamp_version(root, r.name, version)
             manifest.packages = parse_dpkg_status((root / "var/lib/dpkg/status").read_text())
+        if foreign:
+            with progress.step(f"byte-compiling the Python, making the CA store natively ({r.suite} tools tree)"):
+                tools = emulation.tools_tree(r, work / "tools", opts.cache / f"apt-{emulation.host_arch()}", log)
+                emulation.byte_compile(tools, root, (*emulation.PYTHON_TREES, wheels.SITE), log)
+                emulation.trust_store(tools, root, log)
         with progress.step("taking the boot files out of the root"):
             _take_boot_files(root, r.arch, work / "boot")
         with progress.step("making the read-only root (erofs + dm-verity)"):
