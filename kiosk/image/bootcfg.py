@@ -65,8 +65,10 @@ def kernel_cmdline(arch: str, debug: bool) -> str:
     return " ".join(args)
 
 
-def slot_args(root_partuuid: str, hash_offset: int, root_hash: str) -> str:
-    return f"root=/dev/mapper/root kiosk.verity={root_partuuid.lower()}:{hash_offset}:{root_hash}"
+def slot_args(hash_offset: int, root_hash: str) -> str:
+    """Slot-agnostic: the initramfs opens the root of the slot the bootloader names
+    (``kiosk.slot=``), so an update bundle's boot files serve either slot."""
+    return f"root=/dev/mapper/root kiosk.verity={hash_offset}:{root_hash}"
 
 
 def uboot_env(env: dict[str, str]) -> bytes:
