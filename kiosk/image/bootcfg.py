@@ -114,7 +114,7 @@ fi
 save_env -f "$envfile" a_try b_try
 if [ "$slot" = a ]; then set part=gpt{BOOT_PARTITION['a']}; else set part=gpt{BOOT_PARTITION['b']}; fi
 source "($disk,$part)/slot.cfg"
-linux "($disk,$part)/vmlinuz" $kiosk_args kiosk.slot=$slot {common_args}
+linux "($disk,$part)/vmlinuz" $kiosk_args kiosk.slot=$slot rauc.slot=$slot {common_args}
 initrd "($disk,$part)/initrd.img"
 boot
 """
@@ -157,6 +157,6 @@ load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} slot.env
 env import -t ${{ramdisk_addr_r}} ${{filesize}} kiosk_args
 load ${{kiosk_dev}}:${{kiosk_part}} ${{kernel_addr_r}} Image
 load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} initrd.img
-setenv bootargs "${{kiosk_args}} kiosk.slot=${{slot}} {common_args}"
+setenv bootargs "${{kiosk_args}} kiosk.slot=${{slot}} rauc.slot=${{slot}} {common_args}"
 booti ${{kernel_addr_r}} ${{ramdisk_addr_r}}:${{filesize}} ${{fdt_addr}}
 """
