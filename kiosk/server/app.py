@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import ssl
@@ -16,7 +18,7 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import console_api, device_api, openapi, rollout, staff_socket  # noqa: F401 (registers its route)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
@@ -91,6 +93,7 @@ class Server:
     authority: Authority
     hub: Hub
     calls: CallManager
+    _rollouts: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
@@ -108,6 +111,7 @@ class Server:
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
         app[device_api.CALLS] = self.calls
+        app[device_api.DATA] = self.data
         app.add_routes(routes)
         return app
 
@@ -163,11 +167,16 @@ class Server:
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
         return runners
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
+        if self._rollouts:
+            self._rollouts.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rollouts
         await self.hub.stop()
         for runner in runners:
             await runner.cleanup()

@@ -8,6 +8,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.engine import Connection
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
@@ -39,9 +40,16 @@ def parse_action(kind: str, args: dict[str, Any]) -> m.CommandAction:
 def queue(store: Store, authority: Authority, device_id: str, action: m.CommandAction,
           actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
     """Sign a command and store it as pending; the hub delivers it when the device is online."""
+    with store.tx() as conn:
+        return queue_in(conn, store, authority, device_id, action, actor, ttl_seconds)
+
+
+def queue_in(conn: Connection, store: Store, authority: Authority, device_id: str, action: m.CommandAction,
+             actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
+    """:func:`queue` inside the caller's transaction (a roll-out queues a wave in one)."""
     if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
         raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
-    device = store.device(device_id)
+    device = store.device(device_id, conn)
     if device is None:
         raise CommandError("unknown-device", f"no device with id {device_id}", 404)
     if device.revoked_at is not None:
@@ -50,12 +58,11 @@ def queue(store: Store, authority: Authority, device_id: str, action: m.CommandA
     command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
                         expires_at=now + ttl_seconds, action=action)
     envelope = signing.seal(authority.command_key, command)
-    with store.tx() as conn:
-        store.add_command(conn, command.id, device_id, command.kind, m.encode(envelope), actor,
-                          command.expires_at)
-        # Personal data (an assignment's citizen name) stays out of the audit log.
-        store.append_audit(conn, actor, "command-queued", device_id, command_id=command.id,
-                           kind=command.kind, expires_at=command.expires_at)
+    store.add_command(conn, command.id, device_id, command.kind, m.encode(envelope), actor,
+                      command.expires_at)
+    # Personal data (an assignment's citizen name) stays out of the audit log.
+    store.append_audit(conn, actor, "command-queued", device_id, command_id=command.id,
+                       kind=command.kind, expires_at=command.expires_at)
     return command
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import ca, commands, enrollment
+from kiosk.server import ca, commands, enrollment, rollout
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
@@ -38,6 +39,7 @@ AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CALLS: web.AppKey[CallManager] = web.AppKey("calls", CallManager)
+DATA: web.AppKey[Path] = web.AppKey("data", Path)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -208,10 +210,15 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
                 return
             if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
                 link.state = commands.STATE_AFTER[result.kind]
+            if result.kind == "update":
+                rollout.on_result(store, link.device_id, result)
             hub.seen(link)
             await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
+        case m.UpdateProgress():
+            hub.seen(link)
+            rollout.on_progress(store, link.device_id, message)
         case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
             hub.seen(link)
             await calls.from_device(link.device_id, message)
@@ -225,9 +232,21 @@ def _claimed_command_id(envelope: m.SignedEnvelope) -> str:
         return ""
 
 
+async def release_bundle(request: web.Request) -> web.StreamResponse:
+    """An OS release's signed bundle, for enrolled units only; RAUC streams it in ranges."""
+    peer = _peer_device(request)
+    if isinstance(peer, web.Response):
+        return peer
+    path = rollout.bundle_path(request.app[DATA], request.match_info["name"])
+    if path is None:
+        return error(404, "unknown-release", "no such release bundle")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/ca.pem", ca_certificate),
         web.post("/api/v1/enroll", enroll),
         web.get("/api/v1/socket", device_socket),
+        web.get(rollout.BUNDLE_URL_PREFIX + "{name}", release_bundle),
     ]
