@@ -60,11 +60,8 @@ class ReleaseInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def add_release(store: Store, data: Path, bundle: Path, actor: str) -> ReleaseRow:
