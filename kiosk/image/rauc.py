@@ -87,11 +87,9 @@ def verity_image_size(hash_offset: int) -> int:
         raise ValueError(f"hash offset {hash_offset} is not a positive multiple of {BLOCK}")
     per_block = BLOCK // HASH_BYTES
     blocks, tree = hash_offset // BLOCK, 0
-    while True:
+    while blocks > 1:  # a single data block's hash is the root hash itself: no tree
         blocks = math.ceil(blocks / per_block)
         tree += blocks
-        if blocks == 1:
-            break
     return hash_offset + BLOCK + tree * BLOCK
 
 
