@@ -167,6 +167,7 @@ class Server:
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        self.calls.start()
         self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
