@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.image import bootcfg, build, bundle, layout, rauc, recipe, tools
+from kiosk.image import bootcfg, build, bundle, rauc, recipe, tools
 from kiosk.image.progress import run
+from tests.image import small
 
 pytestmark = [pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(os.geteuid() != 0, reason="the tools tree runs RAUC in a chroot (root)"),
@@ -34,29 +35,7 @@ def tree() -> Path:
 
 @pytest.fixture(scope="module")
 def small_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny root (erofs + verity) in slot A of a disk laid out by kiosk.image.layout."""
-    work = tmp_path_factory.mktemp("small-image")
-    root = work / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/os-release").write_text(f'IMAGE_VERSION="{VERSION}"\n')
-    (root / "payload").write_bytes(os.urandom(3 << 20))
-    parts = work / "parts"
-    parts.mkdir()
-    hash_offset, root_hash = build._erofs_verity(root, parts / "root.img", work / "log")
-    plan = layout.plan("amd64", config_mib=4, boot_mib=4, root_mib=8, data_mib=2)
-    build._fat(parts / "boot_a.img", "BOOT_A", 4, {
-        "slot.cfg": bootcfg.grub_slot_cfg(bootcfg.slot_args(hash_offset, root_hash)).encode(),
-        "vmlinuz": b"not a kernel", "initrd.img": b"not an initramfs"})
-    image = work / "skaermbesoeg-kiosk-amd64.img"
-    with image.open("wb") as f:
-        f.truncate(plan.disk_size)
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", image], input_text=layout.sfdisk_script(plan))
-    build._place(image, plan["boot_a"], parts / "boot_a.img")
-    build._place(image, plan["root_a"], parts / "root.img")
-    (work / "skaermbesoeg-kiosk-amd64.manifest.json").write_text(json.dumps(
-        {"name": "skaermbesoeg-kiosk", "version": VERSION, "arch": "amd64"}))
-    (work / "root.img.hash_offset").write_text(str(hash_offset))
-    return image
+    return small.small_image(tmp_path_factory.mktemp("small-image"), VERSION)
 
 
 @pytest.fixture(scope="module")
