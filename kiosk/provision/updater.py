@@ -203,14 +203,21 @@ class Updater:
                 verdict = update.health_verdict(server_connected(), ui_alive(), time.monotonic() - self.started,
                                                 self.health_deadline)
                 if verdict == "good":
-                    await self.rauc.mark("good")
-                    await self._advance(replace(journal, stage="good"))
+                    try:
+                        await self.rauc.mark("good")
+                    except InstallFailed as exc:  # RAUC's service not up yet: ask again next round
+                        log.warning("could not mark the slot good yet: %s", exc)
+                    else:
+                        await self._advance(replace(journal, stage="good"))
                 elif verdict == "bad":
                     why = (f"health check failed: server link {'up' if server_connected() else 'down'}, "
                            f"screen app {'alive' if ui_alive() else 'not alive'} after "
                            f"{self.health_deadline:.0f} s")
                     self._save(replace(journal, detail=why))
-                    await self.rauc.mark("bad")
+                    try:
+                        await self.rauc.mark("bad")
+                    except InstallFailed as exc:  # the bootloader's try counter still falls back
+                        log.warning("could not mark the slot bad: %s", exc)
                     log.warning("%s; falling back to slot %s", why, journal.from_slot)
                     await self.actions.reboot()
                     return
