@@ -1,4 +1,4 @@
-"""A roll-out of three waves to six real agents against a real server, halting on a failed wave.
+"""A roll-out of three waves to four real agents against a real server, halting on a failed wave.
 
 What stands in, said plainly: RAUC and the reboot. This machine's kernel has no
 device-mapper, so RAUC cannot install a verity bundle here (the image tests do that in QEMU).
@@ -19,7 +19,6 @@ import os
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from kiosk.protocol import agent_socket
 from kiosk.protocol import messages as m
 from tests.harness import AgentProcess, ServerProcess, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # agents enroll slowly on a loaded machine
 
 OLD, NEW = "0.1.0+20261101.0900", "0.1.0+20261129.1200"
 STAND_IN = f"""#!{sys.executable}
@@ -97,7 +96,7 @@ def fleet(tmp_path: Path) -> Iterator[tuple[ServerProcess, list[Unit], Path]]:
     stop = threading.Event()
     screens: list[threading.Thread] = []
     try:
-        for i in range(6):
+        for i in range(4):
             state = tmp_path / f"unit{i}"
             unit = Unit(AgentProcess(state, server.provisioning_file(tmp_path / f"prov{i}")),
                         tmp_path / f"cmdline{i}", tmp_path / f"os-release{i}", state / "system-actions.log")
@@ -131,44 +130,46 @@ def test_a_rollout_goes_wave_by_wave_and_halts_when_a_wave_fails(
         fleet: tuple[ServerProcess, list[Unit], Path]) -> None:
     server, units, bundle = fleet
     order = [d["id"] for d in sorted(server.cli_json("device", "list"), key=lambda d: d["id"])]
-    assert len(order) == 6
+    assert len(order) == 4
     assert "release 0.1.0+20261129.1200 (amd64, 262144 bytes) added" in server.cli("release", "add",
                                                                                    str(bundle)).stdout
-    # waves in the server's order (by enrollment): 1 unit, then 2, then 3
-    by_id = {u.device_id: u for u in units}
+    # waves in the server's order (by enrollment): 1 unit, then 2, then 1
     second_wave = [units[1], units[2]]
     units[1].agent.stop()
     units[1].agent.env["STANDIN_REFUSE"] = "bundle signature verification failed (another key)"
     units[1].agent.start().wait_online()
     units[2].falls_back = True
 
-    rollout_id = server.cli("rollout", "start", NEW, "--waves", "10%,50%,100%", "--pause", "2s",
+    rollout_id = server.cli("rollout", "start", NEW, "--waves", "25%,75%,100%", "--pause", "2s",
                             "--max-failed", "10%").stdout.strip()
 
     def status() -> dict[str, object]:
         play_bootloader(units)
         return dict(server.cli_json("rollout", "status", rollout_id))
 
-    view = wait_until(lambda: (v := status())["state"] != "running" and v, 240, 0.5,
+    view = wait_until(lambda: (v := status())["state"] != "running" and v, 600, 0.5,
                       what="the roll-out to halt")
+    assert view["state"] == "halted", view
+    # it halts at the first failure past the share; the wave's other unit goes on and ends
+    view = wait_until(lambda: (v := status())["waves"][1]["rolled-back"] and v, 300, 0.5,  # type: ignore[index]
+                      what="the second unit of wave 2 to fall back")
     waves = view["waves"]
     assert isinstance(waves, list)
     print(json.dumps(view, indent=1))
     assert view["state"] == "halted" and "wave 2" in str(view["reason"]), view
-    assert [w["units"] for w in waves] == [1, 2, 3]
+    assert [w["units"] for w in waves] == [1, 2, 1]
     assert waves[0]["good"] == 1                                  # wave 1 passed: the unit runs slot b
     assert waves[1]["failed"] == 1 and waves[1]["rolled-back"] == 1, waves[1]
     problems = {p["device_id"]: p for p in waves[1]["problems"]}
     assert "another key" in problems[units[1].device_id]["detail"]
     assert "slot b failed to boot" in problems[units[2].device_id]["detail"]
-    assert waves[2]["pending"] == 3 and not waves[2]["sent"]      # never sent: the fleet is safe
+    assert waves[2]["pending"] == 1 and not waves[2]["sent"]      # never sent: the rest is safe
     for unit in units[3:]:
-        assert "rauc" not in unit.agent.log().lower() or not Path(unit.agent.env["STANDIN_LOG"]).exists()
+        assert not Path(unit.agent.env["STANDIN_LOG"]).exists()  # RAUC never asked to do anything
         assert not [c for c in server.cli_json("audit", "list", "--device", unit.device_id)
                     if c["action"] == "command-queued" and c["detail"].get("kind") == "update"]
 
     first = units[0]
-    assert by_id[first.device_id] is first
     audit = [e["action"] for e in server.cli_json("audit", "list", "--limit", "500")]
     for step in ("release-added", "rollout-started", "rollout-wave-sent", "update-downloading",
                  "update-installed", "update-booted", "update-good", "rollout-wave-passed",
@@ -178,4 +179,3 @@ def test_a_rollout_goes_wave_by_wave_and_halts_when_a_wave_fails(
     marks = [json.loads(line) for line in Path(first.agent.env["STANDIN_LOG"]).read_text().splitlines()]
     assert ["status", "mark-good", "booted"] in marks
     assert second_wave[0].device_id in problems
-    time.sleep(0)  # (nothing else: the fixture stops every process)
