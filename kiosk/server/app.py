@@ -18,7 +18,7 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, runtime, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import console_api, device_api, openapi, rollout, runtime, staff_socket  # noqa: F401 (registers its route)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.commands import CommandDesk
@@ -102,6 +102,7 @@ class Server:
     hub: Hub
     calls: CallManager
     desk: CommandDesk
+    _rollouts: asyncio.Task[None] | None = None
     _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
     _renewal: asyncio.Task[None] | None = None
     _runtime_watch: asyncio.Task[None] | None = field(default=None, init=False)
@@ -125,6 +126,7 @@ class Server:
         app[device_api.HUB] = self.hub
         app[device_api.CALLS] = self.calls
         app[device_api.DESK] = self.desk
+        app[device_api.DATA] = self.data
         app.add_routes(routes)
         return app
 
@@ -185,6 +187,7 @@ class Server:
             runners.append(runner)
         self.hub.start()
         self.calls.start()
+        self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
         self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
         runtime.settle()  # what start-up built lives as long as the process: out of the collector's way
         self._runtime_watch = asyncio.create_task(
@@ -212,7 +215,7 @@ class Server:
                 log.error("could not renew the server certificate (%s); trying again in an hour", exc)
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
-        for task in (self._renewal, self._runtime_watch):
+        for task in (self._rollouts, self._renewal, self._runtime_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
