@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
@@ -30,13 +29,26 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import api_schema, auth, backup, calls, commands, enrollment, migrate, photos, rollout, schedule
+from kiosk.server import (
+    api_schema,
+    assignment,
+    auth,
+    backup,
+    calls,
+    commands,
+    enrollment,
+    migrate,
+    photos,
+    rollout,
+    schedule,
+    units,
+)
 from kiosk.server.app import DEFAULT_CALL_CONFIG, ConsoleProxy, Listen, Server
 from kiosk.server.ca import write_private
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, StoreUnavailable, VisitRow
+from kiosk.server.store import Store, StoreUnavailable, VisitRow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -297,32 +309,6 @@ def _print_visit(row: VisitRow) -> None:
     kind = f" ({row.kind})" if row.kind else ""
     print(f"{row.id}  {when}  {row.repeat:<8} {row.staff_name}, {row.staff_role}{kind}")
 
-def _device_rows(store: Store, never_connected_after: float) -> list[dict[str, object]]:
-    """Enrolled devices, then units held for approval; ``connection`` says what logistics must know."""
-    now = store.clock()
-
-    def connection(r: DeviceRow) -> str:
-        if r.revoked_at is not None:
-            return "revoked"
-        if r.online:
-            return "online"
-        if r.last_seen is None and now - r.enrolled_at > never_connected_after:
-            return "never connected"  # given a certificate, never came: a stranded unit
-        return "offline"
-
-    rows: list[dict[str, object]] = [
-        {"id": r.id, "state": r.state, "connection": connection(r), "online": bool(r.online),
-         "last_seen": r.last_seen, "agent_version": r.agent_version, "enrolled_at": r.enrolled_at,
-         "revoked": r.revoked_at is not None} for r in store.devices()]
-    rows += [
-        {"id": h.device_id, "state": h.state, "connection": "not enrolled", "online": False, "last_seen": None,
-         "agent_version": h.agent_version, "enrolled_at": None, "revoked": False,
-         "serial_number": h.serial_number, "batch": enrollment.batch_label(token.created_at, token.created_by),
-         "requested_at": h.requested_at, "last_request_at": h.last_request_at}
-        for h, token in store.enrollment_holds()]
-    return rows
-
-
 def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
     if not args.turn:
         if args.relay_only:
@@ -456,13 +442,13 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 path.chmod(0o600)  # a token is a secret until it is used
                 print(path)
         case "device", "list":
-            rows = _device_rows(store, args.never_connected_after)
+            found = units.units(store, None, never_connected_after=args.never_connected_after)
             if args.json:
-                print_json(rows)
+                print_json(msgspec.to_builtins(found))
             else:
-                for r in rows:
-                    extra = (f"  serial {r['serial_number'] or '-'}, token batch {r['batch']}" if "batch" in r else "")
-                    print(f"{r['id']}  {r['state']:<20} {r['connection']}{extra}")
+                for u in found:
+                    extra = f"  serial {u.serial_number or '-'}, token batch {u.batch}" if u.batch else ""
+                    print(f"{u.id}  {u.state:<20} {u.connection}{extra}")
         case "device", ("approve" | "reject"):
             decided = {"approve": enrollment.APPROVED, "reject": enrollment.REJECTED}[args.sub]
             if not store.decide_enrollment(args.device_id, decided, actor):
@@ -558,22 +544,8 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 wait = max(0.0, state.blocked_until - store.clock())
                 print(f"{scope.kind:<8} {scope.value:<40} {state.failures:>5} failures, waits {wait:.0f} s")
         case "citizen", "add":
-            caregivers = {u: store.user(u) for u in args.caregiver}
-            unknown = [u for u, row in caregivers.items() if row is None]
-            if unknown:
-                fail(f"no such user: {', '.join(unknown)}")
-            device = store.device(args.device)
-            if device is None or device.revoked_at is not None:
-                fail(f"no enrolled screen {args.device}")
-            staff = [row.display_name or u for u, row in caregivers.items() if row is not None]
-            action = commands.parse_action("assign", {"citizen_name": args.name, "contact_staff": staff})
-            try:
-                with store.tx() as conn:
-                    citizen_id = store.add_citizen(conn, args.name, args.device, args.caregiver)
-                    store.append_audit(conn, actor, "citizen-added", args.device, citizen_id=citizen_id)
-            except sa.exc.IntegrityError:
-                fail(f"screen {args.device} is assigned to another citizen already; wipe it first")
-            command = commands.queue(store, server.authority, args.device, action, actor)
+            citizen_id, command = assignment.assign(store, server.authority, args.device, args.name,
+                                                    args.caregiver, actor)
             out = {"citizen_id": citizen_id, "assign_command": command.id}
             print_json(out) if args.json else print(citizen_id)
         case "visit", "add":

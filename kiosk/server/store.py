@@ -983,6 +983,46 @@ class Store:
             rows = conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit))
             return [_from_row(CallRow, r) for r in rows]
 
+    # ------------------------------------------------------- what the console pages show
+    def commands_of(self, device_id: str, limit: int = 50) -> list[CommandRow]:
+        """A device's commands, newest first."""
+        q = (sa.select(commands).where(commands.c.device_id == device_id)
+             .order_by(commands.c.created_at.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [_from_row(CommandRow, r) for r in conn.execute(q)]
+
+    def last_result(self, device_id: str, kind: str) -> CommandRow | None:
+        """The newest command of this kind the device answered (its result, verified on the way in)."""
+        q = (sa.select(commands).where(commands.c.device_id == device_id, commands.c.kind == kind,
+                                       commands.c.result.is_not(None))
+             .order_by(commands.c.finished_at.desc()).limit(1))
+        with self.engine.connect() as conn:
+            return _maybe(CommandRow, conn.execute(q).first())
+
+    def devices_with_pending(self, kind: str) -> set[str]:
+        """Devices with a command of this kind not yet answered nor expired."""
+        q = sa.select(commands.c.device_id).where(
+            commands.c.kind == kind, commands.c.state.in_(sorted(lifecycle.OPEN)),
+            commands.c.expires_at > self.clock())
+        with self.engine.connect() as conn:
+            return set(conn.execute(q).scalars())
+
+    def calls_of(self, citizen_id: str, limit: int = 50) -> list[CallRow]:
+        q = sa.select(calls).where(calls.c.citizen_id == citizen_id).order_by(calls.c.placed_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_from_row(CallRow, r) for r in conn.execute(q)]
+
+    def citizen_on(self, device_id: str) -> CitizenRow | None:
+        """The citizen a screen is assigned to, if any."""
+        with self.engine.connect() as conn:
+            q = sa.select(citizens).where(citizens.c.device_id == device_id)
+            return _maybe(CitizenRow, conn.execute(q).first())
+
+    def caregivers(self) -> list[UserRow]:
+        with self.engine.connect() as conn:
+            q = sa.select(users).where(users.c.role == "caregiver").order_by(users.c.username)
+            return [_from_row(UserRow, r) for r in conn.execute(q)]
+
 
 def _sqlite_pragmas(engine: Engine) -> None:
     # pysqlite's own transaction handling defers BEGIN; writes (tx()) take the write lock up front,
