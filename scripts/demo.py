@@ -21,12 +21,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kiosk.ui.virtual_display import XvfbError, start_xvfb
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO = ROOT / "demo-data"
 DEMO_PASSWORD = "skaermbesoeg-demo"
 SCREENS = DEMO / "screens"
 
+
+#: The console's demo accounts, one per role: (account, role, name shown on the citizen's screen).
+DEMO_ACCOUNTS = (("admin", "admin", "Administrator"), ("anne", "caregiver", "Anne, sygeplejerske"),
+                 ("lis", "logistics", "Lis, logistik"), ("sara", "support", "Sara, support"))
+CONSOLE_HOME = {"admin": "everything", "caregiver": "my citizens: call, plan visits, call history; "
+                "assign a new citizen to call the screen again", "logistics": "units, batches, assign, wipe",
+                "support": "units: diagnostics, logs, restart"}
 
 def free_port(preferred: int) -> int:
     for port in (preferred, 0):
@@ -72,17 +81,12 @@ def screen_display(procs: list[subprocess.Popen[bytes]]) -> tuple[dict[str, str]
     environment), else a private virtual screen whose pictures are written to SCREENS."""
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         return {}, "a window on this display"
-    if not shutil.which("Xvfb"):
-        sys.exit("demo: no display and no Xvfb for the screen (make setup installs xvfb)")
-    read, write = os.pipe()
-    procs.append(subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24",
-                                   "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL))
-    os.close(write)
-    with os.fdopen(read) as numbers:
-        number = numbers.readline().strip()
-    if not number:
-        sys.exit("demo: the virtual screen (Xvfb) did not start")
-    return ({"DISPLAY": f":{number}", "SDL_AUDIODRIVER": "dummy"},
+    try:
+        display, xvfb = start_xvfb(1280, 800)
+    except XvfbError as exc:
+        sys.exit(f"demo: no display, and {exc}")
+    procs.append(xvfb)
+    return ({"DISPLAY": display, "SDL_AUDIODRIVER": "dummy"},
             f"no display here, so it runs on a virtual one; a picture of each screen goes to {SCREENS}/")
 
 
@@ -133,10 +137,9 @@ def main() -> None:
             stdout=log, stderr=subprocess.STDOUT))
         wait(lambda: "root CA SHA-256" in (DEMO / "server.log").read_text(), 20, "the server to start")
         print((DEMO / "server.log").read_text().strip().splitlines()[-1])
-        sh(BIN / "kiosk-server", "user", "add", "admin", "--role", "admin", "--password-stdin",
-           "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
-        sh(BIN / "kiosk-server", "user", "add", "anne", "--role", "caregiver", "--display-name",
-           "Anne, sygeplejerske", "--password-stdin", "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
+        for account, role, shown in DEMO_ACCOUNTS:  # one demo account per role of the console
+            sh(BIN / "kiosk-server", "user", "add", account, "--role", role, "--display-name", shown,
+               "--password-stdin", "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
 
         step("Logistics: a provisioning file with a one-time token, as written into a unit's boot partition")
         prov = Path(sh(BIN / "kiosk-server", "enroll-token", "create", "--data", DEMO / "server", "--count", "1",
@@ -198,8 +201,9 @@ def main() -> None:
         step("Where to look")
         if SCREENS.is_dir():
             print(f"  the screens     {SCREENS}/  ({', '.join(sorted(p.name for p in SCREENS.glob('*.png')))})")
-        print(f"  caregiver page  http://127.0.0.1:{console_port}/  (anne / {DEMO_PASSWORD}; assign a new citizen "
-              f"to call the screen again)")
+        print(f"  console         http://127.0.0.1:{console_port}/  (password {DEMO_PASSWORD} for every account)")
+        for account, role, _ in DEMO_ACCOUNTS:
+            print(f"    {role:<10} {account:<6} {CONSOLE_HOME[role]}")
         print(f"  console API     http://127.0.0.1:{console_port}/openapi.json  (log in as admin / {DEMO_PASSWORD})")
         print(f"  audit log       {BIN / 'kiosk-server'} audit list --data {DEMO / 'server'}")
         print(f"  devices         {BIN / 'kiosk-server'} device list --data {DEMO / 'server'}")

@@ -16,10 +16,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "caregiver": frozenset({"calls.make", "citizens.read", "visits.read", "visits.plan"}),
     "support": frozenset({
         "devices.read", "audit.read", "command:ping", "command:diagnostics", "command:logs",
-        "command:restart-ui", "command:reboot",
+        "command:restart-ui", "command:reboot", "command:screenshot",  # the citizen is asked first
     }),
     "logistics": frozenset({
-        "devices.read", "audit.read", "tokens.create", "devices.revoke", "command:ping",
+        "devices.read", "audit.read", "tokens.create", "devices.approve", "devices.revoke", "command:ping",
         "command:assign", "command:wipe", "command:set-config", "citizens.read",
     }),
 }

@@ -23,9 +23,9 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
-from kiosk.server import audit, auth, calls, commands, schedule
+from kiosk.server import audit, auth, calls, commands, photos, schedule
 from kiosk.server.ca import Authority
-from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
+from kiosk.server.device_api import AUTHORITY, DESK, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
 from kiosk.server.store import DeviceRow, Store, StoreUnavailable, UserRow
@@ -108,13 +108,13 @@ async def read_body(request: web.Request, body_type: Any) -> Any:
     return decode(body_type, await read_raw(request))
 
 
-async def read_raw(request: web.Request) -> bytes:
-    """The body, at most MAX_BODY_BYTES (413 beyond); an empty body is an empty object."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
+async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, at most ``limit`` bytes (413 beyond); an empty body is an empty object."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "oversized", f"request body over {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "oversized", f"request body over {limit} bytes")
     return raw or b"{}"
 
 
@@ -161,10 +161,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if info.method in STATE_CHANGING or info.websocket:
                 _refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
             if info.permission != PUBLIC:
-                user = _session_user(request)
+                user = session_user(request)
                 if user is None:
                     raise ApiError(401, "login-required", "please log in")
                 if info.permission is not None and not auth.may(user.role, info.permission):
+                    refused(request, user, info.permission)
                     raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({info.permission})")
                 request[USER] = user
         return await handler(request)
@@ -178,6 +179,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error(503, "database-unavailable", str(exc))
         response.headers["Retry-After"] = "5"
         return response
+
+
+def refused(request: web.Request, user: UserRow, permission: str) -> None:
+    """A logged-in person asking for what their role may not do: worth knowing of, so logged."""
+    resource = request.match_info.route.resource
+    store = request.app[STORE]
+    with store.tx() as conn:  # the route's pattern, not the path: a path may hold anything typed
+        store.append_audit(conn, user.username, "request-refused", None, method=request.method,
+                           route=resource.canonical if resource else "?", permission=permission, role=user.role)
 
 
 def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
@@ -198,7 +208,7 @@ def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
         raise ApiError(415, "json-required", "send the request as Content-Type: application/json")
 
 
-def _session_user(request: web.Request) -> UserRow | None:
+def session_user(request: web.Request) -> UserRow | None:
     token = request.cookies.get(SESSION_COOKIE)
     header = request.headers.get("Authorization", "")
     if not token and header.startswith("Bearer "):
@@ -221,7 +231,7 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
-def _actor(request: web.Request) -> str:
+def actor(request: web.Request) -> str:
     return str(request[USER].username)
 
 
@@ -293,8 +303,26 @@ async def login_backoff(request: web.Request) -> web.StreamResponse:
 async def unlock(request: web.Request) -> web.StreamResponse:
     req: s.UnlockRequest = await read_body(request, s.UnlockRequest)
     scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
-    if not request.app[LOGIN_GUARD].unlock(scope, _actor(request)):
+    if not request.app[LOGIN_GUARD].unlock(scope, actor(request)):
         raise ApiError(404, "not-held", "no failed logins on record for that")
+    return web.Response(status=204)
+
+
+#: A photo arrives as base64 in JSON: within the server's 1 MiB request limit.
+PHOTO_BODY_BYTES = 960 * 1024
+
+
+@route("PUT", "/api/users/{username}/photo", "users.manage",
+       "Set the photo the citizen's screen shows when this person calls (PNG, JPEG or WebP, made small)",
+       s.PhotoIn, status=204, errors=(404, 413))
+async def set_user_photo(request: web.Request) -> web.StreamResponse:
+    req = decode(s.PhotoIn, await read_raw(request, PHOTO_BODY_BYTES))
+    try:
+        photo = photos.normalize(req.image)
+    except photos.PhotoError as exc:
+        raise ApiError(400, "bad-photo", str(exc)) from None
+    if not request.app[STORE].set_user_photo(request.match_info["username"], photo, actor(request)):
+        raise ApiError(404, "unknown-user", "no such user")
     return web.Response(status=204)
 
 
@@ -329,7 +357,7 @@ async def get_device(request: web.Request) -> web.StreamResponse:
 async def revoke_device(request: web.Request) -> web.StreamResponse:
     await read_body(request, s.Empty)
     device_id = request.match_info["device_id"]
-    if not request.app[STORE].revoke_device(device_id, _actor(request)):
+    if not request.app[STORE].revoke_device(device_id, actor(request)):
         raise ApiError(404, "unknown-device", "no such device, or already revoked")
     await request.app[HUB].disconnect(device_id)
     return web.Response(status=204)
@@ -338,23 +366,54 @@ async def revoke_device(request: web.Request) -> web.StreamResponse:
 @route("POST", "/api/devices/{device_id}/commands", auth.ANY_COMMAND, "Queue a signed command",
        s.CommandRequest, s.CommandQueued, status=202, errors=(409,))
 async def send_command(request: web.Request) -> web.StreamResponse:
+    raw = await _command_body(request)
+    req = decode(s.CommandRequest, raw)
+    command = await request.app[DESK].send(request.match_info["device_id"], s.command_action(req),
+                                           actor(request), req.expires_in)
+    row = request.app[STORE].command(command.id)
+    assert row is not None  # just stored; commands are never deleted
+    return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
+
+
+@route("POST", "/api/commands", auth.ANY_COMMAND, "Queue the same signed command for many units at once "
+       "(each unit's command is its own, audited and delivered as if sent alone)",
+       s.BulkCommandRequest, s.BulkQueued, status=202)
+async def send_commands(request: web.Request) -> web.StreamResponse:
+    raw = await _command_body(request)
+    req = decode(s.BulkCommandRequest, raw)
+    if len(set(req.device_ids)) != len(req.device_ids):
+        raise ApiError(400, "duplicate-device", "a unit is named twice; name each once")
+    action, who, desk = s.command_action(req), actor(request), request.app[DESK]
+    outcomes = await asyncio.gather(*(desk.send(device_id, action, who, req.expires_in)
+                                      for device_id in req.device_ids), return_exceptions=True)
+    queued, refusals = [], []
+    for device_id, outcome in zip(req.device_ids, outcomes, strict=True):
+        if isinstance(outcome, commands.CommandError):
+            refusals.append(s.RefusedFor(device_id, outcome.code, str(outcome)))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            queued.append(s.QueuedFor(device_id, outcome.id, outcome.expires_at))
+    return json_response(s.BulkQueued(queued, refusals), status=202)
+
+
+async def _command_body(request: web.Request) -> bytes:
+    """A command request's body, once its kind is known to be one this person may send.
+
+    The permission for the kind comes first: a refusal must not depend on, or tell, what
+    else is wrong.
+    """
     role = request[USER].role
     raw = await read_raw(request)
-    # the permission for this kind first: a refusal must not depend on, or tell, what else is wrong
     with contextlib.suppress(msgspec.DecodeError):
         kind = msgspec.json.decode(raw, type=s.CommandKind).kind
         if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
+            refused(request, request[USER], f"command:{kind}")
             raise ApiError(403, "forbidden", f"the role {role} may not send {kind}")
         if kind not in m.COMMAND_KINDS:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
             raise ApiError(400, "unknown-kind", f"unknown command {kind[:40]!r}; choose one of {mine}")
-    req = decode(s.CommandRequest, raw)
-    command = commands.queue(request.app[STORE], request.app[AUTHORITY], request.match_info["device_id"],
-                             s.command_action(req), _actor(request), req.expires_in)
-    await request.app[HUB].deliver_pending(command.device_id)
-    row = request.app[STORE].command(command.id)
-    assert row is not None  # just stored; commands are never deleted
-    return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
+    return raw
 
 
 @route("GET", "/api/commands/{command_id}", "devices.read", "A command's state and verified result",
@@ -385,7 +444,7 @@ async def call_records(request: web.Request) -> web.StreamResponse:
 
 
 # ------------------------------------------------------------------ planned visits
-def _planned_citizen(request: web.Request, citizen_id: str) -> str:
+def own_citizen(request: web.Request, citizen_id: str) -> str:
     """The citizen, if this person plans their visits: administrators all, caregivers their own.
     Anyone else's citizen is "unknown", so the answer tells nothing of who exists."""
     user, store = request[USER], request.app[STORE]
@@ -398,7 +457,7 @@ def _planned_visit(request: web.Request) -> str:
     row = request.app[STORE].visit(request.match_info["visit_id"])
     if row is None:
         raise ApiError(404, "unknown-visit", "no such planned visit")
-    _planned_citizen(request, row.citizen_id)
+    own_citizen(request, row.citizen_id)
     return row.id
 
 
@@ -411,7 +470,7 @@ async def _deliver_plan(request: web.Request, citizen_id: str) -> None:
 @route("GET", "/api/citizens/{citizen_id}/visits", "visits.read", "A citizen's planned visits",
        response=list[s.VisitOut])
 async def list_visits(request: web.Request) -> web.StreamResponse:
-    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    citizen_id = own_citizen(request, request.match_info["citizen_id"])
     return json_response([schedule.view(r) for r in request.app[STORE].visits_of(citizen_id)])
 
 
@@ -419,10 +478,10 @@ async def list_visits(request: web.Request) -> web.StreamResponse:
        "Plan a visit; the citizen's screen gets the new plan as a signed command",
        s.VisitIn, s.VisitOut, status=201, errors=(409,))
 async def add_visit(request: web.Request) -> web.StreamResponse:
-    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    citizen_id = own_citizen(request, request.match_info["citizen_id"])
     req: s.VisitIn = await read_body(request, s.VisitIn)
     row = schedule.add(request.app[STORE], request.app[AUTHORITY], citizen_id, msgspec.to_builtins(req),
-                       _actor(request))
+                       actor(request))
     await _deliver_plan(request, citizen_id)
     return json_response(schedule.view(row), status=201)
 
@@ -432,7 +491,7 @@ async def add_visit(request: web.Request) -> web.StreamResponse:
 async def move_visit(request: web.Request) -> web.StreamResponse:
     visit_id = _planned_visit(request)
     req: s.VisitMove = await read_body(request, s.VisitMove)
-    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, _actor(request))
+    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return json_response(schedule.view(row))
 
@@ -442,7 +501,7 @@ async def move_visit(request: web.Request) -> web.StreamResponse:
 async def cancel_visit(request: web.Request) -> web.StreamResponse:
     visit_id = _planned_visit(request)
     await read_body(request, s.Empty)
-    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, _actor(request))
+    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return web.Response(status=204)
 
@@ -453,7 +512,7 @@ async def cancel_visit(request: web.Request) -> web.StreamResponse:
 async def create_tokens(request: web.Request) -> web.StreamResponse:
     req: s.TokenRequest = await read_body(request, s.TokenRequest)
     files = make_provisioning_files(request.app[STORE], request.app[AUTHORITY], req.server_url,
-                                    req.count, req.expires_in, _actor(request))
+                                    req.count, req.expires_in, actor(request))
     return json_response(s.TokensCreated([s.ProvisioningFileOut(n, c) for n, c in files]), status=201)
 
 

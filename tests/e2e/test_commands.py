@@ -48,11 +48,14 @@ def test_logs_set_config_restart_and_reboot_are_recorded_not_done(
     assert logs["state"] == "done" and 0 < len(logs["result"]["detail"]["lines"]) <= 5
     assert all(json.loads(line)["msg"] for line in logs["result"]["detail"]["lines"])
 
-    assert server.wait_command(server.send(device_id, "set-config", "volume=40", "language=en"))["state"] == "done"
-    assert json.loads((agent.state / "settings.json").read_text()) == {"volume": 40, "language": "en"}
-    for bad in ("volume=400", "colour=red"):
-        refused = server.wait_command(server.send(device_id, "set-config", bad))
-        assert refused["state"] == "failed" and refused["reason"].startswith("refused settings"), refused
+    done = server.wait_command(server.send(device_id, "set-config", "volume=4", "language=en", "staff_pin=0246"))
+    assert done["state"] == "done", done
+    # ui.json, for the screen: "0246" stays a PIN (text), "4" is a volume (a number)
+    assert json.loads((agent.state / "ui.json").read_text()) == {"volume": 4, "language": "en", "staff_pin": "0246"}
+    for bad, words in (("volume=400", "volume"), ("colour=red", "unknown setting 'colour'"),
+                       ("staff_pin=12", "staff_pin")):
+        refused = server.cli("command", "send", device_id, "set-config", "--arg", bad, check=False)
+        assert refused.returncode != 0 and words in refused.stderr, refused  # refused before it is signed
     for kind in ("restart-ui", "reboot"):
         assert server.wait_command(server.send(device_id, kind))["state"] == "done"
     actions = wait_until(lambda: (agent.state / "system-actions.log").exists()

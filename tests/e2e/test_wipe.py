@@ -53,6 +53,8 @@ def test_wipe_erases_citizen_data_proves_it_and_unit_is_reissued(
     assert b"Karen" not in (agent.state / "citizen" / "assignment.bin").read_bytes(), "stored in the clear"
     assert "Karen" not in agent.log() and "Karen" not in server.log(), "personal data in a log"
     assert "Karen" not in server.cli("audit", "list", "--json").stdout
+    assert server.wait_command(server.send(device_id, "set-config", "staff_pin=4711", "volume=9"))["state"] == "done"
+    assert (agent.state / "ui.json").exists()
 
     view = server.wait_command(server.send(device_id, "wipe"))
     assert view["state"] == "done" and view["result_verified"]
@@ -62,6 +64,7 @@ def test_wipe_erases_citizen_data_proves_it_and_unit_is_reissued(
     assert receipt.intent_at <= receipt.finished_at
 
     assert _citizen_files(agent) == []
+    assert not (agent.state / "ui.json").exists(), "a wipe resets the screen's settings (the staff PIN too)"
     status = agent.status()
     assert status["state"] == "enrolled-unassigned" and status["server_online"], "stays enrolled and pinned"
     audit = json.loads(server.cli("audit", "list", "--json").stdout)
