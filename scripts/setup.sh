@@ -29,6 +29,8 @@ DEB_PACKAGES=(
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
+    postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
+    libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
 )
 
 missing=()

@@ -168,6 +168,12 @@ class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
     after: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # a sequence number: SQL integers end there
 
 
+class PhotoIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A person's photo for the citizen's ringing screen: the image file's bytes, in base64."""
+
+    image: bytes
+
+
 class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):
     """Lift the login wait of one account."""
 

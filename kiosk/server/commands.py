@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.engine import Connection
 
 from kiosk.protocol import messages as m
-from kiosk.protocol import signing
+from kiosk.protocol import screen_settings, screenshot, signing
 from kiosk.protocol.command_lifecycle import CommandLife
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
@@ -106,21 +106,30 @@ class _Signed:
 
 @dataclass(frozen=True)
 class _Verified:
-    """A result whose signature, device and command were checked before the transaction."""
+    """A result whose signature, device and command were checked before the transaction.
+
+    ``refused``: why its content still cannot be taken (a screenshot that is not a sound
+    PNG); it is then kept as a failure, proof of what the unit sent, without that content."""
 
     result: m.CommandResult
     envelope: m.SignedEnvelope
+    refused: ProtocolError | None = None
 
 
 def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str, DeviceRow],
-             owners: dict[str, str]) -> _Signed | _Verified | Acknowledgement:
+             owners: dict[str, tuple[str, str]]) -> _Signed | _Verified | Acknowledgement:
     """The checks and the cryptography, before any write lock is taken; raises for a bad item.
 
     ``devices``, ``owners``: the rows of the devices the batch's commands are for, and the
-    device of each command a result claims, read once for the whole batch.
+    device and kind of each command a result claims, read once for the whole batch.
     """
     match item:
         case QueueRequest(device_id=device_id, action=action, actor=actor, ttl_seconds=ttl_seconds):
+            if isinstance(action, m.SetConfig):  # refused here, at once, rather than by the unit later
+                try:
+                    screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
+                except ProtocolError as exc:
+                    raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
             if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
                 raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
             device = devices.get(device_id)
@@ -136,15 +145,16 @@ def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str,
             result = signing.open_result(envelope, device_public_key(cert_pem))
             if result.device_id != device_id:
                 raise ProtocolError("wrong-device", "result names another device")
-            if owners.get(result.command_id) != device_id:
+            owner = owners.get(result.command_id)
+            if owner is None or owner[0] != device_id:
                 raise ProtocolError("unknown-command", f"no command {result.command_id} for this device")
-            return _Verified(result, envelope)
+            return _Verified(result, envelope, _refusal(result, queued_kind=owner[1]))
         case Acknowledgement():
             return item
 
 
 def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Acknowledgement,
-               audits: list[NewAuditEntry], lives: dict[str, CommandLife]) -> Written:
+               audits: list[NewAuditEntry], lives: dict[str, CommandLife]) -> Written | ProtocolError:
     """Write what is this item's alone; its audit entry goes to ``audits``, appended with the batch's."""
     match item:
         case _Signed(queued=Queued(command=command) as queued, actor=actor):  # stored with the batch's
@@ -152,19 +162,26 @@ def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Ackno
             audits.append(NewAuditEntry(actor, "command-queued", command.device_id, {
                 "command_id": command.id, "kind": command.kind, "expires_at": command.expires_at}))
             return queued
-        case _Verified(result=result, envelope=envelope):
+        case _Verified(result=result, envelope=envelope, refused=refused):
             device_id = result.device_id
-            fresh = store.finish_command(conn, result.command_id, result.outcome, result.reason,
-                                         m.encode(envelope), m.to_builtins(result), lives)
+            result_json, outcome, reason = m.to_builtins(result), result.outcome, result.reason
+            if refused is not None:
+                outcome, reason = "failed", f"the unit's result was refused: {refused.detail}"
+                result_json = {**result_json, "outcome": outcome, "reason": reason, "detail": {}}
+            fresh = store.finish_command(conn, result.command_id, outcome, reason, m.encode(envelope),
+                                         result_json, lives)
             if fresh:
-                action = "wipe-receipt" if result.kind == "wipe" and result.outcome == "ok" else "command-result"
+                action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
                 if action == "wipe-receipt":
                     store.release_device(conn, device_id)
+                # A look at the screen: the citizen's answer is audited, the picture never is.
+                answer = ({"answer": result.detail["answer"]}
+                          if result.kind == "screenshot" and outcome == "ok" else {})
                 audits.append(NewAuditEntry(f"device:{device_id}", action, device_id, {
-                    "command_id": result.command_id, "kind": result.kind, "outcome": result.outcome,
-                    "reason": result.reason, "receipt": result.detail if action == "wipe-receipt" else None,
-                    "signature": envelope.signature.hex()}))
-            return result
+                    "command_id": result.command_id, "kind": result.kind, "outcome": outcome,
+                    "reason": reason, "receipt": result.detail if action == "wipe-receipt" else None,
+                    "signature": envelope.signature.hex(), **answer}))
+            return refused if refused is not None else result
         case Acknowledgement(command_id=command_id):
             store.acknowledge(conn, command_id, lives)
             return None
@@ -174,7 +191,8 @@ def write_batch(store: Store, authority: Authority, items: Sequence[Write]) -> l
     """Check each item, then write all good ones in one transaction, in order.
 
     Returns one outcome per item: what was written, or the CommandError / ProtocolError that
-    refused it (nothing of a refused item is written). An error of the database fails all.
+    refused it (nothing of a refused item is written, except a genuinely signed result whose
+    content is refused: kept as a failure). An error of the database fails all.
     """
     devices = store.devices_by_id([item.device_id for item in items if isinstance(item, QueueRequest)])
     owners = store.command_owners([claimed_command_id(item.envelope) for item in items if isinstance(item, Report)])
@@ -216,6 +234,17 @@ def queue(store: Store, authority: Authority, device_id: str, action: m.CommandA
     queued = _single(store, authority, QueueRequest(device_id, action, actor, ttl_seconds))
     assert isinstance(queued, Queued)
     return queued.command
+
+
+def _refusal(result: m.CommandResult, queued_kind: str) -> ProtocolError | None:
+    """Why a genuinely signed result still cannot be taken (its content breaks the rules), or None.
+    Judged by the kind the server queued, whatever kind the result claims."""
+    if queued_kind == "screenshot" and result.outcome == "ok":
+        try:
+            screenshot.read_result(result.detail)
+        except ProtocolError as exc:
+            return exc
+    return None
 
 
 def device_public_key(cert_pem: str) -> signing.PublicKey:
