@@ -18,18 +18,21 @@ in_root useradd --system --user-group --home-dir /run/kiosk-ui --no-create-home 
 
 # No pointer on a touch screen: cage draws its cursor (at the screen's centre) whenever any
 # input device says it can point (QEMU's PS/2 mouse, some HDMI-CEC and remote-control
-# receivers), and has no switch to hide it. Its cursor comes from the Xcursor theme named in
-# XCURSOR_THEME (kiosk-ui.service), as do the app's own: this theme's cursors are one
-# transparent pixel. (Xcursor format: file header, one table entry, one 1x1 ARGB image.)
-blank=$root/usr/share/icons/kiosk-blank
+# receivers), and has no switch to hide it. Its cursor comes from the Xcursor theme named
+# "default" (cage asks wlroots for no theme by name; a theme named only in XCURSOR_THEME
+# left the arrow drawn in a boot under QEMU), as do the app's own (XCURSOR_THEME=default in
+# kiosk-ui.service): this theme's cursors are one transparent pixel. (Xcursor format: file
+# header, one table entry, one 1x1 ARGB image.)
+blank=$root/usr/share/icons/default
 mkdir -p "$blank/cursors"
-printf '[Icon Theme]\nName=kiosk-blank\nComment=Every cursor invisible (a touch kiosk)\n' > "$blank/index.theme"
+rm -f "$blank/index.theme"  # Debian's x-cursor-theme alternative may link it elsewhere
+printf '[Icon Theme]\nName=default\nComment=Every cursor invisible (a touch kiosk)\n' > "$blank/index.theme"
 python3 -c 'import struct, sys
 image = struct.pack("<9I", 36, 0xFFFD0002, 24, 1, 1, 1, 0, 0, 0) + struct.pack("<I", 0)
 sys.stdout.buffer.write(struct.pack("<4sIII", b"Xcur", 16, 0x10000, 1) + struct.pack("<3I", 0xFFFD0002, 24, 28) + image)' \
     > "$blank/cursors/default"
 for name in left_ptr arrow top_left_arrow pointer hand2 text xterm; do
-    ln -s default "$blank/cursors/$name"
+    ln -sf default "$blank/cursors/$name"
 done
 
 # Mount points on the read-only root; /var itself is a tmpfs (systemd.volatile=state).
