@@ -16,6 +16,22 @@ in_root() { chroot "$root" "$@"; }
 in_root useradd --system --user-group --home-dir /run/kiosk-ui --no-create-home \
     --shell /usr/sbin/nologin --groups video,render,input,audio kiosk-ui
 
+# No pointer on a touch screen: cage draws its cursor (at the screen's centre) whenever any
+# input device says it can point (QEMU's PS/2 mouse, some HDMI-CEC and remote-control
+# receivers), and has no switch to hide it. Its cursor comes from the Xcursor theme named in
+# XCURSOR_THEME (kiosk-ui.service), as do the app's own: this theme's cursors are one
+# transparent pixel. (Xcursor format: file header, one table entry, one 1x1 ARGB image.)
+blank=$root/usr/share/icons/kiosk-blank
+mkdir -p "$blank/cursors"
+printf '[Icon Theme]\nName=kiosk-blank\nComment=Every cursor invisible (a touch kiosk)\n' > "$blank/index.theme"
+python3 -c 'import struct, sys
+image = struct.pack("<9I", 36, 0xFFFD0002, 24, 1, 1, 1, 0, 0, 0) + struct.pack("<I", 0)
+sys.stdout.buffer.write(struct.pack("<4sIII", b"Xcur", 16, 0x10000, 1) + struct.pack("<3I", 0xFFFD0002, 24, 28) + image)' \
+    > "$blank/cursors/default"
+for name in left_ptr arrow top_left_arrow pointer hand2 text xterm; do
+    ln -s default "$blank/cursors/$name"
+done
+
 # Mount points on the read-only root; /var itself is a tmpfs (systemd.volatile=state).
 mkdir -p "$root/boot/config" "$root/data"
 # systemd gives each boot a transient machine id (the root cannot keep one).
@@ -52,4 +68,7 @@ if [ "$arch" = amd64 ]; then
     in_root grub-mkimage -O x86_64-efi -p /EFI/BOOT -o /boot/BOOTX64.EFI \
         part_gpt fat normal linux configfile loadenv test echo regexp cat sleep reboot halt \
         all_video efi_gop gzio
+    # GRUB's modules and fonts are in BOOTX64.EFI now; the root keeps only grub-editenv
+    # (kiosk-boot-ok marks the slot good).
+    rm -rf "$root/usr/lib/grub" "$root/usr/share/grub"
 fi

@@ -113,7 +113,9 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
 
 def _erofs_verity(root: Path, dest: Path, log: Path) -> tuple[int, str]:
     """The root as erofs with its verity hash tree appended; (hash offset, root hash)."""
-    run(["mkfs.erofs", "-zlz4hc", dest, root], log=log)
+    # lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for
+    # a smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
+    run(["mkfs.erofs", "-zlz4hc,12", "-C65536", dest, root], log=log)
     data_size = dest.stat().st_size
     if data_size % BLOCK:
         raise BuildError(f"the erofs image is {data_size} bytes, not a whole number of {BLOCK}-byte blocks")
@@ -175,7 +177,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                         built_at=now.isoformat(timespec="seconds"))
     try:
         with progress.step("fetching our wheel and its pinned dependencies"):
-            wheel_files = wheels.fetch(r.arch, r.python_from_debian, opts.cache / "pip", work / "wheels", log)
+            wheel_files = wheels.fetch(r.arch, r.wheels_left_out, opts.cache / "pip", work / "wheels", log)
         with progress.step(f"building the {r.suite} {r.arch} root (mmdebstrap; see {log.name})"):
             _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, foreign, log, progress)
         with progress.step("installing the project into the root"):

@@ -3,7 +3,7 @@
     identity/      device.key (never leaves), device.crt, ca.pem, command.pub, server.json
     keys/          assignment.key: the per-assignment key (destroyed by a wipe)
     citizen/       everything personal, AES-GCM encrypted under the assignment key
-    settings.json  non-personal configuration (reset by a wipe)
+    ui.json        the screen's settings, from set-config (reset by a wipe)
     replay.json    ids of accepted commands, until they expire
     outbox/        signed results not yet acknowledged by the server
     wipe.journal   steps of a wipe in progress
@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kiosk.protocol import agent_socket, signing, wipe_journal
+from kiosk.protocol import agent_socket, screen_settings, signing, wipe_journal
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
+from kiosk.provision import keyholder
 from kiosk.provision.files import append_line, atomic_write, read_json
 
 
@@ -49,7 +50,7 @@ class StateDir:
         self.journal_path = root / "wipe.journal"
         self.audit_path = root / "audit.jsonl"
         self.log_path = root / "agent.log"
-        self.settings_path = root / "settings.json"
+        self.settings_path = root / screen_settings.UI_FILE  # the screen reads it: one definition
         self.replay_path = root / "replay.json"
         self.socket_path = agent_socket.socket_path(root)
 
@@ -107,6 +108,10 @@ class StateDir:
     def assignment_key_path(self) -> Path:
         return self.keys / "assignment.key"
 
+    def assignment_key(self) -> keyholder.KeyHolder:
+        """The per-assignment key's keeper: the unit's TPM where it has one (kiosk.provision.keyholder)."""
+        return keyholder.for_unit(self.assignment_key_path)
+
     def device_state(self) -> m.DeviceState:
         if not self.enrolled:
             return "unprovisioned"
@@ -118,12 +123,16 @@ class StateDir:
         return "enrolled-unassigned"
 
     # ------------------------------------------------------------------- settings
-    def settings(self) -> dict[str, Any]:
-        value = read_json(self.settings_path, {})
-        return value if isinstance(value, dict) else {}
+    def ui_settings(self) -> screen_settings.ScreenSettings:
+        """The screen's settings as the unit has them (the defaults if none, or a broken file)."""
+        try:
+            return screen_settings.decode(self.settings_path.read_bytes())
+        except (OSError, ProtocolError):
+            return screen_settings.ScreenSettings()
 
-    def update_settings(self, changes: dict[str, Any]) -> None:
-        atomic_write(self.settings_path, json.dumps({**self.settings(), **changes}).encode())
+    def save_ui_settings(self, settings: screen_settings.ScreenSettings) -> None:
+        # Readable by the screen's user through the group it shares with the agent.
+        atomic_write(self.settings_path, screen_settings.encode(settings), mode=0o640)
 
     # ---------------------------------------------------------------- replay memory
     def replay_guard(self) -> signing.ReplayGuard:
@@ -181,12 +190,12 @@ class Vault:
         self.state = state
 
     def _key(self, create: bool) -> bytes | None:
-        path = self.state.assignment_key_path
-        if not path.exists():
-            if not create:
-                return None
-            atomic_write(path, AESGCM.generate_key(bit_length=256))
-        return path.read_bytes()
+        holder = self.state.assignment_key()
+        key = holder.load()
+        if key is None and create:
+            key = AESGCM.generate_key(bit_length=256)
+            holder.store(key)
+        return key
 
     def put(self, name: str, value: Any) -> None:
         key = self._key(create=True)

@@ -302,7 +302,8 @@ class CallManager:
             ice, relay_only = self._ice(live.device_id)
             await self._to_device(live.device_id, m.CallRing(
                 call_id=live.id, caller_name=live.caller.display_name, caller_role=live.caller.role,
-                ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout))
+                ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout,
+                caller_photo=self.store.user_photo(live.caller.username)))
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
             await self._to_device(live.device_id, m.CallEnded(call_id=live.id, reason=effect.reason))
 

@@ -23,12 +23,12 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
-from kiosk.server import audit, auth, calls, commands, schedule
+from kiosk.server import audit, auth, calls, commands, photos, schedule
 from kiosk.server.ca import Authority
-from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
+from kiosk.server.device_api import AUTHORITY, DESK, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, UserRow
+from kiosk.server.store import DeviceRow, Store, StoreUnavailable, UserRow
 
 Q = TypeVar("Q")
 
@@ -108,13 +108,13 @@ async def read_body(request: web.Request, body_type: Any) -> Any:
     return decode(body_type, await read_raw(request))
 
 
-async def read_raw(request: web.Request) -> bytes:
-    """The body, at most MAX_BODY_BYTES (413 beyond); an empty body is an empty object."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
+async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, at most ``limit`` bytes (413 beyond); an empty body is an empty object."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "oversized", f"request body over {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "oversized", f"request body over {limit} bytes")
     return raw or b"{}"
 
 
@@ -174,6 +174,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except commands.CommandError as exc:
         return error(exc.status, exc.code, str(exc))
+    except StoreUnavailable as exc:  # nothing was saved, and the person is told so
+        response = error(503, "database-unavailable", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
 
 
 def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
@@ -294,6 +298,24 @@ async def unlock(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+#: A photo arrives as base64 in JSON: within the server's 1 MiB request limit.
+PHOTO_BODY_BYTES = 960 * 1024
+
+
+@route("PUT", "/api/users/{username}/photo", "users.manage",
+       "Set the photo the citizen's screen shows when this person calls (PNG, JPEG or WebP, made small)",
+       s.PhotoIn, status=204, errors=(404, 413))
+async def set_user_photo(request: web.Request) -> web.StreamResponse:
+    req = decode(s.PhotoIn, await read_raw(request, PHOTO_BODY_BYTES))
+    try:
+        photo = photos.normalize(req.image)
+    except photos.PhotoError as exc:
+        raise ApiError(400, "bad-photo", str(exc)) from None
+    if not request.app[STORE].set_user_photo(request.match_info["username"], photo, _actor(request)):
+        raise ApiError(404, "unknown-user", "no such user")
+    return web.Response(status=204)
+
+
 # ------------------------------------------------------------------------- devices
 def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
     link = hub.links.get(row.id)
@@ -334,9 +356,45 @@ async def revoke_device(request: web.Request) -> web.StreamResponse:
 @route("POST", "/api/devices/{device_id}/commands", auth.ANY_COMMAND, "Queue a signed command",
        s.CommandRequest, s.CommandQueued, status=202, errors=(409,))
 async def send_command(request: web.Request) -> web.StreamResponse:
+    raw = await _command_body(request)
+    req = decode(s.CommandRequest, raw)
+    command = await request.app[DESK].send(request.match_info["device_id"], s.command_action(req),
+                                           _actor(request), req.expires_in)
+    row = request.app[STORE].command(command.id)
+    assert row is not None  # just stored; commands are never deleted
+    return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
+
+
+@route("POST", "/api/commands", auth.ANY_COMMAND, "Queue the same signed command for many units at once "
+       "(each unit's command is its own, audited and delivered as if sent alone)",
+       s.BulkCommandRequest, s.BulkQueued, status=202)
+async def send_commands(request: web.Request) -> web.StreamResponse:
+    raw = await _command_body(request)
+    req = decode(s.BulkCommandRequest, raw)
+    if len(set(req.device_ids)) != len(req.device_ids):
+        raise ApiError(400, "duplicate-device", "a unit is named twice; name each once")
+    action, actor, desk = s.command_action(req), _actor(request), request.app[DESK]
+    outcomes = await asyncio.gather(*(desk.send(device_id, action, actor, req.expires_in)
+                                      for device_id in req.device_ids), return_exceptions=True)
+    queued, refused = [], []
+    for device_id, outcome in zip(req.device_ids, outcomes, strict=True):
+        if isinstance(outcome, commands.CommandError):
+            refused.append(s.RefusedFor(device_id, outcome.code, str(outcome)))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            queued.append(s.QueuedFor(device_id, outcome.id, outcome.expires_at))
+    return json_response(s.BulkQueued(queued, refused), status=202)
+
+
+async def _command_body(request: web.Request) -> bytes:
+    """A command request's body, once its kind is known to be one this person may send.
+
+    The permission for the kind comes first: a refusal must not depend on, or tell, what
+    else is wrong.
+    """
     role = request[USER].role
     raw = await read_raw(request)
-    # the permission for this kind first: a refusal must not depend on, or tell, what else is wrong
     with contextlib.suppress(msgspec.DecodeError):
         kind = msgspec.json.decode(raw, type=s.CommandKind).kind
         if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
@@ -344,13 +402,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
         if kind not in m.COMMAND_KINDS:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
             raise ApiError(400, "unknown-kind", f"unknown command {kind[:40]!r}; choose one of {mine}")
-    req = decode(s.CommandRequest, raw)
-    command = commands.queue(request.app[STORE], request.app[AUTHORITY], request.match_info["device_id"],
-                             s.command_action(req), _actor(request), req.expires_in)
-    await request.app[HUB].deliver_pending(command.device_id)
-    row = request.app[STORE].command(command.id)
-    assert row is not None  # just stored; commands are never deleted
-    return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
+    return raw
 
 
 @route("GET", "/api/commands/{command_id}", "devices.read", "A command's state and verified result",

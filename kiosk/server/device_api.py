@@ -7,8 +7,11 @@ is missing, unknown, superseded or revoked, before the upgrade.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,11 +26,14 @@ from kiosk.server import ca, commands, enrollment
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
-from kiosk.server.store import Contended, Store, sha256_hex
+from kiosk.server.store import Contended, Store, StoreUnavailable, sha256_hex
 
 log = logging.getLogger("kiosk.server.devices")
 
 HEARTBEAT_INTERVAL_SECONDS = 30.0
+#: A result that could not be stored (the database did not answer) is tried again this often,
+#: while its unit stays connected; it is acknowledged only once stored, so the unit keeps it.
+RESULT_RETRY_SECONDS = 1.0
 #: Frames up to this size are read and, if over the protocol limit, refused with a reason
 #: while the connection stays; larger ones close the connection (aiohttp's own limit).
 WS_FRAME_LIMIT = 4 * 1024 * 1024
@@ -38,6 +44,7 @@ AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CALLS: web.AppKey[CallManager] = web.AppKey("calls", CallManager)
+DESK: web.AppKey[commands.CommandDesk] = web.AppKey("desk", commands.CommandDesk)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -63,13 +70,13 @@ async def enroll(request: web.Request) -> web.Response:
         key = ca.key_fingerprint(ca.device_key(req.csr_pem))  # a bad CSR never touches the token
     except ProtocolError as exc:
         return error(400, exc.reason, f"enrollment request refused: {exc.detail}")
-    try:
-        return _enroll(request, authority, store, req, key)
+    try:  # the certificate's signature and the transaction run off the event loop: units stay served
+        return await asyncio.to_thread(_enroll, request.remote, authority, store, req, key)
     except (Contended, sa.exc.IntegrityError):  # a retry raced its own first request: ask it to try again
         return error(503, "busy", "another request for this token is being handled; try again")
 
 
-def _enroll(request: web.Request, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
+def _enroll(peer: str | None, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
     version = req.agent_version[:64]
     serial = "".join(c for c in req.serial_number if c.isprintable())[:64]
     token_hash, now = sha256_hex(req.token), store.clock()
@@ -93,13 +100,13 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                 if approved:
                     store.set_hold_state(conn, token_hash, enrollment.ENROLLED)
                 store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
-                                   agent_version=version, approved=approved, peer=request.remote)
+                                   agent_version=version, approved=approved, peer=peer)
                 log.info("device %s enrolled", device_id)
                 return _enrolled(authority, device_id, cert_pem)
             case enrollment.Repeat(device_id=device_id):
                 assert issued is not None
                 store.append_audit(conn, f"device:{device_id}", "device-enrollment-retried", device_id,
-                                   agent_version=version, peer=request.remote)
+                                   agent_version=version, peer=peer)
                 log.info("device %s repeated its enrollment (its first answer was lost)", device_id)
                 return _enrolled(authority, device_id, issued.cert_pem)
             case enrollment.Wait(device_id=reserved):
@@ -110,11 +117,11 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                     # not let in yet, so what it says is not written for good
                     store.append_audit(conn, "anonymous", "enrollment-held", device_id,
                                        batch=enrollment.batch_label(token.created_at, token.created_by),
-                                       peer=request.remote)
+                                       peer=peer)
                     log.info("unit %s held for approval: its token expired unused", device_id)
                 return json_response(m.EnrollHeld(device_id, enrollment.held_message(device_id, serial)), status=202)
             case enrollment.Refuse(code=code, message=message):
-                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=request.remote)
+                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=peer)
                 return error(REFUSAL_STATUS[code], code, message)
 
 
@@ -136,7 +143,11 @@ def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
     cert = x509.load_der_x509_certificate(der)
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     device_id = str(cn[0].value) if cn else ""
-    row = request.app[STORE].device(device_id)
+    try:
+        row = request.app[STORE].device(device_id)
+    except StoreUnavailable as exc:  # the unit tries again after its backoff; those connected stay
+        log.warning("device %s could not connect: %s", device_id, exc)
+        return error(503, "database-unavailable", "the server's database is not answering; try again shortly")
     if row is None or row.cert_serial != format(cert.serial_number, "x"):
         return error(403, "unknown-device", "this certificate is not registered")
     if row.revoked_at is not None:
@@ -150,7 +161,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         log.info("refused device socket: %s", peer.text)
         return peer
     device_id, cert_pem = peer
-    hub, store = request.app[HUB], request.app[STORE]
+    hub = request.app[HUB]
     ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=HEARTBEAT_INTERVAL_SECONDS * 2)
     await ws.prepare(request)
 
@@ -164,16 +175,21 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
                          heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS))
     await hub.attach(link)
     log.info("device %s connected", device_id)
+    retries: set[asyncio.Task[None]] = set()
     try:
-        await hub.deliver_pending(device_id)
+        with _database_may_fail(device_id):  # the sweep delivers them once it answers again
+            await hub.deliver_pending(device_id)
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
-                await _handle(link, frame.data.encode(), hub, store, request.app[CALLS])
+                with _database_may_fail(device_id):
+                    await _handle(link, frame.data.encode(), hub, request.app[DESK], request.app[CALLS], retries)
             elif frame.type == WSMsgType.BINARY:
                 await send(m.Rejected(reason="malformed", detail="text frames only"))
             elif frame.type == WSMsgType.ERROR:
                 break
     finally:
+        for retry in retries:  # the unit keeps the result and sends it again when it reconnects
+            retry.cancel()
         # A unit that closed the connection itself (a close frame, whatever its code: its agent
         # stopping sends one) is gone; a connection that died without a word is held for the
         # grace period, since a 4G blink is not "offline".
@@ -182,7 +198,17 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: CallManager) -> None:
+@contextlib.contextmanager
+def _database_may_fail(device_id: str) -> Iterator[None]:
+    """A database that does not answer costs this message, never the unit's connection."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        log.warning("device %s: %s", device_id, exc)
+
+
+async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.CommandDesk, calls: CallManager,
+                  retries: set[asyncio.Task[None]]) -> None:
     try:
         message = m.DEVICE_TO_SERVER.decode(data)
     except ProtocolError as exc:
@@ -197,19 +223,15 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
                 await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=hub.clock()))
         case m.CommandAck(command_id=command_id):
             hub.seen(link)
-            store.mark_delivered(command_id)
+            desk.acknowledged(command_id)
         case m.ResultDelivery(envelope=envelope):
             try:
-                result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
-            except ProtocolError as exc:
-                log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
-                await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False,
-                                            reason=exc.reason))
-                return
-            if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
-                link.state = commands.STATE_AFTER[result.kind]
-            hub.seen(link)
-            await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
+                await _accept_result(link, envelope, hub, desk)
+            except StoreUnavailable as exc:
+                log.warning("device %s: its result waits (%s)", link.device_id, exc)
+                retry = asyncio.create_task(_accept_result_when_stored(link, envelope, hub, desk))
+                retries.add(retry)
+                retry.add_done_callback(retries.discard)
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
         case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
@@ -217,12 +239,29 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
             await calls.from_device(link.device_id, message)
 
 
-def _claimed_command_id(envelope: m.SignedEnvelope) -> str:
-    """The id a refused result claims, only to tell the device which one we refused."""
+async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, desk: commands.CommandDesk) -> None:
+    """Store a verified result, then acknowledge it: the unit keeps it until it hears so."""
     try:
-        return m.COMMAND_RESULT.decode(envelope.payload).command_id
-    except ProtocolError:
-        return ""
+        result = await desk.report(link.device_id, link.cert_pem, envelope)
+    except ProtocolError as exc:
+        log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
+        await link.send(m.ResultAck(command_id=commands.claimed_command_id(envelope), accepted=False,
+                                    reason=exc.reason))
+        return
+    if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
+        link.state = commands.STATE_AFTER[result.kind]
+    hub.seen(link)
+    await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
+
+
+async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub,
+                                     desk: commands.CommandDesk) -> None:
+    while True:
+        await asyncio.sleep(RESULT_RETRY_SECONDS)
+        with contextlib.suppress(StoreUnavailable):
+            await _accept_result(link, envelope, hub, desk)
+            log.info("device %s: its result is stored now", link.device_id)
+            return
 
 
 def routes() -> list[web.RouteDef]:

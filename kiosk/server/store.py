@@ -1,23 +1,29 @@
 """The server's storage: one small interface over SQLAlchemy Core.
 
-SQLite (WAL) is the embedded default; the same tables run on PostgreSQL by passing a
-different URL. Both the running server and the CLI open the same database, so every
-write happens in a short transaction that takes the write lock up front.
+SQLite (WAL) is the embedded default; the same tables run on PostgreSQL (psycopg 3) when
+given a ``postgresql://`` URL. Both the running server and the CLI open the same database,
+so every write happens in a short transaction that takes the write lock up front (SQLite)
+or the locks its rows need (PostgreSQL). The schema is Alembic's (kiosk.server.migrate),
+brought up to date whenever a store opens.
+
+A database that cannot be reached raises :class:`StoreUnavailable`, whose message says so
+in plain words; nothing is acknowledged to anyone in that case, and the caller may retry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
@@ -25,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
 from kiosk.protocol.machine import Clock, Transition
+from kiosk.server import migrate
 from kiosk.server.audit import AuditEntry, checked, is_account
 
 metadata = sa.MetaData()
@@ -104,6 +111,13 @@ users = sa.Table(
     sa.Column("display_name", sa.String(100)),  # shown on the citizen's screen when this person calls
 )
 
+user_photos = sa.Table(  # shown on the citizen's ringing screen when this person calls
+    "user_photos", metadata,
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+    sa.Column("png", sa.LargeBinary, nullable=False),  # made by kiosk.server.photos.normalize
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 citizens = sa.Table(
     "citizens", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -165,6 +179,15 @@ visits = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+login_backoff = sa.Table(
+    "login_backoff", metadata,  # kiosk.server.login_guard's memory of failed logins
+    # "address:<ip>" or "account:<user name>"; only names of existing accounts are ever kept
+    sa.Column("key", sa.String(120), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("blocked_until", sa.Float, nullable=False),
+    sa.Column("last_attempt", sa.Float, nullable=False),
+)
+
 #: What the command lifecycle (kiosk.protocol.command_lifecycle) needs of a stored command.
 _LIFE_COLUMNS = (commands.c.state, commands.c.expires_at, commands.c.delivered_at, commands.c.finished_at)
 
@@ -177,8 +200,15 @@ sessions = sa.Table(
 
 
 
+_AUDIT_LOCK = 0x61756469740A  # PostgreSQL advisory lock held while appending to the audit chain
+
+
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StoreUnavailable(Exception):
+    """The database did not answer (down, restarting, unreachable); nothing was written."""
 
 
 class Contended(Exception):
@@ -318,6 +348,32 @@ ROW_TABLES: dict[type[Any], sa.Table] = {
 R = TypeVar("R")
 
 
+@functools.cache
+def _step_update(extra_columns: tuple[str, ...]) -> sa.Update:
+    """A command's guarded lifecycle write, built once per set of extra columns: building it per
+    command cost more than running it."""
+    return (commands.update()
+            .where(commands.c.id == sa.bindparam("b_id"), commands.c.state == sa.bindparam("b_before"))
+            .values({name: sa.bindparam(f"b_{name}")
+                     for name in ("state", "delivered_at", "finished_at", *extra_columns)}))
+
+
+class NewAuditEntry(NamedTuple):
+    actor: str
+    action: str
+    device_id: str | None
+    detail: dict[str, Any]
+
+
+class NewCommand(NamedTuple):
+    id: str
+    device_id: str
+    kind: str
+    envelope: bytes  # signed
+    created_by: str
+    expires_at: float
+
+
 def _from_row(row_type: type[R], row: Row[Any]) -> R:
     values = dict(row._mapping)
     if row_type is CommandRow:
@@ -334,25 +390,79 @@ def _audit_hash(prev: str, at: float, actor: str, action: str, device_id: str | 
     return sha256_hex(body)
 
 
+def database_url(url: str | None, directory: Path) -> sa.URL:
+    """The URL to open: SQLite in the data directory unless a PostgreSQL URL is given.
+
+    ``postgresql://`` means psycopg 3 (SQLAlchemy's own default, psycopg2, is not used).
+    A password is best kept out of the URL: libpq reads ``PGPASSFILE`` (~/.pgpass).
+    """
+    if url is None:
+        return sa.make_url(f"sqlite:///{directory / 'kiosk.db'}")
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"--database takes a postgresql:// or sqlite:/// URL, got {parsed.get_backend_name()}://")
+    return parsed
+
+
+def _engine(url: sa.URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url)
+        _sqlite_pragmas(engine)
+        return engine
+    # pre-ping: a connection left from before a PostgreSQL restart is replaced, not handed out
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5,
+                            connect_args={"connect_timeout": 5, "application_name": "kiosk-server"})
+
+
+def _where(url: sa.URL) -> str:
+    """The database named for people, without its password."""
+    return url.render_as_string(hide_password=True).replace("+psycopg", "")
+
+
 class Store:
-    def __init__(self, url: str, clock: Clock = time.time) -> None:
+    def __init__(self, url: str | sa.URL, clock: Clock = time.time) -> None:
         self.clock = clock
-        self.engine: Engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
-        metadata.create_all(self.engine)
+        self.url = sa.make_url(url)
+        self.engine: Engine = _engine(self.url)
+        with self._reachable():
+            migrate.upgrade(self.engine)
 
     @classmethod
-    def in_directory(cls, directory: Path, clock: Clock = time.time) -> Store:
-        return cls(f"sqlite:///{directory / 'kiosk.db'}", clock)
+    def in_directory(cls, directory: Path, clock: Clock = time.time, database: str | None = None) -> Store:
+        return cls(database_url(database, directory), clock)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn a lost or refused database connection into :class:`StoreUnavailable`."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            lost = exc.connection_invalidated or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+            if not lost:
+                raise
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise StoreUnavailable(f"the database {_where(self.url)} is not answering ({reason}); "
+                                   "nothing was saved, try again in a moment") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading (on SQLite it takes no lock)."""
+        with self._reachable(), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction: it takes SQLite's write lock at BEGIN (reads do not)."""
-        with self.engine.connect() as conn:
+        with self._reachable(), self.engine.connect() as conn:
             conn = conn.execution_options(immediate=True)
             with conn.begin():
                 yield conn
@@ -368,23 +478,39 @@ class Store:
         actor that names an account must name one that exists: a name typed by a stranger
         never gets in. Breaking either is a bug of ours and raises ValueError.
         """
-        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
+        self.append_audits(conn, [NewAuditEntry(actor, action, device_id, detail)])
+
+    def append_audits(self, conn: Connection, entries: Sequence[NewAuditEntry]) -> None:
+        """Append entries in this order, each chained to the one before, as :meth:`append_audit` does
+        one: a batch of commands reads the last hash once and inserts once."""
+        if not entries:
+            return
+        if conn.dialect.name == "postgresql":  # one writer at a time extends the chain (SQLite: the write lock)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK)))
+        accounts = {e.actor for e in entries if is_account(e.actor)}
+        known = set(conn.execute(sa.select(users.c.username).where(users.c.username.in_(sorted(accounts))))
+                    .scalars()) if accounts else set()
+        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar() or ""
         at = self.clock()
-        text = json.dumps(detail, sort_keys=True, default=str)
-        entry = AuditEntry(seq=0, at=at, actor=actor, action=action, device_id=device_id,
-                           detail=json.loads(text), hash=_audit_hash(prev or "", at, actor, action, device_id, text))
-        checked(entry)
-        known = sa.select(users.c.username).where(users.c.username == actor)
-        if is_account(actor) and conn.execute(known).first() is None:
-            raise ValueError(f"audit actor {actor!r} is not an account")
-        conn.execute(audit.insert().values(
-            at=at, actor=actor, action=action, device_id=device_id, detail=text, hash=entry.hash))
+        rows = []
+        for e in entries:
+            text = json.dumps(e.detail, sort_keys=True, default=str)
+            chained = _audit_hash(prev, at, e.actor, e.action, e.device_id, text)
+            entry = AuditEntry(seq=0, at=at, actor=e.actor, action=e.action, device_id=e.device_id,
+                               detail=json.loads(text), hash=chained)
+            checked(entry)
+            if e.actor in accounts and e.actor not in known:
+                raise ValueError(f"audit actor {e.actor!r} is not an account")
+            rows.append({"at": at, "actor": e.actor, "action": e.action, "device_id": e.device_id,
+                         "detail": text, "hash": entry.hash})
+            prev = entry.hash
+        conn.execute(audit.insert(), rows)
 
     def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
         q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)
         if device_id:
             q = q.where(audit.c.device_id == device_id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(q).all()
         return [AuditEntry(r.seq, r.at, r.actor, r.action, r.device_id, json.loads(r.detail), r.hash)
                 for r in reversed(rows)]
@@ -392,7 +518,7 @@ class Store:
     def verify_audit_chain(self) -> int | None:
         """Return the seq of the first entry whose hash does not match, or None if intact."""
         prev = ""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             for r in conn.execute(sa.select(audit).order_by(audit.c.seq)):
                 if _audit_hash(prev, r.at, r.actor, r.action, r.device_id, r.detail) != r.hash:
                     return int(r.seq)
@@ -464,7 +590,7 @@ class Store:
              .join(enroll_tokens, enroll_tokens.c.token_hash == enrollment_holds.c.token_hash)
              .where(enrollment_holds.c.state != "enrolled")
              .order_by(enrollment_holds.c.requested_at))
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [(HoldRow(**{c.name: r._mapping[c] for c in enrollment_holds.c}),
                      TokenRow(**{c.name: r._mapping[c] for c in enroll_tokens.c})) for r in conn.execute(q)]
 
@@ -481,16 +607,22 @@ class Store:
         q = sa.select(devices).where(devices.c.id == device_id)
         if conn is not None:
             return _maybe(DeviceRow, conn.execute(q).first())
-        with self.engine.connect() as own:
+        with self.read() as own:
             return _maybe(DeviceRow, own.execute(q).first())
 
+    def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, DeviceRow]:
+        """The rows of these devices (those that exist), in one read."""
+        with self.read() as conn:
+            return {r.id: _from_row(DeviceRow, r) for r in conn.execute(
+                sa.select(devices).where(devices.c.id.in_(sorted(set(device_ids)))))}
+
     def devices(self) -> list[DeviceRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(DeviceRow, r) for r in conn.execute(sa.select(devices).order_by(devices.c.enrolled_at))]
 
     def revoked_since(self, since: float) -> list[str]:
         """Ids of devices revoked at or after ``since`` (the CLI may revoke from another process)."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return list(conn.execute(sa.select(devices.c.id).where(devices.c.revoked_at >= since)).scalars())
 
     def revoke_device(self, device_id: str, actor: str) -> bool:
@@ -513,16 +645,27 @@ class Store:
                 [{"b_id": d, "b_seen": t, "b_state": st, "b_online": on} for d, (t, st, on) in seen.items()],
             )
 
+    def forget_online(self) -> None:
+        """Every unit offline until it connects: for a database that held no live connections."""
+        with self.tx() as conn:
+            conn.execute(devices.update().where(devices.c.online).values(online=False))
+
     # ------------------------------------------------------------------ commands
     def add_command(self, conn: Connection, command_id: str, device_id: str, kind: str,
                     envelope: bytes, created_by: str, expires_at: float) -> None:
-        conn.execute(commands.insert().values(
-            id=command_id, device_id=device_id, kind=kind, envelope=envelope, state=CommandState.PENDING,
-            created_by=created_by, created_at=self.clock(), expires_at=expires_at,
-        ))
+        self.add_commands(conn, [NewCommand(command_id, device_id, kind, envelope, created_by, expires_at)])
+
+    def add_commands(self, conn: Connection, new: Sequence[NewCommand]) -> None:
+        """Store signed commands as pending, all in one insert."""
+        if new:
+            now = self.clock()
+            conn.execute(commands.insert(), [
+                {"id": c.id, "device_id": c.device_id, "kind": c.kind, "envelope": c.envelope,
+                 "state": CommandState.PENDING, "created_by": c.created_by, "created_at": now,
+                 "expires_at": c.expires_at} for c in new])
 
     def command(self, command_id: str) -> CommandRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
 
 
@@ -532,42 +675,83 @@ class Store:
         q = sa.select(commands).where(commands.c.state.in_(sorted(lifecycle.DELIVERABLE)), commands.c.expires_at > now)
         if device_id is not None:
             q = q.where(commands.c.device_id == device_id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
+    def deliverable_commands(self) -> list[tuple[str, str]]:
+        """(command id, device id) of every command to send now, oldest first; no envelopes."""
+        q = (sa.select(commands.c.id, commands.c.device_id)
+             .where(commands.c.state.in_(sorted(lifecycle.DELIVERABLE)), commands.c.expires_at > self.clock())
+             .order_by(commands.c.created_at))
+        with self.read() as conn:
+            return [(row.id, row.device_id) for row in conn.execute(q)]
+
+    def envelopes(self, command_ids: list[str]) -> dict[str, bytes]:
+        """The signed envelopes of these commands, by id (asked for in slices: a query's parameters are bounded)."""
+        found: dict[str, bytes] = {}
+        with self.read() as conn:
+            for start in range(0, len(command_ids), 500):
+                q = sa.select(commands.c.id, commands.c.envelope).where(
+                    commands.c.id.in_(command_ids[start:start + 500]))
+                found.update((row.id, row.envelope) for row in conn.execute(q))
+        return found
+
+    def command_owners(self, command_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """The device and kind of each of these commands (those that exist), in one read."""
+        with self.read() as conn:
+            return {r.id: (r.device_id, r.kind) for r in conn.execute(
+                sa.select(commands.c.id, commands.c.device_id, commands.c.kind)
+                .where(commands.c.id.in_(sorted(set(command_ids)))))}
+
+    def command_lives(self, conn: Connection, command_ids: Sequence[str]) -> dict[str, CommandLife]:
+        """The lifecycle state of these commands, read once inside the caller's transaction, for a
+        batch of steps (each step keeps it current: pass it to :meth:`acknowledge` and
+        :meth:`finish_command`)."""
+        return {r.id: CommandLife(CommandState(r.state), r.expires_at, r.delivered_at, r.finished_at)
+                for r in conn.execute(sa.select(commands.c.id, *_LIFE_COLUMNS)
+                                      .where(commands.c.id.in_(sorted(set(command_ids)))))}
+
     def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
+                      lives: dict[str, CommandLife] | None = None,
                       **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
         """Feed a command's lifecycle one event and write what changed (with the extra columns given).
 
         Returns the transition if it changed the command, else None. The write is guarded by the
         state it read, so another process that changed the command meanwhile wins and this one
-        changes nothing.
+        changes nothing. ``lives``: states already read in this transaction (command_lives).
         """
-        row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
-        if row is None:
-            return None
-        before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
+        before = lives.get(command_id) if lives is not None else None
+        if before is None:
+            row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
+            if row is None:
+                return None
+            before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
         after = lifecycle.step(before, event, self.clock())
         if after.state == before:
             return None
         life = after.state
-        written = conn.execute(
-            commands.update().where(commands.c.id == command_id, commands.c.state == before.state)
-            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at,
-                    **written_with_the_change)
-        ).rowcount
+        written = conn.execute(_step_update(tuple(sorted(written_with_the_change))), {
+            "b_id": command_id, "b_before": before.state, "b_state": life.state,
+            "b_delivered_at": life.delivered_at, "b_finished_at": life.finished_at,
+            **{f"b_{name}": value for name, value in written_with_the_change.items()}}).rowcount
+        if written and lives is not None:
+            lives[command_id] = life
         return after if written else None
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
-            self._step_command(conn, command_id, lifecycle.Acknowledged())
+            self.acknowledge(conn, command_id)
+
+    def acknowledge(self, conn: Connection, command_id: str, lives: dict[str, CommandLife] | None = None) -> None:
+        """The device holds the command: mark it delivered inside the caller's transaction."""
+        self._step_command(conn, command_id, lifecycle.Acknowledged(), lives)
 
     def expire_commands(self) -> list[str]:
         """Open commands past their expiry become 'expired'; returns their ids."""
         due = sa.select(commands.c.id).where(commands.c.state.in_(sorted(lifecycle.OPEN)),
                                              commands.c.expires_at <= self.clock())
-        with self.engine.connect() as conn:  # the common case, nothing due, takes no write lock
+        with self.read() as conn:  # the common case, nothing due, takes no write lock
             if conn.execute(due.limit(1)).first() is None:
                 return []
         expired = []
@@ -580,9 +764,10 @@ class Store:
         return expired
 
     def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
-                       result_envelope: bytes, result: dict[str, Any]) -> bool:
+                       result_envelope: bytes, result: dict[str, Any],
+                       lives: dict[str, CommandLife] | None = None) -> bool:
         """Record a verified result if it is the command's first; returns whether it was."""
-        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"),
+        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"), lives,
                                      outcome=outcome, reason=reason, result_envelope=result_envelope,
                                      result=json.dumps(result, default=str))
         return changed is not None and lifecycle.KeepResult() in changed.actions
@@ -596,8 +781,25 @@ class Store:
             self.append_audit(conn, actor, "user-added", user=username, role=role)
 
     def user(self, username: str) -> UserRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(UserRow, conn.execute(sa.select(users).where(users.c.username == username)).first())
+
+    def set_user_photo(self, username: str, photo: bytes | None, actor: str) -> bool:
+        """Store (or, with None, remove) a person's photo; False if there is no such person."""
+        with self.tx() as conn:
+            if conn.execute(sa.select(users.c.username).where(users.c.username == username)).first() is None:
+                return False
+            conn.execute(user_photos.delete().where(user_photos.c.username == username))
+            if photo is not None:
+                conn.execute(user_photos.insert().values(username=username, png=photo, updated_at=self.clock()))
+            self.append_audit(conn, actor, "user-photo-set" if photo is not None else "user-photo-removed",
+                              user=username, bytes=len(photo) if photo is not None else 0)
+        return True
+
+    def user_photo(self, username: str) -> bytes | None:
+        with self.read() as conn:
+            found = conn.execute(sa.select(user_photos.c.png).where(user_photos.c.username == username)).scalar()
+        return bytes(found) if found is not None else None
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         with self.tx() as conn:
@@ -613,7 +815,7 @@ class Store:
         return token
 
     def session_user(self, token: str) -> UserRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(UserRow, conn.execute(
                 sa.select(users).join(sessions, sessions.c.username == users.c.username)
                 .where(sessions.c.token_hash == sha256_hex(token), sessions.c.expires_at > self.clock())
@@ -633,18 +835,18 @@ class Store:
         return citizen_id
 
     def citizen(self, citizen_id: str) -> CitizenRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CitizenRow, conn.execute(sa.select(citizens).where(citizens.c.id == citizen_id)).first())
 
     def citizens_of(self, username: str, everyone: bool) -> list[CitizenRow]:
         q = sa.select(citizens).order_by(citizens.c.name)
         if not everyone:
             q = q.join(care_team, care_team.c.citizen_id == citizens.c.id).where(care_team.c.username == username)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(CitizenRow, r) for r in conn.execute(q)]
 
     def may_call(self, username: str, citizen_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return conn.execute(sa.select(care_team).where(
                 care_team.c.username == username, care_team.c.citizen_id == citizen_id)).first() is not None
 
@@ -657,12 +859,12 @@ class Store:
         conn.execute(visits.insert().values(**dataclasses.asdict(row)))
 
     def visit(self, visit_id: str) -> VisitRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(VisitRow, conn.execute(sa.select(visits).where(visits.c.id == visit_id)).first())
 
     def visits_of(self, citizen_id: str) -> list[VisitRow]:
         q = sa.select(visits).where(visits.c.citizen_id == citizen_id).order_by(visits.c.at, visits.c.id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(VisitRow, r) for r in conn.execute(q)]
 
     def move_visit(self, conn: Connection, visit_id: str, at: float) -> None:
@@ -677,7 +879,7 @@ class Store:
             conn.execute(live_calls.insert().values(**dataclasses.asdict(row)))
 
     def live_call_rows(self) -> list[LiveCallRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(LiveCallRow, r) for r in conn.execute(sa.select(live_calls))]
 
     def add_call_record(self, record: CallRow) -> None:
@@ -696,11 +898,11 @@ class Store:
                                      .values({column: json.dumps(quality)})).rowcount)
 
     def call_record(self, call_id: str) -> CallRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CallRow, conn.execute(sa.select(calls).where(calls.c.id == call_id)).first())
 
     def call_records(self, limit: int = 200) -> list[CallRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit))
             return [_from_row(CallRow, r) for r in rows]
 
