@@ -30,6 +30,13 @@ DEMO_PASSWORD = "skaermbesoeg-demo"
 SCREENS = DEMO / "screens"
 
 
+#: The console's demo accounts, one per role: (account, role, name shown on the citizen's screen).
+DEMO_ACCOUNTS = (("admin", "admin", "Administrator"), ("anne", "caregiver", "Anne, sygeplejerske"),
+                 ("lis", "logistics", "Lis, logistik"), ("sara", "support", "Sara, support"))
+CONSOLE_HOME = {"admin": "everything", "caregiver": "my citizens: call, plan visits, call history; "
+                "assign a new citizen to call the screen again", "logistics": "units, batches, assign, wipe",
+                "support": "units: diagnostics, logs, restart"}
+
 def free_port(preferred: int) -> int:
     for port in (preferred, 0):
         with socket.socket() as s:
@@ -130,10 +137,9 @@ def main() -> None:
             stdout=log, stderr=subprocess.STDOUT))
         wait(lambda: "root CA SHA-256" in (DEMO / "server.log").read_text(), 20, "the server to start")
         print((DEMO / "server.log").read_text().strip().splitlines()[-1])
-        sh(BIN / "kiosk-server", "user", "add", "admin", "--role", "admin", "--password-stdin",
-           "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
-        sh(BIN / "kiosk-server", "user", "add", "anne", "--role", "caregiver", "--display-name",
-           "Anne, sygeplejerske", "--password-stdin", "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
+        for account, role, shown in DEMO_ACCOUNTS:  # one demo account per role of the console
+            sh(BIN / "kiosk-server", "user", "add", account, "--role", role, "--display-name", shown,
+               "--password-stdin", "--data", DEMO / "server", stdin=DEMO_PASSWORD + "\n")
 
         step("Logistics: a provisioning file with a one-time token, as written into a unit's boot partition")
         prov = Path(sh(BIN / "kiosk-server", "enroll-token", "create", "--data", DEMO / "server", "--count", "1",
@@ -195,8 +201,9 @@ def main() -> None:
         step("Where to look")
         if SCREENS.is_dir():
             print(f"  the screens     {SCREENS}/  ({', '.join(sorted(p.name for p in SCREENS.glob('*.png')))})")
-        print(f"  caregiver page  http://127.0.0.1:{console_port}/  (anne / {DEMO_PASSWORD}; assign a new citizen "
-              f"to call the screen again)")
+        print(f"  console         http://127.0.0.1:{console_port}/  (password {DEMO_PASSWORD} for every account)")
+        for account, role, _ in DEMO_ACCOUNTS:
+            print(f"    {role:<10} {account:<6} {CONSOLE_HOME[role]}")
         print(f"  console API     http://127.0.0.1:{console_port}/openapi.json  (log in as admin / {DEMO_PASSWORD})")
         print(f"  audit log       {BIN / 'kiosk-server'} audit list --data {DEMO / 'server'}")
         print(f"  devices         {BIN / 'kiosk-server'} device list --data {DEMO / 'server'}")

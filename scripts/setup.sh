@@ -30,6 +30,7 @@ DEB_PACKAGES=(
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
+    npm               # axe-core for the console's accessibility tests, pinned by package-lock.json
     postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
     libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
 )
@@ -53,7 +54,7 @@ fi
 
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.installed
-want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock package-lock.json | sha256sum | cut -d' ' -f1)
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
     exit 0
 fi
@@ -68,4 +69,6 @@ quiet() { grep -v "is ignored: it is neither" || true; }
 [[ ${PIPESTATUS[0]} -eq 0 ]] || { echo "setup: pip install failed (see above)" >&2; exit 1; }
 # The screen's translations: each .po compiled to its .mo (Babel); the .mo files stay out of git.
 .venv/bin/python -m kiosk.ui.i18n || { echo "setup: compiling the screen's translations failed" >&2; exit 1; }
+# Browser-side test tools (axe-core), exactly as package-lock.json pins them, into node_modules/.
+npm ci --no-audit --no-fund --silent || { echo "setup: npm ci failed; is the npm registry reachable?" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -171,13 +171,14 @@ class AgentProcess:
     provision: Path | None
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def log_path(self) -> Path:
         return self.state.parent / f"{self.state.name}-agent.log"
 
     def start(self) -> AgentProcess:
-        args = [str(BIN / "kiosk-agent"), "run", "--state", str(self.state), "--backoff-cap", "1"]
+        args = [str(BIN / "kiosk-agent"), "run", "--state", str(self.state), "--backoff-cap", "1", *self.extra_args]
         if self.provision:
             args += ["--provision", str(self.provision)]
         self.proc = subprocess.Popen(args, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT, text=True,

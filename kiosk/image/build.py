@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import kiosk
-from kiosk.image import bootcfg, emulation, kernel, layout, wheels
+from kiosk.image import bootcfg, emulation, kernel, layout, rauc, wheels
 from kiosk.image.manifest import Manifest, parse_dpkg_status
 from kiosk.image.progress import CommandFailed, Progress, run
 from kiosk.image.recipe import IMAGE_DIR, Arch, Recipe
 
 DEFAULT_CACHE = Path(os.environ.get("KIOSK_IMAGE_CACHE", "/var/cache/kiosk-image"))
+#: The update CA and signing key (kiosk/image/rauc.py); the CA certificate goes into every image.
+DEFAULT_UPDATE_KEYS = Path(os.environ.get("KIOSK_UPDATE_KEYS", "/var/lib/kiosk-image/update-keys"))
 HOST_TOOLS = ("mmdebstrap", "mkfs.erofs", "veritysetup", "mkfs.vfat", "mcopy", "mmd", "mkfs.ext4", "sfdisk", "zstd")
 BLOCK = 4096
 
@@ -39,6 +41,7 @@ class Options:
     debug: bool = False
     cache: Path = DEFAULT_CACHE
     keep_work: bool = False
+    update_keys: Path = DEFAULT_UPDATE_KEYS
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,17 @@ def _stamp_version(root: Path, name: str, version: str) -> None:
     os_release = root / "usr/lib/os-release"
     text = os_release.read_text()
     os_release.write_text(text + f'IMAGE_ID={name}\nIMAGE_VERSION="{version}"\n')
+
+
+def _rauc_config(root: Path, r: Recipe, version: str, keys: Path, progress: Progress) -> None:
+    """RAUC's slots and the update CA the unit trusts (only this one)."""
+    if not (keys / rauc.CA_CERT).exists():
+        progress.say(f"no update keys in {keys}: making a new update CA there (keep it; units trust only it)")
+        rauc.create_keys(keys)
+    conf = root / rauc.SYSTEM_CONF_IN_ROOT
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(rauc.system_conf(r.name, r.arch, version))
+    shutil.copy(keys / rauc.CA_CERT, root / rauc.KEYRING_IN_ROOT)
 
 
 def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
@@ -186,6 +200,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                 run(["chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
                      "/" + wheels.SITE], log=log)
             _stamp_version(root, r.name, version)
+            _rauc_config(root, r, version, opts.update_keys, progress)
             manifest.packages = parse_dpkg_status((root / "var/lib/dpkg/status").read_text())
         if foreign:
             with progress.step(f"byte-compiling, CA store, hwdb and MIME databases natively ({r.suite} tools tree)"):
@@ -205,7 +220,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                                data_mib=r.layout.data_mib)
             _boot_partitions(r, plan, root, work / "boot", parts, hash_offset, root_hash, opts.debug)
             data_tree = work / "data"
-            for sub in ("kiosk", "journal"):
+            for sub in ("kiosk", "journal", "rauc"):
                 (data_tree / sub).mkdir(parents=True, mode=0o700)
             run(["mkfs.ext4", "-q", "-L", "data", "-E", "root_owner=0:0", "-d", data_tree,
                  parts / "data.img", f"{r.layout.data_mib}M"])
@@ -238,7 +253,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
 
 def _boot_partitions(r: Recipe, plan: layout.Plan, root: Path, boot: Path, parts: Path, hash_offset: int,
                      root_hash: str, debug: bool) -> None:
-    slot_a = bootcfg.slot_args(plan["root_a"].uuid, hash_offset, root_hash)
+    slot_a = bootcfg.slot_args(hash_offset, root_hash)
     common = bootcfg.kernel_cmdline(r.arch, debug)
     boot_a: dict[str, Path | bytes] = {"initrd.img": boot / "initrd.img"}
     if r.arch == "amd64":

@@ -18,19 +18,30 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, runtime, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import (  # noqa: F401 (each registers its routes or pages)
+    care_api,
+    console_api,
+    console_pages,
+    device_api,
+    fleet_api,
+    openapi,
+    pages,
+    rollout,
+    runtime,
+    staff_socket,
+)
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.commands import CommandDesk
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
+from kiosk.server.previsit import Sweep
 from kiosk.server.request_log import RequestLog
 from kiosk.server.store import Store
 
 log = logging.getLogger("kiosk.server")
 DEFAULT_CALL_CONFIG = CallConfig()
 
-STATIC = Path(__file__).parent / "static"
 # The page loads nothing from anywhere else, runs no inline script, and may not be framed,
 # re-based or made to post a form elsewhere.
 CONSOLE_HEADERS = {
@@ -102,6 +113,8 @@ class Server:
     hub: Hub
     calls: CallManager
     desk: CommandDesk
+    previsit: Sweep
+    _rollouts: asyncio.Task[None] | None = None
     _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
     _renewal: asyncio.Task[None] | None = None
     _runtime_watch: asyncio.Task[None] | None = field(default=None, init=False)
@@ -116,7 +129,7 @@ class Server:
         store = Store.in_directory(data, clock, database)
         hub = Hub(store)
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
-                   CommandDesk(store, authority, hub))
+                   CommandDesk(store, authority, hub), Sweep(store, authority, hub))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
@@ -125,15 +138,19 @@ class Server:
         app[device_api.HUB] = self.hub
         app[device_api.CALLS] = self.calls
         app[device_api.DESK] = self.desk
+        app[device_api.DATA] = self.data
         app.add_routes(routes)
         return app
 
     def device_app(self) -> web.Application:
         return self._app(device_api.routes())
 
-    def console_app(self, secure_cookie: bool, proxy: ConsoleProxy | None = None) -> web.Application:
+    def console_app(self, secure_cookie: bool, proxy: ConsoleProxy | None = None,
+                    device_url: str = "") -> web.Application:
+        """``device_url``: the device port as units reach it, offered for new provisioning files."""
         proxy = proxy or ConsoleProxy()
         app = self._app(console_api.routes(), [console_api.guard])
+        app[console_pages.DEVICE_URL] = device_url
         app[console_api.SECURE_COOKIE] = secure_cookie
         app[console_api.EXTRA_ORIGINS] = proxy.origins
         app[console_api.TRUSTED_PROXIES] = proxy.addresses
@@ -154,11 +171,8 @@ class Server:
 
         app.router.add_get("/openapi.json", openapi_json)
 
-        async def page(_request: web.Request) -> web.FileResponse:
-            return web.FileResponse(STATIC / "index.html")
-
-        app.router.add_get("/", page)
-        app.router.add_static("/static/", STATIC)
+        app.add_routes(pages.routes())
+        app.router.add_static("/static/", pages.STATIC)
         return app
 
     async def start(self, device: Listen, console: Listen, console_https: bool | None = None,
@@ -173,7 +187,8 @@ class Server:
         self.renew_tls()  # before the contexts load the certificate
         for app, listen, tls in (
             (self.device_app(), device, device_tls(self.authority)),
-            (self.console_app(secure_cookie=console_https, proxy=proxy), console,
+            (self.console_app(secure_cookie=console_https, proxy=proxy,
+                              device_url=f"https://{device.host}:{device.port}"), console,
              console_tls(self.authority) if console_https else None),
         ):
             if tls is not None:
@@ -185,6 +200,8 @@ class Server:
             runners.append(runner)
         self.hub.start()
         self.calls.start()
+        self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
+        self.previsit.start()
         self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
         runtime.settle()  # what start-up built lives as long as the process: out of the collector's way
         self._runtime_watch = asyncio.create_task(
@@ -212,7 +229,8 @@ class Server:
                 log.error("could not renew the server certificate (%s); trying again in an hour", exc)
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
-        for task in (self._renewal, self._runtime_watch):
+        await self.previsit.stop()
+        for task in (self._rollouts, self._renewal, self._runtime_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

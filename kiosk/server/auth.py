@@ -19,7 +19,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "command:restart-ui", "command:reboot", "command:screenshot",  # the citizen is asked first
     }),
     "logistics": frozenset({
-        "devices.read", "audit.read", "tokens.create", "devices.revoke", "command:ping",
+        "devices.read", "audit.read", "tokens.create", "devices.approve", "devices.revoke", "command:ping",
         "command:assign", "command:wipe", "command:set-config", "citizens.read",
     }),
 }

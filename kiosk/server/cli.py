@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import getpass
 import logging
 import os
@@ -18,9 +19,9 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
-import sqlalchemy as sa
 
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
@@ -28,13 +29,26 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import api_schema, auth, backup, calls, commands, enrollment, migrate, photos, schedule
+from kiosk.server import (
+    api_schema,
+    assignment,
+    auth,
+    backup,
+    calls,
+    commands,
+    enrollment,
+    migrate,
+    photos,
+    rollout,
+    schedule,
+    units,
+)
 from kiosk.server.app import DEFAULT_CALL_CONFIG, ConsoleProxy, Listen, Server
 from kiosk.server.ca import write_private
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, StoreUnavailable, VisitRow
+from kiosk.server.store import Store, StoreUnavailable, VisitRow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,6 +128,33 @@ def _parser() -> argparse.ArgumentParser:
         sp = dev.add_parser(verdict, help=text)
         data(sp)
         sp.add_argument("device_id", help="as 'device list' shows it, state awaiting-approval")
+
+    rel = sub.add_parser("release", help="OS releases: signed update bundles from kiosk-image bundle"
+                         ).add_subparsers(dest="sub", required=True)
+    sp = rel.add_parser("add", help="publish a bundle (with the BUNDLE.json beside it) for roll-outs")
+    data(sp)
+    sp.add_argument("bundle", type=Path)
+    sp = rel.add_parser("list")
+    data(sp)
+    sp.add_argument("--json", action="store_true")
+
+    ro = sub.add_parser("rollout", help="send a release to the fleet in waves").add_subparsers(
+        dest="sub", required=True)
+    sp = ro.add_parser("start", help="start a roll-out; the first wave is sent at once")
+    data(sp)
+    sp.add_argument("release", help="the release's version, as 'release list' shows it")
+    sp.add_argument("--waves", default="1%,10%,50%,100%", help="cumulative shares of the fleet (default %(default)s)")
+    sp.add_argument("--pause", default="24h", type=parse_duration, help="between waves (default %(default)s)")
+    sp.add_argument("--max-failed", default="10%", help="halt when more of a wave fails (default %(default)s)")
+    sp.add_argument("--device", action="append", help="only these units (repeat); default: every enrolled unit")
+    sp = ro.add_parser("status", help="per wave: pending, downloading, installed, booted, good, rolled back")
+    data(sp)
+    sp.add_argument("rollout_id", nargs="?", help="default: the latest")
+    sp.add_argument("--json", action="store_true")
+    sp = ro.add_parser("halt", help="stop sending further waves (units already updating go on)")
+    data(sp)
+    sp.add_argument("rollout_id")
+    sp.add_argument("--reason", default="halted by hand")
 
     cmd = sub.add_parser("command", help="signed commands to devices").add_subparsers(dest="sub", required=True)
     sp = cmd.add_parser("send")
@@ -268,32 +309,6 @@ def _print_visit(row: VisitRow) -> None:
     kind = f" ({row.kind})" if row.kind else ""
     print(f"{row.id}  {when}  {row.repeat:<8} {row.staff_name}, {row.staff_role}{kind}")
 
-def _device_rows(store: Store, never_connected_after: float) -> list[dict[str, object]]:
-    """Enrolled devices, then units held for approval; ``connection`` says what logistics must know."""
-    now = store.clock()
-
-    def connection(r: DeviceRow) -> str:
-        if r.revoked_at is not None:
-            return "revoked"
-        if r.online:
-            return "online"
-        if r.last_seen is None and now - r.enrolled_at > never_connected_after:
-            return "never connected"  # given a certificate, never came: a stranded unit
-        return "offline"
-
-    rows: list[dict[str, object]] = [
-        {"id": r.id, "state": r.state, "connection": connection(r), "online": bool(r.online),
-         "last_seen": r.last_seen, "agent_version": r.agent_version, "enrolled_at": r.enrolled_at,
-         "revoked": r.revoked_at is not None} for r in store.devices()]
-    rows += [
-        {"id": h.device_id, "state": h.state, "connection": "not enrolled", "online": False, "last_seen": None,
-         "agent_version": h.agent_version, "enrolled_at": None, "revoked": False,
-         "serial_number": h.serial_number, "batch": enrollment.batch_label(token.created_at, token.created_by),
-         "requested_at": h.requested_at, "last_request_at": h.last_request_at}
-        for h, token in store.enrollment_holds()]
-    return rows
-
-
 def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
     if not args.turn:
         if args.relay_only:
@@ -388,10 +403,22 @@ def main(argv: list[str] | None = None) -> None:
     actor = f"cli:{getpass.getuser()}"
     try:
         _run(args, server, actor)
-    except (commands.CommandError, ApiError) as exc:
+    except (commands.CommandError, ApiError, rollout.RolloutError) as exc:
         fail(str(exc))
     finally:
         server.store.close()
+
+
+def _print_rollout(view: dict[str, Any]) -> None:
+    print(f"roll-out {view['id']} of {view['release']}: {view['state']}, wave {view['wave']} of {len(view['waves'])}"
+          + (f" ({view['reason']})" if view["reason"] else ""))
+    columns = ("pending", "downloading", "installed", "booted", "good", "rolled-back", "failed")
+    print(f"{'wave':>4} {'units':>6} " + " ".join(f"{c:>11}" for c in columns))
+    for wave in view["waves"]:
+        print(f"{wave['wave']:>4} {wave['units']:>6} " + " ".join(f"{wave[c]:>11}" for c in columns)
+              + ("" if wave["sent"] else "   (not sent yet)"))
+        for problem in wave["problems"]:
+            print(f"       {problem['device_id']} {problem['stage']}: {problem['detail']}")
 
 
 def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
@@ -415,13 +442,13 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 path.chmod(0o600)  # a token is a secret until it is used
                 print(path)
         case "device", "list":
-            rows = _device_rows(store, args.never_connected_after)
+            found = units.units(store, None, never_connected_after=args.never_connected_after)
             if args.json:
-                print_json(rows)
+                print_json(msgspec.to_builtins(found))
             else:
-                for r in rows:
-                    extra = (f"  serial {r['serial_number'] or '-'}, token batch {r['batch']}" if "batch" in r else "")
-                    print(f"{r['id']}  {r['state']:<20} {r['connection']}{extra}")
+                for u in found:
+                    extra = f"  serial {u.serial_number or '-'}, token batch {u.batch}" if u.batch else ""
+                    print(f"{u.id}  {u.state:<20} {u.connection}{extra}")
         case "device", ("approve" | "reject"):
             decided = {"approve": enrollment.APPROVED, "reject": enrollment.REJECTED}[args.sub]
             if not store.decide_enrollment(args.device_id, decided, actor):
@@ -432,6 +459,32 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             if not store.revoke_device(args.device_id, actor):
                 fail(f"no device {args.device_id}, or it is already revoked")
             print(f"revoked {args.device_id}; its connection is closed within a second")
+        case "release", "add":
+            added = rollout.add_release(store, args.data, args.bundle, actor)
+            print(f"release {added.version} ({added.arch}, {added.bytes} bytes) added")
+        case "release", "list":
+            published = rollout.release_list(store)
+            if args.json:
+                print_json([dataclasses.asdict(r) for r in published])
+            for release in [] if args.json else published:
+                print(f"{release.version:<28} {release.arch:<6} {release.bytes:>12} bytes  "
+                      f"sha256 {release.sha256[:16]}…")
+        case "rollout", "start":
+            share = args.max_failed.rstrip("%")
+            if not share.replace(".", "", 1).isdigit():
+                fail(f"--max-failed must be a percentage such as 10%, not {args.max_failed!r}")
+            ro = rollout.start(store, args.release, args.waves, args.pause, float(share) / 100, actor, args.device)
+            print(ro.id)
+        case "rollout", "status":
+            view = rollout.status(store, args.rollout_id)
+            if args.json:
+                print_json(view)
+            else:
+                _print_rollout(view)
+        case "rollout", "halt":
+            if not rollout.halt(store, args.rollout_id, actor, args.reason):
+                fail(f"no running roll-out {args.rollout_id}")
+            print(f"halted {args.rollout_id}")
         case "command", "send":
             action = commands.parse_action(args.kind, _shape_args(args.kind, _parse_args(args.arg)))
             command = commands.queue(store, server.authority, args.device_id, action, actor, args.expires)
@@ -491,22 +544,8 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 wait = max(0.0, state.blocked_until - store.clock())
                 print(f"{scope.kind:<8} {scope.value:<40} {state.failures:>5} failures, waits {wait:.0f} s")
         case "citizen", "add":
-            caregivers = {u: store.user(u) for u in args.caregiver}
-            unknown = [u for u, row in caregivers.items() if row is None]
-            if unknown:
-                fail(f"no such user: {', '.join(unknown)}")
-            device = store.device(args.device)
-            if device is None or device.revoked_at is not None:
-                fail(f"no enrolled screen {args.device}")
-            staff = [row.display_name or u for u, row in caregivers.items() if row is not None]
-            action = commands.parse_action("assign", {"citizen_name": args.name, "contact_staff": staff})
-            try:
-                with store.tx() as conn:
-                    citizen_id = store.add_citizen(conn, args.name, args.device, args.caregiver)
-                    store.append_audit(conn, actor, "citizen-added", args.device, citizen_id=citizen_id)
-            except sa.exc.IntegrityError:
-                fail(f"screen {args.device} is assigned to another citizen already; wipe it first")
-            command = commands.queue(store, server.authority, args.device, action, actor)
+            citizen_id, command = assignment.assign(store, server.authority, args.device, args.name,
+                                                    args.caregiver, actor)
             out = {"citizen_id": citizen_id, "assign_command": command.id}
             print_json(out) if args.json else print(citizen_id)
         case "visit", "add":

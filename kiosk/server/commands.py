@@ -236,6 +236,19 @@ def queue(store: Store, authority: Authority, device_id: str, action: m.CommandA
     return queued.command
 
 
+def queue_in(conn: Connection, store: Store, authority: Authority, device_id: str, action: m.CommandAction,
+             actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
+    """:func:`queue` inside the caller's transaction (a roll-out queues a wave with its own rows, in one)."""
+    signed = _prepare(store, authority, QueueRequest(device_id, action, actor, ttl_seconds),
+                      store.devices_by_id([device_id]), {})
+    assert isinstance(signed, _Signed)
+    audits: list[NewAuditEntry] = []
+    store.add_commands(conn, [signed.row])
+    _write_one(store, conn, signed, audits, {})
+    store.append_audits(conn, audits)
+    return signed.queued.command
+
+
 def _refusal(result: m.CommandResult, queued_kind: str) -> ProtocolError | None:
     """Why a genuinely signed result still cannot be taken (its content breaks the rules), or None.
     Judged by the kind the server queued, whatever kind the result claims."""

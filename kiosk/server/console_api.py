@@ -161,10 +161,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if info.method in STATE_CHANGING or info.websocket:
                 _refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
             if info.permission != PUBLIC:
-                user = _session_user(request)
+                user = session_user(request)
                 if user is None:
                     raise ApiError(401, "login-required", "please log in")
                 if info.permission is not None and not auth.may(user.role, info.permission):
+                    refused(request, user, info.permission)
                     raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({info.permission})")
                 request[USER] = user
         return await handler(request)
@@ -178,6 +179,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error(503, "database-unavailable", str(exc))
         response.headers["Retry-After"] = "5"
         return response
+
+
+def refused(request: web.Request, user: UserRow, permission: str) -> None:
+    """A logged-in person asking for what their role may not do: worth knowing of, so logged."""
+    resource = request.match_info.route.resource
+    store = request.app[STORE]
+    with store.tx() as conn:  # the route's pattern, not the path: a path may hold anything typed
+        store.append_audit(conn, user.username, "request-refused", None, method=request.method,
+                           route=resource.canonical if resource else "?", permission=permission, role=user.role)
 
 
 def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
@@ -198,7 +208,7 @@ def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
         raise ApiError(415, "json-required", "send the request as Content-Type: application/json")
 
 
-def _session_user(request: web.Request) -> UserRow | None:
+def session_user(request: web.Request) -> UserRow | None:
     token = request.cookies.get(SESSION_COOKIE)
     header = request.headers.get("Authorization", "")
     if not token and header.startswith("Bearer "):
@@ -221,7 +231,7 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
-def _actor(request: web.Request) -> str:
+def actor(request: web.Request) -> str:
     return str(request[USER].username)
 
 
@@ -293,7 +303,7 @@ async def login_backoff(request: web.Request) -> web.StreamResponse:
 async def unlock(request: web.Request) -> web.StreamResponse:
     req: s.UnlockRequest = await read_body(request, s.UnlockRequest)
     scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
-    if not request.app[LOGIN_GUARD].unlock(scope, _actor(request)):
+    if not request.app[LOGIN_GUARD].unlock(scope, actor(request)):
         raise ApiError(404, "not-held", "no failed logins on record for that")
     return web.Response(status=204)
 
@@ -311,7 +321,7 @@ async def set_user_photo(request: web.Request) -> web.StreamResponse:
         photo = photos.normalize(req.image)
     except photos.PhotoError as exc:
         raise ApiError(400, "bad-photo", str(exc)) from None
-    if not request.app[STORE].set_user_photo(request.match_info["username"], photo, _actor(request)):
+    if not request.app[STORE].set_user_photo(request.match_info["username"], photo, actor(request)):
         raise ApiError(404, "unknown-user", "no such user")
     return web.Response(status=204)
 
@@ -347,7 +357,7 @@ async def get_device(request: web.Request) -> web.StreamResponse:
 async def revoke_device(request: web.Request) -> web.StreamResponse:
     await read_body(request, s.Empty)
     device_id = request.match_info["device_id"]
-    if not request.app[STORE].revoke_device(device_id, _actor(request)):
+    if not request.app[STORE].revoke_device(device_id, actor(request)):
         raise ApiError(404, "unknown-device", "no such device, or already revoked")
     await request.app[HUB].disconnect(device_id)
     return web.Response(status=204)
@@ -359,7 +369,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
     raw = await _command_body(request)
     req = decode(s.CommandRequest, raw)
     command = await request.app[DESK].send(request.match_info["device_id"], s.command_action(req),
-                                           _actor(request), req.expires_in)
+                                           actor(request), req.expires_in)
     row = request.app[STORE].command(command.id)
     assert row is not None  # just stored; commands are never deleted
     return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
@@ -373,18 +383,18 @@ async def send_commands(request: web.Request) -> web.StreamResponse:
     req = decode(s.BulkCommandRequest, raw)
     if len(set(req.device_ids)) != len(req.device_ids):
         raise ApiError(400, "duplicate-device", "a unit is named twice; name each once")
-    action, actor, desk = s.command_action(req), _actor(request), request.app[DESK]
-    outcomes = await asyncio.gather(*(desk.send(device_id, action, actor, req.expires_in)
+    action, who, desk = s.command_action(req), actor(request), request.app[DESK]
+    outcomes = await asyncio.gather(*(desk.send(device_id, action, who, req.expires_in)
                                       for device_id in req.device_ids), return_exceptions=True)
-    queued, refused = [], []
+    queued, refusals = [], []
     for device_id, outcome in zip(req.device_ids, outcomes, strict=True):
         if isinstance(outcome, commands.CommandError):
-            refused.append(s.RefusedFor(device_id, outcome.code, str(outcome)))
+            refusals.append(s.RefusedFor(device_id, outcome.code, str(outcome)))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
             queued.append(s.QueuedFor(device_id, outcome.id, outcome.expires_at))
-    return json_response(s.BulkQueued(queued, refused), status=202)
+    return json_response(s.BulkQueued(queued, refusals), status=202)
 
 
 async def _command_body(request: web.Request) -> bytes:
@@ -398,6 +408,7 @@ async def _command_body(request: web.Request) -> bytes:
     with contextlib.suppress(msgspec.DecodeError):
         kind = msgspec.json.decode(raw, type=s.CommandKind).kind
         if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
+            refused(request, request[USER], f"command:{kind}")
             raise ApiError(403, "forbidden", f"the role {role} may not send {kind}")
         if kind not in m.COMMAND_KINDS:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
@@ -433,7 +444,7 @@ async def call_records(request: web.Request) -> web.StreamResponse:
 
 
 # ------------------------------------------------------------------ planned visits
-def _planned_citizen(request: web.Request, citizen_id: str) -> str:
+def own_citizen(request: web.Request, citizen_id: str) -> str:
     """The citizen, if this person plans their visits: administrators all, caregivers their own.
     Anyone else's citizen is "unknown", so the answer tells nothing of who exists."""
     user, store = request[USER], request.app[STORE]
@@ -446,7 +457,7 @@ def _planned_visit(request: web.Request) -> str:
     row = request.app[STORE].visit(request.match_info["visit_id"])
     if row is None:
         raise ApiError(404, "unknown-visit", "no such planned visit")
-    _planned_citizen(request, row.citizen_id)
+    own_citizen(request, row.citizen_id)
     return row.id
 
 
@@ -459,7 +470,7 @@ async def _deliver_plan(request: web.Request, citizen_id: str) -> None:
 @route("GET", "/api/citizens/{citizen_id}/visits", "visits.read", "A citizen's planned visits",
        response=list[s.VisitOut])
 async def list_visits(request: web.Request) -> web.StreamResponse:
-    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    citizen_id = own_citizen(request, request.match_info["citizen_id"])
     return json_response([schedule.view(r) for r in request.app[STORE].visits_of(citizen_id)])
 
 
@@ -467,10 +478,10 @@ async def list_visits(request: web.Request) -> web.StreamResponse:
        "Plan a visit; the citizen's screen gets the new plan as a signed command",
        s.VisitIn, s.VisitOut, status=201, errors=(409,))
 async def add_visit(request: web.Request) -> web.StreamResponse:
-    citizen_id = _planned_citizen(request, request.match_info["citizen_id"])
+    citizen_id = own_citizen(request, request.match_info["citizen_id"])
     req: s.VisitIn = await read_body(request, s.VisitIn)
     row = schedule.add(request.app[STORE], request.app[AUTHORITY], citizen_id, msgspec.to_builtins(req),
-                       _actor(request))
+                       actor(request))
     await _deliver_plan(request, citizen_id)
     return json_response(schedule.view(row), status=201)
 
@@ -480,7 +491,7 @@ async def add_visit(request: web.Request) -> web.StreamResponse:
 async def move_visit(request: web.Request) -> web.StreamResponse:
     visit_id = _planned_visit(request)
     req: s.VisitMove = await read_body(request, s.VisitMove)
-    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, _actor(request))
+    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return json_response(schedule.view(row))
 
@@ -490,7 +501,7 @@ async def move_visit(request: web.Request) -> web.StreamResponse:
 async def cancel_visit(request: web.Request) -> web.StreamResponse:
     visit_id = _planned_visit(request)
     await read_body(request, s.Empty)
-    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, _actor(request))
+    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return web.Response(status=204)
 
@@ -501,7 +512,7 @@ async def cancel_visit(request: web.Request) -> web.StreamResponse:
 async def create_tokens(request: web.Request) -> web.StreamResponse:
     req: s.TokenRequest = await read_body(request, s.TokenRequest)
     files = make_provisioning_files(request.app[STORE], request.app[AUTHORITY], req.server_url,
-                                    req.count, req.expires_in, _actor(request))
+                                    req.count, req.expires_in, actor(request))
     return json_response(s.TokensCreated([s.ProvisioningFileOut(n, c) for n, c in files]), status=201)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import ca, commands, enrollment
+from kiosk.server import ca, commands, enrollment, rollout
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
@@ -45,6 +46,7 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CALLS: web.AppKey[CallManager] = web.AppKey("calls", CallManager)
 DESK: web.AppKey[commands.CommandDesk] = web.AppKey("desk", commands.CommandDesk)
+DATA: web.AppKey[Path] = web.AppKey("data", Path)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -234,6 +236,9 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
                 retry.add_done_callback(retries.discard)
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
+        case m.UpdateProgress():
+            hub.seen(link)
+            rollout.on_progress(hub.store, link.device_id, message)
         case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
             hub.seen(link)
             await calls.from_device(link.device_id, message)
@@ -250,6 +255,8 @@ async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub,
         return
     if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
         link.state = commands.STATE_AFTER[result.kind]
+    if result.kind == "update":
+        rollout.on_result(hub.store, link.device_id, result)
     hub.seen(link)
     await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
 
@@ -264,9 +271,21 @@ async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelop
             return
 
 
+async def release_bundle(request: web.Request) -> web.StreamResponse:
+    """An OS release's signed bundle, for enrolled units only; RAUC streams it in ranges."""
+    peer = _peer_device(request)
+    if isinstance(peer, web.Response):
+        return peer
+    path = rollout.bundle_path(request.app[DATA], request.match_info["name"])
+    if path is None:
+        return error(404, "unknown-release", "no such release bundle")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/ca.pem", ca_certificate),
         web.post("/api/v1/enroll", enroll),
         web.get("/api/v1/socket", device_socket),
+        web.get(rollout.BUNDLE_URL_PREFIX + "{name}", release_bundle),
     ]

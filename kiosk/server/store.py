@@ -179,6 +179,44 @@ visits = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+releases = sa.Table(
+    "releases", metadata,  # OS releases: signed RAUC bundles in DATA/releases (kiosk.server.rollout)
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("arch", sa.String(16), nullable=False),
+    sa.Column("compatible", sa.String(100), nullable=False),
+    sa.Column("file", sa.String(255), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+    sa.Column("added_by", sa.String(64), nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts", metadata,  # a release sent to the fleet wave by wave
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("release", sa.String(64), sa.ForeignKey("releases.version"), nullable=False),
+    sa.Column("waves", sa.Text, nullable=False),  # JSON: the cumulative shares asked for
+    sa.Column("pause_seconds", sa.Float, nullable=False),
+    sa.Column("max_failed_share", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running, halted, done
+    sa.Column("wave", sa.Integer, nullable=False),  # the wave under way (0-based)
+    sa.Column("wave_starts_at", sa.Float, nullable=False),  # after the pause that precedes it
+    sa.Column("reason", sa.Text),  # why it halted
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+)
+
+rollout_units = sa.Table(
+    "rollout_units", metadata,
+    sa.Column("rollout_id", sa.String(36), sa.ForeignKey("rollouts.id"), primary_key=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),  # kiosk.protocol.update.STAGES
+    sa.Column("command_id", sa.String(36)),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("changed_at", sa.Float, nullable=False),
+)
+
 login_backoff = sa.Table(
     "login_backoff", metadata,  # kiosk.server.login_guard's memory of failed logins
     # "address:<ip>" or "account:<user name>"; only names of existing accounts are ever kept
@@ -340,10 +378,49 @@ class LiveCallRow:
     screen_awake: bool | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseRow:
+    version: str
+    arch: str
+    compatible: str
+    file: str
+    bytes: int
+    sha256: str
+    added_at: float
+    added_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRow:
+    id: str
+    release: str
+    waves: str
+    pause_seconds: float
+    max_failed_share: float
+    state: str
+    wave: int
+    wave_starts_at: float
+    reason: str | None
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutUnitRow:
+    rollout_id: str
+    device_id: str
+    wave: int
+    stage: str
+    command_id: str | None
+    detail: str
+    changed_at: float
+
+
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
     LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds, VisitRow: visits,
+    ReleaseRow: releases, RolloutRow: rollouts, RolloutUnitRow: rollout_units,
 }
 R = TypeVar("R")
 
@@ -905,6 +982,46 @@ class Store:
         with self.read() as conn:
             rows = conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit))
             return [_from_row(CallRow, r) for r in rows]
+
+    # ------------------------------------------------------- what the console pages show
+    def commands_of(self, device_id: str, limit: int = 50) -> list[CommandRow]:
+        """A device's commands, newest first."""
+        q = (sa.select(commands).where(commands.c.device_id == device_id)
+             .order_by(commands.c.created_at.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [_from_row(CommandRow, r) for r in conn.execute(q)]
+
+    def last_result(self, device_id: str, kind: str) -> CommandRow | None:
+        """The newest command of this kind the device answered (its result, verified on the way in)."""
+        q = (sa.select(commands).where(commands.c.device_id == device_id, commands.c.kind == kind,
+                                       commands.c.result.is_not(None))
+             .order_by(commands.c.finished_at.desc()).limit(1))
+        with self.engine.connect() as conn:
+            return _maybe(CommandRow, conn.execute(q).first())
+
+    def devices_with_pending(self, kind: str) -> set[str]:
+        """Devices with a command of this kind not yet answered nor expired."""
+        q = sa.select(commands.c.device_id).where(
+            commands.c.kind == kind, commands.c.state.in_(sorted(lifecycle.OPEN)),
+            commands.c.expires_at > self.clock())
+        with self.engine.connect() as conn:
+            return set(conn.execute(q).scalars())
+
+    def calls_of(self, citizen_id: str, limit: int = 50) -> list[CallRow]:
+        q = sa.select(calls).where(calls.c.citizen_id == citizen_id).order_by(calls.c.placed_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_from_row(CallRow, r) for r in conn.execute(q)]
+
+    def citizen_on(self, device_id: str) -> CitizenRow | None:
+        """The citizen a screen is assigned to, if any."""
+        with self.engine.connect() as conn:
+            q = sa.select(citizens).where(citizens.c.device_id == device_id)
+            return _maybe(CitizenRow, conn.execute(q).first())
+
+    def caregivers(self) -> list[UserRow]:
+        with self.engine.connect() as conn:
+            q = sa.select(users).where(users.c.role == "caregiver").order_by(users.c.username)
+            return [_from_row(UserRow, r) for r in conn.execute(q)]
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -1,19 +1,14 @@
-// The caregiver's page: log in, see my citizens, call one, see and hear them, hang up.
+// The caregiver's page: my citizens (rendered by the server), call one, see and hear them, hang up.
 // Signaling messages are those of kiosk/protocol/messages.py; the unit sends the SDP offer
 // when the citizen answers, this page answers it. SDP travels whole (no trickle ICE).
 "use strict";
 
 const TEXT = {
   da: {
-    login: "Log ind", username: "Brugernavn", password: "Adgangskode", logout: "Log ud",
-    "my-citizens": "Mine borgere", "no-citizens": "Du har ingen borgere at ringe til.",
-    call: "Ring op", hangup: "Læg på", back: "Tilbage", online: "skærm tændt", offline: "skærm offline",
-    "bad-login": "Forkert brugernavn eller adgangskode.",
-    "login-wait": "For mange forkerte forsøg. Prøv igen om {s} sekunder.",
     placing: "Ringer op …", ringing: "Det ringer hos borgeren …", connecting: "Borgeren har taget den – forbinder …",
     "in-call": "I samtale", camera: "Kameraet kunne ikke startes: ",
     poor: "Dårlig forbindelse — billedet kan hakke.", lost: "Forbindelsen er væk — vi prøver at få den tilbage …",
-    "sound-only": "Fortsæt kun med lyd", "sound-only-on": "Kun lyd: dit billede sendes ikke, og borgerens er skjult.",
+    "sound-only-on": "Kun lyd: dit billede sendes ikke, og borgerens er skjult.",
     facts: {
       online: (v) => v ? "Skærmen var forbundet" : "Skærmen var ikke forbundet",
       since: (t) => "forbundet siden " + t, lastSeen: (t) => "sidst set " + t,
@@ -24,15 +19,10 @@ const TEXT = {
     },
   },
   en: {
-    login: "Log in", username: "User name", password: "Password", logout: "Log out",
-    "my-citizens": "My citizens", "no-citizens": "You have no citizens to call.",
-    call: "Call", hangup: "Hang up", back: "Back", online: "screen on", offline: "screen offline",
-    "bad-login": "Wrong user name or password.",
-    "login-wait": "Too many failed attempts. Try again in {s} seconds.",
     placing: "Calling …", ringing: "Ringing at the citizen's …", connecting: "The citizen answered – connecting …",
     "in-call": "In call", camera: "The camera could not start: ",
     poor: "Poor connection — the picture may stutter.", lost: "The connection is gone — trying to get it back …",
-    "sound-only": "Continue with sound only", "sound-only-on": "Sound only: your picture is not sent and the citizen's is hidden.",
+    "sound-only-on": "Sound only: your picture is not sent and the citizen's is hidden.",
     facts: {
       online: (v) => v ? "The screen was connected" : "The screen was not connected",
       since: (t) => "connected since " + t, lastSeen: (t) => "last seen " + t,
@@ -44,19 +34,13 @@ const TEXT = {
   },
 };
 
-let lang = localStorage.getItem("lang") || "da";
+const lang = document.documentElement.lang === "en" ? "en" : "da";  // the server chose it
 const $ = (id) => document.getElementById(id);
 const t = (key) => TEXT[lang][key];
 
 // What the end-to-end tests and curious staff can inspect: the live peer and counters.
 const call = { ws: null, pc: null, id: null, local: null, ended: null, startedAt: 0 };
 window.kioskCall = call;
-
-function applyLanguage() {
-  document.documentElement.lang = lang;
-  for (const el of document.querySelectorAll("[data-t]")) el.textContent = t(el.dataset.t);
-  $("lang").textContent = lang === "da" ? "English" : "Dansk";
-}
 
 async function api(method, path, body) {
   const response = await fetch(path, {
@@ -69,43 +53,31 @@ async function api(method, path, body) {
 }
 
 function show(section) {
-  for (const id of ["login", "citizens", "call"]) $(id).hidden = id !== section;
-  $("logout").hidden = section === "login";
+  for (const id of ["citizens", "call"]) $(id).hidden = id !== section;
 }
 
 // Headlines and advice for the end of a call: one table, shared with the server's tests.
 let ENDINGS = { da: { headlines: {}, advice: {} }, en: { headlines: {}, advice: {} } };
 
 async function start() {
-  applyLanguage();
   const endings = await fetch("/static/call-endings.json", { credentials: "same-origin" });
   if (endings.ok) ENDINGS = await endings.json();
-  const me = await api("GET", "/api/me");
-  if (me.status === 200) { await listCitizens(me.data); } else { show("login"); }
+  for (const button of document.querySelectorAll("button[data-citizen]")) {
+    button.addEventListener("click", () => placeCall({ id: button.dataset.citizen, name: button.dataset.name }));
+  }
+  setInterval(watchWarnings, 30000);
 }
 
-async function listCitizens(me) {
-  $("who").textContent = me.username;
-  const { status, data } = await api("GET", "/api/citizens");
-  const list = $("citizen-list");
-  list.replaceChildren();
-  const citizens = status === 200 ? data : [];
-  for (const citizen of citizens) {
-    const item = document.createElement("li");
-    const name = document.createElement("span");
-    name.className = "name"; name.textContent = citizen.name;
-    const state = document.createElement("span");
-    state.className = citizen.online ? "online" : "offline";
-    state.textContent = citizen.online ? t("online") : t("offline");
-    const button = document.createElement("button");
-    button.className = "ring"; button.textContent = t("call");
-    button.dataset.citizen = citizen.id;
-    button.addEventListener("click", () => placeCall(citizen));
-    item.append(name, state, button);
-    list.append(item);
-  }
-  $("no-citizens").hidden = citizens.length > 0;
-  show("citizens");
+// The pre-visit check runs on the server; when what it says changes, show the new state
+// (never in the middle of a call).
+async function watchWarnings() {
+  if (!$("call").hidden) return;
+  const { status: code, data } = await api("GET", "/api/pre-visit-warnings");
+  if (code !== 200) return;
+  const now = data.map((w) => w.citizen_id + ":" + w.reasons.join(" ")).sort().join(",");
+  const shown = [...document.querySelectorAll("[data-warning-for]")]
+    .map((el) => el.dataset.warningFor + ":" + el.dataset.reasons).sort().join(",");
+  if (now !== shown) location.reload();
 }
 
 function status(text) { $("call-status").textContent = text; }
@@ -298,13 +270,6 @@ async function ended(msg) {
   $("sound-only").hidden = true; $("link-notice").hidden = true;
 }
 
-$("login").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const { status: code, data, retryAfter } = await api("POST", "/api/login", { username: $("username").value, password: $("password").value });
-  if (code === 200) { $("login-error").textContent = ""; await listCitizens(data); }
-  else if (code === 429) { $("login-error").textContent = t("login-wait").replace("{s}", retryAfter); }
-  else { $("login-error").textContent = t("bad-login"); }
-});
 $("hangup").addEventListener("click", async () => {
   if (!call.id) return;
   send({ type: "call-hangup", call_id: call.id, reason: "hung-up" });
@@ -312,7 +277,5 @@ $("hangup").addEventListener("click", async () => {
   const connected = call.pc && call.pc.connectionState === "connected";
   await ended({ reason: connected ? "hung_up_by_staff" : "cancelled_by_caller", facts: null });
 });
-$("back").addEventListener("click", async () => { const me = await api("GET", "/api/me"); await listCitizens(me.data); });
-$("logout").addEventListener("click", async () => { await api("POST", "/api/logout"); show("login"); });
-$("lang").addEventListener("click", () => { lang = lang === "da" ? "en" : "da"; localStorage.setItem("lang", lang); applyLanguage(); });
+$("back").addEventListener("click", () => location.reload());
 start();

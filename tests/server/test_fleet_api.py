@@ -1,0 +1,135 @@
+"""The console API for logistics, support and caregivers, on a real server with a real unit:
+units by state with search, batches with their printable sheet, assignment, a unit's page
+for support (without the citizen), a citizen's calls, and the pre-visit warnings."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import zlib
+
+from kiosk.server import sheet
+from tests.harness import AgentProcess, Console, ServerProcess, wait_until
+
+
+def _people(server: ServerProcess) -> tuple[Console, Console, Console]:
+    server.add_admin("lis", "logistics")
+    server.add_admin("sara", "support")
+    server.add_admin("anne", "caregiver", "Anne, sygeplejerske")
+    logistics, support, caregiver = Console(server.console), Console(server.console), Console(server.console)
+    assert logistics.login("lis") == support.login("sara") == caregiver.login("anne") == 200
+    return logistics, support, caregiver
+
+
+def test_a_batch_gives_provisioning_files_and_a_sheet_with_one_qr_code_per_unit(server: ServerProcess) -> None:
+    logistics, support, _ = _people(server)
+    status, batch = logistics.request("POST", "/api/enroll-batches", {"server_url": server.url, "count": 3})
+    assert status == 201 and len(batch["files"]) == 3
+    assert all("token:" in f["content"] for f in batch["files"])
+    pdf = base64.b64decode(batch["sheet_pdf"])
+    assert pdf.startswith(b"%PDF-")
+    drawn = b"".join(zlib.decompress(s) for s in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S))
+    for n in (1, 2, 3):
+        assert f"Enhed {n} af 3".encode() in drawn
+    modules = sum(len(list(sheet.dark_runs(sheet.qr_matrix(f["content"])))) for f in batch["files"])
+    assert drawn.count(b" re f") == modules, "each unit's QR code holds its own provisioning file"
+    assert batch["expires_at"] > time.time() + 6 * 24 * 3600
+
+    status, refused = logistics.request("POST", "/api/enroll-batches", {"server_url": "http://plain", "count": 2})
+    assert status == 400 and "server_url" in refused["message"]
+    for count in (0, sheet.MAX_UNITS + 1):
+        status, refused = logistics.request("POST", "/api/enroll-batches", {"server_url": server.url, "count": count})
+        assert status == 400 and "count" in refused["message"]
+    assert support.request("POST", "/api/enroll-batches", {"server_url": server.url})[0] == 403
+    [refusal] = [e for e in server.cli_json("audit", "list") if e["action"] == "request-refused"]
+    assert refusal["actor"] == "sara" and refusal["detail"]["route"] == "/api/enroll-batches", "403s are logged"
+
+
+def test_units_by_state_assignment_and_what_support_sees(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+    _, device_id = online_agent
+    logistics, support, caregiver = _people(server)
+
+    status, ready = logistics.request("GET", "/api/units?state=enrolled-unassigned")
+    assert status == 200 and [u["id"] for u in ready] == [device_id] and ready[0]["connection"] == "online"
+    assert logistics.request("GET", "/api/units?state=assigned")[1] == []
+    assert logistics.request("GET", f"/api/units?q={device_id[:6].upper()}")[1][0]["id"] == device_id
+    assert logistics.request("GET", "/api/units?q=no-such-unit")[1] == []
+    status, refused = logistics.request("GET", "/api/units?state=lost-in-the-post")
+    assert status == 400 and "state" in refused["message"]
+
+    body = {"citizen_name": "Karen Jensen", "caregivers": ["anne"]}
+    assert support.request("POST", f"/api/units/{device_id}/assign", body)[0] == 403
+    status, refused = logistics.request("POST", f"/api/units/{device_id}/assign", {**body, "caregivers": ["nobody"]})
+    assert status == 400 and "nobody" in refused["message"]
+    status, assigned = logistics.request("POST", f"/api/units/{device_id}/assign", body)
+    assert status == 201
+    assert server.wait_command(assigned["command_id"])["state"] == "done"
+    status, again = logistics.request("POST", f"/api/units/{device_id}/assign", body)
+    assert status == 409 and "wipe it first" in again["message"]
+    wait_until(lambda: logistics.request("GET", "/api/units?state=assigned")[1], 10, 0.2, what="the unit assigned")
+
+    # the caregiver now has the citizen; a planned visit goes to the screen
+    assert [c["name"] for c in caregiver.request("GET", "/api/citizens")[1]] == ["Karen Jensen"]
+    caregiver.request("POST", f"/api/citizens/{assigned['citizen_id']}/visits",
+                      {"at": time.time() + 3600, "staff_name": "Anne", "staff_role": "sygeplejerske"})
+
+    diag = support.request("POST", f"/api/devices/{device_id}/commands", {"kind": "diagnostics"})[1]
+    server.wait_command(diag["id"])
+    status, detail = support.request("GET", f"/api/units/{device_id}")
+    assert status == 200 and detail["unit"]["state"] == "assigned"
+    assert {c["name"] for c in detail["diagnostics"]} >= {"camera", "microphone", "ui"}
+    assert all(c["status"] in ("OK", "WARN", "FAIL") and c["detail"] for c in detail["diagnostics"])
+    kinds = [c["kind"] for c in detail["commands"]]
+    assert "diagnostics" in kinds and "assign" in kinds and "schedule" not in kinds, "no trace of the visit plan"
+    assert "Karen" not in str(detail) and "Anne" not in str(detail), "support never sees whom a unit belongs to"
+    assert support.request("GET", "/api/units/not-a-unit")[0] == 404
+
+    # collect and wipe: the receipt is on the unit's page, verified against the unit's certificate
+    wipe = logistics.request("POST", f"/api/devices/{device_id}/commands", {"kind": "wipe"})[1]
+    server.wait_command(wipe["id"])
+    receipt = logistics.request("GET", f"/api/units/{device_id}")[1]["wipe"]
+    assert receipt["state"] == "done" and receipt["result_verified"] is True
+    assert "citizen-data" in receipt["result"]["detail"]["erased"]
+
+
+def test_approve_and_reject_are_for_units_awaiting_approval_only(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+    _, device_id = online_agent
+    logistics, support, _ = _people(server)
+    assert support.request("POST", f"/api/units/{device_id}/approve", {})[0] == 403
+    status, refused = logistics.request("POST", f"/api/units/{device_id}/approve", {})
+    assert status == 404 and refused["error"] == "not-awaiting"
+
+
+def test_a_citizens_calls_are_for_their_care_team(server: ServerProcess,
+                                                   online_agent: tuple[AgentProcess, str]) -> None:
+    _, device_id = online_agent
+    _, support, caregiver = _people(server)
+    server.add_admin("bo", "caregiver")
+    citizen_id = server.add_citizen("Karen Jensen", device_id, "anne")
+    bo = Console(server.console)
+    bo.login("bo")
+    assert caregiver.request("GET", f"/api/citizens/{citizen_id}/calls") == (200, [])
+    assert bo.request("GET", f"/api/citizens/{citizen_id}/calls")[0] == 404
+    assert support.request("GET", f"/api/citizens/{citizen_id}/calls")[0] == 403
+
+
+def test_the_pre_visit_check_warns_when_the_screen_is_off(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+    agent, device_id = online_agent
+    _, _, caregiver = _people(server)
+    citizen_id = server.add_citizen("Karen Jensen", device_id, "anne")
+    caregiver.request("POST", f"/api/citizens/{citizen_id}/visits",
+                      {"at": time.time() + 300, "staff_name": "Anne", "staff_role": "sygeplejerske"})
+    # online: the server asks the unit for fresh diagnostics before the visit, and all is well
+    wait_until(lambda: [e for e in server.cli_json("audit", "list") if e["action"] == "command-queued"
+                        and e["actor"] == "server" and e["detail"]["kind"] == "diagnostics"], 90, 0.5,
+               what="the server's own diagnostics before the visit")
+    assert caregiver.request("GET", "/api/pre-visit-warnings") == (200, [])
+
+    agent.stop()
+    warnings = wait_until(lambda: caregiver.request("GET", "/api/pre-visit-warnings")[1], 20, 0.2,
+                          what="a warning once the unit is off")
+    assert warnings[0]["citizen_id"] == citizen_id and warnings[0]["reasons"] == ["offline"]
