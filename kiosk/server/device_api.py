@@ -66,7 +66,7 @@ async def ca_certificate(request: web.Request) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     """Enroll a unit, repeat the answer to a unit that lost it, or hold it for approval."""
     authority, store = request.app[AUTHORITY], request.app[STORE]
-    body = await request.content.read(m.ENROLL_REQUEST._max_bytes + 1)
+    body = await _read_at_most(request, m.ENROLL_REQUEST._max_bytes + 1)
     try:
         req = m.ENROLL_REQUEST.decode(body)
         key = ca.key_fingerprint(ca.device_key(req.csr_pem))  # a bad CSR never touches the token
@@ -76,6 +76,15 @@ async def enroll(request: web.Request) -> web.Response:
         return await asyncio.to_thread(_enroll, request.remote, authority, store, req, key)
     except (Contended, sa.exc.IntegrityError):  # a retry raced its own first request: ask it to try again
         return error(503, "busy", "another request for this token is being handled; try again")
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body up to ``limit`` bytes: one read returns what has arrived so far, which on a slow
+    link (or a loaded server) is only part of it, and a part is not "malformed"."""
+    body = b""
+    while len(body) < limit and (chunk := await request.content.read(limit - len(body))):
+        body += chunk
+    return body
 
 
 def _enroll(peer: str | None, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
