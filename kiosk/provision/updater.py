@@ -105,9 +105,13 @@ class Rauc:
 
 
 def _last_error(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
+    """RAUC's reason: its ``LastError:`` line (its last line only says "Installing ... failed")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reasons = [line.removeprefix("LastError:").strip() for line in lines if line.startswith("LastError:")]
     errors = [line for line in lines if "error" in line.lower() or "fail" in line.lower()]
-    return (errors or lines or [""])[-1][-500:]
+    if reasons:
+        return reasons[-1][-500:]
+    return (" | ".join(errors[-3:]) if errors else lines[-1] if lines else "")[-500:]
 
 
 class Updater:

@@ -139,3 +139,12 @@ def test_running_is_read_from_the_command_line_and_os_release(tmp_path: Path) ->
     (tmp_path / "os-release").write_text('PRETTY_NAME="Debian"\nIMAGE_VERSION="0.1.0+20261129.1200"\n')
     assert Running.read(tmp_path / "cmdline", tmp_path / "os-release") == Running("b", "0.1.0+20261129.1200", 90.0)
     assert Running.read(tmp_path / "nothing", tmp_path / "nothing") == Running(None, None, None)
+
+
+def test_raucs_reason_is_its_last_error_line_not_its_closing_words() -> None:
+    from kiosk.provision.updater import _last_error
+    out = ("installing\n  0% Installing\n 40% Checking bundle failed.\n100% Installing failed.\n"
+           "LastError: Failed to check bundle signature: signature verification failed: unable to get "
+           "local issuer certificate\nInstalling `https://s/b.raucb` failed\n")
+    assert _last_error(out).startswith("Failed to check bundle signature")
+    assert "failed" in _last_error("a\nsomething failed\nInstalling `x` failed\n")
