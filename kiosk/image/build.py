@@ -203,10 +203,11 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
             _rauc_config(root, r, version, opts.update_keys, progress)
             manifest.packages = parse_dpkg_status((root / "var/lib/dpkg/status").read_text())
         if foreign:
-            with progress.step(f"byte-compiling the Python, making the CA store natively ({r.suite} tools tree)"):
+            with progress.step(f"byte-compiling, CA store, hwdb and MIME databases natively ({r.suite} tools tree)"):
                 tools = emulation.tools_tree(r, work / "tools", opts.cache / f"apt-{emulation.host_arch()}", log)
                 emulation.byte_compile(tools, root, (*emulation.PYTHON_TREES, wheels.SITE), log)
                 emulation.trust_store(tools, root, log)
+                emulation.databases(tools, root, log)
         with progress.step("taking the boot files out of the root"):
             _take_boot_files(root, r.arch, work / "boot")
         with progress.step("making the read-only root (erofs + dm-verity)"):

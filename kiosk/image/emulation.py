@@ -12,6 +12,8 @@ than natively. Two kinds of work dominate and neither needs the foreign CPU:
   not depend on the CPU, only on the Python version, so the root's Python files are
   compiled afterwards by the image's own Python release running natively: a small tools
   tree of the image's suite for the build host's architecture (as mkosi's ToolsTree does).
+- udev's hardware database (``systemd-hwdb update``, 270 s under emulation here) and the
+  MIME database (``update-mime-database``, 98 s) are data files: compiled natively too.
 - ``dpkg-preconfigure``, which apt runs first to ask every package's debconf questions up
   front, unpacks the templates of all (some 400) packages under emulation; a build asks
   nobody anything, and each package's own scripts still see its questions when they run.
@@ -46,6 +48,8 @@ DEFERRED = {
     "/usr/sbin/update-ca-certificates": _sh("exit 0"),
     "/usr/sbin/dpkg-preconfigure": _sh("exec cat >/dev/null"),
     "/usr/lib/python3.13/py_compile.py": f"# {_NOTE}\n",
+    "/usr/bin/systemd-hwdb": _sh("exit 0"),
+    "/usr/bin/update-mime-database": _sh("exit 0"),
 }
 _ASIDE = ".kiosk-deferred"
 # What Debian byte-compiles: the standard library (python3.13's postinsts), the rest (py3compile).
@@ -54,7 +58,7 @@ PYTHON_RUNTIME = "libpython3.13-minimal"
 # What update-ca-certificates reads (the certificates, the list of those trusted) and writes.
 CA_PATHS = ("usr/share/ca-certificates", "usr/local/share/ca-certificates", "etc/ca-certificates.conf",
             "etc/ssl/certs")
-TOOLS_PACKAGES = (PYTHON_RUNTIME, "python3.13-minimal", "ca-certificates")
+TOOLS_PACKAGES = (PYTHON_RUNTIME, "python3.13-minimal", "ca-certificates", "udev", "shared-mime-info")
 
 
 class EmulationError(RuntimeError):
@@ -154,3 +158,17 @@ def trust_store(tools: Path, root: Path, log: Path) -> None:
     (root / "usr/local/share/ca-certificates").mkdir(parents=True, exist_ok=True)
     _in_tools(tools, {root / path: "/" + path for path in CA_PATHS}, ["update-ca-certificates", "--hooksdir", ""],
               log)
+
+
+def databases(tools: Path, root: Path, log: Path) -> None:
+    """udev's hardware database and the MIME database, compiled natively into the root.
+
+    Both are data files read the same on every CPU (hwdb.bin is little-endian, as arm64 and
+    amd64 are); made by the same versions of their tools as the root's.
+    """
+    if (root / "usr/bin/systemd-hwdb").exists():
+        _same_version(tools, root, "udev")
+        _in_tools(tools, {root: "/mnt/root"}, ["systemd-hwdb", "--root=/mnt/root", "--usr", "update"], log)
+    if (root / "usr/share/mime/packages").is_dir():
+        _same_version(tools, root, "shared-mime-info")
+        _in_tools(tools, {root: "/mnt/root"}, ["update-mime-database", "/mnt/root/usr/share/mime"], log)

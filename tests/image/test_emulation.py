@@ -111,5 +111,13 @@ def test_the_tools_tree_compiles_python_and_makes_the_ca_store_as_the_root_would
     assert all(os.readlink(link).startswith("/usr/share/ca-certificates/") for link in links)
     assert (root / "etc/ssl/certs/ca-certificates.crt").read_text().count("BEGIN CERTIFICATE") == len(links)
 
+    # udev's hardware database and the MIME database, from the root's sources into the root
+    for path in ("usr/lib/udev/hwdb.d", "usr/share/mime/packages", "usr/bin/systemd-hwdb"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", tools / path, root / path], check=True)
+    emulation.databases(tools, root, tmp_path / "log")
+    assert (root / "usr/lib/udev/hwdb.bin").read_bytes()[:8] == b"KSLPHHRH"
+    assert "text/plain" in (root / "usr/share/mime/types").read_text().split()
+
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(tools) not in mounts, "the bind mounts ended with the commands"
