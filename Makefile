@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both set themselves up.
 PY := .venv/bin/python
 
-.PHONY: setup demo lint test test-fast test-image-arm64 bench clean
+.PHONY: setup demo lint test test-fast test-image-arm64 test-image-update bench clean
 
 setup:
 	@scripts/setup.sh
@@ -32,3 +32,8 @@ clean:
 # (qemu-user for the build, full emulation for the boot): run it by hand, as root.
 test-image-arm64: setup
 	@KIOSK_IMAGE_ARM64=$${KIOSK_IMAGE_ARM64:-1} $(PY) -m pytest -q -p no:cacheprovider tests/image/test_arm64.py
+
+# Signed A/B updates booted in QEMU: a second image build, bundles, five emulated boots.
+# About an hour under TCG on this machine: run it by hand, as root.
+test-image-update: setup
+	@KIOSK_IMAGE_UPDATE=1 $(PY) -m pytest -q -p no:cacheprovider tests/image/test_update.py

@@ -25,13 +25,22 @@ What is measured
                                 server has verified and committed the signed result
                     api-done    POST sent -> the first GET /api/commands/{id} that says
                                 "done" (polled every --poll-ms from the POST's return)
-                  then a burst: --burst commands at once to distinct devices.
+                  then a burst: --burst commands at once to distinct devices; then a
+                  mass operation: --mass commands at once to distinct devices, not
+                  polled: from the first POST to the last ResultAck, commands per second
+                  end to end (each checked "done" through the API afterwards); with
+                  --bulk through the bulk path, one request per 1000 units.
   responsiveness  a separate probe process asks the console for /api/me (401, no database)
                   every 20 ms: its latency is the server's event-loop lag, by phase;
                   also this process's own loop lag and full-GC pauses, so a stall of the
                   bench is not mistaken for one of the server. After connecting, this
                   process gc.freeze()s its objects (see --no-freeze).
   failed logins   --logins wrong-password logins at the end, watching the probe.
+
+Before and after, side by side (--before TREE): the devices are enrolled once (by the
+current server); then the server of TREE (a source tree, e.g. ``git archive`` of the
+commit before a change) runs on the same data and device port, the fleet connects and
+everything above is measured; then the same again with the current server.
 
 This is a benchmark, not a test: it reports, it does not assert. Every phase is bounded
 by --time-limit; what did not finish is reported as such.
@@ -192,16 +201,19 @@ class Deadline:
 
 # --------------------------------------------------------------------------- server
 class ServerProcess:
-    def __init__(self, data: Path, log_path: Path, log_level: str) -> None:
+    def __init__(self, data: Path, log_path: Path, log_level: str, device_port: int | None = None,
+                 source: Path | None = None) -> None:
+        """``source``: run the server of that source tree (for a "before"), else the current one."""
         self.data = data
-        self.device_port, self.console_port = free_port(), free_port()
+        self.device_port, self.console_port = device_port or free_port(), free_port()
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 (held open for the process's life; closed in stop)
+        env = os.environ | {"PYTHONPATH": str(source or ROOT)}
         self.proc = subprocess.Popen(
             [str(SERVER_BIN), "serve", "--data", str(data),
              "--device-listen", f"{HOST}:{self.device_port}",
              "--console-listen", f"{HOST}:{self.console_port}", "--log-level", log_level],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
     @property
     def device_url(self) -> str:
@@ -550,18 +562,22 @@ class CommandSample:
     state: str
 
 
-async def one_command(http: aiohttp.ClientSession, console: str, fleet: Fleet, device: SimDevice,
-                      poll_s: float, timeout: float) -> CommandSample:
+async def post_ping(http: aiohttp.ClientSession, console: str, device: SimDevice) -> tuple[float, float, float, str]:
+    """POST a ping: (sent, epoch), (sent, perf counter), (answered, perf counter), the command's id."""
     sent_at, t0 = time.time(), time.perf_counter()
     async with http.post(f"{console}/api/devices/{device.device_id}/commands",
                          json={"kind": "ping", "args": {}, "expires_in": 60}) as r:
         body = await r.json()
         if r.status != 202:
             raise RuntimeError(f"POST command: HTTP {r.status} {body}")
-    t1 = time.perf_counter()
-    command_id = body["id"]
+    return sent_at, t0, time.perf_counter(), body["id"]
+
+
+async def one_command(http: aiohttp.ClientSession, console: str, fleet: Fleet, device: SimDevice,
+                      poll_s: float, timeout: float) -> CommandSample:
+    sent_at, t0, t1, command_id = await post_ping(http, console, device)
     timing = fleet.timing(command_id)
-    state, api_done = body["state"], None
+    state, api_done = "pending", None  # as the POST answered (it delivers, the device acknowledges later)
     end = t0 + timeout
     while time.perf_counter() < end:  # poll as a console would, from the POST's return
         async with http.get(f"{console}/api/commands/{command_id}") as r:
@@ -577,6 +593,72 @@ async def one_command(http: aiohttp.ClientSession, console: str, fleet: Fleet, d
         delivery=timing.delivered - t0 if timing.delivered is not None else None,
         recorded=timing.acked - t0 if timing.acked is not None else None,
         api_done=api_done, state=state)
+
+
+async def mass_command(http: aiohttp.ClientSession, console: str, fleet: Fleet, device: SimDevice,
+                       timeout: float) -> CommandSample:
+    """One command of a mass operation: POST it, then wait for the device's ResultAck (no polling)."""
+    sent_at, t0, t1, command_id = await post_ping(http, console, device)
+    timing = fleet.timing(command_id)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(timing.done.wait(), timeout)
+    return CommandSample(
+        sent_at=sent_at, post=t1 - t0,
+        delivery=timing.delivered - t0 if timing.delivered is not None else None,
+        recorded=timing.acked - t0 if timing.acked is not None else None,
+        api_done=None, state=command_id)  # the id, until the API is asked for the state
+
+
+async def bulk_commands(http: aiohttp.ClientSession, console: str, fleet: Fleet, targets: list[SimDevice],
+                        timeout: float) -> list[CommandSample | BaseException]:
+    """The same, through the bulk path: one POST /api/commands per 1000 units."""
+    async def one_request(devices: list[SimDevice]) -> list[CommandSample | BaseException]:
+        sent_at, t0 = time.time(), time.perf_counter()
+        async with http.post(f"{console}/api/commands", json={
+                "kind": "ping", "device_ids": [d.device_id for d in devices], "expires_in": 60}) as r:
+            body = await r.json()
+            if r.status != 202:
+                return [RuntimeError(f"POST commands: HTTP {r.status} {body}")] * len(devices)
+        t1 = time.perf_counter()
+        timings = [fleet.timing(q["id"]) for q in body["queued"]]
+        await asyncio.wait([asyncio.ensure_future(t.done.wait()) for t in timings], timeout=timeout)
+        return [CommandSample(sent_at=sent_at, post=t1 - t0,
+                              delivery=t.delivered - t0 if t.delivered is not None else None,
+                              recorded=t.acked - t0 if t.acked is not None else None,
+                              api_done=None, state=q["id"])
+                for q, t in zip(body["queued"], timings, strict=True)] + \
+            [RuntimeError(f"refused: {x['error']}") for x in body["refused"]]
+
+    parts = await asyncio.gather(*(one_request(targets[i:i + 1000]) for i in range(0, len(targets), 1000)))
+    return [sample for part in parts for sample in part]
+
+
+async def mass_phase(http: aiohttp.ClientSession, console: str, fleet: Fleet, targets: list[SimDevice],
+                     timeout: float, pid: int, bulk: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    cpu = CpuMeter(pid)
+    if bulk:
+        results = await bulk_commands(http, console, fleet, targets, timeout)
+    else:
+        results = list(await asyncio.gather(*(mass_command(http, console, fleet, d, timeout) for d in targets),
+                                            return_exceptions=True))
+    wall = time.perf_counter() - t0  # first POST sent -> last ResultAck (or time-out)
+    used = cpu.stop()
+    samples = [s for s in results if isinstance(s, CommandSample)]
+    for sample in samples:  # then ask the API, once each, untimed; an overwhelmed server is a figure too
+        try:
+            async with http.get(f"{console}/api/commands/{sample.state}") as r:
+                sample.state = (await r.json())["state"]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            sample.state = f"not answered: {type(exc).__name__}"
+    out = command_summary(samples, len(targets))
+    out["wall_s"], out["cpu"] = wall, used
+    out["commands_per_s"] = out["done"] / wall if wall else None
+    out["errors"] = {}
+    for s in results:
+        if not isinstance(s, CommandSample):
+            Fleet.count(out["errors"], s)
+    return out
 
 
 def command_summary(samples: list[CommandSample], wanted: int) -> dict[str, Any]:
@@ -710,6 +792,12 @@ async def fleet_phase(args: argparse.Namespace, server: ServerProcess, roots: li
                 for s in results:
                     if not isinstance(s, CommandSample):
                         Fleet.count(report["burst"]["errors"], s)
+            if args.mass and deadline.left() > 0:
+                marks.append(("mass", time.time()))
+                live = [d for d in still if d.connected]
+                report["mass"] = await mass_phase(http, server.console_url, fleet,
+                                                  rng.sample(live, min(args.mass, len(live))),
+                                                  args.command_timeout, pid, args.bulk)
             # Logins that fail, one after another, as anyone who reaches the console port can
             # send: the probe shows whether they hold up the server's device traffic.
             marks.append(("failed logins", time.time()))
@@ -786,11 +874,14 @@ def print_table(r: dict[str, Any]) -> None:
                      f"{mem['server_after_connect_kib']['VmRSS'] / 1024:.1f} MiB"))
         if "server_per_device_kib" in mem:
             rows.append(("server RSS per connected device", f"{mem['server_per_device_kib']:.1f} KiB"))
-    for key, title in (("commands", "sequential"), ("burst", "burst")):
+    for key, title in (("commands", "sequential"), ("burst", "burst"), ("mass", "mass, not polled")):
         cm = r.get(key)
         if not cm:
             continue
         rows.append((f"commands {title}: done / sent / wanted", f"{cm['done']} / {cm['sent']} / {cm['wanted']}"))
+        if cm.get("commands_per_s") is not None:
+            rows.append(("  end to end (first POST -> last ResultAck)",
+                         f"{cm['wall_s']:.2f} s, {cm['commands_per_s']:.0f} commands/s"))
         if cm.get("cpu"):
             rows.append(("  wall; server / bench CPU", f"{cm['cpu']['wall_s']:.1f} s; {cm['cpu']['server_cpu_s']:.1f}"
                          f" / {cm['cpu']['bench_cpu_s']:.1f} s (server {100 * cm['cpu']['server_cpu_share']:.0f} %"
@@ -799,10 +890,13 @@ def print_table(r: dict[str, Any]) -> None:
                             ("recorded", "POST -> result recorded (ResultAck)"),
                             ("api_done", "POST -> GET says done (polled)")):
             s = cm[part]
+            if not s["n"]:
+                continue
             rows.append((f"  {label} p50 / p99 / max",
                          f"{fmt(s['p50_ms'])} / {fmt(s['p99_ms'])} / {fmt(s['max_ms'])} ms (n={s['n']})"))
     resp = r.get("responsiveness", {})
-    for name in ("idle after connect", "login and warm-up", "sequential commands", "burst", "failed logins"):
+    for name in ("idle after connect", "login and warm-up", "sequential commands", "burst", "mass",
+                 "failed logins"):
         sp, bl = resp.get("server_probe", {}).get(name), resp.get("bench_loop_lag", {}).get(name)
         if sp and bl:
             rows.append((f"{name}: server probe / bench loop lag p99, max",
@@ -817,7 +911,9 @@ def print_table(r: dict[str, Any]) -> None:
                          f"{fmt(h['p50_ms'])} / {fmt(h['p99_ms'])} ms (n={h['n']})"))
     width = max(len(a) for a, _ in rows) if rows else 0
     print()
-    print(f"Skærmbesøg server bench: N={r['args']['devices']} devices, {r['args']['commands']} commands")
+    print(f"Skærmbesøg server bench: N={r['args']['devices']} devices, {r['args']['commands']} commands"
+          + (f" -- {r['variant']} (load average at its start {r['loadavg_at_start'][0]:.1f})"
+             if "variant" in r else ""))
     for a, b in rows:
         print(f"  {a:<{width}}  {b}")
     if r.get("problems"):
@@ -826,11 +922,38 @@ def print_table(r: dict[str, Any]) -> None:
             print(f"    - {p}")
 
 
+def fleet_problems(r: dict[str, Any]) -> None:
+    """What went wrong in one fleet phase, into its report's problems."""
+    conn = r.get("connect", {})
+    if conn.get("timed_out"):
+        r["problems"].append(f"only {conn.get('connected')} of {conn.get('wanted')} connected in time")
+    if conn.get("errors"):
+        r["problems"].append(f"connect errors: {conn['errors']}")
+    for key in ("commands", "burst", "mass"):
+        cm = r.get(key)
+        if cm and (cm["done"] < cm["wanted"] or cm["errors"]):
+            r["problems"].append(f"{key}: {cm['done']} of {cm['wanted']} done; states {cm['states']}; "
+                                 f"errors {cm['errors']}")
+    fl = r.get("fleet", {})
+    if fl.get("disconnects"):
+        r["problems"].append(f"devices disconnected during the run: {fl['disconnects']}")
+    if fl.get("refusals"):
+        r["problems"].append(f"refusals (a repeated delivery shows here as a replay): {fl['refusals']}")
+    if r.get("commands_timed_out"):
+        r["problems"].append("commands stopped at the time limit")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--devices", type=int, default=1000, help="simulated devices to enroll and connect")
     p.add_argument("--commands", type=int, default=200, help="sequential ping commands through the console API")
     p.add_argument("--burst", type=int, default=50, help="then this many commands at once (0: none)")
+    p.add_argument("--mass", type=int, default=1000,
+                   help="then this many at once, not polled: commands per second end to end (0: none)")
+    p.add_argument("--bulk", action="store_true",
+                   help="send the mass operation through POST /api/commands (1000 units a request)")
+    p.add_argument("--before", type=Path,
+                   help="a source tree of the server before a change: measured first, on the same devices")
     p.add_argument("--logins", type=int, default=5, help="failed logins at the end, watching server lag")
     p.add_argument("--sequential-enrollments", type=int, default=50)
     p.add_argument("--enroll-threads", type=int, default=8)
@@ -889,25 +1012,22 @@ def main(argv: list[str] | None = None) -> int:
             report["problems"].append("enrollment did not finish within the time limit")
         print(f"  enrolled {len(er.enrolled)} (sequential p50 "
               f"{fmt(report['enrollment']['sequential']['p50_ms'])} ms); connecting", flush=True)
-        if er.enrolled and deadline.left() > 0:
-            asyncio.run(fleet_phase(args, server, sorted(er.enrolled), deadline, report))
-        conn = report.get("connect", {})
-        if conn.get("timed_out"):
-            report["problems"].append(f"only {conn.get('connected')} of {conn.get('wanted')} connected in time")
-        if conn.get("errors"):
-            report["problems"].append(f"connect errors: {conn['errors']}")
-        for key in ("commands", "burst"):
-            cm = report.get(key)
-            if cm and (cm["done"] < cm["wanted"] or cm["errors"]):
-                report["problems"].append(f"{key}: {cm['done']} of {cm['wanted']} done; states {cm['states']}; "
-                                          f"errors {cm['errors']}")
-        fl = report.get("fleet", {})
-        if fl.get("disconnects"):
-            report["problems"].append(f"devices disconnected during the run: {fl['disconnects']}")
-        if fl.get("refusals"):
-            report["problems"].append(f"refusals: {fl['refusals']}")
-        if report.get("commands_timed_out"):
-            report["problems"].append("commands stopped at the time limit")
+        variants: list[tuple[str | None, Path | None]] = [("before", args.before), ("after", None)] \
+            if args.before else [(None, None)]
+        for name, source in variants:
+            if not er.enrolled or deadline.left() <= 0:
+                break
+            target = report
+            if name is not None:  # the same data and device port (the devices' pin), another server
+                target = report.setdefault("variants", {})[name] = {
+                    "variant": name, "source": str(source or ROOT), "args": report["args"], "memory": {},
+                    "problems": [], "loadavg_at_start": os.getloadavg()}
+                server.stop()
+                server = ServerProcess(data, work / f"server-{name}.log", args.server_log_level,
+                                       device_port=server.device_port, source=source)
+                server.wait_ready()
+            asyncio.run(fleet_phase(args, server, sorted(er.enrolled), deadline, target))
+            fleet_problems(target)
     except PhaseTimeout as exc:
         report["problems"].append(str(exc))
     except Exception as exc:  # noqa: BLE001 - report what broke, then clean up
@@ -939,6 +1059,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{report.get('teardown_server_s', 0):.1f} s (exit {report.get('server_exit')}), "
                   f"removing {work} {time.perf_counter() - t_rm:.1f} s", flush=True)
     print_table(report)
+    for variant in report.get("variants", {}).values():
+        print_table(variant)
     if report.get("server_log_warnings"):
         print("  server log warnings/errors (first 20):")
         for line in report["server_log_warnings"]:

@@ -2,12 +2,16 @@
 
     .venv/bin/python bench/store_commands.py --commands 300 --rounds 5
     .venv/bin/python bench/store_commands.py --compare-with b656f6b
+    .venv/bin/python bench/store_commands.py --database postgresql://USER@127.0.0.1:PORT/NAME
 
 Each round opens a fresh SQLite store in a temporary directory (WAL, as the server runs
 it), queues N commands for one device, then times ``mark_delivered`` (what a device's
 CommandAck does) and ``finish_command`` in its own write transaction (what a verified
 result does), one command at a time. ``--compare-with REV`` also times the store.py of
 that git revision the same way, interleaved round by round, so both see the same load.
+``--database URL`` also times the current store on that (empty) PostgreSQL database, each
+round under its own device, interleaved with the SQLite rounds: the time one store call
+holds the event loop with the synchronous driver, on each database.
 
 This is a benchmark, not a test: it reports, it does not assert.
 """
@@ -45,15 +49,16 @@ def store_at(revision: str, workdir: Path) -> ModuleType:
     return module
 
 
-def one_round(module: ModuleType, commands: int, workdir: Path) -> tuple[float, float]:
+def one_round(module: ModuleType, commands: int, workdir: Path, url: str | None = None) -> tuple[float, float]:
     """Microseconds per acknowledgement and per result, over ``commands`` commands."""
     directory = Path(tempfile.mkdtemp(dir=workdir))
-    store = module.Store(f"sqlite:///{directory / 'kiosk.db'}")
-    ids = [f"command-{i}" for i in range(commands)]
+    store = module.Store(url if url else f"sqlite:///{directory / 'kiosk.db'}")
+    device = f"device-{directory.name}"
+    ids = [f"{device}-command-{i}" for i in range(commands)]
     with store.tx() as conn:
-        store.add_device(conn, "device-1", "1", "(no certificate)", "bench")
+        store.add_device(conn, device, "1", "(no certificate)", "bench")
         for command_id in ids:
-            store.add_command(conn, command_id, "device-1", "ping", b"{}", "bench", time.time() + 3600)
+            store.add_command(conn, command_id, device, "ping", b"{}", "bench", time.time() + 3600)
     started = time.perf_counter()
     for command_id in ids:
         store.mark_delivered(command_id)
@@ -71,6 +76,7 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare-with", metavar="REV", help="also time store.py of this git revision")
+    parser.add_argument("--database", metavar="URL", help="also time the current store on this PostgreSQL database")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kiosk-store-bench-") as tmp:
         workdir = Path(tmp)
@@ -78,9 +84,13 @@ def main() -> None:
         if args.compare_with:
             stores[args.compare_with] = store_at(args.compare_with, workdir)
         samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stores}
+        if args.database:
+            samples["postgresql"] = []
         for _ in range(args.rounds):
             for name, module in stores.items():
                 samples[name].append(one_round(module, args.commands, workdir))
+            if args.database:
+                samples["postgresql"].append(one_round(current_store, args.commands, workdir, args.database))
     print(f"store, {args.commands} commands x {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
     for name, rounds in samples.items():
         ack = statistics.median(a for a, _ in rounds)

@@ -16,6 +16,25 @@ in_root() { chroot "$root" "$@"; }
 in_root useradd --system --user-group --home-dir /run/kiosk-ui --no-create-home \
     --shell /usr/sbin/nologin --groups video,render,input,audio kiosk-ui
 
+# No pointer on a touch screen: cage draws its cursor (at the screen's centre) whenever any
+# input device says it can point (QEMU's PS/2 mouse, some HDMI-CEC and remote-control
+# receivers), and has no switch to hide it. Its cursor comes from the Xcursor theme named
+# "default" (cage asks wlroots for no theme by name; a theme named only in XCURSOR_THEME
+# left the arrow drawn in a boot under QEMU), as do the app's own (XCURSOR_THEME=default in
+# kiosk-ui.service): this theme's cursors are one transparent pixel. (Xcursor format: file
+# header, one table entry, one 1x1 ARGB image.)
+blank=$root/usr/share/icons/default
+mkdir -p "$blank/cursors"
+rm -f "$blank/index.theme"  # Debian's x-cursor-theme alternative may link it elsewhere
+printf '[Icon Theme]\nName=default\nComment=Every cursor invisible (a touch kiosk)\n' > "$blank/index.theme"
+python3 -c 'import struct, sys
+image = struct.pack("<9I", 36, 0xFFFD0002, 24, 1, 1, 1, 0, 0, 0) + struct.pack("<I", 0)
+sys.stdout.buffer.write(struct.pack("<4sIII", b"Xcur", 16, 0x10000, 1) + struct.pack("<3I", 0xFFFD0002, 24, 28) + image)' \
+    > "$blank/cursors/default"
+for name in left_ptr arrow top_left_arrow pointer hand2 text xterm; do
+    ln -sf default "$blank/cursors/$name"
+done
+
 # Mount points on the read-only root; /var itself is a tmpfs (systemd.volatile=state).
 mkdir -p "$root/boot/config" "$root/data"
 # systemd gives each boot a transient machine id (the root cannot keep one).
@@ -44,11 +63,15 @@ fi
 find "$root" -xdev -type f -perm /6000 ! -path "$root/usr/lib/dbus-1.0/dbus-daemon-launch-helper" \
     -exec chmod ug-s {} +
 
-in_root update-initramfs -u -k all
+# -c: a foreign (emulated) build deferred the kernel's own initramfs (kiosk/image/emulation.py)
+in_root update-initramfs -c -k all
 
 if [ "$arch" = amd64 ]; then
     # GRUB as one EFI binary; its grub.cfg and grubenv sit beside it on the config partition.
     in_root grub-mkimage -O x86_64-efi -p /EFI/BOOT -o /boot/BOOTX64.EFI \
         part_gpt fat normal linux configfile loadenv test echo regexp cat sleep reboot halt \
         all_video efi_gop gzio
+    # GRUB's modules and fonts are in BOOTX64.EFI now; the root keeps only grub-editenv
+    # (kiosk-boot-ok marks the slot good).
+    rm -rf "$root/usr/lib/grub" "$root/usr/share/grub"
 fi

@@ -26,6 +26,7 @@ DEB_PACKAGES=(
     zstd                                  # the compressed image
     qemu-system-x86 ovmf                  # boot test: the amd64 image under UEFI
     socat                                 # boot test: the one forward from the VM to kiosk-server on loopback
+    swtpm tpm2-tools libtss2-tcti-swtpm0  # a software TPM: the wipe's crypto-erase of a TPM-held key (tests, the amd64 VM)
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead

@@ -100,7 +100,8 @@ class ServerProcess:
              "--device-listen", f"127.0.0.1:{self.device_port}",
              "--console-listen", f"127.0.0.1:{self.console_port}", *self.database_args, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, text=True)
-        wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 20, what="server ports")
+        # 60 s: at a load average of 70 on this shared machine the server took more than 20 s to listen
+        wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 60, what="server ports")
         return self
 
     def stop(self) -> None:
@@ -170,13 +171,14 @@ class AgentProcess:
     provision: Path | None
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def log_path(self) -> Path:
         return self.state.parent / f"{self.state.name}-agent.log"
 
     def start(self) -> AgentProcess:
-        args = [str(BIN / "kiosk-agent"), "run", "--state", str(self.state), "--backoff-cap", "1"]
+        args = [str(BIN / "kiosk-agent"), "run", "--state", str(self.state), "--backoff-cap", "1", *self.extra_args]
         if self.provision:
             args += ["--provision", str(self.provision)]
         self.proc = subprocess.Popen(args, stdout=self.log_path.open("a"), stderr=subprocess.STDOUT, text=True,

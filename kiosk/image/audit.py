@@ -155,15 +155,10 @@ def extract_root(image: Path, dest: Path) -> str:
     if arch is None:
         raise AuditError(f"{image}: root_a has type {part.type_guid}, not a kiosk root for a known architecture")
     erofs = dest.parent / "root_a.erofs"
-    with image.open("rb") as src, erofs.open("wb") as out:
-        src.seek(part.offset)
-        remaining = part.size
-        while remaining:
-            chunk = src.read(min(remaining, 4 << 20))
-            if not chunk:
-                raise AuditError(f"{image} ends inside root_a")
-            out.write(chunk)
-            remaining -= len(chunk)
+    try:
+        gpt.copy_range(image, part.offset, part.size, erofs)
+    except gpt.GptError as exc:
+        raise AuditError(str(exc)) from None
     proc = subprocess.run(["fsck.erofs", f"--extract={dest}", "--preserve", str(erofs)],
                           capture_output=True, text=True)
     erofs.unlink()

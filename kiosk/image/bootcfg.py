@@ -56,7 +56,9 @@ SERIAL_CONSOLE = {"amd64": "ttyS0,115200", "arm64": "ttyAMA0,115200"}
 
 def kernel_cmdline(arch: str, debug: bool) -> str:
     """What every slot boots with; the slot adds its root and verity hash."""
-    args = ["ro", "rootfstype=erofs", "systemd.volatile=state", "systemd.gpt_auto=0",
+    # no_timer_check: the kernel's early check of the IO-APIC timer panics an emulated (TCG)
+    # unit on a loaded host ("IO-APIC + timer doesn't work!"); real hardware does not need it.
+    args = ["ro", "rootfstype=erofs", "systemd.volatile=state", "systemd.gpt_auto=0", "no_timer_check",
             "panic=10", "oops=panic", "sysrq_always_enabled=0", "vt.global_cursor_default=0",
             # the last console is /dev/console: boot messages go to the serial line, not the screen
             "console=tty1", f"console={SERIAL_CONSOLE[arch]}", "loglevel=3", "systemd.show_status=auto"]
@@ -65,8 +67,10 @@ def kernel_cmdline(arch: str, debug: bool) -> str:
     return " ".join(args)
 
 
-def slot_args(root_partuuid: str, hash_offset: int, root_hash: str) -> str:
-    return f"root=/dev/mapper/root kiosk.verity={root_partuuid.lower()}:{hash_offset}:{root_hash}"
+def slot_args(hash_offset: int, root_hash: str) -> str:
+    """Slot-agnostic: the initramfs opens the root of the slot the bootloader names
+    (``kiosk.slot=``), so an update bundle's boot files serve either slot."""
+    return f"root=/dev/mapper/root kiosk.verity={hash_offset}:{root_hash}"
 
 
 def uboot_env(env: dict[str, str]) -> bytes:
@@ -112,7 +116,7 @@ fi
 save_env -f "$envfile" a_try b_try
 if [ "$slot" = a ]; then set part=gpt{BOOT_PARTITION['a']}; else set part=gpt{BOOT_PARTITION['b']}; fi
 source "($disk,$part)/slot.cfg"
-linux "($disk,$part)/vmlinuz" $kiosk_args kiosk.slot=$slot {common_args}
+linux "($disk,$part)/vmlinuz" $kiosk_args kiosk.slot=$slot rauc.slot=$slot {common_args}
 initrd "($disk,$part)/initrd.img"
 boot
 """
@@ -151,10 +155,11 @@ fi
 env export -t ${{ramdisk_addr_r}} {keys}
 fatwrite ${{kiosk_dev}}:1 ${{ramdisk_addr_r}} boot-count.env ${{filesize}}
 if test "${{slot}}" = a; then setenv kiosk_part {BOOT_PARTITION['a']}; else setenv kiosk_part {BOOT_PARTITION['b']}; fi
+echo "kiosk: booting slot ${{slot}} from partition ${{kiosk_part}} (tries a=${{a_try}} b=${{b_try}})"
 load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} slot.env
 env import -t ${{ramdisk_addr_r}} ${{filesize}} kiosk_args
 load ${{kiosk_dev}}:${{kiosk_part}} ${{kernel_addr_r}} Image
 load ${{kiosk_dev}}:${{kiosk_part}} ${{ramdisk_addr_r}} initrd.img
-setenv bootargs "${{kiosk_args}} kiosk.slot=${{slot}} {common_args}"
+setenv bootargs "${{kiosk_args}} kiosk.slot=${{slot}} rauc.slot=${{slot}} {common_args}"
 booti ${{kernel_addr_r}} ${{ramdisk_addr_r}}:${{filesize}} ${{fdt_addr}}
 """

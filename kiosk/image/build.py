@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import kiosk
-from kiosk.image import bootcfg, kernel, layout, wheels
+from kiosk.image import bootcfg, emulation, kernel, layout, rauc, wheels
 from kiosk.image.manifest import Manifest, parse_dpkg_status
 from kiosk.image.progress import CommandFailed, Progress, run
 from kiosk.image.recipe import IMAGE_DIR, Arch, Recipe
 
 DEFAULT_CACHE = Path(os.environ.get("KIOSK_IMAGE_CACHE", "/var/cache/kiosk-image"))
+#: The update CA and signing key (kiosk/image/rauc.py); the CA certificate goes into every image.
+DEFAULT_UPDATE_KEYS = Path(os.environ.get("KIOSK_UPDATE_KEYS", "/var/lib/kiosk-image/update-keys"))
 HOST_TOOLS = ("mmdebstrap", "mkfs.erofs", "veritysetup", "mkfs.vfat", "mcopy", "mmd", "mkfs.ext4", "sfdisk", "zstd")
 BLOCK = 4096
 
@@ -39,6 +41,7 @@ class Options:
     debug: bool = False
     cache: Path = DEFAULT_CACHE
     keep_work: bool = False
+    update_keys: Path = DEFAULT_UPDATE_KEYS
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ def check_host(arch: Arch) -> None:
         raise BuildError(f"building {arch} on {host} needs qemu-user-static and binfmt-support")
 
 
-def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, log: Path, progress: Progress) -> None:
+def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, foreign: bool, log: Path,
+                progress: Progress) -> None:
     apt_cache.mkdir(parents=True, exist_ok=True)
     args: list[str | Path] = [
         "mmdebstrap", "--mode=root", "--variant=apt", f"--arch={r.arch}", "--include=" + ",".join(r.packages),
@@ -74,7 +78,11 @@ def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, log: Path, 
         # the kernel's first initramfs is made with no modules; customize.sh makes the real one
         '--essential-hook=mkdir -p "$1"/etc/initramfs-tools/conf.d '
         '&& echo MODULES=list > "$1"/etc/initramfs-tools/conf.d/kiosk.conf',
+        *(emulation.defer_hooks() if foreign else []),
         f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache}",
+        # dpkg's log stays with the build's: where an emulated build spends its time (bench/image_build_profile.py)
+        f'--customize-hook=cp "$1"/var/log/dpkg.log {log.with_suffix(".dpkg.log")}',
+        *(emulation.restore_hooks() if foreign else []),
         f'--customize-hook={IMAGE_DIR / "customize.sh"} "$1" {r.arch} {IMAGE_DIR / "overlay"} {int(debug)} '
         + " ".join(r.initramfs_modules),
         '--customize-hook=rm -rf "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*',
@@ -87,6 +95,17 @@ def _stamp_version(root: Path, name: str, version: str) -> None:
     os_release = root / "usr/lib/os-release"
     text = os_release.read_text()
     os_release.write_text(text + f'IMAGE_ID={name}\nIMAGE_VERSION="{version}"\n')
+
+
+def _rauc_config(root: Path, r: Recipe, version: str, keys: Path, progress: Progress) -> None:
+    """RAUC's slots and the update CA the unit trusts (only this one)."""
+    if not (keys / rauc.CA_CERT).exists():
+        progress.say(f"no update keys in {keys}: making a new update CA there (keep it; units trust only it)")
+        rauc.create_keys(keys)
+    conf = root / rauc.SYSTEM_CONF_IN_ROOT
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(rauc.system_conf(r.name, r.arch, version))
+    shutil.copy(keys / rauc.CA_CERT, root / rauc.KEYRING_IN_ROOT)
 
 
 def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
@@ -108,7 +127,9 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
 
 def _erofs_verity(root: Path, dest: Path, log: Path) -> tuple[int, str]:
     """The root as erofs with its verity hash tree appended; (hash offset, root hash)."""
-    run(["mkfs.erofs", "-zlz4hc", dest, root], log=log)
+    # lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for
+    # a smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
+    run(["mkfs.erofs", "-zlz4hc,12", "-C65536", dest, root], log=log)
     data_size = dest.stat().st_size
     if data_size % BLOCK:
         raise BuildError(f"the erofs image is {data_size} bytes, not a whole number of {BLOCK}-byte blocks")
@@ -150,7 +171,8 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
     r = opts.recipe
     check_host(r.arch)
     started = time.monotonic()
-    progress = progress or Progress(8)
+    foreign = emulation.is_foreign(r.arch)
+    progress = progress or Progress(9 if foreign else 8)
     now = datetime.now(UTC)
     version = f"{kiosk.__version__}+{now:%Y%m%d.%H%M}" + ("-debug" if opts.debug else "")
     stem = f"{r.name}-{r.arch}"
@@ -169,15 +191,23 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                         built_at=now.isoformat(timespec="seconds"))
     try:
         with progress.step("fetching our wheel and its pinned dependencies"):
-            wheel_files = wheels.fetch(r.arch, r.python_from_debian, opts.cache / "pip", work / "wheels", log)
+            wheel_files = wheels.fetch(r.arch, r.wheels_left_out, opts.cache / "pip", work / "wheels", log)
         with progress.step(f"building the {r.suite} {r.arch} root (mmdebstrap; see {log.name})"):
-            _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, log, progress)
+            _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, foreign, log, progress)
         with progress.step("installing the project into the root"):
             manifest.wheels = wheels.install(root, wheel_files, r.arch, r.commands, log)
-            run(["chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-                 "/" + wheels.SITE], log=log)
+            if not foreign:
+                run(["chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+                     "/" + wheels.SITE], log=log)
             _stamp_version(root, r.name, version)
+            _rauc_config(root, r, version, opts.update_keys, progress)
             manifest.packages = parse_dpkg_status((root / "var/lib/dpkg/status").read_text())
+        if foreign:
+            with progress.step(f"byte-compiling, CA store, hwdb and MIME databases natively ({r.suite} tools tree)"):
+                tools = emulation.tools_tree(r, work / "tools", opts.cache / f"apt-{emulation.host_arch()}", log)
+                emulation.byte_compile(tools, root, (*emulation.PYTHON_TREES, wheels.SITE), log)
+                emulation.trust_store(tools, root, log)
+                emulation.databases(tools, root, log)
         with progress.step("taking the boot files out of the root"):
             _take_boot_files(root, r.arch, work / "boot")
         with progress.step("making the read-only root (erofs + dm-verity)"):
@@ -190,7 +220,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
                                data_mib=r.layout.data_mib)
             _boot_partitions(r, plan, root, work / "boot", parts, hash_offset, root_hash, opts.debug)
             data_tree = work / "data"
-            for sub in ("kiosk", "journal"):
+            for sub in ("kiosk", "journal", "rauc"):
                 (data_tree / sub).mkdir(parents=True, mode=0o700)
             run(["mkfs.ext4", "-q", "-L", "data", "-E", "root_owner=0:0", "-d", data_tree,
                  parts / "data.img", f"{r.layout.data_mib}M"])
@@ -223,7 +253,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
 
 def _boot_partitions(r: Recipe, plan: layout.Plan, root: Path, boot: Path, parts: Path, hash_offset: int,
                      root_hash: str, debug: bool) -> None:
-    slot_a = bootcfg.slot_args(plan["root_a"].uuid, hash_offset, root_hash)
+    slot_a = bootcfg.slot_args(hash_offset, root_hash)
     common = bootcfg.kernel_cmdline(r.arch, debug)
     boot_a: dict[str, Path | bytes] = {"initrd.img": boot / "initrd.img"}
     if r.arch == "amd64":

@@ -21,6 +21,17 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, required=True, metavar="DIR")
     sp.add_argument("--debug", action="store_true", help="a root login on the serial console (never for citizens)")
     sp.add_argument("--keep-work", action="store_true", help="keep the root tree in DIR/.work-ARCH")
+    sp.add_argument("--update-keys", type=Path, metavar="DIR",
+                    help="the update CA whose certificate the unit trusts (default: $KIOSK_UPDATE_KEYS or "
+                         "/var/lib/kiosk-image/update-keys, made on first use)")
+
+    sp = sub.add_parser("bundle", help="make a signed RAUC update bundle from a built image (as root)")
+    sp.add_argument("image", type=Path, help="the .img that build wrote (its .manifest.json beside it)")
+    sp.add_argument("--out", type=Path, required=True, metavar="DIR")
+    sp.add_argument("--update-keys", type=Path, metavar="DIR", help="as for build: the signing key and its CA")
+
+    sp = sub.add_parser("update-keys", help="make a new update CA and signing key (once per municipality)")
+    sp.add_argument("dir", type=Path)
 
     sp = sub.add_parser("provision", help="write a provisioning file into an image's config partition")
     sp.add_argument("image", type=Path)
@@ -45,12 +56,28 @@ def main(argv: list[str] | None = None) -> int:
             from kiosk.image import build
             try:
                 result = build.build(build.Options(recipe.load(args.arch), args.out, args.debug,
-                                                   keep_work=args.keep_work))
+                                                   keep_work=args.keep_work,
+                                                   update_keys=args.update_keys or build.DEFAULT_UPDATE_KEYS))
             except (build.BuildError, recipe.RecipeError) as exc:
                 fail(str(exc))
             print(result.image)
             print(result.compressed)
             print(result.manifest)
+        case "bundle":
+            from kiosk.image import build, bundle
+            try:
+                path, release = bundle.make(args.image, args.out, args.update_keys or build.DEFAULT_UPDATE_KEYS,
+                                            build.DEFAULT_CACHE)
+            except bundle.BundleError as exc:
+                fail(str(exc))
+            print(path)
+            print(f"{release.version} {release.arch} {release.bytes} bytes sha256 {release.sha256}")
+        case "update-keys":
+            from kiosk.image import rauc
+            try:
+                print(rauc.create_keys(args.dir))
+            except FileExistsError as exc:
+                fail(str(exc))
         case "provision":
             from kiosk.image import provision
             try:

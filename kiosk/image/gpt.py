@@ -103,3 +103,16 @@ def find(image: Path, name: str) -> Entry:
         if entry.name == name:
             return entry
     raise GptError(f"{image} has no partition named {name!r}: is it a kiosk image?")
+
+
+def copy_range(image: Path, offset: int, size: int, dest: Path) -> None:
+    """Bytes ``offset``..``offset + size`` of ``image`` (e.g. one partition) into the file ``dest``."""
+    with image.open("rb") as src, dest.open("wb") as out:
+        src.seek(offset)
+        left = size
+        while left:
+            chunk = src.read(min(left, 4 << 20))
+            if not chunk:
+                raise GptError(f"{image} ends before byte {offset + size}: a truncated image?")
+            out.write(chunk)
+            left -= len(chunk)

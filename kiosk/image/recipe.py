@@ -33,12 +33,18 @@ class Recipe:
     mirror: str
     packages: tuple[str, ...]
     python_from_debian: frozenset[str]
+    python_not_on_unit: frozenset[str]
     commands: tuple[str, ...]
     initramfs_modules: tuple[str, ...]
     trim_exclude: tuple[str, ...]
     trim_include: tuple[str, ...]
     layout: Layout
     arch: Arch
+
+    @property
+    def wheels_left_out(self) -> frozenset[str]:
+        """The project's dependencies installed from no wheel: Debian's, and those the unit never runs."""
+        return self.python_from_debian | self.python_not_on_unit
 
 
 def _strings(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
@@ -59,6 +65,7 @@ def load(arch: Arch, path: Path = IMAGE_DIR / "recipe.toml") -> Recipe:
             name=str(image["name"]), suite=str(image["suite"]), mirror=str(image["mirror"]),
             packages=_strings(packages, "common", "packages") + _strings(packages, arch, "packages"),
             python_from_debian=frozenset(_strings(data["python"], "from_debian", "python")),
+            python_not_on_unit=frozenset(_strings(data["python"], "not_on_unit", "python")),
             commands=_strings(data["python"], "commands", "python"),
             initramfs_modules=_strings(initramfs, "modules", "initramfs") + _strings(initramfs, arch, "initramfs"),
             trim_exclude=_strings(trim, "exclude", "trim"),

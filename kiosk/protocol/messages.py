@@ -15,6 +15,7 @@ import msgspec
 
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
+from kiosk.protocol.update import Stage
 
 #: "awaiting-approval": not enrolled yet; its token expired on the shelf and the server holds
 #: it until logistics approve or reject it (the screen says "Venter på godkendelse fra kommunen").
@@ -118,8 +119,18 @@ class Screenshot(Message, frozen=True, tag="screenshot"):
     of silence is a no); the picture comes back only after a yes, or from an unassigned unit."""
 
 
+class Update(Message, frozen=True, tag="update"):
+    """Install an OS release into the slot not running, then reboot into it at a quiet moment.
+
+    ``path`` is the release's signed RAUC bundle on the server's device port: RAUC streams it
+    over mutual TLS with the unit's own certificate, and trusts only the update CA in the image."""
+
+    release: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    path: Annotated[str, msgspec.Meta(pattern=r"^/[A-Za-z0-9._~/+-]{1,255}$")]
+
+
 CommandAction: TypeAlias = (
-    Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe | Schedule | Screenshot
+    Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe | Schedule | Screenshot | Update
 )
 COMMAND_KINDS: tuple[str, ...] = tuple(
     t.__struct_config__.tag for t in CommandAction.__args__
@@ -211,6 +222,18 @@ class HeartbeatAck(Message, frozen=True, tag="heartbeat-ack"):
     seq: int
     sent_at: float  # echoed, so the device measures the round trip without clock sync
     server_time: float
+
+
+class UpdateProgress(Message, frozen=True, tag="update-progress"):
+    """How the unit's update to ``release`` stands; sent on each change and on each connect.
+
+    ``slot``/``version``: what the unit runs now. ``detail``: why, for a failure or a fall-back."""
+
+    release: str
+    stage: Stage
+    slot: str | None = None
+    version: str | None = None
+    detail: Annotated[str, msgspec.Meta(max_length=2000)] = ""
 
 
 class CommandDelivery(Message, frozen=True, tag="command"):
@@ -368,7 +391,7 @@ class CallQualityReport(Message, frozen=True, tag="call-quality"):
 
 DeviceToServer: TypeAlias = (
     Hello | Heartbeat | CommandAck | ResultDelivery | Rejected | CallRinging | CallAnswer
-    | CallConnected | CallHangUp | CallQualityReport
+    | CallConnected | CallHangUp | CallQualityReport | UpdateProgress
 )
 ServerToDevice: TypeAlias = (
     Welcome | HeartbeatAck | CommandDelivery | ResultAck | Rejected | CallRing | CallAccept | CallEnded

@@ -18,11 +18,11 @@ from datetime import tzinfo
 from pathlib import Path
 
 import kiosk
-from kiosk.protocol import backoff, schedule, signing
+from kiosk.protocol import backoff, schedule, signing, update
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.signing import Refusal, Refused
-from kiosk.provision import clock, diagnostics, enroll, handlers, sd_notify, wipe
+from kiosk.provision import clock, diagnostics, enroll, handlers, sd_notify, updater, wipe
 from kiosk.provision.link import ServerLink
 from kiosk.provision.local_api import UiServer
 from kiosk.provision.state import StateDir, Vault
@@ -70,7 +70,9 @@ def resume_interrupted_wipe(state: StateDir) -> bool:
 
 class Agent:
     def __init__(self, state: StateDir, actions: SystemActions,
-                 backoff_base: float = 1.0, backoff_cap: float = 60.0) -> None:
+                 backoff_base: float = 1.0, backoff_cap: float = 60.0,
+                 rauc: updater.Rauc | None = None, running: updater.Running | None = None,
+                 health_deadline: float = update.HEALTH_DEADLINE_SECONDS) -> None:
         self.state = state
         self.actions = actions
         self.started_at = time.time()
@@ -97,8 +99,11 @@ class Agent:
         #: Signed results holding a picture of the screen: never written to disk (unlike the
         #: outbox), so a restart loses them, and the command expires on the server unanswered.
         self.unsaved_results: dict[str, m.SignedEnvelope] = {}
+        self.updater = updater.Updater(state, rauc or updater.Rauc(state.identity), actions, pin.url,
+                                       self._report_update, running, health_deadline)
+        self.updater.on_start()
         self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed,
-                                    self.ask_screen)
+                                    self.ask_screen, self.updater.install)
 
     # -------------------------------------------------------------------- status
     def status(self) -> m.AgentStatus:
@@ -128,6 +133,12 @@ class Agent:
 
     def _state_changed(self) -> None:
         self.ui.push_status()
+
+    async def _report_update(self, progress: m.UpdateProgress) -> None:
+        await self.link.send(progress)  # offline: _flush_outbox sends the latest on reconnect
+
+    def _visit_times(self) -> list[float]:
+        return [visit.at for visit in self.status().visits]
 
     # ------------------------------------------------------------------ messages
     async def _on_message(self, message: m.ServerToDevice) -> None:
@@ -302,6 +313,8 @@ class Agent:
         for _command_id, envelope in [*self.state.outbox_items(), *self.unsaved_results.items()]:
             if not await self.link.send(m.ResultDelivery(envelope=envelope)):
                 return
+        if (progress := self.updater.progress()) and not await self.link.send(progress):
+            return
         self._state_changed()
 
     async def _refresh_status(self) -> None:
@@ -316,7 +329,10 @@ class Agent:
         tasks = [asyncio.create_task(self.link.run_forever(), name="link"),
                  asyncio.create_task(self._worker(), name="commands"),
                  asyncio.create_task(sd_notify.keep_watchdog_fed(), name="watchdog"),
-                 asyncio.create_task(self._refresh_status(), name="status")]
+                 asyncio.create_task(self._refresh_status(), name="status"),
+                 asyncio.create_task(self.updater.watch(lambda: self.call_id is not None, self._visit_times,
+                                                        lambda: self.link.connected, lambda: self.ui.ui_alive),
+                                     name="update")]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -16,8 +16,9 @@ from pathlib import Path
 import kiosk
 from kiosk.cli_util import fail, print_json
 from kiosk.protocol import messages as m
+from kiosk.protocol import update
 from kiosk.protocol.errors import ProtocolError
-from kiosk.provision import enroll
+from kiosk.provision import enroll, updater
 from kiosk.provision.agent import Agent, enroll_until_done, resume_interrupted_wipe
 from kiosk.provision.state import StateDir
 from kiosk.provision.system_actions import RecordingActions, SystemActions, SystemdActions
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--backoff-cap", type=float, default=60.0,
                     help="longest wait between reconnects and between enrollment attempts (s)")
     sp.add_argument("--log-level", default="INFO")
+    sp.add_argument("--rauc", default="rauc", help="RAUC's command (OS updates into the other A/B slot)")
+    sp.add_argument("--boot-cmdline", type=Path, default=Path("/proc/cmdline"),
+                    help="where the bootloader's kiosk.slot= is read (the running slot)")
+    sp.add_argument("--os-release", type=Path, default=Path("/etc/os-release"),
+                    help="where the image's IMAGE_VERSION is read")
+    sp.add_argument("--update-health-deadline", type=float, default=update.HEALTH_DEADLINE_SECONDS,
+                    help="seconds a freshly updated slot has to reach the server with its screen alive")
 
     sp = sub.add_parser("enroll", help="enroll once and exit (for logistics and tests)")
     sp.add_argument("--state", type=Path, required=True)
@@ -117,7 +125,10 @@ async def _run(args: argparse.Namespace, state: StateDir) -> None:
         enroll.finish(state, args.provision)  # the power went after the identity was saved
     actions: SystemActions = (SystemdActions() if args.system_actions == "systemd"
                               else RecordingActions(state.root / "system-actions.log"))
-    agent = Agent(state, actions, backoff_cap=args.backoff_cap)
+    agent = Agent(state, actions, backoff_cap=args.backoff_cap,
+                  rauc=updater.Rauc(state.identity, args.rauc),
+                  running=updater.Running.read(args.boot_cmdline, args.os_release),
+                  health_deadline=args.update_health_deadline)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,7 @@ from kiosk.protocol.errors import ProtocolError
 from kiosk.provision import diagnostics, wipe
 from kiosk.provision.state import StateDir, Vault
 from kiosk.provision.system_actions import SystemActions
+from kiosk.provision.updater import InstallFailed
 
 MAX_LOG_LINES = 2000
 MAX_LOG_BYTES = 200 * 1024
@@ -42,6 +43,8 @@ class Context:
     #: Asks the screen app over the UI socket and waits for its reply; raises
     #: :class:`CannotCarryOut` when the app is not running or does not reply.
     ask_screen: Callable[[m.ScreenshotRequest], Awaitable[m.ScreenshotReply]]
+    #: (release, path) -> the result's detail; raises InstallFailed (kiosk.provision.updater)
+    install_update: Callable[[str, str], Awaitable[dict[str, str]]]
 
 
 async def run(ctx: Context, action: m.CommandAction, command_id: str) -> HandlerResult:
@@ -74,9 +77,11 @@ async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Handler
                 await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
                 ctx.on_state_change()
                 return HandlerResult("ok")  # the signed receipt itself is already in the outbox
+            case m.Update(release=release, path=path):
+                return HandlerResult("ok", detail=await ctx.install_update(release, path))
             case _:  # pragma: no cover (the decoder only makes the kinds above)
                 assert_never(action)
-    except CannotCarryOut as exc:
+    except (CannotCarryOut, InstallFailed) as exc:
         return HandlerResult("failed", str(exc))
     except (OSError, RuntimeError) as exc:
         return HandlerResult("failed", f"{type(exc).__name__}: {exc}")

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kiosk.protocol import agent_socket, screen_settings, signing, wipe_journal
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
+from kiosk.provision import keyholder
 from kiosk.provision.files import append_line, atomic_write, read_json
 
 
@@ -107,6 +108,10 @@ class StateDir:
     def assignment_key_path(self) -> Path:
         return self.keys / "assignment.key"
 
+    def assignment_key(self) -> keyholder.KeyHolder:
+        """The per-assignment key's keeper: the unit's TPM where it has one (kiosk.provision.keyholder)."""
+        return keyholder.for_unit(self.assignment_key_path)
+
     def device_state(self) -> m.DeviceState:
         if not self.enrolled:
             return "unprovisioned"
@@ -185,12 +190,12 @@ class Vault:
         self.state = state
 
     def _key(self, create: bool) -> bytes | None:
-        path = self.state.assignment_key_path
-        if not path.exists():
-            if not create:
-                return None
-            atomic_write(path, AESGCM.generate_key(bit_length=256))
-        return path.read_bytes()
+        holder = self.state.assignment_key()
+        key = holder.load()
+        if key is None and create:
+            key = AESGCM.generate_key(bit_length=256)
+            holder.store(key)
+        return key
 
     def put(self, name: str, value: Any) -> None:
         key = self._key(create=True)

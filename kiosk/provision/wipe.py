@@ -15,7 +15,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import signing
 from kiosk.protocol import wipe_journal as wj
 from kiosk.provision import failpoints
-from kiosk.provision.files import append_line, atomic_write, shred
+from kiosk.provision.files import append_line, atomic_write
 from kiosk.provision.state import StateDir
 
 #: What a wipe erases, as named in the receipt.
@@ -56,11 +56,11 @@ def run(state: StateDir, device_id: str, resumed: bool) -> str | None:
 
 
 def _perform(state: StateDir, step: wj.WipeStep, intent: wj.JournalEntry, device_id: str, resumed: bool) -> None:
-    key_path = state.assignment_key_path
     if step is wj.WipeStep.KEY_DESTROYED:
-        if key_path.exists():
-            atomic_write(state.root / "wiped-key.sha256", hashlib.sha256(key_path.read_bytes()).hexdigest().encode())
-        shred(key_path)
+        holder = state.assignment_key()
+        if (key := holder.load()) is not None:
+            atomic_write(state.root / "wiped-key.sha256", hashlib.sha256(key).hexdigest().encode())
+        holder.destroy()  # with a TPM: its key-encryption key too, so no stale copy of the file opens
     elif step is wj.WipeStep.DATA_DELETED:
         shutil.rmtree(state.citizen, ignore_errors=True)
         state.citizen.mkdir(mode=0o700, exist_ok=True)
@@ -70,7 +70,8 @@ def _perform(state: StateDir, step: wj.WipeStep, intent: wj.JournalEntry, device
     elif step is wj.WipeStep.SETTINGS_RESET:
         state.settings_path.unlink(missing_ok=True)
     elif step is wj.WipeStep.RECEIPT_SIGNED:
-        receipt = m.WipeReceipt(erased=ERASED, key_fingerprint=_stored_fingerprint(state), intent_at=intent.at,
+        receipt = m.WipeReceipt(erased=ERASED + list(state.assignment_key().erases),
+                                key_fingerprint=_stored_fingerprint(state), intent_at=intent.at,
                                 finished_at=time.time(), resumed_after_interruption=resumed)
         result = m.CommandResult(command_id=intent.command_id or "", device_id=device_id, kind="wipe",
                                  outcome="ok", finished_at=receipt.finished_at,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
@@ -30,16 +31,31 @@ class Me(msgspec.Struct):
     role: str
 
 
-def _command_request(action: type[m.Message]) -> type[msgspec.Struct]:
-    """``{"kind": K, "args": {...}, "expires_in": S}`` for one command kind, from its action struct."""
-    fields = msgspec.structs.fields(action)
-    args = msgspec.defstruct(f"{action.__name__}Args", [(f.name, f.type, _default(f)) for f in fields],
-                             forbid_unknown_fields=True, module=__name__)
-    needs_args = any(f.required for f in fields)
-    return msgspec.defstruct(f"{action.__name__}Command", [
+#: Units one bulk request may name (a rollout wave; a fleet goes in several such requests).
+MAX_BULK = 1000
+DeviceIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
+                      msgspec.Meta(min_length=1, max_length=MAX_BULK,
+                                   description="the units to send the same command to, each once")]
+
+
+def _command_request(action: type[m.Message], bulk: bool = False) -> type[msgspec.Struct]:
+    """``{"kind": K, "args": {...}, "expires_in": S}`` for one command kind, from its action struct;
+    ``bulk`` adds ``"device_ids": [...]``."""
+    args = _command_args(action)
+    needs_args = any(f.required for f in msgspec.structs.fields(action))
+    return msgspec.defstruct(f"{action.__name__}{'Bulk' if bulk else ''}Command", [
+        *([("device_ids", DeviceIds)] if bulk else []),
         ("args", args, msgspec.NODEFAULT if needs_args else msgspec.field(default_factory=args)),
         ("expires_in", Seconds, 24 * 3600.0),
     ], tag_field="kind", tag=action.__struct_config__.tag, forbid_unknown_fields=True, module=__name__)
+
+
+@functools.cache
+def _command_args(action: type[m.Message]) -> type[msgspec.Struct]:
+    """The arguments of one command kind: one type, shared by the single and the bulk request."""
+    return msgspec.defstruct(f"{action.__name__}Args",
+                             [(f.name, f.type, _default(f)) for f in msgspec.structs.fields(action)],
+                             forbid_unknown_fields=True, module=__name__)
 
 
 def _default(field: msgspec.structs.FieldInfo) -> Any:
@@ -54,6 +70,9 @@ COMMAND_REQUESTS: dict[str, type[msgspec.Struct]] = {
     for a in get_args(m.CommandAction)
 }
 CommandRequest = Union[tuple(COMMAND_REQUESTS.values())]  # type: ignore[valid-type]  # noqa: UP007 (built at run time)
+#: The same, for many units at once (a mass operation: "ping every unit", a rollout wave).
+BulkCommandRequest = Union[tuple(_command_request(a, bulk=True)  # type: ignore[valid-type]  # noqa: UP007
+                                 for a in get_args(m.CommandAction))]
 
 
 class CommandKind(msgspec.Struct):
@@ -73,6 +92,25 @@ class CommandQueued(msgspec.Struct):
     id: str
     state: str
     expires_at: float
+
+
+class QueuedFor(msgspec.Struct):
+    device_id: str
+    id: str
+    expires_at: float
+
+
+class RefusedFor(msgspec.Struct):
+    device_id: str
+    error: str
+    message: str
+
+
+class BulkQueued(msgspec.Struct):
+    """Each unit's command, or why it got none; in the order the units were named."""
+
+    queued: list[QueuedFor]
+    refused: list[RefusedFor]
 
 
 class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):

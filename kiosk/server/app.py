@@ -26,10 +26,13 @@ from kiosk.server import (  # noqa: F401 (each registers its routes or pages)
     fleet_api,
     openapi,
     pages,
+    rollout,
+    runtime,
     staff_socket,
 )
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
+from kiosk.server.commands import CommandDesk
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
 from kiosk.server.previsit import Sweep
@@ -109,9 +112,12 @@ class Server:
     authority: Authority
     hub: Hub
     calls: CallManager
+    desk: CommandDesk
     previsit: Sweep
+    _rollouts: asyncio.Task[None] | None = None
     _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
     _renewal: asyncio.Task[None] | None = None
+    _runtime_watch: asyncio.Task[None] | None = field(default=None, init=False)
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
@@ -123,7 +129,7 @@ class Server:
         store = Store.in_directory(data, clock, database)
         hub = Hub(store)
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
-                   Sweep(store, authority, hub))
+                   CommandDesk(store, authority, hub), Sweep(store, authority, hub))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
@@ -131,6 +137,8 @@ class Server:
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
         app[device_api.CALLS] = self.calls
+        app[device_api.DESK] = self.desk
+        app[device_api.DATA] = self.data
         app.add_routes(routes)
         return app
 
@@ -174,6 +182,7 @@ class Server:
             console_https = not console.loopback
         if not console_https and not console.loopback:
             raise ValueError("the console may use plain HTTP only on a loopback address")
+        runtime.prepare()
         runners = []
         self.renew_tls()  # before the contexts load the certificate
         for app, listen, tls in (
@@ -191,8 +200,12 @@ class Server:
             runners.append(runner)
         self.hub.start()
         self.calls.start()
+        self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
         self.previsit.start()
         self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
+        runtime.settle()  # what start-up built lives as long as the process: out of the collector's way
+        self._runtime_watch = asyncio.create_task(
+            runtime.watch(lambda: (self.hub.attaches, len(self.hub.links))), name="runtime-watch")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
         return runners
@@ -217,11 +230,13 @@ class Server:
 
     async def stop(self, runners: list[web.AppRunner]) -> None:
         await self.previsit.stop()
-        if self._renewal is not None:
-            self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
+        for task in (self._rollouts, self._renewal, self._runtime_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.hub.stop()
+        await self.desk.drain()
         for runner in runners:
             await runner.cleanup()
         self.store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import getpass
 import logging
 import os
@@ -18,6 +19,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -37,6 +39,7 @@ from kiosk.server import (
     enrollment,
     migrate,
     photos,
+    rollout,
     schedule,
     units,
 )
@@ -125,6 +128,33 @@ def _parser() -> argparse.ArgumentParser:
         sp = dev.add_parser(verdict, help=text)
         data(sp)
         sp.add_argument("device_id", help="as 'device list' shows it, state awaiting-approval")
+
+    rel = sub.add_parser("release", help="OS releases: signed update bundles from kiosk-image bundle"
+                         ).add_subparsers(dest="sub", required=True)
+    sp = rel.add_parser("add", help="publish a bundle (with the BUNDLE.json beside it) for roll-outs")
+    data(sp)
+    sp.add_argument("bundle", type=Path)
+    sp = rel.add_parser("list")
+    data(sp)
+    sp.add_argument("--json", action="store_true")
+
+    ro = sub.add_parser("rollout", help="send a release to the fleet in waves").add_subparsers(
+        dest="sub", required=True)
+    sp = ro.add_parser("start", help="start a roll-out; the first wave is sent at once")
+    data(sp)
+    sp.add_argument("release", help="the release's version, as 'release list' shows it")
+    sp.add_argument("--waves", default="1%,10%,50%,100%", help="cumulative shares of the fleet (default %(default)s)")
+    sp.add_argument("--pause", default="24h", type=parse_duration, help="between waves (default %(default)s)")
+    sp.add_argument("--max-failed", default="10%", help="halt when more of a wave fails (default %(default)s)")
+    sp.add_argument("--device", action="append", help="only these units (repeat); default: every enrolled unit")
+    sp = ro.add_parser("status", help="per wave: pending, downloading, installed, booted, good, rolled back")
+    data(sp)
+    sp.add_argument("rollout_id", nargs="?", help="default: the latest")
+    sp.add_argument("--json", action="store_true")
+    sp = ro.add_parser("halt", help="stop sending further waves (units already updating go on)")
+    data(sp)
+    sp.add_argument("rollout_id")
+    sp.add_argument("--reason", default="halted by hand")
 
     cmd = sub.add_parser("command", help="signed commands to devices").add_subparsers(dest="sub", required=True)
     sp = cmd.add_parser("send")
@@ -373,10 +403,22 @@ def main(argv: list[str] | None = None) -> None:
     actor = f"cli:{getpass.getuser()}"
     try:
         _run(args, server, actor)
-    except (commands.CommandError, ApiError) as exc:
+    except (commands.CommandError, ApiError, rollout.RolloutError) as exc:
         fail(str(exc))
     finally:
         server.store.close()
+
+
+def _print_rollout(view: dict[str, Any]) -> None:
+    print(f"roll-out {view['id']} of {view['release']}: {view['state']}, wave {view['wave']} of {len(view['waves'])}"
+          + (f" ({view['reason']})" if view["reason"] else ""))
+    columns = ("pending", "downloading", "installed", "booted", "good", "rolled-back", "failed")
+    print(f"{'wave':>4} {'units':>6} " + " ".join(f"{c:>11}" for c in columns))
+    for wave in view["waves"]:
+        print(f"{wave['wave']:>4} {wave['units']:>6} " + " ".join(f"{wave[c]:>11}" for c in columns)
+              + ("" if wave["sent"] else "   (not sent yet)"))
+        for problem in wave["problems"]:
+            print(f"       {problem['device_id']} {problem['stage']}: {problem['detail']}")
 
 
 def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
@@ -417,6 +459,32 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             if not store.revoke_device(args.device_id, actor):
                 fail(f"no device {args.device_id}, or it is already revoked")
             print(f"revoked {args.device_id}; its connection is closed within a second")
+        case "release", "add":
+            added = rollout.add_release(store, args.data, args.bundle, actor)
+            print(f"release {added.version} ({added.arch}, {added.bytes} bytes) added")
+        case "release", "list":
+            published = rollout.release_list(store)
+            if args.json:
+                print_json([dataclasses.asdict(r) for r in published])
+            for release in [] if args.json else published:
+                print(f"{release.version:<28} {release.arch:<6} {release.bytes:>12} bytes  "
+                      f"sha256 {release.sha256[:16]}…")
+        case "rollout", "start":
+            share = args.max_failed.rstrip("%")
+            if not share.replace(".", "", 1).isdigit():
+                fail(f"--max-failed must be a percentage such as 10%, not {args.max_failed!r}")
+            ro = rollout.start(store, args.release, args.waves, args.pause, float(share) / 100, actor, args.device)
+            print(ro.id)
+        case "rollout", "status":
+            view = rollout.status(store, args.rollout_id)
+            if args.json:
+                print_json(view)
+            else:
+                _print_rollout(view)
+        case "rollout", "halt":
+            if not rollout.halt(store, args.rollout_id, actor, args.reason):
+                fail(f"no running roll-out {args.rollout_id}")
+            print(f"halted {args.rollout_id}")
         case "command", "send":
             action = commands.parse_action(args.kind, _shape_args(args.kind, _parse_args(args.arg)))
             command = commands.queue(store, server.authority, args.device_id, action, actor, args.expires)

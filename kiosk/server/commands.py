@@ -1,19 +1,37 @@
-"""Queueing signed commands and accepting signed results: one path for API and CLI."""
+"""Queueing signed commands and accepting signed results: one path for API and CLI.
+
+Every write of a command's life (queued, acknowledged, result) goes through
+:func:`write_batch`, which writes many in one transaction: the CLI calls it with one
+item, the server through :class:`CommandDesk`, which gathers what arrives at once
+(:mod:`kiosk.server.group_commit`) so that a mass operation costs one transaction per
+batch instead of one per command, off the event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.engine import Connection
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings, screenshot, signing
+from kiosk.protocol.command_lifecycle import CommandLife
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
-from kiosk.server.store import CommandRow, Store
+from kiosk.server.group_commit import GroupCommit
+from kiosk.server.hub import Hub
+from kiosk.server.store import CommandRow, DeviceRow, NewAuditEntry, NewCommand, Store
+
+log = logging.getLogger("kiosk.server.commands")
 
 DEFAULT_TTL_SECONDS = 24 * 3600.0
 #: Which state a device is in after it reports a successful command of this kind.
@@ -36,69 +54,199 @@ def parse_action(kind: str, args: dict[str, Any]) -> m.CommandAction:
         raise CommandError("invalid-arguments", f"arguments for {kind}: {exc.detail}") from None
 
 
+@dataclass(frozen=True)
+class QueueRequest:
+    """Sign a command for a device and store it as pending."""
+
+    device_id: str
+    action: m.CommandAction
+    actor: str
+    ttl_seconds: float = DEFAULT_TTL_SECONDS
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """A device says it holds this command."""
+
+    command_id: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """A device's signed result, to verify and record."""
+
+    device_id: str
+    cert_pem: str
+    envelope: m.SignedEnvelope
+
+
+@dataclass(frozen=True)
+class Queued:
+    command: m.Command
+    envelope: bytes  # the signed envelope as stored and sent
+
+
+Write = QueueRequest | Acknowledgement | Report
+Written = Queued | m.CommandResult | None  # for a QueueRequest, a Report, an Acknowledgement
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A command signed before the transaction, to store as pending."""
+
+    queued: Queued
+    actor: str
+
+    @property
+    def row(self) -> NewCommand:
+        command = self.queued.command
+        return NewCommand(command.id, command.device_id, command.kind, self.queued.envelope, self.actor,
+                          command.expires_at)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A result whose signature, device and command were checked before the transaction.
+
+    ``refused``: why its content still cannot be taken (a screenshot that is not a sound
+    PNG); it is then kept as a failure, proof of what the unit sent, without that content."""
+
+    result: m.CommandResult
+    envelope: m.SignedEnvelope
+    refused: ProtocolError | None = None
+
+
+def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str, DeviceRow],
+             owners: dict[str, tuple[str, str]]) -> _Signed | _Verified | Acknowledgement:
+    """The checks and the cryptography, before any write lock is taken; raises for a bad item.
+
+    ``devices``, ``owners``: the rows of the devices the batch's commands are for, and the
+    device and kind of each command a result claims, read once for the whole batch.
+    """
+    match item:
+        case QueueRequest(device_id=device_id, action=action, actor=actor, ttl_seconds=ttl_seconds):
+            if isinstance(action, m.SetConfig):  # refused here, at once, rather than by the unit later
+                try:
+                    screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
+                except ProtocolError as exc:
+                    raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
+            if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
+                raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
+            device = devices.get(device_id)
+            if device is None:
+                raise CommandError("unknown-device", f"no device with id {device_id}", 404)
+            if device.revoked_at is not None:
+                raise CommandError("device-revoked", f"device {device_id} is revoked", 409)
+            now = store.clock()
+            command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
+                                expires_at=now + ttl_seconds, action=action)
+            return _Signed(Queued(command, m.encode(signing.seal(authority.command_key, command))), actor)
+        case Report(device_id=device_id, cert_pem=cert_pem, envelope=envelope):
+            result = signing.open_result(envelope, device_public_key(cert_pem))
+            if result.device_id != device_id:
+                raise ProtocolError("wrong-device", "result names another device")
+            owner = owners.get(result.command_id)
+            if owner is None or owner[0] != device_id:
+                raise ProtocolError("unknown-command", f"no command {result.command_id} for this device")
+            return _Verified(result, envelope, _refusal(result, queued_kind=owner[1]))
+        case Acknowledgement():
+            return item
+
+
+def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Acknowledgement,
+               audits: list[NewAuditEntry], lives: dict[str, CommandLife]) -> Written | ProtocolError:
+    """Write what is this item's alone; its audit entry goes to ``audits``, appended with the batch's."""
+    match item:
+        case _Signed(queued=Queued(command=command) as queued, actor=actor):  # stored with the batch's
+            # Personal data (an assignment's citizen name) stays out of the audit log.
+            audits.append(NewAuditEntry(actor, "command-queued", command.device_id, {
+                "command_id": command.id, "kind": command.kind, "expires_at": command.expires_at}))
+            return queued
+        case _Verified(result=result, envelope=envelope, refused=refused):
+            device_id = result.device_id
+            result_json, outcome, reason = m.to_builtins(result), result.outcome, result.reason
+            if refused is not None:
+                outcome, reason = "failed", f"the unit's result was refused: {refused.detail}"
+                result_json = {**result_json, "outcome": outcome, "reason": reason, "detail": {}}
+            fresh = store.finish_command(conn, result.command_id, outcome, reason, m.encode(envelope),
+                                         result_json, lives)
+            if fresh:
+                action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
+                if action == "wipe-receipt":
+                    store.release_device(conn, device_id)
+                # A look at the screen: the citizen's answer is audited, the picture never is.
+                answer = ({"answer": result.detail["answer"]}
+                          if result.kind == "screenshot" and outcome == "ok" else {})
+                audits.append(NewAuditEntry(f"device:{device_id}", action, device_id, {
+                    "command_id": result.command_id, "kind": result.kind, "outcome": outcome,
+                    "reason": reason, "receipt": result.detail if action == "wipe-receipt" else None,
+                    "signature": envelope.signature.hex(), **answer}))
+            return refused if refused is not None else result
+        case Acknowledgement(command_id=command_id):
+            store.acknowledge(conn, command_id, lives)
+            return None
+
+
+def write_batch(store: Store, authority: Authority, items: Sequence[Write]) -> list[Written | Exception]:
+    """Check each item, then write all good ones in one transaction, in order.
+
+    Returns one outcome per item: what was written, or the CommandError / ProtocolError that
+    refused it (nothing of a refused item is written, except a genuinely signed result whose
+    content is refused: kept as a failure). An error of the database fails all.
+    """
+    devices = store.devices_by_id([item.device_id for item in items if isinstance(item, QueueRequest)])
+    owners = store.command_owners([claimed_command_id(item.envelope) for item in items if isinstance(item, Report)])
+    prepared: list[_Signed | _Verified | Acknowledgement | Exception] = []
+    for item in items:
+        try:
+            prepared.append(_prepare(store, authority, item, devices, owners))
+        except (CommandError, ProtocolError) as exc:
+            prepared.append(exc)
+    audits: list[NewAuditEntry] = []
+    with store.tx() as conn:
+        store.add_commands(conn, [p.row for p in prepared if isinstance(p, _Signed)])
+        lives = store.command_lives(conn, [p.command_id if isinstance(p, Acknowledgement) else p.result.command_id
+                                           for p in prepared if isinstance(p, Acknowledgement | _Verified)])
+        outcomes = [p if isinstance(p, Exception) else _write_one(store, conn, p, audits, lives) for p in prepared]
+        store.append_audits(conn, audits)
+    return outcomes
+
+
+def claimed_command_id(envelope: m.SignedEnvelope) -> str:
+    """The command id a result claims, before its signature is checked: to look the command up, or to
+    tell the device which result was refused."""
+    try:
+        return m.COMMAND_RESULT.decode(envelope.payload).command_id
+    except ProtocolError:
+        return ""
+
+
+def _single(store: Store, authority: Authority, item: Write) -> Written:
+    (outcome,) = write_batch(store, authority, [item])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
 def queue(store: Store, authority: Authority, device_id: str, action: m.CommandAction,
           actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
     """Sign a command and store it as pending; the hub delivers it when the device is online."""
-    if isinstance(action, m.SetConfig):  # refused here, at once, rather than by the unit later
-        try:
-            screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
-        except ProtocolError as exc:
-            raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
-    if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
-        raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
-    device = store.device(device_id)
-    if device is None:
-        raise CommandError("unknown-device", f"no device with id {device_id}", 404)
-    if device.revoked_at is not None:
-        raise CommandError("device-revoked", f"device {device_id} is revoked", 409)
-    now = store.clock()
-    command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
-                        expires_at=now + ttl_seconds, action=action)
-    envelope = signing.seal(authority.command_key, command)
-    with store.tx() as conn:
-        store.add_command(conn, command.id, device_id, command.kind, m.encode(envelope), actor,
-                          command.expires_at)
-        # Personal data (an assignment's citizen name) stays out of the audit log.
-        store.append_audit(conn, actor, "command-queued", device_id, command_id=command.id,
-                           kind=command.kind, expires_at=command.expires_at)
-    return command
+    queued = _single(store, authority, QueueRequest(device_id, action, actor, ttl_seconds))
+    assert isinstance(queued, Queued)
+    return queued.command
 
 
-def device_public_key(cert_pem: str) -> signing.PublicKey:
-    key = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey)
-    return key
-
-
-def accept_result(store: Store, device_id: str, cert_pem: str, envelope: m.SignedEnvelope) -> m.CommandResult:
-    """Verify a device's signed result and record it; raises ProtocolError if not genuine."""
-    result = signing.open_result(envelope, device_public_key(cert_pem))
-    if result.device_id != device_id:
-        raise ProtocolError("wrong-device", "result names another device")
-    row = store.command(result.command_id)
-    if row is None or row.device_id != device_id:
-        raise ProtocolError("unknown-command", f"no command {result.command_id} for this device")
-    refused = _refusal(result, row.kind)
-    result_json = m.to_builtins(result)
-    outcome, reason = result.outcome, result.reason
-    if refused is not None:  # kept as proof of what the unit sent, without its unusable content
-        outcome, reason = "failed", f"the unit's result was refused: {refused.detail}"
-        result_json = {**result_json, "outcome": outcome, "reason": reason, "detail": {}}
-    with store.tx() as conn:
-        fresh = store.finish_command(conn, result.command_id, outcome, reason, m.encode(envelope), result_json)
-        if fresh:
-            action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
-            if action == "wipe-receipt":
-                store.release_device(conn, device_id)
-            # A look at the screen: the citizen's answer is audited, the picture never is.
-            answer = {"answer": result.detail["answer"]} if row.kind == "screenshot" and outcome == "ok" else {}
-            store.append_audit(conn, f"device:{device_id}", action, device_id, command_id=result.command_id,
-                               kind=result.kind, outcome=outcome, reason=reason,
-                               receipt=result.detail if action == "wipe-receipt" else None,
-                               signature=envelope.signature.hex(), **answer)
-    if refused is not None:
-        raise refused
-    return result
+def queue_in(conn: Connection, store: Store, authority: Authority, device_id: str, action: m.CommandAction,
+             actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
+    """:func:`queue` inside the caller's transaction (a roll-out queues a wave with its own rows, in one)."""
+    signed = _prepare(store, authority, QueueRequest(device_id, action, actor, ttl_seconds),
+                      store.devices_by_id([device_id]), {})
+    assert isinstance(signed, _Signed)
+    audits: list[NewAuditEntry] = []
+    store.add_commands(conn, [signed.row])
+    _write_one(store, conn, signed, audits, {})
+    store.append_audits(conn, audits)
+    return signed.queued.command
 
 
 def _refusal(result: m.CommandResult, queued_kind: str) -> ProtocolError | None:
@@ -112,12 +260,67 @@ def _refusal(result: m.CommandResult, queued_kind: str) -> ProtocolError | None:
     return None
 
 
+def device_public_key(cert_pem: str) -> signing.PublicKey:
+    key = x509.load_pem_x509_certificate(cert_pem.encode()).public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
+
+
+class CommandDesk:
+    """The server's one way to write commands: many at once, off the event loop, and delivered at once.
+
+    What is submitted while a batch is being written goes in the next batch; a command is
+    handed to its device's link as soon as its batch has committed, and a result is
+    answered only once it is durable.
+    """
+
+    def __init__(self, store: Store, authority: Authority, hub: Hub) -> None:
+        self.hub = hub
+        self.writer: GroupCommit[Write, Written] = GroupCommit(functools.partial(write_batch, store, authority))
+        self._acks: set[asyncio.Future[Written]] = set()
+
+    async def send(self, device_id: str, action: m.CommandAction, actor: str,
+                   ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
+        """Queue a signed command and deliver it now if its device is connected."""
+        queued = await self.writer.submit(QueueRequest(device_id, action, actor, ttl_seconds))
+        assert isinstance(queued, Queued)
+        await self.hub.deliver(device_id, queued.command.id, queued.envelope)
+        return queued.command
+
+    def acknowledged(self, command_id: str) -> None:
+        """Record a delivery; nobody waits for it, and the device's result is written after it."""
+        ack = asyncio.ensure_future(self.writer.submit(Acknowledgement(command_id)))
+        self._acks.add(ack)
+        ack.add_done_callback(self._ack_written)
+
+    def _ack_written(self, ack: asyncio.Future[Written]) -> None:
+        self._acks.discard(ack)
+        if not ack.cancelled() and ack.exception() is not None:
+            log.warning("an acknowledgement was not recorded: %s", ack.exception())
+
+    async def report(self, device_id: str, cert_pem: str, envelope: m.SignedEnvelope) -> m.CommandResult:
+        """Verify and record a result; raises ProtocolError if it is not genuine."""
+        result = await self.writer.submit(Report(device_id, cert_pem, envelope))
+        assert isinstance(result, m.CommandResult)
+        return result
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+
 def result_verified(row: CommandRow, cert_pem: str | None) -> bool:
-    """Re-check the stored signed result against the device certificate, now."""
+    """Re-check the stored signed result against the device certificate."""
     if row.result_envelope is None or cert_pem is None:
         return False
+    return _signed_by(row.result_envelope, cert_pem)
+
+
+@functools.lru_cache(maxsize=4096)
+def _signed_by(result_envelope: bytes, cert_pem: str) -> bool:
+    """Whether these exact bytes verify under this exact certificate: the answer never changes, so a
+    console polling a command does not pay an ECDSA verification per poll."""
     try:
-        envelope = m.Codec(m.SignedEnvelope).decode(row.result_envelope)
+        envelope = m.Codec(m.SignedEnvelope).decode(result_envelope)
         signing.open_result(envelope, device_public_key(cert_pem))
     except ProtocolError:
         return False

@@ -25,7 +25,7 @@ from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
 from kiosk.server import audit, auth, calls, commands, photos, schedule
 from kiosk.server.ca import Authority
-from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
+from kiosk.server.device_api import AUTHORITY, DESK, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
 from kiosk.server.store import DeviceRow, Store, StoreUnavailable, UserRow
@@ -366,9 +366,45 @@ async def revoke_device(request: web.Request) -> web.StreamResponse:
 @route("POST", "/api/devices/{device_id}/commands", auth.ANY_COMMAND, "Queue a signed command",
        s.CommandRequest, s.CommandQueued, status=202, errors=(409,))
 async def send_command(request: web.Request) -> web.StreamResponse:
+    raw = await _command_body(request)
+    req = decode(s.CommandRequest, raw)
+    command = await request.app[DESK].send(request.match_info["device_id"], s.command_action(req),
+                                           actor(request), req.expires_in)
+    row = request.app[STORE].command(command.id)
+    assert row is not None  # just stored; commands are never deleted
+    return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
+
+
+@route("POST", "/api/commands", auth.ANY_COMMAND, "Queue the same signed command for many units at once "
+       "(each unit's command is its own, audited and delivered as if sent alone)",
+       s.BulkCommandRequest, s.BulkQueued, status=202)
+async def send_commands(request: web.Request) -> web.StreamResponse:
+    raw = await _command_body(request)
+    req = decode(s.BulkCommandRequest, raw)
+    if len(set(req.device_ids)) != len(req.device_ids):
+        raise ApiError(400, "duplicate-device", "a unit is named twice; name each once")
+    action, who, desk = s.command_action(req), actor(request), request.app[DESK]
+    outcomes = await asyncio.gather(*(desk.send(device_id, action, who, req.expires_in)
+                                      for device_id in req.device_ids), return_exceptions=True)
+    queued, refusals = [], []
+    for device_id, outcome in zip(req.device_ids, outcomes, strict=True):
+        if isinstance(outcome, commands.CommandError):
+            refusals.append(s.RefusedFor(device_id, outcome.code, str(outcome)))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            queued.append(s.QueuedFor(device_id, outcome.id, outcome.expires_at))
+    return json_response(s.BulkQueued(queued, refusals), status=202)
+
+
+async def _command_body(request: web.Request) -> bytes:
+    """A command request's body, once its kind is known to be one this person may send.
+
+    The permission for the kind comes first: a refusal must not depend on, or tell, what
+    else is wrong.
+    """
     role = request[USER].role
     raw = await read_raw(request)
-    # the permission for this kind first: a refusal must not depend on, or tell, what else is wrong
     with contextlib.suppress(msgspec.DecodeError):
         kind = msgspec.json.decode(raw, type=s.CommandKind).kind
         if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
@@ -377,13 +413,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
         if kind not in m.COMMAND_KINDS:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
             raise ApiError(400, "unknown-kind", f"unknown command {kind[:40]!r}; choose one of {mine}")
-    req = decode(s.CommandRequest, raw)
-    command = commands.queue(request.app[STORE], request.app[AUTHORITY], request.match_info["device_id"],
-                             s.command_action(req), actor(request), req.expires_in)
-    await request.app[HUB].deliver_pending(command.device_id)
-    row = request.app[STORE].command(command.id)
-    assert row is not None  # just stored; commands are never deleted
-    return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
+    return raw
 
 
 @route("GET", "/api/commands/{command_id}", "devices.read", "A command's state and verified result",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
-from kiosk.server import ca, commands, enrollment
+from kiosk.server import ca, commands, enrollment, rollout
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
@@ -44,6 +45,8 @@ AUTHORITY: web.AppKey[Authority] = web.AppKey("authority", Authority)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CALLS: web.AppKey[CallManager] = web.AppKey("calls", CallManager)
+DESK: web.AppKey[commands.CommandDesk] = web.AppKey("desk", commands.CommandDesk)
+DATA: web.AppKey[Path] = web.AppKey("data", Path)
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -63,19 +66,28 @@ async def ca_certificate(request: web.Request) -> web.Response:
 async def enroll(request: web.Request) -> web.Response:
     """Enroll a unit, repeat the answer to a unit that lost it, or hold it for approval."""
     authority, store = request.app[AUTHORITY], request.app[STORE]
-    body = await request.content.read(m.ENROLL_REQUEST._max_bytes + 1)
+    body = await _read_at_most(request, m.ENROLL_REQUEST._max_bytes + 1)
     try:
         req = m.ENROLL_REQUEST.decode(body)
         key = ca.key_fingerprint(ca.device_key(req.csr_pem))  # a bad CSR never touches the token
     except ProtocolError as exc:
         return error(400, exc.reason, f"enrollment request refused: {exc.detail}")
-    try:
-        return _enroll(request, authority, store, req, key)
+    try:  # the certificate's signature and the transaction run off the event loop: units stay served
+        return await asyncio.to_thread(_enroll, request.remote, authority, store, req, key)
     except (Contended, sa.exc.IntegrityError):  # a retry raced its own first request: ask it to try again
         return error(503, "busy", "another request for this token is being handled; try again")
 
 
-def _enroll(request: web.Request, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body up to ``limit`` bytes: one read returns what has arrived so far, which on a slow
+    link (or a loaded server) is only part of it, and a part is not "malformed"."""
+    body = b""
+    while len(body) < limit and (chunk := await request.content.read(limit - len(body))):
+        body += chunk
+    return body
+
+
+def _enroll(peer: str | None, authority: Authority, store: Store, req: m.EnrollRequest, key: str) -> web.Response:
     version = req.agent_version[:64]
     serial = "".join(c for c in req.serial_number if c.isprintable())[:64]
     token_hash, now = sha256_hex(req.token), store.clock()
@@ -99,13 +111,13 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                 if approved:
                     store.set_hold_state(conn, token_hash, enrollment.ENROLLED)
                 store.append_audit(conn, f"device:{device_id}", "device-enrolled", device_id,
-                                   agent_version=version, approved=approved, peer=request.remote)
+                                   agent_version=version, approved=approved, peer=peer)
                 log.info("device %s enrolled", device_id)
                 return _enrolled(authority, device_id, cert_pem)
             case enrollment.Repeat(device_id=device_id):
                 assert issued is not None
                 store.append_audit(conn, f"device:{device_id}", "device-enrollment-retried", device_id,
-                                   agent_version=version, peer=request.remote)
+                                   agent_version=version, peer=peer)
                 log.info("device %s repeated its enrollment (its first answer was lost)", device_id)
                 return _enrolled(authority, device_id, issued.cert_pem)
             case enrollment.Wait(device_id=reserved):
@@ -116,11 +128,11 @@ def _enroll(request: web.Request, authority: Authority, store: Store, req: m.Enr
                     # not let in yet, so what it says is not written for good
                     store.append_audit(conn, "anonymous", "enrollment-held", device_id,
                                        batch=enrollment.batch_label(token.created_at, token.created_by),
-                                       peer=request.remote)
+                                       peer=peer)
                     log.info("unit %s held for approval: its token expired unused", device_id)
                 return json_response(m.EnrollHeld(device_id, enrollment.held_message(device_id, serial)), status=202)
             case enrollment.Refuse(code=code, message=message):
-                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=request.remote)
+                store.append_audit(conn, "anonymous", "enrollment-refused", None, reason=code, peer=peer)
                 return error(REFUSAL_STATUS[code], code, message)
 
 
@@ -160,7 +172,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         log.info("refused device socket: %s", peer.text)
         return peer
     device_id, cert_pem = peer
-    hub, store = request.app[HUB], request.app[STORE]
+    hub = request.app[HUB]
     ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=HEARTBEAT_INTERVAL_SECONDS * 2)
     await ws.prepare(request)
 
@@ -181,7 +193,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
                 with _database_may_fail(device_id):
-                    await _handle(link, frame.data.encode(), hub, store, request.app[CALLS], retries)
+                    await _handle(link, frame.data.encode(), hub, request.app[DESK], request.app[CALLS], retries)
             elif frame.type == WSMsgType.BINARY:
                 await send(m.Rejected(reason="malformed", detail="text frames only"))
             elif frame.type == WSMsgType.ERROR:
@@ -206,7 +218,7 @@ def _database_may_fail(device_id: str) -> Iterator[None]:
         log.warning("device %s: %s", device_id, exc)
 
 
-async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: CallManager,
+async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.CommandDesk, calls: CallManager,
                   retries: set[asyncio.Task[None]]) -> None:
     try:
         message = m.DEVICE_TO_SERVER.decode(data)
@@ -222,51 +234,61 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
                 await link.send(m.HeartbeatAck(seq=message.seq, sent_at=message.sent_at, server_time=hub.clock()))
         case m.CommandAck(command_id=command_id):
             hub.seen(link)
-            store.mark_delivered(command_id)
+            desk.acknowledged(command_id)
         case m.ResultDelivery(envelope=envelope):
             try:
-                await _accept_result(link, envelope, hub, store)
+                await _accept_result(link, envelope, hub, desk)
             except StoreUnavailable as exc:
                 log.warning("device %s: its result waits (%s)", link.device_id, exc)
-                retry = asyncio.create_task(_accept_result_when_stored(link, envelope, hub, store))
+                retry = asyncio.create_task(_accept_result_when_stored(link, envelope, hub, desk))
                 retries.add(retry)
                 retry.add_done_callback(retries.discard)
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
+        case m.UpdateProgress():
+            hub.seen(link)
+            rollout.on_progress(hub.store, link.device_id, message)
         case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
             hub.seen(link)
             await calls.from_device(link.device_id, message)
 
 
-async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, store: Store) -> None:
+async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, desk: commands.CommandDesk) -> None:
     """Store a verified result, then acknowledge it: the unit keeps it until it hears so."""
     try:
-        result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
+        result = await desk.report(link.device_id, link.cert_pem, envelope)
     except ProtocolError as exc:
         log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
-        await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False, reason=exc.reason))
+        await link.send(m.ResultAck(command_id=commands.claimed_command_id(envelope), accepted=False,
+                                    reason=exc.reason))
         return
     if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
         link.state = commands.STATE_AFTER[result.kind]
+    if result.kind == "update":
+        rollout.on_result(hub.store, link.device_id, result)
     hub.seen(link)
     await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
 
 
-async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, store: Store) -> None:
+async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub,
+                                     desk: commands.CommandDesk) -> None:
     while True:
         await asyncio.sleep(RESULT_RETRY_SECONDS)
         with contextlib.suppress(StoreUnavailable):
-            await _accept_result(link, envelope, hub, store)
+            await _accept_result(link, envelope, hub, desk)
             log.info("device %s: its result is stored now", link.device_id)
             return
 
 
-def _claimed_command_id(envelope: m.SignedEnvelope) -> str:
-    """The id a refused result claims, only to tell the device which one we refused."""
-    try:
-        return m.COMMAND_RESULT.decode(envelope.payload).command_id
-    except ProtocolError:
-        return ""
+async def release_bundle(request: web.Request) -> web.StreamResponse:
+    """An OS release's signed bundle, for enrolled units only; RAUC streams it in ranges."""
+    peer = _peer_device(request)
+    if isinstance(peer, web.Response):
+        return peer
+    path = rollout.bundle_path(request.app[DATA], request.match_info["name"])
+    if path is None:
+        return error(404, "unknown-release", "no such release bundle")
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
 def routes() -> list[web.RouteDef]:
@@ -274,4 +296,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/ca.pem", ca_certificate),
         web.post("/api/v1/enroll", enroll),
         web.get("/api/v1/socket", device_socket),
+        web.get(rollout.BUNDLE_URL_PREFIX + "{name}", release_bundle),
     ]

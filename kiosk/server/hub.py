@@ -73,6 +73,7 @@ class Hub:
         self.clock: Clock = clock or store.clock
         self.detach_grace = detach_grace
         self.links: dict[str, DeviceLink] = {}
+        self.attaches = 0  # connections made so far: waves of them are what the runtime freezes
         #: Units whose link dropped, held within the grace: their stand-in link and its timer.
         self.held: dict[str, tuple[_HeldMessages, asyncio.TimerHandle]] = {}
         self._dirty_seen: dict[str, tuple[float, str, bool]] = {}
@@ -85,6 +86,7 @@ class Hub:
     # ------------------------------------------------------------- connections
     async def attach(self, link: DeviceLink) -> None:
         link.connected_at = self.clock()
+        self.attaches += 1
         old = self.links.get(link.device_id)
         self.links[link.device_id] = link
         held = self.held.pop(link.device_id, None)
@@ -149,6 +151,12 @@ class Hub:
         for row in self.store.pending_commands(device_id):
             await self._send_command(link, row.id, row.envelope)
 
+    async def deliver(self, device_id: str, command_id: str, envelope: bytes) -> None:
+        """Send a command just stored, if its device is connected (else the store keeps it pending)."""
+        link = self.links.get(device_id)
+        if link is not None:
+            await self._send_command(link, command_id, envelope)
+
     async def _send_command(self, link: DeviceLink, command_id: str, envelope: bytes) -> None:
         if command_id in link.sent:
             return
@@ -198,10 +206,13 @@ class Hub:
     async def sweep(self) -> None:
         """Expire old commands, deliver ones queued by another process, drop revoked devices."""
         self.store.expire_commands()
-        for row in self.store.pending_commands():
-            link = self.links.get(row.device_id)
-            if link is not None:
-                await self._send_command(link, row.id, row.envelope)
+        # Ids only: most pending commands wait for units that are offline, or were sent already.
+        unsent = [(command_id, self.links[device_id]) for command_id, device_id in self.store.deliverable_commands()
+                  if device_id in self.links and command_id not in self.links[device_id].sent]
+        if unsent:
+            envelopes = self.store.envelopes([command_id for command_id, _ in unsent])
+            for command_id, link in unsent:
+                await self._send_command(link, command_id, envelopes[command_id])
         # Revocations since the last sweep (the CLI may revoke from another process).
         since, self._revocations_checked_at = self._revocations_checked_at, self.clock() - 1.0
         for device_id in self.store.revoked_since(since):

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
@@ -176,6 +177,44 @@ visits = sa.Table(
     sa.Column("repeat", sa.String(16), nullable=False),
     sa.Column("created_by", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+releases = sa.Table(
+    "releases", metadata,  # OS releases: signed RAUC bundles in DATA/releases (kiosk.server.rollout)
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("arch", sa.String(16), nullable=False),
+    sa.Column("compatible", sa.String(100), nullable=False),
+    sa.Column("file", sa.String(255), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("added_at", sa.Float, nullable=False),
+    sa.Column("added_by", sa.String(64), nullable=False),
+)
+
+rollouts = sa.Table(
+    "rollouts", metadata,  # a release sent to the fleet wave by wave
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("release", sa.String(64), sa.ForeignKey("releases.version"), nullable=False),
+    sa.Column("waves", sa.Text, nullable=False),  # JSON: the cumulative shares asked for
+    sa.Column("pause_seconds", sa.Float, nullable=False),
+    sa.Column("max_failed_share", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running, halted, done
+    sa.Column("wave", sa.Integer, nullable=False),  # the wave under way (0-based)
+    sa.Column("wave_starts_at", sa.Float, nullable=False),  # after the pause that precedes it
+    sa.Column("reason", sa.Text),  # why it halted
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+)
+
+rollout_units = sa.Table(
+    "rollout_units", metadata,
+    sa.Column("rollout_id", sa.String(36), sa.ForeignKey("rollouts.id"), primary_key=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("wave", sa.Integer, nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),  # kiosk.protocol.update.STAGES
+    sa.Column("command_id", sa.String(36)),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("changed_at", sa.Float, nullable=False),
 )
 
 login_backoff = sa.Table(
@@ -339,12 +378,77 @@ class LiveCallRow:
     screen_awake: bool | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReleaseRow:
+    version: str
+    arch: str
+    compatible: str
+    file: str
+    bytes: int
+    sha256: str
+    added_at: float
+    added_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRow:
+    id: str
+    release: str
+    waves: str
+    pause_seconds: float
+    max_failed_share: float
+    state: str
+    wave: int
+    wave_starts_at: float
+    reason: str | None
+    created_at: float
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutUnitRow:
+    rollout_id: str
+    device_id: str
+    wave: int
+    stage: str
+    command_id: str | None
+    detail: str
+    changed_at: float
+
+
 #: Each row type and the table it is read from; a test checks they name the same columns.
 ROW_TABLES: dict[type[Any], sa.Table] = {
     DeviceRow: devices, CommandRow: commands, UserRow: users, CitizenRow: citizens, CallRow: calls,
     LiveCallRow: live_calls, TokenRow: enroll_tokens, HoldRow: enrollment_holds, VisitRow: visits,
+    ReleaseRow: releases, RolloutRow: rollouts, RolloutUnitRow: rollout_units,
 }
 R = TypeVar("R")
+
+
+@functools.cache
+def _step_update(extra_columns: tuple[str, ...]) -> sa.Update:
+    """A command's guarded lifecycle write, built once per set of extra columns: building it per
+    command cost more than running it."""
+    return (commands.update()
+            .where(commands.c.id == sa.bindparam("b_id"), commands.c.state == sa.bindparam("b_before"))
+            .values({name: sa.bindparam(f"b_{name}")
+                     for name in ("state", "delivered_at", "finished_at", *extra_columns)}))
+
+
+class NewAuditEntry(NamedTuple):
+    actor: str
+    action: str
+    device_id: str | None
+    detail: dict[str, Any]
+
+
+class NewCommand(NamedTuple):
+    id: str
+    device_id: str
+    kind: str
+    envelope: bytes  # signed
+    created_by: str
+    expires_at: float
 
 
 def _from_row(row_type: type[R], row: Row[Any]) -> R:
@@ -451,19 +555,33 @@ class Store:
         actor that names an account must name one that exists: a name typed by a stranger
         never gets in. Breaking either is a bug of ours and raises ValueError.
         """
+        self.append_audits(conn, [NewAuditEntry(actor, action, device_id, detail)])
+
+    def append_audits(self, conn: Connection, entries: Sequence[NewAuditEntry]) -> None:
+        """Append entries in this order, each chained to the one before, as :meth:`append_audit` does
+        one: a batch of commands reads the last hash once and inserts once."""
+        if not entries:
+            return
         if conn.dialect.name == "postgresql":  # one writer at a time extends the chain (SQLite: the write lock)
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK)))
-        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
+        accounts = {e.actor for e in entries if is_account(e.actor)}
+        known = set(conn.execute(sa.select(users.c.username).where(users.c.username.in_(sorted(accounts))))
+                    .scalars()) if accounts else set()
+        prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar() or ""
         at = self.clock()
-        text = json.dumps(detail, sort_keys=True, default=str)
-        entry = AuditEntry(seq=0, at=at, actor=actor, action=action, device_id=device_id,
-                           detail=json.loads(text), hash=_audit_hash(prev or "", at, actor, action, device_id, text))
-        checked(entry)
-        known = sa.select(users.c.username).where(users.c.username == actor)
-        if is_account(actor) and conn.execute(known).first() is None:
-            raise ValueError(f"audit actor {actor!r} is not an account")
-        conn.execute(audit.insert().values(
-            at=at, actor=actor, action=action, device_id=device_id, detail=text, hash=entry.hash))
+        rows = []
+        for e in entries:
+            text = json.dumps(e.detail, sort_keys=True, default=str)
+            chained = _audit_hash(prev, at, e.actor, e.action, e.device_id, text)
+            entry = AuditEntry(seq=0, at=at, actor=e.actor, action=e.action, device_id=e.device_id,
+                               detail=json.loads(text), hash=chained)
+            checked(entry)
+            if e.actor in accounts and e.actor not in known:
+                raise ValueError(f"audit actor {e.actor!r} is not an account")
+            rows.append({"at": at, "actor": e.actor, "action": e.action, "device_id": e.device_id,
+                         "detail": text, "hash": entry.hash})
+            prev = entry.hash
+        conn.execute(audit.insert(), rows)
 
     def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
         q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)
@@ -569,6 +687,12 @@ class Store:
         with self.read() as own:
             return _maybe(DeviceRow, own.execute(q).first())
 
+    def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, DeviceRow]:
+        """The rows of these devices (those that exist), in one read."""
+        with self.read() as conn:
+            return {r.id: _from_row(DeviceRow, r) for r in conn.execute(
+                sa.select(devices).where(devices.c.id.in_(sorted(set(device_ids)))))}
+
     def devices(self) -> list[DeviceRow]:
         with self.read() as conn:
             return [_from_row(DeviceRow, r) for r in conn.execute(sa.select(devices).order_by(devices.c.enrolled_at))]
@@ -606,10 +730,16 @@ class Store:
     # ------------------------------------------------------------------ commands
     def add_command(self, conn: Connection, command_id: str, device_id: str, kind: str,
                     envelope: bytes, created_by: str, expires_at: float) -> None:
-        conn.execute(commands.insert().values(
-            id=command_id, device_id=device_id, kind=kind, envelope=envelope, state=CommandState.PENDING,
-            created_by=created_by, created_at=self.clock(), expires_at=expires_at,
-        ))
+        self.add_commands(conn, [NewCommand(command_id, device_id, kind, envelope, created_by, expires_at)])
+
+    def add_commands(self, conn: Connection, new: Sequence[NewCommand]) -> None:
+        """Store signed commands as pending, all in one insert."""
+        if new:
+            now = self.clock()
+            conn.execute(commands.insert(), [
+                {"id": c.id, "device_id": c.device_id, "kind": c.kind, "envelope": c.envelope,
+                 "state": CommandState.PENDING, "created_by": c.created_by, "created_at": now,
+                 "expires_at": c.expires_at} for c in new])
 
     def command(self, command_id: str) -> CommandRow | None:
         with self.read() as conn:
@@ -626,32 +756,73 @@ class Store:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
+    def deliverable_commands(self) -> list[tuple[str, str]]:
+        """(command id, device id) of every command to send now, oldest first; no envelopes."""
+        q = (sa.select(commands.c.id, commands.c.device_id)
+             .where(commands.c.state.in_(sorted(lifecycle.DELIVERABLE)), commands.c.expires_at > self.clock())
+             .order_by(commands.c.created_at))
+        with self.read() as conn:
+            return [(row.id, row.device_id) for row in conn.execute(q)]
+
+    def envelopes(self, command_ids: list[str]) -> dict[str, bytes]:
+        """The signed envelopes of these commands, by id (asked for in slices: a query's parameters are bounded)."""
+        found: dict[str, bytes] = {}
+        with self.read() as conn:
+            for start in range(0, len(command_ids), 500):
+                q = sa.select(commands.c.id, commands.c.envelope).where(
+                    commands.c.id.in_(command_ids[start:start + 500]))
+                found.update((row.id, row.envelope) for row in conn.execute(q))
+        return found
+
+    def command_owners(self, command_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """The device and kind of each of these commands (those that exist), in one read."""
+        with self.read() as conn:
+            return {r.id: (r.device_id, r.kind) for r in conn.execute(
+                sa.select(commands.c.id, commands.c.device_id, commands.c.kind)
+                .where(commands.c.id.in_(sorted(set(command_ids)))))}
+
+    def command_lives(self, conn: Connection, command_ids: Sequence[str]) -> dict[str, CommandLife]:
+        """The lifecycle state of these commands, read once inside the caller's transaction, for a
+        batch of steps (each step keeps it current: pass it to :meth:`acknowledge` and
+        :meth:`finish_command`)."""
+        return {r.id: CommandLife(CommandState(r.state), r.expires_at, r.delivered_at, r.finished_at)
+                for r in conn.execute(sa.select(commands.c.id, *_LIFE_COLUMNS)
+                                      .where(commands.c.id.in_(sorted(set(command_ids)))))}
+
     def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
+                      lives: dict[str, CommandLife] | None = None,
                       **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
         """Feed a command's lifecycle one event and write what changed (with the extra columns given).
 
         Returns the transition if it changed the command, else None. The write is guarded by the
         state it read, so another process that changed the command meanwhile wins and this one
-        changes nothing.
+        changes nothing. ``lives``: states already read in this transaction (command_lives).
         """
-        row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
-        if row is None:
-            return None
-        before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
+        before = lives.get(command_id) if lives is not None else None
+        if before is None:
+            row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
+            if row is None:
+                return None
+            before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
         after = lifecycle.step(before, event, self.clock())
         if after.state == before:
             return None
         life = after.state
-        written = conn.execute(
-            commands.update().where(commands.c.id == command_id, commands.c.state == before.state)
-            .values(state=life.state, delivered_at=life.delivered_at, finished_at=life.finished_at,
-                    **written_with_the_change)
-        ).rowcount
+        written = conn.execute(_step_update(tuple(sorted(written_with_the_change))), {
+            "b_id": command_id, "b_before": before.state, "b_state": life.state,
+            "b_delivered_at": life.delivered_at, "b_finished_at": life.finished_at,
+            **{f"b_{name}": value for name, value in written_with_the_change.items()}}).rowcount
+        if written and lives is not None:
+            lives[command_id] = life
         return after if written else None
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
-            self._step_command(conn, command_id, lifecycle.Acknowledged())
+            self.acknowledge(conn, command_id)
+
+    def acknowledge(self, conn: Connection, command_id: str, lives: dict[str, CommandLife] | None = None) -> None:
+        """The device holds the command: mark it delivered inside the caller's transaction."""
+        self._step_command(conn, command_id, lifecycle.Acknowledged(), lives)
 
     def expire_commands(self) -> list[str]:
         """Open commands past their expiry become 'expired'; returns their ids."""
@@ -670,9 +841,10 @@ class Store:
         return expired
 
     def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
-                       result_envelope: bytes, result: dict[str, Any]) -> bool:
+                       result_envelope: bytes, result: dict[str, Any],
+                       lives: dict[str, CommandLife] | None = None) -> bool:
         """Record a verified result if it is the command's first; returns whether it was."""
-        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"),
+        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"), lives,
                                      outcome=outcome, reason=reason, result_envelope=result_envelope,
                                      result=json.dumps(result, default=str))
         return changed is not None and lifecycle.KeepResult() in changed.actions
@@ -702,7 +874,7 @@ class Store:
         return True
 
     def user_photo(self, username: str) -> bytes | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             found = conn.execute(sa.select(user_photos.c.png).where(user_photos.c.username == username)).scalar()
         return bytes(found) if found is not None else None
 

@@ -1,7 +1,12 @@
-"""The arm64 image (Raspberry Pi 4/5 class), outside `make test`: building it runs every
-maintainer script under qemu-user and booting it emulates every instruction, which takes
-far longer than the CI budget here. Run it with `make test-image-arm64`
+"""The arm64 image (Raspberry Pi 4/5 class), outside `make test`: building it runs dpkg and
+every maintainer script under qemu-user (kiosk/image/emulation.py moves the worst of that
+work out of emulation, but unpacking and configuring ~400 packages stays there) and booting
+it emulates every instruction, which takes far longer than the CI budget here (see
+docs/benchmarks.md). Run it with `make test-image-arm64`
 (KIOSK_IMAGE_ARM64=1, or KIOSK_IMAGE_ARM64=/path/to/built.img to reuse a build).
+`make test` runs the boot counting of boot.scr under the same U-Boot without an image
+(tests/image/test_uboot_counting.py), including Debian's arm64 kernel when an arm64
+build has left it in the apt cache.
 
 Checked: the audit passes; the partition table is the planned one; the image boots under
 qemu-system-aarch64 (virt board) with Debian's u-boot-qemu running the image's own

@@ -44,7 +44,7 @@ def test_grub_cfg_counts_each_try_up_to_the_limit() -> None:
     assert 'if [ "$a_try" = 0 ]; then set a_try=1; elif [ "$a_try" = 1 ]; then set a_try=2; ' \
            'elif [ "$a_try" = 2 ]; then set a_try=3; fi' in cfg
     assert '"$b_try" -lt 3' in cfg
-    assert "save_env" in cfg and "kiosk.slot=$slot quiet" in cfg
+    assert "save_env" in cfg and "kiosk.slot=$slot rauc.slot=$slot quiet" in cfg
 
 
 def test_a_production_kernel_is_quiet_and_a_debug_one_is_not() -> None:
@@ -53,16 +53,17 @@ def test_a_production_kernel_is_quiet_and_a_debug_one_is_not() -> None:
     assert "sysrq_always_enabled=0" in bootcfg.kernel_cmdline("amd64", debug=False)
 
 
-def test_slot_args_name_the_verity_root() -> None:
-    args = bootcfg.slot_args("ABCD-1", 4096, "f" * 64)
-    assert args == f"root=/dev/mapper/root kiosk.verity=abcd-1:4096:{'f' * 64}"
+def test_slot_args_name_the_verity_root_but_not_the_slot() -> None:
+    # the same boot files serve either slot (an update writes them to the one not running)
+    args = bootcfg.slot_args(4096, "f" * 64)
+    assert args == f"root=/dev/mapper/root kiosk.verity=4096:{'f' * 64}"
 
 
 def test_uboot_script_counts_like_grub_and_keeps_its_counters_on_the_config_partition() -> None:
     script = bootcfg.uboot_script("quiet", tries=3)
     assert "setexpr a_try ${a_try} + 1" in script and "test ${b_try} -lt 3" in script
     assert script.count("fatwrite ${kiosk_dev}:1") == 2
-    assert 'setenv bootargs "${kiosk_args} kiosk.slot=${slot} quiet"' in script
+    assert 'setenv bootargs "${kiosk_args} kiosk.slot=${slot} rauc.slot=${slot} quiet"' in script
     assert bootcfg.uboot_env(bootcfg.initial_env()) == b"ORDER=a b\na_ok=1\na_try=0\nb_ok=0\nb_try=0\n"
     with pytest.raises(ValueError):
         bootcfg.uboot_script("", tries=10)

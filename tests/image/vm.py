@@ -38,6 +38,8 @@ class Vm:
     workdir: Path
     server_port: int
     ssh_probe_port: int | None = None
+    #: a software TPM's control socket (tests/swtpm.py, for_qemu): the VM gets a TPM 2.0 (TIS)
+    tpm_ctrl: Path | None = None
     memory_mib: int = 2048
     arch: str = "amd64"
     proc: subprocess.Popen[bytes] | None = None
@@ -79,6 +81,9 @@ class Vm:
                 "-serial", f"file:{self.serial_log}",
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                 "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd"]
+        if self.tpm_ctrl:
+            args += ["-chardev", f"socket,id=chrtpm,path={self.tpm_ctrl}", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+                     "-device", "tpm-tis,tpmdev=tpm0"]
         return args
 
     def start(self) -> Vm:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import messages as m
+from kiosk.protocol import update
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 
@@ -63,6 +64,7 @@ ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     m.Wipe: st.builds(m.Wipe),
     m.Schedule: st.builds(m.Schedule, visits=st.lists(scheduled_visits, max_size=3)),
+    m.Update: st.builds(m.Update, release=short_text, path=st.from_regex(r"/[A-Za-z0-9._~/+-]{1,40}", fullmatch=True)),
     m.Screenshot: st.builds(m.Screenshot),
 }
 actions = st.one_of(*ACTION_STRATEGIES.values())
@@ -128,6 +130,8 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.ResultDelivery: st.builds(m.ResultDelivery, envelope=envelopes),
     m.ResultAck: st.builds(m.ResultAck, command_id=text, accepted=st.booleans(), reason=st.none() | text),
     m.Rejected: st.builds(m.Rejected, reason=text, detail=text),
+    m.UpdateProgress: st.builds(m.UpdateProgress, release=text, stage=st.sampled_from(update.STAGES),
+                                slot=st.none() | text, version=st.none() | text, detail=text),
     m.UiHello: st.builds(m.UiHello, ui_version=text),
     m.UiHeartbeat: st.builds(m.UiHeartbeat, screen_awake=st.booleans()),
     m.GetStatus: st.builds(m.GetStatus),
@@ -542,6 +546,7 @@ def test_command_kinds_match_the_action_union() -> None:
     assert len(set(m.COMMAND_KINDS)) == len(m.COMMAND_KINDS)
     assert set(m.COMMAND_KINDS) == {
         "ping", "diagnostics", "logs", "restart-ui", "reboot", "assign", "set-config", "wipe", "schedule",
+        "update",
         "screenshot",
     }
     assert set(union) == set(ACTION_STRATEGIES)
@@ -550,7 +555,7 @@ def test_command_kinds_match_the_action_union() -> None:
 @pytest.mark.parametrize("kind", m.COMMAND_KINDS)
 def test_every_kind_converts_and_names_its_command(kind: str) -> None:
     required: dict[str, dict[str, Any]] = {"assign": {"citizen_name": "A"}, "set-config": {"settings": {}},
-                                         "schedule": {"visits": []}}
+                                         "schedule": {"visits": []}, "update": {"release": "r", "path": "/b"}}
     action: Any = m.convert({"type": kind, **required.get(kind, {})}, m.CommandAction)
     assert tag(type(action)) == kind
     command = m.Command(id="c", device_id="d", issued_at=0.0, expires_at=1.0, action=action)

@@ -78,6 +78,40 @@ def test_bad_requests_get_clear_errors(server: ServerProcess, online_agent: tupl
     assert console.request("GET", "/api/me")[0] == 200, "the session survives bad requests"
 
 
+def test_a_bulk_command_reaches_each_named_unit_once_and_says_who_got_none(
+        server: ServerProcess, online_agent: tuple[AgentProcess, str]) -> None:
+    agent, device_id = online_agent
+    server.add_admin()
+    server.add_admin("sara", "support")
+    console, support = Console(server.console), Console(server.console)
+    assert console.login() == support.login("sara") == 200
+    unknown = "00000000-0000-0000-0000-000000000000"
+
+    status, answer = console.request("POST", "/api/commands",
+                                     {"kind": "ping", "device_ids": [device_id, unknown], "expires_in": 600})
+    assert status == 202, answer
+    (queued,) = answer["queued"]
+    assert queued["device_id"] == device_id
+    assert answer["refused"] == [{"device_id": unknown, "error": "unknown-device",
+                                  "message": f"no device with id {unknown}"}]
+    assert server.wait_command(queued["id"])["state"] == "done"
+    pings = [e for e in agent.audit() if e.get("command_id") == queued["id"]]
+    assert [e["event"] for e in pings] == ["command-accepted"], pings  # delivered once: no replay refused
+    queued_audit = [e for e in server.cli_json("audit", "list") if e["action"] == "command-queued"]
+    assert [e["detail"]["command_id"] for e in queued_audit] == [queued["id"]]
+
+    for body, status, code in (
+        ({"kind": "ping", "device_ids": [device_id, device_id]}, 400, "duplicate-device"),
+        ({"kind": "ping", "device_ids": []}, 400, "invalid"),
+        ({"kind": "ping", "device_ids": [f"unit-{i}" for i in range(1001)]}, 400, "invalid"),
+        ({"kind": "teleport", "device_ids": [device_id]}, 400, "unknown-kind"),
+    ):
+        got, refused = console.request("POST", "/api/commands", body)
+        assert (got, refused["error"]) == (status, code), (body, refused)
+    got, refused = support.request("POST", "/api/commands", {"kind": "wipe", "device_ids": [device_id]})
+    assert got == 403 and "may not send wipe" in refused["message"]
+
+
 def test_openapi_document_states_real_statuses_enums_and_patterns(server: ServerProcess) -> None:
     status, spec = Console(server.console).request("GET", "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")

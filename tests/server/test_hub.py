@@ -71,6 +71,27 @@ async def test_the_sweep_delivers_what_another_process_queued(
     assert sent_ids(device) == [command.id]
 
 
+async def test_the_sweep_reads_envelopes_only_of_what_it_sends(
+        store: Store, clock: FakeClock, authority: Authority, monkeypatch: pytest.MonkeyPatch) -> None:
+    online, offline = FakeDevice(store, "device-1"), FakeDevice(store, "device-2")
+    hub = Hub(store)
+    await online.connect(hub)
+    waiting = [commands.queue(store, authority, offline.id, m.Ping(), "cli:test") for _ in range(20)]
+    first = commands.queue(store, authority, online.id, m.Ping(), "cli:test")
+    read: list[list[str]] = []
+    envelopes = store.envelopes
+    monkeypatch.setattr(store, "envelopes", lambda ids: read.append(list(ids)) or envelopes(ids))
+
+    await hub.sweep()
+    await hub.sweep()  # already sent on this link: nothing read again
+    second = commands.queue(store, authority, online.id, m.Ping(), "cli:test")
+    await hub.sweep()
+
+    assert read == [[first.id], [second.id]]  # never the offline unit's twenty
+    assert sent_ids(online) == [first.id, second.id]
+    assert all(row.id in {w.id for w in waiting} for row in store.pending_commands(offline.id))
+
+
 async def test_the_sweep_closes_the_link_of_a_device_revoked_elsewhere(store: Store, clock: FakeClock) -> None:
     device, other = FakeDevice(store, "device-1"), FakeDevice(store, "device-2")
     hub = Hub(store)
