@@ -29,6 +29,7 @@ DEB_PACKAGES=(
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
+    nodejs npm        # the real OpenID Connect provider (npm oidc-provider) the console's login tests start
 )
 
 missing=()
@@ -46,6 +47,16 @@ if ((${#missing[@]})); then
     $sudo apt-get update -q >/dev/null || { echo "setup: apt-get update failed; is the package mirror reachable?" >&2; exit 1; }
     $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
         || { echo "setup: apt-get install ${missing[*]} failed" >&2; exit 1; }
+fi
+
+# The test OpenID Connect provider: exactly the npm packages its lock file names.
+idp=tests/server/oidc_idp
+idp_want=$(sha256sum "$idp/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f $idp/node_modules/.installed || $(cat "$idp/node_modules/.installed") != "$idp_want" ]]; then
+    echo "setup: installing the test OIDC provider (npm ci in $idp)"
+    npm ci --prefix "$idp" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null \
+        || { echo "setup: npm ci in $idp failed; is the npm registry reachable?" >&2; exit 1; }
+    echo "$idp_want" > "$idp/node_modules/.installed"
 fi
 
 PYTHON=${PYTHON:-python3}

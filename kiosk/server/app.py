@@ -16,7 +16,15 @@ from aiohttp.typedefs import Middleware
 import kiosk
 from kiosk.protocol.call import CallConfig
 from kiosk.protocol.machine import Clock
-from kiosk.server import console_api, device_api, openapi, staff_socket  # noqa: F401 (registers its route)
+from kiosk.server import (  # noqa: F401 (each registers its routes)
+    console_api,
+    device_api,
+    figures_api,
+    oidc_api,
+    openapi,
+    staff_socket,
+)
+from kiosk.server import oidc as oidc_login
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.hub import Hub
@@ -91,6 +99,8 @@ class Server:
     authority: Authority
     hub: Hub
     calls: CallManager
+    #: the municipality's identity provider, when staff log in with it (local accounts remain)
+    oidc: oidc_login.Settings | None = None
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
@@ -121,6 +131,8 @@ class Server:
         app[console_api.EXTRA_ORIGINS] = proxy.origins
         app[console_api.TRUSTED_PROXIES] = proxy.addresses
         app[console_api.LOGIN_GUARD] = LoginGuard(self.store)
+        if self.oidc is not None:
+            app[oidc_api.PROVIDER] = oidc_login.Provider(self.oidc, self.store)
 
         async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
             response.headers.update(CONSOLE_HEADERS)

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import secrets
 import time
 import uuid
@@ -87,9 +88,9 @@ commands = sa.Table(
 audit = sa.Table(
     "audit", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("actor", sa.String(64), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),  # the indexes serve the console's filters
+    sa.Column("actor", sa.String(64), nullable=False, index=True),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
     sa.Column("device_id", sa.String(36), index=True),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),  # sha256(previous hash + this entry)
@@ -124,7 +125,7 @@ calls = sa.Table(
     sa.Column("caller", sa.String(64), nullable=False),
     sa.Column("citizen_id", sa.String(36), nullable=False, index=True),
     sa.Column("device_id", sa.String(36)),
-    sa.Column("placed_at", sa.Float, nullable=False),
+    sa.Column("placed_at", sa.Float, nullable=False, index=True),  # management's figures count by day
     sa.Column("rang_at", sa.Float),
     sa.Column("answered_at", sa.Float),
     sa.Column("connected_at", sa.Float),
@@ -172,8 +173,12 @@ sessions = sa.Table(
     "sessions", metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
     sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # the absolute end, set at login
+    sa.Column("last_used", sa.Float, nullable=False),  # the idle end follows from it
 )
+
+#: A session's use is written at most this often: a request is then a read, not a write.
+SESSION_TOUCH_SECONDS = 60.0
 
 
 
@@ -380,10 +385,18 @@ class Store:
         conn.execute(audit.insert().values(
             at=at, actor=actor, action=action, device_id=device_id, detail=text, hash=entry.hash))
 
-    def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
+    def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0, *,
+                      actor: str | None = None, action: str | None = None, since: float = 0.0,
+                      until: float = math.inf) -> list[AuditEntry]:
+        """The newest ``limit`` entries after seq ``after`` that match every filter given, oldest first."""
         q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)
-        if device_id:
-            q = q.where(audit.c.device_id == device_id)
+        for column, wanted in ((audit.c.device_id, device_id), (audit.c.actor, actor), (audit.c.action, action)):
+            if wanted:
+                q = q.where(column == wanted)
+        if since > 0:
+            q = q.where(audit.c.at >= since)
+        if until < math.inf:
+            q = q.where(audit.c.at < until)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         return [AuditEntry(r.seq, r.at, r.actor, r.action, r.device_id, json.loads(r.detail), r.hash)
@@ -391,13 +404,21 @@ class Store:
 
     def verify_audit_chain(self) -> int | None:
         """Return the seq of the first entry whose hash does not match, or None if intact."""
-        prev = ""
+        return self.check_audit_chain()[1]
+
+    def check_audit_chain(self) -> tuple[int, int | None]:
+        """Walk the whole chain: how many entries were checked, and the first altered one (or None)."""
+        prev, count = "", 0
+        columns = (audit.c.seq, audit.c.at, audit.c.actor, audit.c.action, audit.c.device_id, audit.c.detail,
+                   audit.c.hash)
         with self.engine.connect() as conn:
-            for r in conn.execute(sa.select(audit).order_by(audit.c.seq)):
-                if _audit_hash(prev, r.at, r.actor, r.action, r.device_id, r.detail) != r.hash:
-                    return int(r.seq)
-                prev = r.hash
-        return None
+            for seq, at, actor, action, device_id, detail, entry_hash in conn.execute(
+                    sa.select(*columns).order_by(audit.c.seq)):
+                count += 1
+                if _audit_hash(prev, at, actor, action, device_id, detail) != entry_hash:
+                    return count, int(seq)
+                prev = entry_hash
+        return count, None
 
     # ------------------------------------------------------------ enrollment tokens
     def create_tokens(self, count: int, ttl_seconds: float, created_by: str) -> list[str]:
@@ -609,15 +630,30 @@ class Store:
             now = self.clock()
             conn.execute(sessions.delete().where(sessions.c.expires_at < now))
             conn.execute(sessions.insert().values(token_hash=sha256_hex(token), username=username,
-                                                  expires_at=now + ttl_seconds))
+                                                  expires_at=now + ttl_seconds, last_used=now))
         return token
 
-    def session_user(self, token: str) -> UserRow | None:
+    def session_user(self, token: str, idle_seconds: float = math.inf) -> UserRow | None:
+        """The session's person, unless it ended (at its absolute end, or ``idle_seconds`` unused).
+
+        Using it moves its idle end on; that is written at most every SESSION_TOUCH_SECONDS.
+        A session found idle is ended for good.
+        """
+        now, token_hash = self.clock(), sha256_hex(token)
         with self.engine.connect() as conn:
-            return _maybe(UserRow, conn.execute(
-                sa.select(users).join(sessions, sessions.c.username == users.c.username)
-                .where(sessions.c.token_hash == sha256_hex(token), sessions.c.expires_at > self.clock())
-            ).first())
+            row = conn.execute(
+                sa.select(users, sessions.c.last_used).join(sessions, sessions.c.username == users.c.username)
+                .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now)
+            ).first()
+        if row is None:
+            return None
+        if row.last_used <= now - idle_seconds:
+            self.end_session(token)
+            return None
+        if now - row.last_used >= SESSION_TOUCH_SECONDS:
+            with self.tx() as conn:
+                conn.execute(sessions.update().where(sessions.c.token_hash == token_hash).values(last_used=now))
+        return UserRow(**{c.name: row._mapping[c.name] for c in users.c})
 
     def end_session(self, token: str) -> None:
         with self.tx() as conn:

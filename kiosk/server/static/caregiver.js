@@ -6,6 +6,7 @@
 const TEXT = {
   da: {
     login: "Log ind", username: "Brugernavn", password: "Adgangskode", logout: "Log ud",
+    "oidc-login": "Log ind med kommunens login",
     "my-citizens": "Mine borgere", "no-citizens": "Du har ingen borgere at ringe til.",
     call: "Ring op", hangup: "Læg på", back: "Tilbage", online: "skærm tændt", offline: "skærm offline",
     "bad-login": "Forkert brugernavn eller adgangskode.",
@@ -25,6 +26,7 @@ const TEXT = {
   },
   en: {
     login: "Log in", username: "User name", password: "Password", logout: "Log out",
+    "oidc-login": "Log in with the municipality's login",
     "my-citizens": "My citizens", "no-citizens": "You have no citizens to call.",
     call: "Call", hangup: "Hang up", back: "Back", online: "screen on", offline: "screen offline",
     "bad-login": "Wrong user name or password.",
@@ -81,7 +83,13 @@ async function start() {
   const endings = await fetch("/static/call-endings.json", { credentials: "same-origin" });
   if (endings.ok) ENDINGS = await endings.json();
   const me = await api("GET", "/api/me");
-  if (me.status === 200) { await listCitizens(me.data); } else { show("login"); }
+  if (me.status === 200) { await listCitizens(me.data); } else { show("login"); await offerOidc(); }
+}
+
+// The municipality's own login (OpenID Connect), where the server has it: a plain link.
+async function offerOidc() {
+  const { status, data } = await api("GET", "/api/login/options");
+  $("oidc-login").hidden = !(status === 200 && data.oidc);
 }
 
 async function listCitizens(me) {
