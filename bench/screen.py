@@ -35,14 +35,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from kiosk.ui.virtual_display import kivy_env, xvfb  # noqa: E402 (after the path is set)
 
 BIN = Path(sys.executable).parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -61,26 +61,6 @@ def cpu_share(pid: int, seconds: float) -> float:
     return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
 
 
-@contextmanager
-def xvfb(width: int = 1280, height: int = 800) -> Iterator[tuple[str, int]]:
-    read, write = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", f"{width}x{height}x24",
-                             "-nolisten", "tcp", "-noreset"], pass_fds=(write,), stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as numbers:
-        number = numbers.readline().strip()
-    try:
-        yield f":{number}", proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def kivy_env(display: str, home: Path) -> dict[str, str]:
-    home.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "DISPLAY": display, "KIVY_HOME": str(home), "KIVY_NO_ARGS": "1", "SDL_AUDIODRIVER": "dummy"}
-
-
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -97,17 +77,17 @@ def idle_round(tmp: Path, seconds: float) -> dict[str, float]:
     rig = Rig(tmp)
     try:
         asyncio.run(set_up(rig, ring_timeout=30))
-        with xvfb() as (display, xvfb_pid):
+        with xvfb() as (display, screen_server):
             ui = subprocess.Popen([str(BIN / "kiosk-ui"), "--state", str(rig.state), "--size", "1280x800",
                                    "--log-level", "WARNING"], env=kivy_env(display, tmp / "kivy"),
                                   stdout=subprocess.DEVNULL, stderr=(tmp / "kiosk-ui.log").open("ab"))
             try:
                 time.sleep(8)  # start-up, the agent's status, the first draw
                 assert ui.poll() is None, (tmp / "kiosk-ui.log").read_text()[-2000:]
-                xvfb_before = cpu_seconds(xvfb_pid)
+                xvfb_before = cpu_seconds(screen_server.pid)
                 started = time.monotonic()
                 ui_share = cpu_share(ui.pid, seconds)
-                xvfb_share = 100.0 * (cpu_seconds(xvfb_pid) - xvfb_before) / (time.monotonic() - started)
+                xvfb_share = 100.0 * (cpu_seconds(screen_server.pid) - xvfb_before) / (time.monotonic() - started)
                 rss = int(next(line.split()[1] for line in Path(f"/proc/{ui.pid}/status").read_text().splitlines()
                                if line.startswith("VmRSS:"))) / 1024
             finally:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kiosk.ui.virtual_display import XvfbError, start_xvfb
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEMO = ROOT / "demo-data"
@@ -72,17 +74,12 @@ def screen_display(procs: list[subprocess.Popen[bytes]]) -> tuple[dict[str, str]
     environment), else a private virtual screen whose pictures are written to SCREENS."""
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         return {}, "a window on this display"
-    if not shutil.which("Xvfb"):
-        sys.exit("demo: no display and no Xvfb for the screen (make setup installs xvfb)")
-    read, write = os.pipe()
-    procs.append(subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24",
-                                   "-nolisten", "tcp"], pass_fds=(write,), stderr=subprocess.DEVNULL))
-    os.close(write)
-    with os.fdopen(read) as numbers:
-        number = numbers.readline().strip()
-    if not number:
-        sys.exit("demo: the virtual screen (Xvfb) did not start")
-    return ({"DISPLAY": f":{number}", "SDL_AUDIODRIVER": "dummy"},
+    try:
+        display, xvfb = start_xvfb(1280, 800)
+    except XvfbError as exc:
+        sys.exit(f"demo: no display, and {exc}")
+    procs.append(xvfb)
+    return ({"DISPLAY": display, "SDL_AUDIODRIVER": "dummy"},
             f"no display here, so it runs on a virtual one; a picture of each screen goes to {SCREENS}/")
 
 

@@ -30,6 +30,8 @@ DEB_PACKAGES=(
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
     nodejs npm        # the real OpenID Connect provider (npm oidc-provider) the console's login tests start
+    postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
+    libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
 )
 
 missing=()

@@ -13,12 +13,13 @@ os.environ.setdefault("KIVY_NO_ARGS", "1")
 pytest_plugins = [
     "tests.turn_fixture",  # the real coturn, started once per session when a test asks
     "tests.pipewire_fixture",  # a private real PipeWire, likewise
+    "tests.postgres_fixture",  # a throw-away PostgreSQL, and ``database`` for tests marked both_databases
 ]
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "server").start()
+def server(tmp_path: Path, database: str | None) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "server", database=database).start()
     yield srv
     srv.stop()
 

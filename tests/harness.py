@@ -23,6 +23,7 @@ from typing import Any
 
 from kiosk.server.app import Server
 from kiosk.server.console_api import make_provisioning_files
+from kiosk.server.store import Store
 
 BIN = Path(sys.executable).parent
 ADMIN_PASSWORD = "correct horse battery"
@@ -77,6 +78,11 @@ class ServerProcess:
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    database: str | None = None  # a PostgreSQL URL; None: SQLite in the data directory
+
+    @property
+    def database_args(self) -> list[str]:
+        return ["--database", self.database] if self.database else []
 
     @property
     def url(self) -> str:
@@ -92,7 +98,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [str(BIN / "kiosk-server"), "serve", "--data", str(self.data), "--municipality", municipality,
              "--device-listen", f"127.0.0.1:{self.device_port}",
-             "--console-listen", f"127.0.0.1:{self.console_port}", *self.extra_args],
+             "--console-listen", f"127.0.0.1:{self.console_port}", *self.database_args, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, text=True)
         wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), 20, what="server ports")
         return self
@@ -103,8 +109,12 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
+    def store(self) -> Store:
+        """The server's database opened in the test's process, as the CLI opens it."""
+        return Store.in_directory(self.data, database=self.database)
+
     def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return run(BIN / "kiosk-server", *args, "--data", self.data, check=check, stdin=stdin)
+        return run(BIN / "kiosk-server", *args, "--data", self.data, *self.database_args, check=check, stdin=stdin)
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
@@ -117,7 +127,7 @@ class ServerProcess:
     def expired_provisioning_file(self, out: Path) -> Path:
         """A token made an hour ago that lived a minute (it waited on the shelf): written to the
         running server's database through the CLI's own code on a clock set back, not waited for."""
-        an_hour_ago = Server.open(self.data, clock=lambda: time.time() - 3600)
+        an_hour_ago = Server.open(self.data, clock=lambda: time.time() - 3600, database=self.database)
         try:
             [(name, content)] = make_provisioning_files(an_hour_ago.store, an_hour_ago.authority, self.url,
                                                         1, 60.0, "cli:test")

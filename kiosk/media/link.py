@@ -12,6 +12,12 @@ video took to come back after each, and the lowest bitrate sent.
 - *poor*: media arrives but the picture is frozen, or loss in the last
   window is heavy ("Dårlig forbindelse — billedet kan hakke").
 - *good*: neither, for ``calm_for`` seconds (no flapping on a borderline link).
+
+Silence is only counted while the watch itself was running: when the watch was not run
+for longer than ``lost_after`` (the whole process stalled — a shader compiled while
+holding the GIL as the call's first frame is drawn, a machine swapping), frames may be
+waiting unread in queues, so the silence counts from that late look instead. Without
+this, a slow start of the screen showed "Forbindelsen er væk" while video flowed.
 """
 
 from __future__ import annotations
@@ -97,6 +103,8 @@ class LinkWatch:
         self._back_at: float | None = None  # media came back here; video not yet
         self._trouble_at: float | None = None
         self._last_counters: tuple[float, Counters] | None = None
+        self._observed_at: float | None = None
+        self._watch_resumed_at: float | None = None  # the watch was stalled until here
         self._bitrate_from: tuple[float, int] | None = None
 
     # --- what arrives -------------------------------------------------------------------
@@ -119,15 +127,19 @@ class LinkWatch:
 
     def observe(self, now: float, counters: Counters | None = None) -> LinkState | None:
         """Judge the link at ``now`` (with the RTP counters, if read); the new state if it changed."""
+        if self._observed_at is not None and now - self._observed_at > self.lost_after:
+            self._watch_resumed_at = now  # the watch itself was stalled: see the module's note
+        self._observed_at = now
         loss = self._window_loss(now, counters)
         if counters is not None:
             self._track_bitrate(now, counters.bytes_sent)
         if self.last_media_at is None:
             return None  # nothing has flowed yet: set-up is the machine's business
-        if now - self.last_media_at >= self.lost_after:
+        if self._silent_for(self.last_media_at, now) >= self.lost_after:
             state = LinkState.LOST
         else:
-            frozen = self.last_video_at is not None and now - self.last_video_at >= self.frozen_after
+            frozen = (self.last_video_at is not None
+                      and self._silent_for(self.last_video_at, now) >= self.frozen_after)
             back = self.state is LinkState.LOST  # back from an outage is poor before it is good
             if back or frozen or (loss is not None and loss >= self.poor_loss):
                 self._trouble_at = now
@@ -140,7 +152,8 @@ class LinkWatch:
 
     def gave_up(self, now: float) -> bool:
         """Whether the peers have lost each other for good."""
-        return self.last_media_at is not None and now - self.last_media_at >= self.give_up_after
+        return (self.last_media_at is not None
+                and self._silent_for(self.last_media_at, now) >= self.give_up_after)
 
     def record(self) -> dict[str, Any]:
         """The call record's link figures (numbers only)."""
@@ -152,6 +165,12 @@ class LinkWatch:
         }
 
     # --- internals ----------------------------------------------------------------------
+
+    def _silent_for(self, last_heard: float, now: float) -> float:
+        """How long nothing was heard while the watch was looking."""
+        if self._watch_resumed_at is not None:
+            last_heard = max(last_heard, self._watch_resumed_at)
+        return now - last_heard
 
     def _window_loss(self, now: float, counters: Counters | None) -> float | None:
         if counters is None:

@@ -65,7 +65,10 @@ class Assign(Message, frozen=True, tag="assign"):
 
 
 class SetConfig(Message, frozen=True, tag="set-config"):
-    settings: dict[str, str | int | float | bool]
+    """Change some of the screen's settings (``kiosk.protocol.screen_settings.ScreenSettings``
+    says which and within what; the server checks before it signs, the unit again)."""
+
+    settings: dict[str, str | int | float | bool | list[str] | None]
 
 
 class Wipe(Message, frozen=True, tag="wipe"):
@@ -98,8 +101,25 @@ class Schedule(Message, frozen=True, tag="schedule"):
     visits: Annotated[list[ScheduledVisit], msgspec.Meta(max_length=MAX_VISITS)]
 
 
+# ------------------------------------------------------------- a look at the screen
+#: The citizen's answer when support asks to see the screen; ``unassigned``: nobody lives
+#: with the unit, so nobody was asked (and the picture is sent).
+LookAnswer = Literal["yes", "no", "no-answer", "unassigned"]
+#: A picture of the screen is a PNG of at most this many bytes (the screen scales it down to
+#: fit): with its base64 it still fits one line of the UI socket and one result frame.
+MAX_SCREENSHOT_PNG_BYTES = 96 * 1024
+#: Neither side of a picture of the screen may be larger (nor the picture unpacked larger).
+MAX_SCREENSHOT_SIDE = 2560
+ScreenshotPng = Annotated[bytes, msgspec.Meta(max_length=MAX_SCREENSHOT_PNG_BYTES)]
+
+
+class Screenshot(Message, frozen=True, tag="screenshot"):
+    """Support asks to see the screen. An assigned unit asks the citizen first (Ja / Nej, 60 s
+    of silence is a no); the picture comes back only after a yes, or from an unassigned unit."""
+
+
 CommandAction: TypeAlias = (
-    Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe | Schedule
+    Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe | Schedule | Screenshot
 )
 COMMAND_KINDS: tuple[str, ...] = tuple(
     t.__struct_config__.tag for t in CommandAction.__args__
@@ -134,6 +154,16 @@ class WipeReceipt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     intent_at: float
     finished_at: float
     resumed_after_interruption: bool
+
+
+class ScreenshotTaken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The ``detail`` of a ``screenshot`` command's result: the answer, and the picture after a yes
+    (or from an unassigned unit). ``png`` travels as base64."""
+
+    answer: LookAnswer
+    png: ScreenshotPng | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 class CommandResult(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -239,8 +269,13 @@ class CallPlaced(Message, frozen=True, tag="call-placed"):
     relay_only: bool = False
 
 
+#: A caller's photo (a PNG the server made from what staff gave it) is at most this large.
+MAX_CALLER_PHOTO_BYTES = 48 * 1024
+CALLER_PHOTO_SIDE = 240
+
+
 class CallRing(Message, frozen=True, tag="call-ring"):
-    """Server -> agent -> UI: ring, show who calls, one big answer button."""
+    """Server -> agent -> UI: ring, show who calls (with their photo, if they gave one), one big answer button."""
 
     call_id: str
     caller_name: str
@@ -248,6 +283,7 @@ class CallRing(Message, frozen=True, tag="call-ring"):
     ice_servers: list[IceServer]
     relay_only: bool = False
     ring_timeout: float = 60.0
+    caller_photo: Annotated[bytes, msgspec.Meta(max_length=MAX_CALLER_PHOTO_BYTES)] | None = None
 
 
 class CallRinging(Message, frozen=True, tag="call-ringing"):
@@ -375,11 +411,29 @@ class AgentStatus(Message, frozen=True, tag="status"):
     visits: list[PlannedVisit] = []  # upcoming visits, from the server's schedule
 
 
+class ScreenshotRequest(Message, frozen=True, tag="screenshot-request"):
+    """Agent -> UI: support asks to see the screen (``request_id`` is the command's id); with
+    ``ask_consent`` the citizen is asked first, without it (an unassigned unit) nobody is."""
+
+    request_id: str
+    ask_consent: bool
+
+
+class ScreenshotReply(Message, frozen=True, tag="screenshot-reply"):
+    """UI -> agent: the answer, the picture after a yes (or when nobody was asked), or
+    ``error`` when the picture could not be taken (a headless screen has none)."""
+
+    request_id: str
+    answer: LookAnswer
+    png: ScreenshotPng | None = None
+    error: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+
+
 UiToAgent: TypeAlias = (
     UiHello | UiHeartbeat | GetStatus | CallRinging | CallAnswer | CallConnected | CallHangUp
-    | CallQualityReport
+    | CallQualityReport | ScreenshotReply
 )
-AgentToUi: TypeAlias = AgentStatus | Rejected | CallRing | CallAccept | CallEnded
+AgentToUi: TypeAlias = AgentStatus | Rejected | CallRing | CallAccept | CallEnded | ScreenshotRequest
 #: The call messages the agent passes on unchanged, in each direction.
 CALL_UPSTREAM = (CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport)
 CALL_DOWNSTREAM = (CallRing, CallAccept, CallEnded)
@@ -485,7 +539,9 @@ def convert(value: Any, message_type: type[T] | Any, *, strict: bool = True) -> 
 
 DEVICE_TO_SERVER: Codec[DeviceToServer] = Codec(DeviceToServer)
 SERVER_TO_DEVICE: Codec[ServerToDevice] = Codec(ServerToDevice)
-UI_TO_AGENT: Codec[UiToAgent] = Codec(UiToAgent, max_bytes=MAX_SDP_CHARS + 4096)
+#: The largest message the UI sends: a call's SDP, or a picture of the screen in base64.
+MAX_UI_MESSAGE_BYTES = max(MAX_SDP_CHARS, (MAX_SCREENSHOT_PNG_BYTES + 2) // 3 * 4) + 4096
+UI_TO_AGENT: Codec[UiToAgent] = Codec(UiToAgent, max_bytes=MAX_UI_MESSAGE_BYTES)
 STAFF_TO_SERVER: Codec[StaffToServer] = Codec(StaffToServer, max_bytes=MAX_SDP_CHARS + 4096)
 SERVER_TO_STAFF: Codec[ServerToStaff] = Codec(ServerToStaff)
 AGENT_TO_UI: Codec[AgentToUi] = Codec(AgentToUi)

@@ -42,6 +42,9 @@ VISIT_SHOWN_AFTER = 15 * 60.0
 VISITS_AHEAD = 2 * 24 * 3600.0
 #: Status pushed to the screen this often, so the visits move on with the day.
 STATUS_REFRESH_SECONDS = 15 * 60.0
+#: How long the agent waits for the screen's reply to a look at the screen: the citizen
+#: has 60 s to say yes or no (silence is a no), and the picture takes a moment after a yes.
+SCREEN_REPLY_WAIT = 90.0
 
 
 def local_zone() -> tzinfo:
@@ -89,7 +92,13 @@ class Agent:
         self.call_id: str | None = None  # the call the screen is in: ringing, connecting or talking
         self.call_media = False  # its media flowed (the screen said connected)
         self.call_closed = asyncio.Event()  # the screen closed that call's peer (its quality report came)
-        self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed)
+        #: Looks at the screen waiting for its reply, by request (= command) id.
+        self.looks: dict[str, asyncio.Future[m.ScreenshotReply]] = {}
+        #: Signed results holding a picture of the screen: never written to disk (unlike the
+        #: outbox), so a restart loses them, and the command expires on the server unanswered.
+        self.unsaved_results: dict[str, m.SignedEnvelope] = {}
+        self.ctx = handlers.Context(state, self.device_id, actions, self._facts, self._state_changed,
+                                    self.ask_screen)
 
     # -------------------------------------------------------------------- status
     def status(self) -> m.AgentStatus:
@@ -125,12 +134,11 @@ class Agent:
         match message:
             case m.CommandDelivery(envelope=envelope):
                 await self._receive_command(envelope)
-            case m.ResultAck(command_id=command_id, accepted=True):
+            case m.ResultAck(command_id=command_id, accepted=accepted, reason=reason):
+                if not accepted:  # a definite no: resending the same signed bytes would get the same answer
+                    log.warning("server did not accept the result of %s: %s", command_id, reason)
                 self.state.outbox_remove(command_id)
-            case m.ResultAck(command_id=command_id, reason=reason):
-                # a definite no: resending the same signed bytes would get the same answer
-                log.warning("server did not accept the result of %s: %s", command_id, reason)
-                self.state.outbox_remove(command_id)
+                self.unsaved_results.pop(command_id, None)
             case m.Rejected(reason=reason, detail=detail):
                 log.warning("server rejected our message: %s (%s)", reason, detail)
             case m.CallRing() | m.CallAccept() | m.CallEnded():
@@ -145,6 +153,9 @@ class Agent:
                 self.ui.send(message)  # the UI runs the call; the agent only carries its signaling
 
     async def _from_ui(self, message: m.UiToAgent) -> None:
+        if isinstance(message, m.ScreenshotReply):
+            self._screen_replied(message)
+            return
         if isinstance(message, (m.CallAnswer, m.CallHangUp)):
             self.ringing = None
         self._follow_call(message)
@@ -170,6 +181,29 @@ class Agent:
             self.call_id = None
         elif isinstance(message, m.CallQualityReport):
             self.call_closed.set()
+
+    # ------------------------------------------------------- a look at the screen
+    async def ask_screen(self, request: m.ScreenshotRequest) -> m.ScreenshotReply:
+        """Ask the screen app (it asks the citizen) and wait, bounded, for its reply."""
+        if not self.ui.ui_alive:
+            raise handlers.CannotCarryOut("the screen app is not running (it has not spoken on the agent's "
+                                          "socket for 15 s), so nobody can be asked and no picture taken")
+        reply: asyncio.Future[m.ScreenshotReply] = asyncio.get_running_loop().create_future()
+        self.looks[request.request_id] = reply
+        try:
+            self.ui.send(request)
+            return await asyncio.wait_for(reply, SCREEN_REPLY_WAIT)
+        except TimeoutError:
+            raise handlers.CannotCarryOut(f"the screen app did not reply within {SCREEN_REPLY_WAIT:.0f} s") from None
+        finally:
+            self.looks.pop(request.request_id, None)
+
+    def _screen_replied(self, reply: m.ScreenshotReply) -> None:
+        waiting = self.looks.get(reply.request_id)
+        if waiting is None or waiting.done():
+            log.warning("a reply from the screen to no open request to look at it; ignored")
+            return
+        waiting.set_result(reply)
 
     async def end_call_for_wipe(self) -> None:
         """A wipe never erases a unit under a live call: the call ends first, camera and
@@ -230,22 +264,34 @@ class Agent:
             finished_at=time.time(), reason=f"{refused.reason}: {refused.detail}"))
 
     async def _worker(self) -> None:
+        looks: set[asyncio.Task[None]] = set()
         while True:
             command = await self.queue.get()
-            if isinstance(command.action, m.Wipe):
-                await self.end_call_for_wipe()
-            outcome = await handlers.run(self.ctx, command.action, command.id)
-            if isinstance(command.action, m.Wipe) and outcome.outcome == "ok":
-                await self._flush_outbox()  # the receipt was signed by the wipe itself
+            if isinstance(command.action, m.Screenshot):  # waits up to a minute for the citizen: not in line
+                look = asyncio.create_task(self._carry_out(command), name=f"look-{command.id}")
+                looks.add(look)
+                look.add_done_callback(looks.discard)
                 continue
-            await self._deliver_result(m.CommandResult(
-                command_id=command.id, device_id=self.device_id, kind=command.kind,
-                outcome=outcome.outcome, finished_at=time.time(), reason=outcome.reason,
-                detail=outcome.detail))
+            await self._carry_out(command)
 
-    async def _deliver_result(self, result: m.CommandResult) -> None:
+    async def _carry_out(self, command: m.Command) -> None:
+        if isinstance(command.action, m.Wipe):
+            await self.end_call_for_wipe()
+        outcome = await handlers.run(self.ctx, command.action, command.id)
+        if isinstance(command.action, m.Wipe) and outcome.outcome == "ok":
+            await self._flush_outbox()  # the receipt was signed by the wipe itself
+            return
+        await self._deliver_result(m.CommandResult(
+            command_id=command.id, device_id=self.device_id, kind=command.kind,
+            outcome=outcome.outcome, finished_at=time.time(), reason=outcome.reason,
+            detail=outcome.detail), durable=not isinstance(command.action, m.Screenshot))
+
+    async def _deliver_result(self, result: m.CommandResult, durable: bool = True) -> None:
         envelope = signing.seal(self.state.device_key(), result)
-        self.state.outbox_put(result.command_id, envelope)  # survives until the server acknowledges
+        if durable:
+            self.state.outbox_put(result.command_id, envelope)  # survives until the server acknowledges
+        else:  # it may hold a picture of the screen, which never touches the unit's disk
+            self.unsaved_results[result.command_id] = envelope
         await self.link.send(m.ResultDelivery(envelope=envelope))
 
     async def _flush_outbox(self) -> None:
@@ -253,7 +299,7 @@ class Agent:
             if not await self.link.send(self.call_backlog[0]):
                 return
             self.call_backlog.pop(0)
-        for _command_id, envelope in self.state.outbox_items():
+        for _command_id, envelope in [*self.state.outbox_items(), *self.unsaved_results.items()]:
             if not await self.link.send(m.ResultDelivery(envelope=envelope)):
                 return
         self._state_changed()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
 from kiosk.protocol import messages as m
+from kiosk.protocol import screen_settings, screenshot
+from kiosk.protocol.errors import ProtocolError
 from kiosk.provision import diagnostics, wipe
 from kiosk.provision.state import StateDir, Vault
 from kiosk.provision.system_actions import SystemActions
@@ -16,16 +18,6 @@ from kiosk.provision.system_actions import SystemActions
 MAX_LOG_LINES = 2000
 MAX_LOG_BYTES = 200 * 1024
 REBOOT_DELAY_SECONDS = 2.0  # time for the result to reach the server first
-
-#: Settings staff may change remotely, each with its check. Anything else is refused.
-SETTINGS: dict[str, Callable[[Any], bool]] = {
-    "volume": lambda v: isinstance(v, int) and 0 <= v <= 100,
-    "ring_volume": lambda v: isinstance(v, int) and 0 <= v <= 100,
-    "brightness": lambda v: isinstance(v, int) and 5 <= v <= 100,
-    "language": lambda v: v in ("da", "en"),
-    "ring_timeout_seconds": lambda v: isinstance(v, int) and 10 <= v <= 300,
-}
-
 
 class CannotCarryOut(Exception):
     """The command was valid but cannot be carried out; ``str`` says why, for the console."""
@@ -47,6 +39,9 @@ class Context:
     actions: SystemActions
     facts: Callable[[], diagnostics.LinkFacts]
     on_state_change: Callable[[], None]
+    #: Asks the screen app over the UI socket and waits for its reply; raises
+    #: :class:`CannotCarryOut` when the app is not running or does not reply.
+    ask_screen: Callable[[m.ScreenshotRequest], Awaitable[m.ScreenshotReply]]
 
 
 async def run(ctx: Context, action: m.CommandAction, command_id: str) -> HandlerResult:
@@ -72,6 +67,8 @@ async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Handler
                 return _set_config(ctx, settings)
             case m.Schedule(visits=visits):
                 return _schedule(ctx, visits)
+            case m.Screenshot():
+                return await _screenshot(ctx, command_id)
             case m.Wipe():
                 # the intent was journaled before the command was acknowledged
                 await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
@@ -106,11 +103,31 @@ def _schedule(ctx: Context, visits: list[m.ScheduledVisit]) -> HandlerResult:
     return HandlerResult("ok", detail={"visits": len(visits)})
 
 
+async def _screenshot(ctx: Context, command_id: str) -> HandlerResult:
+    """Ask the citizen (when someone lives with the unit), then the picture, held in memory only."""
+    ask = ctx.state.device_state() == "assigned"
+    ctx.state.audit("screenshot-requested", command_id=command_id, ask_consent=ask)
+    try:
+        reply = await ctx.ask_screen(m.ScreenshotRequest(request_id=command_id, ask_consent=ask))
+        taken = screenshot.judge_reply(reply, ask)
+    except (CannotCarryOut, ProtocolError) as exc:
+        reason = str(exc) if isinstance(exc, CannotCarryOut) else f"the screen's reply was refused: {exc.detail}"
+        ctx.state.audit("screenshot-failed", command_id=command_id, reason=reason)
+        raise CannotCarryOut(reason) from None
+    ctx.state.audit("screenshot-answered", command_id=command_id, answer=taken.answer,
+                    picture_bytes=len(taken.png) if taken.png else 0)  # the size, never the picture
+    return HandlerResult("ok", detail=m.to_builtins(taken))
+
+
 def _set_config(ctx: Context, settings: dict[str, Any]) -> HandlerResult:
-    bad = [k for k, v in settings.items() if k not in SETTINGS or not SETTINGS[k](v)]
-    if bad:
-        raise CannotCarryOut(f"refused settings: {', '.join(sorted(bad))} (known: {', '.join(SETTINGS)})")
-    ctx.state.update_settings(settings)
+    """The screen's settings changed (checked again here: one definition, in the protocol), written
+    whole as ui.json; the status pushed to the screen tells it to read them again."""
+    try:
+        changed = screen_settings.merged(ctx.state.ui_settings(), settings)
+    except ProtocolError as exc:
+        raise CannotCarryOut(f"refused settings: {exc.detail}") from None
+    ctx.state.save_ui_settings(changed)
+    ctx.state.audit("settings-changed", keys=sorted(settings))  # which, never the PIN itself
     ctx.on_state_change()
     return HandlerResult("ok", detail={"applied": sorted(settings)})
 

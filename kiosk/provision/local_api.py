@@ -20,7 +20,9 @@ from kiosk.protocol.errors import ProtocolError
 log = logging.getLogger("kiosk.agent.ui")
 
 UI_ALIVE_SECONDS = 15.0  # the UI sends a heartbeat every 5 s
-LINE_LIMIT = 128 * 1024  # an SDP offer with its candidates fits well inside
+#: A line longer than this closes the connection; a picture of the screen (base64) or an SDP
+#: offer with its candidates fits inside, with room to answer an oversized message with "rejected".
+LINE_LIMIT = 192 * 1024
 
 
 class UiServer:

@@ -3,7 +3,7 @@
     identity/      device.key (never leaves), device.crt, ca.pem, command.pub, server.json
     keys/          assignment.key: the per-assignment key (destroyed by a wipe)
     citizen/       everything personal, AES-GCM encrypted under the assignment key
-    settings.json  non-personal configuration (reset by a wipe)
+    ui.json        the screen's settings, from set-config (reset by a wipe)
     replay.json    ids of accepted commands, until they expire
     outbox/        signed results not yet acknowledged by the server
     wipe.journal   steps of a wipe in progress
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kiosk.protocol import agent_socket, signing, wipe_journal
+from kiosk.protocol import agent_socket, screen_settings, signing, wipe_journal
 from kiosk.protocol import messages as m
 from kiosk.protocol.errors import ProtocolError
 from kiosk.provision.files import append_line, atomic_write, read_json
@@ -49,7 +49,7 @@ class StateDir:
         self.journal_path = root / "wipe.journal"
         self.audit_path = root / "audit.jsonl"
         self.log_path = root / "agent.log"
-        self.settings_path = root / "settings.json"
+        self.settings_path = root / screen_settings.UI_FILE  # the screen reads it: one definition
         self.replay_path = root / "replay.json"
         self.socket_path = agent_socket.socket_path(root)
 
@@ -118,12 +118,16 @@ class StateDir:
         return "enrolled-unassigned"
 
     # ------------------------------------------------------------------- settings
-    def settings(self) -> dict[str, Any]:
-        value = read_json(self.settings_path, {})
-        return value if isinstance(value, dict) else {}
+    def ui_settings(self) -> screen_settings.ScreenSettings:
+        """The screen's settings as the unit has them (the defaults if none, or a broken file)."""
+        try:
+            return screen_settings.decode(self.settings_path.read_bytes())
+        except (OSError, ProtocolError):
+            return screen_settings.ScreenSettings()
 
-    def update_settings(self, changes: dict[str, Any]) -> None:
-        atomic_write(self.settings_path, json.dumps({**self.settings(), **changes}).encode())
+    def save_ui_settings(self, settings: screen_settings.ScreenSettings) -> None:
+        # Readable by the screen's user through the group it shares with the agent.
+        atomic_write(self.settings_path, screen_settings.encode(settings), mode=0o640)
 
     # ---------------------------------------------------------------- replay memory
     def replay_guard(self) -> signing.ReplayGuard:

@@ -143,6 +143,12 @@ class AuditChainOut(msgspec.Struct):
     checked_at: float
 
 
+class PhotoIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A person's photo for the citizen's ringing screen: the image file's bytes, in base64."""
+
+    image: bytes
+
+
 class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):
     """Lift the login wait of one account."""
 

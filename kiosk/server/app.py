@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -75,10 +77,17 @@ class ConsoleProxy:
     addresses: frozenset[str] = frozenset()  # whose X-Forwarded-For is believed
 
 
+#: How often the server certificate is checked for renewal (it is renewed weeks before its end).
+TLS_RENEW_CHECK_SECONDS = 3600.0
+
+
 def device_tls(authority: Authority) -> ssl.SSLContext:
-    """Server TLS that asks every client for a certificate chaining to our root."""
+    """Server TLS that asks every client for a certificate chaining to our root.
+
+    TLS 1.3 only: we make both ends, and 1.3 has no CBC suites or renegotiation to get wrong.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(authority.server_cert_path, authority.server_key_path)
     ctx.load_verify_locations(cafile=str(authority.ca_cert_path))
     ctx.verify_mode = ssl.CERT_OPTIONAL  # enrollment comes without a certificate; the socket needs one
@@ -101,14 +110,17 @@ class Server:
     calls: CallManager
     #: the municipality's identity provider, when staff log in with it (local accounts remain)
     oidc: oidc_login.Settings | None = None
+    _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
+    _renewal: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
              call_config: CallConfig = DEFAULT_CALL_CONFIG, turn: TurnConfig | None = None,
-             clock: Clock = time.time) -> Server:
-        """``clock`` is the one wall clock of the store, the hub and the calls (tests set it)."""
+             clock: Clock = time.time, database: str | None = None) -> Server:
+        """``clock`` is the one wall clock of the store, the hub and the calls (tests set it);
+        ``database`` a PostgreSQL URL, or None for SQLite in ``data``."""
         authority = load_or_create(data, municipality, server_names)
-        store = Store.in_directory(data, clock)
+        store = Store.in_directory(data, clock, database)
         hub = Hub(store)
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
 
@@ -164,22 +176,49 @@ class Server:
         if not console_https and not console.loopback:
             raise ValueError("the console may use plain HTTP only on a loopback address")
         runners = []
+        self.renew_tls()  # before the contexts load the certificate
         for app, listen, tls in (
             (self.device_app(), device, device_tls(self.authority)),
             (self.console_app(secure_cookie=console_https, proxy=proxy), console,
              console_tls(self.authority) if console_https else None),
         ):
+            if tls is not None:
+                self._tls.append(tls)
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                    logger=RequestLog(logging.getLogger("kiosk.server.http")))
             await runner.setup()
             await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
             runners.append(runner)
         self.hub.start()
+        self.calls.start()
+        self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
         log.info("device port https://%s:%d, console %s://%s:%d", device.host, device.port,
                  "https" if console_https else "http", console.host, console.port)
         return runners
 
+    def renew_tls(self) -> bool:
+        """Renew the server certificate if due (on the server's clock); new connections get it."""
+        renewed = self.authority.renew_server_certificate(self.store.clock())
+        if renewed is None:
+            return False
+        for ctx in self._tls:  # an SSLContext takes a new chain for every connection after this
+            ctx.load_cert_chain(self.authority.server_cert_path, self.authority.server_key_path)
+        log.info("server certificate renewed; valid until %s", renewed.not_valid_after_utc.isoformat())
+        return True
+
+    async def _renew_tls_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TLS_RENEW_CHECK_SECONDS)
+            try:
+                self.renew_tls()
+            except (OSError, ValueError) as exc:  # weeks remain before the old one ends: say so, try again
+                log.error("could not renew the server certificate (%s); trying again in an hour", exc)
+
     async def stop(self, runners: list[web.AppRunner]) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
         await self.hub.stop()
         for runner in runners:
             await runner.cleanup()

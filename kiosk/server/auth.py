@@ -21,7 +21,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "caregiver": frozenset({"calls.make", "citizens.read", "visits.read", "visits.plan"}),
     "support": frozenset({
         "devices.read", "audit.read", "command:ping", "command:diagnostics", "command:logs",
-        "command:restart-ui", "command:reboot",
+        "command:restart-ui", "command:reboot", "command:screenshot",  # the citizen is asked first
     }),
     "logistics": frozenset({
         "devices.read", "audit.read", "tokens.create", "devices.revoke", "command:ping",

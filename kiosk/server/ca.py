@@ -3,7 +3,8 @@
 Created once, on the first ``kiosk-server serve``, inside the data directory:
 
     ca.key / ca.crt         root CA (ECDSA P-256, 20 years); its SHA-256 is the devices' pin
-    server.key / server.crt TLS certificate for both ports, signed by the root
+    server.key / server.crt TLS certificate for both ports, signed by the root; renewed
+                            (same key) when it nears its end or lacks keyUsage
     command.key             Ed25519 key that signs every command to a device
 
 Keys are written 0600. Device certificates are issued from CSRs at enrollment; the
@@ -29,6 +30,8 @@ from kiosk.protocol.signing import fingerprint
 
 CA_LIFETIME = dt.timedelta(days=365 * 20)
 SERVER_LIFETIME = dt.timedelta(days=365 * 2)
+#: The server certificate is renewed this long before it ends: time to notice if renewal fails.
+SERVER_RENEW_BEFORE = dt.timedelta(days=60)
 DEVICE_LIFETIME = dt.timedelta(days=365 * 10)  # a unit lives for years; revocation is by registry
 
 
@@ -100,6 +103,29 @@ class Authority:
     def ca_cert_path(self) -> Path:
         return self.directory / "ca.crt"
 
+    def server_certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.server_cert_path.read_bytes())
+
+    def renew_server_certificate(self, now: float) -> x509.Certificate | None:
+        """Reissue the server certificate (same key, same names) if it is due; the new one, or None.
+
+        Due within :data:`SERVER_RENEW_BEFORE` of its end (on the server's clock), or if it
+        was made before it carried keyUsage. The file is replaced atomically: a crash leaves
+        the old certificate or the new one, never half of either.
+        """
+        old = self.server_certificate()
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
+        if not _server_certificate_due(old, moment):
+            return None
+        key = serialization.load_pem_private_key(self.server_key_path.read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        names = [str(n.value) for n in old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+        new = _server_certificate(self.ca_key, self.ca_cert, key.public_key(), names, moment)
+        staged = self.server_cert_path.with_suffix(".crt.new")
+        staged.write_bytes(new.public_bytes(serialization.Encoding.PEM))
+        os.replace(staged, self.server_cert_path)
+        return new
+
     def issue_device_certificate(self, csr_pem: str, device_id: str, issued_at: float) -> x509.Certificate:
         """A device certificate valid from ``issued_at`` (the server's clock, seconds since the epoch)."""
         key = device_key(csr_pem)
@@ -168,21 +194,32 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey, municipality: str) -> x509.
 
 def _server_certificate(
     ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-    key: ec.EllipticCurvePrivateKey, names: list[str],
+    key: ec.EllipticCurvePublicKey, names: list[str], now: dt.datetime,
 ) -> x509.Certificate:
-    now = _now()
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .issuer_name(ca_cert.subject).public_key(key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + SERVER_LIFETIME)
         .add_extension(_san(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(  # ECDSA signs the TLS handshake; nothing else
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False,
+            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def _server_certificate_due(cert: x509.Certificate, now: dt.datetime) -> bool:
+    try:
+        cert.extensions.get_extension_for_class(x509.KeyUsage)
+    except x509.ExtensionNotFound:
+        return True  # made before the certificate carried keyUsage
+    return cert.not_valid_after_utc - now < SERVER_RENEW_BEFORE
 
 
 def load_or_create(directory: Path, municipality: str, server_names: list[str] | None = None) -> Authority:
@@ -202,7 +239,8 @@ def load_or_create(directory: Path, municipality: str, server_names: list[str] |
 
     if not (directory / "server.key").exists():
         server_key = ec.generate_private_key(ec.SECP256R1())
-        cert = _server_certificate(ca_key, ca_cert, server_key, server_names or default_server_names())
+        cert = _server_certificate(ca_key, ca_cert, server_key.public_key(), server_names or default_server_names(),
+                                   _now())
         write_private(directory / "server.key", _pem_key(server_key))
         (directory / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 

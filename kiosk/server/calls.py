@@ -36,6 +36,9 @@ StaffSend = Callable[[m.ServerToStaff], Awaitable[None]]
 QUALITY_GRACE_SECONDS = 120.0
 #: A caregiver whose call socket dropped in a call has this long to resume it.
 STAFF_RESUME_GRACE_SECONDS = 10.0
+#: After a restart, the sides of a call taken up have this long to come back: the unit's
+#: reconnect backoff reaches 60 s while the server is down, and media flows meanwhile.
+TAKEN_UP_GRACE_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class CallManager:
         self.turn = turn_config
         self.live: dict[str, LiveCall] = {}
         self.staff_resume_grace = STAFF_RESUME_GRACE_SECONDS
+        self.taken_up_grace = TAKEN_UP_GRACE_SECONDS
+        self._taken_up: set[str] = set()  # calls taken up after a restart, until both sides are back
+        self._started_at = self.clock()
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
         hub.on_detach.append(self.device_gone)
@@ -106,7 +112,32 @@ class CallManager:
             self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
                                          row.citizen_id, row.device_id, _not_resumed, machine,
                                          screen_awake=row.screen_awake)
+            self._taken_up.add(row.id)
             log.info("call %s in progress taken up again", row.id)
+
+    def start(self) -> None:
+        """Once serving: end the calls taken up whose unit or caregiver is not back in time."""
+        if self._taken_up:
+            asyncio.get_running_loop().call_later(
+                self.taken_up_grace, lambda: self._hold(asyncio.ensure_future(self.settle_taken_up_calls())))
+
+    async def settle_taken_up_calls(self) -> None:
+        """End each call taken up after the restart whose side has not come back within
+        :attr:`taken_up_grace` on our clock: without this, a unit that never returns (unplugged
+        while the server was down) would stay busy, and its record unwritten, for ever."""
+        if self.clock() < self._started_at + self.taken_up_grace:
+            return
+        for call_id in sorted(self._taken_up):
+            live = self.live.get(call_id)
+            if live is None:
+                continue
+            if live.device_id not in self.hub.links:
+                log.info("call %s: its unit did not come back after the restart", call_id)
+                await self._feed(live, c.DeviceOffline())
+            elif live.staff is _not_resumed:
+                log.info("call %s: its caregiver did not come back after the restart; hung up", call_id)
+                await self._feed(live, c.HangUp(c.Side.STAFF))
+        self._taken_up.clear()
 
     def _ice(self, leg: str) -> tuple[list[m.IceServer], bool]:
         if self.turn is None:
@@ -271,7 +302,8 @@ class CallManager:
             ice, relay_only = self._ice(live.device_id)
             await self._to_device(live.device_id, m.CallRing(
                 call_id=live.id, caller_name=live.caller.display_name, caller_role=live.caller.role,
-                ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout))
+                ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout,
+                caller_photo=self.store.user_photo(live.caller.username)))
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
             await self._to_device(live.device_id, m.CallEnded(call_id=live.id, reason=effect.reason))
 

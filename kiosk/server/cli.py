@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import getpass
 import logging
 import os
@@ -25,13 +26,16 @@ import sqlalchemy as sa
 import kiosk
 from kiosk.cli_util import fail, parse_duration, print_json
 from kiosk.protocol import messages as m
+from kiosk.protocol import screen_settings
 from kiosk.protocol.call import CallConfig
-from kiosk.server import api_schema, auth, calls, commands, enrollment, oidc, schedule, teams
-from kiosk.server.app import ConsoleProxy, Listen, Server
+from kiosk.protocol.errors import ProtocolError
+from kiosk.server import api_schema, auth, backup, calls, commands, enrollment, migrate, oidc, photos, schedule, teams
+from kiosk.server.app import DEFAULT_CALL_CONFIG, ConsoleProxy, Listen, Server
+from kiosk.server.ca import write_private
 from kiosk.server.calls import TurnConfig
 from kiosk.server.console_api import ApiError, make_provisioning_files
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, VisitRow
+from kiosk.server.store import DeviceRow, Store, StoreUnavailable, VisitRow
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def data(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", type=Path, required=True, help="the server's data directory")
+        sp.add_argument("--database", metavar="URL", default=os.environ.get("KIOSK_DATABASE"),
+                        help="postgresql://USER@HOST/NAME for a shared PostgreSQL (the password from "
+                             "~/.pgpass); default: SQLite in the data directory (env KIOSK_DATABASE)")
 
     sp = sub.add_parser("init", help="create the CA, keys and database (serve does this too)")
     data(sp)
@@ -68,6 +75,24 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
                     help="a reverse proxy's address: its X-Forwarded-For names the client, "
                          "so login back-off holds the guesser, not everyone (repeat)")
+
+    db = sub.add_parser("db", help="the database's schema").add_subparsers(dest="sub", required=True)
+    sp = db.add_parser("upgrade", help="migrate the schema to this version's (serve does this too; safe to repeat)")
+    data(sp)
+
+    def passphrase(sp: argparse.ArgumentParser) -> None:
+        source = sp.add_mutually_exclusive_group(required=True)
+        source.add_argument("--passphrase-file", type=Path, help="a file holding the passphrase (its first line)")
+        source.add_argument("--passphrase-stdin", action="store_true", help="read the passphrase from standard input")
+
+    sp = sub.add_parser("backup", help="the database and the keys, encrypted with a passphrase (while serving)")
+    data(sp)
+    sp.add_argument("--out", type=Path, required=True, help="the backup file to write")
+    passphrase(sp)
+    sp = sub.add_parser("restore", help="a backup into a new, empty data directory (and empty database)")
+    data(sp)
+    sp.add_argument("--in", dest="backup", type=Path, required=True, help="the backup file")
+    passphrase(sp)
 
     tok = sub.add_parser("enroll-token", help="one-time enrollment tokens").add_subparsers(dest="sub", required=True)
     sp = tok.add_parser("create", help="write N provisioning files")
@@ -106,6 +131,15 @@ def _parser() -> argparse.ArgumentParser:
     data(sp)
     sp.add_argument("command_id")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--png", type=Path, metavar="FILE", help="a screenshot command's picture, written here")
+    sp = cmd.add_parser("screenshot", help="ask to see a unit's screen (its citizen is asked first) and wait")
+    data(sp)
+    sp.add_argument("device_id")
+    sp.add_argument("--png", type=Path, metavar="FILE", help="where the picture is written, if one comes")
+    sp.add_argument("--wait", type=float, default=SCREENSHOT_WAIT_SECONDS, metavar="SECONDS",
+                    help="how long to wait for the answer (the citizen has 60 s); 0: do not wait")
+    sp.add_argument("--expires", default="10m", type=parse_duration)
+    sp.add_argument("--json", action="store_true")
 
     usr = sub.add_parser("user", help="console accounts").add_subparsers(dest="sub", required=True)
     sp = usr.add_parser("add")
@@ -120,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     data(sp)
     sp.add_argument("username", nargs="?")
     sp.add_argument("--address", help="a client address, as the audit log's login-failed entries show it")
+    sp = usr.add_parser("photo", help="the photo the citizen's screen shows when this person calls")
+    data(sp)
+    sp.add_argument("username")
+    sp.add_argument("file", type=Path, nargs="?", help="a PNG, JPEG or WebP photo (made small on the way in)")
+    sp.add_argument("--remove", action="store_true", help="remove the photo instead")
     sp = usr.add_parser("held", help="accounts and addresses with failed logins on record")
     data(sp)
     sp.add_argument("--json", action="store_true")
@@ -186,21 +225,36 @@ def _parse_args(pairs: list[str]) -> dict[str, str]:
     return args
 
 
-def _scalar(text: str) -> str | int | float | bool:
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+#: How long ``command screenshot`` waits: the citizen's minute, and the picture's way back.
+SCREENSHOT_WAIT_SECONDS = 90.0
+
+
+def _show_command(store: Store, command_id: str, as_json: bool, png: Path | None) -> None:
+    row = store.command(command_id)
+    if row is None:
+        fail(f"no command {command_id}")
+    device = store.device(row.device_id)
+    view = commands.view(row, device.cert_pem if device else None)
+    detail = (view["result"] or {}).get("detail") or {}
+    picture = detail.get("png") if row.kind == "screenshot" else None
+    if png is not None and picture:
+        png.write_bytes(base64.b64decode(picture))
+    if as_json:
+        print_json(view)
+        return
+    answer = f", answer {detail['answer']}" if row.kind == "screenshot" and "answer" in detail else ""
+    saved = f", picture written to {png}" if png is not None and picture else ""
+    print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}{answer}{saved}"
+          + (f" ({view['reason']})" if view["reason"] else ""))
 
 
 def _shape_args(kind: str, args: dict[str, str]) -> dict[str, object]:
     """From flat ``KEY=VALUE`` pairs to the command's fields."""
-    if kind == "set-config":  # every pair is a setting
-        return {"settings": {k: _scalar(v) for k, v in args.items()}}
+    if kind == "set-config":  # every pair is a setting, read as its type
+        try:
+            return {"settings": screen_settings.from_text(args)}
+        except ProtocolError as exc:
+            fail(f"set-config: {exc.detail}")
     if kind == "assign" and "contact_staff" in args:  # comma separated
         return {**args, "contact_staff": [s.strip() for s in args["contact_staff"].split(",") if s.strip()]}
     return dict(args)
@@ -264,8 +318,7 @@ def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = Server.open(args.data, args.municipality, args.server_name,
-                         CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
+    server = _open(args, CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
     if args.oidc is not None:
         try:
             server.oidc = oidc.load_settings(args.oidc)
@@ -284,6 +337,52 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.stop(runners)
 
 
+def _open(args: argparse.Namespace, call_config: CallConfig = DEFAULT_CALL_CONFIG,
+          turn: TurnConfig | None = None) -> Server:
+    """The server's data directory and database, migrated; a database that cannot be opened ends it."""
+    try:
+        return Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
+                           getattr(args, "server_name", None), call_config, turn, database=args.database)
+    except (ValueError, StoreUnavailable) as exc:
+        fail(str(exc))
+
+
+def _passphrase(args: argparse.Namespace) -> bytes:
+    try:
+        text = args.passphrase_file.read_text() if args.passphrase_file else sys.stdin.read()
+    except OSError as exc:
+        fail(f"cannot read the passphrase: {exc}")
+    return text.splitlines()[0].encode() if text.strip() else b""
+
+
+def _restore(args: argparse.Namespace) -> None:
+    try:
+        sealed = args.backup.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read the backup: {exc}")
+    try:
+        manifest = backup.restore(sealed, _passphrase(args), args.data, args.database)
+    except backup.BackupError as exc:
+        fail(str(exc))
+    made = time.strftime("%Y-%m-%d %H:%M", time.localtime(manifest.created_at))
+    print(f"restored the backup of {made} into {args.data}; root CA SHA-256 {manifest.ca_sha256}. "
+          "Start the server where the units expect it (same name and port): they reconnect by themselves.")
+
+
+def _write_backup(args: argparse.Namespace, server: Server) -> None:
+    try:
+        sealed = backup.make_backup(server.data, server.store, server.authority.ca_fingerprint, _passphrase(args))
+    except backup.BackupError as exc:
+        fail(str(exc))
+    staged = args.out.with_name(args.out.name + ".partial")
+    try:
+        write_private(staged, sealed)
+        os.replace(staged, args.out)
+    except OSError as exc:
+        fail(f"cannot write the backup: {exc}")
+    print(f"wrote {args.out} ({len(sealed) // 1024} KiB); keep it and its passphrase apart")
+
+
 def main(argv: list[str] | None = None) -> None:
     os.umask(0o077)  # keys, database and provisioning files are for the server's owner only
     args = _parser().parse_args(argv)
@@ -291,8 +390,12 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         asyncio.run(_serve(args))
         return
-    server = Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
-                         getattr(args, "server_name", None))
+    if args.cmd == "restore":  # before anything is created in the data directory
+        _restore(args)
+        return
+    if args.cmd == "backup" and not (args.data / "ca.key").exists():
+        fail(f"no kiosk-server in {args.data} (run 'kiosk-server init', or 'kiosk-server restore' a backup)")
+    server = _open(args)
     actor = f"cli:{getpass.getuser()}"
     try:
         _run(args, server, actor)
@@ -305,6 +408,10 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
     store = server.store
     match args.cmd, getattr(args, "sub", None):
+        case "backup", _:
+            _write_backup(args, server)
+        case "db", "upgrade":
+            print(f"database schema at revision {migrate.current_of(store.engine)}")
         case "init", _:
             print(f"{server.authority.municipality}: root CA SHA-256 {server.authority.ca_fingerprint}")
         case "enroll-token", "create":
@@ -343,17 +450,15 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 print_json({"id": command.id, "state": "pending", "expires_at": command.expires_at})
             else:
                 print(command.id)
+        case "command", "screenshot":
+            command = commands.queue(store, server.authority, args.device_id, m.Screenshot(), actor, args.expires)
+            deadline = time.monotonic() + args.wait
+            while (row := store.command(command.id)) is not None and row.state in ("pending", "delivered") \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _show_command(store, command.id, args.json, args.png)
         case "command", "show":
-            row = store.command(args.command_id)
-            if row is None:
-                fail(f"no command {args.command_id}")
-            device = store.device(row.device_id)
-            view = commands.view(row, device.cert_pem if device else None)
-            if args.json:
-                print_json(view)
-            else:
-                print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}"
-                      + (f" ({view['reason']})" if view["reason"] else ""))
+            _show_command(store, args.command_id, args.json, args.png)
         case "user", "add":
             try:  # the name people log in with, and the audit log's actor: one format for both
                 msgspec.convert(args.username, api_schema.Name)
@@ -372,6 +477,17 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
             with store.tx() as conn:
                 teams.set_teams(conn, args.username, args.team)
             print(f"added {args.username} ({args.role}{''.join(f', {t}' for t in args.team)})")
+        case "user", "photo":
+            if (args.file is None) == (not args.remove):
+                fail("give a photo FILE, or --remove")
+            try:
+                photo = None if args.remove else photos.normalize(args.file.read_bytes())
+            except (OSError, photos.PhotoError) as exc:
+                fail(f"{args.file}: {exc}")
+            if not store.set_user_photo(args.username, photo, actor):
+                fail(f"no user {args.username}")
+            print(f"{args.username}: photo removed" if photo is None else
+                  f"{args.username}: photo stored ({len(photo)} bytes as shown on the screen)")
         case "user", "unlock":
             scopes = ([Scope("account", args.username)] if args.username else []) + (
                 [Scope("address", args.address)] if args.address else [])

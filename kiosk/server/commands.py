@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiosk.protocol import messages as m
-from kiosk.protocol import signing
+from kiosk.protocol import screen_settings, screenshot, signing
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
 from kiosk.server.store import CommandRow, Store
@@ -39,6 +39,11 @@ def parse_action(kind: str, args: dict[str, Any]) -> m.CommandAction:
 def queue(store: Store, authority: Authority, device_id: str, action: m.CommandAction,
           actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
     """Sign a command and store it as pending; the hub delivers it when the device is online."""
+    if isinstance(action, m.SetConfig):  # refused here, at once, rather than by the unit later
+        try:
+            screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
+        except ProtocolError as exc:
+            raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
     if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
         raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
     device = store.device(device_id)
@@ -73,19 +78,38 @@ def accept_result(store: Store, device_id: str, cert_pem: str, envelope: m.Signe
     row = store.command(result.command_id)
     if row is None or row.device_id != device_id:
         raise ProtocolError("unknown-command", f"no command {result.command_id} for this device")
+    refused = _refusal(result, row.kind)
     result_json = m.to_builtins(result)
+    outcome, reason = result.outcome, result.reason
+    if refused is not None:  # kept as proof of what the unit sent, without its unusable content
+        outcome, reason = "failed", f"the unit's result was refused: {refused.detail}"
+        result_json = {**result_json, "outcome": outcome, "reason": reason, "detail": {}}
     with store.tx() as conn:
-        fresh = store.finish_command(conn, result.command_id, result.outcome, result.reason,
-                                     m.encode(envelope), result_json)
+        fresh = store.finish_command(conn, result.command_id, outcome, reason, m.encode(envelope), result_json)
         if fresh:
-            action = "wipe-receipt" if result.kind == "wipe" and result.outcome == "ok" else "command-result"
+            action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
             if action == "wipe-receipt":
                 store.release_device(conn, device_id)
+            # A look at the screen: the citizen's answer is audited, the picture never is.
+            answer = {"answer": result.detail["answer"]} if row.kind == "screenshot" and outcome == "ok" else {}
             store.append_audit(conn, f"device:{device_id}", action, device_id, command_id=result.command_id,
-                               kind=result.kind, outcome=result.outcome, reason=result.reason,
+                               kind=result.kind, outcome=outcome, reason=reason,
                                receipt=result.detail if action == "wipe-receipt" else None,
-                               signature=envelope.signature.hex())
+                               signature=envelope.signature.hex(), **answer)
+    if refused is not None:
+        raise refused
     return result
+
+
+def _refusal(result: m.CommandResult, queued_kind: str) -> ProtocolError | None:
+    """Why a genuinely signed result still cannot be taken (its content breaks the rules), or None.
+    Judged by the kind the server queued, whatever kind the result claims."""
+    if queued_kind == "screenshot" and result.outcome == "ok":
+        try:
+            screenshot.read_result(result.detail)
+        except ProtocolError as exc:
+            return exc
+    return None
 
 
 def result_verified(row: CommandRow, cert_pem: str | None) -> bool:

@@ -23,12 +23,12 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import provisioning
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
-from kiosk.server import audit, auth, calls, commands, schedule
+from kiosk.server import audit, auth, calls, commands, photos, schedule
 from kiosk.server.ca import Authority
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, UserRow
+from kiosk.server.store import DeviceRow, Store, StoreUnavailable, UserRow
 
 Q = TypeVar("Q")
 
@@ -109,13 +109,13 @@ async def read_body(request: web.Request, body_type: Any) -> Any:
     return decode(body_type, await read_raw(request))
 
 
-async def read_raw(request: web.Request) -> bytes:
-    """The body, at most MAX_BODY_BYTES (413 beyond); an empty body is an empty object."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "oversized", f"request body over {MAX_BODY_BYTES} bytes")
+async def read_raw(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, at most ``limit`` bytes (413 beyond); an empty body is an empty object."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "oversized", f"request body over {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "oversized", f"request body over {limit} bytes")
     return raw or b"{}"
 
 
@@ -177,6 +177,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     except commands.CommandError as exc:
         return error(exc.status, exc.code, str(exc))
+    except StoreUnavailable as exc:  # nothing was saved, and the person is told so
+        response = error(503, "database-unavailable", str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
 
 
 def _audit_refusal(request: web.Request, user: UserRow, info: RouteInfo | None, exc: ApiError) -> None:
@@ -321,6 +325,24 @@ async def unlock(request: web.Request) -> web.StreamResponse:
     scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
     if not request.app[LOGIN_GUARD].unlock(scope, _actor(request)):
         raise ApiError(404, "not-held", "no failed logins on record for that")
+    return web.Response(status=204)
+
+
+#: A photo arrives as base64 in JSON: within the server's 1 MiB request limit.
+PHOTO_BODY_BYTES = 960 * 1024
+
+
+@route("PUT", "/api/users/{username}/photo", "users.manage",
+       "Set the photo the citizen's screen shows when this person calls (PNG, JPEG or WebP, made small)",
+       s.PhotoIn, status=204, errors=(404, 413))
+async def set_user_photo(request: web.Request) -> web.StreamResponse:
+    req = decode(s.PhotoIn, await read_raw(request, PHOTO_BODY_BYTES))
+    try:
+        photo = photos.normalize(req.image)
+    except photos.PhotoError as exc:
+        raise ApiError(400, "bad-photo", str(exc)) from None
+    if not request.app[STORE].set_user_photo(request.match_info["username"], photo, _actor(request)):
+        raise ApiError(404, "unknown-user", "no such user")
     return web.Response(status=204)
 
 

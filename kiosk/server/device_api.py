@@ -7,8 +7,11 @@ is missing, unknown, superseded or revoked, before the upgrade.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,11 +26,14 @@ from kiosk.server import ca, commands, enrollment
 from kiosk.server.ca import Authority
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DeviceLink, Hub
-from kiosk.server.store import Contended, Store, sha256_hex
+from kiosk.server.store import Contended, Store, StoreUnavailable, sha256_hex
 
 log = logging.getLogger("kiosk.server.devices")
 
 HEARTBEAT_INTERVAL_SECONDS = 30.0
+#: A result that could not be stored (the database did not answer) is tried again this often,
+#: while its unit stays connected; it is acknowledged only once stored, so the unit keeps it.
+RESULT_RETRY_SECONDS = 1.0
 #: Frames up to this size are read and, if over the protocol limit, refused with a reason
 #: while the connection stays; larger ones close the connection (aiohttp's own limit).
 WS_FRAME_LIMIT = 4 * 1024 * 1024
@@ -136,7 +142,11 @@ def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
     cert = x509.load_der_x509_certificate(der)
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     device_id = str(cn[0].value) if cn else ""
-    row = request.app[STORE].device(device_id)
+    try:
+        row = request.app[STORE].device(device_id)
+    except StoreUnavailable as exc:  # the unit tries again after its backoff; those connected stay
+        log.warning("device %s could not connect: %s", device_id, exc)
+        return error(503, "database-unavailable", "the server's database is not answering; try again shortly")
     if row is None or row.cert_serial != format(cert.serial_number, "x"):
         return error(403, "unknown-device", "this certificate is not registered")
     if row.revoked_at is not None:
@@ -164,16 +174,21 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
                          heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS))
     await hub.attach(link)
     log.info("device %s connected", device_id)
+    retries: set[asyncio.Task[None]] = set()
     try:
-        await hub.deliver_pending(device_id)
+        with _database_may_fail(device_id):  # the sweep delivers them once it answers again
+            await hub.deliver_pending(device_id)
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
-                await _handle(link, frame.data.encode(), hub, store, request.app[CALLS])
+                with _database_may_fail(device_id):
+                    await _handle(link, frame.data.encode(), hub, store, request.app[CALLS], retries)
             elif frame.type == WSMsgType.BINARY:
                 await send(m.Rejected(reason="malformed", detail="text frames only"))
             elif frame.type == WSMsgType.ERROR:
                 break
     finally:
+        for retry in retries:  # the unit keeps the result and sends it again when it reconnects
+            retry.cancel()
         # A unit that closed the connection itself (a close frame, whatever its code: its agent
         # stopping sends one) is gone; a connection that died without a word is held for the
         # grace period, since a 4G blink is not "offline".
@@ -182,7 +197,17 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: CallManager) -> None:
+@contextlib.contextmanager
+def _database_may_fail(device_id: str) -> Iterator[None]:
+    """A database that does not answer costs this message, never the unit's connection."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        log.warning("device %s: %s", device_id, exc)
+
+
+async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: CallManager,
+                  retries: set[asyncio.Task[None]]) -> None:
     try:
         message = m.DEVICE_TO_SERVER.decode(data)
     except ProtocolError as exc:
@@ -200,21 +225,40 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, store: Store, calls: 
             store.mark_delivered(command_id)
         case m.ResultDelivery(envelope=envelope):
             try:
-                result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
-            except ProtocolError as exc:
-                log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
-                await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False,
-                                            reason=exc.reason))
-                return
-            if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
-                link.state = commands.STATE_AFTER[result.kind]
-            hub.seen(link)
-            await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
+                await _accept_result(link, envelope, hub, store)
+            except StoreUnavailable as exc:
+                log.warning("device %s: its result waits (%s)", link.device_id, exc)
+                retry = asyncio.create_task(_accept_result_when_stored(link, envelope, hub, store))
+                retries.add(retry)
+                retry.add_done_callback(retries.discard)
         case m.Rejected(reason=reason):
             log.info("device %s rejected a server message: %s", link.device_id, reason)
         case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
             hub.seen(link)
             await calls.from_device(link.device_id, message)
+
+
+async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, store: Store) -> None:
+    """Store a verified result, then acknowledge it: the unit keeps it until it hears so."""
+    try:
+        result = commands.accept_result(store, link.device_id, link.cert_pem, envelope)
+    except ProtocolError as exc:
+        log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
+        await link.send(m.ResultAck(command_id=_claimed_command_id(envelope), accepted=False, reason=exc.reason))
+        return
+    if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
+        link.state = commands.STATE_AFTER[result.kind]
+    hub.seen(link)
+    await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
+
+
+async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, store: Store) -> None:
+    while True:
+        await asyncio.sleep(RESULT_RETRY_SECONDS)
+        with contextlib.suppress(StoreUnavailable):
+            await _accept_result(link, envelope, hub, store)
+            log.info("device %s: its result is stored now", link.device_id)
+            return
 
 
 def _claimed_command_id(envelope: m.SignedEnvelope) -> str:

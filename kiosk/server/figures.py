@@ -29,7 +29,16 @@ from sqlalchemy.engine import Connection
 
 from kiosk.protocol.call import EndReason
 from kiosk.server import teams
-from kiosk.server.store import Store, calls, care_team, citizens, metadata, visits
+from kiosk.server.store import (
+    Store,
+    calls,
+    care_team,
+    citizens,
+    figures_calls,
+    figures_counted,
+    user_teams,
+    visits,
+)
 
 Period = Literal["day", "week", "month"]
 Cell = int | Literal["< 5"]
@@ -44,21 +53,6 @@ MADE, UNANSWERED = "made", "unanswered"
 FAILURE_CAUSES: tuple[str, ...] = tuple(r.value for r in EndReason if r not in (
     EndReason.HUNG_UP_BY_STAFF, EndReason.HUNG_UP_BY_CITIZEN, EndReason.CONNECTION_LOST, EndReason.NOT_ANSWERED))
 
-figures_calls = sa.Table(
-    "figures_calls", metadata,  # finished days, counted once
-    sa.Column("day", sa.String(10), primary_key=True),  # local date, ISO
-    sa.Column("week", sa.String(8), nullable=False),  # its ISO week and its month: the rows of a
-    sa.Column("month", sa.String(7), nullable=False),  # week or month are summed by the database
-    sa.Column("team", sa.String(64), primary_key=True),
-    sa.Column("outcome", sa.String(32), primary_key=True),  # made, unanswered, or a failure cause
-    sa.Column("calls", sa.Integer, nullable=False),
-    sa.Column("talk_seconds", sa.Float, nullable=False),
-)
-figures_counted = sa.Table(
-    "figures_counted", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),  # one row
-    sa.Column("through_day", sa.String(10), nullable=False),  # days up to and including this are counted
-)
 
 
 def outcome(end_reason: str, connected_at: float | None) -> str:
@@ -152,7 +146,7 @@ def figures(store: Store, period: Period, start: date, end: date, tz: tzinfo = T
     live_from = today - timedelta(days=1)  # a call placed before midnight may end after it
     _count_finished_days(store, live_from, tz)
     tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         team_of = teams.team_map(conn)
         column = figures_calls.c[period]
         q = (sa.select(column, figures_calls.c.team, figures_calls.c.outcome, sa.func.sum(figures_calls.c.calls),
@@ -192,7 +186,7 @@ def _count_calls(conn: Connection, team_of: dict[str, tuple[str, ...]], start: d
 
 def _count_finished_days(store: Store, before: date, tz: tzinfo) -> None:
     """Count every day before ``before`` not counted yet into figures_calls (once; kept)."""
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         through = conn.execute(sa.select(figures_counted.c.through_day)).scalar()
     if through is not None and date.fromisoformat(through) >= before - timedelta(days=1):
         return  # the common case: nothing new, no write lock
@@ -251,10 +245,10 @@ def _citizens_with_unit(conn: Connection) -> dict[str, Cell]:
     has_unit = citizens.c.device_id.is_not(None)
     total = conn.execute(sa.select(sa.func.count()).select_from(citizens).where(has_unit)).scalar() or 0
     per_team = conn.execute(
-        sa.select(teams.user_teams.c.team, sa.func.count(sa.distinct(citizens.c.id)))
-        .join(care_team, care_team.c.username == teams.user_teams.c.username)
+        sa.select(user_teams.c.team, sa.func.count(sa.distinct(citizens.c.id)))
+        .join(care_team, care_team.c.username == user_teams.c.username)
         .join(citizens, citizens.c.id == care_team.c.citizen_id)
-        .where(has_unit).group_by(teams.user_teams.c.team))
+        .where(has_unit).group_by(user_teams.c.team))
     return {ALL_TEAMS: small(total)} | {team: small(n) for team, n in per_team}
 
 

@@ -25,7 +25,7 @@ from typing import Final
 
 from kiosk.protocol import messages as m
 from kiosk.protocol.machine import Clock
-from kiosk.server.store import Store
+from kiosk.server.store import Store, StoreUnavailable
 
 log = logging.getLogger("kiosk.server.hub")
 
@@ -170,10 +170,14 @@ class Hub:
         for link in list(self.links.values()):
             self.detach(link, grace=False)
             await link.close()
-        self.flush_seen()
+        try:
+            self.flush_seen()
+        except StoreUnavailable as exc:  # "online" flags stay as they were; the next start corrects them
+            log.warning("at stop: %s", exc)
 
     async def _sweep_forever(self) -> None:
         last_flush = time.monotonic()
+        database_down = False
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
             try:
@@ -181,6 +185,13 @@ class Hub:
                 if time.monotonic() - last_flush > SEEN_FLUSH_SECONDS:
                     self.flush_seen()
                     last_flush = time.monotonic()
+                if database_down:
+                    log.warning("the database answers again; queued commands go out now")
+                    database_down = False
+            except StoreUnavailable as exc:  # said once, in plain words, and tried again every sweep
+                if not database_down:
+                    log.error("%s; connected units stay connected, commands wait in the database", exc)
+                    database_down = True
             except Exception:  # a bad sweep must not stop future ones
                 log.exception("sweep failed")
 
@@ -200,4 +211,8 @@ class Hub:
 
     def flush_seen(self) -> None:
         dirty, self._dirty_seen = self._dirty_seen, {}
-        self.store.record_seen(dirty)
+        try:
+            self.store.record_seen(dirty)
+        except StoreUnavailable:
+            self._dirty_seen = {**dirty, **self._dirty_seen}  # written at the next flush; newer news wins
+            raise

@@ -17,17 +17,7 @@ from sqlalchemy.engine import Connection
 from kiosk.protocol.machine import Clock
 from kiosk.server import lockout
 from kiosk.server.lockout import Backoff, Policy
-from kiosk.server.store import Store, metadata
-
-login_backoff = sa.Table(
-    "login_backoff", metadata,
-    # "address:<ip>" or "account:<user name>"; only names of existing accounts are ever kept
-    sa.Column("key", sa.String(120), primary_key=True),
-    sa.Column("failures", sa.Integer, nullable=False),
-    sa.Column("blocked_until", sa.Float, nullable=False),
-    sa.Column("last_attempt", sa.Float, nullable=False),
-)
-
+from kiosk.server.store import Store, login_backoff
 
 ScopeKind = Literal["address", "account"]
 
@@ -68,7 +58,6 @@ class MustWait:
 class LoginGuard:
     def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store, self.clock = store, clock or store.clock
-        login_backoff.create(store.engine, checkfirst=True)
 
     def admit(self, address: str, account: str | None) -> MustWait | None:
         """Count an attempt against the address, then the account; or say who must wait.

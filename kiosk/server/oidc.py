@@ -38,7 +38,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from kiosk.server import auth, teams
-from kiosk.server.store import Store, metadata, users
+from kiosk.server.store import Store, oidc_identities, oidc_pending, users
 
 #: how long a person may take at the provider's login page
 PENDING_SECONDS = 600.0
@@ -49,20 +49,6 @@ HTTP_TIMEOUT = 10.0
 NO_PASSWORD = "!oidc"
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 
-oidc_pending = sa.Table(
-    "oidc_pending", metadata,  # logins between the redirect to the provider and its answer
-    sa.Column("state_hash", sa.String(64), primary_key=True),
-    sa.Column("browser_hash", sa.String(64), nullable=False),
-    sa.Column("code_verifier", sa.String(128), nullable=False),
-    sa.Column("nonce", sa.String(64), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-)
-oidc_identities = sa.Table(
-    "oidc_identities", metadata,  # which account each person at the provider has here
-    sa.Column("issuer", sa.String(200), primary_key=True),
-    sa.Column("subject", sa.String(255), primary_key=True),
-    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False, unique=True),
-)
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -165,8 +151,6 @@ class Provider:
         self._metadata: dict[str, Any] = {}
         self._keys: KeySet | None = None
         self._fetched_at = -DISCOVERY_SECONDS
-        oidc_pending.create(store.engine, checkfirst=True)
-        oidc_identities.create(store.engine, checkfirst=True)
 
     def _client(self) -> AsyncOAuth2Client:
         verify: ssl.SSLContext | bool = True

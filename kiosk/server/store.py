@@ -1,8 +1,13 @@
 """The server's storage: one small interface over SQLAlchemy Core.
 
-SQLite (WAL) is the embedded default; the same tables run on PostgreSQL by passing a
-different URL. Both the running server and the CLI open the same database, so every
-write happens in a short transaction that takes the write lock up front.
+SQLite (WAL) is the embedded default; the same tables run on PostgreSQL (psycopg 3) when
+given a ``postgresql://`` URL. Both the running server and the CLI open the same database,
+so every write happens in a short transaction that takes the write lock up front (SQLite)
+or the locks its rows need (PostgreSQL). The schema is Alembic's (kiosk.server.migrate),
+brought up to date whenever a store opens.
+
+A database that cannot be reached raises :class:`StoreUnavailable`, whose message says so
+in plain words; nothing is acknowledged to anyone in that case, and the caller may retry.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
 from kiosk.protocol.machine import Clock, Transition
+from kiosk.server import migrate
 from kiosk.server.audit import AuditEntry, checked, is_account
 
 metadata = sa.MetaData()
@@ -105,6 +111,13 @@ users = sa.Table(
     sa.Column("display_name", sa.String(100)),  # shown on the citizen's screen when this person calls
 )
 
+user_photos = sa.Table(  # shown on the citizen's ringing screen when this person calls
+    "user_photos", metadata,
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+    sa.Column("png", sa.LargeBinary, nullable=False),  # made by kiosk.server.photos.normalize
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 citizens = sa.Table(
     "citizens", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -166,6 +179,55 @@ visits = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+login_backoff = sa.Table(
+    "login_backoff", metadata,  # kiosk.server.login_guard's memory of failed logins
+    # "address:<ip>" or "account:<user name>"; only names of existing accounts are ever kept
+    sa.Column("key", sa.String(120), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("blocked_until", sa.Float, nullable=False),
+    sa.Column("last_attempt", sa.Float, nullable=False),
+)
+
+# ----------------------- the console's people and figures (kiosk.server.teams, .figures, .oidc)
+user_teams = sa.Table(
+    "user_teams", metadata,
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+    sa.Column("team", sa.String(64), primary_key=True, index=True),
+)
+
+figures_calls = sa.Table(
+    "figures_calls", metadata,  # finished days, counted once
+    sa.Column("day", sa.String(10), primary_key=True),  # local date, ISO
+    sa.Column("week", sa.String(8), nullable=False),  # its ISO week and its month: the rows of a
+    sa.Column("month", sa.String(7), nullable=False),  # week or month are summed by the database
+    sa.Column("team", sa.String(64), primary_key=True),
+    sa.Column("outcome", sa.String(32), primary_key=True),  # made, unanswered, or a failure cause
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("talk_seconds", sa.Float, nullable=False),
+)
+
+figures_counted = sa.Table(
+    "figures_counted", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # one row
+    sa.Column("through_day", sa.String(10), nullable=False),  # days up to and including this are counted
+)
+
+oidc_pending = sa.Table(
+    "oidc_pending", metadata,  # logins between the redirect to the provider and its answer
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("browser_hash", sa.String(64), nullable=False),
+    sa.Column("code_verifier", sa.String(128), nullable=False),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+oidc_identities = sa.Table(
+    "oidc_identities", metadata,  # which account each person at the provider has here
+    sa.Column("issuer", sa.String(200), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False, unique=True),
+)
+
 #: What the command lifecycle (kiosk.protocol.command_lifecycle) needs of a stored command.
 _LIFE_COLUMNS = (commands.c.state, commands.c.expires_at, commands.c.delivered_at, commands.c.finished_at)
 
@@ -182,8 +244,15 @@ SESSION_TOUCH_SECONDS = 60.0
 
 
 
+_AUDIT_LOCK = 0x61756469740A  # PostgreSQL advisory lock held while appending to the audit chain
+
+
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+class StoreUnavailable(Exception):
+    """The database did not answer (down, restarting, unreachable); nothing was written."""
 
 
 class Contended(Exception):
@@ -339,25 +408,79 @@ def _audit_hash(prev: str, at: float, actor: str, action: str, device_id: str | 
     return sha256_hex(body)
 
 
+def database_url(url: str | None, directory: Path) -> sa.URL:
+    """The URL to open: SQLite in the data directory unless a PostgreSQL URL is given.
+
+    ``postgresql://`` means psycopg 3 (SQLAlchemy's own default, psycopg2, is not used).
+    A password is best kept out of the URL: libpq reads ``PGPASSFILE`` (~/.pgpass).
+    """
+    if url is None:
+        return sa.make_url(f"sqlite:///{directory / 'kiosk.db'}")
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"--database takes a postgresql:// or sqlite:/// URL, got {parsed.get_backend_name()}://")
+    return parsed
+
+
+def _engine(url: sa.URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url)
+        _sqlite_pragmas(engine)
+        return engine
+    # pre-ping: a connection left from before a PostgreSQL restart is replaced, not handed out
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5,
+                            connect_args={"connect_timeout": 5, "application_name": "kiosk-server"})
+
+
+def _where(url: sa.URL) -> str:
+    """The database named for people, without its password."""
+    return url.render_as_string(hide_password=True).replace("+psycopg", "")
+
+
 class Store:
-    def __init__(self, url: str, clock: Clock = time.time) -> None:
+    def __init__(self, url: str | sa.URL, clock: Clock = time.time) -> None:
         self.clock = clock
-        self.engine: Engine = sa.create_engine(url, future=True)
-        if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
-        metadata.create_all(self.engine)
+        self.url = sa.make_url(url)
+        self.engine: Engine = _engine(self.url)
+        with self._reachable():
+            migrate.upgrade(self.engine)
 
     @classmethod
-    def in_directory(cls, directory: Path, clock: Clock = time.time) -> Store:
-        return cls(f"sqlite:///{directory / 'kiosk.db'}", clock)
+    def in_directory(cls, directory: Path, clock: Clock = time.time, database: str | None = None) -> Store:
+        return cls(database_url(database, directory), clock)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn a lost or refused database connection into :class:`StoreUnavailable`."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            lost = exc.connection_invalidated or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+            if not lost:
+                raise
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise StoreUnavailable(f"the database {_where(self.url)} is not answering ({reason}); "
+                                   "nothing was saved, try again in a moment") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading (on SQLite it takes no lock)."""
+        with self._reachable(), self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction: it takes SQLite's write lock at BEGIN (reads do not)."""
-        with self.engine.connect() as conn:
+        with self._reachable(), self.engine.connect() as conn:
             conn = conn.execution_options(immediate=True)
             with conn.begin():
                 yield conn
@@ -373,6 +496,8 @@ class Store:
         actor that names an account must name one that exists: a name typed by a stranger
         never gets in. Breaking either is a bug of ours and raises ValueError.
         """
+        if conn.dialect.name == "postgresql":  # one writer at a time extends the chain (SQLite: the write lock)
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_AUDIT_LOCK)))
         prev = conn.execute(sa.select(audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).scalar()
         at = self.clock()
         text = json.dumps(detail, sort_keys=True, default=str)
@@ -397,7 +522,7 @@ class Store:
             q = q.where(audit.c.at >= since)
         if until < math.inf:
             q = q.where(audit.c.at < until)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(q).all()
         return [AuditEntry(r.seq, r.at, r.actor, r.action, r.device_id, json.loads(r.detail), r.hash)
                 for r in reversed(rows)]
@@ -411,7 +536,7 @@ class Store:
         prev, count = "", 0
         columns = (audit.c.seq, audit.c.at, audit.c.actor, audit.c.action, audit.c.device_id, audit.c.detail,
                    audit.c.hash)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             for seq, at, actor, action, device_id, detail, entry_hash in conn.execute(
                     sa.select(*columns).order_by(audit.c.seq)):
                 count += 1
@@ -485,7 +610,7 @@ class Store:
              .join(enroll_tokens, enroll_tokens.c.token_hash == enrollment_holds.c.token_hash)
              .where(enrollment_holds.c.state != "enrolled")
              .order_by(enrollment_holds.c.requested_at))
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [(HoldRow(**{c.name: r._mapping[c] for c in enrollment_holds.c}),
                      TokenRow(**{c.name: r._mapping[c] for c in enroll_tokens.c})) for r in conn.execute(q)]
 
@@ -502,16 +627,16 @@ class Store:
         q = sa.select(devices).where(devices.c.id == device_id)
         if conn is not None:
             return _maybe(DeviceRow, conn.execute(q).first())
-        with self.engine.connect() as own:
+        with self.read() as own:
             return _maybe(DeviceRow, own.execute(q).first())
 
     def devices(self) -> list[DeviceRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(DeviceRow, r) for r in conn.execute(sa.select(devices).order_by(devices.c.enrolled_at))]
 
     def revoked_since(self, since: float) -> list[str]:
         """Ids of devices revoked at or after ``since`` (the CLI may revoke from another process)."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return list(conn.execute(sa.select(devices.c.id).where(devices.c.revoked_at >= since)).scalars())
 
     def revoke_device(self, device_id: str, actor: str) -> bool:
@@ -534,6 +659,11 @@ class Store:
                 [{"b_id": d, "b_seen": t, "b_state": st, "b_online": on} for d, (t, st, on) in seen.items()],
             )
 
+    def forget_online(self) -> None:
+        """Every unit offline until it connects: for a database that held no live connections."""
+        with self.tx() as conn:
+            conn.execute(devices.update().where(devices.c.online).values(online=False))
+
     # ------------------------------------------------------------------ commands
     def add_command(self, conn: Connection, command_id: str, device_id: str, kind: str,
                     envelope: bytes, created_by: str, expires_at: float) -> None:
@@ -543,7 +673,7 @@ class Store:
         ))
 
     def command(self, command_id: str) -> CommandRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CommandRow, conn.execute(sa.select(commands).where(commands.c.id == command_id)).first())
 
 
@@ -553,7 +683,7 @@ class Store:
         q = sa.select(commands).where(commands.c.state.in_(sorted(lifecycle.DELIVERABLE)), commands.c.expires_at > now)
         if device_id is not None:
             q = q.where(commands.c.device_id == device_id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = [_from_row(CommandRow, r) for r in conn.execute(q.order_by(commands.c.created_at))]
         return [row for row in rows if row.life.deliverable(now)]
 
@@ -588,7 +718,7 @@ class Store:
         """Open commands past their expiry become 'expired'; returns their ids."""
         due = sa.select(commands.c.id).where(commands.c.state.in_(sorted(lifecycle.OPEN)),
                                              commands.c.expires_at <= self.clock())
-        with self.engine.connect() as conn:  # the common case, nothing due, takes no write lock
+        with self.read() as conn:  # the common case, nothing due, takes no write lock
             if conn.execute(due.limit(1)).first() is None:
                 return []
         expired = []
@@ -617,8 +747,25 @@ class Store:
             self.append_audit(conn, actor, "user-added", user=username, role=role)
 
     def user(self, username: str) -> UserRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(UserRow, conn.execute(sa.select(users).where(users.c.username == username)).first())
+
+    def set_user_photo(self, username: str, photo: bytes | None, actor: str) -> bool:
+        """Store (or, with None, remove) a person's photo; False if there is no such person."""
+        with self.tx() as conn:
+            if conn.execute(sa.select(users.c.username).where(users.c.username == username)).first() is None:
+                return False
+            conn.execute(user_photos.delete().where(user_photos.c.username == username))
+            if photo is not None:
+                conn.execute(user_photos.insert().values(username=username, png=photo, updated_at=self.clock()))
+            self.append_audit(conn, actor, "user-photo-set" if photo is not None else "user-photo-removed",
+                              user=username, bytes=len(photo) if photo is not None else 0)
+        return True
+
+    def user_photo(self, username: str) -> bytes | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(user_photos.c.png).where(user_photos.c.username == username)).scalar()
+        return bytes(found) if found is not None else None
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         with self.tx() as conn:
@@ -640,7 +787,7 @@ class Store:
         A session found idle is ended for good.
         """
         now, token_hash = self.clock(), sha256_hex(token)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             row = conn.execute(
                 sa.select(users, sessions.c.last_used).join(sessions, sessions.c.username == users.c.username)
                 .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now)
@@ -669,18 +816,18 @@ class Store:
         return citizen_id
 
     def citizen(self, citizen_id: str) -> CitizenRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CitizenRow, conn.execute(sa.select(citizens).where(citizens.c.id == citizen_id)).first())
 
     def citizens_of(self, username: str, everyone: bool) -> list[CitizenRow]:
         q = sa.select(citizens).order_by(citizens.c.name)
         if not everyone:
             q = q.join(care_team, care_team.c.citizen_id == citizens.c.id).where(care_team.c.username == username)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(CitizenRow, r) for r in conn.execute(q)]
 
     def may_call(self, username: str, citizen_id: str) -> bool:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return conn.execute(sa.select(care_team).where(
                 care_team.c.username == username, care_team.c.citizen_id == citizen_id)).first() is not None
 
@@ -693,12 +840,12 @@ class Store:
         conn.execute(visits.insert().values(**dataclasses.asdict(row)))
 
     def visit(self, visit_id: str) -> VisitRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(VisitRow, conn.execute(sa.select(visits).where(visits.c.id == visit_id)).first())
 
     def visits_of(self, citizen_id: str) -> list[VisitRow]:
         q = sa.select(visits).where(visits.c.citizen_id == citizen_id).order_by(visits.c.at, visits.c.id)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(VisitRow, r) for r in conn.execute(q)]
 
     def move_visit(self, conn: Connection, visit_id: str, at: float) -> None:
@@ -713,7 +860,7 @@ class Store:
             conn.execute(live_calls.insert().values(**dataclasses.asdict(row)))
 
     def live_call_rows(self) -> list[LiveCallRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(LiveCallRow, r) for r in conn.execute(sa.select(live_calls))]
 
     def add_call_record(self, record: CallRow) -> None:
@@ -732,11 +879,11 @@ class Store:
                                      .values({column: json.dumps(quality)})).rowcount)
 
     def call_record(self, call_id: str) -> CallRow | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CallRow, conn.execute(sa.select(calls).where(calls.c.id == call_id)).first())
 
     def call_records(self, limit: int = 200) -> list[CallRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(sa.select(calls).order_by(calls.c.placed_at.desc()).limit(limit))
             return [_from_row(CallRow, r) for r in rows]
 

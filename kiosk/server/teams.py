@@ -13,16 +13,11 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from kiosk.server.store import Store, metadata
+from kiosk.server.store import Store, user_teams
 
 #: a team's name, as the console shows it
 TEAM_PATTERN = r"^[\w .,&/()-]{1,64}$"
 
-user_teams = sa.Table(
-    "user_teams", metadata,
-    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
-    sa.Column("team", sa.String(64), primary_key=True, index=True),
-)
 
 
 def set_teams(conn: Connection, username: str, teams: Iterable[str]) -> None:
@@ -34,7 +29,7 @@ def set_teams(conn: Connection, username: str, teams: Iterable[str]) -> None:
 
 
 def teams_of(store: Store, username: str) -> list[str]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return list(conn.execute(sa.select(user_teams.c.team).where(user_teams.c.username == username)
                                  .order_by(user_teams.c.team)).scalars())
 

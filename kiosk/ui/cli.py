@@ -35,6 +35,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 import kiosk
 from kiosk.protocol.agent_socket import socket_path
 from kiosk.ui import controller as ui
@@ -44,8 +46,9 @@ from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
 from kiosk.ui.controller import Screen
 from kiosk.ui.i18n import LANGUAGES
 from kiosk.ui.recorder import ScreenRecorder
+from kiosk.ui.screen_capture import capture_window_png
 from kiosk.ui.session import Effects, UiSession, local_wall_clock
-from kiosk.ui.settings import button_map, load_settings
+from kiosk.ui.settings import SettingsWatch, button_map
 from kiosk.ui.sound import Speaker
 
 log = logging.getLogger("kiosk.ui")
@@ -146,12 +149,14 @@ async def run_headless(state: Path, headless: HeadlessScreen, *, demo_media: boo
                        on_video_frame: VideoSink | None = None) -> int:
     """The headless screen until SIGINT or SIGTERM. ``on_screen`` replaces printing the
     screens (the call benchmark's probe screen adds its clock readings that way)."""
+    watch = SettingsWatch(state)
     session = UiSession(
         AgentClient(socket_path(state)),
         lambda: open_device_media(demo=demo_media),
         on_screen=on_screen or headless.show,
         on_video_frame=on_video_frame,
-        settings=load_settings(state),
+        settings=watch.load(),
+        settings_changed=watch.changed,
     )
     headless.session = session
     loop = asyncio.get_running_loop()
@@ -169,19 +174,22 @@ async def run_screen(args: argparse.Namespace, *,
                      started: Callable[[Any, UiSession], Awaitable[None]] | None = None,
                      wall_clock: Callable[[], float] | None = None,
                      open_media: MediaOpener | None = None,
-                     serial: str | None = None) -> int:
+                     serial: str | None = None,
+                     clock: Callable[[], float] | None = None) -> int:
     """The full-screen app and the session on one loop, until SIGTERM (or ``started`` returns).
 
     ``started(app, session)`` runs beside them (tests drive the screen with it);
-    ``wall_clock`` replaces ``time.time`` and ``serial`` the hardware's (fixed in screenshot tests)."""
+    ``wall_clock`` replaces ``time.time``, ``clock`` the session's monotonic clock (time travel
+    in tests) and ``serial`` the hardware's (fixed in screenshot tests)."""
     from kiosk.ui.app import configure, make_app
 
     configure(args.size)
     quiet_libraries(args.log_level)  # again: Kivy's logger took over the root logger
     state: Path = args.state
-    settings = load_settings(state, serial)
+    watch = SettingsWatch(state, serial)
+    settings = watch.load()
     if args.language:
-        settings = replace(settings, language=args.language)
+        settings = msgspec.structs.replace(settings, language=args.language)
 
     def context(post: Callable[[ui.Event], None]) -> Any:
         from kiosk.ui.screens import Context
@@ -209,6 +217,11 @@ async def run_screen(args: argparse.Namespace, *,
 
     def show(screen: Screen) -> None:
         log.info("screen %s", json.dumps(screen.log_record(), ensure_ascii=False))  # nothing personal in it
+        wanted = session.state.settings
+        if (wanted.language, wanted.font_scale) != (app.ctx.language, app.ctx.sizes.font_scale):
+            from kiosk.ui.widgets import Sizes  # staff changed them: the words and sizes follow at once
+
+            app.ctx = replace(app.ctx, language=wanted.language, sizes=Sizes(wanted.font_scale))
         app.show(screen)
         autopilot.show(screen)
 
@@ -217,7 +230,8 @@ async def run_screen(args: argparse.Namespace, *,
                         open_media or (lambda: open_device_media(demo=args.demo_media)),
                         on_screen=show, on_video_frame=shower("video"), on_self_frame=shower("self_view"),
                         audio_sink=speaker.new_sink, effects=speaker.effects(Effects()), settings=settings,
-                        read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock)
+                        read_wall_clock=(lambda: local_wall_clock(wall_clock())) if wall_clock else local_wall_clock,
+                        clock=clock or time.monotonic, capture=capture_window_png, settings_changed=watch.changed)
     app.post_event = session.post
     autopilot.session = session
     if args.screenshots is not None and started is None:

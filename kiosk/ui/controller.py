@@ -29,12 +29,16 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeAlias
 
+import msgspec
+
 from kiosk.protocol import call as c
 from kiosk.protocol import machine
 from kiosk.protocol import messages as m
 from kiosk.protocol.machine import Transition
+from kiosk.protocol.screen_settings import VOLUME_STEPS, ScreenSettings
 
 __all__ = [
+    "VOLUME_STEPS",
     "AcceptAnswer",
     "Action",
     "AgentConnected",
@@ -45,7 +49,6 @@ __all__ = [
     "Chime",
     "ClosePeer",
     "ConsentAnswered",
-    "ConsentAsked",
     "ConsentGiven",
     "CornerHeld",
     "Event",
@@ -96,8 +99,6 @@ SETUP_SECONDS: Final = 600.0
 REMINDER_AFTER_SECONDS: Final = 300.0
 #: A touch on the dark night screen shows it this long (wall-clock seconds).
 WOKEN_SECONDS: Final = 60.0
-#: Volume steps (0 is silent); the sound layer maps them onto its range (>= 18 dB).
-VOLUME_STEPS: Final = 10
 
 ScreenName: TypeAlias = Literal[
     "starting", "offline", "not-ready", "awaiting-approval", "ready", "idle", "reminder", "ringing",
@@ -106,7 +107,7 @@ ScreenName: TypeAlias = Literal[
 AgentLink: TypeAlias = Literal["connecting", "up", "down"]
 PeerStage: TypeAlias = Literal["none", "starting", "offered", "accepted"]
 SetupPageName: TypeAlias = Literal["menu", "network", "volume", "test-call", "info"]
-ConsentAnswer: TypeAlias = Literal["yes", "no", "no-answer"]
+ConsentAnswer: TypeAlias = m.LookAnswer
 
 #: The device states that are not "in service", and their screens. "awaiting-approval"
 #: is the state the enrollment work adds for a unit the municipality has not approved yet.
@@ -214,13 +215,6 @@ class VolumeStep:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsentAsked:
-    """Support asks to see the screen (the agent passes the signed command on)."""
-
-    request_id: str
-
-
-@dataclass(frozen=True, slots=True)
 class ConsentAnswered:
     """The citizen pressed Ja or Nej."""
 
@@ -262,10 +256,12 @@ class SettingsChanged:
 LocalEvent: TypeAlias = (
     AgentConnected | AgentLost | AnswerPressed | HangUpPressed | OfferReady | MediaUp | MediaDown
     | LinkChanged | QualityReady | TimePassed | WallClock | CameraToggled | MicrophoneToggled | VolumeStep
-    | ConsentAsked | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
+    | ConsentAnswered | CornerHeld | PinEntered | SetupPage | SetupClosed | SettingsChanged
     | WakeTouched
 )
-Event: TypeAlias = LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded
+Event: TypeAlias = (
+    LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded | m.ScreenshotRequest
+)
 
 
 # --- actions out ---------------------------------------------------------------
@@ -344,7 +340,8 @@ class StopRinging:
 
 @dataclass(frozen=True, slots=True)
 class ConsentGiven:
-    """The citizen's answer to a request to see the screen (the agent signs it as the result)."""
+    """The citizen's answer to a request to see the screen (the agent signs it as the result);
+    ``unassigned`` when nobody lives with the unit and so nobody was asked."""
 
     request_id: str
     answer: ConsentAnswer
@@ -381,20 +378,11 @@ class CallView:
         return self.end_reason is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The unit's screen settings (from the state directory's ui.json; later set by the server)."""
+class Settings(ScreenSettings, frozen=True):
+    """The screen's settings (:class:`~kiosk.protocol.screen_settings.ScreenSettings`, from the
+    agent's ui.json) and the unit's serial number, which the *not ready* screen shows."""
 
     serial: str = "?"
-    language: str = "da"
-    font_scale: float = 1.0
-    night_start_hour: int = 22  # the display sleeps from here ...
-    night_end_hour: int = 7  # ... to here (local time), waking only for a call
-    reminder_minutes: int = 5
-    staff_pin: str | None = None  # None: no PIN set, the setup cannot be opened
-    volume: int = 6
-    answer_keys: tuple[str, ...] = ()  # evdev key names of physical answer buttons; () the defaults
-    hang_up_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +463,7 @@ class Screen:
     wrong_pins: int = 0
     serial: str = ""
     link: str | None = None  # in a call: "poor" or "lost" shows the notice; None: all is well
+    caller_photo: bytes | None = field(default=None, repr=False)  # ringing: the caller's PNG, if they gave one
 
     def log_record(self) -> dict[str, Any]:
         """One JSON-able line for logs and the headless CLI: no citizen data, no SDP."""
@@ -527,6 +516,7 @@ def screen(state: UiState) -> Screen:
             microphone_on=view.microphone_on,
             volume=settings.volume if name == "in-call" else 0,
             link=view.link if view.link != "good" and not view.ended else None,
+            caller_photo=view.ring.caller_photo if name == "ringing" else None,
         )
     if state.consent is not None:
         return Screen("consent")
@@ -720,15 +710,19 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             level = min(VOLUME_STEPS, max(0, state.settings.volume + (1 if delta > 0 else -1 if delta < 0 else 0)))
             if level == state.settings.volume:
                 return Transition(state)
-            return Transition(replace(state, settings=replace(state.settings, volume=level)), (SetVolume(level),))
-        case ConsentAsked(request_id=request_id):
+            return Transition(replace(state, settings=msgspec.structs.replace(state.settings, volume=level)),
+                              (SetVolume(level),))
+        case m.ScreenshotRequest(request_id=request_id, ask_consent=False):
+            return Transition(state, (ConsentGiven(request_id, "unassigned"),))
+        case m.ScreenshotRequest(request_id=request_id):  # support asks to see the screen: the citizen first
             return _consent_asked(state, request_id, now)
         case ConsentAnswered(yes=yes):
             return _consent_answered(state, "yes" if yes else "no")
         case CornerHeld() | PinEntered() | SetupPage() | SetupClosed():
             return _setup(state, event, now)
-        case SettingsChanged(settings=settings):
-            return Transition(replace(state, settings=settings))
+        case SettingsChanged(settings=settings):  # staff changed them (set-config): the volume follows
+            volume = (SetVolume(settings.volume),) if settings.volume != state.settings.volume else ()
+            return Transition(replace(state, settings=settings), volume)
         case WakeTouched():
             if state.wall is None:
                 return Transition(state)

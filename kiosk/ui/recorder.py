@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kiosk.ui.screen_capture import redrawn
+
 #: How often the recorder looks for a new screen: a screen change is rare and a
 #: picture taken 0.1 s late shows the same thing.
 POLL_SECONDS = 0.1
@@ -39,7 +41,7 @@ class ScreenRecorder:
             # Two swaps after the screen was built: a label draws its text on the frame
             # after the text is set, however slow the machine is.
             for _ in range(2):
-                await _swapped(Window)
+                await redrawn(Window, timeout=None)
             self.count += 1
             path = self.out / f"{self.count:02d}-{shown.name}.png"
             written = Window.screenshot(name=str(path))
@@ -58,17 +60,3 @@ async def _video_shown(app: Any, call_id: str | None) -> None:
         if video is None or shown is None or shown.call_id != call_id or video.frames_shown >= 10:
             return
         await asyncio.sleep(POLL_SECONDS)
-
-
-async def _swapped(window: Any) -> None:
-    done = asyncio.Event()
-
-    def flipped(*_args: Any) -> None:
-        done.set()
-
-    window.bind(on_flip=flipped)
-    try:
-        window.canvas.ask_update()
-        await done.wait()
-    finally:
-        window.unbind(on_flip=flipped)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,17 @@ from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
 from kivy.uix.widget import Widget
 
+from kiosk.protocol import messages as m
+from kiosk.protocol import png
+from kiosk.protocol.errors import ProtocolError
 from kiosk.ui import controller as ui
 from kiosk.ui import i18n, theme
 from kiosk.ui.keyboard import OnScreenKeyboard
 from kiosk.ui.network import NetworkPage
 from kiosk.ui.video import VideoView
 from kiosk.ui.widgets import Background, Badge, BigButton, HiddenCorner, Sizes, Text, TouchArea
+
+log = logging.getLogger("kiosk.ui")
 
 
 @dataclass
@@ -99,10 +105,10 @@ def _starting(_shown: ui.Screen, ctx: Context) -> Widget:
 def _not_ready(shown: ui.Screen, ctx: Context) -> Widget:
     _ = ctx._
     qr = segno.make(shown.serial, error="m")
-    png = io.BytesIO()
-    qr.save(png, kind="png", scale=12, border=2, dark="#000000", light="#ffffff")
-    png.seek(0)
-    texture = CoreImage(png, ext="png").texture
+    picture = io.BytesIO()
+    qr.save(picture, kind="png", scale=12, border=2, dark="#000000", light="#ffffff")
+    picture.seek(0)
+    texture = CoreImage(picture, ext="png").texture
     texture.mag_filter = "nearest"  # crisp modules for the scanner
     code = AnchorLayout(size_hint_y=None, height=dp(300))
     code.add_widget(Image(texture=texture, size_hint=(None, None), size=(dp(280), dp(280))))  # scaled down, square
@@ -205,14 +211,39 @@ def _ringing(shown: ui.Screen, ctx: Context) -> Widget:
     _ = ctx._
     box = BoxLayout(orientation="vertical", spacing=dp(16), padding=dp(theme.PAD_DP))
     caller = _("{name} is calling").format(name=shown.caller_name)
-    box.add_widget(ctx.text(caller, theme.TITLE_SP + 16, bold=True, size_hint_y=0.22))
-    box.add_widget(ctx.text(role(ctx, shown.caller_role or ""), theme.TITLE_SP, color=theme.SOFT_TEXT,
-                            size_hint_y=0.12))
+    who = ctx.text(caller, theme.TITLE_SP + 16, bold=True, size_hint_y=0.22)
+    what = ctx.text(role(ctx, shown.caller_role or ""), theme.TITLE_SP, color=theme.SOFT_TEXT, size_hint_y=0.12)
+    photo = _photo(shown.caller_photo)
+    if photo is None:
+        box.add_widget(who)
+        box.add_widget(what)
+    else:  # the face beside the name: the citizen knows who calls before reading a word
+        row = BoxLayout(orientation="horizontal", spacing=dp(24), size_hint_y=0.34)
+        row.add_widget(photo)
+        words = BoxLayout(orientation="vertical")
+        who.size_hint_y, what.size_hint_y = 0.6, 0.4
+        words.add_widget(who)
+        words.add_widget(what)
+        row.add_widget(words)
+        box.add_widget(row)
     answer = ctx.button(_("Press here to answer"), ui.AnswerPressed(shown.call_id), fill=theme.ANSWER,
                         size_sp=theme.BUTTON_SP + 20, size_hint_y=0.66)
     answer.answer_button = True
     box.add_widget(answer)
     return box
+
+
+def _photo(data: bytes | None) -> Widget | None:
+    """The caller's photo, checked again here (it came over the network), or None."""
+    if data is None:
+        return None
+    try:
+        png.check(data, m.MAX_CALLER_PHOTO_BYTES, m.CALLER_PHOTO_SIDE)
+    except ProtocolError as exc:
+        log.warning("the caller's photo is not shown: %s", exc.detail)
+        return None
+    texture = CoreImage(io.BytesIO(data), ext="png").texture
+    return Image(texture=texture, size_hint_x=0.22, fit_mode="contain")
 
 
 def _connecting(shown: ui.Screen, ctx: Context) -> Widget:

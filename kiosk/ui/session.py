@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from kiosk.media.link import LinkState
 from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
+from kiosk.protocol.screenshot import shows_picture
 from kiosk.ui import controller as ui
 from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.call_peer import (
@@ -35,6 +36,7 @@ from kiosk.ui.call_peer import (
     MediaOpener,
     VideoSink,
 )
+from kiosk.ui.screen_capture import CaptureError
 from kiosk.ui.self_view import TappedTrack
 
 log = logging.getLogger("kiosk.ui")
@@ -65,7 +67,7 @@ def _log_chime() -> None:
 
 
 def _log_consent(answer: ui.ConsentGiven) -> None:
-    log.info("screen consent %s: %s", answer.request_id, answer.answer)
+    log.info("look at the screen %s: %s", answer.request_id, answer.answer)
 
 
 def _log_ring(ring: m.CallRing | None) -> None:
@@ -74,8 +76,8 @@ def _log_ring(ring: m.CallRing | None) -> None:
 
 @dataclass(frozen=True)
 class Effects:
-    """What the session does for the sound and consent actions; the speaker, chime
-    and the agent's consent message plug in here (logged until they exist)."""
+    """What the session does for the sound actions (the speaker and chime plug in here;
+    logged without them), and whom it tells of a consent answer besides the agent."""
 
     set_volume: Callable[[int], None] = _log_volume
     chime: Callable[[], None] = _log_chime
@@ -100,6 +102,8 @@ class UiSession:
         gather_timeout: float = GATHER_TIMEOUT,
         remote_close_grace: float = REMOTE_CLOSE_GRACE,
         clock: Callable[[], float] = time.monotonic,
+        capture: Callable[[], Awaitable[bytes]] | None = None,
+        settings_changed: Callable[[], ui.Settings | None] = lambda: None,
     ) -> None:
         self.client = client
         self.remote_close_grace = remote_close_grace
@@ -110,6 +114,8 @@ class UiSession:
         self._audio_sink = audio_sink
         self._gather_timeout = gather_timeout
         self._clock = clock
+        self._capture = capture  # a picture of the screen as a PNG; None: headless, there is none
+        self._settings_changed = settings_changed  # asked after each status from the agent
         self._read_wall_clock = read_wall_clock
         self.effects = effects or Effects()
         self.state = ui.initial_state(clock(), screen_awake, settings)
@@ -117,6 +123,9 @@ class UiSession:
         self.screen = ui.screen(self.state)
         self.peers: dict[str, DeviceCall] = {}
         self.last_call: DeviceCall | None = None  # kept after it closed: its counters stay readable
+        #: Peers whose closing has begun and not finished: a stop that cannot wait for it
+        #: (its time is up) closes them itself, so no speaker plays on after the screen stopped.
+        self._closing: set[DeviceCall] = set()
         self._events: asyncio.Queue[ui.Event] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop_at: float | None = None
@@ -162,9 +171,10 @@ class UiSession:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(reader, wall, *self._tasks, return_exceptions=True)
-            for peer in list(self.peers.values()):
+            for peer in [*self.peers.values(), *self._closing]:
                 await self._end(peer)
             self.peers.clear()
+            self._closing.clear()
             await self.client.close()
 
     async def handle(self, event: ui.Event) -> None:
@@ -172,7 +182,8 @@ class UiSession:
         transition = ui.step(self.state, event, self._clock())
         self.state = transition.state
         new_screen = ui.screen(self.state)
-        if new_screen != self.screen:
+        # New settings may change the words and sizes of the same screen: drawn again.
+        if new_screen != self.screen or isinstance(event, ui.SettingsChanged):
             self.screen = new_screen
             self._on_screen(new_screen)
         for action in transition.actions:
@@ -201,6 +212,9 @@ class UiSession:
             if isinstance(event, m.Rejected):
                 log.warning("the agent refused a message: %s", event.reason)
             self.post(event)
+            if isinstance(event, m.AgentStatus) and (settings := self._settings_changed()) is not None:
+                log.info("the screen's settings changed")
+                self.post(ui.SettingsChanged(settings))
 
     # --- actions ------------------------------------------------------------------
 
@@ -218,6 +232,7 @@ class UiSession:
             case ui.ClosePeer(call_id=call_id):
                 closing = self.peers.pop(call_id, None)
                 if closing is not None:
+                    self._closing.add(closing)
                     self._spawn(self._close(closing))
             case ui.SetCamera(call_id=call_id, on=on) | ui.SetMicrophone(call_id=call_id, on=on):
                 self._mute(call_id, "video" if isinstance(action, ui.SetCamera) else "audio", not on)
@@ -227,10 +242,26 @@ class UiSession:
                 self.effects.chime()
             case ui.ConsentGiven():
                 self.effects.consent(action)
+                self._spawn(self._reply_to_look(action))
             case ui.StartRinging(ring=ring):
                 self.effects.ring(ring)
             case ui.StopRinging():
                 self.effects.ring(None)
+
+    async def _reply_to_look(self, given: ui.ConsentGiven) -> None:
+        """The citizen's answer to the agent, with the picture only after a yes (or when nobody
+        was asked). The picture goes from memory to the socket: never to disk, never to a log."""
+        png, error = None, None
+        if shows_picture(given.answer):
+            try:
+                if self._capture is None:
+                    raise CaptureError("this screen runs without a window (headless): there is no picture")
+                png = await self._capture()
+            except CaptureError as exc:
+                log.warning("no picture of the screen: %s", exc)
+                error = str(exc)
+        await self.client.send(m.ScreenshotReply(request_id=given.request_id, answer=given.answer, png=png,
+                                                 error=error))
 
     async def _media_with_self_view(self) -> LocalMedia:
         media = await self._open_media()
@@ -311,5 +342,6 @@ class UiSession:
 
     async def _close(self, peer: DeviceCall) -> None:
         report = await self._end(peer)
+        self._closing.discard(peer)  # not when cancelled half-way: then the stop closes it
         if report is not None:
             self.post(ui.QualityReady(report))

@@ -1,22 +1,22 @@
 """The screen's settings: ``ui.json`` in the agent's state directory, and the unit's serial number.
 
 ``ui.json`` is optional (every key too); the agent writes it from the server's
-``set-config`` (language, font scale, night hours, reminder lead, staff PIN,
-volume). A bad file is reported and the defaults are used: a unit with a typo
-in its settings still rings.
+``set-config``; its one definition is :mod:`kiosk.protocol.screen_settings`. A bad
+file is reported and the defaults are used: a unit with a broken file still rings.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+import msgspec
+
+from kiosk.protocol import screen_settings
+from kiosk.protocol.errors import ProtocolError
 from kiosk.ui.buttons import ButtonMap
 from kiosk.ui.controller import Settings
-from kiosk.ui.i18n import LANGUAGES
 
 log = logging.getLogger("kiosk.ui")
 
@@ -25,10 +25,6 @@ SERIAL_SOURCES: Final = (
     Path("/sys/class/dmi/id/product_serial"),  # PCs
     Path("/etc/machine-id"),  # anything else: stable per installation
 )
-
-
-class SettingsError(ValueError):
-    pass
 
 
 def serial_number(sources: tuple[Path, ...] = SERIAL_SOURCES) -> str:
@@ -42,62 +38,55 @@ def serial_number(sources: tuple[Path, ...] = SERIAL_SOURCES) -> str:
     return "?"
 
 
-def parse_settings(raw: dict[str, Any], serial: str) -> Settings:
-    """Settings from the JSON object ``raw``; :class:`SettingsError` naming the bad key."""
-    defaults = Settings(serial=serial)
-    values: dict[str, Any] = {}
-    checks: dict[str, tuple[type, Any]] = {
-        "language": (str, lambda v: v in LANGUAGES),
-        "font_scale": (float, lambda v: 0.75 <= v <= 2.0),
-        "night_start_hour": (int, lambda v: 0 <= v <= 23),
-        "night_end_hour": (int, lambda v: 0 <= v <= 23),
-        "reminder_minutes": (int, lambda v: 0 <= v <= 120),
-        "staff_pin": (str, lambda v: v.isdigit() and 4 <= len(v) <= 12),
-        "volume": (int, lambda v: 0 <= v <= 10),
-        "answer_keys": (list, _key_names),
-        "hang_up_keys": (list, _key_names),
-    }
-    for key, value in raw.items():
-        if key not in checks:
-            raise SettingsError(f"unknown setting {key!r}")
-        kind, valid = checks[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) or not valid(value):
-            raise SettingsError(f"setting {key!r} has a value out of range: {value!r}")
-        values[key] = tuple(value) if isinstance(value, list) else value
-    return replace(defaults, **values)
-
-
-def _key_names(names: list[Any]) -> bool:
-    try:
-        ButtonMap.from_names([str(n) for n in names], [])
-    except ValueError:
-        return False
-    return all(isinstance(n, str) for n in names)
-
-
 def button_map(settings: Settings) -> ButtonMap:
     """The physical buttons: the configured keys, or the defaults for what is not configured."""
     defaults = ButtonMap()
-    configured = ButtonMap.from_names(settings.answer_keys, settings.hang_up_keys)
+    try:
+        configured = ButtonMap.from_names(settings.answer_keys, settings.hang_up_keys)
+    except ValueError as exc:  # a name this kernel does not know: the big button still answers
+        log.warning("the configured keys cannot be used (%s); using the default keys", exc)
+        return defaults
     return ButtonMap(configured.answer or defaults.answer, configured.hang_up or defaults.hang_up)
 
 
 def load_settings(state_dir: Path, serial: str | None = None) -> Settings:
+    """The screen's settings from the agent's ui.json (the defaults where it has none or a bad one)."""
     serial = serial if serial is not None else serial_number()
-    path = state_dir / "ui.json"
+    path = state_dir / screen_settings.UI_FILE
     try:
-        raw = json.loads(path.read_text())
+        read = screen_settings.decode(path.read_bytes())
     except FileNotFoundError:
-        return Settings(serial=serial)
-    except (OSError, ValueError) as exc:
-        log.warning("%s cannot be read (%s); using the default settings", path, exc)
-        return Settings(serial=serial)
+        read = screen_settings.ScreenSettings()
+    except (OSError, ProtocolError) as exc:
+        log.warning("%s cannot be used (%s); using the default settings", path, exc)
+        read = screen_settings.ScreenSettings()
+    return Settings(serial=serial, **msgspec.structs.asdict(read))
+
+
+def settings_stamp(state_dir: Path) -> tuple[int, int, int] | None:
+    """When ui.json last changed (its mtime and size), so the screen re-reads it only then."""
     try:
-        if not isinstance(raw, dict):
-            raise SettingsError("not a JSON object")
-        return parse_settings(raw, serial)
-    except SettingsError as exc:
-        log.warning("%s: %s; using the default settings", path, exc)
-        return Settings(serial=serial)
+        info = (state_dir / screen_settings.UI_FILE).stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size  # the agent replaces it whole: a new inode
+
+
+class SettingsWatch:
+    """ui.json, read again only when it changed: the agent pushes its status after each
+    set-config and after a wipe (which removes the file), and the screen asks here then."""
+
+    def __init__(self, state_dir: Path, serial: str | None = None) -> None:
+        self.state_dir = state_dir
+        self.serial = serial if serial is not None else serial_number()
+        self.stamp = settings_stamp(state_dir)
+
+    def load(self) -> Settings:
+        self.stamp = settings_stamp(self.state_dir)
+        return load_settings(self.state_dir, self.serial)
+
+    def changed(self) -> Settings | None:
+        """The settings if ui.json changed since they were last read, else None."""
+        if settings_stamp(self.state_dir) == self.stamp:
+            return None
+        return self.load()

@@ -54,6 +54,7 @@ def unit(care: tuple[AgentProcess, str]) -> Iterator[tuple[Path, str]]:
             proc.wait()
 
 
+@pytest.mark.both_databases
 def test_python_caregiver_calls_media_flows_both_ways_and_hangs_up(
         server: ServerProcess, unit: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="kiosk.caregiver")

@@ -14,10 +14,12 @@ from kiosk.protocol import messages as m
 from tests.harness import AgentProcess, ServerProcess
 from tests.staff_client import StaffClient
 
+pytestmark = pytest.mark.both_databases  # the server on SQLite, and again on PostgreSQL
+
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:  # overrides conftest's: short ring timeout
-    srv = ServerProcess(tmp_path / "server", extra_args=["--ring-timeout", "3s"]).start()
+def server(tmp_path: Path, database: str | None) -> Iterator[ServerProcess]:  # conftest's, with a short ring
+    srv = ServerProcess(tmp_path / "server", extra_args=["--ring-timeout", "3s"], database=database).start()
     yield srv
     srv.stop()
 

@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 
+import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -21,8 +22,10 @@ from websockets.exceptions import InvalidStatus
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
-from kiosk.server.store import Store, commands
+from kiosk.server.store import commands
 from tests.harness import AgentProcess, ServerProcess, wait_until
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite, and again on PostgreSQL
 
 
 def test_diagnostics_round_trip_with_verified_result(
@@ -45,11 +48,14 @@ def test_logs_set_config_restart_and_reboot_are_recorded_not_done(
     assert logs["state"] == "done" and 0 < len(logs["result"]["detail"]["lines"]) <= 5
     assert all(json.loads(line)["msg"] for line in logs["result"]["detail"]["lines"])
 
-    assert server.wait_command(server.send(device_id, "set-config", "volume=40", "language=en"))["state"] == "done"
-    assert json.loads((agent.state / "settings.json").read_text()) == {"volume": 40, "language": "en"}
-    for bad in ("volume=400", "colour=red"):
-        refused = server.wait_command(server.send(device_id, "set-config", bad))
-        assert refused["state"] == "failed" and refused["reason"].startswith("refused settings"), refused
+    done = server.wait_command(server.send(device_id, "set-config", "volume=4", "language=en", "staff_pin=0246"))
+    assert done["state"] == "done", done
+    # ui.json, for the screen: "0246" stays a PIN (text), "4" is a volume (a number)
+    assert json.loads((agent.state / "ui.json").read_text()) == {"volume": 4, "language": "en", "staff_pin": "0246"}
+    for bad, words in (("volume=400", "volume"), ("colour=red", "unknown setting 'colour'"),
+                       ("staff_pin=12", "staff_pin")):
+        refused = server.cli("command", "send", device_id, "set-config", "--arg", bad, check=False)
+        assert refused.returncode != 0 and words in refused.stderr, refused  # refused before it is signed
     for kind in ("restart-ui", "reboot"):
         assert server.wait_command(server.send(device_id, kind))["state"] == "done"
     actions = wait_until(lambda: (agent.state / "system-actions.log").exists()
@@ -90,7 +96,7 @@ def test_command_to_offline_unit_waits_then_expires(
 
 def _inject(server: ServerProcess, device_id: str, envelope: m.SignedEnvelope, command_id: str | None = None) -> str:
     """Put a signed envelope in the server's queue, as a compromised server could."""
-    store = Store.in_directory(server.data)
+    store = server.store()
     row_id = command_id or str(uuid.uuid4())
     with store.tx() as conn:
         store.add_command(conn, row_id, device_id, "ping", m.encode(envelope), "attacker", time.time() + 3600)
@@ -112,7 +118,7 @@ def test_replayed_command_is_refused(server: ServerProcess, online_agent: tuple[
     agent, device_id = online_agent
     first = server.send(device_id, "ping")
     assert server.wait_command(first)["state"] == "done"
-    store = Store.in_directory(server.data)
+    store = server.store()
     with store.tx() as conn:  # the server is made to send the very same signed bytes again
         conn.execute(sa.update(commands).where(commands.c.id == first).values(
             state="pending", outcome=None, result=None, result_envelope=None, finished_at=None))

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.harness import BIN, AgentProcess, ServerProcess, run, wait_until
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite, and again on PostgreSQL
 
 
 def test_unit_enrolls_connects_and_forgets_its_token(server: ServerProcess,

@@ -13,8 +13,9 @@ from kiosk.protocol import messages as m
 from kiosk.protocol import signing
 from kiosk.protocol.wipe_journal import WipeStep
 from kiosk.server.commands import device_public_key
-from kiosk.server.store import Store
 from tests.harness import AgentProcess, ServerProcess, wait_until
+
+pytestmark = pytest.mark.both_databases  # the server on SQLite, and again on PostgreSQL
 
 
 def _assign(server: ServerProcess, device_id: str, name: str = "Karen Jensen") -> None:
@@ -30,7 +31,7 @@ def _citizen_files(agent: AgentProcess) -> list[str]:
 
 def _verify_receipt(server: ServerProcess, view: dict[str, object]) -> m.WipeReceipt:
     """Check the receipt as an auditor would: signature against the device certificate."""
-    store = Store.in_directory(server.data)
+    store = server.store()
     row, device = store.command(str(view["id"])), store.device(str(view["device_id"]))
     store.close()
     assert row is not None and row.result_envelope is not None and device is not None
@@ -52,6 +53,8 @@ def test_wipe_erases_citizen_data_proves_it_and_unit_is_reissued(
     assert b"Karen" not in (agent.state / "citizen" / "assignment.bin").read_bytes(), "stored in the clear"
     assert "Karen" not in agent.log() and "Karen" not in server.log(), "personal data in a log"
     assert "Karen" not in server.cli("audit", "list", "--json").stdout
+    assert server.wait_command(server.send(device_id, "set-config", "staff_pin=4711", "volume=9"))["state"] == "done"
+    assert (agent.state / "ui.json").exists()
 
     view = server.wait_command(server.send(device_id, "wipe"))
     assert view["state"] == "done" and view["result_verified"]
@@ -61,6 +64,7 @@ def test_wipe_erases_citizen_data_proves_it_and_unit_is_reissued(
     assert receipt.intent_at <= receipt.finished_at
 
     assert _citizen_files(agent) == []
+    assert not (agent.state / "ui.json").exists(), "a wipe resets the screen's settings (the staff PIN too)"
     status = agent.status()
     assert status["state"] == "enrolled-unassigned" and status["server_online"], "stays enrolled and pinned"
     audit = json.loads(server.cli("audit", "list", "--json").stdout)

@@ -65,6 +65,28 @@ def test_heavy_loss_is_poor_and_light_loss_is_not() -> None:
     assert watch.observe(2.0, Counters(280, 25, 0)) is LinkState.POOR  # 20 %
 
 
+def test_a_stalled_watch_does_not_call_its_own_stall_an_outage() -> None:
+    """The process stalled for 2 s as the call began (frames queued unread): no "lost" notice."""
+    watch = LinkWatch()
+    flowing(watch, 0.0, 1.0)
+    assert [watch.observe(t) for t in (0.5, 1.0)] == [None, None]
+    assert watch.observe(3.0) is None  # the first look after the stall: not lost, not frozen
+    flowing(watch, 3.0, 4.0)  # the queued frames are read
+    assert [watch.observe(t) for t in (3.5, 4.0)] == [None, None]
+    assert watch.state is LinkState.GOOD and watch.outages == 1  # the figures still tell the gap
+
+
+def test_a_real_outage_right_after_a_stall_is_still_told() -> None:
+    watch = LinkWatch()
+    flowing(watch, 0.0, 1.0)
+    watch.observe(1.0)
+    assert watch.observe(3.0) is None  # stalled; nothing queued either
+    assert watch.observe(3.5) is None
+    assert watch.observe(4.0) is LinkState.POOR  # 1 s without a picture, seen by the watch itself
+    assert watch.observe(4.5) is LinkState.LOST  # 1.5 s of silence
+    assert not watch.gave_up(4.5) and watch.gave_up(3.0 + GIVE_UP_AFTER)
+
+
 def test_lost_for_good_gives_up() -> None:
     watch = LinkWatch()
     flowing(watch, 0.0, 2.0)

@@ -32,6 +32,7 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 text = st.text(max_size=24)
 finite = st.floats(allow_nan=False, allow_infinity=False)
+look_answers = st.sampled_from(typing.get_args(m.LookAnswer))
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 states = st.sampled_from(typing.get_args(m.DeviceState))
 outcomes = st.sampled_from(typing.get_args(m.Outcome))
@@ -62,6 +63,7 @@ ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     ),
     m.Wipe: st.builds(m.Wipe),
     m.Schedule: st.builds(m.Schedule, visits=st.lists(scheduled_visits, max_size=3)),
+    m.Screenshot: st.builds(m.Screenshot),
 }
 actions = st.one_of(*ACTION_STRATEGIES.values())
 
@@ -102,6 +104,11 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Command: commands,
     m.ScheduledVisit: scheduled_visits,
     m.DiagnosticCheck: st.builds(m.DiagnosticCheck, name=text, status=check_statuses, detail=text),
+    m.ScreenshotRequest: st.builds(m.ScreenshotRequest, request_id=text, ask_consent=st.booleans()),
+    m.ScreenshotReply: st.builds(m.ScreenshotReply, request_id=text, answer=look_answers,
+                                 png=st.none() | st.binary(max_size=64), error=st.none() | text),
+    m.ScreenshotTaken: st.builds(m.ScreenshotTaken, answer=look_answers, png=st.none() | st.binary(max_size=64),
+                                 width=st.none() | int64, height=st.none() | int64),
     m.WipeReceipt: st.builds(
         m.WipeReceipt,
         erased=st.lists(text, max_size=5),
@@ -174,7 +181,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
 CODECS: dict[str, tuple[m.Codec[Any], Any, int]] = {
     "DEVICE_TO_SERVER": (m.DEVICE_TO_SERVER, m.DeviceToServer, m.MAX_MESSAGE_BYTES),
     "SERVER_TO_DEVICE": (m.SERVER_TO_DEVICE, m.ServerToDevice, m.MAX_MESSAGE_BYTES),
-    "UI_TO_AGENT": (m.UI_TO_AGENT, m.UiToAgent, m.MAX_SDP_CHARS + 4096),
+    "UI_TO_AGENT": (m.UI_TO_AGENT, m.UiToAgent, m.MAX_UI_MESSAGE_BYTES),
     "STAFF_TO_SERVER": (m.STAFF_TO_SERVER, m.StaffToServer, m.MAX_SDP_CHARS + 4096),
     "SERVER_TO_STAFF": (m.SERVER_TO_STAFF, m.ServerToStaff, m.MAX_MESSAGE_BYTES),
     "AGENT_TO_UI": (m.AGENT_TO_UI, m.AgentToUi, m.MAX_MESSAGE_BYTES),
@@ -535,6 +542,7 @@ def test_command_kinds_match_the_action_union() -> None:
     assert len(set(m.COMMAND_KINDS)) == len(m.COMMAND_KINDS)
     assert set(m.COMMAND_KINDS) == {
         "ping", "diagnostics", "logs", "restart-ui", "reboot", "assign", "set-config", "wipe", "schedule",
+        "screenshot",
     }
     assert set(union) == set(ACTION_STRATEGIES)
 
@@ -578,7 +586,7 @@ def test_convert_examples() -> None:
         ({"type": "logs", "lines": 5, "extra": 1}, "invalid"),
         ({"type": "assign"}, "invalid"),
         ({"type": "assign", "citizen_name": 7}, "invalid"),
-        ({"type": "set-config", "settings": {"a": None}}, "invalid"),
+        ({"type": "set-config", "settings": {"a": {"nested": 1}}}, "invalid"),
         ({"type": 3}, "invalid"),
         ([], "invalid"),
         ("ping", "invalid"),

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import signing
+from kiosk.protocol.screen_settings import ScreenSettings
 from kiosk.protocol.wipe_journal import ORDER, JournalEntry, WipeStep, entry_line
 from kiosk.provision.state import ServerPin, StateDir, Vault
 
@@ -292,15 +293,16 @@ def test_torn_or_foreign_replay_file_reads_as_empty(state: StateDir, content: st
 # --------------------------------------------------------------------- settings, audit
 
 
-def test_settings_merge_and_survive_a_torn_file(state: StateDir) -> None:
-    assert state.settings() == {}
-    state.update_settings({"volume": 7})
-    state.update_settings({"language": "da"})
-    assert state.settings() == {"volume": 7, "language": "da"}
-    state.settings_path.write_text('{"volume": ')
-    assert state.settings() == {}
-    state.settings_path.write_text("[1]")
-    assert state.settings() == {}
+def test_ui_settings_are_saved_for_the_screen_and_survive_a_torn_file(state: StateDir) -> None:
+    defaults = ScreenSettings()
+    assert state.ui_settings() == defaults
+    state.save_ui_settings(ScreenSettings(volume=7, language="en"))
+    assert state.ui_settings() == ScreenSettings(volume=7, language="en")
+    assert json.loads(state.settings_path.read_text()) == {"volume": 7, "language": "en"}  # what differs
+    assert state.settings_path.name == "ui.json" and state.settings_path.stat().st_mode & 0o777 == 0o640
+    for torn in ('{"volume": ', "[1]", '{"volume": 99}'):
+        state.settings_path.write_text(torn)
+        assert state.ui_settings() == defaults
 
 
 def test_audit_trail_skips_torn_lines(state: StateDir) -> None:

@@ -1,6 +1,6 @@
 """In-process stand-ins for what surrounds the server's logic: a clock the test sets, and
 device and staff links that keep what the server sent them (as tests/ui/fake_agent.py
-does for the screen). The store is the real one, on SQLite in the test's directory."""
+does for the screen). The store is the real one, on SQLite in the test's directory (or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ class FakeDevice:
         self.link = DeviceLink(self.id, "(no certificate)", self.inbox.send, self.inbox.close)
 
 
-def open_store(directory: Path, clock: FakeClock) -> Store:
+def open_store(directory: Path, clock: FakeClock, database: str | None = None) -> Store:
+    """The real store on SQLite in ``directory``, or on the PostgreSQL ``database`` names."""
     directory.mkdir(parents=True, exist_ok=True)
-    return Store.in_directory(directory, clock)
+    return Store.in_directory(directory, clock, database)
 

@@ -330,6 +330,44 @@ async def test_a_restarted_server_takes_up_a_call_in_progress_and_completes_its_
     assert world.store.live_call_rows() == []  # no longer in progress
 
 
+async def test_a_call_taken_up_whose_unit_never_comes_back_ends_after_the_grace(world: World) -> None:
+    call_id = await _connected(world)
+    restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    page = Inbox()
+    assert await restarted.resume(ANNE, call_id, page.send)  # the caregiver is back; the unit is not
+    world.clock.advance(restarted.taken_up_grace - 1)
+    await restarted.settle_taken_up_calls()
+    assert call_id in restarted.live  # still within the grace: the unit may yet reconnect
+    world.clock.advance(1)
+    await restarted.settle_taken_up_calls()
+    assert call_id not in restarted.live
+    assert page.last(m.CallEnded).reason == "device_offline"
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == "device_offline"
+    assert world.store.live_call_rows() == []
+
+
+async def test_a_call_taken_up_whose_caregiver_never_comes_back_is_hung_up_for_them(world: World) -> None:
+    call_id = await _connected(world)
+    restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await world.device.connect(restarted.hub)  # the unit is back; the caregiver's page is not
+    world.clock.advance(restarted.taken_up_grace)
+    await restarted.settle_taken_up_calls()
+    assert world.device.inbox.last(m.CallEnded).reason == "hung_up_by_staff"
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == "hung_up_by_staff"
+
+
+async def test_a_call_taken_up_with_both_sides_back_goes_on_after_the_grace(world: World) -> None:
+    call_id = await _connected(world)
+    restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await world.device.connect(restarted.hub)
+    assert await restarted.resume(ANNE, call_id, Inbox().send)
+    world.clock.advance(restarted.taken_up_grace * 2)
+    await restarted.settle_taken_up_calls()
+    assert restarted.live[call_id].machine.state is c.CallState.IN_CALL
+
+
 async def test_resuming_a_call_that_ended_meanwhile_tells_how_it_ended(world: World) -> None:
     call_id = await _connected(world)
     await world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id))

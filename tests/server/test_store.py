@@ -12,7 +12,7 @@ from kiosk.protocol.command_lifecycle import CommandState
 from kiosk.server.store import ROW_TABLES, CommandRow, Contended, DeviceRow, Store, sha256_hex
 from tests.server.fakes import START, FakeClock, FakeDevice, open_store
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.both_databases]
 
 TTL = 3600.0
 
@@ -23,8 +23,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Store:
-    store = open_store(tmp_path / "server", clock)
+def store(tmp_path: Path, clock: FakeClock, database: str | None) -> Store:
+    store = open_store(tmp_path / "server", clock, database)
     FakeDevice(store, "device-1")
     return store
 

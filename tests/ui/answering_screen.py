@@ -25,8 +25,10 @@ from .xvfb import kivy_env
 class AnsweringScreen:
     """``with AnsweringScreen(...) as screen:`` starts the window and waits for idle; the block places the call."""
 
-    def __init__(self, agent: AgentProcess, display: str, work: Path, name: str) -> None:
+    def __init__(self, agent: AgentProcess, display: str, work: Path, name: str,
+                 scenario: str = "answer", first_cue: str = "idle") -> None:
         self.agent, self.display, self.work = agent, display, work
+        self.scenario, self.first_cue = scenario, first_cue
         self.out = ARTIFACTS / name
         self.log = work / "screen.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -37,10 +39,10 @@ class AnsweringScreen:
         self.out.mkdir(parents=True, exist_ok=True)
         with self.log.open("w") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.ui.screen_driver", "answer", "--state", str(self.agent.state),
+                [sys.executable, "-m", "tests.ui.screen_driver", self.scenario, "--state", str(self.agent.state),
                  "--out", str(self.out)],
                 env=kivy_env(self.display, self.work / "kivy"), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-        self.wait_for("idle", 90, "the screen app showing idle")
+        self.wait_for(self.first_cue, 90, f"the screen app showing {self.first_cue}")
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -241,7 +241,7 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.status(status("assigned"))
     await d.screen("idle")
 
-    d.session.post(ui.ConsentAsked("support-1"))
+    d.session.post(m.ScreenshotRequest(request_id="support-1", ask_consent=True))
     await d.screen("consent")
     await d.shot("consent")
     await d.touch(d.button("Ja" if da else "Yes"))
@@ -297,6 +297,20 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     await d.until("woken by a touch", lambda: not d.app.shown.asleep)
 
 
+async def photo(d: Driver, picture: bytes) -> None:
+    """The ringing screen with the caller's photo (as the server made it from what staff gave)."""
+    await d.agent.wait_for(m.UiHello, timeout=60)
+    await d.status(status("assigned"))
+    await d.screen("idle", 60)
+    await d.agent.send(m.CallRing(call_id=str(uuid.uuid4()), caller_name="Anne", caller_role="sygeplejerske",
+                                  ice_servers=[], ring_timeout=60, caller_photo=picture))
+    await d.screen("ringing")
+    await d.shot("ringing-photo")
+    answer = d.find(lambda w: getattr(w, "answer_button", False))
+    (x, y), (w, h) = answer.to_window(*answer.pos), answer.size
+    d.result["answer_button"] = [x, y, w, h]
+
+
 async def answer(d: Driver) -> None:
     """A real call from a real server and agent: the citizen's touch answers, the caller's video shows."""
     await d.screen("idle", 60)
@@ -317,9 +331,33 @@ async def answer(d: Driver) -> None:
     d.result["ended"] = d.app.shown.end_reason
 
 
+async def look(d: Driver, travel: list[float]) -> None:
+    """Support looks at the real screen: unassigned (nobody asked), then the citizen's yes, no and silence.
+
+    The test reads the answers and pictures from the server; the window's own pictures
+    (``ready``, ``idle``) are what the returned pictures must show."""
+    await d.screen("ready", 90)
+    await d.shot("ready")
+    (d.out / "ready").touch()  # the test's cue to look at the unassigned unit, then to assign it
+    await d.screen("idle", 120)
+    await d.shot("idle")
+    (d.out / "idle").touch()  # the test's cue to ask to look, three times
+    for answer in ("yes", "no", "silence"):
+        await d.screen("consent", 120)
+        if answer == "silence":  # a minute without a touch, by the session's clock: no real waiting
+            travel[0] += ui.CONSENT_SECONDS + 1
+            d.session.post(ui.TimePassed())
+        else:
+            await d.touch(d.button("Ja" if answer == "yes" else "Nej"))
+        await d.screen("idle", 30)
+        (d.out / f"answered-{answer}").touch()
+    await d.until("the test to finish", lambda: (d.out / "finish").exists(), 180)
+
+
 async def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["screens", "answer"])
+    p.add_argument("scenario", choices=["screens", "photo", "answer", "look"])
+    p.add_argument("--photo", type=Path, help="photo: the caller's photo (a PNG as the server makes it)")
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--language", default="da")
@@ -327,8 +365,8 @@ async def main() -> int:
     opts.out.mkdir(parents=True, exist_ok=True)
     args = cli._parser().parse_args(["--state", str(opts.state), "--size", "x".join(map(str, SIZE)),
                                      "--demo-media", "--language", opts.language])
-    if opts.scenario == "answer":
-        return await run_answer(args, opts.out)
+    if opts.scenario not in ("screens", "photo"):
+        return await run_real(args, opts.out, opts.scenario)
     opts.state.mkdir(parents=True, exist_ok=True)
     (opts.state / "ui.json").write_text(json.dumps({"staff_pin": PIN}))
     clock = [MORNING]
@@ -343,7 +381,10 @@ async def main() -> int:
             await asyncio.sleep(0.5)
             driver = Driver(app, session, agent, opts.out, clock)
             try:
-                await screens(driver, staff, opts.language)
+                if opts.scenario == "photo":
+                    await photo(driver, opts.photo.read_bytes())
+                else:
+                    await screens(driver, staff, opts.language)
             finally:
                 driver.result["consent"] = [[c.request_id, c.answer] for c in consent]
                 result.update(driver.result)
@@ -357,19 +398,21 @@ async def main() -> int:
     return 0
 
 
-async def run_answer(args: argparse.Namespace, out: Path) -> int:
+async def run_real(args: argparse.Namespace, out: Path, scenario: str) -> int:
+    """The window against a real agent (and server): ``answer`` a call, or let support ``look``."""
     result: dict[str, Any] = {}
+    travel = [0.0]  # seconds the session's clock is ahead of the real one
 
     async def started(app: Any, session: UiSession) -> None:
         await asyncio.sleep(0.5)
         driver = Driver(app, session, None, out, [time.time()])  # type: ignore[arg-type]
         try:
-            await answer(driver)
+            await (answer(driver) if scenario == "answer" else look(driver, travel))
         finally:
             result.update(driver.result)
 
     try:
-        await cli.run_screen(args, started=started)
+        await cli.run_screen(args, started=started, clock=lambda: time.monotonic() + travel[0])
     finally:
         (out / "result.json").write_text(json.dumps(result, indent=1))
     return 0

@@ -40,6 +40,7 @@ class Rig:
     session: UiSession
     screens: list[Screen]
     staff: StaffBrowser
+    runner: asyncio.Task[None]
 
     def names(self) -> list[str]:
         return [s.name for s in self.screens]
@@ -66,10 +67,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         runner = asyncio.create_task(session.run())
         staff = StaffBrowser(no_public_stun())
         try:
-            yield Rig(agent, session, screens, staff)
+            yield Rig(agent, session, screens, staff, runner)
         finally:
             session.stop()
-            await asyncio.wait_for(runner, 10)
+            await asyncio.wait_for(asyncio.gather(runner, return_exceptions=True), 10)  # a test may cancel it
             await staff.close()
             await agent.stop()
 
@@ -257,15 +258,23 @@ class ClosableSink(CountingAudioSink):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ending", ["citizen hangs up", "the screen stops"])
+@pytest.mark.parametrize("ending", ["citizen hangs up", "the screen stops", "the screen stops at once",
+                                    "the screen is torn down"])
 async def test_the_calls_speaker_sink_is_closed_when_the_call_ends(rig: Rig, ending: str) -> None:
-    """At once, not by the speaker's idle release some seconds later: the voice stops with the call."""
+    """At once, not by the speaker's idle release some seconds later: the voice stops with the call.
+
+    Stopped with no time to spare, or torn down (its task cancelled), the screen never gets to
+    close the call through the controller: the session's own last act must close the sink."""
     sinks: list[ClosableSink] = []
     rig.session._audio_sink = lambda: sinks.append(ClosableSink()) or sinks[-1]
     await connect_call(rig)
     assert len(sinks) == 1 and sinks[0].frames > 0 and not sinks[0].closed
     if ending == "citizen hangs up":
         rig.session.press_hang_up()
-    else:
+    elif ending == "the screen stops":
         rig.session.stop()
+    elif ending == "the screen stops at once":
+        rig.session.stop(timeout=0.0)
+    else:
+        rig.runner.cancel()
     await until(lambda: sinks[0].closed, 10, "the sink closed")

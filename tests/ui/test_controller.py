@@ -272,7 +272,7 @@ events = st.one_of(
     st.builds(ui.WallClock, st.sampled_from([0.0, 1e9, 1e9 + 3600 * 23, math.inf]), st.just(3600.0)),
     st.sampled_from([ui.CameraToggled(), ui.MicrophoneToggled(), ui.CornerHeld(), ui.SetupClosed()]),
     st.builds(ui.VolumeStep, st.sampled_from([-1, 1])),
-    st.builds(ui.ConsentAsked, st.sampled_from(["r1", "r2"])),
+    st.builds(m.ScreenshotRequest, st.sampled_from(["r1", "r2"]), st.booleans()),
     st.builds(ui.ConsentAnswered, st.booleans()),
     st.builds(ui.PinEntered, st.sampled_from(["1234", "0000"])),
     st.just(ui.WakeTouched()),

@@ -94,17 +94,23 @@ def test_camera_sound_and_volume_in_a_call() -> None:
 
 def test_consent_yes_no_and_silence() -> None:
     d = assigned()
-    d.feed(ui.ConsentAsked("r1"))
+    d.feed(m.ScreenshotRequest(request_id="r1", ask_consent=True))
     assert d.shown().name == "consent"
     assert d.feed(ui.ConsentAnswered(yes=True)) == (ui.ConsentGiven("r1", "yes"),)
     assert d.shown().name == "idle"
-    d.feed(ui.ConsentAsked("r2"), at=100.0)
+    d.feed(m.ScreenshotRequest(request_id="r2", ask_consent=True), at=100.0)
     assert ui.next_deadline(d.state) == 100.0 + ui.CONSENT_SECONDS
     assert d.feed(ui.TimePassed(), at=100.0 + ui.CONSENT_SECONDS - 1) == ()
     assert d.feed(ui.TimePassed(), at=100.0 + ui.CONSENT_SECONDS) == (ui.ConsentGiven("r2", "no-answer"),)
     assert d.feed(ui.ConsentAnswered(yes=True)) == ()  # too late: already a no
-    d.feed(ui.ConsentAsked("r3"))
+    d.feed(m.ScreenshotRequest(request_id="r3", ask_consent=True))
     assert d.feed(ui.ConsentAnswered(yes=False)) == (ui.ConsentGiven("r3", "no"),)
+
+
+def test_a_look_at_an_unassigned_unit_asks_nobody() -> None:
+    d = assigned(state="enrolled-unassigned")
+    assert d.feed(m.ScreenshotRequest(request_id="r9", ask_consent=False)) == (ui.ConsentGiven("r9", "unassigned"),)
+    assert d.shown().name == "ready" and ui.next_deadline(d.state) is None  # no question, no waiting
 
 
 def test_setup_needs_the_pin_and_closes_by_itself() -> None:
