@@ -17,22 +17,26 @@ from kiosk.server.device_api import STORE, json_response
 MAX_DAYS = 3 * 366
 
 
+#: "not given" (a query parameter is text or absent, never null): the defaults are computed
+UNSET = date(1, 1, 1)
+
+
 class FiguresQuery(msgspec.Struct, forbid_unknown_fields=False):
     """Which figures: ``period`` per row, local days ``from`` up to (not including) ``to``.
     Without dates: the last twelve months (by month), up to and including today."""
 
     period: figures.Period = "month"
-    start: Annotated[date, msgspec.Meta(description="first local day, e.g. 2026-01-01")] | None = \
-        msgspec.field(name="from", default=None)
-    end: Annotated[date, msgspec.Meta(description="the local day after the last, e.g. 2027-01-01")] | None = \
-        msgspec.field(name="to", default=None)
+    start: Annotated[date, msgspec.Meta(description="first local day, e.g. 2026-01-01")] = \
+        msgspec.field(name="from", default=UNSET)
+    end: Annotated[date, msgspec.Meta(description="the local day after the last, e.g. 2027-01-01")] = \
+        msgspec.field(name="to", default=UNSET)
 
 
 def _asked(request: web.Request) -> figures.Figures:
     q = read_query(request, FiguresQuery)
     today = datetime.fromtimestamp(request.app[STORE].clock(), figures.TZ).date()
-    end = q.end or today + timedelta(days=1)
-    start = q.start or date(end.year - 1, end.month, 1)
+    end = q.end if q.end != UNSET else today + timedelta(days=1)
+    start = q.start if q.start != UNSET else date(max(end.year - 1, 1), end.month, 1)
     if not start < end:
         raise ApiError(400, "invalid", "'from' must be a day before 'to'")
     if (end - start).days > MAX_DAYS:

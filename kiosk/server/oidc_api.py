@@ -48,12 +48,16 @@ class LoginOptions(msgspec.Struct):
     oidc_label: str | None
 
 
+#: Printable ASCII, as OAuth's values are: the whole request line then fits aiohttp's 8 KiB
+PRINTABLE = r"^[\x21-\x7e]*$"
+
+
 class CallbackQuery(msgspec.Struct, forbid_unknown_fields=False):
     """What the provider sends back (any other parameter it adds is ignored)."""
 
-    state: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    code: Annotated[str, msgspec.Meta(max_length=2000)] = ""
-    error: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    state: Annotated[str, msgspec.Meta(max_length=200, pattern=PRINTABLE)] = ""
+    code: Annotated[str, msgspec.Meta(max_length=2000, pattern=PRINTABLE)] = ""
+    error: Annotated[str, msgspec.Meta(max_length=200, pattern=PRINTABLE)] | None = None
 
 
 def _provider(request: web.Request) -> oidc.Provider:
