@@ -125,7 +125,10 @@ class Server:
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
-        app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
+        # a request line up to 32 KiB: the identity provider's answer comes back in the query
+        # (an authorization code may be long), and anything longer still gets a plain 400
+        app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024,
+                              handler_args={"max_line_size": 32 * 1024})
         app[device_api.AUTHORITY] = self.authority
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
