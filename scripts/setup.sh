@@ -30,7 +30,7 @@ DEB_PACKAGES=(
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
-    npm               # axe-core for the console's accessibility tests, pinned by package-lock.json
+    nodejs npm        # axe-core for the console's accessibility tests (package-lock.json); the real OpenID Connect provider (npm oidc-provider) of the login tests
     postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
     libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
 )
@@ -50,6 +50,16 @@ if ((${#missing[@]})); then
     $sudo apt-get update -q >/dev/null || { echo "setup: apt-get update failed; is the package mirror reachable?" >&2; exit 1; }
     $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
         || { echo "setup: apt-get install ${missing[*]} failed" >&2; exit 1; }
+fi
+
+# The test OpenID Connect provider: exactly the npm packages its lock file names.
+idp=tests/server/oidc_idp
+idp_want=$(sha256sum "$idp/package-lock.json" | cut -d' ' -f1)
+if [[ ! -f $idp/node_modules/.installed || $(cat "$idp/node_modules/.installed") != "$idp_want" ]]; then
+    echo "setup: installing the test OIDC provider (npm ci in $idp)"
+    npm ci --prefix "$idp" --no-audit --no-fund --ignore-scripts --loglevel=error >/dev/null \
+        || { echo "setup: npm ci in $idp failed; is the npm registry reachable?" >&2; exit 1; }
+    echo "$idp_want" > "$idp/node_modules/.installed"
 fi
 
 PYTHON=${PYTHON:-python3}

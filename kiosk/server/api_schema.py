@@ -161,11 +161,24 @@ AuditOut = AuditEntry
 
 
 class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
-    """The query of ``GET /api/audit``."""
+    """The query of ``GET /api/audit``: every filter given must match (who, what, which unit, when)."""
 
-    device_id: str | None = None
+    device_id: Annotated[str, msgspec.Meta(max_length=36)] | None = None
+    actor: Annotated[str, msgspec.Meta(max_length=80)] | None = None
+    action: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    since: Annotated[float, msgspec.Meta(ge=0, le=1e11)] = 0.0  # Unix time, inclusive
+    until: Annotated[float, msgspec.Meta(ge=0, le=1e11)] = 1e11  # Unix time, exclusive
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 200
     after: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0  # a sequence number: SQL integers end there
+
+
+class AuditChainOut(msgspec.Struct):
+    """The result of checking the audit log's hash chain from its first entry to its last."""
+
+    intact: bool
+    entries: int  # how many entries were checked
+    first_altered: int | None  # the seq of the first entry whose hash does not match
+    checked_at: float
 
 
 class PhotoIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -23,13 +23,17 @@ from kiosk.server import (  # noqa: F401 (each registers its routes or pages)
     console_api,
     console_pages,
     device_api,
+    figures_api,
     fleet_api,
+    oidc_api,
     openapi,
+    oversight_pages,
     pages,
     rollout,
     runtime,
     staff_socket,
 )
+from kiosk.server import oidc as oidc_login
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
 from kiosk.server.commands import CommandDesk
@@ -114,6 +118,8 @@ class Server:
     calls: CallManager
     desk: CommandDesk
     previsit: Sweep
+    #: the municipality's identity provider, when staff log in with it (local accounts remain)
+    oidc: oidc_login.Settings | None = None
     _rollouts: asyncio.Task[None] | None = None
     _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
     _renewal: asyncio.Task[None] | None = None
@@ -132,7 +138,10 @@ class Server:
                    CommandDesk(store, authority, hub), Sweep(store, authority, hub))
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
-        app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024)
+        # a request line up to 32 KiB: the identity provider's answer comes back in the query
+        # (an authorization code may be long), and anything longer still gets a plain 400
+        app = web.Application(middlewares=list(middlewares), client_max_size=1024 * 1024,
+                              handler_args={"max_line_size": 32 * 1024})
         app[device_api.AUTHORITY] = self.authority
         app[device_api.STORE] = self.store
         app[device_api.HUB] = self.hub
@@ -155,6 +164,8 @@ class Server:
         app[console_api.EXTRA_ORIGINS] = proxy.origins
         app[console_api.TRUSTED_PROXIES] = proxy.addresses
         app[console_api.LOGIN_GUARD] = LoginGuard(self.store)
+        if self.oidc is not None:
+            app[oidc_api.PROVIDER] = oidc_login.Provider(self.oidc, self.store)
 
         async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
             response.headers.update(CONSOLE_HEADERS)

@@ -1,4 +1,9 @@
-"""People: roles, what each role may do, password hashing and sessions."""
+"""People: roles, what each role may do, password hashing and sessions.
+
+The role names are the ones the municipality's identity provider is mapped to
+(:mod:`kiosk.server.oidc`) and the columns of the authorization table
+(:mod:`kiosk.server.authorization`, ``docs/authorization.md``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import functools
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-ROLES = ("caregiver", "support", "logistics", "admin")
+ROLES = ("caregiver", "support", "logistics", "management", "admin")
 
 #: What each role may do. ``command:<kind>`` covers sending that command to a device.
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -22,12 +27,17 @@ PERMISSIONS: dict[str, frozenset[str]] = {
         "devices.read", "audit.read", "tokens.create", "devices.approve", "devices.revoke", "command:ping",
         "command:assign", "command:wipe", "command:set-config", "citizens.read",
     }),
+    # figures that identify no citizen and no single employee (kiosk.server.figures)
+    "management": frozenset({"figures.read"}),
 }
 
 #: The permission of sending some command (each kind then needs its own ``command:<kind>``).
 ANY_COMMAND = "command:*"
 
+#: A session ends this long after login whatever happens (a working day and some)...
 SESSION_TTL_SECONDS = 12 * 3600.0
+#: ...and sooner when nobody used it this long (a PC left unlocked in a shared office).
+SESSION_IDLE_SECONDS = 30 * 60.0
 MIN_PASSWORD_LENGTH = 10
 
 _hasher = PasswordHasher()

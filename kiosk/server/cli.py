@@ -14,6 +14,7 @@ import dataclasses
 import getpass
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -38,9 +39,11 @@ from kiosk.server import (
     commands,
     enrollment,
     migrate,
+    oidc,
     photos,
     rollout,
     schedule,
+    teams,
     units,
 )
 from kiosk.server.app import DEFAULT_CALL_CONFIG, ConsoleProxy, Listen, Server
@@ -82,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--console-origin", action="append", default=[], metavar="URL",
                     help="the console's address as browsers see it behind a reverse proxy, "
                          "e.g. https://skaermbesoeg.kommune.dk (repeat)")
+    sp.add_argument("--oidc", type=Path, metavar="FILE",
+                    help="log staff in with the municipality's identity provider (OpenID Connect): "
+                         "a YAML file naming it and mapping its claims to roles and teams (see the README)")
     sp.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
                     help="a reverse proxy's address: its X-Forwarded-For names the client, "
                          "so login back-off holds the guesser, not everyone (repeat)")
@@ -184,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("username")
     sp.add_argument("--role", choices=auth.ROLES, required=True)
     sp.add_argument("--display-name", help="how the citizen's screen names this person when they call")
+    sp.add_argument("--team", action="append", default=[], help="a team this person works in (repeat); "
+                    "management's figures are counted per team")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     sp = usr.add_parser("unlock", help="lift the wait that failed logins put on an account or a client address")
     data(sp)
@@ -328,6 +336,11 @@ def _turn_config(args: argparse.Namespace) -> TurnConfig | None:
 
 async def _serve(args: argparse.Namespace) -> None:
     server = _open(args, CallConfig(ring_timeout=args.ring_timeout), _turn_config(args))
+    if args.oidc is not None:
+        try:
+            server.oidc = oidc.load_settings(args.oidc)
+        except ValueError as exc:
+            fail(str(exc))
     runners = await server.start(args.device_listen, args.console_listen,
                                  True if args.console_https else None,
                                  ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)))
@@ -513,8 +526,12 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 fail(str(exc))
             if store.user(args.username) is not None:
                 fail(f"user {args.username} exists already")
+            if unfit := [t for t in args.team if not re.fullmatch(teams.TEAM_PATTERN, t)]:
+                fail(f"a team name is 1-64 letters, digits, spaces or .,&/()-; not {unfit[0]!r}")
             store.add_user(args.username, hashed, args.role, actor, args.display_name)
-            print(f"added {args.username} ({args.role})")
+            with store.tx() as conn:
+                teams.set_teams(conn, args.username, args.team)
+            print(f"added {args.username} ({args.role}{''.join(f', {t}' for t in args.team)})")
         case "user", "photo":
             if (args.file is None) == (not args.remove):
                 fail("give a photo FILE, or --remove")

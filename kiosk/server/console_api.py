@@ -62,6 +62,7 @@ class RouteInfo(msgspec.Struct, frozen=True):
     query: Any  # a struct of the query parameters, or None
     errors: frozenset[int]  # refusals beyond those that follow from the rest
     websocket: bool
+    media_type: str = "application/json"  # of the success's body (text/csv for a download)
 
     @property
     def error_statuses(self) -> list[int]:
@@ -89,11 +90,11 @@ ROUTES: list[RouteInfo] = []
 
 def route(method: str, path: str, permission: str | None, summary: str, body: Any = None,
           response: Any = None, *, status: int = 200, query: Any = None, errors: tuple[int, ...] = (),
-          websocket: bool = False) -> Callable[[Handler], Handler]:
+          websocket: bool = False, media_type: str = "application/json") -> Callable[[Handler], Handler]:
     """Register a handler with what it needs; the guard and the OpenAPI document read this table."""
     def wrap(handler: Handler) -> Handler:
         ROUTES.append(RouteInfo(method, path, permission, summary, body, response, handler, status, query,
-                                frozenset(errors), websocket))
+                                frozenset(errors), websocket, media_type))
         return handler
     return wrap
 
@@ -159,17 +160,18 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if info is not None:
             if info.method in STATE_CHANGING or info.websocket:
-                _refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
+                refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
             if info.permission != PUBLIC:
                 user = session_user(request)
                 if user is None:
                     raise ApiError(401, "login-required", "please log in")
-                if info.permission is not None and not auth.may(user.role, info.permission):
-                    refused(request, user, info.permission)
-                    raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({info.permission})")
                 request[USER] = user
+                if info.permission is not None and not auth.may(user.role, info.permission):
+                    raise ApiError(403, "forbidden", f"the role {user.role} may not do this ({info.permission})")
         return await handler(request)
     except ApiError as exc:
+        if exc.status == 403 and USER in request:  # every 403 of a logged-in person, wherever raised
+            refused(request, request[USER], exc.code)
         response = error(exc.status, exc.code, str(exc))
         response.headers.update(exc.headers)
         return response
@@ -181,16 +183,17 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
-def refused(request: web.Request, user: UserRow, permission: str) -> None:
-    """A logged-in person asking for what their role may not do: worth knowing of, so logged."""
+def refused(request: web.Request, user: UserRow, reason: str) -> None:
+    """A logged-in person refused outside their role (an API route or a page): the route's
+    pattern (never the ids in the path, which may name a citizen) and why go to the audit log."""
     resource = request.match_info.route.resource
     store = request.app[STORE]
-    with store.tx() as conn:  # the route's pattern, not the path: a path may hold anything typed
-        store.append_audit(conn, user.username, "request-refused", None, method=request.method,
-                           route=resource.canonical if resource else "?", permission=permission, role=user.role)
+    with store.tx() as conn:
+        store.append_audit(conn, user.username, "access-refused", None, role=user.role, method=request.method,
+                           route=resource.canonical if resource else "", reason=reason)
 
 
-def _refuse_cross_site(request: web.Request, json_required: bool) -> None:
+def refuse_cross_site(request: web.Request, json_required: bool) -> None:
     """A page of another site may make a browser send requests with our cookie; refuse them.
 
     Browsers name the page's origin in ``Origin`` on every POST and WebSocket and say how it
@@ -213,7 +216,7 @@ def session_user(request: web.Request) -> UserRow | None:
     header = request.headers.get("Authorization", "")
     if not token and header.startswith("Bearer "):
         token = header[7:]
-    return request.app[STORE].session_user(token) if token else None
+    return request.app[STORE].session_user(token, auth.SESSION_IDLE_SECONDS) if token else None
 
 
 def client_address(request: web.Request) -> str:
@@ -245,30 +248,48 @@ async def login(request: web.Request) -> web.StreamResponse:
     address = client_address(request)
     user = store.user(req.username)
     account = user.username if user else None  # a typed name that is no account is kept nowhere
-    refusal = login_guard.admit(address, account)
-    if refusal is not None:
-        raise ApiError(429, "too-many-attempts",
-                       f"too many failed logins; try again in {refusal.retry_after} seconds",
-                       {"Retry-After": str(refusal.retry_after)})
+    admit_login(request, address, account)
     # argon2 takes ~150 ms of CPU on purpose: off the event loop, so devices are not held up
     if not await asyncio.to_thread(auth.check_password, user.password_hash if user else None, req.password) \
             or user is None:  # check_password already refused it; this tells the type checker
-        failures, throttles = login_guard.failed(address, account)
-        with store.tx() as conn:
-            store.append_audit(conn, audit.ANONYMOUS, "login-failed", None, peer=address,
-                               failures_from_peer=failures, **({"account": account} if account else {}))
-            for throttle in throttles:
-                store.append_audit(conn, audit.SERVER, "login-throttled", None,
-                                   **{throttle.scope.kind: throttle.scope.value},
-                                   failures=throttle.failures, retry_after=throttle.retry_after)
+        login_failed(request, address, account, method="password")
         return error(401, "bad-credentials", "wrong user name or password")
     login_guard.succeeded(address, user.username)
     if auth.needs_rehash(user.password_hash):
         store.set_password_hash(user.username, await asyncio.to_thread(auth.hash_password, req.password))
-    token = store.create_session(user.username, auth.SESSION_TTL_SECONDS)
+    return open_session(request, json_response(s.Me(user.username, user.role)), user.username, address,
+                        method="password")
+
+
+def admit_login(request: web.Request, address: str, account: str | None) -> None:
+    """Every login path asks first: 429 while this address (or account) must wait."""
+    refusal = request.app[LOGIN_GUARD].admit(address, account)
+    if refusal is not None:
+        raise ApiError(429, "too-many-attempts",
+                       f"too many failed logins; try again in {refusal.retry_after} seconds",
+                       {"Retry-After": str(refusal.retry_after)})
+
+
+def login_failed(request: web.Request, address: str, account: str | None, **detail: str) -> None:
+    """Every login path's failure: counted against the address (and account), and audited."""
+    store = request.app[STORE]
+    failures, throttles = request.app[LOGIN_GUARD].failed(address, account)
     with store.tx() as conn:
-        store.append_audit(conn, user.username, "login", None, peer=address)
-    response = json_response(s.Me(user.username, user.role))
+        store.append_audit(conn, audit.ANONYMOUS, "login-failed", None, peer=address, failures_from_peer=failures,
+                           **({"account": account} if account else {}), **detail)
+        for throttle in throttles:
+            store.append_audit(conn, audit.SERVER, "login-throttled", None,
+                               **{throttle.scope.kind: throttle.scope.value},
+                               failures=throttle.failures, retry_after=throttle.retry_after)
+
+
+def open_session(request: web.Request, response: web.StreamResponse, username: str, address: str,
+                 method: str) -> web.StreamResponse:
+    """Every login path ends here: a new session, its audit entry, and its cookie on ``response``."""
+    store = request.app[STORE]
+    token = store.create_session(username, auth.SESSION_TTL_SECONDS)
+    with store.tx() as conn:
+        store.append_audit(conn, username, "login", None, peer=address, method=method)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
                         secure=request.app[SECURE_COOKIE], max_age=int(auth.SESSION_TTL_SECONDS), path="/")
     return response
@@ -408,7 +429,6 @@ async def _command_body(request: web.Request) -> bytes:
     with contextlib.suppress(msgspec.DecodeError):
         kind = msgspec.json.decode(raw, type=s.CommandKind).kind
         if kind in m.COMMAND_KINDS and not auth.may(role, f"command:{kind}"):
-            refused(request, request[USER], f"command:{kind}")
             raise ApiError(403, "forbidden", f"the role {role} may not send {kind}")
         if kind not in m.COMMAND_KINDS:
             mine = ", ".join(k for k in m.COMMAND_KINDS if auth.may(role, f"command:{k}"))
@@ -539,7 +559,17 @@ def make_provisioning_files(store: Store, authority: Authority, server_url: str,
        query=s.AuditQuery)
 async def get_audit(request: web.Request) -> web.StreamResponse:
     q = read_query(request, s.AuditQuery)
-    return json_response(request.app[STORE].audit_entries(q.device_id, q.limit, q.after))
+    return json_response(request.app[STORE].audit_entries(q.device_id, q.limit, q.after, actor=q.actor,
+                                                          action=q.action, since=q.since, until=q.until))
+
+
+@route("GET", "/api/audit/chain", "audit.verify", "Check the audit log's hash chain, first entry to last",
+       response=s.AuditChainOut)
+async def check_audit_chain(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    # a walk over every entry: off the event loop, so devices and calls are not held up
+    entries, altered = await asyncio.to_thread(store.check_audit_chain)
+    return json_response(s.AuditChainOut(altered is None, entries, altered, store.clock()))
 
 
 def routes() -> list[web.RouteDef]:

@@ -45,6 +45,8 @@ def _operation(r: RouteInfo, by_type: dict[Any, Any]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": HTTPStatus(r.status).phrase}
     if r.response is not None:
         success["content"] = {"application/json": {"schema": by_type[r.response]}}
+    elif r.media_type != "application/json":  # a download: text the document does not describe further
+        success["content"] = {r.media_type: {"schema": {"type": "string"}}}
     responses = {str(r.status): success} | {str(code): _refusal(code, error) for code in r.error_statuses}
     op: dict[str, Any] = {
         "operationId": r.handler.__name__,

@@ -148,9 +148,9 @@ def _serve(info: PageInfo) -> Callable[[web.Request], Awaitable[web.StreamRespon
     async def serve(request: web.Request) -> web.StreamResponse:
         user = session_user(request)
         if user is None:
-            return render(request, "login.html", N_("Log in"), None, {})
+            return login_page(request)
         if not may_open(user.role, info):
-            refused(request, user, info.permission or "")
+            refused(request, user, "forbidden")
             return refusal(request, user, 403, N_("This page is not for your role."))
         try:
             context = await info.handler(request, user)
@@ -166,8 +166,18 @@ def _serve(info: PageInfo) -> Callable[[web.Request], Awaitable[web.StreamRespon
 async def home(request: web.Request) -> web.StreamResponse:
     user = session_user(request)
     if user is None:
-        return render(request, "login.html", N_("Log in"), None, {})
-    raise web.HTTPFound(home_of(user.role))
+        return login_page(request)
+    landing = home_of(user.role)
+    if landing == "/":  # a role with no page of its own: said, not an endless redirect to here
+        return refusal(request, user, 403, N_("This page is not for your role."))
+    raise web.HTTPFound(landing)
+
+
+def login_page(request: web.Request) -> web.Response:
+    """The login form, with the municipality's own login where this server has one."""
+    from kiosk.server.oidc_api import PROVIDER  # it registers API routes that import this frame's guard
+
+    return render(request, "login.html", N_("Log in"), None, {"oidc": PROVIDER in request.app})
 
 
 def routes() -> list[web.RouteDef]:

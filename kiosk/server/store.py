@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import secrets
 import time
 import uuid
@@ -94,9 +95,9 @@ commands = sa.Table(
 audit = sa.Table(
     "audit", metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.Float, nullable=False),
-    sa.Column("actor", sa.String(64), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),  # the indexes serve the console's filters
+    sa.Column("actor", sa.String(64), nullable=False, index=True),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
     sa.Column("device_id", sa.String(36), index=True),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),  # sha256(previous hash + this entry)
@@ -138,7 +139,7 @@ calls = sa.Table(
     sa.Column("caller", sa.String(64), nullable=False),
     sa.Column("citizen_id", sa.String(36), nullable=False, index=True),
     sa.Column("device_id", sa.String(36)),
-    sa.Column("placed_at", sa.Float, nullable=False),
+    sa.Column("placed_at", sa.Float, nullable=False, index=True),  # management's figures count by day
     sa.Column("rang_at", sa.Float),
     sa.Column("answered_at", sa.Float),
     sa.Column("connected_at", sa.Float),
@@ -226,6 +227,46 @@ login_backoff = sa.Table(
     sa.Column("last_attempt", sa.Float, nullable=False),
 )
 
+# ----------------------- the console's people and figures (kiosk.server.teams, .figures, .oidc)
+user_teams = sa.Table(
+    "user_teams", metadata,
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), primary_key=True),
+    sa.Column("team", sa.String(64), primary_key=True, index=True),
+)
+
+figures_calls = sa.Table(
+    "figures_calls", metadata,  # finished days, counted once
+    sa.Column("day", sa.String(10), primary_key=True),  # local date, ISO
+    sa.Column("week", sa.String(8), nullable=False),  # its ISO week and its month: the rows of a
+    sa.Column("month", sa.String(7), nullable=False),  # week or month are summed by the database
+    sa.Column("team", sa.String(64), primary_key=True),
+    sa.Column("outcome", sa.String(32), primary_key=True),  # made, unanswered, or a failure cause
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("talk_seconds", sa.Float, nullable=False),
+)
+
+figures_counted = sa.Table(
+    "figures_counted", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # one row
+    sa.Column("through_day", sa.String(10), nullable=False),  # days up to and including this are counted
+)
+
+oidc_pending = sa.Table(
+    "oidc_pending", metadata,  # logins between the redirect to the provider and its answer
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("browser_hash", sa.String(64), nullable=False),
+    sa.Column("code_verifier", sa.String(128), nullable=False),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+oidc_identities = sa.Table(
+    "oidc_identities", metadata,  # which account each person at the provider has here
+    sa.Column("issuer", sa.String(200), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False, unique=True),
+)
+
 #: What the command lifecycle (kiosk.protocol.command_lifecycle) needs of a stored command.
 _LIFE_COLUMNS = (commands.c.state, commands.c.expires_at, commands.c.delivered_at, commands.c.finished_at)
 
@@ -233,8 +274,12 @@ sessions = sa.Table(
     "sessions", metadata,
     sa.Column("token_hash", sa.String(64), primary_key=True),
     sa.Column("username", sa.String(64), sa.ForeignKey("users.username"), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # the absolute end, set at login
+    sa.Column("last_used", sa.Float, nullable=False),  # the idle end follows from it
 )
+
+#: A session's use is written at most this often: a request is then a read, not a write.
+SESSION_TOUCH_SECONDS = 60.0
 
 
 
@@ -583,10 +628,18 @@ class Store:
             prev = entry.hash
         conn.execute(audit.insert(), rows)
 
-    def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0) -> list[AuditEntry]:
+    def audit_entries(self, device_id: str | None = None, limit: int = 200, after: int = 0, *,
+                      actor: str | None = None, action: str | None = None, since: float = 0.0,
+                      until: float = math.inf) -> list[AuditEntry]:
+        """The newest ``limit`` entries after seq ``after`` that match every filter given, oldest first."""
         q = sa.select(audit).where(audit.c.seq > after).order_by(audit.c.seq.desc()).limit(limit)
-        if device_id:
-            q = q.where(audit.c.device_id == device_id)
+        for column, wanted in ((audit.c.device_id, device_id), (audit.c.actor, actor), (audit.c.action, action)):
+            if wanted:
+                q = q.where(column == wanted)
+        if since > 0:
+            q = q.where(audit.c.at >= since)
+        if until < math.inf:
+            q = q.where(audit.c.at < until)
         with self.read() as conn:
             rows = conn.execute(q).all()
         return [AuditEntry(r.seq, r.at, r.actor, r.action, r.device_id, json.loads(r.detail), r.hash)
@@ -594,13 +647,21 @@ class Store:
 
     def verify_audit_chain(self) -> int | None:
         """Return the seq of the first entry whose hash does not match, or None if intact."""
-        prev = ""
+        return self.check_audit_chain()[1]
+
+    def check_audit_chain(self) -> tuple[int, int | None]:
+        """Walk the whole chain: how many entries were checked, and the first altered one (or None)."""
+        prev, count = "", 0
+        columns = (audit.c.seq, audit.c.at, audit.c.actor, audit.c.action, audit.c.device_id, audit.c.detail,
+                   audit.c.hash)
         with self.read() as conn:
-            for r in conn.execute(sa.select(audit).order_by(audit.c.seq)):
-                if _audit_hash(prev, r.at, r.actor, r.action, r.device_id, r.detail) != r.hash:
-                    return int(r.seq)
-                prev = r.hash
-        return None
+            for seq, at, actor, action, device_id, detail, entry_hash in conn.execute(
+                    sa.select(*columns).order_by(audit.c.seq)):
+                count += 1
+                if _audit_hash(prev, at, actor, action, device_id, detail) != entry_hash:
+                    return count, int(seq)
+                prev = entry_hash
+        return count, None
 
     # ------------------------------------------------------------ enrollment tokens
     def create_tokens(self, count: int, ttl_seconds: float, created_by: str) -> list[str]:
@@ -888,15 +949,30 @@ class Store:
             now = self.clock()
             conn.execute(sessions.delete().where(sessions.c.expires_at < now))
             conn.execute(sessions.insert().values(token_hash=sha256_hex(token), username=username,
-                                                  expires_at=now + ttl_seconds))
+                                                  expires_at=now + ttl_seconds, last_used=now))
         return token
 
-    def session_user(self, token: str) -> UserRow | None:
+    def session_user(self, token: str, idle_seconds: float = math.inf) -> UserRow | None:
+        """The session's person, unless it ended (at its absolute end, or ``idle_seconds`` unused).
+
+        Using it moves its idle end on; that is written at most every SESSION_TOUCH_SECONDS.
+        A session found idle is ended for good.
+        """
+        now, token_hash = self.clock(), sha256_hex(token)
         with self.read() as conn:
-            return _maybe(UserRow, conn.execute(
-                sa.select(users).join(sessions, sessions.c.username == users.c.username)
-                .where(sessions.c.token_hash == sha256_hex(token), sessions.c.expires_at > self.clock())
-            ).first())
+            row = conn.execute(
+                sa.select(users, sessions.c.last_used).join(sessions, sessions.c.username == users.c.username)
+                .where(sessions.c.token_hash == token_hash, sessions.c.expires_at > now)
+            ).first()
+        if row is None:
+            return None
+        if row.last_used <= now - idle_seconds:
+            self.end_session(token)
+            return None
+        if now - row.last_used >= SESSION_TOUCH_SECONDS:
+            with self.tx() as conn:
+                conn.execute(sessions.update().where(sessions.c.token_hash == token_hash).values(last_used=now))
+        return UserRow(**{c.name: row._mapping[c.name] for c in users.c})
 
     def end_session(self, token: str) -> None:
         with self.tx() as conn:

@@ -135,7 +135,8 @@ def test_openapi_document_states_real_statuses_enums_and_patterns(server: Server
     assert "args" in assign["required"], "an assignment needs its arguments"
     token = schemas["TokenRequest"]["properties"]["server_url"]
     assert token["pattern"].startswith("^https://")
-    assert [p["name"] for p in paths["/api/audit"]["get"]["parameters"]] == ["device_id", "limit", "after"]
+    assert [p["name"] for p in paths["/api/audit"]["get"]["parameters"]] == \
+        ["device_id", "actor", "action", "since", "until", "limit", "after"]  # the filters: which unit, who, what, when
     assert "never a name typed" in schemas["AuditEntry"]["properties"]["actor"]["description"]
 
 

@@ -56,7 +56,7 @@ def test_pages_outside_the_role_are_refused_and_logged(server: ServerProcess, pe
                        ("support", "/care")):
         status, _, html = get(people[role], path)
         assert status == 403 and "Denne side er ikke for din rolle." in html, (role, path)
-    refused = [e for e in server.cli_json("audit", "list") if e["action"] == "request-refused"]
+    refused = [e for e in server.cli_json("audit", "list") if e["action"] == "access-refused"]
     assert [(e["actor"], e["detail"]["route"]) for e in refused] == [
         ("anne", "/units"), ("sara", "/batches/new"), ("lis", "/care"), ("sara", "/care")]
 

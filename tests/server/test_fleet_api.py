@@ -42,7 +42,7 @@ def test_a_batch_gives_provisioning_files_and_a_sheet_with_one_qr_code_per_unit(
         status, refused = logistics.request("POST", "/api/enroll-batches", {"server_url": server.url, "count": count})
         assert status == 400 and "count" in refused["message"]
     assert support.request("POST", "/api/enroll-batches", {"server_url": server.url})[0] == 403
-    [refusal] = [e for e in server.cli_json("audit", "list") if e["action"] == "request-refused"]
+    [refusal] = [e for e in server.cli_json("audit", "list") if e["action"] == "access-refused"]
     assert refusal["actor"] == "sara" and refusal["detail"]["route"] == "/api/enroll-batches", "403s are logged"
 
 

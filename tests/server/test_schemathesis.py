@@ -18,7 +18,7 @@ from kiosk.server import app as _app  # noqa: F401 (registers every route, the s
 from kiosk.server.console_api import ROUTES, SESSION_COOKIE
 from tests.harness import BIN, Console, ServerProcess, run
 
-ROLES = ("admin", "support", "logistics", "caregiver")
+ROLES = ("admin", "support", "logistics", "caregiver", "management")
 EXAMPLES_PER_OPERATION = 12
 # A WebSocket handshake is more than OpenAPI can state: a plain GET of the call socket is
 # refused with 426 (documented); the handshake itself is tested in test_hardening.py.
@@ -30,6 +30,12 @@ enabled = false
 [[operations]]
 include-path = "/api/calls/socket"
 checks.positive_data_acceptance.expected-statuses = ["101", "401", "403", "426"]
+
+# The figures' 'from' must come before 'to', at most three years apart: more than OpenAPI can
+# state of two parameters, so a well-formed pair may be refused with 400 (and the reason).
+[[operations]]
+include-path-regex = "^/api/figures"
+checks.positive_data_acceptance.expected-statuses = ["200", "400", "401", "403", "429"]
 """
 
 

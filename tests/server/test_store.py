@@ -137,3 +137,20 @@ def test_sessions_end_on_the_clock(store: Store, clock: FakeClock) -> None:
     assert user is not None and user.username == "anne"
     clock.advance(1.0)
     assert store.session_user(token) is None
+
+
+def test_sessions_end_when_left_unused_and_at_their_absolute_end(store: Store, clock: FakeClock) -> None:
+    store.add_user("anne", "(not a hash)", "caregiver", "cli:test")
+    token = store.create_session("anne", ttl_seconds=3600.0)
+    for _ in range(5):  # used every 10 minutes, an idle limit of 15 minutes never ends it...
+        clock.advance(600.0)
+        assert store.session_user(token, idle_seconds=900.0) is not None
+    clock.advance(600.0)  # ...but the absolute end does (an hour after login)
+    assert store.session_user(token, idle_seconds=900.0) is None
+
+    token = store.create_session("anne", ttl_seconds=3600.0)
+    clock.advance(899.0)
+    assert store.session_user(token, idle_seconds=900.0) is not None
+    clock.advance(900.0)  # 15 minutes unused since
+    assert store.session_user(token, idle_seconds=900.0) is None
+    assert store.session_user(token) is None, "an ended session stays ended"
