@@ -30,7 +30,6 @@ DEB_PACKAGES=(
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
-    nodejs npm        # axe-core for the console's accessibility tests (package-lock.json); the real OpenID Connect provider (npm oidc-provider) of the login tests
     postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
     libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
 )
@@ -39,6 +38,10 @@ missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Node.js with npm: axe-core for the console's accessibility tests (package-lock.json) and the
+# real OpenID Connect provider (npm oidc-provider) of the login tests. Any node that brings npm
+# will do (NodeSource's nodejs includes it and conflicts with Debian's npm package).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
         echo "setup: these Debian packages are missing: ${missing[*]}" >&2

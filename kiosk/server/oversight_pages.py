@@ -63,7 +63,7 @@ async def figures_page(request: web.Request, user: UserRow) -> Context:
             "bar_width": BAR_WIDTH, "query": request.query_string, "error": None}
 
 
-@page("/audit", "audit.read", N_("Audit log"), "audit.html")
+@page("/audit", "audit.verify", N_("Audit log"), "audit.html")
 async def audit_page(request: web.Request, user: UserRow) -> Context:
     store = request.app[STORE]
     wanted = {k: request.query.get(k, "")[:100].strip() for k in ("actor", "action", "device_id")}

@@ -26,7 +26,8 @@ def get(console: Console, path: str) -> tuple[int, str, str]:
 @pytest.fixture
 def people(server: ServerProcess) -> dict[str, Console]:
     consoles = {}
-    for name, role in (("anne", "caregiver"), ("lis", "logistics"), ("sara", "support"), ("root", "admin")):
+    for name, role in (("anne", "caregiver"), ("lis", "logistics"), ("sara", "support"), ("root", "admin"),
+                       ("mette", "management")):
         server.add_admin(name, role)
         consoles[role] = Console(server.console)
         assert consoles[role].login(name) == 200
@@ -40,9 +41,10 @@ def test_strangers_get_the_login_page_in_danish(server: ServerProcess) -> None:
 
 
 def test_each_role_lands_on_its_own_page_with_its_own_navigation(people: dict[str, Console]) -> None:
-    homes = {"caregiver": "/care", "logistics": "/units", "support": "/units", "admin": "/care"}
+    homes = {"caregiver": "/care", "logistics": "/units", "support": "/units", "admin": "/care",
+             "management": "/figures"}
     navigation = {"caregiver": ["Mine borgere"], "logistics": ["Enheder", "Nyt parti"], "support": ["Enheder"],
-                  "admin": ["Mine borgere", "Enheder", "Nyt parti"]}
+                  "admin": ["Mine borgere", "Enheder", "Nyt parti", "Tal", "Revisionslog"], "management": ["Tal"]}
     for role, console in people.items():
         status, landed, html = get(console, "/")
         assert status == 200 and landed == homes[role], role
@@ -59,6 +61,18 @@ def test_pages_outside_the_role_are_refused_and_logged(server: ServerProcess, pe
     refused = [e for e in server.cli_json("audit", "list") if e["action"] == "access-refused"]
     assert [(e["actor"], e["detail"]["route"]) for e in refused] == [
         ("anne", "/units"), ("sara", "/batches/new"), ("lis", "/care"), ("sara", "/care")]
+
+
+def test_management_sees_figures_with_a_chart_and_administrators_the_audit_log(people: dict[str, Console]) -> None:
+    status, _, html = get(people["management"], "/figures?period=day")
+    assert status == 200 and '<svg' in html and 'id="figures"' in html and "Alle teams" in html
+    assert 'href="/api/figures.csv?period=day"' in html
+    assert get(people["management"], "/audit")[0] == 403 and get(people["logistics"], "/figures")[0] == 403
+    status, _, html = get(people["admin"], "/audit?actor=anne&check=1")
+    assert status == 200 and 'id="chain" class="ok"' in html
+    assert re.findall(r"<tr><td>\d+</td><td>[^<]+</td><td>([^<]+)</td><td>([^<]+)</td>", html) == [("anne", "login")]
+    status, _, html = get(people["management"], "/figures?period=year")
+    assert status == 200 and 'class="error"' in html and "Traceback" not in html
 
 
 def test_unknown_things_are_a_plain_404_never_a_trace(people: dict[str, Console]) -> None:
