@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -33,14 +34,15 @@ def test_no_wheel_left_off_the_unit_is_imported_by_what_runs_there(arch: recipe.
     assert r.wheels_left_out == r.python_from_debian | r.python_not_on_unit
     modules_of = {dist.lower(): module for module, dists in packages_distributions().items() for dist in dists}
     left_out_modules = {modules_of[dist] for dist in r.python_not_on_unit}
-    assert left_out_modules == {"sqlalchemy", "argon2", "elftools"}
+    assert left_out_modules == {"sqlalchemy", "argon2", "elftools", "alembic", "mako", "psycopg", "jinja2", "fpdf",
+                                "fontTools", "defusedxml", "authlib", "httpx2", "httpcore2", "joserfc", "truststore"}
     used = set().union(*(imported_top_level_names(KIOSK / part) for part in ON_THE_UNIT))
     assert not used & left_out_modules, f"the unit imports {used & left_out_modules}, left out of its image"
 
 
 def test_a_recipe_with_a_malformed_list_is_refused(tmp_path: Path) -> None:
-    text = (recipe.IMAGE_DIR / "recipe.toml").read_text().replace(
-        'not_on_unit = ["sqlalchemy"', 'not_on_unit = "sqlalchemy" #', 1)
+    text = re.sub(r"not_on_unit = \[.*?\]", 'not_on_unit = "sqlalchemy"',
+                  (recipe.IMAGE_DIR / "recipe.toml").read_text(), count=1, flags=re.S)
     (tmp_path / "recipe.toml").write_text(text)
     with pytest.raises(recipe.RecipeError, match=r"python\.not_on_unit must be a list of strings"):
         recipe.load("amd64", tmp_path / "recipe.toml")
