@@ -110,7 +110,7 @@ class LoginGuard:
 
     def held(self) -> list[tuple[Scope, Backoff]]:
         """Every address and account that has failures on record, longest wait first."""
-        with self.store.engine.connect() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(sa.select(login_backoff).where(login_backoff.c.failures > 0)
                                 .order_by(login_backoff.c.blocked_until.desc())).all()
         return [(_scope(r.key), Backoff(r.failures, r.blocked_until, r.last_attempt)) for r in rows]

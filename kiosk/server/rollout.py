@@ -34,7 +34,17 @@ from kiosk.protocol import update
 from kiosk.server import commands
 from kiosk.server.audit import SERVER
 from kiosk.server.ca import Authority
-from kiosk.server.store import ReleaseRow, RolloutRow, RolloutUnitRow, Store, devices, releases, rollout_units, rollouts
+from kiosk.server.store import (
+    ReleaseRow,
+    RolloutRow,
+    RolloutUnitRow,
+    Store,
+    StoreUnavailable,
+    devices,
+    releases,
+    rollout_units,
+    rollouts,
+)
 
 log = logging.getLogger("kiosk.server.rollout")
 
@@ -76,7 +86,7 @@ def add_release(store: Store, data: Path, bundle: Path, actor: str) -> ReleaseRo
     if bundle.stat().st_size != info.bytes or _sha256(bundle) != info.sha256:
         raise RolloutError(f"{bundle} is not the bundle {sidecar.name} describes (size or SHA-256 differ): "
                            "a partial copy?")
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         if conn.execute(sa.select(releases.c.version).where(releases.c.version == info.version)).first():
             raise RolloutError(f"release {info.version} exists already")
     folder = data / RELEASE_DIR
@@ -98,13 +108,13 @@ def add_release(store: Store, data: Path, bundle: Path, actor: str) -> ReleaseRo
 
 
 def release(store: Store, version: str) -> ReleaseRow | None:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         row = conn.execute(sa.select(releases).where(releases.c.version == version)).first()
     return ReleaseRow(**row._mapping) if row else None
 
 
 def release_list(store: Store) -> list[ReleaseRow]:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return [ReleaseRow(**r._mapping) for r in conn.execute(sa.select(releases).order_by(releases.c.added_at))]
 
 
@@ -163,7 +173,7 @@ def _units(conn: sa.Connection, rollout_id: str) -> list[RolloutUnitRow]:
 def drive(store: Store, authority: Authority) -> None:
     """One step of every running roll-out: send a due wave, judge the wave under way."""
     now = store.clock()
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         running = [RolloutRow(**r._mapping) for r in conn.execute(sa.select(rollouts)
                                                                   .where(rollouts.c.state == "running"))]
     for ro in running:
@@ -242,7 +252,7 @@ def on_result(store: Store, device_id: str, result: m.CommandResult) -> None:
 
 def status(store: Store, rollout_id: str | None = None) -> dict[str, Any]:
     """A roll-out (the latest if none is named) with its units counted per wave and stage."""
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         q = sa.select(rollouts).order_by(rollouts.c.created_at.desc()).limit(1)
         if rollout_id:
             q = sa.select(rollouts).where(rollouts.c.id == rollout_id)
@@ -268,6 +278,8 @@ async def drive_forever(store: Store, authority: Authority) -> None:
     while True:
         try:
             await asyncio.to_thread(drive, store, authority)
+        except StoreUnavailable as exc:  # the hub's sweep says so in plain words already
+            log.debug("roll-outs wait for the database: %s", exc)
         except Exception:  # a bad step must not stop later ones
             log.exception("roll-out step failed")
         await asyncio.sleep(DRIVE_INTERVAL_SECONDS)
