@@ -68,7 +68,7 @@ def load(arch: Arch, path: Path = IMAGE_DIR / "recipe.toml") -> Recipe:
             python_not_on_unit=frozenset(_strings(data["python"], "not_on_unit", "python")),
             commands=_strings(data["python"], "commands", "python"),
             initramfs_modules=_strings(initramfs, "modules", "initramfs") + _strings(initramfs, arch, "initramfs"),
-            trim_exclude=_strings(trim, "exclude", "trim"),
+            trim_exclude=_strings(trim, "exclude", "trim") + _strings(trim, arch, "trim"),
             trim_include=_strings(trim, "include", "trim"),
             layout=Layout(config_mib=int(layout["config"]), boot_mib=int(layout["boot"]),
                           data_mib=int(layout["data"]),

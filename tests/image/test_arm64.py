@@ -19,13 +19,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from kiosk.image import gpt, layout
-from tests.harness import ServerProcess
-from tests.image.test_boot import make_unit, wait_online
+from kiosk.image import bootcfg, gpt, layout
+from tests.harness import ServerProcess, wait_until
+from tests.image.test_boot import diagnostics, make_unit, wait_online
+from tests.image.test_uboot_counting import counters
 from tests.image.vm import SERVER_IN_GUEST, UBOOT_QEMU_ARM64, Vm
 
 WANTED = os.environ.get("KIOSK_IMAGE_ARM64", "")
@@ -35,6 +39,9 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building and auditing the image needs root"),
     pytest.mark.skipif(not UBOOT_QEMU_ARM64.exists(), reason="needs u-boot-qemu and qemu-system-arm"),
 ]
+#: Every instruction emulated, on a shared 2-core machine: the kernel alone takes minutes.
+BOOT_TIMEOUT = 3600
+FIRST_BOOT = "kiosk: booting slot a from partition 2 (tries a=1 b=0)"
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +70,39 @@ def test_the_partition_table_is_the_planned_one(arm64_image: Path) -> None:
     assert entries[3].size == entries[4].size
 
 
-def test_u_boot_runs_the_images_boot_scr_and_the_unit_enrolls(arm64_image: Path, tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
+@pytest.fixture(scope="module")
+def unit(arm64_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One provisioned copy of the image, powered on once under U-Boot and left running until
+    it has enrolled (a TCG boot costs minutes: the checks below share it)."""
+    work = tmp_path_factory.mktemp("arm64-unit")
+    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
     vm: Vm | None = None
     try:
-        vm = Vm(make_unit(arm64_image, tmp_path, server), tmp_path, server.device_port, arch="arm64").start()
-        wait_online(server, vm, timeout=3600)
+        disk = make_unit(arm64_image, work, server)
+        vm = Vm(disk, work, server.device_port, arch="arm64").start()
+        device_id = wait_online(server, vm, timeout=BOOT_TIMEOUT)
+        yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id,
+               "online_after": time.monotonic() - vm.started_at}
     finally:
         if vm:
             vm.stop()
         server.stop()
+
+
+def test_u_boot_runs_the_images_boot_scr_and_the_unit_enrolls(unit: dict[str, Any]) -> None:
+    print(f"online {unit['online_after']:.0f} s after QEMU started")
+    # the image's own boot.scr chose slot A and counted its first try (kiosk.image.bootcfg)
+    assert FIRST_BOOT in unit["vm"].serial(), unit["vm"].serial()[-3000:]
+
+
+def test_the_booted_slot_marks_itself_good_in_u_boots_counters(unit: dict[str, Any]) -> None:
+    """kiosk-boot-ok resets slot A's try counter in boot-count.env, the file boot.scr reads."""
+    after = wait_until(lambda: (c := counters(unit["disk"]))["a_try"] == "0" and c, 300, 2.0,
+                       what="kiosk-boot-ok to reset a_try in boot-count.env")
+    assert after == {**bootcfg.initial_env(), "a_try": "0"}
+
+
+def test_diagnostics_report_the_image_version_and_slot(unit: dict[str, Any]) -> None:
+    versions = diagnostics(unit["server"], unit["device_id"])["versions"]["detail"]
+    assert "image 0." in versions and "slot a" in versions, versions
+    assert "Debian GNU/Linux 13" in versions

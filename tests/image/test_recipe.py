@@ -46,3 +46,11 @@ def test_a_recipe_with_a_malformed_list_is_refused(tmp_path: Path) -> None:
     (tmp_path / "recipe.toml").write_text(text)
     with pytest.raises(recipe.RecipeError, match=r"python\.not_on_unit must be a list of strings"):
         recipe.load("amd64", tmp_path / "recipe.toml")
+
+
+def test_each_architecture_leaves_out_its_own_paths_and_the_common_ones() -> None:
+    amd64, arm64 = recipe.load("amd64"), recipe.load("arm64")
+    assert set(amd64.trim_exclude) < set(arm64.trim_exclude)
+    # the other boards' device trees go; the Pi's (the firmware's, on the config partition) stay
+    assert "/usr/lib/linux-image-*/*" in set(arm64.trim_exclude) - set(amd64.trim_exclude)
+    assert "/usr/lib/linux-image-*/broadcom/*" in arm64.trim_include

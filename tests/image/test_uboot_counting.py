@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.image import bootcfg, kernel, layout
+from kiosk.image import bootcfg, gpt, kernel, layout
 from kiosk.image.build import DEFAULT_CACHE, _fat, _place
 from tests.harness import wait_until
 from tests.image.vm import UBOOT_QEMU_ARM64, Vm
@@ -34,7 +34,7 @@ BOOTING = re.compile(r"kiosk: booting slot (\w) from partition (\d) \(tries a=(\
 
 
 def make_disk(tmp_path: Path, counters: dict[str, str], slot_files: dict[str, Path | bytes] | None = None,
-              boot_mib: int = 8) -> tuple[Path, layout.Plan]:
+              boot_mib: int = 8) -> Path:
     plan = layout.plan("arm64", config_mib=8, boot_mib=boot_mib, root_mib=1, data_mib=1)
     script = tmp_path / "boot.cmd"
     script.write_text(bootcfg.uboot_script(bootcfg.kernel_cmdline("arm64", debug=False), TRIES))
@@ -52,12 +52,13 @@ def make_disk(tmp_path: Path, counters: dict[str, str], slot_files: dict[str, Pa
                    text=True, check=True, capture_output=True)
     for name in ("config", "boot_a", "boot_b"):
         _place(disk, plan[name], tmp_path / f"{name}.img")
-    return disk, plan
+    return disk
 
 
-def counters(disk: Path, plan: layout.Plan) -> dict[str, str]:
-    """boot-count.env as U-Boot left it (``env export -t``: lines, perhaps a NUL at the end)."""
-    raw = subprocess.run(["mtype", "-i", f"{disk}@@{plan['config'].offset}", "::boot-count.env"],
+def counters(disk: Path) -> dict[str, str]:
+    """boot-count.env as U-Boot (or the unit's kiosk-boot-ok) left it on the config partition
+    (``env export -t``: lines, perhaps a NUL at the end)."""
+    raw = subprocess.run(["mtype", "-i", f"{disk}@@{gpt.find(disk, 'config').offset}", "::boot-count.env"],
                          capture_output=True, check=True).stdout
     return dict(line.split("=", 1) for line in raw.rstrip(b"\0\n").decode().splitlines())
 
@@ -78,23 +79,23 @@ def power_on(disk: Path, work: Path, until: re.Pattern[str] = BOOTING, timeout: 
 
 
 def test_a_slot_that_never_comes_up_is_passed_over_after_its_tries(tmp_path: Path) -> None:
-    disk, plan = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": "0", "b_ok": "1", "b_try": "0"})
+    disk = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": "0", "b_ok": "1", "b_try": "0"})
     chosen = [power_on(disk, tmp_path)[0] for _ in range(TRIES + 1)]
     assert chosen == ["a"] * TRIES + ["b"]
-    assert counters(disk, plan) == {"ORDER": "a b", "a_ok": "1", "a_try": str(TRIES), "b_ok": "1", "b_try": "1"}
+    assert counters(disk) == {"ORDER": "a b", "a_ok": "1", "a_try": str(TRIES), "b_ok": "1", "b_try": "1"}
 
 
 def test_with_no_tries_left_anywhere_both_slots_start_over(tmp_path: Path) -> None:
     # slot B is shipped empty (b_ok=0); slot A has used its tries
-    disk, plan = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": str(TRIES), "b_ok": "0", "b_try": "0"})
+    disk = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": str(TRIES), "b_ok": "0", "b_try": "0"})
     chosen, serial = power_on(disk, tmp_path)
     assert "No slot has tries left: starting over with both." in serial
     assert chosen == "a", "after U-Boot's reset the script runs again and takes slot A afresh"
-    assert counters(disk, plan)["a_try"] == "1"
+    assert counters(disk)["a_try"] == "1"
 
 
 def test_the_slots_own_kernel_arguments_are_handed_on(tmp_path: Path) -> None:
-    disk, _ = make_disk(tmp_path, {"ORDER": "b a", "a_ok": "1", "a_try": "0", "b_ok": "1", "b_try": "0"})
+    disk = make_disk(tmp_path, {"ORDER": "b a", "a_ok": "1", "a_try": "0", "b_ok": "1", "b_try": "0"})
     chosen, serial = power_on(disk, tmp_path)
     assert chosen == "b"
     assert BOOTING.search(serial).group(2) == str(bootcfg.BOOT_PARTITION["b"])  # type: ignore[union-attr]
@@ -113,7 +114,7 @@ def test_boot_scr_starts_debians_arm64_kernel_and_a_panic_counts_as_a_failed_boo
     [vmlinuz] = unpacked.glob("boot/vmlinuz-*")
     image = kernel.arm64_image(vmlinuz.read_bytes())
     # ignore_loglevel: the slot's own argument, so the kernel's banner shows despite the image's quiet
-    disk, plan = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": "0", "b_ok": "0", "b_try": "0"},
+    disk = make_disk(tmp_path, {"ORDER": "a b", "a_ok": "1", "a_try": "0", "b_ok": "0", "b_try": "0"},
                            {"Image": image, "slot.env": bootcfg.uboot_env({"kiosk_args": "ignore_loglevel"})},
                            boot_mib=layout.mib_for(len(image), 20))
     second_try = re.compile(r"kiosk: booting slot a from partition 2 \(tries a=2 b=0\)")
@@ -122,4 +123,4 @@ def test_boot_scr_starts_debians_arm64_kernel_and_a_panic_counts_as_a_failed_boo
     assert linux and linux.group(1) == vmlinuz.name.removeprefix("vmlinuz-"), f"Debian's kernel ran:\n{serial[-3000:]}"
     assert "kiosk.slot=a" in serial and "Kernel panic - not syncing" in serial
     assert second_try.search(serial), "after the panic U-Boot ran boot.scr again and counted a second try"
-    assert counters(disk, plan)["a_try"] == "2"
+    assert counters(disk)["a_try"] == "2"
