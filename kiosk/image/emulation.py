@@ -23,6 +23,7 @@ Native builds (amd64 on amd64) do none of this: there the scripts run at full sp
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import subprocess
 from pathlib import Path
@@ -75,8 +76,13 @@ def is_foreign(arch: str) -> bool:
 
 
 def defer_hooks() -> list[str]:
-    """mmdebstrap options: divert the deferred commands before the packages are installed..."""
+    """mmdebstrap options: divert the deferred commands before the packages are installed...
+
+    From the essential hook on, when only the essential packages are there: a deferred file's
+    directory may not exist yet (/usr/lib/python3.13 comes with python3.13-minimal), so the
+    stand-in makes it; dpkg then unpacks the package into it as usual."""
     steps = [f'dpkg-divert --root="$1" --local --rename --divert {cmd}{_ASIDE} --add {cmd} >/dev/null '
+             f'&& mkdir -p "$1"{posixpath.dirname(cmd)} '
              f'&& printf %s {shlex.quote(stub)} > "$1"{cmd} && chmod 755 "$1"{cmd}'
              for cmd, stub in DEFERRED.items()]
     return ["--essential-hook=" + " && ".join(steps)]

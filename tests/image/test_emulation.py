@@ -26,11 +26,13 @@ def run_hook(option: str, root: Path) -> None:
 
 
 def scratch_root(tmp_path: Path) -> Path:
+    """A root as the essential hook finds it: dpkg's database, /usr/bin and /usr/sbin, but not
+    yet the directories of packages still to come (/usr/lib/python3.13)."""
     root = tmp_path / "root"
     (root / "var/lib/dpkg/info").mkdir(parents=True)
     (root / "var/lib/dpkg/status").write_text("")
-    for cmd in emulation.DEFERRED:
-        (root / cmd.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    for essential in ("usr/bin", "usr/sbin"):
+        (root / essential).mkdir(parents=True)
     return root
 
 
