@@ -160,6 +160,13 @@ class CommandOut(msgspec.Struct):
 AuditOut = AuditEntry
 
 
+class PageQuery(msgspec.Struct, forbid_unknown_fields=False):
+    """One page of a long list: ``limit`` rows after the first ``offset`` (a fleet has thousands)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
+    offset: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
+
+
 class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
     """The query of ``GET /api/audit``: every filter given must match (who, what, which unit, when)."""
 
