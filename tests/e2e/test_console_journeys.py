@@ -23,6 +23,8 @@ from kiosk.server import figures
 from tests.e2e.test_browser_call import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 from tests.harness import ADMIN_PASSWORD, AgentProcess, ServerProcess, wait_until
 from tests.staff_client import StaffClient
+from tests.ui.answering_screen import AnsweringScreen
+from tests.ui.xvfb import xvfb_display  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -275,3 +277,36 @@ def test_management_figures_match_the_calls_made_and_administrators_filter_the_a
     assert rows and all(r[4] == device_id[:8] for r in rows), "only that unit's entries"
     accessible(page, "audit")
     shot(page, "admin-audit")
+
+
+def test_support_sees_the_screen_after_the_citizens_yes_and_nothing_after_no(
+        browser: Any, server: ServerProcess, online_agent: tuple[AgentProcess, str], xvfb_display: str,  # noqa: F811
+        tmp_path: Path) -> None:
+    """The real kiosk-ui window under Xvfb asks the citizen (``screen_driver look``: Ja, then Nej);
+    support's page shows the picture after the yes, and after the no says so with no picture.
+    Both answers are in the audit log, neither with a picture."""
+    agent, device_id = online_agent
+    server.add_admin("sara", "support")
+    server.add_admin("anne", "caregiver")
+    with AnsweringScreen(agent, xvfb_display, tmp_path, "console-look", scenario="look", first_cue="ready") as screen:
+        server.add_citizen("Karen Jensen", device_id, "anne")
+        screen.wait_for("idle", 120, "the idle screen of the assigned unit")
+        page = login(browser, server, "sara")
+        page.goto(f"{server.console}/units/{device_id}")
+        answers = {}
+        for answer in ("yes", "no"):
+            with page.expect_navigation(timeout=120_000):  # reloaded once the unit answered
+                page.click("button[data-command=screenshot]")
+            screen.wait_for(f"answered-{answer}", 30, f"the citizen's {answer} on the window")
+            answers[answer] = page.inner_text("#look")
+            if answer == "yes":
+                assert "borgeren sagde ja" in answers["yes"]
+                image = page.locator("#look-image")
+                assert image.evaluate("i => i.naturalWidth") == 1280, "the screen's own picture"
+                accessible(page, "unit with a look")
+                shot(page, "support-look")
+        assert "borgeren sagde nej" in answers["no"] and page.locator("#look-image").count() == 0
+        assert "Karen" not in page.content()
+    looks = [e for e in server.cli_json("audit", "list", "--limit", "500")
+             if e["action"] == "command-result" and e["detail"].get("kind") == "screenshot"]
+    assert [e["detail"]["answer"] for e in looks] == ["yes", "no"] and not any("png" in e["detail"] for e in looks)
