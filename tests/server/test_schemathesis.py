@@ -59,14 +59,8 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerP
     srv.stop()
 
 
-#: A known defect schemathesis finds since the merge of 2026-11-29 (set-config's settings refuse a key the
-#: schema allows): to mend first.
-SCHEMA_DEFECTS = pytest.mark.xfail(strict=False, reason="known defect: set-config settings (2026-11-29)")
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("role", [pytest.param(r, marks=SCHEMA_DEFECTS) if r in ("admin", "support", "logistics")
-                                  else r for r in [*ROLES, None]], ids=lambda r: r or "stranger")
+@pytest.mark.parametrize("role", [*ROLES, None], ids=lambda r: r or "stranger")
 def test_schemathesis_finds_nothing(sessions: tuple[ServerProcess, dict[str, str]], role: str | None,
                                     tmp_path: Path) -> None:
     server, tokens = sessions
