@@ -102,6 +102,8 @@ class CallManager:
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
         hub.on_detach.append(self.device_gone)
+        #: Hands a unit's call message to the process running that call (kiosk.server.cluster).
+        self.elsewhere: Callable[[str, m.DeviceToServer], None] | None = None
         self._take_up_calls_in_progress()
 
     def _take_up_calls_in_progress(self) -> None:
@@ -131,7 +133,7 @@ class CallManager:
             live = self.live.get(call_id)
             if live is None:
                 continue
-            if live.device_id not in self.hub.links:
+            if self.hub.reach(live.device_id) is None:
                 log.info("call %s: its unit did not come back after the restart", call_id)
                 await self._feed(live, c.DeviceOffline())
             elif live.staff is _not_resumed:
@@ -165,7 +167,7 @@ class CallManager:
         live = LiveCall(call_id, caller, citizen_id, citizen.device_id, staff, c.Call(config=self.config))
         self.live[call_id] = live
         await staff(m.CallPlaced(call_id=call_id, citizen_name=citizen.name, ice_servers=ice, relay_only=relay_only))
-        link = self.hub.links.get(citizen.device_id)
+        link = self.hub.reach(citizen.device_id)
         if link is None:
             await self._feed(live, c.DeviceOffline())
         elif busy:
@@ -234,6 +236,9 @@ class CallManager:
 
     # ---------------------------------------------------------------- device side
     async def from_device(self, device_id: str, message: m.DeviceToServer) -> None:
+        if not self.runs(getattr(message, "call_id", "")) and self.elsewhere is not None:
+            self.elsewhere(device_id, message)  # the caregiver's process runs this call
+            return
         if isinstance(message, m.CallQualityReport):
             self._quality(message, "quality_device", lambda _caller, device: device == device_id)
             return
@@ -255,6 +260,10 @@ class CallManager:
                 await self._feed(live, c.UnitWiped())
             case m.CallHangUp():
                 await self._feed(live, c.HangUp(c.Side.CITIZEN))
+
+    def runs(self, call_id: str) -> bool:
+        """Whether this process runs the call (or ran it lately: its quality reports come here)."""
+        return call_id in self.live or call_id in self._ended
 
     async def device_gone(self, device_id: str) -> None:
         for live in [lc for lc in self.live.values() if lc.device_id == device_id]:
@@ -320,13 +329,13 @@ class CallManager:
                 await live.staff(message)
 
     async def _to_device(self, device_id: str, message: m.ServerToDevice) -> None:
-        link = self.hub.links.get(device_id)
+        link = self.hub.reach(device_id)
         if link is not None:
             with contextlib.suppress(ConnectionError):  # the link's detach feeds DeviceOffline
                 await link.send(message)
 
     def _facts(self, live: LiveCall) -> m.DeviceFacts:
-        link = self.hub.links.get(live.device_id)
+        link = self.hub.reach(live.device_id)
         row = self.store.device(live.device_id)
         machine = live.machine
         rang_for = None
