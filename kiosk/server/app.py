@@ -131,13 +131,14 @@ class Server:
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
              call_config: CallConfig = DEFAULT_CALL_CONFIG, turn: TurnConfig | None = None,
-             clock: Clock = time.time, database: str | None = None) -> Server:
+             clock: Clock = time.time, database: str | None = None, alone: bool = True) -> Server:
         """``clock`` is the one wall clock of the store, the hub and the calls (tests set it);
-        ``database`` a PostgreSQL URL, or None for SQLite in ``data``."""
+        ``database`` a PostgreSQL URL, or None for SQLite in ``data``; ``alone``: no other process
+        serves this database (it takes up the calls in progress; see :meth:`join` otherwise)."""
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data, clock, database)
         hub = Hub(store)
-        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn, take_up=alone),
                    CommandDesk(store, authority, hub), Sweep(store, authority, hub))
 
     def join(self, nats_url: str, process: str) -> Cluster:

@@ -88,7 +88,9 @@ class CallNotPlaced(Exception):
 
 class CallManager:
     def __init__(self, store: Store, hub: Hub, config: c.CallConfig, turn_config: TurnConfig | None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, take_up: bool = True) -> None:
+        """``take_up``: take up the calls in progress the store holds (after a restart); a process
+        among several does not (they may be another's), kiosk.server.cluster ends a dead one's."""
         self.store = store
         self.hub = hub
         self.clock: Clock = clock or store.clock
@@ -102,20 +104,35 @@ class CallManager:
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
         hub.on_detach.append(self.device_gone)
+        #: Told of each call placed here (True) and ended here (False): call id, device id.
+        self.on_call: list[Callable[[str, str, bool], None]] = []
         #: Hands a unit's call message to the process running that call (kiosk.server.cluster).
         self.elsewhere: Callable[[str, m.DeviceToServer], None] | None = None
-        self._take_up_calls_in_progress()
+        if take_up:
+            self._take_up_calls_in_progress()
 
     def _take_up_calls_in_progress(self) -> None:
         """After a restart: the calls whose media was flowing go on, waiting for their caregiver."""
         for row in self.store.live_call_rows():
-            machine = c.Call(config=self.config, state=c.CallState.IN_CALL, placed_at=row.placed_at,
-                             rang_at=row.rang_at, answered_at=row.answered_at, connected_at=row.connected_at)
-            self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
-                                         row.citizen_id, row.device_id, _not_resumed, machine,
-                                         screen_awake=row.screen_awake)
+            self._take_up(row)
             self._taken_up.add(row.id)
             log.info("call %s in progress taken up again", row.id)
+
+    def _take_up(self, row: LiveCallRow) -> LiveCall:
+        machine = c.Call(config=self.config, state=c.CallState.IN_CALL, placed_at=row.placed_at,
+                         rang_at=row.rang_at, answered_at=row.answered_at, connected_at=row.connected_at)
+        live = self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
+                                            row.citizen_id, row.device_id, _not_resumed, machine,
+                                            screen_awake=row.screen_awake)
+        return live
+
+    async def end_orphans(self, call_ids: set[str]) -> None:
+        """End calls in progress whose process died: both sides are told the connection was lost
+        (the caregiver when their page asks to resume), and each gets its record."""
+        for row in self.store.live_call_rows():
+            if row.id in call_ids and row.id not in self.live:
+                log.info("call %s: its process is gone; ended", row.id)
+                await self._feed(self._take_up(row), c.MediaFailed())
 
     def start(self) -> None:
         """Once serving: end the calls taken up whose unit or caregiver is not back in time."""
@@ -166,6 +183,8 @@ class CallManager:
         busy = self._busy_device(citizen.device_id)
         live = LiveCall(call_id, caller, citizen_id, citizen.device_id, staff, c.Call(config=self.config))
         self.live[call_id] = live
+        for tell in self.on_call:
+            tell(call_id, citizen.device_id, True)
         await staff(m.CallPlaced(call_id=call_id, citizen_name=citizen.name, ice_servers=ice, relay_only=relay_only))
         link = self.hub.reach(citizen.device_id)
         if link is None:
@@ -211,6 +230,9 @@ class CallManager:
             facts = m.convert(json.loads(record.facts), m.DeviceFacts) if record.facts else None
             with contextlib.suppress(ConnectionError):
                 await staff(m.CallEnded(call_id=call_id, reason=c.EndReason(record.end_reason), facts=facts))
+        elif record is None and live is None:  # nobody runs it: its process died (a cluster's), and its record follows
+            with contextlib.suppress(ConnectionError):
+                await staff(m.CallEnded(call_id=call_id, reason=c.EndReason.CONNECTION_LOST))
         return False
 
     async def staff_gone(self, call_id: str, staff: StaffSend | None = None) -> None:
@@ -363,6 +385,8 @@ class CallManager:
 
     def _record(self, live: LiveCall, record: c.CallRecord) -> None:
         del self.live[live.id]
+        for tell in self.on_call:
+            tell(live.id, live.device_id, False)
         self._ended[live.id] = (record.ended_at, live.caller.username, live.device_id)
         self.store.add_call_record(CallRow(
             id=live.id, caller=live.caller.username, citizen_id=live.citizen_id,

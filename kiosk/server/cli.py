@@ -374,7 +374,8 @@ def _open(args: argparse.Namespace, call_config: CallConfig = DEFAULT_CALL_CONFI
     """The server's data directory and database, migrated; a database that cannot be opened ends it."""
     try:
         return Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
-                           getattr(args, "server_name", None), call_config, turn, database=args.database)
+                           getattr(args, "server_name", None), call_config, turn, database=args.database,
+                           alone=not getattr(args, "nats", None))
     except (ValueError, StoreUnavailable) as exc:
         fail(str(exc))
 

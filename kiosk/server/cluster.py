@@ -15,7 +15,12 @@ lives only while a unit is connected:
   :data:`PROCESS_SILENCE_SECONDS` is dead (``kill -9``, a pulled plug); its units get the
   grace a dropped link gets (hub.DETACH_GRACE_SECONDS) to come back through another
   process, and are offline after that;
-- ``kiosk.presence.ask``: a process that (re)connects asks the others to tell theirs.
+- ``kiosk.calls``: which process runs which call. The calls of a dead process end on
+  both sides with ``connection_lost``: the process holding the unit tells it, the first
+  process by name writes the records of those in progress (kept in the database), and
+  the caregiver's page, resuming through another process, is told so there;
+- ``kiosk.presence.ask``: a process that (re)connects, or hears a process it does not
+  know, asks all to tell their units and calls.
 
 NATS going away (a restart, a blink) drops no unit's connection: the client reconnects
 for ever, the blink is logged once in plain words, and on its return every process
@@ -43,14 +48,17 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DETACH_GRACE_SECONDS, DeviceLink, Hub
+from kiosk.server.store import StoreUnavailable
 
 log = logging.getLogger("kiosk.server.cluster")
 
 ALIVE_INTERVAL_SECONDS: Final = 1.0
-#: A process not heard for this long is dead (a loaded machine may delay a heartbeat a second or two).
-PROCESS_SILENCE_SECONDS: Final = 5.0
+#: A process not heard for this long is dead (a loaded machine delays a heartbeat by seconds; a
+#: process taken for dead by mistake would have its calls ended).
+PROCESS_SILENCE_SECONDS: Final = 10.0
 #: First connection attempts: one every this many seconds until NATS answers (the process serves meanwhile).
 CONNECT_RETRY_SECONDS: Final = 2.0
 #: Units per presence message when a whole process's list is told.
@@ -58,7 +66,7 @@ PRESENCE_BATCH: Final = 500
 #: What the client buffers while NATS is away; beyond it a message fails (the sweep covers commands).
 PENDING_BYTES: Final = 8 * 1024 * 1024
 
-PRESENCE, ASK, ALIVE, CALL = "kiosk.presence", "kiosk.presence.ask", "kiosk.alive", "kiosk.call"
+PRESENCE, ASK, ALIVE, CALL, CALLS = "kiosk.presence", "kiosk.presence.ask", "kiosk.alive", "kiosk.call", "kiosk.calls"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -93,8 +101,20 @@ class Alive(msgspec.Struct, frozen=True):
     process: str
 
 
+class OwnedCall(msgspec.Struct, frozen=True):
+    call_id: str
+    device_id: str
+    running: bool
+
+
+class CallNews(msgspec.Struct, frozen=True):
+    process: str
+    calls: list[OwnedCall]
+
+
 _PRESENCE = msgspec.json.Decoder(PresenceNews)
 _ALIVE = msgspec.json.Decoder(Alive)
+_CALLS = msgspec.json.Decoder(CallNews)
 
 
 @dataclass
@@ -116,6 +136,8 @@ class Cluster:
         self.hub, self.calls, self.grace = hub, calls, grace
         self.where: dict[str, _Remote] = {}  # units held by other processes
         self.heard: dict[str, float] = {}  # other processes, when last heard (monotonic)
+        self.calls_of: dict[str, dict[str, str]] = {}  # other processes' calls: call id -> device id
+        self._listening_since: float | None = None  # connected to NATS since (monotonic)
         self.nc: Client | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._down_since: float | None = None
@@ -123,6 +145,7 @@ class Cluster:
         hub.forward = self.forward_command
         hub.on_presence.append(self._tell_presence)
         calls.elsewhere = self.forward_call_message
+        calls.on_call.append(self._tell_call)
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
@@ -149,11 +172,16 @@ class Cluster:
         await self.nc.subscribe(ASK, cb=self._asked)
         await self.nc.subscribe(ALIVE, cb=self._alive)
         await self.nc.subscribe(CALL, cb=self._call_message)
+        await self.nc.subscribe(CALLS, cb=self._call_news)
+        self._listening_since = time.monotonic()
         await self._introduce()
         log.info("process %s joined the cluster through NATS at %s", self.process, self.url)
         while True:
-            await self._publish(ALIVE, msgspec.json.encode(Alive(self.process)))
-            self._bury_silent(time.monotonic())
+            if self.connected:  # silence while we are cut off says nothing of the others
+                with contextlib.suppress(ConnectionError):
+                    await self._publish(ALIVE, msgspec.json.encode(Alive(self.process)))
+                await self._bury_silent(time.monotonic())
+                await self._end_orphaned_calls()
             await asyncio.sleep(ALIVE_INTERVAL_SECONDS)
 
     async def _connect(self) -> Client:
@@ -184,21 +212,24 @@ class Cluster:
         log.warning("NATS answers again after %.1f s; telling the other processes where our units are", down)
         now = time.monotonic()
         self.heard = {process: now for process in self.heard}  # their silence was ours
+        self._listening_since = now
         await self._introduce()
 
     async def _error(self, exc: Exception) -> None:
         log.debug("NATS: %s", exc)
 
     async def _introduce(self) -> None:
-        """Tell every unit we hold, and ask the others to tell theirs."""
-        await self._tell_all_units()
+        """Tell every unit we hold and call we run, and ask the others to tell theirs."""
+        await self._tell_all()
         await self._publish(ASK, self.process.encode())
 
-    async def _tell_all_units(self) -> None:
+    async def _tell_all(self) -> None:
         units = [self._unit(link, True) for link in list(self.hub.links.values())]
         for start in range(0, len(units), PRESENCE_BATCH):
             news = PresenceNews(self.process, units[start:start + PRESENCE_BATCH])
             await self._publish(PRESENCE, msgspec.json.encode(news))
+        calls = [OwnedCall(call_id, live.device_id, True) for call_id, live in list(self.calls.live.items())]
+        await self._publish(CALLS, msgspec.json.encode(CallNews(self.process, calls)))
 
     # ------------------------------------------------------------- publishing
     async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None = None) -> None:
@@ -227,6 +258,11 @@ class Cluster:
         if self.nc is not None:
             news = PresenceNews(self.process, [self._unit(link, online)])
             self._spawn(self._publish(PRESENCE, msgspec.json.encode(news)))
+
+    def _tell_call(self, call_id: str, device_id: str, running: bool) -> None:
+        if self.nc is not None:
+            news = CallNews(self.process, [OwnedCall(call_id, device_id, running)])
+            self._spawn(self._publish(CALLS, msgspec.json.encode(news)))
 
     # ------------------------------------------------------- units elsewhere
     def link_elsewhere(self, device_id: str) -> DeviceLink | None:
@@ -286,16 +322,32 @@ class Cluster:
 
     async def _asked(self, msg: Msg) -> None:
         if msg.data.decode() != self.process:
-            await self._tell_all_units()
+            await self._tell_all()
 
     async def _alive(self, msg: Msg) -> None:
         process = _ALIVE.decode(msg.data).process
-        if process != self.process:
-            self.heard[process] = time.monotonic()
+        if process == self.process:
+            return
+        if process not in self.heard:  # new, or back after we took it for dead: all tell all again
+            log.info("process %s is in the cluster", process)
+            await self._publish(ASK, self.process.encode())
+        self.heard[process] = time.monotonic()
+
+    async def _call_news(self, msg: Msg) -> None:
+        news = _CALLS.decode(msg.data)
+        if news.process == self.process:
+            return
+        calls = self.calls_of.setdefault(news.process, {})
+        for call in news.calls:
+            if call.running:
+                calls[call.call_id] = call.device_id
+            else:
+                calls.pop(call.call_id, None)
 
     # ------------------------------------------------------------------ death
-    def _bury_silent(self, now: float) -> None:
-        """A process silent too long is dead: its units get the grace, then are offline."""
+    async def _bury_silent(self, now: float) -> None:
+        """A process silent too long is dead: its units get the grace, then are offline; the units
+        we hold are told that its calls ended."""
         for process, heard in list(self.heard.items()):
             if now - heard < PROCESS_SILENCE_SECONDS:
                 continue
@@ -307,6 +359,28 @@ class Cluster:
                         "to come back through another process", process, now - heard, len(orphans), self.grace)
             if orphans:
                 asyncio.get_running_loop().call_later(self.grace, self._orphans_not_back, orphans)
+            for call_id, device_id in self.calls_of.pop(process, {}).items():
+                link = self.hub.links.get(device_id)
+                if link is not None:
+                    with contextlib.suppress(ConnectionError):
+                        await link.send(m.CallEnded(call_id=call_id, reason=EndReason.CONNECTION_LOST))
+
+    async def _end_orphaned_calls(self) -> None:
+        """The first process by name ends the calls in progress (in the database) that no living
+        process runs, once it has listened long enough to have heard every living one's."""
+        now = time.monotonic()
+        if (self._listening_since is None or now - self._listening_since < PROCESS_SILENCE_SECONDS
+                or min([self.process, *self.heard]) != self.process):
+            return
+        running = set(self.calls.live).union(*(calls.keys() for calls in self.calls_of.values()))
+        settled_before = self.hub.clock() - PROCESS_SILENCE_SECONDS  # not one announced a moment ago
+        try:
+            orphans = {row.id for row in self.calls.store.live_call_rows()
+                       if row.id not in running and row.connected_at < settled_before}
+            if orphans:
+                await self.calls.end_orphans(orphans)
+        except StoreUnavailable as exc:
+            log.warning("calls of a dead process wait to be ended: %s", exc)
 
     def _orphans_not_back(self, orphans: dict[str, Unit]) -> None:
         for device_id, unit in orphans.items():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ServerProcess, free_port, port_open, terminate, wait_until
+from tests.harness import Console, ServerProcess, free_port, port_open, terminate, wait_until
 from tests.postgres_fixture import Postgres
 
 PROCESSES = ("a", "b", "c")
@@ -133,16 +133,16 @@ backend console
             return b"".join(iter(lambda: sock.recv(4096), b"")).decode()
 
     @contextlib.contextmanager
-    def only(self, name: str) -> Iterator[None]:
-        """New unit connections go to process ``name`` alone while inside."""
+    def only(self, name: str, backend: str = "devices") -> Iterator[None]:
+        """New connections to ``backend`` (devices, console) go to process ``name`` alone while inside."""
         others = [n for n in self.backends if n != name]
         for other in others:
-            self.command(f"set server devices/{other} state drain")
+            self.command(f"set server {backend}/{other} state drain")
         try:
             yield
         finally:
             for other in others:
-                self.command(f"set server devices/{other} state ready")
+                self.command(f"set server {backend}/{other} state ready")
 
 
 @dataclass
@@ -165,12 +165,23 @@ class Cluster:
     def any(self) -> ServerProcess:
         return self.processes["a"]
 
-    def holder(self, device_id: str) -> str:
-        """Which process the unit's link went to last (each process logs its units' connections)."""
-        latest = {name: p.log().rfind(f"device {device_id} connected") for name, p in self.processes.items()}
-        name, at = max(latest.items(), key=lambda item: item[1])
-        assert at >= 0, f"device {device_id} never connected"
-        return name
+    def holders(self, device_id: str) -> set[str]:
+        """The running processes the unit is connected to (as each logs its units' connections)."""
+        return self.holders_of([device_id])[device_id]
+
+    def holders_of(self, device_ids: list[str]) -> dict[str, set[str]]:
+        logs = {name: p.log() for name, p in self.processes.items() if p.proc is not None and p.proc.poll() is None}
+        return {d: {name for name, log in logs.items()
+                    if log.rfind(f"device {d} connected") > log.rfind(f"device {d} disconnected")}
+                for d in device_ids}
+
+
+@pytest.fixture(scope="package")
+def admin(cluster: Cluster) -> Console:
+    """The administrator, and Anne who may call (both log in on any process: one database)."""
+    cluster.any.add_admin()
+    cluster.any.add_admin("anne", "caregiver", "Anne, sygeplejerske")
+    return Console(cluster.console)
 
 
 def start_process(name: str, data: Path, database: str, nats: Nats, ports: tuple[int, int] | None = None,
