@@ -14,21 +14,41 @@ HTTP mode. Its admin socket lets a test steer new connections to one process (th
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 
-from tests.harness import Console, ServerProcess, free_port, port_open, terminate, wait_until
+from kiosk.server import cli
+from tests.harness import (
+    ADMIN_PASSWORD,
+    BIN,
+    AgentProcess,
+    Console,
+    ServerProcess,
+    free_port,
+    port_open,
+    terminate,
+    wait_until,
+)
 from tests.postgres_fixture import Postgres
 
 PROCESSES = ("a", "b", "c")
 START_TIMEOUT = 30.0
+UNITS = 50  # the fleet's: held by process B
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _binary(name: str) -> str:
@@ -165,6 +185,39 @@ class Cluster:
     def any(self) -> ServerProcess:
         return self.processes["a"]
 
+    def cli(self, *args: str, stdin: str = "") -> str:
+        """``kiosk-server`` on the cluster's data and database, run in this process: the same code,
+        without the 15 s a Python start-up of the whole server costs on the loaded test machine."""
+        out, umask = io.StringIO(), os.umask(0o077)
+        try:
+            with contextlib.redirect_stdout(out), mock.patch("sys.stdin", io.StringIO(stdin)):
+                cli.main([*args, "--data", str(self.any.data), "--database", str(self.any.database)])
+        finally:
+            os.umask(umask)
+        return out.getvalue()
+
+    def provisioning_files(self, out: Path, count: int = 1) -> list[Path]:
+        """Provisioning files naming HAProxy's address, as a municipality behind it hands out."""
+        self.cli("enroll-token", "create", "--count", str(count), "--expires", "1h", "--server-url", self.url,
+                 "--out", str(out))
+        return sorted(out.glob("*.yaml"))
+
+    def add_person(self, username: str, role: str, display_name: str) -> None:
+        self.cli("user", "add", username, "--role", role, "--display-name", display_name, "--password-stdin",
+                 stdin=ADMIN_PASSWORD + "\n")
+
+    def add_citizen(self, name: str, device_id: str, caregiver: str) -> str:
+        """A citizen with the unit assigned, once the unit has carried out the assignment."""
+        added = json.loads(self.cli("citizen", "add", "--name", name, "--device", device_id,
+                                    "--caregiver", caregiver, "--json"))
+        store = self.any.store()
+        try:
+            wait_until(lambda: (row := store.command(added["assign_command"])) is not None and row.state == "done",
+                       60, 0.2, what="the unit's assignment")
+        finally:
+            store.close()
+        return str(added["citizen_id"])
+
     def holders(self, device_id: str) -> set[str]:
         """The running processes the unit is connected to (as each logs its units' connections)."""
         return self.holders_of([device_id])[device_id]
@@ -179,9 +232,23 @@ class Cluster:
 @pytest.fixture(scope="package")
 def admin(cluster: Cluster) -> Console:
     """The administrator, and Anne who may call (both log in on any process: one database)."""
-    cluster.any.add_admin()
-    cluster.any.add_admin("anne", "caregiver", "Anne, sygeplejerske")
+    cluster.add_person("admin", "admin", "Admin")
+    cluster.add_person("anne", "caregiver", "Anne, sygeplejerske")
     return Console(cluster.console)
+
+
+@contextlib.contextmanager
+def screen(agent: AgentProcess) -> Iterator[Path]:
+    """The unit's screen program (headless, demo media, answering at once); yields its log."""
+    log = agent.state.parent / f"{agent.state.name}-screen.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(BIN / "kiosk-ui"), "--state", str(agent.state), "--headless", "--demo-media",
+                                 "--auto-answer-after", "0"], stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: '"screen": "idle"' in log.read_text(), 60, 0.2, what="the screen to show idle")
+        yield log
+    finally:
+        terminate(proc)
 
 
 def start_process(name: str, data: Path, database: str, nats: Nats, ports: tuple[int, int] | None = None,
@@ -201,8 +268,12 @@ def cluster(postgres: Postgres) -> Iterator[Cluster]:
     processes: dict[str, ServerProcess] = {}
     haproxy: HaProxy | None = None
     try:
-        for name in PROCESSES:  # one after the other: the first creates the authority and the schema
-            processes[name] = start_process(name, root / "server", database, nats)
+        first, *others = PROCESSES  # the first creates the authority and the schema, the others find them
+        processes[first] = start_process(first, root / "server", database, nats)
+        with ThreadPoolExecutor() as starting:
+            for name, process in zip(others, starting.map(
+                    lambda name: start_process(name, root / "server", database, nats), others), strict=True):
+                processes[name] = process
         haproxy = HaProxy(root, processes).start()
         wait_until(lambda: all("joined the cluster" in p.log() for p in processes.values()), START_TIMEOUT,
                    what="every process in the cluster")
@@ -214,3 +285,74 @@ def cluster(postgres: Postgres) -> Iterator[Cluster]:
             process.stop()
         nats.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Fleet:
+    """Real agents in one process (tests/cluster/fleet.py), as it reports them."""
+
+    root: Path
+    proc: subprocess.Popen[str]
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        try:
+            return dict(json.loads((self.root / "fleet.json").read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def device_ids(self) -> list[str]:
+        return sorted(unit["device_id"] for unit in self.status().values())
+
+    def all_connected(self) -> bool:
+        status = self.status()
+        return len(status) == UNITS and all(unit["connected"] for unit in status.values())
+
+    def audits(self) -> dict[str, list[dict[str, Any]]]:
+        """Each unit's own audit trail (what it accepted, refused and why), by device id."""
+        return {unit["device_id"]: [json.loads(line) for line in (Path(path) / "audit.jsonl").read_text().splitlines()]
+                for path, unit in self.status().items()}
+
+
+@pytest.fixture(scope="package")
+def fleet(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Fifty units enrolled and connected through HAProxy while only process B took new connections."""
+    root = tmp_path_factory.mktemp("fleet")
+    files = [str(p) for p in cluster.provisioning_files(root / "provisioning", UNITS)]
+    with cluster.haproxy.only("b"):
+        proc = subprocess.Popen([sys.executable, "-m", "tests.cluster.fleet", str(root), *files],
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+        fleet = Fleet(root, proc)
+        try:
+            wait_until(fleet.all_connected, 180, 0.5, what=f"{UNITS} units enrolled and connected")
+        except BaseException:
+            terminate(proc)
+            raise
+    yield fleet
+    terminate(proc)
+
+
+@dataclass
+class ScreenUnit:
+    agent: AgentProcess
+    device_id: str
+    citizen_id: str  # Karen's, whom Anne may call
+    screen_log: Path
+
+
+@pytest.fixture(scope="package")
+def screen_unit(cluster: Cluster, admin: Console, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScreenUnit]:
+    """A unit with its screen program, connected through HAProxy to process B."""
+    root = tmp_path_factory.mktemp("screen-unit")
+    with cluster.haproxy.only("b"):
+        agent = AgentProcess(root / "unit", cluster.provisioning_files(root / "prov")[0]).start()
+        try:
+            device_id = agent.wait_online(60)
+        except BaseException:
+            agent.stop()
+            raise
+    try:
+        citizen_id = cluster.add_citizen("Karen Jensen", device_id, "anne")
+        with screen(agent) as log:
+            yield ScreenUnit(agent, device_id, citizen_id, log)
+    finally:
+        agent.stop()
