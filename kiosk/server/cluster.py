@@ -59,7 +59,7 @@ ALIVE_INTERVAL_SECONDS: Final = 1.0
 #: A process not heard for this long is dead (a loaded machine delays a heartbeat by seconds; a
 #: process taken for dead by mistake would have its calls ended).
 PROCESS_SILENCE_SECONDS: Final = 10.0
-#: First connection attempts: one every this many seconds until NATS answers (the process serves meanwhile).
+#: After the client gave up on a connection (it retries by itself otherwise), the next attempt.
 CONNECT_RETRY_SECONDS: Final = 2.0
 #: Units per presence message when a whole process's list is told.
 PRESENCE_BATCH: Final = 500
@@ -141,6 +141,7 @@ class Cluster:
         self.nc: Client | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._down_since: float | None = None
+        self._said_away = False  # that NATS does not answer: said once, until it answers
         hub.elsewhere = self.link_elsewhere
         hub.forward = self.forward_command
         hub.on_presence.append(self._tell_presence)
@@ -185,38 +186,42 @@ class Cluster:
             await asyncio.sleep(ALIVE_INTERVAL_SECONDS)
 
     async def _connect(self) -> Client:
-        said = False
+        """The client tries for ever (the first connection too); :meth:`_error` says why it waits."""
         while True:
             try:
-                return await nats.connect(
+                client = await nats.connect(
                     self.url, name=f"kiosk-server {self.process}", allow_reconnect=True,
                     max_reconnect_attempts=-1, reconnect_time_wait=1, connect_timeout=2,
                     pending_size=PENDING_BYTES, disconnected_cb=self._disconnected,
                     reconnected_cb=self._reconnected, error_cb=self._error)
-            except (NatsError, OSError) as exc:
-                if not said:
-                    log.error("NATS at %s does not answer (%s); this process serves its own units and tries "
-                              "again every %.0f s", self.url, exc or type(exc).__name__, CONNECT_RETRY_SECONDS)
-                    said = True
+                self._said_away = False
+                return client
+            except (NatsError, OSError) as exc:  # given up on (a URL it cannot use): said, and tried again
+                await self._error(exc)
                 await asyncio.sleep(CONNECT_RETRY_SECONDS)
 
     async def _disconnected(self) -> None:
         if self._down_since is None:
-            self._down_since = time.monotonic()
+            self._down_since, self._said_away = time.monotonic(), True
             log.error("lost NATS at %s; units stay connected, commands wait in the database and reach units on "
                       "other processes by their sweep; reconnecting", self.url)
 
     async def _reconnected(self) -> None:
         down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
-        self._down_since = None
+        self._down_since, self._said_away = None, False
         log.warning("NATS answers again after %.1f s; telling the other processes where our units are", down)
         now = time.monotonic()
         self.heard = {process: now for process in self.heard}  # their silence was ours
         self._listening_since = now
         await self._introduce()
 
-    async def _error(self, exc: Exception) -> None:
-        log.debug("NATS: %s", exc)
+    async def _error(self, exc: BaseException) -> None:
+        if self.connected or self._said_away:
+            log.debug("NATS: %s", exc)
+            return
+        self._said_away = True
+        log.error("NATS at %s does not answer (%s); this process serves its own units meanwhile and keeps trying",
+                  self.url, exc or type(exc).__name__)
 
     async def _introduce(self) -> None:
         """Tell every unit we hold and call we run, and ask the others to tell theirs."""
