@@ -293,6 +293,7 @@ class Fleet:
 
     root: Path
     proc: subprocess.Popen[str]
+    units: int = UNITS
 
     def status(self) -> dict[str, dict[str, Any]]:
         try:
@@ -305,7 +306,14 @@ class Fleet:
 
     def all_connected(self) -> bool:
         status = self.status()
-        return len(status) == UNITS and all(unit["connected"] for unit in status.values())
+        return len(status) == self.units and all(unit["connected"] for unit in status.values())
+
+    def receipts(self) -> dict[str, float]:
+        """When each command's frame reached its unit (time.time()), by command id."""
+        try:
+            return dict(json.loads((self.root / "receipts.json").read_text()))
+        except (OSError, ValueError):
+            return {}
 
     def audits(self) -> dict[str, list[dict[str, Any]]]:
         """Each unit's own audit trail (what it accepted, refused and why), by device id."""
