@@ -35,7 +35,8 @@ class Me(msgspec.Struct):
 MAX_BULK = 1000
 DeviceIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
                       msgspec.Meta(min_length=1, max_length=MAX_BULK,
-                                   description="the units to send the same command to, each once")]
+                                   description="the units to send the same command to, each once",
+                                   extra_json_schema={"uniqueItems": True})]
 
 
 def _command_request(action: type[m.Message], bulk: bool = False) -> type[msgspec.Struct]:

@@ -105,6 +105,11 @@ def test_a_bulk_command_reaches_each_named_unit_once_and_says_who_got_none(
         ({"kind": "ping", "device_ids": []}, 400, "invalid"),
         ({"kind": "ping", "device_ids": [f"unit-{i}" for i in range(1001)]}, 400, "invalid"),
         ({"kind": "teleport", "device_ids": [device_id]}, 400, "unknown-kind"),
+        # arguments wrong for every unit alike: one 400, nothing queued for any
+        ({"kind": "set-config", "device_ids": [device_id], "args": {"settings": {"volume": 99}}},
+         400, "invalid-arguments"),
+        ({"kind": "set-config", "device_ids": [device_id], "args": {"settings": {"brightness": 3}}},
+         400, "invalid-arguments"),
     ):
         got, refused = console.request("POST", "/api/commands", body)
         assert (got, refused["error"]) == (status, code), (body, refused)

@@ -53,9 +53,9 @@ def sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerP
     srv.stop()
 
 
-#: Known defects schemathesis finds since the merge of 2026-11-29 (the photo route answers 400 to an empty
-#: image its schema allows; set-config's settings refuse a key the schema allows): to mend first.
-SCHEMA_DEFECTS = pytest.mark.xfail(strict=False, reason="known defects: photo route, set-config settings (2026-11-29)")
+#: Known defect schemathesis finds since the merge of 2026-11-29 (the photo route answers 400 to an empty
+#: image its schema allows): to mend first.
+SCHEMA_DEFECTS = pytest.mark.xfail(strict=False, reason="known defect: the photo route (2026-11-29)")
 
 
 @pytest.mark.slow
