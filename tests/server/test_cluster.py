@@ -7,15 +7,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kiosk.protocol import messages as m
+from kiosk.protocol.call import CallConfig, EndReason
 from kiosk.server import cli
+from kiosk.server import cluster as cluster_module
 from kiosk.server.app import Listen, Server
-from kiosk.server.cluster import check_name
+from kiosk.server.calls import CallManager
+from kiosk.server.cluster import Cluster, check_name
+from kiosk.server.hub import Hub
+from kiosk.server.store import Store
 from tests.cluster.conftest import Nats
 from tests.harness import free_port, wait_until
+from tests.server.fakes import FakeClock, FakeDevice, open_store
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,3 +83,84 @@ def test_nats_without_postgresql_is_refused(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         cli.main(["serve", "--data", str(tmp_path / "server"), "--nats", "nats://127.0.0.1:4222"])
     assert "--nats needs --database postgresql://" in capsys.readouterr().err
+
+
+# --- two processes' hubs in this process, on a real nats-server ---------------------------
+
+
+@dataclass
+class Process:
+    hub: Hub
+    calls: CallManager
+    cluster: Cluster
+    gone: list[str]  # units this process was told are gone for good
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Process, Process, Store]]:
+    monkeypatch.setattr(cluster_module, "ALIVE_INTERVAL_SECONDS", 0.1)
+    monkeypatch.setattr(cluster_module, "PROCESS_SILENCE_SECONDS", 1.0)
+    nats = await asyncio.to_thread(Nats(tmp_path).start)
+    store = open_store(tmp_path / "server", FakeClock())
+    processes = []
+    for name in ("a", "b"):
+        hub = Hub(store)
+        calls = CallManager(store, hub, CallConfig(), None, take_up=False)
+        gone: list[str] = []
+
+        async def note(device_id: str, gone: list[str] = gone) -> None:
+            gone.append(device_id)
+
+        hub.on_detach.append(note)
+        process = Process(hub, calls, Cluster(nats.url, name, hub, calls, grace=0.3), gone)
+        process.cluster.start()
+        processes.append(process)
+    a, b = processes
+    await until(lambda: "b" in a.cluster.heard and "a" in b.cluster.heard, "the two to hear each other")
+    yield a, b, store
+    for process in processes:
+        await process.cluster.stop()
+    nats.stop()
+    store.close()
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_unit_held_by_one_process_is_reached_from_the_other_and_moves_without_being_gone(
+        pair: tuple[Process, Process, Store]) -> None:
+    a, b, store = pair
+    unit = FakeDevice(store, "unit-1")
+    await unit.connect(a.hub)
+    await until(lambda: b.hub.reach(unit.id) is not None, "B to learn where the unit is")
+    seen_from_b = b.hub.reach(unit.id)
+    assert seen_from_b is not None and seen_from_b.connected_at == unit.link.connected_at
+    await seen_from_b.send(m.CallEnded(call_id="call-1", reason=EndReason.NOT_ANSWERED))
+    await until(lambda: unit.inbox.of(m.CallEnded), "B's message to reach the unit through A")
+
+    a.hub.detach(unit.link)  # its link drops; A holds it within the grace
+    unit.new_connection()
+    await unit.connect(b.hub)  # and it comes back through B
+    await until(lambda: unit.id not in a.hub.links, "A to let the unit go")
+    assert a.hub.reach(unit.id) is not None  # now through B
+    await asyncio.sleep(0.5)
+    assert a.gone == [] and b.gone == []  # it moved; it was never gone
+
+
+async def test_a_silent_process_is_taken_for_dead_and_its_units_are_gone_after_the_grace(
+        pair: tuple[Process, Process, Store]) -> None:
+    a, b, store = pair
+    unit, back = FakeDevice(store, "unit-1"), FakeDevice(store, "unit-2")
+    for device in (unit, back):
+        await device.connect(a.hub)
+    await until(lambda: b.hub.reach(unit.id) and b.hub.reach(back.id), "B to learn where the units are")
+    await a.cluster.stop()  # as kill -9: nothing more is heard from A, nothing says its units left
+    await until(lambda: "a" not in b.cluster.heard, "B to take A for dead")
+    back.new_connection()
+    await back.connect(b.hub)  # one unit comes back through B within the grace
+    await until(lambda: b.gone, "the grace to run out")
+    assert b.gone == [unit.id] and b.hub.reach(unit.id) is None
