@@ -261,9 +261,9 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.hub.stop()
-        if self.cluster is not None:
+        if self.cluster is not None:  # first: the others give our units the grace, not "offline"
             await self.cluster.stop()
+        await self.hub.stop()
         await self.desk.drain()
         for runner in runners:
             await runner.cleanup()

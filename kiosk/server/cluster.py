@@ -61,6 +61,8 @@ ALIVE_INTERVAL_SECONDS: Final = 1.0
 PROCESS_SILENCE_SECONDS: Final = 10.0
 #: After the client gave up on a connection (it retries by itself otherwise), the next attempt.
 CONNECT_RETRY_SECONDS: Final = 2.0
+#: At a stop, how long what is being told may take to go out.
+STOP_SECONDS: Final = 2.0
 #: Units per presence message when a whole process's list is told.
 PRESENCE_BATCH: Final = 500
 #: What the client buffers while NATS is away; beyond it a message fails (the sweep covers commands).
@@ -99,6 +101,7 @@ class PresenceNews(msgspec.Struct, frozen=True):
 
 class Alive(msgspec.Struct, frozen=True):
     process: str
+    leaving: bool = False  # stopping on purpose: bury it now, its units have the grace to come back
 
 
 class OwnedCall(msgspec.Struct, frozen=True):
@@ -142,6 +145,8 @@ class Cluster:
         self._tasks: set[asyncio.Future[None]] = set()
         self._down_since: float | None = None
         self._said_away = False  # that NATS does not answer: said once, until it answers
+        self._main: asyncio.Task[None] | None = None
+        self._stopping = False
         hub.elsewhere = self.link_elsewhere
         hub.forward = self.forward_command
         hub.on_presence.append(self._tell_presence)
@@ -150,17 +155,23 @@ class Cluster:
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
-        self._spawn(self._run())
+        self._main = asyncio.create_task(self._run(), name="cluster")
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
+        """Say we leave (the others give our units the grace to come back), and leave."""
+        self._stopping = True
+        if self._main is not None:
+            self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError, NatsError, OSError):
-                await task
+                await self._main
+        with contextlib.suppress(ConnectionError):
+            if self.connected:
+                await self._publish(ALIVE, msgspec.json.encode(Alive(self.process, leaving=True)))
+        if self._tasks:  # what was being told goes out, for a moment at most
+            await asyncio.wait(list(self._tasks), timeout=STOP_SECONDS)
         if self.nc is not None:
             with contextlib.suppress(NatsError, OSError):
-                await self.nc.drain()  # what we published goes out before we leave
+                await self.nc.drain()
 
     @property
     def connected(self) -> bool:
@@ -179,10 +190,14 @@ class Cluster:
         log.info("process %s joined the cluster through NATS at %s", self.process, self.url)
         while True:
             if self.connected:  # silence while we are cut off says nothing of the others
-                with contextlib.suppress(ConnectionError):
+                try:
                     await self._publish(ALIVE, msgspec.json.encode(Alive(self.process)))
-                await self._bury_silent(time.monotonic())
-                await self._end_orphaned_calls()
+                    await self._bury_silent(time.monotonic())
+                    await self._end_orphaned_calls()
+                except ConnectionError as exc:
+                    log.warning("cluster: %s", exc)
+                except Exception:  # our heartbeat must go on, or the others take us for dead
+                    log.exception("cluster: a heartbeat's work failed")
             await asyncio.sleep(ALIVE_INTERVAL_SECONDS)
 
     async def _connect(self) -> Client:
@@ -260,12 +275,12 @@ class Cluster:
         return Unit(link.device_id, online, link.connected_at, link.last_seen, link.state, link.ui_alive)
 
     def _tell_presence(self, link: DeviceLink, online: bool) -> None:
-        if self.nc is not None:
+        if self.nc is not None and not self._stopping:
             news = PresenceNews(self.process, [self._unit(link, online)])
             self._spawn(self._publish(PRESENCE, msgspec.json.encode(news)))
 
     def _tell_call(self, call_id: str, device_id: str, running: bool) -> None:
-        if self.nc is not None:
+        if self.nc is not None and not self._stopping:
             news = CallNews(self.process, [OwnedCall(call_id, device_id, running)])
             self._spawn(self._publish(CALLS, msgspec.json.encode(news)))
 
@@ -330,8 +345,12 @@ class Cluster:
             await self._tell_all()
 
     async def _alive(self, msg: Msg) -> None:
-        process = _ALIVE.decode(msg.data).process
+        alive = _ALIVE.decode(msg.data)
+        process = alive.process
         if process == self.process:
+            return
+        if alive.leaving:
+            await self._bury(process, "is leaving")
             return
         if process not in self.heard:  # new, or back after we took it for dead: all tell all again
             log.info("process %s is in the cluster", process)
@@ -351,24 +370,27 @@ class Cluster:
 
     # ------------------------------------------------------------------ death
     async def _bury_silent(self, now: float) -> None:
-        """A process silent too long is dead: its units get the grace, then are offline; the units
-        we hold are told that its calls ended."""
+        """A process silent too long is dead."""
         for process, heard in list(self.heard.items()):
-            if now - heard < PROCESS_SILENCE_SECONDS:
-                continue
-            del self.heard[process]
-            orphans = {d: r.unit for d, r in self.where.items() if r.process == process}
-            for device_id in orphans:
-                del self.where[device_id]
-            log.warning("process %s has not been heard for %.0f s: taken for dead; its %d units have %.0f s "
-                        "to come back through another process", process, now - heard, len(orphans), self.grace)
-            if orphans:
-                asyncio.get_running_loop().call_later(self.grace, self._orphans_not_back, orphans)
-            for call_id, device_id in self.calls_of.pop(process, {}).items():
-                link = self.hub.links.get(device_id)
-                if link is not None:
-                    with contextlib.suppress(ConnectionError):
-                        await link.send(m.CallEnded(call_id=call_id, reason=EndReason.CONNECTION_LOST))
+            if now - heard >= PROCESS_SILENCE_SECONDS:
+                await self._bury(process, f"has not been heard for {now - heard:.0f} s: taken for dead")
+
+    async def _bury(self, process: str, why: str) -> None:
+        """A process is gone: its units get the grace, then are offline; the units we hold are told
+        that its calls ended."""
+        self.heard.pop(process, None)
+        orphans = {d: r.unit for d, r in self.where.items() if r.process == process}
+        for device_id in orphans:
+            del self.where[device_id]
+        log.warning("process %s %s; its %d units have %.0f s to come back through another process",
+                    process, why, len(orphans), self.grace)
+        if orphans:
+            asyncio.get_running_loop().call_later(self.grace, self._orphans_not_back, orphans)
+        for call_id, device_id in self.calls_of.pop(process, {}).items():
+            link = self.hub.links.get(device_id)
+            if link is not None:
+                with contextlib.suppress(ConnectionError):
+                    await link.send(m.CallEnded(call_id=call_id, reason=EndReason.CONNECTION_LOST))
 
     async def _end_orphaned_calls(self) -> None:
         """The first process by name ends the calls in progress (in the database) that no living

@@ -131,6 +131,13 @@ async def until(predicate: Callable[[], object], what: str, timeout: float = 20.
         await asyncio.sleep(0.02)
 
 
+async def silence(cluster: Cluster) -> None:
+    """As ``kill -9``: nothing more is heard from the process, nothing says its units left."""
+    assert cluster._main is not None and cluster.nc is not None
+    cluster._main.cancel()
+    await cluster.nc.close()
+
+
 async def test_a_unit_held_by_one_process_is_reached_from_the_other_and_moves_without_being_gone(
         pair: tuple[Process, Process, Store]) -> None:
     a, b, store = pair
@@ -158,9 +165,22 @@ async def test_a_silent_process_is_taken_for_dead_and_its_units_are_gone_after_t
     for device in (unit, back):
         await device.connect(a.hub)
     await until(lambda: b.hub.reach(unit.id) and b.hub.reach(back.id), "B to learn where the units are")
-    await a.cluster.stop()  # as kill -9: nothing more is heard from A, nothing says its units left
+    await silence(a.cluster)
     await until(lambda: "a" not in b.cluster.heard, "B to take A for dead")
     back.new_connection()
     await back.connect(b.hub)  # one unit comes back through B within the grace
     await until(lambda: b.gone, "the grace to run out")
     assert b.gone == [unit.id] and b.hub.reach(unit.id) is None
+
+
+async def test_a_process_stopping_on_purpose_is_buried_at_once_and_its_units_get_the_grace(
+        pair: tuple[Process, Process, Store], caplog: pytest.LogCaptureFixture) -> None:
+    a, b, store = pair
+    unit = FakeDevice(store, "unit-1")
+    await unit.connect(a.hub)
+    await until(lambda: b.hub.reach(unit.id), "B to learn where the unit is")
+    await a.cluster.stop()  # as Server.stop does first
+    await a.hub.stop()  # its links close: not told as "offline", the cluster has left
+    await until(lambda: "a" not in b.cluster.heard, "B to bury A")
+    assert "process a is leaving" in caplog.text and b.gone == []  # the grace first
+    await until(lambda: b.gone == [unit.id], "the grace to run out")
