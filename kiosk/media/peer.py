@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeAlias
 
 from aiortc import (
-    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -90,13 +89,13 @@ def rtc_configuration(ice_servers: Iterable[IceServerEntry], relay_only: bool) -
     """Our ICE servers only, never aiortc's default public STUN (an empty list stays empty);
     ``relay_only`` restricts ICE to the TURN relay.
 
-    Audio and video share one transport from the start (max-bundle): aiortc would
-    otherwise gather a transport, a TURN allocation, per section and tear the spare one
-    down when the answer bundles them, and over a 300 ms link that teardown alone held
-    the answer up by a round trip (0.3 s; 0.8 s when its request was lost)."""
+    Not max-bundle, though it would save a round trip over a slow link (aiortc gathers
+    a transport per section and tears the spare one down, a TURN deallocation, inside
+    ``setRemoteDescription``): with it, Chromium's relay-only calls to the unit never
+    connected (tests/e2e/test_browser_call.py::test_call_through_turn_only)."""
     servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers]
     policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
-    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
 def ice_path(pc: RTCPeerConnection) -> str | None:
