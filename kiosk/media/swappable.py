@@ -49,6 +49,11 @@ def silence_frame() -> av.AudioFrame:
     return frame
 
 
+def _half_size(frame: av.VideoFrame) -> av.VideoFrame:
+    """``frame`` at half its width and height (even, as 4:2:0 needs), in its own format."""
+    return frame.reformat(width=max(2, frame.width // 4 * 2), height=max(2, frame.height // 4 * 2))
+
+
 class SwappableTrack(MediaStreamTrack):
     """Forwards frames from the current source, or a filler when there is none."""
 
@@ -73,6 +78,9 @@ class SwappableTrack(MediaStreamTrack):
         self.frames_from_source = 0
         self.filler_frames = 0
         self._muted = False
+        #: Half the size and every other frame (the call's link is narrow; kiosk.media.link.video_step).
+        self.stepped_down = False
+        self._frames_seen = 0
 
     @property
     def source(self) -> MediaStreamTrack | None:
@@ -153,6 +161,11 @@ class SwappableTrack(MediaStreamTrack):
             self._next_filler_at = None
             if isinstance(received, av.VideoFrame):
                 self._size = (received.width, received.height)
+                if self.stepped_down:
+                    self._frames_seen += 1
+                    if self._frames_seen % 2:
+                        continue  # half the frame rate
+                    received = _half_size(received)
             return self._stamp(received)
 
     async def _filler(self) -> Frame | None:
