@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kiosk.protocol import update as u
+from kiosk.protocol.command_lifecycle import CommandState
 
 NOW = 1_800_000_000.0
 MIN = 60.0
@@ -100,3 +101,19 @@ def test_health_needs_the_server_and_the_screen_before_the_deadline() -> None:
     assert u.health_verdict(True, True, 0) == "good"
     assert u.health_verdict(True, False, 10, deadline=60) == "wait"
     assert u.health_verdict(False, True, 60, deadline=60) == "bad"
+
+
+def test_an_update_that_expired_before_the_unit_installed_anything_fails_it() -> None:
+    for stage in ("pending", "downloading"):
+        settled, why = u.settled_stage(stage, CommandState.EXPIRED)
+        assert settled == "failed" and "expired" in why, stage
+    assert u.wave_verdict([u.settled_stage("pending", CommandState.EXPIRED)[0], "good"], 0.1) == "halt"
+
+
+@pytest.mark.parametrize("state", [None, *CommandState])
+@pytest.mark.parametrize("stage", u.STAGES)
+def test_only_an_expired_command_changes_a_stage_and_only_one_still_waiting(
+        stage: u.Stage, state: CommandState | None) -> None:
+    settled, why = u.settled_stage(stage, state)
+    changed = state == CommandState.EXPIRED and stage in ("pending", "downloading")
+    assert (settled, bool(why)) == (("failed", True) if changed else (stage, False))
