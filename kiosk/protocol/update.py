@@ -159,11 +159,12 @@ def settled_stage(stage: Stage, command: CommandState | None) -> tuple[Stage, st
 HEALTH_DEADLINE_SECONDS = 15 * 60
 
 
-def after_boot(stage: Stage, to_slot: str | None, booted_slot: str | None) -> tuple[Stage, str]:
+def after_boot(stage: Stage, to_slot: str | None, booted_slot: str | None, rebooted: bool = True) -> tuple[Stage, str]:
     """Where an update stands once the unit has booted: into the new slot (``booted``, on
     trial until healthy), or back in the old one before being judged healthy (``rolled-back``:
-    the bootloader gave up on the new slot, or its health check failed)."""
-    if stage not in ("installed", "booted") or to_slot is None:
+    the bootloader gave up on the new slot, or its health check failed). An agent that only
+    restarted (``rebooted`` false: the same boot) finds everything as it left it."""
+    if stage not in ("installed", "booted") or to_slot is None or not rebooted:
         return stage, ""
     if booted_slot == to_slot:
         return "booted", ""

@@ -95,6 +95,9 @@ def test_after_a_boot_the_update_is_on_trial_in_the_new_slot_or_rolled_back_in_t
     assert u.after_boot("booted", "b", "b") == ("booted", "")     # a power cut mid-trial: still on trial
     assert u.after_boot("good", "b", "b") == ("good", "")
     assert u.after_boot("failed", None, "a") == ("failed", "")
+    # the agent restarted without a reboot: the update still waits for its reboot, or its trial
+    assert u.after_boot("installed", "b", "a", rebooted=False) == ("installed", "")
+    assert u.after_boot("booted", "b", "b", rebooted=False) == ("booted", "")
 
 
 def test_health_needs_the_server_and_the_screen_before_the_deadline() -> None:
