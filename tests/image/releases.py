@@ -6,7 +6,7 @@ refuses anything older (RAUC's ``min-bundle-version``), its boot files name the 
 verity hash. So the built root is taken as it is (loop-mounted read-only, copied with its
 owners, modes and extended attributes), those two files are stamped again exactly as the
 build stamps them, and the root is packed again with the build's own erofs + verity step
-(plain lz4 rather than the build's slow lz4hc: a larger root, made in a fraction of the time).
+(a quicker lz4hc level than the build's: a slightly larger root, made in a fraction of the time).
 
 A release whose slot fails its health check is the same root with one change to its boot
 files: kernel arguments that keep the screen app from starting.
@@ -86,7 +86,7 @@ def newer(image: Path, work: Path, version: str) -> Path:
         subprocess.run(["umount", str(mnt)], check=True)
     _stamp(root, str(meta["name"]), str(meta["arch"]), version)
     packed = work / "root.img"
-    # plain lz4: the build's lz4hc,12 takes ~5 minutes of a core here, the test needs the root, not its ratio
+    # a quicker level than the build's (minutes of a core here): the test needs the root, not its ratio
     hash_offset, root_hash = build._erofs_verity(root, packed, work / "erofs.log", build.EROFS_QUICK)
     subprocess.run(["rm", "-rf", str(root)], check=True)
     if packed.stat().st_size > root_a.size:
