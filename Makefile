@@ -15,8 +15,9 @@ lint: setup
 	@.venv/bin/mypy --no-error-summary
 	@echo "lint: ruff and mypy --strict clean"
 
+# The image tests run beside the rest (scripts/test.sh says why); PYTEST_ARGS picks tests instead.
 test: lint
-	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@scripts/test.sh $(PYTEST_ARGS)
 
 # The quick loop while developing: everything not marked slow.
 test-fast: setup

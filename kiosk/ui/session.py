@@ -25,6 +25,7 @@ from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
 from kiosk.protocol.screenshot import shows_picture
 from kiosk.ui import controller as ui
+from kiosk.ui import memory
 from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.call_peer import (
     GATHER_TIMEOUT,
@@ -343,5 +344,6 @@ class UiSession:
     async def _close(self, peer: DeviceCall) -> None:
         report = await self._end(peer)
         self._closing.discard(peer)  # not when cancelled half-way: then the stop closes it
+        memory.give_back()
         if report is not None:
             self.post(ui.QualityReady(report))
