@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import update as u
@@ -32,6 +32,7 @@ stamps = st.tuples(st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), d
                    st.integers(0, 23), st.integers(0, 59))
 
 
+@settings(deadline=None)  # no time limit per example: the machine is shared and loaded
 @given(stamps, stamps)
 def test_raucs_version_orders_like_ours(a: tuple[int, int, int, str, int, int],
                                         b: tuple[int, int, int, str, int, int]) -> None:
@@ -54,6 +55,7 @@ def test_no_reboot_within_15_minutes_of_a_visit_nor_while_it_may_be_on() -> None
     assert u.reboot_decision(NOW, False, []) == u.RebootNow()
 
 
+@settings(deadline=None)  # no time limit per example: the machine is shared and loaded
 @given(st.lists(st.floats(-86400, 86400), max_size=20), st.booleans())
 def test_a_reboot_is_never_allowed_near_a_visit(offsets: list[float], in_call: bool) -> None:
     decision = u.reboot_decision(NOW, in_call, [NOW + o for o in offsets])
