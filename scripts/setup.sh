@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
     python3-venv      # the virtual environment
     chromium          # the real browser the console and call tests drive
+    firefox-esr       # the console works in Firefox too: its tests drive Debian's build over WebDriver BiDi
     coturn            # the real TURN server for relay tests and the demo
     xvfb xauth        # a virtual screen for the Kivy UI tests
     libgl1-mesa-dri   # Mesa, so Kivy renders under Xvfb

@@ -367,10 +367,11 @@ def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
     )
 
 
-@route("GET", "/api/devices", "devices.read", "All enrolled devices", response=list[s.DeviceOut])
+@route("GET", "/api/devices", "devices.read", "Enrolled devices, oldest first, a page at a time",
+       response=list[s.DeviceOut], query=s.PageQuery)
 async def list_devices(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    return json_response([device_out(r, hub) for r in request.app[STORE].devices()])
+    q, hub = read_query(request, s.PageQuery), request.app[HUB]
+    return json_response([device_out(r, hub) for r in request.app[STORE].devices(q.limit, q.offset)])
 
 
 @route("GET", "/api/devices/{device_id}", "devices.read", "One device", response=s.DeviceOut)

@@ -43,6 +43,9 @@ def test_roles_limit_what_people_may_do(server: ServerProcess, online_agent: tup
     status, devices = logistics.request("GET", "/api/devices")
     assert status == 200 and devices[0]["id"] == device_id and devices[0]["online"] is True
     assert devices[0]["online_since"] is not None
+    assert logistics.request("GET", "/api/devices?offset=1")[1] == [], "a page at a time: past the one unit, none"
+    status, body = logistics.request("GET", "/api/devices?limit=0")
+    assert (status, body["error"]) == (400, "invalid"), body
 
     command = server.wait_command(queued["id"])
     status, shown = support.request("GET", f"/api/commands/{queued['id']}")
