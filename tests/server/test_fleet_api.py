@@ -80,6 +80,7 @@ def test_units_by_state_assignment_and_what_support_sees(
     assert logistics.request("GET", "/api/units?state=assigned")[1] == []
     assert logistics.request("GET", f"/api/units?q={device_id[:6].upper()}")[1][0]["id"] == device_id
     assert logistics.request("GET", "/api/units?q=no-such-unit")[1] == []
+    assert logistics.request("GET", "/api/units?state=enrolled-unassigned&offset=1")[1] == [], "a page at a time"
     for query in ("state=lost-in-the-post", "state=null", "state=assigned&state=wiped"):
         status, refused = logistics.request("GET", f"/api/units?{query}")
         assert status == 400 and "state" in refused["message"], query
