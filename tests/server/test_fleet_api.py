@@ -98,6 +98,7 @@ def test_units_by_state_assignment_and_what_support_sees(
 
     # the caregiver now has the citizen; a planned visit goes to the screen
     assert [c["name"] for c in caregiver.request("GET", "/api/citizens")[1]] == ["Karen Jensen"]
+    assert caregiver.request("GET", "/api/citizens?offset=1")[1] == [], "a page at a time"
     caregiver.request("POST", f"/api/citizens/{assigned['citizen_id']}/visits",
                       {"at": time.time() + 3600, "staff_name": "Anne", "staff_role": "sygeplejerske"})
 
