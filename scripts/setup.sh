@@ -34,6 +34,8 @@ DEB_PACKAGES=(
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
     postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
     libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
+    nats-server       # the broker between server processes of a large deployment: tests run one on loopback
+    haproxy           # one address in front of several server processes (device port TLS passthrough): tests
 )
 
 missing=()

@@ -357,7 +357,7 @@ async def set_user_photo(request: web.Request) -> web.StreamResponse:
 
 # ------------------------------------------------------------------------- devices
 def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
-    link = hub.links.get(row.id)
+    link = hub.reach(row.id)
     return s.DeviceOut(
         id=row.id, state=link.state if link else row.state, online=link is not None,
         online_since=link.connected_at if link else None,
@@ -464,7 +464,7 @@ async def my_citizens(request: web.Request) -> web.StreamResponse:
     q, user, hub = read_query(request, s.PageQuery), request[USER], request.app[HUB]
     rows = request.app[STORE].citizens_of(user.username, everyone=user.role in ("admin", "logistics"),
                                           limit=q.limit, offset=q.offset)
-    return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and r.device_id in hub.links)
+    return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and hub.reach(r.device_id) is not None)
                           for r in rows])
 
 
