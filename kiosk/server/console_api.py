@@ -458,11 +458,12 @@ async def get_command(request: web.Request) -> web.StreamResponse:
 
 
 # --------------------------------------------------------------- citizens and calls
-@route("GET", "/api/citizens", "citizens.read", "The citizens I may call (all, for administrators)",
-       response=list[s.CitizenOut])
+@route("GET", "/api/citizens", "citizens.read", "The citizens I may call (all, for administrators), by name, "
+       "a page at a time", response=list[s.CitizenOut], query=s.PageQuery)
 async def my_citizens(request: web.Request) -> web.StreamResponse:
-    user, hub = request[USER], request.app[HUB]
-    rows = request.app[STORE].citizens_of(user.username, everyone=user.role in ("admin", "logistics"))
+    q, user, hub = read_query(request, s.PageQuery), request[USER], request.app[HUB]
+    rows = request.app[STORE].citizens_of(user.username, everyone=user.role in ("admin", "logistics"),
+                                          limit=q.limit, offset=q.offset)
     return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and hub.reach(r.device_id) is not None)
                           for r in rows])
 

@@ -54,6 +54,10 @@ async def citizen(request: web.Request, user: UserRow) -> Context:
             "endings": ENDINGS[language_of(request)]["headlines"]}
 
 
+#: The units one page lists (each row with its forms): a fleet of thousands is found by state and search.
+UNITS_SHOWN = 100
+
+
 @page("/units", "devices.read", N_("Units"), "units.html")
 async def unit_list(request: web.Request, user: UserRow) -> Context:
     state = request.query.get("state") or None
@@ -61,7 +65,8 @@ async def unit_list(request: web.Request, user: UserRow) -> Context:
     if state not in (None, *units.UNIT_STATES):
         state = None  # an unknown filter shows everything rather than an error page
     found = units.units(request.app[STORE], request.app[HUB], state, search)
-    return {"units": found, "states": units.UNIT_STATES, "state": state or "", "q": search, "can": _can(user),
+    return {"units": found[:UNITS_SHOWN], "found": len(found), "states": units.UNIT_STATES, "state": state or "",
+            "q": search, "can": _can(user),
             "caregivers": request.app[STORE].caregivers() if auth.may(user.role, "command:assign") else []}
 
 

@@ -26,8 +26,9 @@ from kiosk.server.store import CommandRow, Store
 RECENT_COMMANDS = 20
 
 
-class UnitQuery(msgspec.Struct, forbid_unknown_fields=False):
-    """The query of ``GET /api/units``: a state to show, and text to find in id, serial or batch."""
+class UnitQuery(s.PageQuery, forbid_unknown_fields=False):
+    """The query of ``GET /api/units``: a state to show, text to find in id, serial or batch,
+    and which page of the units found."""
 
     state: units.UnitState | None = None
     q: Annotated[str, msgspec.Meta(max_length=100)] = ""
@@ -102,11 +103,12 @@ class UnitDetail(msgspec.Struct):
 
 
 # ------------------------------------------------------------------------------ units
-@route("GET", "/api/units", "devices.read", "Units by state, with search (id, serial number, token batch)",
+@route("GET", "/api/units", "devices.read", "Units by state, with search (id, serial number, token batch), "
+       "a page at a time",
        response=list[units.UnitOut], query=UnitQuery)
 async def list_units(request: web.Request) -> web.StreamResponse:
     q = read_query(request, UnitQuery)
-    return json_response(units.units(request.app[STORE], request.app[HUB], q.state, q.q))
+    return json_response(units.units(request.app[STORE], request.app[HUB], q.state, q.q)[q.offset:q.offset + q.limit])
 
 
 def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:

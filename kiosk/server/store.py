@@ -993,8 +993,9 @@ class Store:
         with self.read() as conn:
             return _maybe(CitizenRow, conn.execute(sa.select(citizens).where(citizens.c.id == citizen_id)).first())
 
-    def citizens_of(self, username: str, everyone: bool) -> list[CitizenRow]:
-        q = sa.select(citizens).order_by(citizens.c.name)
+    def citizens_of(self, username: str, everyone: bool, limit: int | None = None, offset: int = 0) -> list[CitizenRow]:
+        """By name: all, or ``limit`` after the first ``offset``."""
+        q = sa.select(citizens).order_by(citizens.c.name, citizens.c.id).limit(limit).offset(offset)
         if not everyone:
             q = q.join(care_team, care_team.c.citizen_id == citizens.c.id).where(care_team.c.username == username)
         with self.read() as conn:

@@ -80,6 +80,7 @@ def test_units_by_state_assignment_and_what_support_sees(
     assert logistics.request("GET", "/api/units?state=assigned")[1] == []
     assert logistics.request("GET", f"/api/units?q={device_id[:6].upper()}")[1][0]["id"] == device_id
     assert logistics.request("GET", "/api/units?q=no-such-unit")[1] == []
+    assert logistics.request("GET", "/api/units?state=enrolled-unassigned&offset=1")[1] == [], "a page at a time"
     for query in ("state=lost-in-the-post", "state=null", "state=assigned&state=wiped"):
         status, refused = logistics.request("GET", f"/api/units?{query}")
         assert status == 400 and "state" in refused["message"], query
@@ -97,6 +98,7 @@ def test_units_by_state_assignment_and_what_support_sees(
 
     # the caregiver now has the citizen; a planned visit goes to the screen
     assert [c["name"] for c in caregiver.request("GET", "/api/citizens")[1]] == ["Karen Jensen"]
+    assert caregiver.request("GET", "/api/citizens?offset=1")[1] == [], "a page at a time"
     caregiver.request("POST", f"/api/citizens/{assigned['citizen_id']}/visits",
                       {"at": time.time() + 3600, "staff_name": "Anne", "staff_role": "sygeplejerske"})
 
