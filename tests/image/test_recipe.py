@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import datetime
 import re
+import shutil
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
-from kiosk.image import recipe
+from kiosk.image import recipe, wheels
+from kiosk.ui.i18n import LANGUAGES
 
 KIOSK = Path(__file__).resolve().parents[2] / "kiosk"
 #: What runs on a unit: the agent, the screen and what they import (tests/test_import_graph.py).
@@ -46,3 +49,38 @@ def test_a_recipe_with_a_malformed_list_is_refused(tmp_path: Path) -> None:
     (tmp_path / "recipe.toml").write_text(text)
     with pytest.raises(recipe.RecipeError, match=r"python\.not_on_unit must be a list of strings"):
         recipe.load("amd64", tmp_path / "recipe.toml")
+
+
+def test_the_kivy_widgets_left_without_their_libraries_are_not_used() -> None:
+    """The image leaves out Pygments and docutils (Kivy's CodeInput and RstDocument need them)."""
+    excluded = recipe.load("amd64").trim_exclude
+    assert {"/usr/lib/python3/dist-packages/pygments/*", "/usr/lib/python3/dist-packages/docutils/*"} <= set(excluded)
+    used = set().union(*(imported_top_level_names(KIOSK / part) for part in ON_THE_UNIT))
+    assert not used & {"pygments", "docutils"}
+    sources = "\n".join(p.read_text() for part in ON_THE_UNIT for p in (KIOSK / part).rglob("*.py"))
+    assert not re.search(r"\b(CodeInput|RstDocument|kivy\.uix\.(codeinput|rst)|kivy\.extras\.highlight)\b", sources)
+
+
+@pytest.mark.parametrize("arch", recipe.ARCHES)
+def test_the_screen_keeps_the_locale_data_of_every_language_it_speaks(arch: recipe.Arch, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import babel
+    from babel import localedata
+    from babel.dates import format_date
+
+    kept = recipe.load(arch).locales
+    assert set(LANGUAGES) <= set(kept)
+    site = tmp_path / "site"
+    shutil.copytree(Path(babel.__file__).parent, site / "babel")
+    before = len(list((site / "babel" / "locale-data").glob("*.dat")))
+    removed = wheels.prune_locale_data(site, kept)
+    left = sorted(p.stem for p in (site / "babel" / "locale-data").glob("*.dat"))
+    assert removed > 900 and len(left) + removed == before
+    assert "root" in left and all(name.split("_")[0] in kept for name in left if name != "root")
+    # the screen's dates, in every language, from what is left
+    monkeypatch.setattr(localedata, "_dirname", str(site / "babel" / "locale-data"))
+    monkeypatch.setattr(localedata, "_cache", {})
+    assert format_date(datetime.date(2026, 11, 29), "EEEE d. MMMM", locale="da") == "søndag 29. november"
+    assert format_date(datetime.date(2026, 11, 29), "EEEE d MMMM", locale="en") == "Sunday 29 November"
+    with pytest.raises(babel.UnknownLocaleError):
+        format_date(datetime.date(2026, 11, 29), locale="de")
