@@ -15,8 +15,9 @@ lint: setup
 	@.venv/bin/mypy --no-error-summary
 	@echo "lint: ruff and mypy --strict clean"
 
+# The image tests run beside the rest (scripts/test.sh says why); PYTEST_ARGS picks tests instead.
 test: lint
-	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@scripts/test.sh $(PYTEST_ARGS)
 
 # The quick loop while developing: everything not marked slow.
 test-fast: setup
@@ -33,7 +34,7 @@ clean:
 test-image-arm64: setup
 	@KIOSK_IMAGE_ARM64=$${KIOSK_IMAGE_ARM64:-1} $(PY) -m pytest -q -p no:cacheprovider tests/image/test_arm64.py
 
-# Signed A/B updates booted in QEMU: a second image build, bundles, five emulated boots.
-# About an hour under TCG on this machine: run it by hand, as root.
+# Signed A/B updates booted in QEMU: one image build, two bundles re-packed from its root, one
+# unit through five emulated boots (docs/benchmarks.md "Updates": its time under TCG here).
 test-image-update: setup
 	@KIOSK_IMAGE_UPDATE=1 $(PY) -m pytest -q -p no:cacheprovider tests/image/test_update.py

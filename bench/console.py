@@ -150,14 +150,17 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--data", type=Path, help="generate into this directory once and reuse it on later "
+                        "runs (default: a fresh temporary one)")
     args = parser.parse_args()
     print(f"load before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "server"
-        started = time.perf_counter()
-        counts = generate(data, args.units, args.days)
-        print(f"generated {counts} in {time.perf_counter() - started:.0f} s; "
-              f"database {(data / 'kiosk.db').stat().st_size / 2**20:.0f} MiB")
+        data = args.data or Path(tmp) / "server"
+        if not (data / "kiosk.db").exists():
+            started = time.perf_counter()
+            counts = generate(data, args.units, args.days)
+            print(f"generated {counts} in {time.perf_counter() - started:.0f} s")
+        print(f"database {(data / 'kiosk.db').stat().st_size / 2**20:.0f} MiB")
         server = ServerProcess(data).start()
         try:
             people = {}

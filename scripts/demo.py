@@ -32,10 +32,12 @@ SCREENS = DEMO / "screens"
 
 #: The console's demo accounts, one per role: (account, role, name shown on the citizen's screen).
 DEMO_ACCOUNTS = (("admin", "admin", "Administrator"), ("anne", "caregiver", "Anne, sygeplejerske"),
-                 ("lis", "logistics", "Lis, logistik"), ("sara", "support", "Sara, support"))
+                 ("lis", "logistics", "Lis, logistik"), ("sara", "support", "Sara, support"),
+                 ("mette", "management", "Mette, ledelse"))
 CONSOLE_HOME = {"admin": "everything", "caregiver": "my citizens: call, plan visits, call history; "
                 "assign a new citizen to call the screen again", "logistics": "units, batches, assign, wipe",
-                "support": "units: diagnostics, logs, restart"}
+                "support": "units: diagnostics, logs, restart",
+                "management": "figures: visits planned, made, unanswered, failed; chart and CSV"}
 
 def free_port(preferred: int) -> int:
     for port in (preferred, 0):

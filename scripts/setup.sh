@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
     python3-venv      # the virtual environment
     chromium          # the real browser the console and call tests drive
+    firefox-esr       # the console works in Firefox too: its tests drive Debian's build over WebDriver BiDi
     coturn            # the real TURN server for relay tests and the demo
     xvfb xauth        # a virtual screen for the Kivy UI tests
     libgl1-mesa-dri   # Mesa, so Kivy renders under Xvfb
@@ -29,9 +30,12 @@ DEB_PACKAGES=(
     swtpm tpm2-tools libtss2-tcti-swtpm0  # a software TPM: the wipe's crypto-erase of a TPM-held key (tests, the amd64 VM)
     qemu-user-static binfmt-support       # arm64 builds on an amd64 host
     qemu-system-arm u-boot-qemu u-boot-tools  # arm64 boot under QEMU virt with Debian's U-Boot; boot.scr
+    poppler-utils     # pdftoppm: the batch sheet printed to pixels, for its QR codes to be scanned back
     faketime          # libfaketime: tests give a unit a clock days behind or hours ahead
     postgresql        # the shared store of a large deployment: tests run a throw-away cluster; pg_dump for backups
     libpq5            # libpq, which psycopg (the PostgreSQL driver) loads
+    nats-server       # the broker between server processes of a large deployment: tests run one on loopback
+    haproxy           # one address in front of several server processes (device port TLS passthrough): tests
 )
 
 missing=()

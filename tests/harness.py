@@ -79,6 +79,7 @@ class ServerProcess:
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     database: str | None = None  # a PostgreSQL URL; None: SQLite in the data directory
+    name: str = ""  # several processes on one data directory (a cluster) log to files of their own
 
     @property
     def database_args(self) -> list[str]:
@@ -93,7 +94,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.console_port}"
 
     def start(self, municipality: str = "Testby Kommune") -> ServerProcess:
-        self.log_path = self.data.parent / f"{self.data.name}-server.log"
+        self.log_path = self.data.parent / f"{self.name or self.data.name}-server.log"
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
             [str(BIN / "kiosk-server"), "serve", "--data", str(self.data), "--municipality", municipality,

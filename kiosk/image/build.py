@@ -125,11 +125,19 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
             leftover.unlink() if leftover.is_file() or leftover.is_symlink() else shutil.rmtree(leftover)
 
 
-def _erofs_verity(root: Path, dest: Path, log: Path) -> tuple[int, str]:
+#: lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for a
+#: smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
+EROFS_COMPRESSION = ("-zlz4hc,12", "-C65536")
+#: For test releases re-packed from a built root: lz4hc level 4 took 22 s of CPU for the amd64
+#: root (853 MB) against 33 s at level 9, 1.4 % larger than level 12; plain lz4 outgrew the
+#: root partition's headroom (docs/benchmarks.md)
+EROFS_QUICK = ("-zlz4hc,4", "-C65536")
+
+
+def _erofs_verity(root: Path, dest: Path, log: Path,
+                  compression: tuple[str, ...] = EROFS_COMPRESSION) -> tuple[int, str]:
     """The root as erofs with its verity hash tree appended; (hash offset, root hash)."""
-    # lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for
-    # a smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
-    run(["mkfs.erofs", "-zlz4hc,12", "-C65536", dest, root], log=log)
+    run(["mkfs.erofs", *compression, dest, root], log=log)
     data_size = dest.stat().st_size
     if data_size % BLOCK:
         raise BuildError(f"the erofs image is {data_size} bytes, not a whole number of {BLOCK}-byte blocks")

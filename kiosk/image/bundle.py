@@ -46,7 +46,7 @@ class Release:
         return json.dumps(self.__dict__, indent=2) + "\n"
 
 
-def _slot_hash_offset(image: Path, boot: gpt.Entry) -> int:
+def slot_hash_offset(image: Path, boot: gpt.Entry) -> int:
     where = f"{image}@@{boot.offset}"
     for name in ("slot.cfg", "slot.env"):  # GRUB's (amd64) or U-Boot's (arm64)
         done = subprocess.run(["mtype", "-i", where, f"::/{name}"], capture_output=True, text=True)
@@ -64,7 +64,7 @@ def make(image: Path, out: Path, keys: Path, cache: Path, progress: Progress | N
         raise BundleError(f"need a built image and its manifest: {image} and {manifest_path}")
     for needed in (rauc.SIGNING_CERT, rauc.SIGNING_KEY, rauc.CA_CERT):
         if not (keys / needed).is_file():
-            raise BundleError(f"{keys} has no {needed}: make update keys with `kiosk-image update-keys create`")
+            raise BundleError(f"{keys} has no {needed}: make update keys with `kiosk-image update-keys DIR`")
     meta = load_manifest(manifest_path)
     name, version, arch = str(meta["name"]), str(meta["version"]), meta["arch"]
     if arch not in ARCHES:
@@ -78,7 +78,7 @@ def make(image: Path, out: Path, keys: Path, cache: Path, progress: Progress | N
     try:
         with progress.step("taking slot A's boot and root out of the image"):
             parts = {e.name: e for e in gpt.read(image)}
-            root_bytes = rauc.verity_image_size(_slot_hash_offset(image, parts["boot_a"]))
+            root_bytes = rauc.verity_image_size(slot_hash_offset(image, parts["boot_a"]))
             if root_bytes > parts["root_a"].size:
                 raise BundleError("the verity root runs past its partition: not an image kiosk-image built")
             gpt.copy_range(image, parts["root_a"].offset, root_bytes, content / "root.img")

@@ -60,6 +60,13 @@ bootloader-custom-backend=/usr/lib/kiosk/rauc-boot
 [keyring]
 path=/{KEYRING_IN_ROOT}
 check-crl=false
+
+[streaming]
+# RAUC's streaming helper (libcurl) drops to 'nobody' by default, which cannot read the unit's
+# client key (root's, 0600): every stream then fails as "server not responding" (seen in QEMU).
+# It stays root; it talks only to the pinned server (tls-ca), over mutual TLS, through a
+# firewall that lets nothing else out.
+sandbox-user=root
 {slots}"""
 
 

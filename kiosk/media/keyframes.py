@@ -20,7 +20,8 @@ returning aiortc's own "PLI needed" flag, so aiortc's receiver sends the RTCP
 PLI itself, with its own SSRCs; we add no second RTCP path.
 
 Both follow the link (:func:`follow_round_trip`, called by the call peer each
-time it measures the round trip): a hole waits two and a half round trips
+time it measures the round trip; until then a slow link's round trip is
+assumed, :data:`ASSUMED_ROUND_TRIP`): a hole waits two and a half round trips
 (:func:`hole_wait_for`; never less than the configured floor, never more than
 :data:`MAX_HOLE_WAIT`), and :class:`RepeatingNackGenerator` asks again for a
 packet still missing after a round trip, since aiortc NACKs only when a new
@@ -54,6 +55,11 @@ _AIORTC_NACK_GENERATOR = NackGenerator
 HOLE_WAIT_ROUND_TRIPS = 2.5
 #: Beyond this a frozen picture is better ended by a key frame than by more waiting.
 MAX_HOLE_WAIT = 1.5
+#: The round trip assumed until RTCP has measured one (a second or two into the call): a slow
+#: rural link's. The first key frame is the one most likely to lose a packet (it is the
+#: largest), and giving up on its hole before the copy can arrive costs a key-frame round
+#: trip and often a second loss; waiting longer than a fast link needs costs a short freeze.
+ASSUMED_ROUND_TRIP = 0.4
 #: A packet still missing this many round trips after it was NACKed is NACKed again.
 NACK_REPEAT_ROUND_TRIPS = 1.2
 #: ... but never more often than this.
@@ -137,9 +143,10 @@ class RecoveringJitterBuffer(JitterBuffer):
         max_hole_wait: float = 0.3,
         policy: KeyframeRequestPolicy | None = None,
         clock: Clock = time.monotonic,
+        initial_hole_wait: float | None = None,
     ) -> None:
         super().__init__(capacity=capacity, prefetch=prefetch, is_video=is_video)
-        self.max_hole_wait = max_hole_wait
+        self.max_hole_wait = max_hole_wait if initial_hole_wait is None else initial_hole_wait
         self.hole_wait_floor = max_hole_wait  # what follow_round_trip never goes below
         self.policy = policy or KeyframeRequestPolicy()
         self._clock = clock
@@ -216,7 +223,8 @@ class RepeatingNackGenerator(NackGenerator):
     :attr:`missing`, through its own RTCP path.
     """
 
-    def __init__(self, repeat_after: float = 0.35, clock: Clock = time.monotonic) -> None:
+    def __init__(self, repeat_after: float = NACK_REPEAT_ROUND_TRIPS * ASSUMED_ROUND_TRIP,
+                 clock: Clock = time.monotonic) -> None:
         super().__init__()
         self.repeat_after = repeat_after
         self.repeats = 0
@@ -268,8 +276,8 @@ def install_loss_recovery(
 
     aiortc builds the buffer in ``RTCRtpReceiver.__init__`` from the name
     ``JitterBuffer`` in its module; we replace that name.  ``max_hole_wait``
-    is the wait before the round trip is measured, and the least wait after
-    (:func:`follow_round_trip` lengthens it for slow links).  Installing again
+    is the least wait for a hole (:func:`follow_round_trip` lengthens it for
+    slow links; before the round trip is measured, :data:`ASSUMED_ROUND_TRIP` sets it).  Installing again
     with the same settings returns the recovery in force (the unit and the
     Python caregiver may share a process, in tests and the demo).
     """
@@ -287,6 +295,7 @@ def install_loss_recovery(
             prefetch=prefetch,
             max_hole_wait=recovery.max_hole_wait,
             policy=KeyframeRequestPolicy(recovery.min_interval, recovery.retry_interval),
+            initial_hole_wait=hole_wait_for(None, recovery.max_hole_wait),
         )
         recovery.buffers.append(buffer)
         return buffer
@@ -303,9 +312,10 @@ def install_loss_recovery(
 
 
 def hole_wait_for(rtt: float | None, floor: float) -> float:
-    """How long a hole may wait for NACK on a link whose round trip is ``rtt`` seconds (None: not measured)."""
+    """How long a hole may wait for NACK on a link whose round trip is ``rtt`` seconds (None: not
+    measured yet, so :data:`ASSUMED_ROUND_TRIP`)."""
     if rtt is None or not math.isfinite(rtt) or rtt <= 0:
-        return floor
+        rtt = ASSUMED_ROUND_TRIP
     return min(MAX_HOLE_WAIT, max(floor, HOLE_WAIT_ROUND_TRIPS * rtt))
 
 

@@ -66,6 +66,46 @@ def loss_based_cap(cap: int, fraction_lost: float | None) -> int:
     return max(MIN_BITRATE_CAP, min(MAX_BITRATE_CAP, cap))
 
 
+#: The video steps down (half the size, half the frame rate: an eighth of the pixels) when
+#: the sender's target falls to STEP_DOWN_AT, and back up only when the target has stayed at
+#: STEP_UP_AT or more for STEP_UP_AFTER. aiortc's VP8 encoder will not go below 250 kbit/s,
+#: and at 640x480 its key frames overflow a 500 kbit/s link's queue; a smaller picture is what
+#: a narrow link carries. The long wait to step up is because REMB, aiortc's delay-based
+#: estimate, says 1 Mbit/s on a 500 kbit/s link whose queue has just drained (measured):
+#: stepping up on its word froze the picture again within seconds.
+STEP_DOWN_AT: Final = 320_000
+STEP_UP_AT: Final = 650_000
+STEP_UP_AFTER: Final = 20.0
+
+
+@dataclass
+class VideoStep:
+    """Whether our video is stepped down, from the encoder's target bitrate over time. Pure."""
+
+    stepped_down: bool = False
+    _wide_since: float | None = None
+
+    def observe(self, now: float, target_bps: int | None) -> bool | None:
+        """The new step (True: down) if it changes now, else None. ``target_bps`` None: unknown."""
+        if target_bps is None:
+            return None
+        if target_bps <= STEP_DOWN_AT:
+            self._wide_since = None
+            if not self.stepped_down:
+                self.stepped_down = True
+                return True
+            return None
+        if target_bps < STEP_UP_AT:
+            self._wide_since = None
+            return None
+        if self._wide_since is None:
+            self._wide_since = now
+        if self.stepped_down and now - self._wide_since >= STEP_UP_AFTER:
+            self.stepped_down = False
+            return False
+        return None
+
+
 class LinkState(enum.StrEnum):
     GOOD = "good"
     POOR = "poor"

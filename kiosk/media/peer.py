@@ -6,6 +6,7 @@ same on both sides and lives here once:
 
 - its configuration: our ICE servers only (:func:`rtc_configuration`),
 - the local media it sends (:class:`LocalMedia`, opened by a :data:`MediaOpener`),
+- a DTLS handshake that resends a lost flight early (:mod:`kiosk.media.dtls`),
 - the SDP exchange, whole and without trickle: aiortc gathers every candidate
   inside ``setLocalDescription``, so an offer or answer carries them all,
 - every remote track read to the end (aiortc's queues grow if nobody does),
@@ -44,10 +45,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from av.frame import Frame
 
+from .dtls import install_prompt_dtls
 from .encoders import prefer_video_codec
 from .keyframes import Clock, follow_round_trip
-from .link import MAX_BITRATE_CAP, Counters, LinkState, LinkWatch, loss_based_cap
+from .link import MAX_BITRATE_CAP, Counters, LinkState, LinkWatch, VideoStep, loss_based_cap
 from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
+from .swappable import SwappableTrack
 
 __all__ = [
     "GATHER_TIMEOUT",
@@ -85,7 +88,12 @@ class IceServerEntry(Protocol):
 
 def rtc_configuration(ice_servers: Iterable[IceServerEntry], relay_only: bool) -> RTCConfiguration:
     """Our ICE servers only, never aiortc's default public STUN (an empty list stays empty);
-    ``relay_only`` restricts ICE to the TURN relay."""
+    ``relay_only`` restricts ICE to the TURN relay.
+
+    Not max-bundle, though it would save a round trip over a slow link (aiortc gathers
+    a transport per section and tears the spare one down, a TURN deallocation, inside
+    ``setRemoteDescription``): with it, Chromium's relay-only calls to the unit never
+    connected (tests/e2e/test_browser_call.py::test_call_through_turn_only)."""
     servers = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in ice_servers]
     policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
@@ -132,12 +140,28 @@ async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
     return _LinkSample(Counters(received, lost, sent), max(rtts) if rtts else None, video_lost)
 
 
-def _cap_video_bitrate(pc: RTCPeerConnection, cap: int) -> None:
-    """Hold our video encoders at or below ``cap`` bit/s (aiortc raises them again on each REMB)."""
+def _cap_video_bitrate(pc: RTCPeerConnection, cap: int) -> int | None:
+    """Hold our video encoders at or below ``cap`` bit/s (aiortc raises them again on each REMB);
+    the target the encoder then has (None before it exists)."""
+    target = None
     for sender in pc.getSenders():
         encoder: Any = getattr(sender, "_RTCRtpSender__encoder", None)  # aiortc keeps it private
         if sender.kind == "video" and getattr(encoder, "target_bitrate", 0) > cap:
             encoder.target_bitrate = cap
+        if sender.kind == "video" and encoder is not None:
+            target = int(encoder.target_bitrate)
+    return target
+
+
+def _sending_video(pc: RTCPeerConnection) -> SwappableTrack | None:
+    """Our video track, followed through ``source`` from the sender's (the unit's self-view tap wraps it)."""
+    for sender in pc.getSenders():
+        track: object = sender.track
+        while track is not None and not isinstance(track, SwappableTrack):
+            track = getattr(track, "source", None)
+        if sender.kind == "video" and isinstance(track, SwappableTrack):
+            return track
+    return None
 
 
 class CallMediaError(Exception):
@@ -186,6 +210,7 @@ class CallPeer:
         gather_timeout: float = GATHER_TIMEOUT,
         clock: Clock = time.monotonic,
     ) -> None:
+        install_prompt_dtls()  # a lost handshake flight costs 0.4 s, not OpenSSL's 1, 2, 4 s
         self.configuration = configuration
         self.label = label
         self.gather_timeout = gather_timeout
@@ -198,6 +223,7 @@ class CallPeer:
         self.media: LocalMedia | None = None
         self.freezes = FreezeCounter()
         self.link = LinkWatch()
+        self.video_step = VideoStep()  # our video's size and rate on a narrow link
         self.hole_wait: float | None = None  # loss recovery's wait for a hole, as the round trip set it
         self.bitrate_cap = MAX_BITRATE_CAP  # our video's cap from reported loss
         self.audio_frames = 0
@@ -209,6 +235,7 @@ class CallPeer:
         self._progress = asyncio.Event()  # set on every state change and remote frame
         self._closed = False
         self._quality: CallQuality | None = None
+        self._prepared: tuple[str | None, str] | None = None  # (video mime, offer) made while ringing
 
     # --- what it knows ------------------------------------------------------------
 
@@ -254,13 +281,36 @@ class CallPeer:
         self.media = media
         return media
 
+    async def prepare_offer(self, video_mime: str | None) -> None:
+        """While the unit rings: a connection with every candidate gathered, sending nothing.
+
+        Gathering means a TURN allocation, two round trips or more over a slow link
+        (0.65 s at 300 ms, 1.15 s when a request is lost); done during the ring, it is
+        out of the citizen's wait. No camera or microphone is opened: :meth:`offer`
+        attaches them once the citizen has answered, if they match ``video_mime``
+        (the codec offered first) and both exist; otherwise it makes a fresh offer."""
+        pc = await self._fresh_connection()
+        video = pc.addTransceiver("video", direction="sendrecv")
+        if video_mime:
+            prefer_video_codec(video, video_mime)
+        pc.addTransceiver("audio", direction="sendrecv")
+        self._prepared = (video_mime, await self._describe(pc, pc.createOffer))
+
     async def offer(self) -> str:
-        """A fresh connection sending our media, and its offer with every candidate.
+        """A connection sending our media, and its offer with every candidate: the prepared
+        one (:meth:`prepare_offer`) if it suits our media, else a fresh one.
 
         Making an offer again drops the previous connection quietly (its
         "closed" is not the call's)."""
-        pc = await self._fresh_connection()
+        prepared, self._prepared = self._prepared, None
         media = self.media or LocalMedia(None, None)
+        if (prepared is not None and self.pc is not None and prepared[0] == media.video_mime
+                and media.video is not None and media.audio is not None):
+            video, audio = self.pc.getTransceivers()
+            video.sender.replaceTrack(media.video)
+            audio.sender.replaceTrack(media.audio)
+            return prepared[1]
+        pc = await self._fresh_connection()
         video = pc.addTransceiver(media.video or "video", direction="sendrecv" if media.video else "recvonly")
         if media.video_mime:
             prefer_video_codec(video, media.video_mime)
@@ -419,8 +469,14 @@ class CallPeer:
                 continue
             self.hole_wait = follow_round_trip(pc.getReceivers(), sample.rtt)
             self.bitrate_cap = loss_based_cap(self.bitrate_cap, sample.video_fraction_lost)
-            _cap_video_bitrate(pc, self.bitrate_cap)
             now = self._clock()
+            target = _cap_video_bitrate(pc, self.bitrate_cap)
+            stepped = self.video_step.observe(now, target)
+            track = _sending_video(pc)
+            if stepped is not None and track is not None:
+                log.info("%s: video steps %s (the encoder aims at %s bit/s)", self.label,
+                         "down" if stepped else "up", target)
+                track.stepped_down = stepped
             change = self.link.observe(now, sample.counters)
             if change is not None:
                 log.info("%s: link %s", self.label, change)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeAlias, TypeVar, overloa
 
 import msgspec
 
+from kiosk.protocol import screen_settings
 from kiosk.protocol.call import EndReason
 from kiosk.protocol.errors import ProtocolError
 from kiosk.protocol.update import Stage
@@ -69,7 +70,8 @@ class SetConfig(Message, frozen=True, tag="set-config"):
     """Change some of the screen's settings (``kiosk.protocol.screen_settings.ScreenSettings``
     says which and within what; the server checks before it signs, the unit again)."""
 
-    settings: dict[str, str | int | float | bool | list[str] | None]
+    settings: Annotated[dict[str, str | int | float | bool | list[str] | None],
+                        msgspec.Meta(extra_json_schema=screen_settings.CHANGE_SCHEMA)]
 
 
 class Wipe(Message, frozen=True, tag="wipe"):

@@ -16,7 +16,7 @@ import msgspec
 
 from kiosk.protocol.errors import ProtocolError
 
-__all__ = ["UI_FILE", "VOLUME_STEPS", "ScreenSettings", "decode", "encode", "from_text", "merged"]
+__all__ = ["CHANGE_SCHEMA", "UI_FILE", "VOLUME_STEPS", "ScreenSettings", "decode", "encode", "from_text", "merged"]
 
 #: The file in the agent's state directory that holds them, for the screen.
 UI_FILE: Final = "ui.json"
@@ -42,6 +42,17 @@ class ScreenSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     volume: Volume = 6  # the call's sound, and the ring's
     answer_keys: KeyNames = ()  # physical answer buttons; () the defaults
     hang_up_keys: KeyNames = ()
+
+
+def _change_schema() -> dict[str, Any]:
+    (definition,) = msgspec.json.schema(ScreenSettings)["$defs"].values()
+    # propertyNames, not additionalProperties: msgspec keeps the dict's own additionalProperties
+    return {"properties": definition["properties"], "propertyNames": {"enum": list(definition["properties"])}}
+
+
+#: A change, as JSON Schema: any of the settings above, within their ranges, and nothing else
+#: (``set-config``'s OpenAPI document says exactly what :func:`merged` accepts).
+CHANGE_SCHEMA: Final = _change_schema()
 
 
 def merged(current: ScreenSettings, changes: Mapping[str, Any]) -> ScreenSettings:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from kiosk.protocol.command_lifecycle import CommandState
+
 #: What a unit's update went through. ``failed``: refused or not installed (nothing changed);
 #: ``rolled-back``: the new slot failed to boot or failed its health check, the old one runs.
 Stage = Literal["pending", "downloading", "installed", "booted", "good", "rolled-back", "failed"]
@@ -134,6 +136,22 @@ def wave_verdict(stages: Sequence[Stage], max_failed_share: float) -> WaveVerdic
     return "passed" if all(stage in FINAL for stage in stages) else "running"
 
 
+#: Stages in which a unit has not yet installed anything: it still needs its update command.
+WAITING_FOR_COMMAND: frozenset[Stage] = frozenset({"pending", "downloading"})
+
+
+def settled_stage(stage: Stage, command: CommandState | None) -> tuple[Stage, str]:
+    """A unit's stage in a wave, knowing what became of its ``update`` command.
+
+    A command that expired before the unit installed anything (the unit stayed offline, or
+    went silent mid-download) will never be carried out: the unit counts as failed, so its
+    wave is judged instead of waiting for it for ever. Everything else stands as reported.
+    """
+    if command == CommandState.EXPIRED and stage in WAITING_FOR_COMMAND:
+        return "failed", "the update command expired before the unit installed the release (offline?)"
+    return stage, ""
+
+
 # ------------------------------------------------------------------ on the unit, after a boot
 
 #: How long a freshly updated slot has to prove itself (server link up, screen app alive)
@@ -141,11 +159,12 @@ def wave_verdict(stages: Sequence[Stage], max_failed_share: float) -> WaveVerdic
 HEALTH_DEADLINE_SECONDS = 15 * 60
 
 
-def after_boot(stage: Stage, to_slot: str | None, booted_slot: str | None) -> tuple[Stage, str]:
+def after_boot(stage: Stage, to_slot: str | None, booted_slot: str | None, rebooted: bool = True) -> tuple[Stage, str]:
     """Where an update stands once the unit has booted: into the new slot (``booted``, on
     trial until healthy), or back in the old one before being judged healthy (``rolled-back``:
-    the bootloader gave up on the new slot, or its health check failed)."""
-    if stage not in ("installed", "booted") or to_slot is None:
+    the bootloader gave up on the new slot, or its health check failed). An agent that only
+    restarted (``rebooted`` false: the same boot) finds everything as it left it."""
+    if stage not in ("installed", "booted") or to_slot is None or not rebooted:
         return stage, ""
     if booted_slot == to_slot:
         return "booted", ""

@@ -52,6 +52,8 @@ class Journal:
     to_slot: str | None = None
     detail: str = ""
     changed_at: float = 0.0
+    #: the boot in which it was written (the kernel's boot id): an agent restart is not a reboot
+    boot_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ class Running:
     version: str | None
     #: ``kiosk.health_deadline=SECONDS`` from the slot's own boot files, if they set one
     health_deadline: float | None = None
+    #: this boot's id (the kernel's); empty if unknown
+    boot_id: str = ""
 
     @classmethod
-    def read(cls, cmdline: Path = Path("/proc/cmdline"), os_release: Path = Path("/etc/os-release")) -> Running:
+    def read(cls, cmdline: Path = Path("/proc/cmdline"), os_release: Path = Path("/etc/os-release"),
+             boot_id: Path = Path("/proc/sys/kernel/random/boot_id")) -> Running:
         try:
             args = cmdline.read_text().split()
         except OSError:
@@ -77,7 +82,11 @@ class Running:
         fields = {k: v.strip('"') for k, sep, v in (line.partition("=") for line in lines) if sep}
         deadline = next((a.removeprefix("kiosk.health_deadline=") for a in args
                          if a.startswith("kiosk.health_deadline=")), "")
-        return cls(slot, fields.get("IMAGE_VERSION"), float(deadline) if deadline.isdigit() else None)
+        try:
+            boot = boot_id.read_text().strip()
+        except OSError:
+            boot = ""
+        return cls(slot, fields.get("IMAGE_VERSION"), float(deadline) if deadline.isdigit() else None, boot)
 
 
 class Rauc:
@@ -140,7 +149,7 @@ class Updater:
             return None
 
     def _save(self, journal: Journal) -> Journal:
-        journal = replace(journal, changed_at=time.time())
+        journal = replace(journal, changed_at=time.time(), boot_id=self.running.boot_id)
         files.atomic_write(self.path, json.dumps(asdict(journal)).encode())
         self.state.audit("update-" + journal.stage, release=journal.release, slot=self.running.slot,
                          detail=journal.detail or None)
@@ -170,7 +179,8 @@ class Updater:
             self._save(replace(journal, stage="failed", detail="the install was interrupted (a power cut or a "
                                f"restart); slot {self.running.slot or '?'} runs as before: send the update again"))
             return
-        stage, why = update.after_boot(journal.stage, journal.to_slot, self.running.slot)
+        rebooted = not self.running.boot_id or journal.boot_id != self.running.boot_id
+        stage, why = update.after_boot(journal.stage, journal.to_slot, self.running.slot, rebooted)
         if stage != journal.stage:
             self._save(replace(journal, stage=stage, detail=journal.detail or why))
 

@@ -35,7 +35,8 @@ class Me(msgspec.Struct):
 MAX_BULK = 1000
 DeviceIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
                       msgspec.Meta(min_length=1, max_length=MAX_BULK,
-                                   description="the units to send the same command to, each once")]
+                                   description="the units to send the same command to, each once",
+                                   extra_json_schema={"uniqueItems": True})]
 
 
 def _command_request(action: type[m.Message], bulk: bool = False) -> type[msgspec.Struct]:
@@ -160,6 +161,13 @@ class CommandOut(msgspec.Struct):
 AuditOut = AuditEntry
 
 
+class PageQuery(msgspec.Struct, forbid_unknown_fields=False):
+    """One page of a long list: ``limit`` rows after the first ``offset`` (a fleet has thousands)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 500
+    offset: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
+
+
 class AuditQuery(msgspec.Struct, forbid_unknown_fields=False):
     """The query of ``GET /api/audit``: every filter given must match (who, what, which unit, when)."""
 
@@ -181,10 +189,15 @@ class AuditChainOut(msgspec.Struct):
     checked_at: float
 
 
+#: Standard base64 with its padding, as the server decodes it (OpenAPI's contentEncoding alone is
+#: not checked by clients or fuzzers).
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$"
+
+
 class PhotoIn(msgspec.Struct, forbid_unknown_fields=True):
     """A person's photo for the citizen's ringing screen: the image file's bytes, in base64."""
 
-    image: bytes
+    image: Annotated[bytes, msgspec.Meta(min_length=1, extra_json_schema={"pattern": BASE64})]
 
 
 class UnlockAccount(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="account"):

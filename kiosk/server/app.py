@@ -36,6 +36,7 @@ from kiosk.server import (  # noqa: F401 (each registers its routes or pages)
 from kiosk.server import oidc as oidc_login
 from kiosk.server.ca import Authority, load_or_create
 from kiosk.server.calls import CallManager, TurnConfig
+from kiosk.server.cluster import Cluster
 from kiosk.server.commands import CommandDesk
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard
@@ -120,6 +121,8 @@ class Server:
     previsit: Sweep
     #: the municipality's identity provider, when staff log in with it (local accounts remain)
     oidc: oidc_login.Settings | None = None
+    #: this process's part among several on one PostgreSQL (None: the server works alone)
+    cluster: Cluster | None = None
     _rollouts: asyncio.Task[None] | None = None
     _tls: list[ssl.SSLContext] = field(default_factory=list)  # the listening ports' contexts, to renew
     _renewal: asyncio.Task[None] | None = None
@@ -128,14 +131,20 @@ class Server:
     @classmethod
     def open(cls, data: Path, municipality: str = "Demo Kommune", server_names: list[str] | None = None,
              call_config: CallConfig = DEFAULT_CALL_CONFIG, turn: TurnConfig | None = None,
-             clock: Clock = time.time, database: str | None = None) -> Server:
+             clock: Clock = time.time, database: str | None = None, alone: bool = True) -> Server:
         """``clock`` is the one wall clock of the store, the hub and the calls (tests set it);
-        ``database`` a PostgreSQL URL, or None for SQLite in ``data``."""
+        ``database`` a PostgreSQL URL, or None for SQLite in ``data``; ``alone``: no other process
+        serves this database (it takes up the calls in progress; see :meth:`join` otherwise)."""
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data, clock, database)
         hub = Hub(store)
-        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn),
+        return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn, take_up=alone),
                    CommandDesk(store, authority, hub), Sweep(store, authority, hub))
+
+    def join(self, nats_url: str, process: str) -> Cluster:
+        """Work as one of several processes on one PostgreSQL, with NATS between them."""
+        self.cluster = Cluster(nats_url, process, self.hub, self.calls)
+        return self.cluster
 
     def _app(self, routes: list[web.RouteDef], middlewares: Sequence[Middleware] = ()) -> web.Application:
         # a request line up to 32 KiB: the identity provider's answer comes back in the query
@@ -187,8 +196,11 @@ class Server:
         return app
 
     async def start(self, device: Listen, console: Listen, console_https: bool | None = None,
-                    proxy: ConsoleProxy | None = None) -> list[web.AppRunner]:
-        """Start both ports; the console speaks plain HTTP only when bound to loopback."""
+                    proxy: ConsoleProxy | None = None, reuse_port: bool = False) -> list[web.AppRunner]:
+        """Start both ports; the console speaks plain HTTP only when bound to loopback.
+
+        ``reuse_port``: several processes on this machine share the ports (SO_REUSEPORT; the
+        kernel spreads new connections among them)."""
         if console_https is None:
             console_https = not console.loopback
         if not console_https and not console.loopback:
@@ -207,10 +219,13 @@ class Server:
             runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                    logger=RequestLog(logging.getLogger("kiosk.server.http")))
             await runner.setup()
-            await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024).start()
+            await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls, backlog=1024,
+                              reuse_port=reuse_port or None).start()
             runners.append(runner)
         self.hub.start()
         self.calls.start()
+        if self.cluster is not None:
+            self.cluster.start()
         self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
         self.previsit.start()
         self._renewal = asyncio.create_task(self._renew_tls_forever(), name="tls-renewal")
@@ -246,6 +261,8 @@ class Server:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.cluster is not None:  # first: the others give our units the grace, not "offline"
+            await self.cluster.stop()
         await self.hub.stop()
         await self.desk.drain()
         for runner in runners:

@@ -21,7 +21,7 @@ def assign(store: Store, authority: Authority, device_id: str, citizen_name: str
     rows = {u: store.user(u) for u in caregivers}
     unknown = [u for u, row in rows.items() if row is None]
     if unknown:
-        raise CommandError("unknown-user", f"no such user: {', '.join(unknown)}")
+        raise CommandError("unknown-user", f"no such user: {', '.join(unknown)}", 404)
     device = store.device(device_id)
     if device is None or device.revoked_at is not None:
         raise CommandError("unknown-device", f"no enrolled unit {device_id}", 404)

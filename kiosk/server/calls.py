@@ -88,7 +88,9 @@ class CallNotPlaced(Exception):
 
 class CallManager:
     def __init__(self, store: Store, hub: Hub, config: c.CallConfig, turn_config: TurnConfig | None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, take_up: bool = True) -> None:
+        """``take_up``: take up the calls in progress the store holds (after a restart); a process
+        among several does not (they may be another's), kiosk.server.cluster ends a dead one's."""
         self.store = store
         self.hub = hub
         self.clock: Clock = clock or store.clock
@@ -102,18 +104,35 @@ class CallManager:
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
         hub.on_detach.append(self.device_gone)
-        self._take_up_calls_in_progress()
+        #: Told of each call placed here (True) and ended here (False): call id, device id.
+        self.on_call: list[Callable[[str, str, bool], None]] = []
+        #: Hands a unit's call message to the process running that call (kiosk.server.cluster).
+        self.elsewhere: Callable[[str, m.DeviceToServer], None] | None = None
+        if take_up:
+            self._take_up_calls_in_progress()
 
     def _take_up_calls_in_progress(self) -> None:
         """After a restart: the calls whose media was flowing go on, waiting for their caregiver."""
         for row in self.store.live_call_rows():
-            machine = c.Call(config=self.config, state=c.CallState.IN_CALL, placed_at=row.placed_at,
-                             rang_at=row.rang_at, answered_at=row.answered_at, connected_at=row.connected_at)
-            self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
-                                         row.citizen_id, row.device_id, _not_resumed, machine,
-                                         screen_awake=row.screen_awake)
+            self._take_up(row)
             self._taken_up.add(row.id)
             log.info("call %s in progress taken up again", row.id)
+
+    def _take_up(self, row: LiveCallRow) -> LiveCall:
+        machine = c.Call(config=self.config, state=c.CallState.IN_CALL, placed_at=row.placed_at,
+                         rang_at=row.rang_at, answered_at=row.answered_at, connected_at=row.connected_at)
+        live = self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
+                                            row.citizen_id, row.device_id, _not_resumed, machine,
+                                            screen_awake=row.screen_awake)
+        return live
+
+    async def end_orphans(self, call_ids: set[str]) -> None:
+        """End calls in progress whose process died: both sides are told the connection was lost
+        (the caregiver when their page asks to resume), and each gets its record."""
+        for row in self.store.live_call_rows():
+            if row.id in call_ids and row.id not in self.live:
+                log.info("call %s: its process is gone; ended", row.id)
+                await self._feed(self._take_up(row), c.MediaFailed())
 
     def start(self) -> None:
         """Once serving: end the calls taken up whose unit or caregiver is not back in time."""
@@ -131,7 +150,7 @@ class CallManager:
             live = self.live.get(call_id)
             if live is None:
                 continue
-            if live.device_id not in self.hub.links:
+            if self.hub.reach(live.device_id) is None:
                 log.info("call %s: its unit did not come back after the restart", call_id)
                 await self._feed(live, c.DeviceOffline())
             elif live.staff is _not_resumed:
@@ -164,8 +183,10 @@ class CallManager:
         busy = self._busy_device(citizen.device_id)
         live = LiveCall(call_id, caller, citizen_id, citizen.device_id, staff, c.Call(config=self.config))
         self.live[call_id] = live
+        for tell in self.on_call:
+            tell(call_id, citizen.device_id, True)
         await staff(m.CallPlaced(call_id=call_id, citizen_name=citizen.name, ice_servers=ice, relay_only=relay_only))
-        link = self.hub.links.get(citizen.device_id)
+        link = self.hub.reach(citizen.device_id)
         if link is None:
             await self._feed(live, c.DeviceOffline())
         elif busy:
@@ -209,6 +230,9 @@ class CallManager:
             facts = m.convert(json.loads(record.facts), m.DeviceFacts) if record.facts else None
             with contextlib.suppress(ConnectionError):
                 await staff(m.CallEnded(call_id=call_id, reason=c.EndReason(record.end_reason), facts=facts))
+        elif record is None and live is None:  # nobody runs it: its process died (a cluster's), and its record follows
+            with contextlib.suppress(ConnectionError):
+                await staff(m.CallEnded(call_id=call_id, reason=c.EndReason.CONNECTION_LOST))
         return False
 
     async def staff_gone(self, call_id: str, staff: StaffSend | None = None) -> None:
@@ -234,6 +258,9 @@ class CallManager:
 
     # ---------------------------------------------------------------- device side
     async def from_device(self, device_id: str, message: m.DeviceToServer) -> None:
+        if not self.runs(getattr(message, "call_id", "")) and self.elsewhere is not None:
+            self.elsewhere(device_id, message)  # the caregiver's process runs this call
+            return
         if isinstance(message, m.CallQualityReport):
             self._quality(message, "quality_device", lambda _caller, device: device == device_id)
             return
@@ -255,6 +282,10 @@ class CallManager:
                 await self._feed(live, c.UnitWiped())
             case m.CallHangUp():
                 await self._feed(live, c.HangUp(c.Side.CITIZEN))
+
+    def runs(self, call_id: str) -> bool:
+        """Whether this process runs the call (or ran it lately: its quality reports come here)."""
+        return call_id in self.live or call_id in self._ended
 
     async def device_gone(self, device_id: str) -> None:
         for live in [lc for lc in self.live.values() if lc.device_id == device_id]:
@@ -320,13 +351,13 @@ class CallManager:
                 await live.staff(message)
 
     async def _to_device(self, device_id: str, message: m.ServerToDevice) -> None:
-        link = self.hub.links.get(device_id)
+        link = self.hub.reach(device_id)
         if link is not None:
             with contextlib.suppress(ConnectionError):  # the link's detach feeds DeviceOffline
                 await link.send(message)
 
     def _facts(self, live: LiveCall) -> m.DeviceFacts:
-        link = self.hub.links.get(live.device_id)
+        link = self.hub.reach(live.device_id)
         row = self.store.device(live.device_id)
         machine = live.machine
         rang_for = None
@@ -354,6 +385,8 @@ class CallManager:
 
     def _record(self, live: LiveCall, record: c.CallRecord) -> None:
         del self.live[live.id]
+        for tell in self.on_call:
+            tell(live.id, live.device_id, False)
         self._ended[live.id] = (record.ended_at, live.caller.username, live.device_id)
         self.store.add_call_record(CallRow(
             id=live.id, caller=live.caller.username, citizen_id=live.citizen_id,

@@ -36,6 +36,7 @@ from kiosk.server import (
     auth,
     backup,
     calls,
+    cluster,
     commands,
     enrollment,
     migrate,
@@ -78,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--municipality", default="Demo Kommune", help="only used when DIR is new")
     sp.add_argument("--server-name", action="append", help="only used when DIR is new (repeat)")
     sp.add_argument("--log-level", default="INFO")
+    sp.add_argument("--nats", metavar="URL", default=os.environ.get("KIOSK_NATS"),
+                    help="nats://HOST:PORT: work as one of several processes on one PostgreSQL database "
+                         "(default: $KIOSK_NATS; unset: this process works alone)")
+    sp.add_argument("--process-name", help="this process's name among several (default: host name and pid)")
+    sp.add_argument("--reuse-port", action="store_true",
+                    help="share the ports with other processes on this machine (SO_REUSEPORT)")
     sp.add_argument("--ring-timeout", type=parse_duration, default=60.0, help="unanswered calls end after this")
     sp.add_argument("--turn", metavar="HOST:PORT", help="our coturn, handed to both peers of every call")
     sp.add_argument("--turn-secret-file", type=Path, help="coturn's static-auth-secret (use-auth-secret)")
@@ -341,9 +348,17 @@ async def _serve(args: argparse.Namespace) -> None:
             server.oidc = oidc.load_settings(args.oidc)
         except ValueError as exc:
             fail(str(exc))
+    if args.nats:
+        if args.database is None:
+            fail("--nats needs --database postgresql://...: the processes share one database")
+        try:
+            server.join(args.nats, args.process_name or cluster.process_name_default())
+        except ValueError as exc:
+            fail(str(exc))
     runners = await server.start(args.device_listen, args.console_listen,
                                  True if args.console_https else None,
-                                 ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)))
+                                 ConsoleProxy(frozenset(args.console_origin), frozenset(args.trusted_proxy)),
+                                 reuse_port=args.reuse_port)
     print(f"kiosk-server {kiosk.__version__}: {server.authority.municipality}; "
           f"root CA SHA-256 {server.authority.ca_fingerprint}", flush=True)
     stop = asyncio.Event()
@@ -359,7 +374,8 @@ def _open(args: argparse.Namespace, call_config: CallConfig = DEFAULT_CALL_CONFI
     """The server's data directory and database, migrated; a database that cannot be opened ends it."""
     try:
         return Server.open(args.data, getattr(args, "municipality", "Demo Kommune"),
-                           getattr(args, "server_name", None), call_config, turn, database=args.database)
+                           getattr(args, "server_name", None), call_config, turn, database=args.database,
+                           alone=not getattr(args, "nats", None))
     except (ValueError, StoreUnavailable) as exc:
         fail(str(exc))
 

@@ -44,6 +44,15 @@ class CommandError(Exception):
         self.code, self.status = code, status
 
 
+def check_arguments(action: m.CommandAction) -> None:
+    """What the message's type cannot say, refused here, at once, rather than by the unit later."""
+    if isinstance(action, m.SetConfig):
+        try:
+            screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
+        except ProtocolError as exc:
+            raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
+
+
 def parse_action(kind: str, args: dict[str, Any]) -> m.CommandAction:
     """Build a command action from its kind and loosely typed arguments (CLI ``k=v``, JSON)."""
     if kind not in m.COMMAND_KINDS:
@@ -125,11 +134,7 @@ def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str,
     """
     match item:
         case QueueRequest(device_id=device_id, action=action, actor=actor, ttl_seconds=ttl_seconds):
-            if isinstance(action, m.SetConfig):  # refused here, at once, rather than by the unit later
-                try:
-                    screen_settings.merged(screen_settings.ScreenSettings(), action.settings)
-                except ProtocolError as exc:
-                    raise CommandError("invalid-arguments", f"arguments for set-config: {exc.detail}") from None
+            check_arguments(action)
             if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
                 raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
             device = devices.get(device_id)

@@ -141,10 +141,18 @@ def _whole_numbers(value: Any) -> Any:
 
 
 def read_query(request: web.Request, query_type: type[Q]) -> Q:
+    """The query as ``query_type``, each parameter read as its type ("5" a number); a parameter
+    given twice, or given as "null" (lax reading's None: absent is how a query says none), is refused."""
+    if len(request.query) != len(set(request.query)):
+        repeated = next(k for k in request.query if len(request.query.getall(k)) > 1)
+        raise ApiError(400, "repeated-parameter", f"the query names {repeated[:40]!r} more than once")
     try:
-        return m.convert(dict(request.query), query_type, strict=False)
+        query: Q = m.convert(dict(request.query), query_type, strict=False)
     except ProtocolError as exc:
         raise ApiError(400, exc.reason, exc.detail) from None
+    if nulls := [k for k in request.query if getattr(query, k, "") is None]:
+        raise ApiError(400, "invalid", f"{nulls[0]!r}: {request.query[nulls[0]][:40]!r} is not a value; leave it out")
+    return query
 
 
 class ApiError(Exception):
@@ -349,7 +357,7 @@ async def set_user_photo(request: web.Request) -> web.StreamResponse:
 
 # ------------------------------------------------------------------------- devices
 def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
-    link = hub.links.get(row.id)
+    link = hub.reach(row.id)
     return s.DeviceOut(
         id=row.id, state=link.state if link else row.state, online=link is not None,
         online_since=link.connected_at if link else None,
@@ -359,10 +367,11 @@ def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
     )
 
 
-@route("GET", "/api/devices", "devices.read", "All enrolled devices", response=list[s.DeviceOut])
+@route("GET", "/api/devices", "devices.read", "Enrolled devices, oldest first, a page at a time",
+       response=list[s.DeviceOut], query=s.PageQuery)
 async def list_devices(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    return json_response([device_out(r, hub) for r in request.app[STORE].devices()])
+    q, hub = read_query(request, s.PageQuery), request.app[HUB]
+    return json_response([device_out(r, hub) for r in request.app[STORE].devices(q.limit, q.offset)])
 
 
 @route("GET", "/api/devices/{device_id}", "devices.read", "One device", response=s.DeviceOut)
@@ -405,6 +414,7 @@ async def send_commands(request: web.Request) -> web.StreamResponse:
     if len(set(req.device_ids)) != len(req.device_ids):
         raise ApiError(400, "duplicate-device", "a unit is named twice; name each once")
     action, who, desk = s.command_action(req), actor(request), request.app[DESK]
+    commands.check_arguments(action)  # the same for every unit: one 400, not a refusal per unit
     outcomes = await asyncio.gather(*(desk.send(device_id, action, who, req.expires_in)
                                       for device_id in req.device_ids), return_exceptions=True)
     queued, refusals = [], []
@@ -453,7 +463,7 @@ async def get_command(request: web.Request) -> web.StreamResponse:
 async def my_citizens(request: web.Request) -> web.StreamResponse:
     user, hub = request[USER], request.app[HUB]
     rows = request.app[STORE].citizens_of(user.username, everyone=user.role in ("admin", "logistics"))
-    return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and r.device_id in hub.links)
+    return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and hub.reach(r.device_id) is not None)
                           for r in rows])
 
 

@@ -36,7 +36,8 @@ async def care(request: web.Request, user: UserRow) -> Context:
     store, hub = request.app[STORE], request.app[HUB]
     mine = store.citizens_of(user.username, everyone=user.role == "admin")
     warnings = {w.citizen_id: w for w in previsit.warnings(store, hub, mine)}
-    return {"citizens": [{"id": c.id, "name": c.name, "online": c.device_id is not None and c.device_id in hub.links,
+    return {"citizens": [{"id": c.id, "name": c.name,
+                          "online": c.device_id is not None and hub.reach(c.device_id) is not None,
                           "warning": warnings.get(c.id)} for c in mine]}
 
 

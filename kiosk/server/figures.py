@@ -8,20 +8,25 @@ three are made from the same :class:`Row`.
 
 Speed (the console answers in p99 ≤ 100 ms over a year of calls): finished days are counted
 once into ``figures_calls`` (per local day, team and outcome) and kept; only yesterday and
-today are counted from the call records on each request. A call belongs to the team(s) its
-caller works in when its day is counted. Planned visits are the current plans unrolled
-(a cancelled plan no longer counts, as the plans keep no history).
+today are counted from the call records on each request, by the database (one GROUP BY per
+local day over the indexed call time). A call belongs to the team(s) its caller works in when
+its day is counted. Planned visits are the current plans unrolled (a cancelled plan no longer
+counts, as the plans keep no history). What cannot change is kept in the process
+(:class:`Memo`): the sums of finished days per period, and the unrolled plans until the plans
+or the teams change.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+import threading
+import weakref
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
-from typing import Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -40,6 +45,7 @@ from kiosk.server.store import (
     visits,
 )
 
+T = TypeVar("T")
 Period = Literal["day", "week", "month"]
 Cell = int | Literal["< 5"]
 SMALL: Literal["< 5"] = "< 5"
@@ -55,9 +61,9 @@ FAILURE_CAUSES: tuple[str, ...] = tuple(r.value for r in EndReason if r not in (
 
 
 
-def outcome(end_reason: str, connected_at: float | None) -> str:
+def outcome(end_reason: str, connected: bool) -> str:
     """What became of a call: made (media flowed), unanswered (it rang), or why it failed."""
-    if connected_at is not None:
+    if connected:
         return MADE
     return UNANSWERED if end_reason == EndReason.NOT_ANSWERED else end_reason
 
@@ -144,21 +150,20 @@ def figures(store: Store, period: Period, start: date, end: date, tz: tzinfo = T
     """The figures of the local days ``start`` up to (not including) ``end``."""
     today = datetime.fromtimestamp(store.clock(), tz).date()
     live_from = today - timedelta(days=1)  # a call placed before midnight may end after it
-    _count_finished_days(store, live_from, tz)
+    through = _count_finished_days(store, live_from, tz)
+    memo = Memo.of(store)
     tallies: dict[tuple[str, str], Tally] = defaultdict(Tally)
     with store.read() as conn:
         team_of = teams.team_map(conn)
-        column = figures_calls.c[period]
-        q = (sa.select(column, figures_calls.c.team, figures_calls.c.outcome, sa.func.sum(figures_calls.c.calls),
-                       sa.func.sum(figures_calls.c.talk_seconds))
-             .where(figures_calls.c.day >= start.isoformat(), figures_calls.c.day < min(end, live_from).isoformat())
-             .group_by(column, figures_calls.c.team, figures_calls.c.outcome))
-        for p, team, what, n, talk in conn.execute(q):
-            tallies[p, team].add_calls(what, int(n), float(talk))
+        finished = (period, start, min(end, live_from), through)
+        for (p, team, what), (n, talk) in memo.get(("finished", finished),
+                                                   lambda: _finished_sums(conn, *finished[:3])).items():
+            tallies[p, team].add_calls(what, n, talk)
         if end > live_from:
             for day, team, what, n, talk in _count_calls(conn, team_of, max(start, live_from), end, tz):
                 tallies[period_of(day, period), team].add_calls(what, n, talk)
-        for day, team, n in _planned(conn, team_of, start, end, tz):
+        plans = (_plans_version(conn), tuple(sorted(team_of.items())), start, end, str(tz))
+        for day, team, n in memo.get(("planned", plans), lambda: list(_planned(conn, team_of, start, end, tz))):
             tallies[period_of(day, period), team].planned += n
         with_unit = _citizens_with_unit(conn)
     for p in {period_of(d, period) for d in _days(start, end)}:
@@ -167,31 +172,91 @@ def figures(store: Store, period: Period, start: date, end: date, tz: tzinfo = T
     return Figures(period, start, end, rows, with_unit)
 
 
+class Memo:
+    """What one process has worked out and cannot change under it, a few dozen answers per store.
+
+    The finished days' sums are keyed by the last day counted (days are counted once, never
+    again); the unrolled plans by the plans' version and the teams, so a plan added, moved or
+    cancelled anywhere (another process too) is seen by the next request."""
+
+    SIZE = 64
+    _stores: ClassVar[weakref.WeakKeyDictionary[Store, Memo]] = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()  # the figures are worked out off the event loop, in threads
+
+    def __init__(self) -> None:
+        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    @classmethod
+    def of(cls, store: Store) -> Memo:
+        with cls._lock:
+            return cls._stores.setdefault(store, cls())
+
+    def get(self, key: tuple[Any, ...], work: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._answers:
+                self._answers.move_to_end(key)
+                return self._answers[key]  # type: ignore[no-any-return]
+        answer = work()
+        with self._lock:
+            self._answers[key] = answer
+            while len(self._answers) > self.SIZE:
+                self._answers.popitem(last=False)
+        return answer
+
+
+def _finished_sums(conn: Connection, period: Period, start: date,
+                   end: date) -> dict[tuple[str, str, str], tuple[int, float]]:
+    """The counted days' calls per period, team and outcome, summed by the database."""
+    column = figures_calls.c[period]
+    q = (sa.select(column, figures_calls.c.team, figures_calls.c.outcome, sa.func.sum(figures_calls.c.calls),
+                   sa.func.sum(figures_calls.c.talk_seconds))
+         .where(figures_calls.c.day >= start.isoformat(), figures_calls.c.day < end.isoformat())
+         .group_by(column, figures_calls.c.team, figures_calls.c.outcome))
+    return {(p, team, what): (int(n), float(talk)) for p, team, what, n, talk in conn.execute(q)}
+
+
+def _plans_version(conn: Connection) -> tuple[Any, ...]:
+    """Changes whenever a plan is added (count, newest), cancelled (count) or moved (sum of times)."""
+    return tuple(conn.execute(sa.select(sa.func.count(), sa.func.sum(visits.c.at), sa.func.max(visits.c.created_at),
+                                        sa.func.sum(sa.func.length(visits.c.repeat)))).one())
+
+
 def _count_calls(conn: Connection, team_of: dict[str, tuple[str, ...]], start: date, end: date,
                  tz: tzinfo) -> Iterator[tuple[date, str, str, int, float]]:
-    """Counts of the calls placed in these local days: (day, team, outcome, calls, talk seconds)."""
-    counts: dict[tuple[date, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
-    q = (sa.select(calls.c.placed_at, calls.c.caller, calls.c.end_reason, calls.c.connected_at,
-                   calls.c.talk_seconds)
-         .where(calls.c.placed_at >= _midnight(start, tz), calls.c.placed_at < _midnight(end, tz)))
-    for placed_at, caller, end_reason, connected_at, talk_seconds in conn.execute(q):
-        day, what = datetime.fromtimestamp(placed_at, tz).date(), outcome(end_reason, connected_at)
-        for team in (ALL_TEAMS, *team_of.get(caller, ())):
-            cell = counts[day, team, what]
-            cell[0] += 1
-            cell[1] += talk_seconds or 0.0
-    for (day, team, what), (n, talk) in counts.items():
-        yield day, team, what, int(n), talk
+    """Counts of the calls placed in these local days: (day, team, outcome, calls, talk seconds).
+
+    The database groups each local day's calls by caller and outcome (a day's bounds are its
+    midnights in ``tz``, so a day of 23 or 25 hours is counted right); the callers' teams are
+    added here."""
+    connected = calls.c.connected_at.is_not(None)
+    for day in _days(start, end):
+        counts: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+        q = (sa.select(calls.c.caller, calls.c.end_reason, connected, sa.func.count(),
+                       sa.func.coalesce(sa.func.sum(calls.c.talk_seconds), 0.0))
+             .where(calls.c.placed_at >= _midnight(day, tz), calls.c.placed_at < _midnight(day + timedelta(days=1), tz))
+             .group_by(calls.c.caller, calls.c.end_reason, connected))
+        for caller, end_reason, was_connected, n, talk in conn.execute(q):
+            what = outcome(end_reason, bool(was_connected))
+            for team in (ALL_TEAMS, *team_of.get(caller, ())):
+                cell = counts[team, what]
+                cell[0] += n
+                cell[1] += float(talk)
+        for (team, what), (n, talk) in counts.items():
+            yield day, team, what, int(n), talk
 
 
-def _count_finished_days(store: Store, before: date, tz: tzinfo) -> None:
-    """Count every day before ``before`` not counted yet into figures_calls (once; kept)."""
+def _count_finished_days(store: Store, before: date, tz: tzinfo) -> str:
+    """Count every day before ``before`` not counted yet into figures_calls (once; kept).
+    Returns the last day counted."""
+    last = (before - timedelta(days=1)).isoformat()
     with store.read() as conn:
         through = conn.execute(sa.select(figures_counted.c.through_day)).scalar()
-    if through is not None and date.fromisoformat(through) >= before - timedelta(days=1):
-        return  # the common case: nothing new, no write lock
+    if through is not None and through >= last:
+        return str(through)  # the common case: nothing new, no write lock
     with store.tx() as conn:  # another process may have counted meanwhile: read again under the lock
         through = conn.execute(sa.select(figures_counted.c.through_day)).scalar()
+        if through is not None and through >= last:
+            return str(through)
         if through is None:
             first = conn.execute(sa.select(sa.func.min(calls.c.placed_at))).scalar()
             start = datetime.fromtimestamp(first, tz).date() if first is not None else before
@@ -206,7 +271,8 @@ def _count_finished_days(store: Store, before: date, tz: tzinfo) -> None:
             if rows:
                 conn.execute(figures_calls.insert(), rows)
         conn.execute(figures_counted.delete())
-        conn.execute(figures_counted.insert().values(id=1, through_day=(before - timedelta(days=1)).isoformat()))
+        conn.execute(figures_counted.insert().values(id=1, through_day=last))
+    return last
 
 
 def _planned(conn: Connection, team_of: dict[str, tuple[str, ...]], start: date, end: date,

@@ -82,6 +82,14 @@ class Hub:
         self._revocations_checked_at = 0.0
         #: Called with the device id when a device's link goes away for good (not on a reconnect).
         self.on_detach: list[Callable[[str], Awaitable[None]]] = []
+        #: Told when a unit connects (True), goes (False), or its state or screen changes (True):
+        #: other processes learn from it where the unit is (kiosk.server.cluster).
+        self.on_presence: list[Callable[[DeviceLink, bool], None]] = []
+        self._announced: dict[str, tuple[str, bool | None]] = {}
+        #: A unit held by another process, as a link whose ``send`` goes there (None: not held anywhere).
+        self.elsewhere: Callable[[str], DeviceLink | None] = lambda _device_id: None
+        #: Hands a command just stored to the process that holds its unit (the store stays the truth).
+        self.forward: Callable[[str, str, bytes], None] | None = None
 
     # ------------------------------------------------------------- connections
     async def attach(self, link: DeviceLink) -> None:
@@ -101,6 +109,21 @@ class Hub:
         elif old is not None:  # the device reconnected before we noticed the old link die
             await old.close()
         self.seen(link)
+
+    def reach(self, device_id: str) -> DeviceLink | None:
+        """The unit's link: here, or on the process that holds it; None if no process does."""
+        return self.links.get(device_id) or self.elsewhere(device_id)
+
+    async def moved(self, device_id: str) -> None:
+        """Another process holds the unit now: let our old link go, without calling the unit gone."""
+        link = self.links.pop(device_id, None)
+        held = self.held.pop(device_id, None)
+        self._announced.pop(device_id, None)
+        if held is not None:
+            held[1].cancel()
+        if link is not None:
+            log.info("device %s is held by another process now", device_id)
+            await link.close()
 
     def detach(self, link: DeviceLink, *, grace: bool = True) -> None:
         """The link's connection ended; with ``grace``, hold the unit online for a while."""
@@ -128,14 +151,33 @@ class Hub:
         if held is not None:
             held[1].cancel()
         self._dirty_seen[link.device_id] = (link.last_seen, link.state, False)
+        self._announced.pop(link.device_id, None)
+        for tell in self.on_presence:
+            tell(link, False)
+        self._tell_detached(link.device_id)
+
+    def gone_elsewhere(self, device_id: str, last_seen: float, state: str, *, record: bool) -> None:
+        """A unit another process held is gone (that process said so, or died): what waits on it
+        here ends (a call placed here). ``record``: write it offline (its process cannot)."""
+        if device_id in self.links:
+            return  # it came back here meanwhile
+        if record:
+            self._dirty_seen[device_id] = (last_seen, state, False)
+        self._tell_detached(device_id)
+
+    def _tell_detached(self, device_id: str) -> None:
         for callback in self.on_detach:
-            running = asyncio.ensure_future(callback(link.device_id))
+            running = asyncio.ensure_future(callback(device_id))
             self._callbacks.add(running)
             running.add_done_callback(self._callbacks.discard)
 
     def seen(self, link: DeviceLink) -> None:
         link.last_seen = self.clock()
         self._dirty_seen[link.device_id] = (link.last_seen, link.state, True)
+        if self.on_presence and self._announced.get(link.device_id) != (link.state, link.ui_alive):
+            self._announced[link.device_id] = (link.state, link.ui_alive)
+            for tell in self.on_presence:
+                tell(link, True)
 
     async def disconnect(self, device_id: str) -> None:
         link = self.links.get(device_id)
@@ -156,6 +198,8 @@ class Hub:
         link = self.links.get(device_id)
         if link is not None:
             await self._send_command(link, command_id, envelope)
+        elif self.forward is not None:
+            self.forward(device_id, command_id, envelope)
 
     async def _send_command(self, link: DeviceLink, command_id: str, envelope: bytes) -> None:
         if command_id in link.sent:

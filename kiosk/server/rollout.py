@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import update
+from kiosk.protocol.command_lifecycle import CommandState
 from kiosk.server import commands
 from kiosk.server.audit import SERVER
 from kiosk.server.ca import Authority
@@ -45,6 +46,7 @@ from kiosk.server.store import (
     rollout_units,
     rollouts,
 )
+from kiosk.server.store import commands as command_rows
 
 log = logging.getLogger("kiosk.server.rollout")
 
@@ -184,6 +186,7 @@ def drive(store: Store, authority: Authority) -> None:
             if now >= ro.wave_starts_at and all(u.command_id is None for u in units):
                 _send_wave(store, conn, authority, ro, units)
                 continue
+            units = _settle(store, conn, ro, units)
             verdict = update.wave_verdict([cast(update.Stage, u.stage) for u in units], ro.max_failed_share)
             waves = max(u.wave for u in _units(conn, ro.id)) + 1
             if verdict == "halt":
@@ -215,6 +218,32 @@ def _send_wave(store: Store, conn: sa.Connection, authority: Authority, ro: Roll
     store.append_audit(conn, SERVER, "rollout-wave-sent", rollout_id=ro.id, wave=ro.wave + 1, units=len(units))
 
 
+def _settle(store: Store, conn: sa.Connection, ro: RolloutRow, units: list[RolloutUnitRow]) -> list[RolloutUnitRow]:
+    """The wave's units as their update commands left them (kiosk.protocol.update.settled_stage):
+    a unit whose command expired unheard counts as failed."""
+    waiting = {u.command_id: u for u in units if u.command_id and u.stage in update.WAITING_FOR_COMMAND}
+    if not waiting:
+        return units
+    query = sa.select(command_rows.c.id, command_rows.c.state).where(command_rows.c.id.in_(sorted(waiting)))
+    states = {row.id: row.state for row in conn.execute(query)}
+    settled: dict[str, RolloutUnitRow] = {}
+    for command_id, unit in waiting.items():
+        stage, detail = update.settled_stage(cast(update.Stage, unit.stage), CommandState(states[command_id]))
+        if stage != unit.stage:
+            _write_stage(store, conn, ro.id, ro.release, unit.device_id, stage, detail)
+            settled[unit.device_id] = dataclasses.replace(unit, stage=stage, detail=detail)
+    return [settled.get(u.device_id, u) for u in units]
+
+
+def _write_stage(store: Store, conn: sa.Connection, rollout_id: str, release_version: str, device_id: str,
+                 stage: update.Stage, detail: str) -> None:
+    conn.execute(rollout_units.update().where(rollout_units.c.rollout_id == rollout_id,
+                                              rollout_units.c.device_id == device_id)
+                 .values(stage=stage, detail=detail, changed_at=store.clock()))
+    store.append_audit(conn, f"device:{device_id}", "update-" + stage, device_id, rollout_id=rollout_id,
+                       release=release_version, reason=detail or None)
+
+
 def _set_stage(store: Store, device_id: str, stage: update.Stage, detail: str, *,
                release_version: str | None = None, command_id: str | None = None) -> None:
     """The unit's row in the latest roll-out of that release (or of that update command)."""
@@ -229,11 +258,7 @@ def _set_stage(store: Store, device_id: str, stage: update.Stage, detail: str, *
         row = conn.execute(q).first()
         if row is None or (row.stage == stage and row.detail == detail):
             return
-        conn.execute(rollout_units.update().where(rollout_units.c.rollout_id == row.rollout_id,
-                                                  rollout_units.c.device_id == device_id)
-                     .values(stage=stage, detail=detail, changed_at=store.clock()))
-        store.append_audit(conn, f"device:{device_id}", "update-" + stage, device_id, rollout_id=row.rollout_id,
-                           release=row.release, reason=detail or None)
+        _write_stage(store, conn, row.rollout_id, row.release, device_id, stage, detail)
 
 
 def on_progress(store: Store, device_id: str, progress: m.UpdateProgress) -> None:

@@ -754,9 +754,11 @@ class Store:
             return {r.id: _from_row(DeviceRow, r) for r in conn.execute(
                 sa.select(devices).where(devices.c.id.in_(sorted(set(device_ids)))))}
 
-    def devices(self) -> list[DeviceRow]:
+    def devices(self, limit: int | None = None, offset: int = 0) -> list[DeviceRow]:
+        """Enrolled devices, oldest first: all, or ``limit`` after the first ``offset``."""
+        q = sa.select(devices).order_by(devices.c.enrolled_at, devices.c.id).limit(limit).offset(offset)
         with self.read() as conn:
-            return [_from_row(DeviceRow, r) for r in conn.execute(sa.select(devices).order_by(devices.c.enrolled_at))]
+            return [_from_row(DeviceRow, r) for r in conn.execute(q)]
 
     def revoked_since(self, since: float) -> list[str]:
         """Ids of devices revoked at or after ``since`` (the CLI may revoke from another process)."""

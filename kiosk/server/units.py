@@ -43,7 +43,7 @@ class UnitOut(msgspec.Struct):
 def _enrolled(row: DeviceRow, hub: Hub | None, now: float, wipes_pending: set[str], never_after: float) -> UnitOut:
     """``hub`` is the running server's (its links are the live truth); None in another process
     (the CLI), which reads what the server last wrote."""
-    link = hub.links.get(row.id) if hub is not None else None
+    link = hub.reach(row.id) if hub is not None else None
     online = link is not None if hub is not None else row.online
     connection: Connection
     if row.revoked_at is not None:

@@ -1,6 +1,7 @@
 """The device's side of one video call: an aiortc peer with the unit's camera and microphone.
 
-The device makes the offer (the citizen's answer button starts it) and the
+The device makes the offer (gathered while it rings, :meth:`DeviceCall.prepare`;
+sent when the citizen's answer button has opened the camera and microphone) and the
 staff browser answers, with SDP exchanged whole: :meth:`DeviceCall.answer`
 returns only after ICE gathering is complete, so the offer carries every
 candidate and no trickle is needed.
@@ -148,6 +149,8 @@ class DeviceCall:
             clock=clock,
         )
         self._quality: m.CallQualityReport | None = None
+        self._preparing: asyncio.Future[None] | None = None  # gathering while the unit rings
+        self._answered = False
 
     # --- what it knows ------------------------------------------------------------
 
@@ -187,8 +190,11 @@ class DeviceCall:
 
         Raises :class:`CallMediaError` if media or ICE could not be set up.
         """
-        if self.peer.closed or self.peer.pc is not None:
+        if self.peer.closed or self._answered:
             raise CallMediaError("this call's peer was already started or has ended")
+        self._answered = True
+        if self._preparing is not None:  # begun at the ring: waiting for it is never slower than anew
+            await asyncio.gather(self._preparing, return_exceptions=True)
         await self.peer.open_media(self._open_media)
         for attempt in range(1, OFFER_ATTEMPTS + 1):
             sdp = await self.peer.offer()
@@ -205,12 +211,28 @@ class DeviceCall:
                else "no usable network interface or ICE server")
         )
 
+    def prepare(self, video_mime: str | None) -> None:
+        """The unit rings: gather (the TURN allocation) now, so :meth:`answer` need not.
+
+        A failure here is only logged: :meth:`answer` then makes its offer afresh."""
+        if self._preparing is None and not self._answered and not self.peer.closed:
+            self._preparing = asyncio.ensure_future(self._prepare(video_mime))
+
+    async def _prepare(self, video_mime: str | None) -> None:
+        try:
+            await self.peer.prepare_offer(video_mime)
+        except CallMediaError as exc:
+            log.info("call %s: could not gather while ringing (%s); will at the answer", self.call_id, exc)
+
     async def accept(self, sdp: str) -> None:
         """The staff browser's SDP answer. Raises :class:`CallMediaError` if it is unusable."""
         await self.peer.accept(sdp)
 
     async def hang_up(self) -> m.CallQualityReport | None:
         """Close the peer and the media; the quality report if media flowed. Idempotent."""
+        if self._preparing is not None:
+            self._preparing.cancel()
+            await asyncio.gather(self._preparing, return_exceptions=True)
         quality = await self.peer.close()
         if quality is not None and self._quality is None:
             self._quality = m.CallQualityReport(call_id=self.call_id, quality=quality.as_record())

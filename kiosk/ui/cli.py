@@ -40,6 +40,7 @@ import msgspec
 import kiosk
 from kiosk.protocol.agent_socket import socket_path
 from kiosk.ui import controller as ui
+from kiosk.ui import memory
 from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.buttons import InputWatcher
 from kiosk.ui.call_peer import MediaOpener, VideoSink, open_device_media
@@ -259,6 +260,7 @@ async def run_screen(args: argparse.Namespace, *,
 
 
 def main(argv: list[str] | None = None) -> int:
+    memory.limit_arenas()  # before any thread: asyncio's, PipeWire's, a call's
     args = _parser().parse_args(argv)
     _logging(args.log_level)
     if args.headless:

@@ -20,11 +20,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from kiosk.media.encoders import VP8_MIME
 from kiosk.media.link import LinkState
 from kiosk.media.swappable import SwappableTrack
 from kiosk.protocol import messages as m
 from kiosk.protocol.screenshot import shows_picture
 from kiosk.ui import controller as ui
+from kiosk.ui import memory
 from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.call_peer import (
     GATHER_TIMEOUT,
@@ -122,6 +124,10 @@ class UiSession:
         self.state = ui.step(self.state, read_wall_clock(), clock()).state
         self.screen = ui.screen(self.state)
         self.peers: dict[str, DeviceCall] = {}
+        #: Peers gathering while their call rings, not answered yet (see DeviceCall.prepare).
+        self.ringing: dict[str, DeviceCall] = {}
+        #: The codec the last call's media offered first: the next ring gathers for it.
+        self._video_mime: str | None = VP8_MIME
         self.last_call: DeviceCall | None = None  # kept after it closed: its counters stay readable
         #: Peers whose closing has begun and not finished: a stop that cannot wait for it
         #: (its time is up) closes them itself, so no speaker plays on after the screen stopped.
@@ -171,9 +177,10 @@ class UiSession:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(reader, wall, *self._tasks, return_exceptions=True)
-            for peer in [*self.peers.values(), *self._closing]:
+            for peer in [*self.peers.values(), *self.ringing.values(), *self._closing]:
                 await self._end(peer)
             self.peers.clear()
+            self.ringing.clear()
             self._closing.clear()
             await self.client.close()
 
@@ -223,7 +230,8 @@ class UiSession:
             case ui.Send(message=message):
                 await self.client.send(message)
             case ui.StartPeer(ring=ring):
-                started = self._start_peer(ring)
+                started = self.ringing.pop(ring.call_id, None) or self._start_peer(ring)
+                self.peers[ring.call_id] = self.last_call = started
                 self._spawn(self._offer(started))
             case ui.AcceptAnswer(call_id=call_id, sdp=sdp):
                 accepting = self.peers.get(call_id)
@@ -245,8 +253,15 @@ class UiSession:
                 self._spawn(self._reply_to_look(action))
             case ui.StartRinging(ring=ring):
                 self.effects.ring(ring)
-            case ui.StopRinging():
+                if ring.call_id not in self.peers:  # gather while it rings: out of the citizen's wait
+                    ringing = self.ringing[ring.call_id] = self._start_peer(ring)
+                    ringing.prepare(self._video_mime)
+            case ui.StopRinging(call_id=call_id):
                 self.effects.ring(None)
+                unanswered = self.ringing.pop(call_id, None)  # answered: StartPeer took it first
+                if unanswered is not None:
+                    self._closing.add(unanswered)
+                    self._spawn(self._close(unanswered))
 
     async def _reply_to_look(self, given: ui.ConsentGiven) -> None:
         """The citizen's answer to the agent, with the picture only after a yes (or when nobody
@@ -300,7 +315,6 @@ class UiSession:
             gather_timeout=self._gather_timeout,
             clock=self._clock,
         )
-        self.peers[call_id] = self.last_call = peer
         return peer
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -319,7 +333,11 @@ class UiSession:
 
     async def _offer(self, peer: DeviceCall) -> None:
         try:
-            self.post(ui.OfferReady(await peer.answer()))
+            offer = await peer.answer()
+            media = peer.peer.media
+            if media is not None and media.video_mime:  # the next ring gathers for the same codec
+                self._video_mime = media.video_mime
+            self.post(ui.OfferReady(offer))
         except CallMediaError as exc:
             log.warning("call %s: %s", peer.call_id, exc)
             self.post(ui.MediaDown(peer.call_id, str(exc)))
@@ -343,5 +361,6 @@ class UiSession:
     async def _close(self, peer: DeviceCall) -> None:
         report = await self._end(peer)
         self._closing.discard(peer)  # not when cancelled half-way: then the stop closes it
+        memory.give_back()
         if report is not None:
             self.post(ui.QualityReady(report))

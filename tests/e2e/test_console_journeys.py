@@ -6,15 +6,25 @@ unit takes, the pre-visit warning when the unit is off). Every page is checked b
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kiosk.protocol import messages as m
+from kiosk.server import figures
 from tests.e2e.test_browser_call import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS
 from tests.harness import ADMIN_PASSWORD, AgentProcess, ServerProcess, wait_until
+from tests.staff_client import StaffClient
+from tests.ui.answering_screen import AnsweringScreen
+from tests.ui.xvfb import xvfb_display  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -22,6 +32,8 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 WIDTHS = (1280, 390, 320)
 SHOTS = ARTIFACTS / "console"
+DASH = "\u2013"  # the page's cell of a figure there is none of (no call made: no minutes)
+CALLS = 6  # placed for management's figures: a count of five or more is shown as it is
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +209,104 @@ def test_caregiver_plans_a_visit_the_unit_takes_and_is_warned_when_the_unit_is_o
     assert "The screen is not connected" in page.inner_text("#citizen-list")
     assert page.locator(f"button[data-citizen='{citizen_id}']").get_attribute("aria-label") == "Call Karen Jensen"
     assert "screen offline" in page.inner_text("#citizen-list")
+
+
+def test_management_figures_match_the_calls_made_and_administrators_filter_the_audit_log(
+        browser: Any, server: ServerProcess, online_agent: tuple[AgentProcess, str], tmp_path: Path) -> None:
+    """Six calls placed through the call socket to a real unit (no screen app runs on it, so each
+    ends at once, 'screen not running'): management's page counts them, and its CSV holds the
+    page's cells; the administrator finds them in the audit log by who and what, chain intact."""
+    _, device_id = online_agent
+    server.cli("user", "add", "anne", "--role", "caregiver", "--team", "Hjemmeplejen Nord", "--password-stdin",
+               stdin=ADMIN_PASSWORD + "\n")
+    server.add_admin("mette", "management")
+    server.add_admin("admin", "admin")
+    citizen_id = server.add_citizen("Karen Jensen", device_id, "anne")
+
+    async def place_calls() -> list[str]:
+        async with StaffClient(server.console) as anne:
+            await anne.login("anne")
+            await anne.connect()
+            reasons = []
+            for _ in range(CALLS):
+                await anne.send(m.CallStart(citizen_id=citizen_id))
+                await anne.expect(m.CallPlaced)
+                reasons.append((await anne.expect(m.CallEnded, timeout=10)).reason)
+            return reasons
+
+    with ThreadPoolExecutor(1) as aside:  # Playwright's own event loop runs in this thread
+        assert aside.submit(asyncio.run, place_calls()).result() == ["screen_not_running"] * CALLS
+
+    page = login(browser, server, "mette")
+    assert page.url.endswith("/figures")
+    page.select_option("#period", "day")
+    today = datetime.now(figures.TZ).date()
+    page.fill("#from", (today - timedelta(days=6)).isoformat())  # the last week
+    with page.expect_navigation():
+        page.click("form.filters button[type=submit]")
+    shown = {(cells[0], cells[1]): cells for cells in (
+        row.locator("td").all_inner_texts() for row in page.locator("#figures tbody tr").all())}
+    for team in ("Alle teams", "Hjemmeplejen Nord"):  # period, team, planned, made, unanswered, failed, ...
+        assert shown[today.isoformat(), team][2:6] == ["< 5", "< 5", "< 5", str(CALLS)], shown[today.isoformat(), team]
+    assert "Karen" not in page.content() and "anne" not in page.content(), "no figure names anyone"
+    with page.expect_download() as download:
+        page.click("#csv")
+    table = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert {(r["period"], "Alle teams" if r["team"] == "*" else r["team"]):
+            [r["period"], "Alle teams" if r["team"] == "*" else r["team"], r["planned"], r["made"],
+             r["unanswered"], r["failed"], r["mean_minutes"] or DASH, r["share_on_screen"] or DASH]
+            for r in table} == shown, "the CSV holds the page's cells"
+    accessible(page, "figures")
+    shot(page, "management-figures")
+
+    page = login(browser, server, "admin")
+    page.goto(server.console + "/audit")
+    page.fill("#actor", "anne")
+    page.fill("#action", "call-ended")
+    with page.expect_navigation():
+        page.click("form.filters button:not([name])")
+    rows = [r.locator("td").all_inner_texts() for r in page.locator("#audit tbody tr").all()]
+    assert len(rows) == CALLS and all(r[2:4] == ["anne", "call-ended"] for r in rows), rows
+    page.fill("#device_id", device_id)
+    page.fill("#actor", "")
+    page.fill("#action", "")
+    with page.expect_navigation():
+        page.click("button[name=check]")
+    assert "ingen ændret" in page.inner_text("#chain")
+    rows = [r.locator("td").all_inner_texts() for r in page.locator("#audit tbody tr").all()]
+    assert rows and all(r[4] == device_id[:8] for r in rows), "only that unit's entries"
+    accessible(page, "audit")
+    shot(page, "admin-audit")
+
+
+def test_support_sees_the_screen_after_the_citizens_yes_and_nothing_after_no(
+        browser: Any, server: ServerProcess, online_agent: tuple[AgentProcess, str], xvfb_display: str,  # noqa: F811
+        tmp_path: Path) -> None:
+    """The real kiosk-ui window under Xvfb asks the citizen (``screen_driver look``: Ja, then Nej);
+    support's page shows the picture after the yes, and after the no says so with no picture.
+    Both answers are in the audit log, neither with a picture."""
+    agent, device_id = online_agent
+    server.add_admin("sara", "support")
+    server.add_admin("anne", "caregiver")
+    with AnsweringScreen(agent, xvfb_display, tmp_path, "console-look", scenario="look", first_cue="ready") as screen:
+        server.add_citizen("Karen Jensen", device_id, "anne")
+        screen.wait_for("idle", 120, "the idle screen of the assigned unit")
+        page = login(browser, server, "sara")
+        page.goto(f"{server.console}/units/{device_id}")
+        answers = {}
+        for answer in ("yes", "no"):
+            with page.expect_navigation(timeout=120_000):  # reloaded once the unit answered
+                page.click("button[data-command=screenshot]")
+            screen.wait_for(f"answered-{answer}", 30, f"the citizen's {answer} on the window")
+            answers[answer] = page.inner_text("#look")
+            if answer == "yes":
+                assert "borgeren sagde ja" in answers["yes"]
+                image = page.locator("#look-image")
+                assert image.evaluate("i => i.naturalWidth") == 1280, "the screen's own picture"
+                accessible(page, "unit with a look")
+                shot(page, "support-look")
+        assert "borgeren sagde nej" in answers["no"] and page.locator("#look-image").count() == 0
+        assert "Karen" not in page.content()
+    looks = [e for e in server.cli_json("audit", "list", "--limit", "500")
+             if e["action"] == "command-result" and e["detail"].get("kind") == "screenshot"]
+    assert [e["detail"]["answer"] for e in looks] == ["yes", "no"] and not any("png" in e["detail"] for e in looks)

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from kiosk.media.encoders import VP8_MIME
 from kiosk.media.keyframes import install_loss_recovery
 from kiosk.media.link import LinkState
 from kiosk.media.peer import CallPeer, LocalMedia, rtc_configuration
@@ -39,7 +40,7 @@ def media_of(width: int, height: int, fps: int) -> Callable[[], Awaitable[LocalM
             audio_source.stop()
 
         return LocalMedia(SwappableTrack("video", video_source, size=(width, height)),
-                          SwappableTrack("audio", audio_source), "video/VP8", close)
+                          SwappableTrack("audio", audio_source), VP8_MIME, close)
 
     return opener
 
@@ -86,8 +87,11 @@ class Rig:
         return Side(peer, states, links)
 
     async def call(self, media: Callable[[], Awaitable[LocalMedia]] = SMALL) -> tuple[Side, Side, float]:
-        """A connected call: the unit offers through the relay, the caregiver answers; seconds to connect."""
+        """A connected call: the unit offers through the relay, the caregiver answers; seconds from
+        the answer to connected. As on the unit, the offer is gathered while it rings (before the
+        answer); the camera opening is left out of the time (it is the device's, not the link's)."""
         unit, caregiver = self.side("unit", through_relay=True), self.side("caregiver", through_relay=False)
+        await unit.peer.prepare_offer(VP8_MIME)
         await asyncio.gather(unit.peer.open_media(media), caregiver.peer.open_media(media))
         answered = time.monotonic()
         await unit.peer.accept(await caregiver.peer.answer(await unit.peer.offer()))

@@ -8,9 +8,13 @@ from kiosk.media.link import (
     LOST_AFTER,
     MAX_BITRATE_CAP,
     MIN_BITRATE_CAP,
+    STEP_DOWN_AT,
+    STEP_UP_AFTER,
+    STEP_UP_AT,
     Counters,
     LinkState,
     LinkWatch,
+    VideoStep,
     loss_based_cap,
 )
 
@@ -111,11 +115,11 @@ def test_the_lowest_bitrate_is_measured_after_the_start_over_whole_windows() -> 
 
 
 def test_loss_recovery_waits_two_and_a_half_round_trips_within_bounds() -> None:
-    assert hole_wait_for(None, 0.3) == 0.3
+    assert hole_wait_for(None, 0.3) == 1.0  # not measured yet: a slow link is assumed (0.4 s)
     assert hole_wait_for(0.05, 0.3) == 0.3  # a fast link keeps the floor
     assert hole_wait_for(0.3, 0.3) == 0.75  # rural 4G: time for the copy, and for a repeated NACK's
     assert hole_wait_for(5.0, 0.3) == MAX_HOLE_WAIT
-    assert hole_wait_for(float("nan"), 0.3) == 0.3
+    assert hole_wait_for(float("nan"), 0.3) == 1.0
 
 
 def test_reported_loss_cuts_the_video_cap_and_a_clean_link_lets_it_grow() -> None:
@@ -125,3 +129,17 @@ def test_reported_loss_cuts_the_video_cap_and_a_clean_link_lets_it_grow() -> Non
     assert loss_based_cap(1_000_000, None) == 1_000_000  # no report yet
     assert loss_based_cap(MIN_BITRATE_CAP, 0.9) == MIN_BITRATE_CAP
     assert loss_based_cap(MAX_BITRATE_CAP, 0.0) == MAX_BITRATE_CAP
+
+
+def test_the_video_steps_down_on_a_narrow_link_and_up_only_once_it_stayed_wide() -> None:
+    step = VideoStep()
+    assert step.observe(0.0, None) is None and step.observe(0.5, 1_000_000) is None  # wide: as it is
+    assert step.observe(1.0, STEP_DOWN_AT) is True  # a 500 kbit/s link ends here
+    assert step.observe(1.5, 250_000) is None  # already down
+    assert step.observe(2.0, 500_000) is None  # between the two: no flapping
+    # REMB says "wide" for a moment: not enough.
+    assert step.observe(3.0, 1_000_000) is None and step.observe(3.0 + STEP_UP_AFTER / 2, 1_000_000) is None
+    assert step.observe(4.0 + STEP_UP_AFTER / 2, 300_000) is None  # narrow again: the wait starts over
+    assert step.observe(5.0 + STEP_UP_AFTER / 2, STEP_UP_AT) is None
+    assert step.observe(5.0 + STEP_UP_AFTER * 1.5, STEP_UP_AT) is False  # wide for long enough: up
+    assert not step.stepped_down

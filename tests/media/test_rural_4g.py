@@ -136,10 +136,10 @@ async def test_a_500kbit_cap_brings_the_senders_bitrate_down_within_10_s(turn_se
     assert sent.lowest_bitrate_sent_bps is not None and sent.lowest_bitrate_sent_bps <= 500_000
 
 
-@pytest.mark.xfail(reason="known shortfall (issue 12): behind a 500 kbit/s cap the picture can still freeze "
-                          "for most of the call once a key frame overflows the queue; aiortc sends each frame "
-                          "as one burst (no pacer) and its encoder overshoots its target", strict=False)
 async def test_a_500kbit_cap_does_not_freeze_the_receiver_for_long(turn_server: TurnServer) -> None:
+    """The unit's video steps down to half its size and frame rate once its encoder aims at
+    about 300 kbit/s (kiosk.media.link.VideoStep), so its key frames fit the queue. Measured
+    here on a loaded machine: 0 to 1.7 s frozen of 16 s; before the step, most of the call."""
     _, received = await _call_through_500k(turn_server)
     assert received.frozen_s <= 0.25 * received.duration_s  # the bound: a quarter (the target is 5 %)
 

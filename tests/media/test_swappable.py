@@ -108,3 +108,22 @@ async def test_muted_sends_the_placeholder_and_a_new_device_does_not_unmute() ->
     assert luma_spread(await asyncio.wait_for(track.recv(), 1.0)) > 50
     camera.stop()
     other.stop()
+
+
+async def test_stepped_down_it_sends_half_the_size_at_half_the_rate_and_steps_back_up() -> None:
+    source = await open_source(lavfi_pattern_spec(320, 240, 30))
+    track = SwappableTrack("video", source)
+    try:
+        full = await track.recv()
+        assert isinstance(full, av.VideoFrame) and (full.width, full.height) == (320, 240)
+        track.stepped_down = True
+        before = track.frames_from_source
+        small = [await track.recv() for _ in range(4)]
+        assert all(isinstance(f, av.VideoFrame) and (f.width, f.height) == (160, 120) for f in small)
+        assert track.frames_from_source - before == 8  # every other frame sent
+        track.stepped_down = False
+        back = await track.recv()
+        assert isinstance(back, av.VideoFrame) and (back.width, back.height) == (320, 240)
+    finally:
+        track.stop()
+        source.stop()

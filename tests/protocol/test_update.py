@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import update as u
+from kiosk.protocol.command_lifecycle import CommandState
 
 NOW = 1_800_000_000.0
 MIN = 60.0
@@ -31,6 +32,7 @@ stamps = st.tuples(st.integers(0, 99), st.integers(0, 99), st.integers(0, 99), d
                    st.integers(0, 23), st.integers(0, 59))
 
 
+@settings(deadline=None)  # no time limit per example: the machine is shared and loaded
 @given(stamps, stamps)
 def test_raucs_version_orders_like_ours(a: tuple[int, int, int, str, int, int],
                                         b: tuple[int, int, int, str, int, int]) -> None:
@@ -53,6 +55,7 @@ def test_no_reboot_within_15_minutes_of_a_visit_nor_while_it_may_be_on() -> None
     assert u.reboot_decision(NOW, False, []) == u.RebootNow()
 
 
+@settings(deadline=None)  # no time limit per example: the machine is shared and loaded
 @given(st.lists(st.floats(-86400, 86400), max_size=20), st.booleans())
 def test_a_reboot_is_never_allowed_near_a_visit(offsets: list[float], in_call: bool) -> None:
     decision = u.reboot_decision(NOW, in_call, [NOW + o for o in offsets])
@@ -94,9 +97,28 @@ def test_after_a_boot_the_update_is_on_trial_in_the_new_slot_or_rolled_back_in_t
     assert u.after_boot("booted", "b", "b") == ("booted", "")     # a power cut mid-trial: still on trial
     assert u.after_boot("good", "b", "b") == ("good", "")
     assert u.after_boot("failed", None, "a") == ("failed", "")
+    # the agent restarted without a reboot: the update still waits for its reboot, or its trial
+    assert u.after_boot("installed", "b", "a", rebooted=False) == ("installed", "")
+    assert u.after_boot("booted", "b", "b", rebooted=False) == ("booted", "")
 
 
 def test_health_needs_the_server_and_the_screen_before_the_deadline() -> None:
     assert u.health_verdict(True, True, 0) == "good"
     assert u.health_verdict(True, False, 10, deadline=60) == "wait"
     assert u.health_verdict(False, True, 60, deadline=60) == "bad"
+
+
+def test_an_update_that_expired_before_the_unit_installed_anything_fails_it() -> None:
+    for stage in ("pending", "downloading"):
+        settled, why = u.settled_stage(stage, CommandState.EXPIRED)
+        assert settled == "failed" and "expired" in why, stage
+    assert u.wave_verdict([u.settled_stage("pending", CommandState.EXPIRED)[0], "good"], 0.1) == "halt"
+
+
+@pytest.mark.parametrize("state", [None, *CommandState])
+@pytest.mark.parametrize("stage", u.STAGES)
+def test_only_an_expired_command_changes_a_stage_and_only_one_still_waiting(
+        stage: u.Stage, state: CommandState | None) -> None:
+    settled, why = u.settled_stage(stage, state)
+    changed = state == CommandState.EXPIRED and stage in ("pending", "downloading")
+    assert (settled, bool(why)) == (("failed", True) if changed else (stage, False))

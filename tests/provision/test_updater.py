@@ -5,6 +5,7 @@ tests run the real one in QEMU), reboots recorded by RecordingActions."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -33,15 +34,27 @@ def asked(tmp_path: Path) -> list[list[str]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def make(tmp_path: Path, slot: str, rauc: Rauc, deadline: float = 0.2) -> tuple[Updater, list[m.UpdateProgress]]:
+BOOTS = itertools.count(1)
+
+
+def _last_boot(tmp_path: Path) -> str:
+    return (tmp_path / "boot").read_text()
+
+
+def make(tmp_path: Path, slot: str, rauc: Rauc, deadline: float = 0.2,
+         new_boot: bool = True) -> tuple[Updater, list[m.UpdateProgress]]:
+    """The agent started in ``slot``: after a boot, or (``new_boot`` false) restarted in the same one."""
     sent: list[m.UpdateProgress] = []
 
     async def report(progress: m.UpdateProgress) -> None:
         sent.append(progress)
 
     state = StateDir(tmp_path / "state").create()
+    boot = f"boot-{next(BOOTS)}" if new_boot else _last_boot(tmp_path)
+    (tmp_path / "boot").write_text(boot)
     updater = Updater(state, rauc, RecordingActions(tmp_path / "actions"), "https://server:8443", report,
-                      Running(slot, "0.1.0+20261101.0900" if slot == "a" else "0.1.0+20261129.1200"), deadline)
+                      Running(slot, "0.1.0+20261101.0900" if slot == "a" else "0.1.0+20261129.1200", None, boot),
+                      deadline)
     updater.on_start()
     return updater, sent
 
@@ -137,8 +150,11 @@ def test_a_unit_not_booted_from_a_slot_refuses_to_update(tmp_path: Path) -> None
 def test_running_is_read_from_the_command_line_and_os_release(tmp_path: Path) -> None:
     (tmp_path / "cmdline").write_text("ro kiosk.slot=b rauc.slot=b kiosk.health_deadline=90 quiet\n")
     (tmp_path / "os-release").write_text('PRETTY_NAME="Debian"\nIMAGE_VERSION="0.1.0+20261129.1200"\n')
-    assert Running.read(tmp_path / "cmdline", tmp_path / "os-release") == Running("b", "0.1.0+20261129.1200", 90.0)
-    assert Running.read(tmp_path / "nothing", tmp_path / "nothing") == Running(None, None, None)
+    (tmp_path / "boot_id").write_text("5e1f0c6a-0d9b-4c53-9f5c-2b7e0c1d2a3b\n")
+    assert Running.read(tmp_path / "cmdline", tmp_path / "os-release", tmp_path / "boot_id") == \
+        Running("b", "0.1.0+20261129.1200", 90.0, "5e1f0c6a-0d9b-4c53-9f5c-2b7e0c1d2a3b")
+    assert Running.read(tmp_path / "nothing", tmp_path / "nothing", tmp_path / "nothing") == \
+        Running(None, None, None, "")
 
 
 def test_raucs_reason_is_its_last_error_line_not_its_closing_words() -> None:
@@ -148,3 +164,17 @@ def test_raucs_reason_is_its_last_error_line_not_its_closing_words() -> None:
            "local issuer certificate\nInstalling `https://s/b.raucb` failed\n")
     assert _last_error(out).startswith("Failed to check bundle signature")
     assert "failed" in _last_error("a\nsomething failed\nInstalling `x` failed\n")
+
+
+def test_an_agent_restart_while_an_update_waits_for_its_reboot_is_not_a_fall_back(tmp_path: Path) -> None:
+    rauc = fake_rauc(tmp_path)
+    updater, _ = make(tmp_path, "a", rauc)
+    asyncio.run(updater.install("R2", "/p"))
+    updater, _ = make(tmp_path, "a", rauc, new_boot=False)  # the agent restarted (a crash, the watchdog)
+    progress = updater.progress()
+    assert progress is not None and progress.stage == "installed", progress
+    asyncio.run(run_watch(updater, healthy=True))          # and still reboots into the update
+    assert "reboot" in (tmp_path / "actions").read_text()
+    updater, _ = make(tmp_path, "b", rauc)
+    assert updater.progress() == m.UpdateProgress(release="R2", stage="booted", slot="b",
+                                                  version="0.1.0+20261129.1200")

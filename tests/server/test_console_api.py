@@ -43,6 +43,9 @@ def test_roles_limit_what_people_may_do(server: ServerProcess, online_agent: tup
     status, devices = logistics.request("GET", "/api/devices")
     assert status == 200 and devices[0]["id"] == device_id and devices[0]["online"] is True
     assert devices[0]["online_since"] is not None
+    assert logistics.request("GET", "/api/devices?offset=1")[1] == [], "a page at a time: past the one unit, none"
+    status, body = logistics.request("GET", "/api/devices?limit=0")
+    assert (status, body["error"]) == (400, "invalid"), body
 
     command = server.wait_command(queued["id"])
     status, shown = support.request("GET", f"/api/commands/{queued['id']}")
@@ -105,6 +108,11 @@ def test_a_bulk_command_reaches_each_named_unit_once_and_says_who_got_none(
         ({"kind": "ping", "device_ids": []}, 400, "invalid"),
         ({"kind": "ping", "device_ids": [f"unit-{i}" for i in range(1001)]}, 400, "invalid"),
         ({"kind": "teleport", "device_ids": [device_id]}, 400, "unknown-kind"),
+        # arguments wrong for every unit alike: one 400, nothing queued for any
+        ({"kind": "set-config", "device_ids": [device_id], "args": {"settings": {"volume": 99}}},
+         400, "invalid-arguments"),
+        ({"kind": "set-config", "device_ids": [device_id], "args": {"settings": {"brightness": 3}}},
+         400, "invalid-arguments"),
     ):
         got, refused = console.request("POST", "/api/commands", body)
         assert (got, refused["error"]) == (status, code), (body, refused)

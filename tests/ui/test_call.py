@@ -278,3 +278,34 @@ async def test_the_calls_speaker_sink_is_closed_when_the_call_ends(rig: Rig, end
     else:
         rig.runner.cancel()
     await until(lambda: sinks[0].closed, 10, "the sink closed")
+
+
+async def test_the_unit_gathers_while_it_rings_and_opens_no_camera_before_the_answer(rig: Rig) -> None:
+    """The TURN allocation (two round trips or more on a slow link) is made during the ring, out
+    of the citizen's wait; the camera and microphone open only when the citizen answers."""
+    await rig.agent.wait_for(m.UiHello)
+    await rig.wait_screen("idle")
+    await rig.agent.send(ring("gathered"))
+    await rig.agent.wait_for(m.CallRinging)
+    prepared = rig.session.ringing["gathered"]
+    await until(lambda: prepared.peer.pc is not None and prepared.peer.pc.iceGatheringState == "complete",
+                10, "gathering while it rings")
+    assert prepared.peer.media is None  # nothing opened, nothing sent
+    local = prepared.peer.pc.localDescription if prepared.peer.pc is not None else None
+    assert local is not None
+    rig.session.press_answer()
+    offer = await rig.agent.wait_for(m.CallAnswer)
+    assert offer.sdp == local.sdp  # the offer gathered during the ring, now sending the media
+    assert rig.session.last_call is prepared and rig.session.ringing == {}
+    assert prepared.peer.media is not None and prepared.peer.media.video is not None
+
+
+async def test_a_ring_nobody_answers_releases_what_it_gathered(rig: Rig) -> None:
+    await rig.agent.wait_for(m.UiHello)
+    await rig.agent.send(ring("unanswered", ring_timeout=1.0))
+    await rig.agent.wait_for(m.CallRinging)
+    prepared = rig.session.ringing["unanswered"]
+    await rig.wait_screen("ended", timeout=5)
+    await until(lambda: prepared.peer.closed and prepared.connection_state in ("closed", "new"), 10,
+                "the ring's peer released")
+    assert rig.session.ringing == {} and rig.session.last_call is None

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Three ``kiosk-server`` processes on PostgreSQL + NATS behind HAProxy, on this machine.
+
+The same arrangement as tests/cluster/ (Debian's postgresql, nats-server and haproxy on
+loopback, data in a temporary directory), with N real agents (tests/cluster/fleet.py: the
+real Agent, one state directory each, all in one process) enrolled and connected through
+HAProxy, which spreads them (leastconn). Measured:
+
+- units held, by process;
+- delivery, from the command's commit (its ``created_at``) to the moment its frame reaches
+  the unit's link (the fleet notes it, before the agent's own work; one machine, one
+  clock), all commands queued through process C (so two thirds cross to another process
+  over NATS): "paced", pings to random units at 10 a second; "burst", a ping for every
+  unit in one request (and the time until every result is stored);
+- after ``kill -9`` of the process holding most units: the time until every unit is
+  connected again, each to one living process.
+
+    .venv/bin/python bench/cluster.py --units 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import postgres_fixture  # noqa: E402
+from tests.cluster.conftest import PROCESSES, Cluster, Fleet, HaProxy, Nats, start_process  # noqa: E402
+from tests.harness import Console, wait_until  # noqa: E402
+
+PACED, PACED_PER_SECOND = 200, 10
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run(units: int, root: Path) -> dict[str, object]:
+    figures: dict[str, object] = {"units": units, "load_at_start": os.getloadavg()}
+    postgres = postgres_fixture.postgres.__wrapped__()  # type: ignore[attr-defined]
+    pg = next(postgres)
+    nats = Nats(root).start()
+    processes = {}
+    haproxy = None
+    fleet = None
+    try:
+        database = pg.new_database()
+        for name in PROCESSES:
+            processes[name] = start_process(name, root / "server", database, nats)
+        haproxy = HaProxy(root, processes).start()
+        cluster = Cluster(processes, nats, haproxy, root)
+        wait_until(lambda: all("joined the cluster" in p.log() for p in processes.values()), 60)
+        cluster.add_person("admin", "admin", "Admin")
+
+        files = [str(p) for p in cluster.provisioning_files(root / "provisioning", units)]
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "tests.cluster.fleet", str(root), *files], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True)
+        fleet = Fleet(root, proc, units)
+        wait_until(fleet.all_connected, 60 + units, 1.0, what=f"{units} units connected")
+        figures["enrolled_and_connected_s"] = round(time.monotonic() - started, 1)
+        devices = fleet.device_ids()
+        held = cluster.holders_of(devices)
+        figures["held_by_process"] = {name: sum(1 for h in held.values() if h == {name}) for name in PROCESSES}
+
+        through_c = Console(processes["c"].console)
+        assert through_c.login() == 200
+        paced: list[str] = []
+        for device_id in random.Random(14).choices(devices, k=PACED):
+            status, body = through_c.request("POST", f"/api/devices/{device_id}/commands", {"kind": "ping"})
+            assert status == 202, body
+            paced.append(body["id"])
+            time.sleep(1 / PACED_PER_SECOND)
+        queued_at = time.monotonic()
+        command_ids: list[str] = []
+        for start in range(0, len(devices), 1000):
+            status, body = through_c.request("POST", "/api/commands",
+                                             {"device_ids": devices[start:start + 1000], "kind": "ping"})
+            assert status == 202 and not body["refused"], body
+            command_ids += [q["id"] for q in body["queued"]]
+        figures["queue_request_s"] = round(time.monotonic() - queued_at, 2)
+        store = cluster.any.store()
+        try:
+            wait_until(lambda: all((r := store.command(c)) is not None and r.state == "done" for c in command_ids),
+                       300, 0.5, what="every ping done")
+            figures["burst_all_results_stored_s"] = round(time.monotonic() - queued_at, 2)
+            wait_until(lambda: set(paced + command_ids) <= set(fleet.receipts()), 30, 0.5, what="every receipt")
+            receipts = fleet.receipts()
+            on_c = {d for d, h in held.items() if h == {"c"}}
+            paced_local = [c for c in paced if (r := store.command(c)) is not None and r.device_id in on_c]
+            paced_across = [c for c in paced if c not in set(paced_local)]
+            for name, ids in (("paced", paced), ("paced_same_process", paced_local),
+                              ("paced_across_nats", paced_across), ("burst", command_ids)):
+                delivery_ms = [1000 * (receipts[c] - row.created_at) for c in ids
+                               if (row := store.command(c)) is not None]
+                figures[f"{name}_delivery_ms"] = {
+                    "n": len(delivery_ms), "p50": round(statistics.median(delivery_ms), 1),
+                    "p99": round(percentile(delivery_ms, 0.99), 1), "max": round(max(delivery_ms), 1)}
+        finally:
+            store.close()
+
+        victim = max(PROCESSES, key=lambda name: figures["held_by_process"][name])  # type: ignore[index]
+        victim_proc = processes[victim].proc
+        assert victim_proc is not None
+        victim_proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        victim_proc.wait()
+        figures["killed"] = victim
+        wait_until(lambda: fleet is not None and fleet.all_connected()
+                   and all(len(h) == 1 for h in cluster.holders_of(devices).values()), 300, 0.25,
+                   what="every unit back")
+        figures["all_back_after_kill_s"] = round(time.monotonic() - killed, 1)
+        figures["load_at_end"] = os.getloadavg()
+        return figures
+    finally:
+        if fleet is not None:
+            fleet.proc.terminate()
+            fleet.proc.wait(30)
+        if haproxy is not None:
+            haproxy.stop()
+        for process in processes.values():
+            process.stop()
+        nats.stop()
+        next(postgres, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--units", type=int, default=300)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="kiosk-bench-cluster-"))
+    try:
+        print(json.dumps(run(args.units, root), indent=2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
