@@ -63,6 +63,11 @@ fi
 find "$root" -xdev -type f -perm /6000 ! -path "$root/usr/lib/dbus-1.0/dbus-daemon-launch-helper" \
     -exec chmod ug-s {} +
 
+# Pygments and docutils: python3-kivy depends on them for its code and reStructuredText
+# widgets, which the screen never uses (tests/image/test_recipe.py checks): 15 MB. Removed
+# once installed (left out by dpkg, their packages' byte-compiling step fails).
+rm -rf "$root/usr/lib/python3/dist-packages/pygments" "$root/usr/lib/python3/dist-packages/docutils"
+
 # -c: a foreign (emulated) build deferred the kernel's own initramfs (kiosk/image/emulation.py)
 in_root update-initramfs -c -k all
 

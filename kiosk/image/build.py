@@ -204,6 +204,7 @@ def build(opts: Options, progress: Progress | None = None) -> Result:
             _mmdebstrap(r, root, opts.cache / f"apt-{r.arch}", opts.debug, foreign, log, progress)
         with progress.step("installing the project into the root"):
             manifest.wheels = wheels.install(root, wheel_files, r.arch, r.commands, log)
+            wheels.prune_locale_data(root / wheels.SITE, r.locales)
             if not foreign:
                 run(["chroot", root, "python3", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
                      "/" + wheels.SITE], log=log)

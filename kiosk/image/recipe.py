@@ -35,6 +35,7 @@ class Recipe:
     python_from_debian: frozenset[str]
     python_not_on_unit: frozenset[str]
     commands: tuple[str, ...]
+    locales: tuple[str, ...]
     initramfs_modules: tuple[str, ...]
     trim_exclude: tuple[str, ...]
     trim_include: tuple[str, ...]
@@ -67,6 +68,7 @@ def load(arch: Arch, path: Path = IMAGE_DIR / "recipe.toml") -> Recipe:
             python_from_debian=frozenset(_strings(data["python"], "from_debian", "python")),
             python_not_on_unit=frozenset(_strings(data["python"], "not_on_unit", "python")),
             commands=_strings(data["python"], "commands", "python"),
+            locales=_strings(data["python"], "locales", "python"),
             initramfs_modules=_strings(initramfs, "modules", "initramfs") + _strings(initramfs, arch, "initramfs"),
             trim_exclude=_strings(trim, "exclude", "trim") + _strings(trim, arch, "trim"),
             trim_include=_strings(trim, "include", "trim"),

@@ -84,3 +84,15 @@ def install(root: Path, wheels: list[Path], arch: Arch, commands: tuple[str, ...
         path.write_text(launcher(entry))
         path.chmod(0o755)
     return [{"wheel": w.name, "sha256": sha256_file(w)} for w in wheels]
+
+
+def prune_locale_data(site: Path, locales: tuple[str, ...]) -> int:
+    """Babel's CLDR data kept for ``locales`` (each with its regional variants) and ``root``,
+    which every locale inherits from; the rest removed. Returns how many files went."""
+    keep = {*locales, "root"}
+    removed = 0
+    for data in (site / "babel" / "locale-data").glob("*.dat"):
+        if data.stem.split("_")[0] not in keep:
+            data.unlink()
+            removed += 1
+    return removed

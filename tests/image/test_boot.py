@@ -33,9 +33,11 @@ pytestmark = [
 GUEST_URL = f"https://{SERVER_IN_GUEST}:{SERVER_PORT_IN_GUEST}"
 BOOT_TIMEOUT = 600  # KVM boots in seconds; TCG on a loaded machine takes minutes (up to 6 seen)
 ARTIFACTS = Path(os.environ.get("KIOSK_IMAGE_ARTIFACTS", "/var/tmp/kiosk-image-test"))
-#: The screen a unit shows once enrolled and not (or no longer) given to a citizen, as the
-#: screen tests drew it under Xvfb at the VM's 1280x800 (tests/ui/test_screens.py).
-READY_GOLDEN = Path(__file__).resolve().parents[1] / "ui" / "golden" / "da" / "ready.png"
+#: The screen a unit shows once enrolled and not (or no longer) given to a citizen, as a
+#: booted unit showed it at the VM's 1280x800 (QMP screendump, 2026-11-29). Not the screen
+#: tests' golden (tests/ui/golden/da/ready.png, Xvfb and PyPI's Kivy): Debian's Kivy places
+#: the glyphs a pixel apart, and 1.3 % of the pixels differ from it.
+READY_GOLDEN = Path(__file__).resolve().parent / "golden" / "ready-amd64.png"
 #: At most this share of pixels may differ from it (tests/ui/test_screens.py: TOLERANCE).
 SCREEN_TOLERANCE = 0.005
 #: Where cage put its pointer, the screen's centre (between the two lines of the ready screen).
@@ -45,12 +47,6 @@ JOURNAL_TO_SERIAL = "systemd.journald.forward_to_console=1"
 WIPE_HELD = "kiosk failpoint wipe:key-destroyed: hold"
 #: Once the unit is online, its screen app draws "ready" within seconds (it logs so on the serial line).
 SCREEN_TIMEOUT = 180
-#: A known defect this test found (2026-11-29): under cage (SDL2's Wayland driver) the window
-#: keeps showing its first frame ("Starter…") while the app has drawn "ready" (the serial log
-#: says `screen {"screen": "ready"}`); under X11 (tests/ui) every screen is shown. Strict: the
-#: day it is mended, this test says so.
-SCREEN_STUCK = ("known defect: under cage the Kivy window keeps its first frame ('Starter…') though "
-                "the app has drawn 'ready' (see the serial log); X11 shows every screen")
 ENROLLMENT_HELD = "kiosk failpoint enroll:request-sent: hold"
 
 
@@ -212,7 +208,6 @@ def wait_for_the_ready_screen(vm: Vm, name: str) -> Path:
     return png
 
 
-@pytest.mark.xfail(strict=True, reason=SCREEN_STUCK)
 def test_the_real_screen_shows_ready_for_a_new_citizen_and_no_pointer(unit: dict[str, Any]) -> None:
     png = wait_for_the_ready_screen(unit["vm"], "screen-amd64.png")
     # cage draws a pointer at the centre whenever a device can point (QEMU's PS/2 mouse): the
@@ -253,7 +248,7 @@ def test_a_power_cut_in_the_middle_of_a_wipe_is_finished_at_the_next_boot(unit: 
     """The wipe stops at its fail point, the key destroyed and the data not yet deleted (the
     agent says so on the serial line, and holds there); the power is cut at that moment. At
     the next boot the wipe resumes before the screen starts, the signed receipt says it
-    resumed, and the unit comes back online, ready for a new citizen."""
+    resumed, and the screen shows "ready for a new citizen" again."""
     server: ServerProcess = unit["server"]
     vm: Vm = unit["vm"]
     device_id = unit["device_id"]
@@ -272,10 +267,7 @@ def test_a_power_cut_in_the_middle_of_a_wipe_is_finished_at_the_next_boot(unit: 
     if unit["tpm"]:
         assert "tpm-key-encryption-key" in receipt["erased"], receipt
     assert wait_online(server, vm) == device_id
-    # The ready screen after the wipe is judged with the first boot's (xfail: SCREEN_STUCK);
-    # the picture is kept to look at.
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    vm.screendump(ARTIFACTS / "screen-amd64-after-wipe.png")
+    wait_for_the_ready_screen(vm, "screen-amd64-after-wipe.png")
 
 
 def test_after_shutdown_the_root_is_untouched_and_data_fills_the_disk(unit: dict[str, Any]) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import ast
+import datetime
 import re
+import shutil
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
-from kiosk.image import recipe
+from kiosk.image import recipe, wheels
+from kiosk.ui.i18n import LANGUAGES
 
 KIOSK = Path(__file__).resolve().parents[2] / "kiosk"
 #: What runs on a unit: the agent, the screen and what they import (tests/test_import_graph.py).
@@ -55,3 +58,39 @@ def test_each_architecture_leaves_out_its_own_paths_and_the_common_ones() -> Non
     # the other boards' device trees go; the Pi's (the firmware's, on the config partition) stay
     assert "/usr/lib/linux-image-*/*" in set(arm64.trim_exclude) - set(amd64.trim_exclude)
     assert "/usr/lib/linux-image-*/broadcom/*" in arm64.trim_include
+
+
+def test_the_kivy_widgets_left_without_their_libraries_are_not_used() -> None:
+    """The image leaves out Pygments and docutils (Kivy's CodeInput and RstDocument need them)."""
+    customize = (recipe.IMAGE_DIR / "customize.sh").read_text()
+    assert 'rm -rf "$root/usr/lib/python3/dist-packages/pygments" "$root/usr/lib/python3/dist-packages/docutils"' \
+        in customize
+    used = set().union(*(imported_top_level_names(KIOSK / part) for part in ON_THE_UNIT))
+    assert not used & {"pygments", "docutils"}
+    sources = "\n".join(p.read_text() for part in ON_THE_UNIT for p in (KIOSK / part).rglob("*.py"))
+    assert not re.search(r"\b(CodeInput|RstDocument|kivy\.uix\.(codeinput|rst)|kivy\.extras\.highlight)\b", sources)
+
+
+@pytest.mark.parametrize("arch", recipe.ARCHES)
+def test_the_screen_keeps_the_locale_data_of_every_language_it_speaks(arch: recipe.Arch, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import babel
+    from babel import localedata
+    from babel.dates import format_date
+
+    kept = recipe.load(arch).locales
+    assert set(LANGUAGES) <= set(kept)
+    site = tmp_path / "site"
+    shutil.copytree(Path(babel.__file__).parent, site / "babel")
+    before = len(list((site / "babel" / "locale-data").glob("*.dat")))
+    removed = wheels.prune_locale_data(site, kept)
+    left = sorted(p.stem for p in (site / "babel" / "locale-data").glob("*.dat"))
+    assert removed > 900 and len(left) + removed == before
+    assert "root" in left and all(name.split("_")[0] in kept for name in left if name != "root")
+    # the screen's dates, in every language, from what is left
+    monkeypatch.setattr(localedata, "_dirname", str(site / "babel" / "locale-data"))
+    monkeypatch.setattr(localedata, "_cache", {})
+    assert format_date(datetime.date(2026, 11, 29), "EEEE d. MMMM", locale="da") == "søndag 29. november"
+    assert format_date(datetime.date(2026, 11, 29), "EEEE d MMMM", locale="en") == "Sunday 29 November"
+    with pytest.raises(babel.UnknownLocaleError):
+        format_date(datetime.date(2026, 11, 29), locale="de")
