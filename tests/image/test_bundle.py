@@ -84,7 +84,7 @@ def test_a_bundle_signed_by_another_ca_is_refused(made: tuple[Path, bundle.Relea
 
 
 def test_a_bundle_without_keys_or_manifest_is_refused_with_a_reason(small_image: Path, tmp_path: Path) -> None:
-    with pytest.raises(bundle.BundleError, match="update-keys create"):
+    with pytest.raises(bundle.BundleError, match="kiosk-image update-keys DIR"):
         bundle.make(small_image, tmp_path, tmp_path / "no-keys", build.DEFAULT_CACHE)
     stray = tmp_path / "x.img"
     stray.write_bytes(b"")
