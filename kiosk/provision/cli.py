@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the bootloader's kiosk.slot= is read (the running slot)")
     sp.add_argument("--os-release", type=Path, default=Path("/etc/os-release"),
                     help="where the image's IMAGE_VERSION is read")
+    sp.add_argument("--boot-id", type=Path, default=Path("/proc/sys/kernel/random/boot_id"),
+                    help="where this boot's id is read (a new one tells an update's reboot happened)")
     sp.add_argument("--update-health-deadline", type=float, default=update.HEALTH_DEADLINE_SECONDS,
                     help="seconds a freshly updated slot has to reach the server with its screen alive")
 
@@ -127,7 +129,7 @@ async def _run(args: argparse.Namespace, state: StateDir) -> None:
                               else RecordingActions(state.root / "system-actions.log"))
     agent = Agent(state, actions, backoff_cap=args.backoff_cap,
                   rauc=updater.Rauc(state.identity, args.rauc),
-                  running=updater.Running.read(args.boot_cmdline, args.os_release),
+                  running=updater.Running.read(args.boot_cmdline, args.os_release, args.boot_id),
                   health_deadline=args.update_health_deadline)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ import os
 import socket
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class Unit:
     agent: AgentProcess
     cmdline: Path
     os_release: Path
+    boot_id: Path
     actions: Path
     falls_back: bool = False  # its new slot "fails to boot": the bootloader starts the old one
     device_id: str = ""
@@ -64,6 +66,7 @@ class Unit:
     def boot(self, slot: str, version: str) -> None:
         self.cmdline.write_text(f"ro kiosk.slot={slot} rauc.slot={slot}\n")
         self.os_release.write_text(f'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nIMAGE_VERSION="{version}"\n')
+        self.boot_id.write_text(f"{uuid.uuid4()}\n")  # each boot its own, as the kernel's
 
 
 def screen(unit: Unit, stop: threading.Event) -> None:
@@ -99,9 +102,11 @@ def fleet(tmp_path: Path) -> Iterator[tuple[ServerProcess, list[Unit], Path]]:
         for i in range(4):
             state = tmp_path / f"unit{i}"
             unit = Unit(AgentProcess(state, server.provisioning_file(tmp_path / f"prov{i}")),
-                        tmp_path / f"cmdline{i}", tmp_path / f"os-release{i}", state / "system-actions.log")
+                        tmp_path / f"cmdline{i}", tmp_path / f"os-release{i}", tmp_path / f"boot-id{i}",
+                        state / "system-actions.log")
             unit.agent.extra_args = ["--rauc", str(rauc), "--boot-cmdline", str(unit.cmdline),
-                                     "--os-release", str(unit.os_release), "--update-health-deadline", "60"]
+                                     "--os-release", str(unit.os_release), "--boot-id", str(unit.boot_id),
+                                     "--update-health-deadline", "60"]
             unit.agent.env = {"STANDIN_LOG": str(tmp_path / f"rauc{i}.log"), "STANDIN_SHA256": digest}
             unit.boot("a", OLD)
             unit.device_id = unit.agent.start().wait_online()
