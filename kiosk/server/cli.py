@@ -471,7 +471,7 @@ def _run(args: argparse.Namespace, server: Server, actor: str) -> None:
                 path.chmod(0o600)  # a token is a secret until it is used
                 print(path)
         case "device", "list":
-            found = units.units(store, None, never_connected_after=args.never_connected_after)
+            found = units.units(store, None, never_connected_after=args.never_connected_after).units
             if args.json:
                 print_json(msgspec.to_builtins(found))
             else:

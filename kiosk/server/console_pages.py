@@ -64,8 +64,8 @@ async def unit_list(request: web.Request, user: UserRow) -> Context:
     search = request.query.get("q", "")[:100]
     if state not in (None, *units.UNIT_STATES):
         state = None  # an unknown filter shows everything rather than an error page
-    found = units.units(request.app[STORE], request.app[HUB], state, search)
-    return {"units": found[:UNITS_SHOWN], "found": len(found), "states": units.UNIT_STATES, "state": state or "",
+    found = units.units(request.app[STORE], request.app[HUB], state, search, limit=UNITS_SHOWN)
+    return {"units": found.units, "found": found.total, "states": units.UNIT_STATES, "state": state or "",
             "q": search, "can": _can(user),
             "caregivers": request.app[STORE].caregivers() if auth.may(user.role, "command:assign") else []}
 

@@ -108,7 +108,8 @@ class UnitDetail(msgspec.Struct):
        response=list[units.UnitOut], query=UnitQuery)
 async def list_units(request: web.Request) -> web.StreamResponse:
     q = read_query(request, UnitQuery)
-    return json_response(units.units(request.app[STORE], request.app[HUB], q.state, q.q)[q.offset:q.offset + q.limit])
+    found = units.units(request.app[STORE], request.app[HUB], q.state, q.q, offset=q.offset, limit=q.limit)
+    return json_response(found.units)
 
 
 def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
