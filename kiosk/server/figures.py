@@ -12,8 +12,9 @@ today are counted from the call records on each request, by the database (one GR
 local day over the indexed call time). A call belongs to the team(s) its caller works in when
 its day is counted. Planned visits are the current plans unrolled (a cancelled plan no longer
 counts, as the plans keep no history). What cannot change is kept in the process
-(:class:`Memo`): the sums of finished days per period, and the unrolled plans until the plans
-or the teams change.
+(:class:`Memo`): the sums of finished days per period, the unrolled plans until the plans or
+the teams change, and the citizens with a unit per team until the citizens, their units, their
+care teams or the teams change.
 """
 
 from __future__ import annotations
@@ -162,10 +163,11 @@ def figures(store: Store, period: Period, start: date, end: date, tz: tzinfo = T
         if end > live_from:
             for day, team, what, n, talk in _count_calls(conn, team_of, max(start, live_from), end, tz):
                 tallies[period_of(day, period), team].add_calls(what, n, talk)
-        plans = (_plans_version(conn), tuple(sorted(team_of.items())), start, end, str(tz))
+        team_key = tuple(sorted(team_of.items()))
+        plans = (_plans_version(conn), team_key, start, end, str(tz))
         for day, team, n in memo.get(("planned", plans), lambda: list(_planned(conn, team_of, start, end, tz))):
             tallies[period_of(day, period), team].planned += n
-        with_unit = _citizens_with_unit(conn)
+        with_unit = memo.get(("with unit", _citizens_version(conn), team_key), lambda: _citizens_with_unit(conn))
     for p in {period_of(d, period) for d in _days(start, end)}:
         tallies.setdefault((p, ALL_TEAMS), Tally())  # every period has its all-teams row, if only of zeros
     rows = [Row.of(p, team, t) for (p, team), t in sorted(tallies.items(), key=lambda kv: kv[0])]
@@ -177,7 +179,8 @@ class Memo:
 
     The finished days' sums are keyed by the last day counted (days are counted once, never
     again); the unrolled plans by the plans' version and the teams, so a plan added, moved or
-    cancelled anywhere (another process too) is seen by the next request."""
+    cancelled anywhere (another process too) is seen by the next request; the citizens with a
+    unit likewise by the citizens' version and the teams."""
 
     SIZE = 64
     _stores: ClassVar[weakref.WeakKeyDictionary[Store, Memo]] = weakref.WeakKeyDictionary()
@@ -219,6 +222,15 @@ def _plans_version(conn: Connection) -> tuple[Any, ...]:
     """Changes whenever a plan is added (count, newest), cancelled (count) or moved (sum of times)."""
     return tuple(conn.execute(sa.select(sa.func.count(), sa.func.sum(visits.c.at), sa.func.max(visits.c.created_at),
                                         sa.func.sum(sa.func.length(visits.c.repeat)))).one())
+
+
+def _citizens_version(conn: Connection) -> tuple[Any, ...]:
+    """Changes whenever a citizen is added (count, newest), a unit released or handed out (citizens
+    with a unit) or a care team grows or shrinks (its rows). A care team is named when its citizen
+    is added and not edited since; editing it must change this too."""
+    return tuple(conn.execute(sa.select(*(q.scalar_subquery() for q in (
+        sa.select(sa.func.count()).select_from(citizens), sa.select(sa.func.count(citizens.c.device_id)),
+        sa.select(sa.func.max(citizens.c.created_at)), sa.select(sa.func.count()).select_from(care_team))))).one())
 
 
 def _count_calls(conn: Connection, team_of: dict[str, tuple[str, ...]], start: date, end: date,

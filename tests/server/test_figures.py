@@ -128,6 +128,32 @@ def test_citizens_with_a_unit_per_team(store: Store) -> None:
     assert found.citizens_with_unit == {figures.ALL_TEAMS: "< 5"}, "no citizen has a unit yet"
 
 
+def test_citizens_with_a_unit_follow_assignments_releases_and_teams(store: Store) -> None:
+    """Kept between requests, and still right after every kind of change the console makes."""
+    def with_unit() -> dict[str, figures.Cell]:
+        return figures.figures(store, "month", DAY0, DAY0 + timedelta(days=1)).citizens_with_unit
+
+    def add(n: int, caregivers: list[str]) -> list[str]:
+        with store.tx() as conn:
+            devices = [f"unit-{uuid.uuid4()}"[:36] for _ in range(n)]
+            for device_id in devices:
+                store.add_device(conn, device_id, "1", "(no certificate)", "1.0")
+                store.add_citizen(conn, "Borger", device_id, caregivers)
+        return devices
+
+    nord = add(6, ["anne", "carl"])
+    assert with_unit() == {figures.ALL_TEAMS: 6, "Hjemmeplejen Nord": 6, "Psykiatri": 6}
+    assert with_unit() == {figures.ALL_TEAMS: 6, "Hjemmeplejen Nord": 6, "Psykiatri": 6}, "the same when kept"
+    with store.tx() as conn:
+        store.release_device(conn, nord[0])  # wiped: the citizen keeps their record, not the unit
+    assert with_unit() == {figures.ALL_TEAMS: 5, "Hjemmeplejen Nord": 5, "Psykiatri": 5}
+    add(1, ["bo"])
+    assert with_unit() == {figures.ALL_TEAMS: 6, "Hjemmeplejen Nord": 6, "Psykiatri": 5}
+    with store.tx() as conn:
+        teams.set_teams(conn, "carl", ["Hjemmeplejen Syd"])
+    assert with_unit() == {figures.ALL_TEAMS: 6, "Hjemmeplejen Nord": 6, "Hjemmeplejen Syd": 5}
+
+
 def test_the_csv_holds_the_same_cells(store: Store) -> None:
     for i in range(5):
         call(store, "anne", at(DAY0, 9, i), "hung_up_by_staff", talk=90.0)
