@@ -12,8 +12,8 @@ today are counted from the call records on each request, by the database (one GR
 local day over the indexed call time). A call belongs to the team(s) its caller works in when
 its day is counted. Planned visits are the current plans unrolled (a cancelled plan no longer
 counts, as the plans keep no history). What cannot change is kept in the process
-(:class:`Memo`): the sums of finished days per period, the unrolled plans until the plans or
-the teams change, and the citizens with a unit per team until the citizens, their units, their
+(:class:`Memo`): the sums of finished days per period, the unrolled plans' sums per period
+until the plans or the teams change, and the citizens with a unit per team until the citizens, their units, their
 care teams or the teams change.
 """
 
@@ -165,8 +165,9 @@ def figures(store: Store, period: Period, start: date, end: date, tz: tzinfo = T
                 tallies[period_of(day, period), team].add_calls(what, n, talk)
         team_key = tuple(sorted(team_of.items()))
         plans = (_plans_version(conn), team_key, start, end, str(tz))
-        for day, team, n in memo.get(("planned", plans), lambda: list(_planned(conn, team_of, start, end, tz))):
-            tallies[period_of(day, period), team].planned += n
+        for (p, team), n in memo.get(("planned", plans, period),
+                                     lambda: _planned_sums(conn, team_of, period, start, end, tz)).items():
+            tallies[p, team].planned += n
         with_unit = memo.get(("with unit", _citizens_version(conn), team_key), lambda: _citizens_with_unit(conn))
     for p in {period_of(d, period) for d in _days(start, end)}:
         tallies.setdefault((p, ALL_TEAMS), Tally())  # every period has its all-teams row, if only of zeros
@@ -316,6 +317,15 @@ def _planned(conn: Connection, team_of: dict[str, tuple[str, ...]], start: date,
     for (day, team), n in once.items():
         if start <= day < end:
             yield day, team, n
+
+
+def _planned_sums(conn: Connection, team_of: dict[str, tuple[str, ...]], period: Period, start: date, end: date,
+                  tz: tzinfo) -> Counter[tuple[str, str]]:
+    """Planned visits per period and team."""
+    sums: Counter[tuple[str, str]] = Counter()
+    for day, team, n in _planned(conn, team_of, start, end, tz):
+        sums[period_of(day, period), team] += n
+    return sums
 
 
 def _citizens_with_unit(conn: Connection) -> dict[str, Cell]:
