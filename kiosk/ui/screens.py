@@ -304,6 +304,7 @@ def _ended(shown: ui.Screen, ctx: Context) -> Widget:
         "not_answered": _("The call was not answered."),
         "media_failed": _("The connection was lost. They will call again."),
         "device_offline": _("The connection was lost. They will call again."),
+        "server_stopped": _("The connection was lost. They will call again."),
     }.get(shown.end_reason or "", "")
     title = (_("The call with {name} has ended").format(name=shown.caller_name) if shown.caller_name
              else _("The call has ended"))
