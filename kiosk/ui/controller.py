@@ -945,7 +945,8 @@ def _test_ring(state: UiState, request: m.RingTestRequest, now: float) -> UiTran
                                     if current is not None and current.answered_at is None else ())
     seconds = min(m.MAX_RING_TEST_SECONDS, max(m.MIN_RING_TEST_SECONDS, request.ring_seconds))
     ringing = RingTestView(request.request_id, now, seconds if math.isfinite(seconds) else m.MAX_RING_TEST_SECONDS)
-    return Transition(replace(state, test_ring=ringing, setup=None), replaced)  # like a call, it closes the setup
+    # Like a call's ring it closes the setup, and the words of a call that ended give way to it.
+    return Transition(replace(state, test_ring=ringing, setup=None, call=None), replaced)
 
 
 def _test_ringing(state: UiState, call_id: str | None) -> bool:
