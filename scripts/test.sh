@@ -9,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-pytest=("$PY" -m pytest -q -p no:cacheprovider)
+pytest=("$PY" -m pytest -q -p no:cacheprovider --durations=25)
 
 if (($#)); then
     exec "${pytest[@]}" "$@"
