@@ -89,6 +89,9 @@ def test_support_rings_a_unit_a_touch_answers_and_the_page_says_so(
     assert [e["detail"]["answer"] for e in results] == ["answered", "not-answered"]
     shown = [server.cli_json("command", "show", e["detail"]["command_id"]) for e in results]
     assert all(view["state"] == "done" and view["result_verified"] is True for view in shown), shown
+    page_sent = shown[0]  # expires unreached after ten minutes: never rings in a home hours later
+    assert page_sent["created_by"] == "sara"
+    assert page_sent["expires_at"] - page_sent["created_at"] == pytest.approx(600, abs=1)
     answered, rang_out = (view["result"]["detail"] for view in shown)
     assert answered["ring_sound"] == rang_out["ring_sound"] == "played", (answered, rang_out)
     assert 0 < answered["answered_after"] <= 60 and "answered_after" not in rang_out
