@@ -368,10 +368,10 @@ async def ring_test(d: Driver) -> None:
     await d.shot("test-ring-answered")
     await d.screen("ready", 60)
     (d.out / "answered").touch()
-    await d.screen("test-ring", 120)  # the second: nobody touches it
-    await d.screen("ready", 60)
-    (d.out / "rang-out").touch()
+    # The second rings a few seconds, untouched, and is not watched here (a busy loop may look only
+    # after it is over): the test reads how it ended from the server, and the screen it left from here.
     await d.until("the test to finish", lambda: (d.out / "finish").exists(), 180)
+    d.result["after"] = d.app.shown.name
 
 
 async def main() -> int:
