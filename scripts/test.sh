@@ -4,6 +4,9 @@
 # The image tests (marked `image`: the OS image built, then booted under QEMU) spend most of
 # their time in one emulated CPU, waiting on the guest; everything else wants the other core.
 # Run one after the other they would take the sum of both; side by side, about the longer.
+# The rest runs in two pytest-xdist workers, a test file each at a time (module fixtures stay
+# whole): its tests mostly wait (on browsers, calls, timeouts, restarts) and used well under
+# one core alone, so two of them overlap their waiting.
 # Each run has its own temporary directory, and the image run's output is shown when it ends.
 # With arguments (`make test PYTEST_ARGS="tests/ui -x"`) it is one plain pytest run instead.
 set -uo pipefail
@@ -24,7 +27,7 @@ image_pid=$!
 # Stop the image run too if this one is interrupted.
 trap 'kill "$image_pid" 2>/dev/null' INT TERM
 
-"${pytest[@]}" -m "not image" --basetemp="$tmp/kiosk-test-rest"
+"${pytest[@]}" -m "not image" -n 2 --dist loadfile --basetemp="$tmp/kiosk-test-rest"
 rest=$?
 echo "test: everything but the image done in $(($(date +%s) - started)) s (exit $rest); waiting for the image tests"
 wait "$image_pid"

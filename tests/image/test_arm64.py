@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from kiosk.image import bootcfg, gpt, layout
+from kiosk.protocol import provisioning
 from tests.harness import ServerProcess, wait_until
 from tests.image.test_boot import diagnostics, make_unit, wait_online
 from tests.image.test_uboot_counting import counters
@@ -97,20 +98,44 @@ def test_u_boot_runs_the_images_boot_scr_and_the_unit_enrolls(unit: dict[str, An
     assert FIRST_BOOT in unit["vm"].serial(), unit["vm"].serial()[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known defect (2026-11-29, first arm64 boot): the unit enrolled, but boot-count.env could not be read "
-    "back (mtype: 'Fat problem while decoding 3 0'); fsck.fat on the config partition afterwards: the FAT "
-    "had lost the clusters of boot-count.env and kiosk-provision.yaml, dirty bit set. U-Boot's fatwrite "
-    "alone leaves the same 32 MiB FAT16 clean (checked), so the unit's own writes (kiosk-boot-ok's "
-    "rename, the agent) or QEMU's hard stop are suspected; to be investigated first"))
-def test_the_booted_slot_marks_itself_good_in_u_boots_counters(unit: dict[str, Any]) -> None:
-    """kiosk-boot-ok resets slot A's try counter in boot-count.env, the file boot.scr reads."""
-    after = wait_until(lambda: (c := counters(unit["disk"]))["a_try"] == "0" and c, 300, 2.0,
-                       what="kiosk-boot-ok to reset a_try in boot-count.env")
-    assert after == {**bootcfg.initial_env(), "a_try": "0"}
-
-
 def test_diagnostics_report_the_image_version_and_slot(unit: dict[str, Any]) -> None:
     versions = diagnostics(unit["server"], unit["device_id"])["versions"]["detail"]
     assert "image 0." in versions and "slot a" in versions, versions
     assert "Debian GNU/Linux 13" in versions
+
+
+def counters_while_running(disk: Path) -> dict[str, str] | None:
+    """boot-count.env read from outside while the unit runs, or None if that read caught its
+    FAT mid-update (the guest writes the FAT and the directory in separate sectors: from
+    outside, a live FAT may for a moment name a cluster its table has not yet given out)."""
+    try:
+        return counters(disk)
+    except (subprocess.CalledProcessError, ValueError):
+        return None
+
+
+def test_the_slot_marks_itself_good_and_a_power_cut_then_leaves_the_config_partition_whole(
+        unit: dict[str, Any]) -> None:
+    """kiosk-boot-ok resets slot A's try counter in boot-count.env (the file boot.scr reads), the
+    agent has spent the enrollment token in the provisioning file; then the plug is pulled.
+    Both files must survive the cut on the FAT partition: a lost provisioning file would leave a
+    unit that cannot prove which server it belongs to after its next wipe. Last in the module:
+    it powers the unit off."""
+    disk: Path = unit["disk"]
+    wait_until(lambda: (c := counters_while_running(disk)) is not None and c["a_try"] == "0", 600, 2.0,
+               what="kiosk-boot-ok to reset a_try in boot-count.env")
+    unit["vm"].pull_the_plug()
+    config = gpt.find(disk, "config")
+    copy = disk.with_name("config-after-cut.img")
+    with disk.open("rb") as src:
+        src.seek(config.offset)
+        copy.write_bytes(src.read(config.size))
+    check = subprocess.run(["fsck.fat", "-n", str(copy)], capture_output=True, text=True)
+    findings = [line for line in check.stdout.splitlines()[1:]
+                if line.strip() and "Dirty bit" not in line and "dirty bit" not in line
+                and not line.startswith(("Leaving filesystem", str(copy)))]
+    assert not findings, check.stdout  # a cut may leave the dirty bit, nothing else
+    assert counters(disk) == {**bootcfg.initial_env(), "a_try": "0"}
+    spent = subprocess.run(["mtype", "-i", f"{disk}@@{config.offset}", "::kiosk-provision.yaml"],
+                           capture_output=True, check=True).stdout
+    assert provisioning.parse(spent).token is None, "the provisioning file lost, torn, or its token unspent"
