@@ -19,8 +19,9 @@ for it any more.
 Besides calls it decides the quiet screens: not ready, awaiting approval,
 ready for a new citizen, idle with the planned visits (asleep at night), a
 reminder before a visit, the citizen's consent before support looks at the
-screen, support's test ring, and the staff setup behind a PIN. The wall clock arrives as an event
-(:class:`WallClock`) so the step stays pure; ``now`` is always monotonic.
+screen, support's test ring, and the staff setup behind a PIN. The wall clock
+arrives as an event (:class:`WallClock`) so the step stays pure; ``now`` is
+always monotonic.
 """
 
 from __future__ import annotations
@@ -968,7 +969,8 @@ def _setup(state: UiState, event: CornerHeld | PinEntered | SetupPage | SetupClo
     setup = state.setup
     match event:
         case CornerHeld():
-            if setup is not None or state.call is not None or state.consent is not None or state.test_ring:
+            if setup is not None or state.call is not None or state.consent is not None \
+                    or state.test_ring is not None:
                 return Transition(state)
             if state.settings.staff_pin is None:
                 return Transition(state)  # no PIN set from the server: there is no setup to open
