@@ -102,11 +102,12 @@ def test_a_hostile_units_results_are_refused_with_a_reason(
         return acks
 
     acks = asyncio.run(answer_forged())
+    audit = server.cli_json("audit", "list", "--limit", "500")  # once: each acknowledged result is in it
     for name, _kind, _detail, words in FORGED:
         assert acks[name].accepted is False, name
         view = server.show(sent[name])
         assert view["state"] == "failed", (name, view)
         assert view["reason"].startswith("the unit's result was refused") and words in view["reason"], (name, view)
         assert view["result"]["detail"] == {}, "nothing of a refused result is shown"
-        [entry] = [e for e in server_audit(server, sent[name]) if e["action"] == "command-result"]
+        [entry] = [e for e in audit if e["detail"].get("command_id") == sent[name] and e["action"] == "command-result"]
         assert entry["detail"]["outcome"] == "failed" and "answer" not in entry["detail"]
