@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .audio import AudioError, AudioOutput, Player, find_output, pcm_bytes
@@ -108,6 +109,15 @@ def silence(seconds: float) -> bytes:
     return bytes(pcm_bytes(seconds * 1000))
 
 
+@dataclass
+class RingReport:
+    """What became of one ring's sound, as far as this unit can know: ``sounded`` once the speaker's
+    player took a ring (or was playing one when stopped); ``problem`` why it could not play."""
+
+    sounded: bool = False
+    problem: str | None = None
+
+
 class CuePlayer:
     """Plays one cue at a time (a new one replaces the old) on ``output``, or on
     what :func:`~kiosk.media.audio.find_output` finds when the cue starts."""
@@ -127,8 +137,12 @@ class CuePlayer:
 
     def play_ring(self, caller_name: str, role: str) -> asyncio.Task[None]:
         """Ring (louder ring by ring, the caller announced between rings) until :meth:`stop`."""
-        text = announcement(caller_name, role, self.language)
-        return self._play(self._ring(text if self.announce else None))
+        return self.play_ring_saying(announcement(caller_name, role, self.language))
+
+    def play_ring_saying(self, text: str, report: RingReport | None = None) -> asyncio.Task[None]:
+        """Ring as for a call, ``text`` said between rings, until :meth:`stop`; ``report`` follows its sound."""
+        report = report or RingReport()
+        return self._play(self._ring(text[:MAX_TEXT_CHARS] if self.announce else None, report), report)
 
     def play_chime(self) -> asyncio.Task[None]:
         """The soft reminder chime, once."""
@@ -144,7 +158,7 @@ class CuePlayer:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def _play(self, cue: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _play(self, cue: Coroutine[Any, Any, None], report: RingReport | None = None) -> asyncio.Task[None]:
         self.stop()
         previous = self._task
 
@@ -155,6 +169,8 @@ class CuePlayer:
                 await cue
             except AudioError as exc:  # a cue that cannot sound must not break the screen
                 log.warning("a sound cue could not play: %s", exc)
+                if report is not None:
+                    report.problem = str(exc)
 
         self._task = asyncio.ensure_future(after_previous())
         return self._task
@@ -163,16 +179,18 @@ class CuePlayer:
         output = self.output or await find_output()
         return await Player(output.player_command(stream)).start()
 
-    async def _ring(self, text: str | None) -> None:
+    async def _ring(self, text: str | None, report: RingReport) -> None:
         spoken = asyncio.ensure_future(speech(text, self.language)) if text else None
         words: bytes | None = None  # made while the first ring plays
-        player = await self._player("ring")
+        player: Player | None = None
         try:
+            player = await self._player("ring")
             for ring in range(MAX_RINGS):
                 level = RING_LEVELS_DB[min(ring, len(RING_LEVELS_DB) - 1)]
                 if level not in self._rings:
                     self._rings[level] = await ring_tone(level)
                 await player.play(self._rings[level] + silence(PAUSE_SECONDS))
+                report.sounded = True
                 if words is None and spoken is not None:
                     words = await self._spoken(spoken)
                 if words:
@@ -182,7 +200,9 @@ class CuePlayer:
             if spoken is not None:
                 spoken.cancel()
                 await asyncio.gather(spoken, return_exceptions=True)
-            await player.close()
+            if player is not None:
+                report.sounded = report.sounded or player.alive  # stopped while its first ring played
+                await player.close()
 
     @staticmethod
     async def _spoken(spoken: asyncio.Future[bytes]) -> bytes:

@@ -60,6 +60,7 @@ __all__ = [
     "MediaFailed",
     "Notice",
     "Notify",
+    "ProcessLost",
     "RecordCallEnd",
     "Ring",
     "RingAck",
@@ -110,6 +111,7 @@ class EndReason(enum.StrEnum):
     DEVICE_BUSY = "device_busy"
     CANCELLED_BY_CALLER = "cancelled_by_caller"
     UNIT_WIPED = "unit_wiped"  # a wipe reached the unit: it ended the call before erasing anything
+    SERVER_STOPPED = "server_stopped"  # the server process running it stopped before media flowed
 
     @property
     def media_failure(self) -> bool:
@@ -205,6 +207,14 @@ class ScreenNotRunning:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessLost:
+    """The server process that ran the call died (another process, or this one restarted, found
+    the call in the database with nobody running it). A call whose media flowed has lost its
+    connection; one still ringing or connecting was cut off by the server, not by either side."""
+
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     """The I/O layer's timer for :attr:`Call.next_deadline` fired (early or late is fine)."""
 
@@ -222,6 +232,7 @@ Event: TypeAlias = (
     | DeviceOffline
     | Busy
     | ScreenNotRunning
+    | ProcessLost
     | TimerFired
 )
 
@@ -519,6 +530,10 @@ def _apply(call: Call, event: Event, now: float) -> CallTransition:
         else:
             reason = EndReason.HUNG_UP_BY_CITIZEN
         return _end(call, now, reason, notify=(event.side.other,))
+
+    if isinstance(event, ProcessLost):
+        reason = EndReason.CONNECTION_LOST if state is CallState.IN_CALL else EndReason.SERVER_STOPPED
+        return _end(call, now, reason, notify=(Side.STAFF, Side.CITIZEN))
 
     if isinstance(event, UnitWiped):
         # The device already stopped its media; only the caller is left to tell.

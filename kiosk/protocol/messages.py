@@ -121,6 +121,44 @@ class Screenshot(Message, frozen=True, tag="screenshot"):
     of silence is a no); the picture comes back only after a yes, or from an unassigned unit."""
 
 
+# ------------------------------------------------------------------- a test ring
+#: Support's test ring rings at least this long and at most this long (its default: a minute).
+MIN_RING_TEST_SECONDS = 3.0
+MAX_RING_TEST_SECONDS = 60.0
+#: How a test ring ended on the screen: ``answered`` (a touch, or the big button), ``not-answered``
+#: (its time ran out), ``in-call`` (refused: a call is on, and a test never interrupts one),
+#: ``call-came`` (a real call rang meanwhile and took the screen).
+RingTestAnswer = Literal["answered", "not-answered", "in-call", "call-came"]
+#: The ring's sound as the screen knows it: ``played`` (it went to the speaker's output),
+#: ``failed`` (it did not: ``sound_problem`` says why), ``no-speaker`` (the screen runs without sound).
+RingSound = Literal["played", "failed", "no-speaker"]
+
+
+class RingTest(Message, frozen=True, tag="test-ring"):
+    """Support rings the unit to check its screen and speaker: it rings like a call, saying "test
+    ring from support" (no caller, no video), for ``ring_seconds`` at most; a call is never interrupted."""
+
+    ring_seconds: Annotated[float, msgspec.Meta(ge=MIN_RING_TEST_SECONDS, le=MAX_RING_TEST_SECONDS)] = 60.0
+
+
+class RingTestHeard(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The ``detail`` of a ``test-ring`` command's result, as the screen reported it:
+    ``answered_after`` (seconds of ringing) with an answer only; ``ring_sound`` unless it never rang."""
+
+    answer: RingTestAnswer
+    answered_after: Annotated[float, msgspec.Meta(ge=0, le=MAX_RING_TEST_SECONDS)] | None = None
+    ring_sound: RingSound | None = None
+    sound_problem: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.answer == "answered") != (self.answered_after is not None):
+            raise ValueError("answered_after comes with the answer 'answered', and only with it")
+        if (self.answer == "in-call") != (self.ring_sound is None):
+            raise ValueError("ring_sound is stated unless the unit refused to ring (in-call)")
+        if self.sound_problem is not None and self.ring_sound != "failed":
+            raise ValueError("sound_problem comes with the ring_sound 'failed' only")
+
+
 class Update(Message, frozen=True, tag="update"):
     """Install an OS release into the slot not running, then reboot into it at a quiet moment.
 
@@ -133,6 +171,7 @@ class Update(Message, frozen=True, tag="update"):
 
 CommandAction: TypeAlias = (
     Ping | Diagnostics | Logs | RestartUi | Reboot | Assign | SetConfig | Wipe | Schedule | Screenshot | Update
+    | RingTest
 )
 COMMAND_KINDS: tuple[str, ...] = tuple(
     t.__struct_config__.tag for t in CommandAction.__args__
@@ -454,11 +493,31 @@ class ScreenshotReply(Message, frozen=True, tag="screenshot-reply"):
     error: Annotated[str, msgspec.Meta(max_length=300)] | None = None
 
 
+class RingTestRequest(Message, frozen=True, tag="test-ring-request"):
+    """Agent -> UI: support's test ring (``request_id`` is the command's id): ring for at most ``ring_seconds``."""
+
+    request_id: str
+    ring_seconds: Annotated[float, msgspec.Meta(ge=MIN_RING_TEST_SECONDS, le=MAX_RING_TEST_SECONDS)]
+
+
+class RingTestReply(Message, frozen=True, tag="test-ring-reply"):
+    """UI -> agent: how the test ring ended, and how its sound went."""
+
+    request_id: str
+    heard: RingTestHeard
+
+
+#: What the agent asks the screen on support's behalf, and the screen's replies.
+ScreenRequest: TypeAlias = ScreenshotRequest | RingTestRequest
+ScreenReply: TypeAlias = ScreenshotReply | RingTestReply
+
 UiToAgent: TypeAlias = (
     UiHello | UiHeartbeat | GetStatus | CallRinging | CallAnswer | CallConnected | CallHangUp
-    | CallQualityReport | ScreenshotReply
+    | CallQualityReport | ScreenshotReply | RingTestReply
 )
-AgentToUi: TypeAlias = AgentStatus | Rejected | CallRing | CallAccept | CallEnded | ScreenshotRequest
+AgentToUi: TypeAlias = (
+    AgentStatus | Rejected | CallRing | CallAccept | CallEnded | ScreenshotRequest | RingTestRequest
+)
 #: The call messages the agent passes on unchanged, in each direction.
 CALL_UPSTREAM = (CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport)
 CALL_DOWNSTREAM = (CallRing, CallAccept, CallEnded)

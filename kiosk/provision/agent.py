@@ -42,8 +42,9 @@ VISIT_SHOWN_AFTER = 15 * 60.0
 VISITS_AHEAD = 2 * 24 * 3600.0
 #: Status pushed to the screen this often, so the visits move on with the day.
 STATUS_REFRESH_SECONDS = 15 * 60.0
-#: How long the agent waits for the screen's reply to a look at the screen: the citizen
-#: has 60 s to say yes or no (silence is a no), and the picture takes a moment after a yes.
+#: How long the agent waits for the screen's reply to a look at the screen or a test ring: the
+#: citizen has 60 s to say yes or no (silence is a no) or to answer the ring, and the picture
+#: takes a moment after a yes.
 SCREEN_REPLY_WAIT = 90.0
 
 
@@ -94,8 +95,8 @@ class Agent:
         self.call_id: str | None = None  # the call the screen is in: ringing, connecting or talking
         self.call_media = False  # its media flowed (the screen said connected)
         self.call_closed = asyncio.Event()  # the screen closed that call's peer (its quality report came)
-        #: Looks at the screen waiting for its reply, by request (= command) id.
-        self.looks: dict[str, asyncio.Future[m.ScreenshotReply]] = {}
+        #: Support's requests to the screen (a look, a test ring) waiting for its reply, by request (= command) id.
+        self.looks: dict[str, asyncio.Future[m.ScreenReply]] = {}
         #: Signed results holding a picture of the screen: never written to disk (unlike the
         #: outbox), so a restart loses them, and the command expires on the server unanswered.
         self.unsaved_results: dict[str, m.SignedEnvelope] = {}
@@ -164,7 +165,7 @@ class Agent:
                 self.ui.send(message)  # the UI runs the call; the agent only carries its signaling
 
     async def _from_ui(self, message: m.UiToAgent) -> None:
-        if isinstance(message, m.ScreenshotReply):
+        if isinstance(message, (m.ScreenshotReply, m.RingTestReply)):
             self._screen_replied(message)
             return
         if isinstance(message, (m.CallAnswer, m.CallHangUp)):
@@ -193,13 +194,13 @@ class Agent:
         elif isinstance(message, m.CallQualityReport):
             self.call_closed.set()
 
-    # ------------------------------------------------------- a look at the screen
-    async def ask_screen(self, request: m.ScreenshotRequest) -> m.ScreenshotReply:
-        """Ask the screen app (it asks the citizen) and wait, bounded, for its reply."""
+    # ------------------------------------------- a look at the screen, a test ring
+    async def ask_screen(self, request: m.ScreenRequest) -> m.ScreenReply:
+        """Ask the screen app (it asks the citizen, or rings) and wait, bounded, for its reply."""
         if not self.ui.ui_alive:
             raise handlers.CannotCarryOut("the screen app is not running (it has not spoken on the agent's "
-                                          "socket for 15 s), so nobody can be asked and no picture taken")
-        reply: asyncio.Future[m.ScreenshotReply] = asyncio.get_running_loop().create_future()
+                                          "socket for 15 s), so it can neither ask the citizen nor ring")
+        reply: asyncio.Future[m.ScreenReply] = asyncio.get_running_loop().create_future()
         self.looks[request.request_id] = reply
         try:
             self.ui.send(request)
@@ -209,10 +210,10 @@ class Agent:
         finally:
             self.looks.pop(request.request_id, None)
 
-    def _screen_replied(self, reply: m.ScreenshotReply) -> None:
+    def _screen_replied(self, reply: m.ScreenReply) -> None:
         waiting = self.looks.get(reply.request_id)
         if waiting is None or waiting.done():
-            log.warning("a reply from the screen to no open request to look at it; ignored")
+            log.warning("a reply from the screen to no open request of support's; ignored")
             return
         waiting.set_result(reply)
 
@@ -278,7 +279,7 @@ class Agent:
         looks: set[asyncio.Task[None]] = set()
         while True:
             command = await self.queue.get()
-            if isinstance(command.action, m.Screenshot):  # waits up to a minute for the citizen: not in line
+            if isinstance(command.action, (m.Screenshot, m.RingTest)):  # waits up to a minute for the citizen
                 look = asyncio.create_task(self._carry_out(command), name=f"look-{command.id}")
                 looks.add(look)
                 look.add_done_callback(looks.discard)

@@ -42,7 +42,7 @@ class Context:
     on_state_change: Callable[[], None]
     #: Asks the screen app over the UI socket and waits for its reply; raises
     #: :class:`CannotCarryOut` when the app is not running or does not reply.
-    ask_screen: Callable[[m.ScreenshotRequest], Awaitable[m.ScreenshotReply]]
+    ask_screen: Callable[[m.ScreenRequest], Awaitable[m.ScreenReply]]
     #: (release, path) -> the result's detail; raises InstallFailed (kiosk.provision.updater)
     install_update: Callable[[str, str], Awaitable[dict[str, str]]]
 
@@ -72,6 +72,8 @@ async def run(ctx: Context, action: m.CommandAction, command_id: str) -> Handler
                 return _schedule(ctx, visits)
             case m.Screenshot():
                 return await _screenshot(ctx, command_id)
+            case m.RingTest(ring_seconds=seconds):
+                return await _test_ring(ctx, command_id, seconds)
             case m.Wipe():
                 # the intent was journaled before the command was acknowledged
                 await asyncio.to_thread(wipe.run, ctx.state, ctx.device_id, False)
@@ -114,6 +116,8 @@ async def _screenshot(ctx: Context, command_id: str) -> HandlerResult:
     ctx.state.audit("screenshot-requested", command_id=command_id, ask_consent=ask)
     try:
         reply = await ctx.ask_screen(m.ScreenshotRequest(request_id=command_id, ask_consent=ask))
+        if not isinstance(reply, m.ScreenshotReply):
+            raise ProtocolError("invalid", "the screen answered another question than the look at it")
         taken = screenshot.judge_reply(reply, ask)
     except (CannotCarryOut, ProtocolError) as exc:
         reason = str(exc) if isinstance(exc, CannotCarryOut) else f"the screen's reply was refused: {exc.detail}"
@@ -122,6 +126,21 @@ async def _screenshot(ctx: Context, command_id: str) -> HandlerResult:
     ctx.state.audit("screenshot-answered", command_id=command_id, answer=taken.answer,
                     picture_bytes=len(taken.png) if taken.png else 0)  # the size, never the picture
     return HandlerResult("ok", detail=m.to_builtins(taken))
+
+
+async def _test_ring(ctx: Context, command_id: str, seconds: float) -> HandlerResult:
+    """Ring the screen as for a call, and report how it went; a unit in a call refuses (the
+    screen decides: it knows its call) and the call goes on undisturbed."""
+    ctx.state.audit("test-ring-requested", command_id=command_id, ring_seconds=seconds)
+    reply = await ctx.ask_screen(m.RingTestRequest(request_id=command_id, ring_seconds=seconds))
+    if not isinstance(reply, m.RingTestReply):
+        raise CannotCarryOut("the screen's reply was refused: it answered another question than the test ring")
+    heard = reply.heard
+    ctx.state.audit("test-ring-ended", command_id=command_id, answer=heard.answer, ring_sound=heard.ring_sound)
+    if heard.answer == "in-call":  # not carried out, and the page says why in its own words
+        return HandlerResult("failed", "in a call (i samtale): a test ring never interrupts a call; try again after it",
+                             detail=m.to_builtins(heard))
+    return HandlerResult("ok", detail=m.to_builtins(heard))
 
 
 def _set_config(ctx: Context, settings: dict[str, Any]) -> HandlerResult:

@@ -22,6 +22,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "support": frozenset({
         "devices.read", "audit.read", "command:ping", "command:diagnostics", "command:logs",
         "command:restart-ui", "command:reboot", "command:screenshot",  # the citizen is asked first
+        "command:test-ring",  # rings like a call, says it is a test; never interrupts one
     }),
     "logistics": frozenset({
         "devices.read", "audit.read", "tokens.create", "devices.approve", "devices.revoke", "command:ping",

@@ -100,6 +100,7 @@ class CallManager:
         self.staff_resume_grace = STAFF_RESUME_GRACE_SECONDS
         self.taken_up_grace = TAKEN_UP_GRACE_SECONDS
         self._taken_up: set[str] = set()  # calls taken up after a restart, until both sides are back
+        self._cut_off: set[str] = set()  # calls found ringing or connecting after a restart: ended at start
         self._started_at = self.clock()
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
         self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
@@ -112,14 +113,22 @@ class CallManager:
             self._take_up_calls_in_progress()
 
     def _take_up_calls_in_progress(self) -> None:
-        """After a restart: the calls whose media was flowing go on, waiting for their caregiver."""
+        """After a restart: the calls whose media was flowing go on, waiting for their caregiver;
+        those still ringing or connecting cannot (their ring and their setup went with the old
+        process), and are ended with their record once serving (:meth:`start`)."""
         for row in self.store.live_call_rows():
             self._take_up(row)
-            self._taken_up.add(row.id)
-            log.info("call %s in progress taken up again", row.id)
+            if row.connected_at is None:
+                self._cut_off.add(row.id)
+                log.info("call %s was still ringing or connecting when the server stopped", row.id)
+            else:
+                self._taken_up.add(row.id)
+                log.info("call %s in progress taken up again", row.id)
 
     def _take_up(self, row: LiveCallRow) -> LiveCall:
-        machine = c.Call(config=self.config, state=c.CallState.IN_CALL, placed_at=row.placed_at,
+        state = (c.CallState.IN_CALL if row.connected_at is not None
+                 else c.CallState.CONNECTING if row.answered_at is not None else c.CallState.RINGING)
+        machine = c.Call(config=self.config, state=state, placed_at=row.placed_at,
                          rang_at=row.rang_at, answered_at=row.answered_at, connected_at=row.connected_at)
         live = self.live[row.id] = LiveCall(row.id, Caller(row.caller, row.caller_name, row.caller_role),
                                             row.citizen_id, row.device_id, _not_resumed, machine,
@@ -127,15 +136,20 @@ class CallManager:
         return live
 
     async def end_orphans(self, call_ids: set[str]) -> None:
-        """End calls in progress whose process died: both sides are told the connection was lost
-        (the caregiver when their page asks to resume), and each gets its record."""
+        """End calls whose process died: both sides are told (the caregiver when their page asks
+        to resume), and each gets its record: the connection lost if media flowed, else the
+        server stopped."""
         for row in self.store.live_call_rows():
             if row.id in call_ids and row.id not in self.live:
                 log.info("call %s: its process is gone; ended", row.id)
-                await self._feed(self._take_up(row), c.MediaFailed())
+                await self._feed(self._take_up(row), c.ProcessLost())
 
     def start(self) -> None:
-        """Once serving: end the calls taken up whose unit or caregiver is not back in time."""
+        """Once serving: end the calls cut off by the restart, and (later) those taken up whose
+        unit or caregiver is not back in time."""
+        for call_id in sorted(self._cut_off):
+            self._hold(asyncio.ensure_future(self._feed(self.live[call_id], c.ProcessLost())))
+        self._cut_off.clear()
         if self._taken_up:
             asyncio.get_running_loop().call_later(
                 self.taken_up_grace, lambda: self._hold(asyncio.ensure_future(self.settle_taken_up_calls())))
@@ -303,10 +317,10 @@ class CallManager:
     # -------------------------------------------------------------- the machine
     async def _feed(self, live: LiveCall, event: c.Event) -> None:
         transition = c.step(live.machine, event, self.clock())
-        was_in_call = live.machine.state is c.CallState.IN_CALL
+        before = live.machine
         live.machine = transition.state
-        if live.machine.state is c.CallState.IN_CALL and not was_in_call:
-            self._keep_in_progress(live)
+        if live.machine.state is not c.CallState.ENDED and _kept(live.machine) != _kept(before):
+            self._keep_in_progress(live)  # it rang, rings on the unit, was answered, or connected
         for effect in transition.actions:
             if isinstance(effect, c.Ignored):
                 log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
@@ -376,7 +390,7 @@ class CallManager:
 
     def _keep_in_progress(self, live: LiveCall) -> None:
         machine = live.machine
-        assert machine.placed_at is not None and machine.connected_at is not None  # in call
+        assert machine.placed_at is not None  # placed: ringing, connecting or in call
         self.store.save_live_call(LiveCallRow(
             id=live.id, caller=live.caller.username, caller_name=live.caller.display_name,
             caller_role=live.caller.role, citizen_id=live.citizen_id, device_id=live.device_id,
@@ -404,6 +418,11 @@ class CallManager:
         if ended is None or not allowed(ended[1], ended[2]):
             return
         self.store.add_call_quality(report.call_id, column, dict(report.quality))
+
+
+def _kept(call: c.Call) -> tuple[object, ...]:
+    """What the database keeps of a call not yet ended (its ``live_calls`` row)."""
+    return call.state, call.placed_at, call.rang_at, call.answered_at, call.connected_at
 
 
 def record_view(row: CallRow) -> dict[str, Any]:

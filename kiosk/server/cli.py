@@ -292,7 +292,7 @@ def _show_command(store: Store, command_id: str, as_json: bool, png: Path | None
     if as_json:
         print_json(view)
         return
-    answer = f", answer {detail['answer']}" if row.kind == "screenshot" and "answer" in detail else ""
+    answer = f", answer {detail['answer']}" if row.kind in ("screenshot", "test-ring") and "answer" in detail else ""
     saved = f", picture written to {png}" if png is not None and picture else ""
     print(f"{view['id']} {view['kind']} -> {view['device_id']}: {view['state']}{answer}{saved}"
           + (f" ({view['reason']})" if view["reason"] else ""))

@@ -403,7 +403,7 @@ class Cluster:
         settled_before = self.hub.clock() - PROCESS_SILENCE_SECONDS  # not one announced a moment ago
         try:
             orphans = {row.id for row in self.calls.store.live_call_rows()
-                       if row.id not in running and row.connected_at < settled_before}
+                       if row.id not in running and row.placed_at < settled_before}
             if orphans:
                 await self.calls.end_orphans(orphans)
         except StoreUnavailable as exc:

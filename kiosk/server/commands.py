@@ -179,9 +179,9 @@ def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Ackno
                 action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
                 if action == "wipe-receipt":
                     store.release_device(conn, device_id)
-                # A look at the screen: the citizen's answer is audited, the picture never is.
+                # A look at the screen, a test ring: the citizen's answer is audited, a picture never is.
                 answer = ({"answer": result.detail["answer"]}
-                          if result.kind == "screenshot" and outcome == "ok" else {})
+                          if result.kind in ("screenshot", "test-ring") and outcome == "ok" else {})
                 audits.append(NewAuditEntry(f"device:{device_id}", action, device_id, {
                     "command_id": result.command_id, "kind": result.kind, "outcome": outcome,
                     "reason": reason, "receipt": result.detail if action == "wipe-receipt" else None,
@@ -257,11 +257,15 @@ def queue_in(conn: Connection, store: Store, authority: Authority, device_id: st
 def _refusal(result: m.CommandResult, queued_kind: str) -> ProtocolError | None:
     """Why a genuinely signed result still cannot be taken (its content breaks the rules), or None.
     Judged by the kind the server queued, whatever kind the result claims."""
-    if queued_kind == "screenshot" and result.outcome == "ok":
-        try:
+    if result.outcome != "ok":
+        return None
+    try:
+        if queued_kind == "screenshot":
             screenshot.read_result(result.detail)
-        except ProtocolError as exc:
-            return exc
+        elif queued_kind == "test-ring":
+            m.convert(result.detail, m.RingTestHeard)
+    except ProtocolError as exc:
+        return exc
     return None
 
 

@@ -22,7 +22,7 @@ from kiosk.server.store import UserRow
 #: What a person may do to a unit from its page, by command kind, in the order shown (English; translated).
 COMMAND_WORDS = {"ping": N_("Ping"), "diagnostics": N_("Refresh diagnostics"), "logs": N_("Fetch recent logs"),
                  "restart-ui": N_("Restart the screen app"), "reboot": N_("Reboot the unit"),
-                 "screenshot": N_("See the screen (the citizen is asked first)")}
+                 "screenshot": N_("See the screen (the citizen is asked first)"), "test-ring": N_("Test ring")}
 REPEAT_WORDS = {"once": N_("Once"), "daily": N_("Every day"), "weekdays": N_("Weekdays"), "weekly": N_("Every week")}
 ENDINGS = json.loads((STATIC / "call-endings.json").read_text())
 

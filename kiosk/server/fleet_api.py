@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from kiosk.protocol import messages as m
 from kiosk.protocol import screenshot
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import api_schema as s
@@ -88,6 +89,15 @@ class LookOut(msgspec.Struct):
     png: str | None  # base64
 
 
+class RingTestOut(msgspec.Struct):
+    """Support's last test ring, as the unit signed it: how it ended (answered after how many
+    seconds, not answered, a real call took the screen) and its sound; or why it did not ring."""
+
+    at: float | None
+    heard: m.RingTestHeard | None  # None: it did not ring, ``reason`` says why (such as a call on)
+    reason: str | None
+
+
 class UnitDetail(msgspec.Struct):
     """What support sees of a unit: never whom it belongs to."""
 
@@ -100,6 +110,7 @@ class UnitDetail(msgspec.Struct):
     #: the newest wipe's signed receipt, checked again against the unit's certificate now
     wipe: s.CommandOut | None
     look: LookOut | None = None
+    test_ring: RingTestOut | None = None
 
 
 # ------------------------------------------------------------------------------ units
@@ -113,8 +124,8 @@ async def list_units(request: web.Request) -> web.StreamResponse:
 
 
 def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
-    diagnostics, logs, wipe, look = (store.last_result(unit.id, kind)
-                                     for kind in ("diagnostics", "logs", "wipe", "screenshot"))
+    diagnostics, logs, wipe, look, rang = (store.last_result(unit.id, kind)
+                                           for kind in ("diagnostics", "logs", "wipe", "screenshot", "test-ring"))
     device = store.device(unit.id)
     return UnitDetail(
         unit=unit,
@@ -125,6 +136,7 @@ def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
         commands=[_brief(c) for c in store.commands_of(unit.id, RECENT_COMMANDS) if c.kind not in PRIVATE_KINDS],
         wipe=msgspec.convert(commands.view(wipe, device.cert_pem if device else None), s.CommandOut) if wipe else None,
         look=_look(look) if look else None,
+        test_ring=_rang(rang) if rang else None,
     )
 
 
@@ -137,6 +149,16 @@ def _look(row: CommandRow) -> LookOut | None:
     except ProtocolError:
         return None  # refused on the way in already; nothing to show
     return LookOut(taken.answer, row.finished_at, base64.b64encode(taken.png).decode() if taken.png else None)
+
+
+def _rang(row: CommandRow) -> RingTestOut:
+    """The unit's account of a test ring, held to the protocol's rules (kiosk.protocol.messages.RingTestHeard);
+    a failure states its reason, and a refusal in a call also its answer ``in-call``."""
+    try:
+        heard: m.RingTestHeard | None = m.convert(_detail(row), m.RingTestHeard)
+    except ProtocolError:  # a failure without an account (the screen app not running), or refused on the way in
+        heard = None
+    return RingTestOut(row.finished_at, heard, row.reason if row.outcome != "ok" else None)
 
 
 #: Commands whose mere timing speaks of a citizen's life (their visit plan): not listed to support.

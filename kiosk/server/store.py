@@ -153,7 +153,7 @@ calls = sa.Table(
 )
 
 live_calls = sa.Table(
-    "live_calls", metadata,  # calls in progress, so a restarted server can take them up again
+    "live_calls", metadata,  # calls placed and not ended: a restarted server takes up or ends them
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("caller", sa.String(64), nullable=False),
     sa.Column("caller_name", sa.String(200), nullable=False),
@@ -163,7 +163,7 @@ live_calls = sa.Table(
     sa.Column("placed_at", sa.Float, nullable=False),
     sa.Column("rang_at", sa.Float),
     sa.Column("answered_at", sa.Float),
-    sa.Column("connected_at", sa.Float, nullable=False),
+    sa.Column("connected_at", sa.Float),  # none yet: still ringing or connecting
     sa.Column("screen_awake", sa.Boolean),
 )
 
@@ -408,7 +408,8 @@ class VisitRow:
 
 @dataclass(frozen=True, slots=True)
 class LiveCallRow:
-    """A call whose media flows: what a restarted server needs to take it up again."""
+    """A call placed and not yet ended: what a restarted server (or another process, when the
+    one running it died) needs to take it up again, or to end it with its record."""
 
     id: str
     caller: str
@@ -419,7 +420,7 @@ class LiveCallRow:
     placed_at: float
     rang_at: float | None
     answered_at: float | None
-    connected_at: float
+    connected_at: float | None
     screen_awake: bool | None
 
 

@@ -19,8 +19,9 @@ for it any more.
 Besides calls it decides the quiet screens: not ready, awaiting approval,
 ready for a new citizen, idle with the planned visits (asleep at night), a
 reminder before a visit, the citizen's consent before support looks at the
-screen, and the staff setup behind a PIN. The wall clock arrives as an event
-(:class:`WallClock`) so the step stays pure; ``now`` is always monotonic.
+screen, support's test ring, and the staff setup behind a PIN. The wall clock
+arrives as an event (:class:`WallClock`) so the step stays pure; ``now`` is
+always monotonic.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ __all__ = [
     "OfferReady",
     "PinEntered",
     "QualityReady",
+    "RingTestOver",
     "Screen",
     "ScreenName",
     "Send",
@@ -70,6 +72,7 @@ __all__ = [
     "SetupPage",
     "StartPeer",
     "StartRinging",
+    "StartTestRinging",
     "StopRinging",
     "TimePassed",
     "UiState",
@@ -99,10 +102,12 @@ SETUP_SECONDS: Final = 600.0
 REMINDER_AFTER_SECONDS: Final = 300.0
 #: A touch on the dark night screen shows it this long (wall-clock seconds).
 WOKEN_SECONDS: Final = 60.0
+#: After a test ring is answered, its thanks stay this long before the screen returns.
+TEST_THANKS_SECONDS: Final = 5.0
 
 ScreenName: TypeAlias = Literal[
     "starting", "offline", "not-ready", "awaiting-approval", "ready", "idle", "reminder", "ringing",
-    "connecting", "in-call", "ended", "consent", "setup-pin", "setup",
+    "connecting", "in-call", "ended", "consent", "setup-pin", "setup", "test-ring", "test-ring-answered",
 ]
 AgentLink: TypeAlias = Literal["connecting", "up", "down"]
 PeerStage: TypeAlias = Literal["none", "starting", "offered", "accepted"]
@@ -261,6 +266,7 @@ LocalEvent: TypeAlias = (
 )
 Event: TypeAlias = (
     LocalEvent | m.AgentStatus | m.Rejected | m.CallRing | m.CallAccept | m.CallEnded | m.ScreenshotRequest
+    | m.RingTestRequest
 )
 
 
@@ -332,10 +338,26 @@ class StartRinging:
 
 
 @dataclass(frozen=True, slots=True)
+class StartTestRinging:
+    """Ring as for a call, saying it is support's test ring (no caller: nobody calls)."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StopRinging:
-    """The ringing is over (answered, or the call ended)."""
+    """The ringing is over (answered, or the call ended); ``call_id`` is a test ring's request id for it."""
 
     call_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RingTestOver:
+    """Support's test ring ended (or was refused): tell the agent, with what the speaker knows of its sound."""
+
+    request_id: str
+    answer: m.RingTestAnswer
+    answered_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +371,7 @@ class ConsentGiven:
 
 Action: TypeAlias = (
     Send | StartPeer | AcceptAnswer | ClosePeer | SetCamera | SetMicrophone | SetVolume | Chime | ConsentGiven
-    | StartRinging | StopRinging
+    | StartRinging | StopRinging | StartTestRinging | RingTestOver
 )
 
 
@@ -392,6 +414,23 @@ class Consent:
 
 
 @dataclass(frozen=True, slots=True)
+class RingTestView:
+    """Support's test ring on screen: ringing until answered or ``ring_seconds`` passed, then thanks a moment."""
+
+    request_id: str
+    rang_at: float
+    ring_seconds: float
+    answered_at: float | None = None
+
+    @property
+    def over_at(self) -> float:
+        """When its screen gives way: the ring's time up, or the thanks shown long enough."""
+        if self.answered_at is None:
+            return self.rang_at + self.ring_seconds
+        return self.answered_at + TEST_THANKS_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
 class Setup:
     stage: Literal["pin", "open"]
     touched_at: float
@@ -410,6 +449,7 @@ class UiState:
     settings: Settings = field(default_factory=Settings)
     wall: WallClock | None = None
     consent: Consent | None = None
+    test_ring: RingTestView | None = None
     setup: Setup | None = None
     reminded: tuple[float, ...] = ()  # times of the visits whose chime has sounded
     woken_until: float = 0.0  # wall clock: the night screen shows until then after a touch
@@ -500,8 +540,8 @@ _CALL_SCREENS: Final[dict[c.CallState, ScreenName]] = {
 
 
 def screen(state: UiState) -> Screen:
-    """The screen for ``state``. A call comes before everything, then the citizen's
-    consent, then the staff setup, then what the unit's state and the clock say."""
+    """The screen for ``state``. A call comes before everything, then support's test ring,
+    the citizen's consent, the staff setup, then what the unit's state and the clock say."""
     settings = state.settings
     view = state.call
     if view is not None:
@@ -518,6 +558,8 @@ def screen(state: UiState) -> Screen:
             link=view.link if view.link != "good" and not view.ended else None,
             caller_photo=view.ring.caller_photo if name == "ringing" else None,
         )
+    if state.test_ring is not None:
+        return Screen("test-ring" if state.test_ring.answered_at is None else "test-ring-answered")
     if state.consent is not None:
         return Screen("consent")
     if state.setup is not None:
@@ -618,6 +660,8 @@ def next_deadline(state: UiState) -> float | None:
             deadlines.append(view.machine.next_deadline)
     if state.consent is not None:
         deadlines.append(state.consent.asked_at + CONSENT_SECONDS)
+    if state.test_ring is not None:
+        deadlines.append(state.test_ring.over_at)
     if state.setup is not None:
         deadlines.append(state.setup.touched_at + _setup_timeout(state.setup))
     return min(deadlines, default=None)
@@ -636,16 +680,22 @@ def step(state: UiState, event: Event, now: float) -> UiTransition:
         return Transition(state)
     after = _step(state, event, now)
     # The ring's sound follows the ringing state, whatever ended it: one place decides.
-    was, is_ = _ringing(state), _ringing(after.state)
-    if was is is_ or (was is not None and is_ is not None and was.call_id == is_.call_id):
+    was, is_ = _ring_sound(state), _ring_sound(after.state)
+    if was is is_ or (was is not None and is_ is not None and was[0] == is_[0]):
         return after
-    sounds: tuple[Action, ...] = ((StopRinging(was.call_id),) if was else ()) + ((StartRinging(is_),) if is_ else ())
+    sounds: tuple[Action, ...] = ((StopRinging(was[0]),) if was else ()) + ((is_[1],) if is_ else ())
     return Transition(after.state, after.actions + sounds)
 
 
-def _ringing(state: UiState) -> m.CallRing | None:
+def _ring_sound(state: UiState) -> tuple[str, StartRinging | StartTestRinging] | None:
+    """What rings now (a call, or support's test ring), by its id, and the action that starts its sound."""
     view = _live(state, None)
-    return view.ring if view is not None and view.machine.state is c.CallState.RINGING else None
+    if view is not None and view.machine.state is c.CallState.RINGING:
+        return view.call_id, StartRinging(view.ring)
+    test = state.test_ring
+    if test is not None and test.answered_at is None:
+        return test.request_id, StartTestRinging(test.request_id)
+    return None
 
 
 def _step(state: UiState, event: Event, now: float) -> UiTransition:
@@ -668,6 +718,8 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             if view is None:
                 return Transition(state)
             return _finish(state, view, reason, now, ())
+        case AnswerPressed(call_id=call_id) if _test_ringing(state, call_id):
+            return _test_answered(state, now)
         case AnswerPressed(call_id=call_id):
             view = _live(state, call_id)
             if view is None or view.machine.state is not c.CallState.RINGING:
@@ -716,6 +768,8 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             return Transition(state, (ConsentGiven(request_id, "unassigned"),))
         case m.ScreenshotRequest(request_id=request_id):  # support asks to see the screen: the citizen first
             return _consent_asked(state, request_id, now)
+        case m.RingTestRequest():
+            return _test_ring(state, event, now)
         case ConsentAnswered(yes=yes):
             return _consent_answered(state, "yes" if yes else "no")
         case CornerHeld() | PinEntered() | SetupPage() | SetupClosed():
@@ -751,6 +805,11 @@ def _ring(state: UiState, ring: m.CallRing, now: float) -> UiTransition:
         # The same ring again, or a second call while busy: the server keeps
         # one call per unit, so this is stale. Keep the citizen's call.
         return Transition(state)
+    test = state.test_ring
+    if test is not None:  # a real call beats a test: the test ends and says why
+        over: tuple[Action, ...] = (RingTestOver(test.request_id, "call-came"),) if test.answered_at is None else ()
+        called = _ring(replace(state, test_ring=None), ring, now)
+        return Transition(called.state, over + called.actions)
     try:
         config = c.CallConfig(ring_timeout=ring.ring_timeout)
     except ValueError:
@@ -797,6 +856,7 @@ def _finish(state: UiState, view: CallView, reason: str, now: float, sends: tupl
 
 
 def _agent_lost(state: UiState, now: float) -> UiTransition:
+    state = replace(state, test_ring=None)  # nobody is left to hear how a test ring went
     view = _live(state, None)
     if view is None or view.machine.state is c.CallState.IN_CALL:
         # Media goes peer to peer: a call in progress outlives the agent's restart.
@@ -810,6 +870,12 @@ def _tick(state: UiState, now: float) -> UiTransition:
         state = replace(state, agent="down")
     if state.setup is not None and now >= state.setup.touched_at + _setup_timeout(state.setup):
         state = replace(state, setup=None)
+    if state.test_ring is not None and now >= state.test_ring.over_at:
+        test = state.test_ring
+        state = replace(state, test_ring=None)
+        if test.answered_at is None:  # rang its time out: nobody answered
+            after = _tick(state, now)
+            return Transition(after.state, (RingTestOver(test.request_id, "not-answered"), *after.actions))
     if state.consent is not None and now >= state.consent.asked_at + CONSENT_SECONDS:
         silence = _consent_answered(state, "no-answer")
         after = _tick(silence.state, now)
@@ -869,11 +935,42 @@ def _consent_answered(state: UiState, answer: ConsentAnswer) -> UiTransition:
     return Transition(replace(state, consent=None), (ConsentGiven(state.consent.request_id, answer),))
 
 
+def _test_ring(state: UiState, request: m.RingTestRequest, now: float) -> UiTransition:
+    """Support's test ring: refused in a call (never interrupted); a newer one replaces one still ringing."""
+    if _live(state, None) is not None:
+        return Transition(state, (RingTestOver(request.request_id, "in-call"),))
+    current = state.test_ring
+    if current is not None and current.request_id == request.request_id:
+        return Transition(state)  # the same request again
+    replaced: tuple[Action, ...] = ((RingTestOver(current.request_id, "not-answered"),)
+                                    if current is not None and current.answered_at is None else ())
+    seconds = min(m.MAX_RING_TEST_SECONDS, max(m.MIN_RING_TEST_SECONDS, request.ring_seconds))
+    ringing = RingTestView(request.request_id, now, seconds if math.isfinite(seconds) else m.MAX_RING_TEST_SECONDS)
+    # Like a call's ring it closes the setup, and the words of a call that ended give way to it.
+    return Transition(replace(state, test_ring=ringing, setup=None, call=None), replaced)
+
+
+def _test_ringing(state: UiState, call_id: str | None) -> bool:
+    """Whether an answer press is for a test ring: one rings (no call does) and the press names it or nothing."""
+    test = state.test_ring
+    return (test is not None and test.answered_at is None and _live(state, None) is None
+            and call_id in (None, test.request_id))
+
+
+def _test_answered(state: UiState, now: float) -> UiTransition:
+    test = state.test_ring
+    assert test is not None
+    after = round(min(test.ring_seconds, max(0.0, now - test.rang_at)), 1)  # a press just as time ran out
+    return Transition(replace(state, test_ring=replace(test, answered_at=now)),
+                      (RingTestOver(test.request_id, "answered", after),))
+
+
 def _setup(state: UiState, event: CornerHeld | PinEntered | SetupPage | SetupClosed, now: float) -> UiTransition:
     setup = state.setup
     match event:
         case CornerHeld():
-            if setup is not None or state.call is not None or state.consent is not None:
+            if setup is not None or state.call is not None or state.consent is not None \
+                    or state.test_ring is not None:
                 return Transition(state)
             if state.settings.staff_pin is None:
                 return Transition(state)  # no PIN set from the server: there is no setup to open

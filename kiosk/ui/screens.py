@@ -72,7 +72,7 @@ def build(shown: ui.Screen, ctx: Context) -> Widget:
         return root  # night: nothing lit; a call wakes it
     root.add_widget(Background(theme.BACKGROUND))
     root.add_widget(_BUILDERS[shown.name](shown, ctx))
-    if shown.name not in ("ringing", "connecting", "in-call", "consent", "setup", "setup-pin"):
+    if shown.name not in ("ringing", "connecting", "in-call", "consent", "setup", "setup-pin", "test-ring"):
         root.add_widget(HiddenCorner(lambda: ctx.post(ui.CornerHeld()), pos_hint={"x": 0, "top": 1}))
     return root
 
@@ -207,6 +207,14 @@ def _offline(shown: ui.Screen, ctx: Context) -> Widget:
 # --- calls -------------------------------------------------------------------------------
 
 
+def _answer_button(ctx: Context, call_id: str | None, size_hint_y: float) -> Widget:
+    """Almost the whole screen: one green button; touching anywhere on it answers."""
+    answer = ctx.button(ctx._("Press here to answer"), ui.AnswerPressed(call_id), fill=theme.ANSWER,
+                        size_sp=theme.BUTTON_SP + 20, size_hint_y=size_hint_y)
+    answer.answer_button = True
+    return answer
+
+
 def _ringing(shown: ui.Screen, ctx: Context) -> Widget:
     _ = ctx._
     box = BoxLayout(orientation="vertical", spacing=dp(16), padding=dp(theme.PAD_DP))
@@ -226,11 +234,24 @@ def _ringing(shown: ui.Screen, ctx: Context) -> Widget:
         words.add_widget(what)
         row.add_widget(words)
         box.add_widget(row)
-    answer = ctx.button(_("Press here to answer"), ui.AnswerPressed(shown.call_id), fill=theme.ANSWER,
-                        size_sp=theme.BUTTON_SP + 20, size_hint_y=0.66)
-    answer.answer_button = True
-    box.add_widget(answer)
+    box.add_widget(_answer_button(ctx, shown.call_id, 0.66))
     return box
+
+
+def _test_ring(_shown: ui.Screen, ctx: Context) -> Widget:
+    """Support's test ring: like a call's ring, but nobody calls (no name, no photo, no video)."""
+    _ = ctx._
+    box = BoxLayout(orientation="vertical", spacing=dp(16), padding=dp(theme.PAD_DP))
+    box.add_widget(ctx.text(_("Test ring from support"), theme.TITLE_SP + 16, bold=True, size_hint_y=0.22))
+    box.add_widget(ctx.text(_("Nobody is calling: support checks that the screen and its sound work."),
+                            theme.BODY_SP, color=theme.SOFT_TEXT, size_hint_y=0.12))
+    box.add_widget(_answer_button(ctx, None, 0.66))
+    return box
+
+
+def _test_ring_answered(_shown: ui.Screen, ctx: Context) -> Widget:
+    _ = ctx._
+    return _message(ctx, _("Thank you!"), _("The test went well: support can see that you answered."))
 
 
 def _photo(data: bytes | None) -> Widget | None:
@@ -304,6 +325,7 @@ def _ended(shown: ui.Screen, ctx: Context) -> Widget:
         "not_answered": _("The call was not answered."),
         "media_failed": _("The connection was lost. They will call again."),
         "device_offline": _("The connection was lost. They will call again."),
+        "server_stopped": _("The connection was lost. They will call again."),
     }.get(shown.end_reason or "", "")
     title = (_("The call with {name} has ended").format(name=shown.caller_name) if shown.caller_name
              else _("The call has ended"))
@@ -406,6 +428,8 @@ _BUILDERS: dict[str, Callable[[ui.Screen, Context], Widget]] = {
     "reminder": _reminder,
     "offline": _offline,
     "ringing": _ringing,
+    "test-ring": _test_ring,
+    "test-ring-answered": _test_ring_answered,
     "connecting": _connecting,
     "in-call": _in_call,
     "ended": _ended,

@@ -76,15 +76,28 @@ def _log_ring(ring: m.CallRing | None) -> None:
     log.info("ring tone %s (no speaker attached)", "on" if ring is not None else "off")
 
 
+def _log_test_ring() -> None:
+    log.info("test ring tone on (no speaker attached)")
+
+
+async def _no_speaker() -> tuple[m.RingSound, str | None]:
+    return "no-speaker", None
+
+
 @dataclass(frozen=True)
 class Effects:
     """What the session does for the sound actions (the speaker and chime plug in here;
-    logged without them), and whom it tells of a consent answer besides the agent."""
+    logged without them), and whom it tells of a consent answer besides the agent.
+
+    ``test_ring`` rings for support's test (stopped by ``ring(None)`` like a call's ring);
+    ``test_ring_sound`` says, once it stopped, what became of that ring's sound."""
 
     set_volume: Callable[[int], None] = _log_volume
     chime: Callable[[], None] = _log_chime
     consent: Callable[[ui.ConsentGiven], None] = _log_consent
     ring: Callable[[m.CallRing | None], None] = _log_ring  # the ring tone and announcement; None stops them
+    test_ring: Callable[[], None] = _log_test_ring
+    test_ring_sound: Callable[[], Awaitable[tuple[m.RingSound, str | None]]] = _no_speaker
 
 
 class UiSession:
@@ -256,6 +269,10 @@ class UiSession:
                 if ring.call_id not in self.peers:  # gather while it rings: out of the citizen's wait
                     ringing = self.ringing[ring.call_id] = self._start_peer(ring)
                     ringing.prepare(self._video_mime)
+            case ui.StartTestRinging():
+                self.effects.test_ring()
+            case ui.RingTestOver():
+                self._spawn(self._reply_to_test_ring(action))
             case ui.StopRinging(call_id=call_id):
                 self.effects.ring(None)
                 unanswered = self.ringing.pop(call_id, None)  # answered: StartPeer took it first
@@ -277,6 +294,13 @@ class UiSession:
                 error = str(exc)
         await self.client.send(m.ScreenshotReply(request_id=given.request_id, answer=given.answer, png=png,
                                                  error=error))
+
+    async def _reply_to_test_ring(self, over: ui.RingTestOver) -> None:
+        """How support's test ring went, with its sound as the speaker knows it (it never rang in a call)."""
+        sound, problem = (None, None) if over.answer == "in-call" else await self.effects.test_ring_sound()
+        heard = m.RingTestHeard(over.answer, over.answered_after, sound, problem if sound == "failed" else None)
+        log.info("test ring %s: %s, sound %s", over.request_id, over.answer, sound)
+        await self.client.send(m.RingTestReply(request_id=over.request_id, heard=heard))
 
     async def _media_with_self_view(self) -> LocalMedia:
         media = await self._open_media()

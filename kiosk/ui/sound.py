@@ -11,16 +11,20 @@ screen works on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from kiosk.media.audio import VOLUME_MAX_DB, VOLUME_MIN_DB, SpeakerSink
-from kiosk.media.audio_cues import CuePlayer
+from kiosk.media.audio_cues import CuePlayer, RingReport
 from kiosk.protocol import messages as m
 from kiosk.ui import controller as ui
-from kiosk.ui.i18n import role_words
+from kiosk.ui.i18n import role_words, translator
 from kiosk.ui.session import Effects
 
 log = logging.getLogger("kiosk.ui.sound")
+
+#: How long a stopped test ring may take to end its player before its sound is reported.
+RING_STOP_WAIT = 5.0
 
 
 def volume_db(level: int) -> float:
@@ -35,6 +39,7 @@ class Speaker:
         self.language = language
         self.cues = CuePlayer(language="en" if language == "en" else "da")
         self.sink: SpeakerSink | None = None
+        self._test: tuple[asyncio.Task[None], RingReport] | None = None  # support's last test ring
 
     def new_sink(self) -> SpeakerSink:
         """The voice of a new call, at the citizen's volume."""
@@ -52,8 +57,24 @@ class Speaker:
         else:
             self.cues.play_ring(ring.caller_name, role_words(ring.caller_role, self.language))
 
+    def test_ring(self) -> None:
+        report = RingReport()
+        words = translator(self.language)("Test ring from support. Press the screen to answer.")
+        self._test = self.cues.play_ring_saying(words, report), report
+
+    async def test_ring_sound(self) -> tuple[m.RingSound, str | None]:
+        """The last test ring's sound, once it has stopped: played, or failed and why."""
+        if self._test is None:
+            return "failed", "the screen was never asked to ring"
+        task, report = self._test
+        await asyncio.wait([task], timeout=RING_STOP_WAIT)
+        if report.sounded:
+            return "played", None
+        return "failed", report.problem or "the ring stopped before its sound began"
+
     def chime(self) -> None:
         self.cues.play_chime()
 
     def effects(self, base: Effects) -> Effects:
-        return Effects(set_volume=self.set_volume, chime=self.chime, consent=base.consent, ring=self.ring)
+        return Effects(set_volume=self.set_volume, chime=self.chime, consent=base.consent, ring=self.ring,
+                       test_ring=self.test_ring, test_ring_sound=self.test_ring_sound)

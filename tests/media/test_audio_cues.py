@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kiosk.media.audio import AudioOutput
 from kiosk.media.audio_cues import (
     PAUSE_SECONDS,
     RING_HZ,
     CuePlayer,
+    RingReport,
     announcement,
     speech,
 )
@@ -169,3 +171,11 @@ async def test_a_broken_voice_still_rings(pipewire: PipeWire, tmp_path: Path,
     cues.stop()
     await cues.wait()
     assert len(ring_bursts(samples)) >= 2
+
+
+async def test_a_ring_that_cannot_sound_says_why() -> None:
+    """Support's test ring reports what became of its sound: a sound card that is not there is no "played"."""
+    cues = CuePlayer(AudioOutput("alsa", "no-such-card"), announce=False)
+    report = RingReport()
+    await asyncio.wait_for(cues.play_ring_saying("Prøveopkald fra support", report), 30)  # it gives up by itself
+    assert report.sounded is False and report.problem is not None and "aplay" in report.problem, report

@@ -34,6 +34,7 @@ from kiosk.protocol.call import (
     MediaFailed,
     Notice,
     Notify,
+    ProcessLost,
     RecordCallEnd,
     Ring,
     RingAck,
@@ -124,6 +125,7 @@ EVENTS: dict[str, Timed] = {
     "device_offline": (T, DeviceOffline()),
     "busy": (T, Busy()),
     "screen_not_running": (T, ScreenNotRunning()),
+    "process_lost": (T, ProcessLost()),
     "tick": (T, TimerFired()),
 }
 
@@ -152,6 +154,8 @@ RINGING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "device_offline": ends("device_offline", S),
     "busy": ends("device_busy", S),
     "screen_not_running": ends("screen_not_running", S),
+    # the process running the call died: another one (or this one restarted) ends it
+    "process_lost": ends("server_stopped", S, C),
     "tick": same("ringing", "applied"),
 }
 CONNECTING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
@@ -167,6 +171,7 @@ CONNECTING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "device_offline": ends("device_offline", S),
     "busy": same("connecting", "out_of_order"),
     "screen_not_running": same("connecting", "out_of_order"),
+    "process_lost": ends("server_stopped", S, C),
     "tick": same("connecting", "applied"),
 }
 TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
@@ -183,6 +188,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
         "device_offline": ends("device_offline", S),
         "busy": ends("device_busy", S),
         "screen_not_running": ends("screen_not_running", S),
+        "process_lost": NO_CALL,
         "tick": NO_CALL,
     },
     "ringing": RINGING_ROW,
@@ -205,6 +211,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
         "device_offline": ends("device_offline", S),
         "busy": same("in_call", "out_of_order"),
         "screen_not_running": same("in_call", "out_of_order"),
+        "process_lost": ends("connection_lost", S, C),
         "tick": same("in_call", "applied"),
     },
     "ended": {name: same("ended", "already_ended") for name in EVENTS},

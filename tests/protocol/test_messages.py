@@ -66,6 +66,7 @@ ACTION_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Schedule: st.builds(m.Schedule, visits=st.lists(scheduled_visits, max_size=3)),
     m.Update: st.builds(m.Update, release=short_text, path=st.from_regex(r"/[A-Za-z0-9._~/+-]{1,40}", fullmatch=True)),
     m.Screenshot: st.builds(m.Screenshot),
+    m.RingTest: st.builds(m.RingTest, ring_seconds=st.floats(m.MIN_RING_TEST_SECONDS, m.MAX_RING_TEST_SECONDS)),
 }
 actions = st.one_of(*ACTION_STRATEGIES.values())
 
@@ -98,6 +99,13 @@ device_facts = st.builds(
     screen_awake=st.none() | st.booleans(),
 )
 
+ring_tests_heard = st.one_of(
+    st.builds(m.RingTestHeard, answer=st.just("answered"), answered_after=st.floats(0, m.MAX_RING_TEST_SECONDS),
+              ring_sound=st.sampled_from(["played", "no-speaker"])),
+    st.builds(m.RingTestHeard, answer=st.sampled_from(["not-answered", "call-came"]), ring_sound=st.just("failed"),
+              sound_problem=st.none() | text),
+    st.builds(m.RingTestHeard, answer=st.just("in-call")),
+)
 planned_visits = st.builds(m.PlannedVisit, at=finite, staff_name=text, staff_role=text, kind=text)
 
 #: One strategy per message struct defined in kiosk.protocol.messages.
@@ -111,6 +119,10 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
                                  png=st.none() | st.binary(max_size=64), error=st.none() | text),
     m.ScreenshotTaken: st.builds(m.ScreenshotTaken, answer=look_answers, png=st.none() | st.binary(max_size=64),
                                  width=st.none() | int64, height=st.none() | int64),
+    m.RingTestHeard: ring_tests_heard,
+    m.RingTestRequest: st.builds(m.RingTestRequest, request_id=text,
+                                 ring_seconds=st.floats(m.MIN_RING_TEST_SECONDS, m.MAX_RING_TEST_SECONDS)),
+    m.RingTestReply: st.builds(m.RingTestReply, request_id=text, heard=ring_tests_heard),
     m.WipeReceipt: st.builds(
         m.WipeReceipt,
         erased=st.lists(text, max_size=5),
@@ -547,7 +559,7 @@ def test_command_kinds_match_the_action_union() -> None:
     assert set(m.COMMAND_KINDS) == {
         "ping", "diagnostics", "logs", "restart-ui", "reboot", "assign", "set-config", "wipe", "schedule",
         "update",
-        "screenshot",
+        "screenshot", "test-ring",
     }
     assert set(union) == set(ACTION_STRATEGIES)
 

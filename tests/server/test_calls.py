@@ -216,6 +216,9 @@ async def _ends(world: World, reason: c.EndReason) -> str:
         await calls.from_staff("anne", m.CallHangUp(call_id=call_id))
         return call_id
     await calls.from_device(device, m.CallRinging(call_id=call_id, screen_awake=True))
+    if reason is c.EndReason.SERVER_STOPPED:
+        await _restarted(world)
+        return call_id
     if reason is c.EndReason.NOT_ANSWERED:
         world.clock.advance(RING_TIMEOUT)
         await calls.fire_timers()
@@ -251,11 +254,12 @@ CLAIMS: dict[str, tuple[tuple[str, ...], Callable[[m.DeviceFacts, CallRow], bool
     "busy": (("optaget", "busy"), lambda f, _r: f.online),
     "withdrawn before media": (("afbrød", "cancelled"), lambda _f, r: r.connected_at is None),
     "the unit is being wiped": (("bliver slettet", "being wiped"), lambda f, _r: f.online),  # the unit said so
+    "the server stopped first": (("serveren", "the server"), lambda _f, r: r.connected_at is None),
 }
 #: Reasons after which the caregiver can do something about it, so the page must say what.
 NEEDS_ADVICE = {c.EndReason.NOT_ANSWERED, c.EndReason.DID_NOT_RING, c.EndReason.SCREEN_NOT_RUNNING,
                 c.EndReason.MEDIA_FAILED, c.EndReason.CONNECTION_LOST, c.EndReason.DEVICE_OFFLINE,
-                c.EndReason.DEVICE_BUSY, c.EndReason.UNIT_WIPED}
+                c.EndReason.DEVICE_BUSY, c.EndReason.UNIT_WIPED, c.EndReason.SERVER_STOPPED}
 
 
 def test_the_page_has_a_headline_for_every_reason_in_both_languages() -> None:
@@ -303,6 +307,35 @@ async def test_a_ring_the_unit_never_confirms_ends_as_did_not_ring_not_as_unansw
 
 
 # --- a call in progress outlives the server ----------------------------------------------
+
+
+async def _restarted(world: World) -> CallManager:
+    """The server dies (nothing runs, nothing is written), a new one starts on the same store,
+    the unit's agent reconnects to it, and it starts serving."""
+    restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await world.device.connect(restarted.hub)
+    restarted.start()
+    for _ in range(100):  # start() ends the calls it cannot take up in tasks of their own
+        await asyncio.sleep(0)
+    return restarted
+
+
+async def test_a_call_still_ringing_when_the_server_stops_is_ended_with_its_record_at_restart(world: World) -> None:
+    call_id, _staff = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id, screen_awake=True))
+    assert [row.id for row in world.store.live_call_rows()] == [call_id]  # kept from the ring on
+    world.clock.advance(5.0)
+    restarted = await _restarted(world)
+    assert call_id not in restarted.live
+    assert world.device.inbox.last(m.CallEnded).reason == "server_stopped"  # the unit stops ringing
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == "server_stopped"
+    assert record.rang_at is not None and record.answered_at is None and record.connected_at is None
+    assert world.store.live_call_rows() == []
+    page = Inbox()  # the caregiver's page comes back to a call that is over
+    assert not await restarted.resume(ANNE, call_id, page.send)
+    new_call = await restarted.place(ANNE, world.citizen_id, Inbox().send)  # the unit is not left busy
+    assert world.device.inbox.last(m.CallRing).call_id == new_call
 
 
 async def test_a_restarted_server_takes_up_a_call_in_progress_and_completes_its_record(world: World) -> None:

@@ -18,13 +18,13 @@ from kiosk.protocol.call import CallConfig, EndReason
 from kiosk.server import cli
 from kiosk.server import cluster as cluster_module
 from kiosk.server.app import Listen, Server
-from kiosk.server.calls import CallManager
+from kiosk.server.calls import Caller, CallManager
 from kiosk.server.cluster import Cluster, check_name
 from kiosk.server.hub import Hub
 from kiosk.server.store import Store
 from tests.cluster.conftest import Nats
 from tests.harness import free_port, wait_until
-from tests.server.fakes import FakeClock, FakeDevice, open_store
+from tests.server.fakes import FakeClock, FakeDevice, Inbox, open_store
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -184,3 +184,23 @@ async def test_a_process_stopping_on_purpose_is_buried_at_once_and_its_units_get
     await until(lambda: "a" not in b.cluster.heard, "B to bury A")
     assert "process a is leaving" in caplog.text and b.gone == []  # the grace first
     await until(lambda: b.gone == [unit.id], "the grace to run out")
+
+
+async def test_a_call_still_ringing_on_a_process_that_dies_is_ended_by_another_with_its_record(
+        pair: tuple[Process, Process, Store]) -> None:
+    a, _b, store = pair  # B, alive, ends it
+    unit = FakeDevice(store, "unit-1")
+    store.add_user("anne", "(not a hash)", "caregiver", "cli:test", "Anne")
+    with store.tx() as conn:
+        citizen_id = store.add_citizen(conn, "Karen Jensen", unit.id, ["anne"])
+    await unit.connect(a.hub)
+    call_id = await a.calls.place(Caller("anne", "Anne", "caregiver"), citizen_id, Inbox().send)
+    await a.calls.from_device(unit.id, m.CallRinging(call_id=call_id, screen_awake=True))
+    assert isinstance(store.clock, FakeClock)
+    store.clock.advance(5.0)  # placed longer ago than a process is given to announce its calls
+    await silence(a.cluster)  # kill -9 while it rings
+    await until(lambda: store.call_record(call_id), "B to end the call A ran", timeout=30)
+    record = store.call_record(call_id)
+    assert record is not None and record.end_reason == EndReason.SERVER_STOPPED
+    assert record.rang_at is not None and record.connected_at is None
+    assert store.live_call_rows() == []

@@ -37,6 +37,12 @@ def test_roles_limit_what_people_may_do(server: ServerProcess, online_agent: tup
     assert status == 403 and "may not send wipe" in body["message"]
     assert support.request("POST", "/api/enroll-tokens", {"server_url": server.url})[0] == 403
     assert caregiver.request("GET", "/api/devices")[0] == 403
+    # Support rings a unit to test it (logistics may not); a ring outside 3-60 s is refused at once.
+    status, body = support.request("POST", f"/api/devices/{device_id}/commands",
+                                   {"kind": "test-ring", "args": {"ring_seconds": 600}})
+    assert status == 400 and "ring_seconds" in body["message"], body
+    status, body = logistics.request("POST", f"/api/devices/{device_id}/commands", {"kind": "test-ring"})
+    assert status == 403 and "may not send test-ring" in body["message"]
 
     status, created = logistics.request("POST", "/api/enroll-tokens", {"server_url": server.url, "count": 2})
     assert status == 201 and len(created["files"]) == 2 and "token:" in created["files"][0]["content"]

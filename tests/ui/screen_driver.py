@@ -354,9 +354,29 @@ async def look(d: Driver, travel: list[float]) -> None:
     await d.until("the test to finish", lambda: (d.out / "finish").exists(), 180)
 
 
+async def ring_test(d: Driver) -> None:
+    """Support's test rings on the real screen of an unassigned unit: the first answered with a touch
+    once the test heard it ring on the speaker, the second left to ring out its short time."""
+    await d.screen("ready", 90)
+    (d.out / "ready").touch()  # the test's cue to ring
+    await d.screen("test-ring", 120)
+    await d.shot("test-ring")
+    (d.out / "ringing").touch()  # the test's cue to listen to the speaker
+    await d.until("the test to hear the ring", lambda: (d.out / "heard").exists(), 120)
+    await d.touch(d.find(lambda w: getattr(w, "answer_button", False)))
+    await d.screen("test-ring-answered", 30)
+    await d.shot("test-ring-answered")
+    await d.screen("ready", 60)
+    (d.out / "answered").touch()
+    # The second rings a few seconds, untouched, and is not watched here (a busy loop may look only
+    # after it is over): the test reads how it ended from the server, and the screen it left from here.
+    await d.until("the test to finish", lambda: (d.out / "finish").exists(), 180)
+    d.result["after"] = d.app.shown.name
+
+
 async def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["screens", "photo", "answer", "look"])
+    p.add_argument("scenario", choices=["screens", "photo", "answer", "look", "test-ring"])
     p.add_argument("--photo", type=Path, help="photo: the caller's photo (a PNG as the server makes it)")
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -399,7 +419,7 @@ async def main() -> int:
 
 
 async def run_real(args: argparse.Namespace, out: Path, scenario: str) -> int:
-    """The window against a real agent (and server): ``answer`` a call, or let support ``look``."""
+    """The window against a real agent (and server): ``answer`` a call, let support ``look`` or ``test-ring``."""
     result: dict[str, Any] = {}
     travel = [0.0]  # seconds the session's clock is ahead of the real one
 
@@ -407,7 +427,8 @@ async def run_real(args: argparse.Namespace, out: Path, scenario: str) -> int:
         await asyncio.sleep(0.5)
         driver = Driver(app, session, None, out, [time.time()])  # type: ignore[arg-type]
         try:
-            await (answer(driver) if scenario == "answer" else look(driver, travel))
+            await (answer(driver) if scenario == "answer" else ring_test(driver) if scenario == "test-ring"
+                   else look(driver, travel))
         finally:
             result.update(driver.result)
 

@@ -309,3 +309,22 @@ async def test_a_ring_nobody_answers_releases_what_it_gathered(rig: Rig) -> None
     await until(lambda: prepared.peer.closed and prepared.connection_state in ("closed", "new"), 10,
                 "the ring's peer released")
     assert rig.session.ringing == {} and rig.session.last_call is None
+
+
+@pytest.mark.slow
+async def test_support_s_test_ring_never_interrupts_a_call_and_a_screen_without_speaker_says_so(rig: Rig) -> None:
+    call_id = await connect_call(rig)
+    await rig.agent.send(m.RingTestRequest(request_id="test-1", ring_seconds=30))
+    refused = await rig.agent.wait_for(m.RingTestReply)
+    assert refused == m.RingTestReply(request_id="test-1", heard=m.RingTestHeard("in-call"))
+    assert rig.session.screen.name == "in-call" and rig.session.peers.keys() == {call_id}  # the call goes on
+    rig.session.press_hang_up()
+    await rig.agent.wait_for(m.CallQualityReport)
+
+    await rig.agent.send(m.RingTestRequest(request_id="test-2", ring_seconds=30))
+    await rig.wait_screen("test-ring")
+    rig.session.press_answer()
+    answered = (await rig.agent.wait_for(m.RingTestReply, count=2)).heard
+    assert answered.answer == "answered" and answered.answered_after is not None
+    assert answered.ring_sound == "no-speaker"  # headless: no speaker was there to ring, and it says so
+    await rig.wait_screen("test-ring-answered")

@@ -273,6 +273,7 @@ events = st.one_of(
     st.sampled_from([ui.CameraToggled(), ui.MicrophoneToggled(), ui.CornerHeld(), ui.SetupClosed()]),
     st.builds(ui.VolumeStep, st.sampled_from([-1, 1])),
     st.builds(m.ScreenshotRequest, st.sampled_from(["r1", "r2"]), st.booleans()),
+    st.builds(m.RingTestRequest, st.sampled_from(["t1", "t2"]), st.sampled_from([3.0, 60.0])),
     st.builds(ui.ConsentAnswered, st.booleans()),
     st.builds(ui.PinEntered, st.sampled_from(["1234", "0000"])),
     st.just(ui.WakeTouched()),
@@ -346,13 +347,13 @@ def test_any_order_of_events_never_raises_and_ended_is_final(sequence: list[tupl
         if shown.name == "ended" and shown.call_id is not None:
             ended.add(shown.call_id)
         for action in transition.actions:  # the ring sound starts and stops in pairs, one at a time
-            if isinstance(action, ui.StartRinging):
+            if isinstance(action, ui.StartRinging | ui.StartTestRinging):  # a call's ring, or support's test
                 assert ringing_now is None
-                ringing_now = action.ring.call_id
+                ringing_now = action.ring.call_id if isinstance(action, ui.StartRinging) else action.request_id
             elif isinstance(action, ui.StopRinging):
                 assert ringing_now == action.call_id
                 ringing_now = None
-        assert (ringing_now is not None) == (shown.name == "ringing")
+        assert (ringing_now is not None) == (shown.name in ("ringing", "test-ring"))
         deadline = ui.next_deadline(state)
         assert deadline is None or math.isfinite(deadline)
         if state.call is not None and state.call.ended:

@@ -21,9 +21,10 @@
   }
 
   // Queue a command and wait for the unit's answer (a look at the screen waits up to a minute for
-  // the citizen's yes or no); the caller then reloads the page to show it.
-  async function command(unit, kind, statusElement) {
-    const queued = await api("POST", "/api/devices/" + unit + "/commands", { kind });
+  // the citizen's yes or no, a test ring up to a minute for a touch); the caller then reloads the
+  // page to show it. ``more``: the request's other fields (such as its expires_in).
+  async function command(unit, kind, statusElement, more) {
+    const queued = await api("POST", "/api/devices/" + unit + "/commands", { kind, ...(more || {}) });
     if (queued.status !== 202) return failure(queued);
     if (statusElement) statusElement.textContent = strings["command-sent"];
     for (let i = 0; i < 180; i++) {

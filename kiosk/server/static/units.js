@@ -7,6 +7,9 @@
   const status = document.getElementById("command-status");
   const ACTS = { approve: "approve", reject: "reject", revoke: "revoke" };
   const CONFIRM = { wipe: "sure-wipe", revoke: "sure-revoke", reboot: "sure-reboot" };
+  // A test ring that has not reached the unit within ten minutes is stale: nobody waits for it
+  // any more, and it must not ring in a citizen's home hours later.
+  const MORE = { "test-ring": { expires_in: 600 } };
 
   async function run(button, work) {
     const sure = CONFIRM[button.dataset.act || button.dataset.command];
@@ -31,7 +34,8 @@
     }));
   }
   for (const button of document.querySelectorAll("button[data-command]")) {
-    button.addEventListener("click", () => run(button, () => command(button.dataset.unit, button.dataset.command, status)));
+    button.addEventListener("click", () => run(button, () => command(button.dataset.unit, button.dataset.command, status,
+                                                                      MORE[button.dataset.command])));
   }
   for (const form of document.querySelectorAll("form.assign")) {
     form.addEventListener("submit", (event) => {
