@@ -123,7 +123,9 @@ def test_the_call_shows_the_callers_moving_video_a_self_view_and_the_citizens_co
     first, later = load(out / "in-call.png"), load(out / "in-call-later.png")
     assert mean_luma(first, video) > 40, "the caller's video is black"
     assert differing_share(first.crop(video), later.crop(video), threshold=24) > 0.01, "the video stands still"
-    assert result["frames_shown"] >= 30 and result["textures_made"] == 1  # one texture set for the whole call
+    # Textures are made once per frame size, never per frame: the caller's sender may step its
+    # resolution down on a loaded machine (kiosk.media's VideoStep), which makes one more set.
+    assert result["frames_shown"] >= 30 and 1 <= result["textures_made"] <= 3
     assert result["self_view_frames"] > 0
     assert result["camera_muted"] is True  # "camera off" reached the track the call sends
     assert result["hang_up"] == "hung-up"
