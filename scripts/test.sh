@@ -5,8 +5,10 @@
 # their time in one emulated CPU, waiting on the guest; everything else wants the other core.
 # Run one after the other they would take the sum of both; side by side, about the longer.
 # The rest runs in two pytest-xdist workers, a test file each at a time (module fixtures stay
-# whole): its tests mostly wait (on browsers, calls, timeouts, restarts) and used well under
-# one core alone, so two of them overlap their waiting.
+# whole): alone, its tests mostly waited (on browsers, calls, restarts) at under one core.
+# Measured from a fresh clone on a quiet 2-core machine: the rest 51 -> 47 min, while the
+# image half, its emulated guest now sharing the cores, went from 15 to 31 min; the whole
+# run is CPU-bound, so the gain is small.
 # Each run has its own temporary directory, and the image run's output is shown when it ends.
 # With arguments (`make test PYTEST_ARGS="tests/ui -x"`) it is one plain pytest run instead.
 set -uo pipefail
