@@ -17,9 +17,13 @@ Profiles (the unit's leg, both directions; delay one way):
 - ``1mbit``: as ``rural``, through a 1 Mbit/s bottleneck;
 - ``outage``: clean, with the link dark for 5 s from 3 s after the answer.
 
+Each call is pre-connected as the unit and the caregiver make it (tests/media/rural.py):
+offer and answer exchanged while it rings ``--ring`` seconds, no media before the answer,
+the caregiver's media one unit-leg trip after it.
+
 Per call: *set up* (connected within 30 s, the server's connect timeout), *answer →
-connected*, *answer → first frame* (the later of the two sides' first decoded video
-frame), *frozen* (seconds without a new video frame beyond 0.5 s, both sides, per
+connected* (0 when ICE and DTLS were up while it rang), *answer → first frame* (the later
+of the two sides' first decoded video frame), *frozen* (seconds without a new video frame beyond 0.5 s, both sides, per
 minute of call and as a share of it), *sound lost* (audio packets lost for good, 20 ms each,
 both sides, per minute: aiortc conceals nothing, so this is what a listener misses;
 the audio-concealment figure of a browser), and for ``outage`` the time from sound returning to
@@ -48,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from kiosk.media.peer import LocalMedia  # noqa: E402
 from tests.impairment import CLEAN, RURAL_4G, RURAL_4G_1MBIT, Impairment  # noqa: E402
-from tests.media.rural import Rig, media_of, rig_with  # noqa: E402
+from tests.media.rural import RING_SECONDS, Rig, connected_after_answer, media_of, rig_with  # noqa: E402
 from tests.turn_fixture import TurnServer, logins_work, start_coturn, stop  # noqa: E402
 
 PROFILES: dict[str, tuple[Impairment, float | None]] = {  # impairment, outage start (s after answer)
@@ -68,13 +72,13 @@ def pct(values: list[float], p: float) -> float | None:
 
 
 async def one_call(rig: Rig, talk: float, outage_at: float | None,
-                   media: Callable[[], Awaitable[LocalMedia]]) -> dict[str, Any]:
+                   media: Callable[[], Awaitable[LocalMedia]], ring: float) -> dict[str, Any]:
     started = time.monotonic()
     try:
-        unit, caregiver, setup = await rig.call(media)
+        unit, caregiver, answered = await rig.call(media, ring)
     except Exception as exc:  # noqa: BLE001 - any failure to set up is a call that did not set up
         return {"set_up": False, "error": f"{type(exc).__name__}: {exc}"[:200], "seconds": time.monotonic() - started}
-    answered = time.monotonic() - setup
+    setup = connected_after_answer(unit, caregiver, answered)
     sides = (unit, caregiver)
     try:
         if outage_at is not None:
@@ -141,7 +145,7 @@ async def bench(args: argparse.Namespace, turn: TurnServer) -> dict[str, Any]:
             for _ in range(args.calls):
                 if time.monotonic() > deadline:
                     break
-                calls.append(await one_call(rig, talk, outage_at, media))
+                calls.append(await one_call(rig, talk, outage_at, media, args.ring))
         report["profiles"][name] = {"talk_s": talk, **summarize(calls)}
         print(f"{name}: {json.dumps(report['profiles'][name])}", flush=True)
     return report
@@ -152,6 +156,8 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=200, help="calls per profile (default 200)")
     p.add_argument("--talk", type=float, default=10.0, help="seconds each call lasts after the answer (default 10)")
     p.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
+    p.add_argument("--ring", type=float, default=RING_SECONDS,
+                   help=f"seconds the unit rings before the answer, pre-connecting (default {RING_SECONDS})")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="stop placing calls after this long")
@@ -170,7 +176,7 @@ def main() -> int:
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "load_before": load, "load_after": os.getloadavg(),
                          "seconds": round(time.monotonic() - started, 1), "calls_per_profile": args.calls,
-                         "talk_s": args.talk}
+                         "talk_s": args.talk, "ring_s": args.ring}
     print(json.dumps(report["machine"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

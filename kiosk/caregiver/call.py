@@ -9,6 +9,13 @@ mirror decides only what the server does not tell us, our own hang-up (the
 server tells the other side only) and a media failure we noticed first.
 The server also keeps the ring and connect timers and tells us when they
 run out, so the mirror's own are set beyond any call.
+
+While the unit rings, its offer comes (:class:`~kiosk.protocol.messages.CallOffer`) and is
+answered at once on a held connection: ICE and DTLS come up, our camera and microphone are
+open but attached to nothing. The citizen's answer (:class:`~kiosk.protocol.messages.CallAnswer`
+without SDP) attaches them: we send nothing for the minute a unit may ring over 4G, and
+our video starts with a key frame from a fresh encoder when it matters. An answer with an
+offer in it (an older unit, or a pre-connection that failed) is answered on a fresh connection.
 """
 
 from __future__ import annotations
@@ -59,8 +66,9 @@ class CallTimes:
     start_sent: float | None = None  # CallStart about to be sent ("call" pressed)
     placed: float | None = None  # CallPlaced received
     ringing: float | None = None  # CallRinging received: the unit rings
-    offer: float | None = None  # CallAnswer received: the citizen answered, with the unit's offer
-    accept_sent: float | None = None  # our CallAccept (the SDP answer) sent
+    ring_offer: float | None = None  # CallOffer received: the unit's offer while it rings
+    offer: float | None = None  # CallAnswer received: the citizen answered (with an offer, if not pre-connected)
+    accept_sent: float | None = None  # our CallAccept (the SDP answer) sent: while ringing, if pre-connected
     connected: float | None = None  # our peer connected (CallConnected sent)
     first_video_frame: float | None = None  # first remote video frame decoded
     first_audio_frame: float | None = None
@@ -120,6 +128,7 @@ class StaffCall:
         #: Times the call socket dropped while media flowed and the call was taken up again.
         self.resumes = 0
         self._media_task: asyncio.Task[LocalMedia] | None = None
+        self._answering: asyncio.Task[None] | None = None  # our SDP answer in the making
         self._tasks: set[asyncio.Task[Any]] = set()
         self._placed = asyncio.Event()
         self._ringing = asyncio.Event()
@@ -269,11 +278,18 @@ class StaffCall:
                 if self._mirror(c.RingAck(), at):
                     self.times.ringing = at
                 self._ringing.set()
+            case m.CallOffer(sdp=sdp):
+                if self.machine.state is c.CallState.RINGING:
+                    self.times.ring_offer = at
+                    self._answer_offer(sdp, hold=True)
             case m.CallAnswer(sdp=sdp):
                 if self._mirror(c.Answer(), at):
                     self.times.offer = at
                     self._offered.set()
-                    self._spawn(self._answer(sdp))
+                    if sdp is None:
+                        self._spawn(self._start_media())
+                    else:
+                        self._answer_offer(sdp, hold=False)
             case m.CallEnded(reason=reason, facts=facts):
                 self.times.ended = at
                 self._end(reason, facts)
@@ -314,26 +330,54 @@ class StaffCall:
             self._media_task = asyncio.ensure_future(open_test_media(self.media_spec))
         return await self._media_task
 
-    async def _answer(self, offer_sdp: str) -> None:
+    def _answer_offer(self, offer_sdp: str, hold: bool) -> None:
+        """Answer the unit's offer, replacing any answer before it (the newest offer counts)."""
+        previous, self._answering = self._answering, asyncio.ensure_future(self._answer(offer_sdp, hold))
+        if previous is not None:
+            previous.cancel()
+        self._tasks.add(self._answering)
+        self._answering.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, offer_sdp: str, hold: bool) -> None:
+        """``hold``: the unit rings; the connection comes up with nothing sent until :meth:`_start_media`."""
         assert self.placed is not None  # the server answers only a placed call
         call_id = self.placed.call_id
         install_loss_recovery()  # as the unit does: a lost packet must not freeze our picture for seconds
-        peer = self.peer = CallPeer(
+        previous, peer = self.peer, CallPeer(
             rtc_configuration(self.placed.ice_servers, self.placed.relay_only), label=f"call {call_id}",
             on_state=self._peer_state, on_link=self._link_changed, gather_timeout=self._gather_timeout,
             clock=self._clock)
+        self.peer = peer
+        if previous is not None:  # a connection made while it rang, which the unit gave up
+            previous.media = None  # our camera and microphone stay open, for the new connection
+            await previous.close()
         try:
             await peer.open_media(self._media)
-            sdp = await peer.answer(offer_sdp)
+            sdp = await peer.answer(offer_sdp, hold=hold)
         except CallMediaError as exc:  # media or ICE: the page reports media-failed too
             self.error = f"could not answer the offer: {exc}"
             log.warning("call %s: %s", call_id, self.error)
-            self._media_failed()
+            if not hold:  # while it rings the call is not ours to fail: the answer will find no connection
+                self._media_failed()
             return
         if self._ended.is_set():
             return
         await self._send(m.CallAccept(call_id=call_id, sdp=sdp))
         self.times.accept_sent = self._clock()
+
+    async def _start_media(self) -> None:
+        """The citizen answered on the connection made while it rang: our media goes on it."""
+        if self._answering is not None:  # our answer to the ring's offer may still be on its way
+            await asyncio.gather(asyncio.shield(self._answering), return_exceptions=True)
+        peer = self.peer
+        try:
+            if peer is None or not peer.held:
+                raise CallMediaError(self.error or "the unit answered on a connection we did not make")
+            peer.start_media()
+        except CallMediaError as exc:
+            self.error = str(exc)
+            log.warning("call %s: %s", self.call_id, self.error)
+            self._media_failed()
 
     def _peer_state(self, state: str) -> None:
         call_id = self.call_id

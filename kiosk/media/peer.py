@@ -9,6 +9,12 @@ same on both sides and lives here once:
 - a DTLS handshake that resends a lost flight early (:mod:`kiosk.media.dtls`),
 - the SDP exchange, whole and without trickle: aiortc gathers every candidate
   inside ``setLocalDescription``, so an offer or answer carries them all,
+- pre-connecting while the unit rings: the offer and the answer are exchanged with no
+  track attached (the transceivers send nothing), ICE and DTLS come up, and the
+  connection is *held*: not "connected" to the side, no link watch, until
+  :meth:`CallPeer.start_media` attaches the camera and microphone at the answer
+  (``replaceTrack``: no renegotiation; aiortc makes the encoder on the first frame, so
+  media starts with a key frame),
 - every remote track read to the end (aiortc's queues grow if nobody does),
   video through :class:`~kiosk.media.stats.MeteredTrack` so freezes are counted,
   each frame handed to the side's sink,
@@ -236,6 +242,10 @@ class CallPeer:
         self._closed = False
         self._quality: CallQuality | None = None
         self._prepared: tuple[str | None, str] | None = None  # (video mime, offer) made while ringing
+        #: Connected (or connecting) with no media yet, before the answer: see :meth:`start_media`.
+        self._held = False
+        #: When ICE and DTLS first connected, held or not: before the answer when pre-connected.
+        self.ice_connected_at: float | None = None
 
     # --- what it knows ------------------------------------------------------------
 
@@ -251,6 +261,11 @@ class CallPeer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def held(self) -> bool:
+        """Set up before the answer and sending nothing yet (:meth:`start_media` ends it)."""
+        return self._held
 
     async def sent_and_received(self) -> dict[str, int]:
         """RTP packets sent and received per kind, from aiortc's stats (for tests and diagnostics)."""
@@ -290,11 +305,18 @@ class CallPeer:
         attaches them once the citizen has answered, if they match ``video_mime``
         (the codec offered first) and both exist; otherwise it makes a fresh offer."""
         pc = await self._fresh_connection()
+        self._held = True
         video = pc.addTransceiver("video", direction="sendrecv")
         if video_mime:
             prefer_video_codec(video, video_mime)
         pc.addTransceiver("audio", direction="sendrecv")
         self._prepared = (video_mime, await self._describe(pc, pc.createOffer))
+
+    def take_prepared_offer(self) -> tuple[str | None, str] | None:
+        """The offer :meth:`prepare_offer` made, as (video mime, SDP), to send while it rings:
+        taken, so that :meth:`offer` never hands out the same one again (its answer may come)."""
+        prepared, self._prepared = self._prepared, None
+        return prepared
 
     async def offer(self) -> str:
         """A connection sending our media, and its offer with every candidate: the prepared
@@ -306,9 +328,7 @@ class CallPeer:
         media = self.media or LocalMedia(None, None)
         if (prepared is not None and self.pc is not None and prepared[0] == media.video_mime
                 and media.video is not None and media.audio is not None):
-            video, audio = self.pc.getTransceivers()
-            video.sender.replaceTrack(media.video)
-            audio.sender.replaceTrack(media.audio)
+            self.start_media()
             return prepared[1]
         pc = await self._fresh_connection()
         video = pc.addTransceiver(media.video or "video", direction="sendrecv" if media.video else "recvonly")
@@ -317,8 +337,11 @@ class CallPeer:
         pc.addTransceiver(media.audio or "audio", direction="sendrecv" if media.audio else "recvonly")
         return await self._describe(pc, pc.createOffer)
 
-    async def answer(self, offer_sdp: str) -> str:
-        """Our answer to the other side's offer, sending our media, with every candidate."""
+    async def answer(self, offer_sdp: str, *, hold: bool = False) -> str:
+        """Our answer to the other side's offer, sending our media, with every candidate.
+
+        ``hold``: the offer came while the unit rings; the answer sends nothing until
+        :meth:`start_media` (its transceivers send and receive, with no track yet)."""
         pc = await self._fresh_connection()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -326,6 +349,11 @@ class CallPeer:
             raise CallMediaError(f"the offer was refused: {type(exc).__name__}: {exc}") from exc
         if not pc.getTransceivers():
             raise CallMediaError("the offer was refused: it has no audio or video")
+        if hold:  # ready to send, with nothing to send: start_media attaches the tracks
+            self._held = True
+            for transceiver in pc.getTransceivers():
+                transceiver.direction = "sendrecv"
+            return await self._describe(pc, pc.createAnswer)
         # As aiortc's own server example does: tracks added after the offer take
         # over the offer's transceivers, which then send as well as receive.
         media = self.media or LocalMedia(None, None)
@@ -333,6 +361,27 @@ class CallPeer:
             if track is not None:
                 pc.addTrack(track)
         return await self._describe(pc, pc.createAnswer)
+
+    def start_media(self) -> None:
+        """The citizen answered: attach our camera and microphone to the connection (set up
+        while it rang) with ``replaceTrack``, and let it count as connected from now.
+
+        No renegotiation: the other side sees RTP begin on the transceivers it already
+        has, and each sender's encoder is made on its first frame, so video starts with a
+        key frame. A connection that came up (or failed) while held is told on the loop's
+        next turn: after the side has sent word of the answer, which must reach the server
+        before "connected" does."""
+        if self.pc is None or self._closed:
+            raise CallMediaError("no connection was set up for this call, or it has ended")
+        media = self.media or LocalMedia(None, None)
+        for transceiver in self.pc.getTransceivers():
+            track = media.video if transceiver.kind == "video" else media.audio
+            if track is not None:
+                transceiver.sender.replaceTrack(track)
+        if self._held:
+            self._held = False
+            if self.connection_state in ("connected", "failed", "closed"):
+                asyncio.get_running_loop().call_soon(self._report_current, self.pc)
 
     async def accept(self, answer_sdp: str) -> None:
         """The other side's answer to our offer."""
@@ -407,6 +456,8 @@ class CallPeer:
             old.remove_all_listeners()
             with contextlib.suppress(Exception):
                 await old.close()
+        self._held = False
+        self.ice_connected_at = None
         pc = self.pc = RTCPeerConnection(self.configuration)
         pc.on("connectionstatechange", self._state_changed)
         pc.on("track", self._remote_track)
@@ -442,6 +493,22 @@ class CallPeer:
         if pc is None:
             return
         state = str(pc.connectionState)
+        if state == "connected" and self.ice_connected_at is None:
+            self.ice_connected_at = self._clock()
+        if self._held:  # before the answer: nothing flows, and the side is told at start_media
+            log.info("%s: %s while it rings (no media yet)", self.label, state)
+            self._progress.set()
+            return
+        self._report(state)
+
+    def _report_current(self, pc: RTCPeerConnection) -> None:
+        if pc is self.pc and not self._held and not self._closed:
+            self._report(str(pc.connectionState))
+
+    def _report(self, state: str) -> None:
+        """The connection's state, told to the side; media counts as connected from here."""
+        pc = self.pc
+        assert pc is not None  # reported only for the current connection
         if state == "connected" and self.connected_at is None:
             self.connected_at = self._clock()
             self._watcher = asyncio.ensure_future(self._watch(pc))

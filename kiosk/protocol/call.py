@@ -15,6 +15,10 @@ A call moves forward only::
       │               │                    │                             │
       └───────────────┴────────────────────┴─────────────────────────────┴──▶ ended
 
+While it rings, the unit's offer may go to the caller (:class:`Offered`): the peers then
+set up ICE and DTLS before the answer, sending no media. That changes no state and no
+fact of the record: "connected" still means media flowing, after the answer.
+
 and ``ended`` is absorbing: whatever arrives afterwards (a hang-up that crossed
 the other side's hang-up, an answer that crossed a cancel, a late timer) is
 ignored: its only effect is :class:`Ignored` with :attr:`IgnoreReason.ALREADY_ENDED`. No event ever raises:
@@ -60,6 +64,7 @@ __all__ = [
     "MediaFailed",
     "Notice",
     "Notify",
+    "Offered",
     "ProcessLost",
     "RecordCallEnd",
     "Ring",
@@ -146,6 +151,13 @@ class RingAck:
 
 
 @dataclass(frozen=True, slots=True)
+class Offered:
+    """While it rings, the unit made its offer, to be passed to the caller so the peers can
+    connect before the answer (nothing is sent on it before then)."""
+
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The citizen pressed the answer button."""
 
@@ -223,6 +235,7 @@ class TimerFired:
 Event: TypeAlias = (
     Ring
     | RingAck
+    | Offered
     | Answer
     | MediaConnected
     | MediaFailed
@@ -245,6 +258,7 @@ class Notice(enum.Enum):
 
     RING = "ring"  # to the citizen: start ringing
     RINGING = "ringing"  # to staff: the device confirmed it is ringing
+    OFFER = "offer"  # to staff: the ringing unit's offer, to answer before the citizen does
     ANSWERED = "answered"  # to staff: the citizen answered, start media
     CONNECTED = "connected"  # to both: media flows
     ENDED = "ended"  # to either: the call is over, see ``reason``
@@ -492,6 +506,14 @@ def _apply(call: Call, event: Event, now: float) -> CallTransition:
         if state is CallState.RINGING:
             return Transition(replace(call, rang_at=now), (Notify(Side.STAFF, Notice.RINGING),))
         # An ack overtaken by the answer: the ring time is unknown, leave it so.
+        return _ignore(call, IgnoreReason.OUT_OF_ORDER)
+
+    if isinstance(event, Offered):
+        if state is CallState.RINGING:
+            # Passed on however often it comes: a unit that made its offer again (a retry)
+            # is the one to know which is current, and the caller answers the newest.
+            return Transition(call, (Notify(Side.STAFF, Notice.OFFER),))
+        # Answered already: the offer rides in the answer (or the pre-connection is in use).
         return _ignore(call, IgnoreReason.OUT_OF_ORDER)
 
     if isinstance(event, Answer):

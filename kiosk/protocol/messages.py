@@ -357,15 +357,31 @@ class CallRinging(Message, frozen=True, tag="call-ringing"):
     screen_awake: bool = True
 
 
-class CallAnswer(Message, frozen=True, tag="call-answer"):
-    """UI -> agent -> server -> staff: the citizen answered; the unit's SDP offer."""
+class CallOffer(Message, frozen=True, tag="call-offer"):
+    """UI -> agent -> server -> staff, while the unit rings: the unit's SDP offer.
+
+    The caller answers it at once (:class:`CallAccept`), so ICE and DTLS are up before the
+    citizen answers; neither side sends any media until :class:`CallAnswer`."""
 
     call_id: str
     sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)]
 
 
+class CallAnswer(Message, frozen=True, tag="call-answer"):
+    """UI -> agent -> server -> staff: the citizen answered; media may flow.
+
+    ``sdp`` is None when the unit's offer went out while it rang (:class:`CallOffer`) and was
+    answered: the connection is up and each side attaches its camera and microphone. It carries
+    a fresh offer from a unit that did not pre-connect (an older one, or one whose
+    pre-connection failed): the caller then answers it on a fresh connection."""
+
+    call_id: str
+    sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)] | None = None
+
+
 class CallAccept(Message, frozen=True, tag="call-accept"):
-    """Staff -> server -> agent -> UI: the staff browser's SDP answer."""
+    """Staff -> server -> agent -> UI: the staff browser's SDP answer (to :class:`CallOffer`
+    while the unit rings, or to the offer in :class:`CallAnswer`)."""
 
     call_id: str
     sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)]
@@ -431,14 +447,14 @@ class CallQualityReport(Message, frozen=True, tag="call-quality"):
 
 
 DeviceToServer: TypeAlias = (
-    Hello | Heartbeat | CommandAck | ResultDelivery | Rejected | CallRinging | CallAnswer
+    Hello | Heartbeat | CommandAck | ResultDelivery | Rejected | CallRinging | CallOffer | CallAnswer
     | CallConnected | CallHangUp | CallQualityReport | UpdateProgress
 )
 ServerToDevice: TypeAlias = (
     Welcome | HeartbeatAck | CommandDelivery | ResultAck | Rejected | CallRing | CallAccept | CallEnded
 )
 StaffToServer: TypeAlias = CallStart | CallResume | CallAccept | CallConnected | CallHangUp | CallQualityReport
-ServerToStaff: TypeAlias = CallPlaced | CallRinging | CallAnswer | CallEnded | Rejected
+ServerToStaff: TypeAlias = CallPlaced | CallRinging | CallOffer | CallAnswer | CallEnded | Rejected
 
 
 # ------------------------------------------------------------------ UI <-> agent (Unix)
@@ -512,14 +528,14 @@ ScreenRequest: TypeAlias = ScreenshotRequest | RingTestRequest
 ScreenReply: TypeAlias = ScreenshotReply | RingTestReply
 
 UiToAgent: TypeAlias = (
-    UiHello | UiHeartbeat | GetStatus | CallRinging | CallAnswer | CallConnected | CallHangUp
+    UiHello | UiHeartbeat | GetStatus | CallRinging | CallOffer | CallAnswer | CallConnected | CallHangUp
     | CallQualityReport | ScreenshotReply | RingTestReply
 )
 AgentToUi: TypeAlias = (
     AgentStatus | Rejected | CallRing | CallAccept | CallEnded | ScreenshotRequest | RingTestRequest
 )
 #: The call messages the agent passes on unchanged, in each direction.
-CALL_UPSTREAM = (CallRinging, CallAnswer, CallConnected, CallHangUp, CallQualityReport)
+CALL_UPSTREAM = (CallRinging, CallOffer, CallAnswer, CallConnected, CallHangUp, CallQualityReport)
 CALL_DOWNSTREAM = (CallRing, CallAccept, CallEnded)
 
 

@@ -68,7 +68,8 @@ class LiveCall:
     device_id: str
     staff: StaffSend
     machine: c.Call
-    offer_sdp: str | None = None
+    ring_offer: str | None = None  # the unit's offer made while it rang (CallOffer): pre-connecting
+    answer_offer: str | None = None  # its offer in the answer (an older unit, or a failed pre-connection)
     screen_awake: bool | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -285,8 +286,13 @@ class CallManager:
             case m.CallRinging(screen_awake=awake):
                 live.screen_awake = awake
                 await self._feed(live, c.RingAck())
+            case m.CallOffer(sdp=sdp):
+                if live.machine.state is c.CallState.RINGING:  # after the answer it is stale
+                    live.ring_offer = sdp
+                await self._feed(live, c.Offered())
             case m.CallAnswer(sdp=sdp):
-                live.offer_sdp = sdp
+                if live.machine.state is c.CallState.RINGING:  # a repeated answer changes nothing
+                    live.answer_offer = sdp
                 await self._feed(live, c.Answer())
             case m.CallConnected():
                 await self._feed(live, c.MediaConnected())
@@ -356,8 +362,10 @@ class CallManager:
         message: m.ServerToStaff | None = None
         if effect.notice is c.Notice.RINGING:
             message = m.CallRinging(call_id=live.id, screen_awake=bool(live.screen_awake))
-        elif effect.notice is c.Notice.ANSWERED and live.offer_sdp is not None:
-            message = m.CallAnswer(call_id=live.id, sdp=live.offer_sdp)
+        elif effect.notice is c.Notice.OFFER and live.ring_offer is not None:
+            message = m.CallOffer(call_id=live.id, sdp=live.ring_offer)
+        elif effect.notice is c.Notice.ANSWERED:  # no SDP: the peers connected while it rang
+            message = m.CallAnswer(call_id=live.id, sdp=live.answer_offer)
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
             message = m.CallEnded(call_id=live.id, reason=effect.reason, facts=self._facts(live))
         if message is not None:

@@ -248,7 +248,8 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
         case m.UpdateProgress():
             hub.seen(link)
             rollout.on_progress(hub.store, link.device_id, message)
-        case m.CallRinging() | m.CallAnswer() | m.CallConnected() | m.CallHangUp() | m.CallQualityReport():
+        case (m.CallRinging() | m.CallOffer() | m.CallAnswer() | m.CallConnected() | m.CallHangUp()
+              | m.CallQualityReport()):
             hub.seen(link)
             await calls.from_device(link.device_id, message)
 

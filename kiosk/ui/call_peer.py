@@ -1,10 +1,15 @@
 """The device's side of one video call: an aiortc peer with the unit's camera and microphone.
 
-The device makes the offer (gathered while it rings, :meth:`DeviceCall.prepare`;
-sent when the citizen's answer button has opened the camera and microphone) and the
-staff browser answers, with SDP exchanged whole: :meth:`DeviceCall.answer`
-returns only after ICE gathering is complete, so the offer carries every
-candidate and no trickle is needed.
+The device makes the offer while it rings (:meth:`DeviceCall.prepare`, sent as
+:class:`~kiosk.protocol.messages.CallOffer` by :meth:`DeviceCall.ring_offer`) and the
+caller answers it at once, so ICE and DTLS come up during the ring with no track
+attached: the unit sends no picture and no sound, and shows and plays nothing of the
+caller, before the citizen answers. The answer button then opens the camera and
+microphone and attaches them (:meth:`DeviceCall.answer`, a
+:class:`~kiosk.protocol.messages.CallAnswer` without SDP). Where that could not be done (the
+offer failed while ringing, or the connection did), the answer carries a fresh offer
+instead, as an older unit's does. SDP is exchanged whole: an offer is made only after ICE
+gathering is complete, so it carries every candidate and no trickle is needed.
 
 ICE servers are always the ones the server put in the :class:`CallRing`, even
 an empty list: aiortc would otherwise ask a public STUN server, which a closed
@@ -150,6 +155,7 @@ class DeviceCall:
         )
         self._quality: m.CallQualityReport | None = None
         self._preparing: asyncio.Future[None] | None = None  # gathering while the unit rings
+        self._ring_offer_mime: str | None = None  # the video codec preferred by the offer made while ringing
         self._answered = False
 
     # --- what it knows ------------------------------------------------------------
@@ -181,9 +187,35 @@ class DeviceCall:
 
     # --- the call -----------------------------------------------------------------
 
-    async def answer(self) -> m.CallAnswer:
-        """The citizen answered: open camera and microphone, create the offer, gather.
+    async def ring_offer(self) -> m.CallOffer | None:
+        """While it rings: the offer :meth:`prepare` made, to send now so the caller can answer
+        it and the connection comes up before the citizen answers. None if there is none
+        worth sending (gathering failed, or left a section without a candidate): the answer
+        then carries a fresh offer."""
+        if self._preparing is None:
+            return None
+        await asyncio.gather(self._preparing, return_exceptions=True)
+        if self._answered or self.peer.closed:
+            return None
+        prepared = self.peer.take_prepared_offer()
+        if prepared is None:
+            return None
+        mime, sdp = prepared
+        bare = sections_without_candidates(sdp)
+        if bare:
+            log.info("call %s: no ICE candidate for %s while ringing; will offer at the answer",
+                     self.call_id, ", ".join(bare))
+            return None
+        self._ring_offer_mime = mime
+        return m.CallOffer(call_id=self.call_id, sdp=sdp)
 
+    async def answer(self, preconnected: bool = False) -> m.CallAnswer:
+        """The citizen answered: open camera and microphone and start sending.
+
+        ``preconnected`` (the offer of :meth:`ring_offer` went to the caller, as the
+        screen's controller knows): the media is attached to that connection, and the
+        answer carries no SDP. Otherwise, or if that connection failed
+        or the media wants another codec than it offered, a fresh offer is made and gathered.
         A media section left without any ICE candidate (a TURN login that failed
         once, say) would make the call fail after the connect timeout, so the
         offer is made again on a fresh peer (``OFFER_ATTEMPTS`` in all) before we give up.
@@ -195,7 +227,14 @@ class DeviceCall:
         self._answered = True
         if self._preparing is not None:  # begun at the ring: waiting for it is never slower than anew
             await asyncio.gather(self._preparing, return_exceptions=True)
-        await self.peer.open_media(self._open_media)
+        media = await self.peer.open_media(self._open_media)
+        if (preconnected and self.peer.held and media.video_mime == self._ring_offer_mime
+                and self.peer.connection_state not in ("failed", "closed")):
+            self.peer.start_media()
+            return m.CallAnswer(call_id=self.call_id)
+        if preconnected:
+            log.info("call %s: the connection made while ringing cannot carry this call (%s); offering anew",
+                     self.call_id, self.peer.connection_state)
         for attempt in range(1, OFFER_ATTEMPTS + 1):
             sdp = await self.peer.offer()
             bare = sections_without_candidates(sdp)
@@ -240,10 +279,13 @@ class DeviceCall:
 
     # --- internals ----------------------------------------------------------------
 
+    # Nothing of the caller is shown or played before the citizen answered (the caller
+    # sends nothing then either; this holds whatever a caller does).
+
     def _video_frame(self, frame: Frame) -> None:
-        if self._on_video_frame is not None and isinstance(frame, av.VideoFrame):
+        if self._answered and self._on_video_frame is not None and isinstance(frame, av.VideoFrame):
             self._on_video_frame(frame)
 
     def _audio_frame(self, frame: Frame) -> None:
-        if isinstance(frame, av.AudioFrame):
+        if self._answered and isinstance(frame, av.AudioFrame):
             self.audio_sink(frame)

@@ -110,6 +110,8 @@ ScreenName: TypeAlias = Literal[
     "connecting", "in-call", "ended", "consent", "setup-pin", "setup", "test-ring", "test-ring-answered",
 ]
 AgentLink: TypeAlias = Literal["connecting", "up", "down"]
+#: The call's connection: no offer sent yet; answered with none sent yet ("starting"); an offer
+#: sent (while ringing, or in the answer) awaiting the caller's SDP answer; that answer applied.
 PeerStage: TypeAlias = Literal["none", "starting", "offered", "accepted"]
 SetupPageName: TypeAlias = Literal["menu", "network", "volume", "test-call", "info"]
 ConsentAnswer: TypeAlias = m.LookAnswer
@@ -153,9 +155,11 @@ class HangUpPressed:
 
 @dataclass(frozen=True, slots=True)
 class OfferReady:
-    """The peer's SDP offer, its ICE candidates gathered."""
+    """The peer's SDP offer, its ICE candidates gathered: made while it rings (to send at once,
+    so the connection comes up before the answer), or the answer itself once the camera and
+    microphone are attached (with a fresh offer if it could not use the one made ringing)."""
 
-    message: m.CallAnswer
+    message: m.CallOffer | m.CallAnswer
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,9 +286,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class StartPeer:
-    """Open camera and microphone, create the peer, make the offer (then :class:`OfferReady`)."""
+    """Open camera and microphone and send them: on the connection made while it rang, or with a
+    fresh offer; then :class:`OfferReady` with the :class:`~kiosk.protocol.messages.CallAnswer`.
+    ``preconnected``: the offer made while it rang went to the caller (only then may it be used)."""
 
     ring: m.CallRing
+    preconnected: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,11 +737,18 @@ def _step(state: UiState, event: Event, now: float) -> UiTransition:
             if view is None:
                 return Transition(state)
             return _feed(state, view, c.HangUp(c.Side.CITIZEN), now)
-        case OfferReady(message=answer):
+        case OfferReady(message=m.CallOffer() as offer):
+            view = _live(state, offer.call_id)
+            if view is None or view.peer != "none" or view.machine.state is not c.CallState.RINGING:
+                return Transition(state)  # answered meanwhile: the answer makes its own offer
+            return Transition(_with_call(state, replace(view, peer="offered")), (Send(offer),))
+        case OfferReady(message=m.CallAnswer() as answer):
             view = _live(state, answer.call_id)
-            if view is None or view.peer != "starting":
+            if view is None or view.machine.state is not c.CallState.CONNECTING:
                 return Transition(state)
-            return Transition(_with_call(state, replace(view, peer="offered")), (Send(answer),))
+            # A fresh offer waits for its own SDP answer; without one, the ring's connection goes on.
+            stage: PeerStage = "offered" if answer.sdp is not None else view.peer
+            return Transition(_with_call(state, replace(view, peer=stage)), (Send(answer),))
         case MediaUp(call_id=call_id):
             view = _live(state, call_id)
             if view is None:
@@ -839,8 +853,8 @@ def _feed(state: UiState, view: CallView, event: c.Event, now: float) -> UiTrans
         return _finish(state, new_view, reason.value, now, sends)
     actions: tuple[Action, ...] = ()
     if view.machine.state is c.CallState.RINGING and after.state is c.CallState.CONNECTING:
-        new_view = replace(new_view, peer="starting")
-        actions = (StartPeer(view.ring),)
+        new_view = replace(new_view, peer="starting" if view.peer == "none" else view.peer)
+        actions = (StartPeer(view.ring, preconnected=view.peer != "none"),)
     elif after.state is c.CallState.IN_CALL and view.machine.state is not c.CallState.IN_CALL:
         actions = (Send(m.CallConnected(call_id=view.call_id)),)
     return Transition(_with_call(state, new_view), actions)

@@ -242,16 +242,16 @@ class UiSession:
         match action:
             case ui.Send(message=message):
                 await self.client.send(message)
-            case ui.StartPeer(ring=ring):
+            case ui.StartPeer(ring=ring, preconnected=preconnected):
                 started = self.ringing.pop(ring.call_id, None) or self._start_peer(ring)
                 self.peers[ring.call_id] = self.last_call = started
-                self._spawn(self._offer(started))
+                self._spawn(self._offer(started, preconnected))
             case ui.AcceptAnswer(call_id=call_id, sdp=sdp):
-                accepting = self.peers.get(call_id)
+                accepting = self.peers.get(call_id) or self.ringing.get(call_id)  # answered or still ringing
                 if accepting is not None:
                     self._spawn(self._accept(accepting, sdp))
             case ui.ClosePeer(call_id=call_id):
-                closing = self.peers.pop(call_id, None)
+                closing = self.peers.pop(call_id, None) or self.ringing.pop(call_id, None)
                 if closing is not None:
                     self._closing.add(closing)
                     self._spawn(self._close(closing))
@@ -266,9 +266,10 @@ class UiSession:
                 self._spawn(self._reply_to_look(action))
             case ui.StartRinging(ring=ring):
                 self.effects.ring(ring)
-                if ring.call_id not in self.peers:  # gather while it rings: out of the citizen's wait
+                if ring.call_id not in self.peers:  # connect while it rings: out of the citizen's wait
                     ringing = self.ringing[ring.call_id] = self._start_peer(ring)
                     ringing.prepare(self._video_mime)
+                    self._spawn(self._offer_while_ringing(ringing))
             case ui.StartTestRinging():
                 self.effects.test_ring()
             case ui.RingTestOver():
@@ -355,9 +356,9 @@ class UiSession:
             asyncio.get_running_loop().call_later(
                 self.remote_close_grace, self.post, ui.MediaDown(call_id, "closed by the other side"))
 
-    async def _offer(self, peer: DeviceCall) -> None:
+    async def _offer(self, peer: DeviceCall, preconnected: bool) -> None:
         try:
-            offer = await peer.answer()
+            offer = await peer.answer(preconnected)
             media = peer.peer.media
             if media is not None and media.video_mime:  # the next ring gathers for the same codec
                 self._video_mime = media.video_mime
@@ -365,6 +366,11 @@ class UiSession:
         except CallMediaError as exc:
             log.warning("call %s: %s", peer.call_id, exc)
             self.post(ui.MediaDown(peer.call_id, str(exc)))
+
+    async def _offer_while_ringing(self, peer: DeviceCall) -> None:
+        offer = await peer.ring_offer()
+        if offer is not None:
+            self.post(ui.OfferReady(offer))
 
     async def _accept(self, peer: DeviceCall, sdp: str) -> None:
         try:

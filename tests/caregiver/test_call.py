@@ -8,12 +8,17 @@ in tests/e2e/test_call_client.py.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 import pytest
 
-from kiosk.caregiver import CallEndedEarly, StaffCall, TestMedia
+from kiosk.caregiver import CallEndedEarly, StaffCall, TestMedia, open_test_media
+from kiosk.media.loopback import loopback_only
+from kiosk.media.peer import CallPeer, rtc_configuration
 from kiosk.protocol import messages as m
 from kiosk.protocol.call import EndReason
 
@@ -105,6 +110,65 @@ async def test_an_offer_that_cannot_be_answered_is_a_media_failure() -> None:
     assert result.end_reason is EndReason.MEDIA_FAILED
     assert result.error is not None and "could not answer the offer" in result.error
     assert rig.sent == [m.CallHangUp(call_id="c1", reason="media-failed")]  # no CallAccept, no quality
+
+
+async def test_an_unusable_offer_while_it_rings_fails_the_call_only_once_answered() -> None:
+    """While it rings the call is not ours to fail (the server would not hear of it): the
+    citizen's answer finds no connection, and that is a media failure."""
+    rig = Rig()
+    rig.place()
+    rig.call.on_message(m.CallOffer(call_id="c1", sdp="v=0\r\nnot an offer\r\n"), 100.5)
+    await asyncio.sleep(0.3)
+    assert not rig.call.ended and rig.sent == []
+    rig.call.on_message(m.CallAnswer(call_id="c1"), 101.0)
+    result = await rig.call.wait_ended(15)
+    assert result.end_reason is EndReason.MEDIA_FAILED and result.error is not None
+    assert rig.sent == [m.CallHangUp(call_id="c1", reason="media-failed")]
+
+
+@pytest.mark.slow
+async def test_the_caregiver_answers_the_ring_offer_sends_nothing_until_the_answer_then_starts() -> None:
+    """Against a real unit peer (the one DeviceCall uses) on loopback: connected while it rings,
+    no media either way; "answered" without SDP starts ours, and the call counts as connected."""
+    with loopback_only():
+        rig = Rig()
+        rig.call._media_task = asyncio.ensure_future(open_test_media(TINY))  # as the page opens it before calling
+        rig.place()
+        unit = CallPeer(rtc_configuration([], relay_only=False), label="unit")
+        try:
+            await unit.prepare_offer("video/VP8")
+            prepared = unit.take_prepared_offer()
+            assert prepared is not None
+            rig.call.on_message(m.CallOffer(call_id="c1", sdp=prepared[1]), 100.5)
+            await until(lambda: any(isinstance(sent, m.CallAccept) for sent in rig.sent), "our answer while ringing")
+            accept = rig.sent[0]
+            assert isinstance(accept, m.CallAccept) and rig.call.times.accept_sent is not None
+            await unit.accept(accept.sdp)
+            await unit.wait_connected(10)
+            staff = rig.call.peer
+            assert staff is not None and staff.held
+            await staff.wait_connected(10)
+            await asyncio.sleep(0.3)
+            assert (await staff.sent_and_received())["video_sent"] == 0  # our camera is open, sending nothing
+            assert (await staff.sent_and_received())["audio_sent"] == 0
+            assert not rig.call.in_call and rig.sent == [accept]  # connected while ringing is not in call
+
+            await unit.open_media(lambda: open_test_media(TINY))
+            unit.start_media()
+            rig.call.on_message(m.CallAnswer(call_id="c1"), 101.0)
+            await rig.call.wait_media(video=3, audio=5, timeout=15)
+            await unit.wait_frames(video=3, audio=5, timeout=15)
+            assert rig.sent[1:] == [m.CallConnected(call_id="c1")] and rig.call.in_call
+        finally:
+            await rig.call.hang_up()
+            await unit.close()
+
+
+async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("size", ["12", "0x48", "axb"])

@@ -30,7 +30,7 @@ import pytest
 from kiosk.media.link import GIVE_UP_AFTER, LinkState
 from kiosk.media.stats import CallQuality
 from tests.impairment import NARROW_500K, RURAL_4G_1MBIT, Impairment
-from tests.media.rural import Rig, media_of, rig_with
+from tests.media.rural import Rig, connected_after_answer, media_of, rig_with
 
 if TYPE_CHECKING:  # the fixture comes from tests/conftest.py's pytest_plugins
     from tests.turn_fixture import TurnServer
@@ -55,9 +55,9 @@ async def test_calls_over_rural_4g_set_up_and_carry_video_and_audio_both_ways(ru
     setups: list[float] = []
     first_frames: list[float] = []
     for n in range(CALLS):
-        unit, caregiver, setup = await rural.call()
+        unit, caregiver, answered = await rural.call()
         try:
-            answered = time.monotonic() - setup
+            setup = connected_after_answer(unit, caregiver, answered)
             await asyncio.gather(unit.peer.wait_frames(video=5, audio=25, timeout=20),
                                  caregiver.peer.wait_frames(video=5, audio=25, timeout=20))
             setups.append(setup)
@@ -74,6 +74,35 @@ async def test_calls_over_rural_4g_set_up_and_carry_video_and_audio_both_ways(ru
           f"max {max(first_frames):.2f} s; relay lost {rural.relay.up.lost}+{rural.relay.down.lost} packets")
     assert len(setups) == CALLS
     assert rural.relay.up.lost > 0 and rural.relay.down.lost > 0, "the link really lost packets"
+
+
+async def test_over_rural_4g_the_call_connects_while_it_rings_and_sends_no_media_before_the_answer(
+        rural: Rig) -> None:
+    """The unit's offer and the caregiver's answer cross while it rings: ICE and DTLS come up
+    over the impaired link, and nothing is sent on either sender (no camera picture, no
+    microphone sound) and nothing shown, until the citizen answers; then media flows at once."""
+    unit, caregiver = await rural.ring()
+    try:
+        await asyncio.gather(unit.peer.wait_connected(30), caregiver.peer.wait_connected(30))
+        assert unit.peer.held and caregiver.peer.held
+        assert unit.peer.media is None, "no camera or microphone is opened while it rings"
+        await asyncio.sleep(1.0)  # a while of ringing, connected
+        for side in (unit, caregiver):
+            counts = await side.peer.sent_and_received()
+            assert counts["video_sent"] == counts["audio_sent"] == 0, f"{side.peer.label} sent media while ringing"
+            assert side.peer.connected_at is None and "connected" not in side.states  # not "in call" yet
+        assert unit.peer.video_frames == unit.peer.audio_frames == 0
+
+        answered = await rural.answer(unit, caregiver)
+        assert unit.peer.ice_connected_at is not None and unit.peer.ice_connected_at < answered
+        await asyncio.gather(unit.peer.wait_frames(video=3, audio=10, timeout=20),
+                             caregiver.peer.wait_frames(video=3, audio=10, timeout=20))
+        assert "connected" in unit.states and "connected" in caregiver.states
+        assert unit.peer.first_video_at is not None and caregiver.peer.first_video_at is not None
+        print(f"\npre-connected over rural 4G: answer→first frame unit {unit.peer.first_video_at - answered:.2f} s, "
+              f"caregiver {caregiver.peer.first_video_at - answered:.2f} s")
+    finally:
+        await asyncio.gather(unit.peer.close(), caregiver.peer.close())
 
 
 async def test_a_5s_outage_is_told_to_both_and_ridden_out_without_anyone_pressing_anything(clean: Rig) -> None:

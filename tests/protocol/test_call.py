@@ -34,6 +34,7 @@ from kiosk.protocol.call import (
     MediaFailed,
     Notice,
     Notify,
+    Offered,
     ProcessLost,
     RecordCallEnd,
     Ring,
@@ -115,6 +116,7 @@ T = 5.0  # before every default deadline (ring 60 s, connect 2 + 30 s)
 EVENTS: dict[str, Timed] = {
     "ring": (T, Ring()),
     "ring_ack": (T, RingAck()),
+    "offered": (T, Offered()),
     "answer": (T, Answer()),
     "media_connected": (T, MediaConnected()),
     "media_failed": (T, MediaFailed()),
@@ -144,6 +146,8 @@ NO_CALL = same("idle", "no_call")
 RINGING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "ring": same("ringing", "duplicate"),
     "ring_ack": ("ringing", "applied", [(S, "ringing", "")]),
+    # the unit's offer while it rings goes to the caller, every time (the newest counts); no fact changes
+    "offered": ("ringing", "applied", [(S, "offer", "")]),
     "answer": ("connecting", "applied", [(S, "answered", "")]),
     "media_connected": same("ringing", "out_of_order"),
     "media_failed": same("ringing", "out_of_order"),
@@ -161,6 +165,8 @@ RINGING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
 CONNECTING_ROW: dict[str, tuple[str, str, list[tuple[str, ...]]]] = {
     "ring": same("connecting", "duplicate"),
     "ring_ack": same("connecting", "duplicate"),
+    # answered: the offer came in the answer, or the pre-connection is in use
+    "offered": same("connecting", "out_of_order"),
     "answer": same("connecting", "duplicate"),
     "media_connected": ("in_call", "applied", [(S, "connected", ""), (C, "connected", "")]),
     "media_failed": ends("media_failed", S, C),
@@ -178,6 +184,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
     "idle": {
         "ring": ("ringing", "applied", [(C, "ring", "")]),
         "ring_ack": NO_CALL,
+        "offered": NO_CALL,
         "answer": NO_CALL,
         "media_connected": NO_CALL,
         "media_failed": NO_CALL,
@@ -199,6 +206,7 @@ TABLE: dict[str, dict[str, tuple[str, str, list[tuple[str, ...]]]]] = {
     "in_call": {
         "ring": same("in_call", "duplicate"),
         "ring_ack": same("in_call", "duplicate"),
+        "offered": same("in_call", "out_of_order"),
         "answer": same("in_call", "duplicate"),
         "media_connected": same("in_call", "duplicate"),
         # Media that flowed and was lost is not media that failed to set up.
@@ -546,7 +554,7 @@ any_times = st.one_of(
 
 events: st.SearchStrategy[Event] = st.one_of(
     st.sampled_from(
-        [Ring(), RingAck(), Answer(), MediaConnected(), MediaFailed(), Cancel(), DeviceOffline(), Busy(),
+        [Ring(), RingAck(), Offered(), Answer(), MediaConnected(), MediaFailed(), Cancel(), DeviceOffline(), Busy(),
          TimerFired()]
     ),
     st.builds(HangUp, st.sampled_from(Side)),

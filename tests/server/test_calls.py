@@ -122,6 +122,72 @@ async def test_an_answered_call_keeps_its_times_and_who_hung_up(world: World) ->
     assert (record.ring_seconds, record.talk_seconds) == (4.0, RING_TIMEOUT * 3)
 
 
+async def test_a_pre_connected_call_relays_the_ring_offer_and_counts_media_only_after_the_answer(
+        world: World) -> None:
+    call_id, staff = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id))
+    world.clock.advance(0.5)
+    await world.calls.from_device(world.device.id, m.CallOffer(call_id=call_id, sdp=SDP))
+    assert staff.last(m.CallOffer).sdp == SDP  # to the caller while it rings
+    await world.calls.from_staff("anne", m.CallAccept(call_id=call_id, sdp=SDP))
+    assert world.device.inbox.last(m.CallAccept).sdp == SDP  # the caller's answer, while it rings
+    world.clock.advance(0.5)
+    # Both peers' connections are up while it rings; a "connected" now is not media flowing.
+    await world.calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    assert world.calls.live[call_id].machine.state is c.CallState.RINGING
+
+    world.clock.advance(4.0)
+    await world.calls.from_device(world.device.id, m.CallAnswer(call_id=call_id))
+    assert staff.last(m.CallAnswer) == m.CallAnswer(call_id=call_id, sdp=None)  # small: "answered"
+    await world.calls.from_device(world.device.id, m.CallOffer(call_id=call_id, sdp="v=0\r\nlate"))
+    assert len(staff.of(m.CallOffer)) == 1  # an offer after the answer is stale: not passed on
+    world.clock.advance(0.1)
+    await world.calls.from_device(world.device.id, m.CallConnected(call_id=call_id))
+    world.clock.advance(10.0)
+    await world.calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+
+    assert world.device.inbox.last(m.CallEnded).reason == "hung_up_by_staff"
+    record = world.store.call_record(call_id)
+    assert record is not None
+    assert (record.answered_at, record.connected_at) == (START + 5.0, START + 5.1)
+    assert record.ring_seconds == 5.0 and record.talk_seconds == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("ending", ["unanswered", "cancelled", "citizen"])
+async def test_a_pre_connected_ring_that_ends_unanswered_keeps_its_true_reason(world: World, ending: str) -> None:
+    call_id, staff = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id))
+    await world.calls.from_device(world.device.id, m.CallOffer(call_id=call_id, sdp=SDP))
+    await world.calls.from_staff("anne", m.CallAccept(call_id=call_id, sdp=SDP))
+    await world.calls.from_staff("anne", m.CallConnected(call_id=call_id))
+    await world.calls.from_device(world.device.id, m.CallConnected(call_id=call_id))
+    if ending == "unanswered":
+        world.clock.advance(RING_TIMEOUT)
+        await world.calls.fire_timers()
+    elif ending == "cancelled":
+        await world.calls.from_staff("anne", m.CallHangUp(call_id=call_id))
+    else:
+        await world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id))
+    reason = {"unanswered": "not_answered", "cancelled": "cancelled_by_caller", "citizen": "hung_up_by_citizen"}
+    record = world.store.call_record(call_id)
+    assert record is not None and record.end_reason == reason[ending]
+    # Each side that did not end it is told, and closes its pre-connected peer.
+    if ending != "cancelled":
+        assert staff.last(m.CallEnded).reason == reason[ending]
+    if ending != "citizen":
+        assert world.device.inbox.last(m.CallEnded).reason == reason[ending]
+    assert record.answered_at is None and record.connected_at is None and record.talk_seconds is None
+
+
+async def test_a_unit_that_offers_only_at_the_answer_still_connects(world: World) -> None:
+    """An older unit (or one whose pre-connection failed) sends its offer in the answer."""
+    call_id, staff = await world.place()
+    await world.calls.from_device(world.device.id, m.CallRinging(call_id=call_id))
+    await world.calls.from_device(world.device.id, m.CallOffer(call_id=call_id, sdp=SDP))
+    await world.calls.from_device(world.device.id, m.CallAnswer(call_id=call_id, sdp="v=0\r\nfresh"))
+    assert staff.last(m.CallAnswer).sdp == "v=0\r\nfresh"
+
+
 async def test_an_offline_screen_ends_the_call_at_once_and_says_so(world: World) -> None:
     await world.hub.disconnect(world.device.id)
     world.clock.advance(600.0)

@@ -1,8 +1,9 @@
 """The staff browser's part in a call, played by a real aiortc peer in the test process.
 
-Like the console in a browser: it receives the device's offer (a CallAnswer),
-answers it with its own camera and microphone (small lavfi test sources, to
-spare the CPU), and counts what it receives from the device. It is the call
+Like the console in a browser: it receives the device's offer (a CallOffer while it
+rings, or a CallAnswer carrying one), answers it with its own camera and microphone
+(small lavfi test sources, to spare the CPU; attached only at the answer when
+pre-connecting), and counts what it receives from the device. It is the call
 peer both sides use (:class:`kiosk.media.peer.CallPeer`), with the Python
 caregiver's test media; here it is driven by hand, without the server.
 """
@@ -45,9 +46,9 @@ class StaffBrowser(CallPeer):
         super().__init__(configuration, label="staff")
         self.received = Counts(self)
 
-    async def answer(self, offer_sdp: str) -> str:
+    async def answer(self, offer_sdp: str, *, hold: bool = False) -> str:
         await self.open_media(small_media)
-        return await super().answer(offer_sdp)
+        return await super().answer(offer_sdp, hold=hold)
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
         try:

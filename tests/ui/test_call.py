@@ -80,8 +80,11 @@ def ring(call_id: str, ring_timeout: float = 30.0) -> m.CallRing:
                       ice_servers=[], relay_only=False, ring_timeout=ring_timeout)
 
 
-async def connect_call(rig: Rig) -> str:
-    """Ring, answer on the device, answer the offer as staff; returns the call id once media flows."""
+async def connect_call(rig: Rig, preconnect: bool = True) -> str:
+    """Ring, answer on the device, answer the offer as staff; returns the call id once media flows.
+
+    ``preconnect``: as the unit and the caller do, the offer is answered while it rings and
+    the connection comes up then, with nothing sent, before the citizen answers."""
     await rig.agent.wait_for(m.UiHello)
     await rig.wait_screen("idle")
     call_id = str(uuid.uuid4())
@@ -90,14 +93,32 @@ async def connect_call(rig: Rig) -> str:
     assert ringing == m.CallRinging(call_id=call_id, screen_awake=True)
     assert (await rig.wait_screen("ringing")).caller_name == "Anne"
 
+    if preconnect:
+        offer = await rig.agent.wait_for(m.CallOffer)
+        assert offer.call_id == call_id
+        assert "a=candidate:" in offer.sdp and "a=end-of-candidates" in offer.sdp  # gathered whole, no trickle
+        await rig.agent.send(m.CallAccept(call_id=call_id, sdp=await rig.staff.answer(offer.sdp, hold=True)))
+        await rig.staff.wait_connected()
+        ringing_peer = rig.session.ringing[call_id]
+        await until(lambda: ringing_peer.connection_state == "connected", 10, "the unit connected while ringing")
+        await asyncio.sleep(0.3)  # connected, ringing: still nothing may be sent, either way
+        sent = await ringing_peer.sent_and_received()
+        assert sent["video_sent"] == sent["audio_sent"] == 0, sent  # no picture, no sound before the answer
+        assert (await rig.staff.sent_and_received())["video_sent"] == 0
+        assert ringing_peer.peer.media is None and rig.session.screen.name == "ringing"
+        assert not rig.agent.of_type(m.CallConnected)  # connected while ringing is not media flowing
+
     rig.session.press_answer()
-    offer = await rig.agent.wait_for(m.CallAnswer)
-    assert offer.call_id == call_id
-    assert "a=candidate:" in offer.sdp and "a=end-of-candidates" in offer.sdp  # gathered whole, no trickle
+    answer = await rig.agent.wait_for(m.CallAnswer)
+    assert answer.call_id == call_id
     peer = rig.session.last_call
     assert peer is not None and peer.configuration.iceServers == []  # never aiortc's public STUN
-
-    await rig.agent.send(m.CallAccept(call_id=call_id, sdp=await rig.staff.answer(offer.sdp)))
+    if preconnect:
+        assert answer.sdp is None  # "answered": the connection is up already
+        rig.staff.start_media()
+    else:
+        assert answer.sdp is not None and "a=candidate:" in answer.sdp
+        await rig.agent.send(m.CallAccept(call_id=call_id, sdp=await rig.staff.answer(answer.sdp)))
     assert await rig.agent.wait_for(m.CallConnected) == m.CallConnected(call_id=call_id)
     await rig.wait_screen("in-call")
     await rig.staff.wait_connected()
@@ -129,7 +150,8 @@ async def test_citizen_hangs_up_after_media_flowed_both_ways(rig: Rig) -> None:
     # In this order, so the server has ended the call when the report arrives.
     assert rig.agent.calls() == [
         m.CallRinging(call_id=call_id, screen_awake=True),
-        rig.agent.of_type(m.CallAnswer)[0],
+        rig.agent.of_type(m.CallOffer)[0],
+        m.CallAnswer(call_id=call_id),
         m.CallConnected(call_id=call_id),
         m.CallHangUp(call_id=call_id, reason="hung-up"),
         report,
@@ -158,15 +180,16 @@ async def test_staff_hangs_up_and_the_device_reports_quality(rig: Rig) -> None:
     assert rig.session.screen.name == "ended" and len(rig.agent.of_type(m.CallRinging)) == 1
 
 
-async def test_unanswered_call_stops_ringing_and_sends_nothing_but_ringing(rig: Rig) -> None:
+async def test_unanswered_call_stops_ringing_and_sends_nothing_but_ringing_and_its_offer(rig: Rig) -> None:
     await rig.agent.wait_for(m.UiHello)
-    await rig.agent.send(ring("unanswered", ring_timeout=0.5))
+    await rig.agent.send(ring("unanswered", ring_timeout=2.0))
     await rig.agent.wait_for(m.CallRinging)
+    offer = await rig.agent.wait_for(m.CallOffer)
     ended = await rig.wait_screen("ended", timeout=5)
     assert ended.end_reason == "not_answered"
     await rig.agent.send(m.CallEnded(call_id="unanswered", reason="not_answered"))  # the server agrees
     await asyncio.sleep(0.1)
-    assert rig.agent.calls() == [m.CallRinging(call_id="unanswered", screen_awake=True)]
+    assert rig.agent.calls() == [m.CallRinging(call_id="unanswered", screen_awake=True), offer]
     assert rig.session.last_call is None  # no camera was opened for it
 
 
@@ -174,8 +197,9 @@ async def test_a_bad_answer_from_staff_ends_the_call_as_media_failed(rig: Rig) -
     await rig.agent.wait_for(m.UiHello)
     await rig.agent.send(ring("bad-sdp"))
     await rig.agent.wait_for(m.CallRinging)
+    await rig.agent.wait_for(m.CallOffer)
     rig.session.press_answer()
-    await rig.agent.wait_for(m.CallAnswer)
+    assert (await rig.agent.wait_for(m.CallAnswer)).sdp is None
     await rig.agent.send(m.CallAccept(call_id="bad-sdp", sdp="v=0\r\nnot an answer\r\n"))
     assert await rig.agent.wait_for(m.CallHangUp) == m.CallHangUp(call_id="bad-sdp", reason="media-failed")
     assert (await rig.wait_screen("ended")).end_reason == "media_failed"
@@ -204,6 +228,7 @@ async def test_relay_only_without_a_relay_fails_at_once_not_after_the_connect_ti
     hang_up = await rig.agent.wait_for(m.CallHangUp, timeout=5)
     assert hang_up == m.CallHangUp(call_id="no-relay", reason="media-failed")
     assert not rig.agent.of_type(m.CallAnswer)  # an offer nobody could reach is not sent
+    assert not rig.agent.of_type(m.CallOffer)  # neither while it rang
     assert (await rig.wait_screen("ended")).end_reason == "media_failed"
 
 
@@ -230,8 +255,9 @@ async def test_an_offer_with_a_section_left_without_candidates_is_made_again(
         return [] if len(calls) == 1 else list(addresses(use_ipv4, use_ipv6))
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", first_gathering_finds_nothing)
-    call_id = await connect_call(rig)  # asserts media both ways
+    call_id = await connect_call(rig, preconnect=False)  # asserts media both ways
     assert len(calls) >= 3  # two transports on the first peer, more on the second
+    assert not rig.agent.of_type(m.CallOffer)  # the ring's offer lacked a candidate: not sent
     offer = rig.agent.of_type(m.CallAnswer)
     assert len(offer) == 1 and sections_without_candidates(offer[0].sdp) == []
     rig.session.press_hang_up()
@@ -280,24 +306,48 @@ async def test_the_calls_speaker_sink_is_closed_when_the_call_ends(rig: Rig, end
     await until(lambda: sinks[0].closed, 10, "the sink closed")
 
 
-async def test_the_unit_gathers_while_it_rings_and_opens_no_camera_before_the_answer(rig: Rig) -> None:
-    """The TURN allocation (two round trips or more on a slow link) is made during the ring, out
-    of the citizen's wait; the camera and microphone open only when the citizen answers."""
+async def test_the_unit_offers_while_it_rings_and_opens_no_camera_before_the_answer(rig: Rig) -> None:
+    """The TURN allocation (two round trips or more on a slow link) is made during the ring, and
+    the offer goes out then, out of the citizen's wait; the camera and microphone open only when
+    the citizen answers, and the answer then carries no offer."""
     await rig.agent.wait_for(m.UiHello)
     await rig.wait_screen("idle")
     await rig.agent.send(ring("gathered"))
     await rig.agent.wait_for(m.CallRinging)
     prepared = rig.session.ringing["gathered"]
-    await until(lambda: prepared.peer.pc is not None and prepared.peer.pc.iceGatheringState == "complete",
-                10, "gathering while it rings")
-    assert prepared.peer.media is None  # nothing opened, nothing sent
+    offer = await rig.agent.wait_for(m.CallOffer)
     local = prepared.peer.pc.localDescription if prepared.peer.pc is not None else None
-    assert local is not None
+    assert local is not None and offer.sdp == local.sdp
+    assert prepared.peer.media is None  # nothing opened, nothing sent
+    await rig.agent.send(m.CallAccept(call_id="gathered", sdp=await rig.staff.answer(offer.sdp, hold=True)))
     rig.session.press_answer()
-    offer = await rig.agent.wait_for(m.CallAnswer)
-    assert offer.sdp == local.sdp  # the offer gathered during the ring, now sending the media
+    assert await rig.agent.wait_for(m.CallAnswer) == m.CallAnswer(call_id="gathered")
     assert rig.session.last_call is prepared and rig.session.ringing == {}
     assert prepared.peer.media is not None and prepared.peer.media.video is not None
+    assert prepared.peer.pc is not None and prepared.peer.pc.localDescription.sdp == local.sdp  # no new offer
+
+
+async def test_a_connection_that_failed_while_ringing_is_made_afresh_at_the_answer(rig: Rig) -> None:
+    """The offer made ringing was answered, but its connection failed (the caller's side went
+    away, say): the answer carries a fresh offer, as an older unit's does, and the call connects."""
+    await rig.agent.wait_for(m.UiHello)
+    await rig.wait_screen("idle")
+    await rig.agent.send(ring("failed-ring"))
+    offer = await rig.agent.wait_for(m.CallOffer)
+    doomed = StaffBrowser(no_public_stun())
+    await rig.agent.send(m.CallAccept(call_id="failed-ring", sdp=await doomed.answer(offer.sdp, hold=True)))
+    await doomed.wait_connected()
+    prepared = rig.session.ringing["failed-ring"]
+    await doomed.close()  # gone without a word: the unit's connection fails (aiortc: on DTLS close)
+    await until(lambda: prepared.connection_state in ("failed", "closed"), 15, "the ring's connection failed")
+    assert rig.session.screen.name == "ringing"  # still ringing: the citizen may yet answer
+
+    rig.session.press_answer()
+    answer = await rig.agent.wait_for(m.CallAnswer)
+    assert answer.sdp is not None and answer.sdp != offer.sdp
+    await rig.agent.send(m.CallAccept(call_id="failed-ring", sdp=await rig.staff.answer(answer.sdp)))
+    assert await rig.agent.wait_for(m.CallConnected) == m.CallConnected(call_id="failed-ring")
+    await rig.staff.received.wait_for("video", 3)
 
 
 async def test_a_ring_nobody_answers_releases_what_it_gathered(rig: Rig) -> None:

@@ -120,7 +120,7 @@ def test_a_call_from_ring_to_citizen_hang_up() -> None:
     d = idle()
     assert d.feed(RING) == (Send(m.CallRinging(call_id="c1", screen_awake=True)), ui.StartRinging(RING))
     assert d.shown().name == "ringing"
-    assert d.feed(AnswerPressed()) == (StartPeer(RING), ui.StopRinging("c1"))
+    assert d.feed(AnswerPressed()) == (StartPeer(RING), ui.StopRinging("c1"))  # no offer went out ringing
     assert d.shown().name == "connecting"
     offer = m.CallAnswer(call_id="c1", sdp="offer")
     assert d.feed(OfferReady(offer)) == (Send(offer),)
@@ -133,6 +133,49 @@ def test_a_call_from_ring_to_citizen_hang_up() -> None:
                                  end_reason="hung_up_by_citizen")
     report = m.CallQualityReport(call_id="c1", quality={"frames_decoded": 40})
     assert d.feed(QualityReady(report)) == (Send(report),)
+
+
+def test_a_pre_connected_call_offers_while_ringing_and_answers_without_sdp() -> None:
+    d = idle()
+    d.feed(RING)
+    ring_offer = m.CallOffer(call_id="c1", sdp="offer")
+    assert d.feed(OfferReady(ring_offer)) == (Send(ring_offer),)
+    assert d.feed(OfferReady(ring_offer)) == ()  # sent once
+    assert d.feed(m.CallAccept(call_id="c1", sdp="answer")) == (AcceptAnswer("c1", "answer"),)
+    assert d.shown().name == "ringing"
+    assert d.feed(MediaDown("c1")) == ()  # the ring's connection failing ends nothing: the answer offers anew
+    assert d.shown().name == "ringing"
+    assert d.feed(AnswerPressed()) == (StartPeer(RING, preconnected=True), ui.StopRinging("c1"))
+    answered = m.CallAnswer(call_id="c1")
+    assert d.feed(OfferReady(answered)) == (Send(answered),)
+    assert d.feed(MediaUp("c1")) == (Send(m.CallConnected(call_id="c1")),)
+    assert d.shown().name == "in-call"
+
+
+def test_a_pre_connection_given_up_at_the_answer_takes_the_callers_answer_to_the_fresh_offer() -> None:
+    d = idle()
+    d.feed(RING)
+    d.feed(OfferReady(m.CallOffer(call_id="c1", sdp="offer")))
+    d.feed(m.CallAccept(call_id="c1", sdp="answer"))
+    d.feed(AnswerPressed())
+    fresh = m.CallAnswer(call_id="c1", sdp="fresh offer")
+    assert d.feed(OfferReady(fresh)) == (Send(fresh),)
+    assert d.feed(m.CallAccept(call_id="c1", sdp="fresh answer")) == (AcceptAnswer("c1", "fresh answer"),)
+
+
+def test_a_ring_offer_that_comes_after_the_answer_is_not_sent_and_not_used() -> None:
+    d = idle()
+    d.feed(RING)
+    assert d.feed(AnswerPressed()) == (StartPeer(RING, preconnected=False), ui.StopRinging("c1"))
+    assert d.feed(OfferReady(m.CallOffer(call_id="c1", sdp="offer"))) == ()
+
+
+def test_an_unanswered_pre_connected_ring_closes_its_peer() -> None:
+    d = idle()
+    d.feed(RING)
+    d.feed(OfferReady(m.CallOffer(call_id="c1", sdp="offer")))
+    d.feed(m.CallAccept(call_id="c1", sdp="answer"))
+    assert d.feed(m.CallEnded(call_id="c1", reason="cancelled_by_caller")) == (ClosePeer("c1"), ui.StopRinging("c1"))
 
 
 def test_staff_hang_up_closes_the_peer_and_sends_nothing() -> None:
@@ -265,6 +308,8 @@ events = st.one_of(
     st.builds(AnswerPressed, st.none() | st.sampled_from(CALL_IDS)),
     st.builds(HangUpPressed, st.none() | st.sampled_from(CALL_IDS)),
     st.builds(lambda cid: OfferReady(m.CallAnswer(call_id=cid, sdp="offer")), st.sampled_from(CALL_IDS)),
+    st.builds(lambda cid: OfferReady(m.CallAnswer(call_id=cid)), st.sampled_from(CALL_IDS)),
+    st.builds(lambda cid: OfferReady(m.CallOffer(call_id=cid, sdp="offer")), st.sampled_from(CALL_IDS)),
     st.builds(MediaUp, st.sampled_from(CALL_IDS)),
     st.builds(MediaDown, st.sampled_from(CALL_IDS)),
     st.builds(lambda cid: QualityReady(m.CallQualityReport(call_id=cid, quality={})), st.sampled_from(CALL_IDS)),
@@ -373,6 +418,8 @@ def test_every_started_peer_is_closed_once_its_call_ends(sequence: list[tuple[ui
         for action in transition.actions:
             if isinstance(action, StartPeer):
                 open_peers.add(action.ring.call_id)
+            elif isinstance(action, Send) and isinstance(action.message, m.CallOffer):  # the ring's peer offered
+                open_peers.add(action.message.call_id)
             elif isinstance(action, ClosePeer):
                 assert action.call_id in open_peers  # only what was opened, and only once
                 open_peers.remove(action.call_id)

@@ -87,7 +87,8 @@ async function placeCall(citizen) {
   $("ended").hidden = true; $("hangup").hidden = false;
   $("call-title").textContent = citizen.name;
   status(t("placing"));
-  call.ended = null; call.id = null; call.startedAt = 0; call.link = "good";
+  call.ended = null; call.id = null; call.startedAt = 0; call.link = "good"; call.answered = false;
+  call.pc = null;
   soundOnly = false; $("remote").hidden = false; $("link-notice").hidden = true; $("sound-only").hidden = true;
   try {
     call.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
@@ -109,7 +110,7 @@ function openSocket(first, resumeUntil) {
   ws.onmessage = (event) => onSignal(JSON.parse(event.data));
   ws.onclose = () => {
     if (call.ended || ws !== call.ws) return;
-    const flowing = call.pc && call.pc.connectionState === "connected";
+    const flowing = call.answered && call.pc && call.pc.connectionState === "connected";  // not while ringing
     const until = resumeUntil || performance.now() + RESUME_SECONDS * 1000;
     if (flowing && call.id && performance.now() < until) {
       setTimeout(() => { if (!call.ended) openSocket({ type: "call-resume", call_id: call.id }, until); }, 1000);
@@ -172,33 +173,30 @@ async function onSignal(msg) {
   switch (msg.type) {
     case "call-placed":
       call.id = msg.call_id;
-      call.pc = new RTCPeerConnection({
-        // only the server's own TURN/STUN; never a public server
-        iceServers: msg.ice_servers.map((s) => ({ urls: s.urls, username: s.username || undefined, credential: s.credential || undefined })),
-        iceTransportPolicy: msg.relay_only ? "relay" : "all",
-      });
-      for (const track of call.local.getTracks()) call.pc.addTrack(track, call.local);
-      call.pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
-      call.pc.onconnectionstatechange = () => {
-        if (call.pc.connectionState === "connected" && !call.startedAt) {
-          call.startedAt = performance.now();
-          watchLink(call.pc);
-          status(t("in-call"));
-          send({ type: "call-connected", call_id: call.id });
-        } else if (call.pc.connectionState === "failed") {
-          send({ type: "call-hangup", call_id: call.id, reason: "media-failed" });
-        }
-      };
+      call.iceServers = msg.ice_servers.map((s) => ({ urls: s.urls, username: s.username || undefined, credential: s.credential || undefined }));
+      call.relayOnly = msg.relay_only;
       break;
     case "call-ringing":
       status(t("ringing"));
       break;
+    case "call-offer":
+      // The unit's offer while it rings: answer it now, so ICE and DTLS are up before the
+      // citizen answers. Nothing is sent on it yet (no track); "call-answer" attaches ours.
+      if (call.answered) break;
+      await answerOffer(msg.sdp, false);
+      break;
     case "call-answer": {
       status(t("connecting"));
-      await call.pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
-      await call.pc.setLocalDescription(await call.pc.createAnswer());
-      await gathered(call.pc);
-      send({ type: "call-accept", call_id: call.id, sdp: call.pc.localDescription.sdp });
+      call.answered = true;
+      if (msg.sdp) {  // an offer with the answer (a unit that did not pre-connect): a fresh connection
+        await answerOffer(msg.sdp, true);
+      } else if (call.pc) {  // our picture starts now, from a fresh encoder: with a key frame
+        for (const transceiver of call.pc.getTransceivers()) {
+          const track = call.local.getTracks().find((tr) => tr.kind === transceiver.receiver.track.kind);
+          if (track) await transceiver.sender.replaceTrack(track);
+        }
+        mediaState(call.pc);
+      }
       break;
     }
     case "call-ended":
@@ -207,6 +205,38 @@ async function onSignal(msg) {
     case "rejected":
       await ended({ reason: msg.reason, facts: null });
       break;
+  }
+}
+
+// A connection answering the unit's offer: ``withMedia`` sends our camera and microphone at
+// once (the citizen has answered); otherwise nothing is attached until the answer.
+async function answerOffer(sdp, withMedia) {
+  if (call.pc) { call.pc.onconnectionstatechange = null; call.pc.close(); }
+  const pc = call.pc = new RTCPeerConnection({
+    iceServers: call.iceServers,  // only the server's own TURN/STUN; never a public server
+    iceTransportPolicy: call.relayOnly ? "relay" : "all",
+  });
+  if (withMedia) for (const track of call.local.getTracks()) pc.addTrack(track, call.local);
+  pc.ontrack = (event) => { $("remote").srcObject = event.streams[0] || new MediaStream([event.track]); };
+  pc.onconnectionstatechange = () => mediaState(pc);
+  await pc.setRemoteDescription({ type: "offer", sdp: sdp });
+  for (const transceiver of pc.getTransceivers()) transceiver.direction = "sendrecv";
+  await pc.setLocalDescription(await pc.createAnswer());
+  await gathered(pc);
+  if (pc === call.pc && !call.ended) send({ type: "call-accept", call_id: call.id, sdp: pc.localDescription.sdp });
+}
+
+// Media counts as up once the citizen answered and the connection is up (it may have come
+// up while the unit rang); a connection that fails after the answer ends the call.
+function mediaState(pc) {
+  if (pc !== call.pc || !call.answered) return;
+  if (pc.connectionState === "connected" && !call.startedAt) {
+    call.startedAt = performance.now();
+    watchLink(pc);
+    status(t("in-call"));
+    send({ type: "call-connected", call_id: call.id });
+  } else if (pc.connectionState === "failed") {
+    send({ type: "call-hangup", call_id: call.id, reason: "media-failed" });
   }
 }
 
@@ -274,7 +304,7 @@ $("hangup").addEventListener("click", async () => {
   if (!call.id) return;
   send({ type: "call-hangup", call_id: call.id, reason: "hung-up" });
   // the server does not tell a side about its own action: end the call here
-  const connected = call.pc && call.pc.connectionState === "connected";
+  const connected = call.startedAt > 0;  // connected while ringing is not yet a call in progress
   await ended({ reason: connected ? "hung_up_by_staff" : "cancelled_by_caller", facts: null });
 });
 $("back").addEventListener("click", () => location.reload());
