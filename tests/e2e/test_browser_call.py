@@ -134,10 +134,18 @@ def _record(server: ServerProcess, reason: str) -> dict[str, Any]:
 def test_caregiver_calls_and_hangs_up_then_citizen_hangs_up(
         browser: Any, server: ServerProcess, unit: tuple[Screen, str, str]) -> None:
     screen, _, citizen_id = unit
-    screen.start("--auto-answer-after", "0.5")
+    screen.start("--auto-answer-after", "4")  # rings long enough to check it before the answer, loaded or not
     page = _login(browser, server, "anne")
     assert page.inner_text("#citizen-list").count("Karen Jensen") == 1
     page.click(f"button[data-citizen='{citizen_id}']")
+    # While it rings the unit's offer is answered and the connection comes up, and no media
+    # crosses it either way: the page neither receives nor sends a packet before the answer.
+    wait_until(lambda: page.evaluate("() => !!(window.kioskCall.pc && window.kioskCall.pc.connectionState"
+                                     " === 'connected' && !window.kioskCall.answered)"), 15, 0.1,
+               what="the page connected to the unit while it rings")
+    ringing = page.evaluate(STATS_JS)
+    assert (ringing["videoIn"], ringing["audioIn"], ringing["videoOut"], ringing["audioOut"]) == (0, 0, 0, 0)
+    assert page.evaluate("() => window.kioskCall.answered") is False, "answered before the check: ring longer"
     page.wait_for_selector("#call-status:text-is('I samtale')", timeout=30_000)
     stats = _media_flows(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
