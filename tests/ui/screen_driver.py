@@ -204,8 +204,10 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     (x, y), (w, h) = answer.to_window(*answer.pos), answer.size
     d.result["answer_button"] = [x, y, w, h]
     await d.touch(answer)
-    offer = await d.agent.wait_for(m.CallAnswer, timeout=30)
-    await d.agent.send(m.CallAccept(call_id=call_id, sdp=await staff.answer(offer.sdp)))
+    answered = await d.agent.wait_for(m.CallAnswer, timeout=30)
+    accept = await staff.answer_the_answer(answered, d.agent.of_type(m.CallOffer))
+    if accept is not None:
+        await d.agent.send(accept)
     await d.screen("in-call", 30)
     video = d.app.ctx.video
     await d.until("30 frames of the caller's video", lambda: video.frames_shown >= 30, 30)

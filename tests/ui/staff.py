@@ -14,6 +14,7 @@ from aiortc import RTCConfiguration
 
 from kiosk.caregiver import TestMedia, open_test_media
 from kiosk.media.peer import CallMediaError, CallPeer, LocalMedia
+from kiosk.protocol import messages as m
 
 SMALL = TestMedia(width=176, height=144, fps=15, tone_hz=660)
 
@@ -49,6 +50,19 @@ class StaffBrowser(CallPeer):
     async def answer(self, offer_sdp: str, *, hold: bool = False) -> str:
         await self.open_media(small_media)
         return await super().answer(offer_sdp, hold=hold)
+
+    async def answer_the_answer(self, answered: m.CallAnswer, ring_offers: list[m.CallOffer]) -> m.CallAccept | None:
+        """What the page does when the unit's ``call-answer`` comes: answer the offer in it; or,
+        if it has none, the offer made while it rang (here late, as a slow caller's would be)
+        and start sending at once. The CallAccept to send, if one is due."""
+        if answered.sdp is not None:
+            return m.CallAccept(call_id=answered.call_id, sdp=await self.answer(answered.sdp))
+        if self.held:  # answered while it rang: only our media is left to attach
+            self.start_media()
+            return None
+        sdp = await self.answer(ring_offers[-1].sdp, hold=True)
+        self.start_media()
+        return m.CallAccept(call_id=answered.call_id, sdp=sdp)
 
     async def wait_connected(self, timeout: float = 15.0) -> None:
         try:

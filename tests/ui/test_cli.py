@@ -124,14 +124,17 @@ async def test_headless_ui_answers_through_turn_and_hangs_up_by_itself(
     await agent.send(m.CallRing(call_id="call-1", caller_name="Anne", caller_role="caregiver",
                                 ice_servers=device_servers, relay_only=True, ring_timeout=30))
     assert await agent.wait_for(m.CallRinging) == m.CallRinging(call_id="call-1", screen_awake=True)
-    offer = await agent.wait_for(m.CallAnswer, timeout=15)
-    candidates = [line for line in offer.sdp.splitlines() if line.startswith("a=candidate:")]
+    answered = await agent.wait_for(m.CallAnswer, timeout=15)
+    offer = answered.sdp or agent.of_type(m.CallOffer)[-1].sdp  # answered at once: the offer rides in the answer
+    candidates = [line for line in offer.splitlines() if line.startswith("a=candidate:")]
     assert candidates and all(" typ relay" in line for line in candidates), candidates  # relay only, as told
 
     staff_servers = relay_servers(turn_server, "staff")
     staff = StaffBrowser(rtc_configuration(staff_servers, relay_only=True))
     try:
-        await agent.send(m.CallAccept(call_id="call-1", sdp=await staff.answer(offer.sdp)))
+        accept = await staff.answer_the_answer(answered, agent.of_type(m.CallOffer))
+        assert accept is not None
+        await agent.send(accept)
         assert await agent.wait_for(m.CallConnected, timeout=15) == m.CallConnected(call_id="call-1")
         await staff.wait_connected()
         await staff.received.wait_for("video", 15)  # the device's test pattern, through coturn
@@ -166,7 +169,8 @@ async def test_without_auto_answer_a_call_rings_out(agent: FakeAgent, start_ui: 
     ended = await ui.wait_screen("ended", timeout=5)
     assert ended["reason"] == "not_answered"
     assert await ui.stop() == 0
-    assert [type(msg) for msg in agent.calls()] == [m.CallRinging]
+    # Ringing, and the offer made while it rang (gathered fast here; slow, it may not have gone out).
+    assert [type(msg) for msg in agent.calls()] in ([m.CallRinging, m.CallOffer], [m.CallRinging])
     assert CITIZEN not in ui.output()
 
 
