@@ -128,10 +128,6 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
 #: lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for a
 #: smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
 EROFS_COMPRESSION = ("-zlz4hc,12", "-C65536")
-#: For test releases re-packed from a built root: lz4hc level 4 took 22 s of CPU for the amd64
-#: root (853 MB) against 33 s at level 9, 1.4 % larger than level 12; plain lz4 outgrew the
-#: root partition's headroom (docs/benchmarks.md)
-EROFS_QUICK = ("-zlz4hc,4", "-C65536")
 
 
 def _erofs_verity(root: Path, dest: Path, log: Path,
