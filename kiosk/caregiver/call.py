@@ -357,7 +357,11 @@ class StaffCall:
         except CallMediaError as exc:  # media or ICE: the page reports media-failed too
             self.error = f"could not answer the offer: {exc}"
             log.warning("call %s: %s", call_id, self.error)
-            if not hold:  # while it rings the call is not ours to fail: the answer will find no connection
+            if hold:  # while it rings the call is not ours to fail: the answer will find no connection
+                peer.media = None  # our camera and microphone stay open for a fresh offer
+                await peer.close()
+                self.peer = None if self.peer is peer else self.peer
+            else:
                 self._media_failed()
             return
         if self._ended.is_set():

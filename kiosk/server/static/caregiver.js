@@ -88,7 +88,7 @@ async function placeCall(citizen) {
   $("call-title").textContent = citizen.name;
   status(t("placing"));
   call.ended = null; call.id = null; call.startedAt = 0; call.link = "good"; call.answered = false;
-  call.pc = null;
+  call.pc = null; call.answering = null;
   soundOnly = false; $("remote").hidden = false; $("link-notice").hidden = true; $("sound-only").hidden = true;
   try {
     call.local = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
@@ -183,7 +183,8 @@ async function onSignal(msg) {
       // The unit's offer while it rings: answer it now, so ICE and DTLS are up before the
       // citizen answers. Nothing is sent on it yet (no track); "call-answer" attaches ours.
       if (call.answered) break;
-      await answerOffer(msg.sdp, false);
+      call.answering = answerOffer(msg.sdp, false);
+      await call.answering;
       break;
     case "call-answer": {
       status(t("connecting"));
@@ -191,6 +192,7 @@ async function onSignal(msg) {
       if (msg.sdp) {  // an offer with the answer (a unit that did not pre-connect): a fresh connection
         await answerOffer(msg.sdp, true);
       } else if (call.pc) {  // our picture starts now, from a fresh encoder: with a key frame
+        await call.answering;  // our answer to the ring's offer may still be gathering
         for (const transceiver of call.pc.getTransceivers()) {
           const track = call.local.getTracks().find((tr) => tr.kind === transceiver.receiver.track.kind);
           if (track) await transceiver.sender.replaceTrack(track);
