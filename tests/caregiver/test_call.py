@@ -164,6 +164,29 @@ async def test_the_caregiver_answers_the_ring_offer_sends_nothing_until_the_answ
             await unit.close()
 
 
+@pytest.mark.slow
+async def test_a_ring_that_ends_unanswered_closes_the_caregivers_pre_connected_peer() -> None:
+    with loopback_only():
+        rig = Rig()
+        rig.place()
+        unit = CallPeer(rtc_configuration([], relay_only=False), label="unit")
+        try:
+            await unit.prepare_offer("video/VP8")
+            prepared = unit.take_prepared_offer()
+            assert prepared is not None
+            rig.call.on_message(m.CallOffer(call_id="c1", sdp=prepared[1]), 100.5)
+            await until(lambda: any(isinstance(sent, m.CallAccept) for sent in rig.sent), "our answer while ringing")
+            peer = rig.call.peer
+            assert peer is not None and not peer.closed
+            rig.call.on_message(m.CallEnded(call_id="c1", reason=EndReason.NOT_ANSWERED), 160.0)
+            result = await rig.call.wait_ended(5)
+            assert result.end_reason is EndReason.NOT_ANSWERED and peer.closed
+            assert result.quality is None  # no media flowed: no quality report
+            assert not any(isinstance(sent, m.CallQualityReport | m.CallConnected) for sent in rig.sent)
+        finally:
+            await unit.close()
+
+
 async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -92,6 +92,9 @@ async def test_over_rural_4g_the_call_connects_while_it_rings_and_sends_no_media
             assert counts["video_sent"] == counts["audio_sent"] == 0, f"{side.peer.label} sent media while ringing"
             assert side.peer.connected_at is None and "connected" not in side.states  # not "in call" yet
         assert unit.peer.video_frames == unit.peer.audio_frames == 0
+        for side in (unit, caregiver):  # no encoder yet: the first frame at the answer is a key frame
+            assert side.peer.pc is not None
+            assert all(getattr(sender, "_RTCRtpSender__encoder", None) is None for sender in side.peer.pc.getSenders())
 
         answered = await rural.answer(unit, caregiver)
         assert unit.peer.ice_connected_at is not None and unit.peer.ice_connected_at < answered
