@@ -136,13 +136,8 @@ async def test_the_caregiver_answers_the_ring_offer_sends_nothing_until_the_answ
         rig.place()
         unit = CallPeer(rtc_configuration([], relay_only=False), label="unit")
         try:
-            await unit.prepare_offer("video/VP8")
-            prepared = unit.take_prepared_offer()
-            assert prepared is not None
-            rig.call.on_message(m.CallOffer(call_id="c1", sdp=prepared[1]), 100.5)
-            await until(lambda: any(isinstance(sent, m.CallAccept) for sent in rig.sent), "our answer while ringing")
-            accept = rig.sent[0]
-            assert isinstance(accept, m.CallAccept) and rig.call.times.accept_sent is not None
+            accept = await offer_while_ringing(rig, unit)
+            assert rig.call.times.accept_sent is not None
             await unit.accept(accept.sdp)
             await unit.wait_connected(10)
             staff = rig.call.peer
@@ -171,11 +166,7 @@ async def test_a_ring_that_ends_unanswered_closes_the_caregivers_pre_connected_p
         rig.place()
         unit = CallPeer(rtc_configuration([], relay_only=False), label="unit")
         try:
-            await unit.prepare_offer("video/VP8")
-            prepared = unit.take_prepared_offer()
-            assert prepared is not None
-            rig.call.on_message(m.CallOffer(call_id="c1", sdp=prepared[1]), 100.5)
-            await until(lambda: any(isinstance(sent, m.CallAccept) for sent in rig.sent), "our answer while ringing")
+            await offer_while_ringing(rig, unit)
             peer = rig.call.peer
             assert peer is not None and not peer.closed
             rig.call.on_message(m.CallEnded(call_id="c1", reason=EndReason.NOT_ANSWERED), 160.0)
@@ -185,6 +176,18 @@ async def test_a_ring_that_ends_unanswered_closes_the_caregivers_pre_connected_p
             assert not any(isinstance(sent, m.CallQualityReport | m.CallConnected) for sent in rig.sent)
         finally:
             await unit.close()
+
+
+async def offer_while_ringing(rig: Rig, unit: CallPeer) -> m.CallAccept:
+    """The unit's offer, made as it rings, handed to the caregiver; its answer, sent while ringing."""
+    await unit.prepare_offer("video/VP8")
+    prepared = unit.take_prepared_offer()
+    assert prepared is not None
+    rig.call.on_message(m.CallOffer(call_id="c1", sdp=prepared[1]), 100.5)
+    await until(lambda: any(isinstance(sent, m.CallAccept) for sent in rig.sent), "our answer while ringing")
+    accept = rig.sent[0]
+    assert isinstance(accept, m.CallAccept)
+    return accept
 
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
