@@ -3,9 +3,11 @@
 It speaks exactly what ``kiosk/server/static/caregiver.js`` speaks to the server:
 log in (``POST /api/login``, session cookie), open the call socket
 (``/api/calls/socket``), send :class:`~kiosk.protocol.messages.CallStart`, and
-answer the unit's SDP offer (the :class:`~kiosk.protocol.messages.CallAnswer`
-sent when the citizen presses answer) with the same call peer the unit uses
-(:class:`kiosk.media.peer.CallPeer`), SDP whole, no trickle.
+answer the unit's SDP offer (the :class:`~kiosk.protocol.messages.CallOffer` sent while
+it rings, so the connection is up before the citizen answers; or the offer in the
+:class:`~kiosk.protocol.messages.CallAnswer` of a unit that did not pre-connect) with
+the same call peer the unit uses (:class:`kiosk.media.peer.CallPeer`), SDP whole, no
+trickle; its camera and microphone are attached when the citizen answers.
 
 Why it exists: ``make demo`` can drive a real call where no browser is at hand,
 the call benchmark (``bench/calls.py``) needs a caller whose every step it can
