@@ -327,6 +327,28 @@ async def test_the_unit_offers_while_it_rings_and_opens_no_camera_before_the_ans
     assert prepared.peer.pc is not None and prepared.peer.pc.localDescription.sdp == local.sdp  # no new offer
 
 
+async def test_a_caller_that_sends_while_it_rings_is_neither_shown_nor_heard_before_the_answer(rig: Rig) -> None:
+    """Our caller sends nothing before the answer; one that did (another page, a bug) would
+    still not be seen or heard on the unit until the citizen answers."""
+    shown: list[object] = []
+    rig.session._on_video_frame = shown.append
+    await rig.agent.wait_for(m.UiHello)
+    await rig.wait_screen("idle")
+    await rig.agent.send(ring("eager"))
+    offer = await rig.agent.wait_for(m.CallOffer)
+    await rig.agent.send(m.CallAccept(call_id="eager", sdp=await rig.staff.answer(offer.sdp, hold=True)))
+    rig.staff.start_media()  # sending at once, before the citizen answered
+    ringing_peer = rig.session.ringing["eager"]
+    await until(lambda: ringing_peer.frames_decoded >= 5 and ringing_peer.audio_frames_received >= 10, 10,
+                "the eager caller's media arriving at the unit")
+    assert shown == [] and isinstance(ringing_peer.audio_sink, CountingAudioSink)
+    assert ringing_peer.audio_sink.frames == 0  # received and decoded, never played
+    assert (await ringing_peer.sent_and_received())["video_sent"] == 0
+
+    rig.session.press_answer()
+    await until(lambda: len(shown) >= 3 and ringing_peer.audio_sink.frames > 0, 10, "the caller seen and heard")
+
+
 async def test_a_connection_that_failed_while_ringing_is_made_afresh_at_the_answer(rig: Rig) -> None:
     """The offer made ringing was answered, but its connection failed (the caller's side went
     away, say): the answer carries a fresh offer, as an older unit's does, and the call connects."""
