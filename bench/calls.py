@@ -304,8 +304,10 @@ async def answered_round(client: CaregiverClient, screen: Screen, citizen_id: st
         row = Answered(
             press_to_staff_frame=t.first_video_frame - pressed_at,
             press_to_offer=t.offer - pressed_at,
-            offer_to_accept=t.accept_sent - t.offer,
-            accept_to_connected=t.connected - t.accept_sent,
+            # Pre-connected (the unit's offer answered while it rang): our answer went out before
+            # the citizen's, so that stage costs nothing after the press.
+            offer_to_accept=max(0.0, t.accept_sent - t.offer),
+            accept_to_connected=t.connected - max(t.accept_sent, t.offer),
             connected_to_staff_frame=t.first_video_frame - t.connected,
             press_to_device_in_call=in_call_at - pressed_at,
             rss_in_call=samples,
@@ -368,8 +370,8 @@ def print_report(report: dict[str, Any]) -> None:
         ("press_to_staff_frame", "answer pressed → caller's first remote frame", "≤ 100 p50 quiet, ≤ 250 p99 loaded"),
         ("press_to_device_frame", "answer pressed → screen's first remote frame", "≤ 100 p50 quiet, ≤ 250 p99 loaded"),
         ("press_to_offer", "  press → offer at caller", ""),
-        ("offer_to_accept", "  offer → caller's answer sent", ""),
-        ("accept_to_connected", "  answer sent → caller connected", ""),
+        ("offer_to_accept", "  offer → caller's answer sent (0: sent while ringing)", ""),
+        ("accept_to_connected", "  answer sent (or the press reaching it, if later) → caller connected", ""),
         ("connected_to_staff_frame", "  caller connected → its first frame", ""),
         ("press_to_device_in_call", "  press → screen's in-call line", ""),
     ):
