@@ -370,10 +370,11 @@ class CallOffer(Message, frozen=True, tag="call-offer"):
 class CallAnswer(Message, frozen=True, tag="call-answer"):
     """UI -> agent -> server -> staff: the citizen answered; media may flow.
 
-    ``sdp`` is None when the unit's offer went out while it rang (:class:`CallOffer`) and was
-    answered: the connection is up and each side attaches its camera and microphone. It carries
-    a fresh offer from a unit that did not pre-connect (an older one, or one whose
-    pre-connection failed): the caller then answers it on a fresh connection."""
+    ``sdp`` is None when the unit's offer went out while it rang (:class:`CallOffer`): that
+    connection goes on (up already, or once the caller's answer arrives) and each side
+    attaches its camera and microphone. It carries a fresh offer from a unit that did not
+    pre-connect (an older one, or one whose offer or connection failed while ringing): the
+    caller then answers it on a fresh connection."""
 
     call_id: str
     sdp: Annotated[str, msgspec.Meta(max_length=MAX_SDP_CHARS)] | None = None
