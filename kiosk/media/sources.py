@@ -8,6 +8,10 @@ behind, the oldest frames are dropped, not queued.
 
 Test sources (``testsrc2`` and a sine tone) are generated far faster than real
 time, so they are paced to the wall clock here, like a camera would be.
+
+A video track may be given a ``stage``: a step its reader thread runs on each
+frame before handing it over; the call's track uses it to encode the frame
+right there (:mod:`kiosk.media.encoding`).
 """
 
 from __future__ import annotations
@@ -20,18 +24,24 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 import av
 import av.container
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 from av.frame import Frame
+from av.packet import Packet
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["audio", "video"]
+#: What a track hands out: a frame, or a frame already encoded.
+Item: TypeAlias = "Frame | Packet[Any]"
+#: A step the reader thread runs on each video frame: what to hand out instead (None: nothing).
+Stage: TypeAlias = "Callable[[av.VideoFrame], Item | None]"
 
 AUDIO_RATE = 48000  # what Opus runs at, so aiortc does not resample again
 AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)  # 20 ms frames, what aiortc sends
@@ -150,8 +160,9 @@ class CaptureTrack(MediaStreamTrack):
     that fails); then ``recv()`` returns frames until the source ends, e.g. the
     camera is unplugged, after which it raises ``MediaStreamError``.
 
-    Video frames come out as yuv420p; audio as 20 ms s16 stereo 48 kHz frames
-    with continuous timestamps, which is what aiortc's encoders expect.
+    Video frames come out as yuv420p (or as whatever :attr:`stage` makes of
+    them); audio as 20 ms s16 stereo 48 kHz frames with continuous timestamps,
+    which is what aiortc's encoders expect.
     """
 
     def __init__(self, spec: SourceSpec, max_queued: int | None = None) -> None:
@@ -161,13 +172,15 @@ class CaptureTrack(MediaStreamTrack):
         # Video: keep 2 frames (latest wins). Audio: up to 200 ms, since a gap
         # is more audible than a small delay.
         self._max_queued = max_queued or (2 if spec.kind == "video" else 10)
-        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
         self._container: av.container.InputContainer | None = None
         self._thread: threading.Thread | None = None
         self._quit = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.frames_read = 0
         self.error: str | None = None
+        #: Run by the reader thread on each video frame (set and cleared by the consumer).
+        self.stage: Stage | None = None
 
     async def start(self) -> CaptureTrack:
         if self._thread is not None:
@@ -186,7 +199,7 @@ class CaptureTrack(MediaStreamTrack):
         self._thread.start()
         return self
 
-    async def recv(self) -> Frame:
+    async def recv(self) -> Item:
         if self.readyState != "live":
             raise MediaStreamError
         frame = await self._queue.get()
@@ -203,13 +216,13 @@ class CaptureTrack(MediaStreamTrack):
 
     # -- reader thread --
 
-    def _deliver(self, frame: Frame | None) -> None:
+    def _deliver(self, frame: Item | None) -> None:
         """Runs on the event loop: queue ``frame``, dropping the oldest if full."""
         while frame is not None and self._queue.qsize() >= self._max_queued:
             self._queue.get_nowait()
         self._queue.put_nowait(frame)
 
-    def _post(self, frame: Frame | None) -> None:
+    def _post(self, frame: Item | None) -> None:
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._deliver, frame)
@@ -252,7 +265,7 @@ class CaptureTrack(MediaStreamTrack):
                     assert isinstance(frame, av.VideoFrame)
                     if frame.format.name != "yuv420p":
                         frame = frame.reformat(format="yuv420p")
-                    self._post(frame)
+                    self._hand_over(frame)
                 self.frames_read += 1
         except (av.FFmpegError, OSError) as exc:
             # Typically ENODEV: the camera or microphone was unplugged.
@@ -261,6 +274,16 @@ class CaptureTrack(MediaStreamTrack):
         finally:
             container.close()
             self._post(None)
+
+    def _hand_over(self, frame: av.VideoFrame) -> None:
+        """Post ``frame``, through the stage if there is one."""
+        stage = self.stage
+        if stage is None:
+            self._post(frame)
+        elif self._queue.qsize() < self._max_queued:  # else nobody reads: spare the stage's work
+            item = stage(frame)
+            if item is not None:
+                self._post(item)
 
 
 async def open_source(spec: SourceSpec) -> CaptureTrack:
