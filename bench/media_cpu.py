@@ -108,10 +108,10 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
     extensions = header_extensions()
     sequence = 0
     packets = 0
-    started = 0.0
+    started = loop_started = 0.0
     for i in range(WARMUP + frames):
         if i == WARMUP:
-            started = time.process_time()
+            started, loop_started = time.process_time(), time.thread_time()
         item = await track.recv()
         if isinstance(item, av.frame.Frame):  # as RTCRtpSender._next_encoded_frame
             payloads, timestamp = await loop.run_in_executor(None, encoder.encode, item, False)
@@ -128,6 +128,7 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
             sequence = (sequence + 1) & 0xFFFF
             packets += i >= WARMUP
     cpu = time.process_time() - started
+    loop_cpu = time.thread_time() - loop_started
     track.stop()
     capture.stop()
     ctx = Codec.context_of(encoder)
@@ -137,6 +138,7 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
         "threads": ctx.thread_count,
         "dropped": WARMUP + frames - track.frames_from_source,
         "at_source": encoder.frames_at_source,
+        "loop_ms": 1000 * loop_cpu / frames,
     }
 
 
@@ -274,7 +276,7 @@ async def main() -> None:
                   f"ratio {o / b:.2f}  (ours {[round(1000 * x, 2) for x in ours_runs]}, "
                   f"bare {[round(1000 * x, 2) for x in bare_runs]}; {info['rtp_packets']} RTP packets, "
                   f"{info['bit_rate']} bit/s, encoder threads {info['threads']}, {info['dropped']} dropped, "
-                  f"{info['at_source']} encoded in the capture thread)",
+                  f"{info['at_source']} encoded in the capture thread, event loop {info['loop_ms']:.2f} ms/frame)",
                   flush=True)
     mem = memory(args.call_seconds)
     print(f"memory: {mem['idle_mb']:.0f} MB before the call, {mem['call_mb']:.0f} MB holding a two-way "

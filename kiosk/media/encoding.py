@@ -71,9 +71,10 @@ class SenderEncoder(Encoder):
 
     def __init__(self, inner: Encoder) -> None:
         self.inner = inner
-        self._lock = threading.Lock()  # the capture thread and aiortc's executor may overlap at a swap
+        self._lock = threading.Lock()  # one encode at a time: the capture thread and aiortc's overlap at a swap
+        self._numbering = threading.Lock()  # held only for a moment: a PLI must not wait for an encode
         self._keyframe_requested = False
-        self._encoded = 0  # number of the last frame encoded
+        self._encoded = 0  # number of the last frame begun
         self._sent = 0  # number of the last frame handed to the sender
         self._last_keyframe = 0  # number of the last forced key frame
         self.frames_at_source = 0
@@ -89,21 +90,31 @@ class SenderEncoder(Encoder):
         # Read by the inner encoder at its next frame, in whichever thread that runs.
         self.inner.target_bitrate = bitrate  # type: ignore[attr-defined]
 
-    def request_keyframe(self) -> None:
-        """A PLI or FIR arrived, or a frame was lost on our side: the next frame is a key frame."""
-        self._keyframe_requested = True
+    @property
+    def frames_encoded(self) -> int:
+        return self._encoded
+
+    def request_keyframe(self) -> int:
+        """A PLI or FIR arrived, or a frame was lost on our side: the next frame is a key frame.
+
+        Returns its number."""
+        with self._numbering:
+            self._keyframe_requested = True
+            return self._encoded + 1
 
     def _encode(self, frame: Frame, force_keyframe: bool) -> EncodedFrame:
         assert isinstance(frame, av.VideoFrame)
         with self._lock:
-            keyframe = force_keyframe or self._keyframe_requested
-            self._keyframe_requested = False
+            with self._numbering:
+                keyframe = force_keyframe or self._keyframe_requested
+                self._keyframe_requested = False
+                self._encoded += 1
+                number = self._encoded
+                if keyframe:
+                    self._last_keyframe = number
+                    self.keyframes_forced += 1
             payloads, timestamp = self.inner.encode(frame, keyframe)
-            self._encoded += 1
-            if keyframe:
-                self._last_keyframe = self._encoded
-                self.keyframes_forced += 1
-            return EncodedFrame(payloads, timestamp, self._encoded, keyframe, frame)
+            return EncodedFrame(payloads, timestamp, number, keyframe, frame)
 
     def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         slot = getattr(frame, "opaque", None)

@@ -17,6 +17,7 @@ right there (:mod:`kiosk.media.encoding`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import fractions
 import logging
@@ -172,7 +173,8 @@ class CaptureTrack(MediaStreamTrack):
         # Video: keep 2 frames (latest wins). Audio: up to 200 ms, since a gap
         # is more audible than a small delay.
         self._max_queued = max_queued or (2 if spec.kind == "video" else 10)
-        self._queue: asyncio.Queue[Item | None] = asyncio.Queue()
+        self._queue: collections.deque[Item | None] = collections.deque()  # None: the source ended
+        self._waiter: asyncio.Future[Item] | None = None  # a consumer waiting for the next item
         self._container: av.container.InputContainer | None = None
         self._thread: threading.Thread | None = None
         self._quit = threading.Event()
@@ -200,13 +202,38 @@ class CaptureTrack(MediaStreamTrack):
         return self
 
     async def recv(self) -> Item:
+        return await self.next_item()
+
+    def next_item(self) -> asyncio.Future[Item]:
+        """The next frame as a plain future, fulfilled straight from the reader thread's hand-over.
+
+        Cheaper than a task around :meth:`recv` (a call's video track waits on
+        this 30 times a second); it fails with ``MediaStreamError`` once the
+        source has ended.  Cancelling it loses nothing.  Like a task, it is
+        never done at once: whoever waits on it lets the loop run other work
+        (hotplug's reaction to a source that ended, say) before it goes on.
+        """
+        loop = self._loop
+        assert loop is not None, "start() first"
+        future: asyncio.Future[Item] = loop.create_future()
         if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._queue.get()
-        if frame is None:
+            loop.call_soon(self._fulfil, future, None)
+        elif self._queue:
+            loop.call_soon(self._fulfil, future, self._queue.popleft())
+        else:
+            self._waiter = future
+        return future
+
+    def _fulfil(self, future: asyncio.Future[Item], item: Item | None) -> None:
+        if future.done():  # cancelled meanwhile: the item is not lost, it goes back
+            if item is not None:
+                self._queue.appendleft(item)
+            return
+        if item is None:
             self.stop()
-            raise MediaStreamError
-        return frame
+            future.set_exception(MediaStreamError())
+        else:
+            future.set_result(item)
 
     def stop(self) -> None:
         super().stop()
@@ -217,10 +244,14 @@ class CaptureTrack(MediaStreamTrack):
     # -- reader thread --
 
     def _deliver(self, frame: Item | None) -> None:
-        """Runs on the event loop: queue ``frame``, dropping the oldest if full."""
-        while frame is not None and self._queue.qsize() >= self._max_queued:
-            self._queue.get_nowait()
-        self._queue.put_nowait(frame)
+        """Runs on the event loop: hand ``frame`` to a waiting consumer, else queue it, dropping the oldest if full."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            self._fulfil(waiter, frame)
+            return
+        while frame is not None and len(self._queue) >= self._max_queued:
+            self._queue.popleft()
+        self._queue.append(frame)
 
     def _post(self, frame: Item | None) -> None:
         assert self._loop is not None
@@ -280,7 +311,7 @@ class CaptureTrack(MediaStreamTrack):
         stage = self.stage
         if stage is None:
             self._post(frame)
-        elif self._queue.qsize() < self._max_queued:  # else nobody reads: spare the stage's work
+        elif len(self._queue) < self._max_queued:  # else nobody reads: spare the stage's work
             item = stage(frame)
             if item is not None:
                 self._post(item)

@@ -168,7 +168,9 @@ class SwappableTrack(MediaStreamTrack):
                 return self._stamp(frame)
             if self._pending is None:
                 self._encode_at(source)
-                self._pending = asyncio.ensure_future(source.recv())
+                self._pending = (
+                    source.next_item() if isinstance(source, CaptureTrack) else asyncio.ensure_future(source.recv())
+                )
             if not self._pending.done():
                 await self._frame_or_swap(self._pending)
             pending, self._pending = self._pending, None
@@ -187,6 +189,8 @@ class SwappableTrack(MediaStreamTrack):
             self.frames_from_source += 1
             self._next_filler_at = None
             if isinstance(received, av.VideoFrame):
+                if isinstance(source, CaptureTrack) and source.stage == self._shape_and_encode:
+                    continue  # read before the source encoded for us: sent now, it would come after newer ones
                 shaped = self._shape(received)
                 if shaped is None:
                     continue
