@@ -69,6 +69,7 @@ def _mmdebstrap(r: Recipe, root: Path, apt_cache: Path, debug: bool, foreign: bo
     apt_cache.mkdir(parents=True, exist_ok=True)
     args: list[str | Path] = [
         "mmdebstrap", "--mode=root", "--variant=apt", f"--arch={r.arch}", "--include=" + ",".join(r.packages),
+        "--components=" + ",".join(r.components),
         "--skip=essential/unlink",
         *[f"--dpkgopt=path-exclude={p}" for p in r.trim_exclude],
         *[f"--dpkgopt=path-include={p}" for p in r.trim_include],
@@ -108,8 +109,16 @@ def _rauc_config(root: Path, r: Recipe, version: str, keys: Path, progress: Prog
     shutil.copy(keys / rauc.CA_CERT, root / rauc.KEYRING_IN_ROOT)
 
 
+#: Where the Pi's firmware and U-Boot lie in the root (raspi-firmware, u-boot-rpi)
+PI_FIRMWARE_IN_ROOT = "usr/lib/raspi-firmware"
+PI_UBOOT_IN_ROOT = "usr/lib/u-boot/rpi_arm64/u-boot.bin"
+PI_FIRMWARE = ("start4.elf", "fixup4.dat")
+PI_4_DEVICE_TREE = "bcm2711-rpi-4-b.dtb"
+
+
 def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
-    """Kernel, initramfs (and GRUB's EFI binary) leave the root for the boot partitions."""
+    """Kernel, initramfs (and GRUB's EFI binary, or the Pi's firmware and U-Boot) leave the
+    root for the boot and config partitions: Linux never reads them once booted."""
     dest.mkdir(parents=True, exist_ok=True)
     boot = root / "boot"
     kernels = sorted(boot.glob("vmlinuz-*"))
@@ -120,6 +129,13 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
     shutil.move(initrds[0], dest / "initrd.img")
     if arch == "amd64":
         shutil.move(boot / "BOOTX64.EFI", dest / "BOOTX64.EFI")
+    else:
+        for needed in (PI_FIRMWARE_IN_ROOT, PI_UBOOT_IN_ROOT):
+            if not (root / needed).exists():
+                raise BuildError(f"the root has no {needed}: the Pi could not boot (raspi-firmware, u-boot-rpi)")
+        shutil.move(root / PI_FIRMWARE_IN_ROOT, dest / "raspi-firmware")
+        shutil.move(root / PI_UBOOT_IN_ROOT, dest / "u-boot.bin")
+    # raspi-firmware's kernel hook copies kernel, initramfs and firmware to /boot/firmware too
     for leftover in boot.iterdir():
         if leftover.name != "config":
             leftover.unlink() if leftover.is_file() or leftover.is_symlink() else shutil.rmtree(leftover)
@@ -128,10 +144,6 @@ def _take_boot_files(root: Path, arch: Arch, dest: Path) -> None:
 #: lz4hc at its highest level in 64 KiB physical clusters (the defaults: level 9, 4 KiB) for a
 #: smaller image (docs/benchmarks.md); the kernel reads big pclusters since 5.13
 EROFS_COMPRESSION = ("-zlz4hc,12", "-C65536")
-#: For test releases re-packed from a built root: lz4hc level 4 took 22 s of CPU for the amd64
-#: root (853 MB) against 33 s at level 9, 1.4 % larger than level 12; plain lz4 outgrew the
-#: root partition's headroom (docs/benchmarks.md)
-EROFS_QUICK = ("-zlz4hc,4", "-C65536")
 
 
 def _erofs_verity(root: Path, dest: Path, log: Path,
@@ -279,7 +291,7 @@ def _boot_partitions(r: Recipe, plan: layout.Plan, root: Path, boot: Path, parts
              parts / "boot.scr"])
         config = {"boot.scr": parts / "boot.scr",
                   "boot-count.env": bootcfg.uboot_env(bootcfg.initial_env()),
-                  **_raspberry_pi_files(root)}
+                  **_raspberry_pi_files(root, boot)}
         boot_a |= {"Image": kernel.arm64_image((boot / "vmlinuz").read_bytes()),
                    "slot.env": bootcfg.uboot_env({"kiosk_args": slot_a})}
     _fat(parts / "config.img", "CONFIG", r.layout.config_mib, config)
@@ -295,16 +307,15 @@ disable_splash=1
 """
 
 
-def _raspberry_pi_files(root: Path) -> dict[str, Path | bytes]:
-    """The Pi firmware stage: Debian's raspi-firmware blobs, u-boot-rpi and the Pi device trees."""
-    firmware = root / "usr/lib/raspi-firmware"
-    uboot = root / "usr/lib/u-boot/rpi_arm64/u-boot.bin"
-    if not firmware.is_dir() or not uboot.exists():
-        return {}
-    files: dict[str, Path | bytes] = {"config.txt": PI_CONFIG_TXT.encode(), "u-boot.bin": uboot}
-    for blob in sorted(firmware.glob("*")):
-        if blob.suffix in (".elf", ".dat", ".bin") and ("4" in blob.stem or blob.name == "bootcode.bin"):
-            files[blob.name] = blob
-    for dtb in sorted(root.glob("usr/lib/linux-image-*/broadcom/bcm271[12]-rpi-*.dtb")):
-        files[dtb.name] = dtb
-    return files
+def _raspberry_pi_files(root: Path, boot: Path) -> dict[str, Path | bytes]:
+    """The Pi's boot stage for the config partition: the firmware the Pi 4 loads (start4.elf,
+    fixup4.dat; the camera and debug variants are not needed, and the Pi 5 keeps its firmware
+    in EEPROM), U-Boot (both taken out of the root by _take_boot_files into ``boot``),
+    config.txt, and the Pi 4/5 device trees the firmware hands on."""
+    firmware = {name: boot / "raspi-firmware" / name for name in PI_FIRMWARE}
+    trees = {dtb.name: dtb for dtb in sorted(root.glob("usr/lib/linux-image-*/broadcom/bcm271[12]-rpi-*.dtb"))}
+    missing = [name for name, path in firmware.items() if not path.exists()]
+    missing += [] if PI_4_DEVICE_TREE in trees else [PI_4_DEVICE_TREE]
+    if missing:
+        raise BuildError(f"the Pi 4's boot files are incomplete: {', '.join(missing)} missing")
+    return {"config.txt": PI_CONFIG_TXT.encode(), "u-boot.bin": boot / "u-boot.bin", **firmware, **trees}

@@ -31,6 +31,7 @@ KEYRING_IN_ROOT = "etc/rauc/keyring.pem"
 SYSTEM_CONF_IN_ROOT = "etc/rauc/system.conf"
 #: RAUC's status (which bundle each slot holds) lives on the data partition: the root is read-only.
 STATUS_FILE = "/data/rauc/status.raucs"
+DATA_DIRECTORY = "/data/rauc"
 BLOCK = 4096
 HASH_BYTES = 32  # sha256, veritysetup's default
 
@@ -50,6 +51,9 @@ def system_conf(name: str, arch: Arch, version: str) -> str:
 compatible={compatible(name, arch)}
 bootloader=custom
 statusfile={STATUS_FILE}
+# where RAUC keeps each slot's block-hash index: an adaptive install (bundle_manifest) fetches
+# only the 4 KiB blocks neither slot already holds
+data-directory={DATA_DIRECTORY}
 mountprefix=/run/rauc
 # anti-rollback: nothing older than this image itself ({version})
 min-bundle-version={rauc_version(version)}
@@ -81,9 +85,11 @@ format=verity
 
 [image.rootfs]
 filename=root.img
+adaptive=block-hash-index
 
 [image.boot]
 filename=boot.vfat
+adaptive=block-hash-index
 """
 
 

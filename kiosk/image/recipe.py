@@ -31,6 +31,7 @@ class Recipe:
     name: str
     suite: str
     mirror: str
+    components: tuple[str, ...]
     packages: tuple[str, ...]
     python_from_debian: frozenset[str]
     python_not_on_unit: frozenset[str]
@@ -64,6 +65,7 @@ def load(arch: Arch, path: Path = IMAGE_DIR / "recipe.toml") -> Recipe:
             data["image"], data["packages"], data["initramfs"], data["trim"], data["layout"])
         return Recipe(
             name=str(image["name"]), suite=str(image["suite"]), mirror=str(image["mirror"]),
+            components=_strings(image, "components", "image") or ("main",),
             packages=_strings(packages, "common", "packages") + _strings(packages, arch, "packages"),
             python_from_debian=frozenset(_strings(data["python"], "from_debian", "python")),
             python_not_on_unit=frozenset(_strings(data["python"], "not_on_unit", "python")),

@@ -14,12 +14,13 @@ boot.scr, and the unit enrolls and answers diagnostics (2026-11-29: build 61 min
 module 509 s with a built image, at load ~18; docs/benchmarks.md); the slot marks itself
 good in U-Boot's counters and a pulled plug then leaves the config partition whole (quiet
 machine: the boot tests 181 s, online 142 s after QEMU started). Not checked anywhere:
-the Raspberry Pi firmware stage before U-Boot (QEMU's raspi boards have no SD or USB to
-boot from), which the image does not carry yet.
+the Raspberry Pi firmware stage before U-Boot running (QEMU's raspi boards have no SD or
+USB to boot from); that the config partition carries it is checked as files.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,25 @@ def test_the_partition_table_is_the_planned_one(arm64_image: Path) -> None:
     assert {e.type_guid for e in entries if e.name.startswith("root")} == {layout.ROOT_TYPE["arm64"]}
     assert all(e.offset % layout.MIB == 0 for e in entries)
     assert entries[3].size == entries[4].size
+
+
+def test_the_config_partition_carries_the_pis_boot_stage_and_the_root_does_not(arm64_image: Path) -> None:
+    """What a Pi 4 needs before U-Boot (its boot ROM reads the first FAT partition): the
+    firmware, config.txt handing over to U-Boot, U-Boot, the device trees. Not booted here
+    (QEMU has no Pi that boots from a disk), so checked as files."""
+    config = f"{arm64_image}@@{gpt.find(arm64_image, 'config').offset}"
+    listing = subprocess.run(["mdir", "-b", "-i", config, "::/"], capture_output=True, text=True, check=True).stdout
+    names = {line.rsplit("/", 1)[-1] for line in listing.split()}
+    assert {"start4.elf", "fixup4.dat", "u-boot.bin", "config.txt", "boot.scr", "bcm2711-rpi-4-b.dtb",
+            "bcm2712-rpi-5-b.dtb"} <= names, names
+    config_txt = subprocess.run(["mtype", "-i", config, "::/config.txt"], capture_output=True, text=True,
+                                check=True).stdout
+    assert "kernel=u-boot.bin" in config_txt and "arm_64bit=1" in config_txt, config_txt
+    start4 = subprocess.run(["mtype", "-i", config, "::/start4.elf"], capture_output=True, check=True).stdout
+    assert start4[:4] == b"\x7fELF" and len(start4) > 1_000_000  # the VideoCore firmware itself
+    manifest = json.loads(arm64_image.with_name(arm64_image.name.removesuffix(".img") + ".manifest.json")
+                          .read_text())
+    assert "raspi-firmware" in {p["name"] for p in manifest["packages"]}
 
 
 @pytest.fixture(scope="module")

@@ -71,6 +71,8 @@ def test_the_bundle_is_signed_for_this_unit_kind_with_the_version_that_only_grow
     assert info["version"] == "0.1.202611291200" and info["description"] == VERSION
     images = {i["slotclass"] if "slotclass" in i else next(iter(i)): i for i in info["images"]}
     assert set(images) >= {"rootfs", "boot"}, info["images"]
+    # each slot's image carries its block-hash index: a unit fetches only the blocks it lacks
+    assert all(i[name]["adaptive"] == ["block-hash-index"] for name, i in images.items()), info["images"]
     sidecar = json.loads(path.with_name(path.name + ".json").read_text())
     assert sidecar == {"version": VERSION, "arch": "amd64", "compatible": "skaermbesoeg-kiosk-amd64",
                        "bytes": path.stat().st_size, "sha256": release.sha256}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -79,6 +80,18 @@ def publish(server: ServerProcess, image: Path, out: Path, keys: Path = UPDATE_K
     return release.version
 
 
+def bundle_file(server: ServerProcess, version: str) -> tuple[str, int]:
+    """The release's bundle file name on the server, and its size."""
+    row = {r["version"]: r for r in server.cli_json("release", "list")}[version]
+    return row["file"], int(row["bytes"])
+
+
+def served_bytes(server: ServerProcess, file: str) -> int:
+    """Bytes of ``file`` the server has sent to units so far (its DEBUG lines, device_api.release_bundle)."""
+    pattern = re.compile(rf"release bundle {re.escape(file)}: (\d+) bytes")
+    return sum(int(found) for found in pattern.findall(server.log()))
+
+
 def send_update(server: ServerProcess, device_id: str, version: str) -> str:
     rows = {r["version"]: r for r in server.cli_json("release", "list")}
     path = rollout.BUNDLE_URL_PREFIX + rows[version]["file"]
@@ -108,7 +121,9 @@ def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     if not (UPDATE_KEYS / rauc.CA_CERT).exists():
         pytest.skip(f"the image under test trusts the update CA in {UPDATE_KEYS}, which holds no keys")
     work = tmp_path_factory.mktemp("update-unit")
-    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST]).start()
+    # DEBUG: the server says how many bytes of a bundle each range request cost (served_bytes)
+    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST,
+                                                        "--log-level", "DEBUG"]).start()
     disk = make_unit(built_image, work, server, grow_mib=256)
     vm = Vm(disk, work, server.device_port).start()
     try:
@@ -177,6 +192,8 @@ def test_a_newer_bundle_is_rolled_out_booted_and_good_and_the_data_came_along(
     server: ServerProcess = unit["server"]
     vm: Vm = unit["vm"]
     started = time.monotonic()
+    file, size = bundle_file(server, newer_version)
+    served_before = served_bytes(server, file)  # the interrupted try's
     rollout_id = roll_out(server, newer_version, unit["device_id"])
     wait_until(lambda: unit_stage(server, rollout_id, vm)[0] in ("installed", "booted", *update.FINAL), 900, 2,
                what="the bundle to be installed")
@@ -187,8 +204,10 @@ def test_a_newer_bundle_is_rolled_out_booted_and_good_and_the_data_came_along(
     good_after = time.monotonic() - started
     view = server.cli_json("rollout", "status", rollout_id)
     print(json.dumps(view, indent=1))
+    served = served_bytes(server, file) - served_before
     print(f"download + install: {installed_after:.0f} s; roll-out start -> good: {good_after:.0f} s "
-          f"(reboot -> good: {good_after - installed_after:.0f} s)")
+          f"(reboot -> good: {good_after - installed_after:.0f} s); downloaded {served} of the bundle's "
+          f"{size} bytes ({100 * served / size:.1f} %)")
     assert done == "good", view
     assert view["state"] == "done"
     detail = versions(server, unit["device_id"])
@@ -212,11 +231,13 @@ def test_a_slot_failing_its_health_check_falls_back_and_says_so(
     vm: Vm = unit["vm"]
     image = releases.failing_health_check(newer_image, tmp_path / "broken", later(newer_version), HEALTH_DEADLINE)
     version = publish(server, image, tmp_path / "b")
+    file, size = bundle_file(server, version)
     rollout_id = roll_out(server, version, unit["device_id"])
     # two boots: into the broken slot A, which gives up on itself, and back into B
     stage, detail = wait_until(lambda: (s := unit_stage(server, rollout_id, vm))[0] in update.FINAL and s,
                                900 + 2 * BOOT + HEALTH_DEADLINE, 5, what="the fall-back")
-    print(stage, detail)
+    print(f"{stage} {detail}; downloaded {served_bytes(server, file)} of the bundle's {size} bytes "
+          "(its root is the running slot's, block for block)")
     assert stage == "rolled-back", (stage, detail)
     assert "health check failed" in detail and "screen app not alive" in detail, detail
     assert server.cli_json("rollout", "status", rollout_id)["state"] == "halted"
