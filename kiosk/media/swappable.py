@@ -186,11 +186,13 @@ class SwappableTrack(MediaStreamTrack):
                 if self._source is source:
                     self._source = None
                 continue
+            if isinstance(received, av.VideoFrame) and isinstance(source, CaptureTrack) and (
+                source.stage == self._shape_and_encode
+            ):
+                continue  # read before the source encoded for us: sent now, it would come after newer ones
             self.frames_from_source += 1
             self._next_filler_at = None
             if isinstance(received, av.VideoFrame):
-                if isinstance(source, CaptureTrack) and source.stage == self._shape_and_encode:
-                    continue  # read before the source encoded for us: sent now, it would come after newer ones
                 shaped = self._shape(received)
                 if shaped is None:
                     continue
