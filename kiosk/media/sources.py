@@ -225,8 +225,8 @@ class CaptureTrack(MediaStreamTrack):
         return future
 
     def _fulfil(self, future: asyncio.Future[Item], item: Item | None) -> None:
-        if future.done():  # cancelled meanwhile: the item is not lost, it goes back
-            if item is not None:
+        if future.done():  # cancelled meanwhile: the item is not lost, it goes back (the end too)
+            if item is not None or self.readyState == "live":
                 self._queue.appendleft(item)
             return
         if item is None:
