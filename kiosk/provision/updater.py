@@ -89,12 +89,20 @@ class Running:
         return cls(slot, fields.get("IMAGE_VERSION"), float(deadline) if deadline.isdigit() else None, boot)
 
 
+#: RAUC's reason when it could not mount the streamed bundle before reading any of its payload.
+#: Seen in QEMU on the first stream after a boot: "Failed to load dm table: Argument list too
+#: long" (dm-verity: "Hash device is too small") on a bundle another boot streamed whole.
+#: Nothing has been written then, so one more try is safe (docs/benchmarks.md, Updates).
+MOUNT_FAILED = "Failed mounting bundle"
+
+
 class Rauc:
     """RAUC's command line, the one way the agent touches the slots."""
 
-    def __init__(self, identity: Path, command: str = "rauc") -> None:
+    def __init__(self, identity: Path, command: str = "rauc", mount_retry_seconds: float = 10.0) -> None:
         self.identity = identity
         self.command = command
+        self.mount_retry_seconds = mount_retry_seconds
 
     async def _run(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(self.command, *args, stdout=asyncio.subprocess.PIPE,
@@ -106,8 +114,17 @@ class Rauc:
         return text
 
     async def install(self, url: str) -> None:
-        await self._run("install", f"--tls-cert={self.identity / 'device.crt'}",
-                        f"--tls-key={self.identity / 'device.key'}", f"--tls-ca={self.identity / 'ca.pem'}", url)
+        args = ("install", f"--tls-cert={self.identity / 'device.crt'}", f"--tls-key={self.identity / 'device.key'}",
+                f"--tls-ca={self.identity / 'ca.pem'}", url)
+        try:
+            await self._run(*args)
+        except InstallFailed as exc:
+            if not str(exc).startswith(MOUNT_FAILED):
+                raise
+            log.warning("RAUC could not mount the streamed bundle (%s); once more in %.0f s",
+                        exc, self.mount_retry_seconds)
+            await asyncio.sleep(self.mount_retry_seconds)
+            await self._run(*args)
 
     async def mark(self, verdict: str) -> None:
         await self._run("status", f"mark-{verdict}", "booted")

@@ -20,13 +20,17 @@ from kiosk.provision.updater import InstallFailed, Journal, Rauc, Running, Updat
 pytestmark = pytest.mark.timeout(60)
 
 
-def fake_rauc(tmp_path: Path, fails_with: str = "") -> Rauc:
+def fake_rauc(tmp_path: Path, fails_with: str = "", times: int = 1_000_000) -> Rauc:
+    """RAUC's command line, failing its first ``times`` calls with ``fails_with`` if given."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "rauc"
-    body = f'print("error: {fails_with}"); sys.exit(1)' if fails_with else 'print("ok")'
+    asked_path = str(tmp_path / "asked")
+    body = (f'if sum(1 for _ in open({asked_path!r})) <= {times}: print("LastError: {fails_with}"); sys.exit(1)\n'
+            if fails_with else "") + 'print("ok")'
     script.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                      f"open({str(tmp_path / 'asked')!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n{body}\n")
+                      f"open({asked_path!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n{body}\n")
     script.chmod(0o755)
-    return Rauc(tmp_path / "identity", str(script))
+    return Rauc(tmp_path / "identity", str(script), mount_retry_seconds=0)
 
 
 def asked(tmp_path: Path) -> list[list[str]]:
@@ -113,6 +117,24 @@ def test_a_refused_bundle_fails_with_raucs_reason_and_nothing_is_pending(tmp_pat
     assert journal is not None and journal.stage == "failed"
     asyncio.run(asyncio.wait_for(_one_round(updater), 5))
     assert not (tmp_path / "actions").exists()           # no reboot for a refused update
+
+
+def test_a_streamed_bundle_that_would_not_mount_is_tried_once_more(tmp_path: Path) -> None:
+    mount_failed = "Failed mounting bundle: Failed to load dm table: Argument list too long"
+    updater, _ = make(tmp_path, "a", fake_rauc(tmp_path, mount_failed, times=1))
+    assert asyncio.run(updater.install("R2", "/p"))["stage"] == "installed"
+    assert [a[0] for a in asked(tmp_path)] == ["install", "install"]
+
+
+def test_a_bundle_that_never_mounts_fails_after_the_second_try_and_a_refusal_is_not_retried(tmp_path: Path) -> None:
+    updater, _ = make(tmp_path / "1", "a", fake_rauc(tmp_path / "1", "Failed mounting bundle: no such device"))
+    with pytest.raises(InstallFailed, match="Failed mounting bundle"):
+        asyncio.run(updater.install("R2", "/p"))
+    assert len(asked(tmp_path / "1")) == 2
+    updater, _ = make(tmp_path / "2", "a", fake_rauc(tmp_path / "2", "signature verification failed"))
+    with pytest.raises(InstallFailed, match="signature"):
+        asyncio.run(updater.install("R2", "/p"))
+    assert len(asked(tmp_path / "2")) == 1
 
 
 async def _one_round(updater: Updater) -> None:
