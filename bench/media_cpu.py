@@ -7,10 +7,12 @@ Run from the repository root:
 CPU: process CPU time (all threads: capture thread, encoder executor, event
 loop) per frame, 640x480, for
 
-- ours: ``CaptureTrack`` (lavfi testsrc2) →
-  ``SwappableTrack`` → the encoder aiortc's sender would run (``encode`` in an
-  executor thread, as ``RTCRtpSender`` does) → ``RtpPacket`` built and
-  serialised with header extensions;
+- ours: ``CaptureTrack`` (lavfi testsrc2) → ``SwappableTrack`` → what
+  aiortc's ``RTCRtpSender._next_encoded_frame`` does with what the track hands
+  it, with the encoder our hook gives the sender (a ``SenderEncoder``): a frame
+  is encoded in an executor thread, an encoded frame (the track encodes in the
+  capture thread once it knows the encoder, kiosk/media/encoding.py) is only
+  packed → ``RtpPacket`` built and serialised with header extensions;
 - bare: PyAV reads the same lavfi source and encodes every frame with
   ``CodecContext.encode`` on a context opened by the same encoder class (so
   the codec and every setting are the same), as fast as it can.
@@ -52,6 +54,7 @@ from aiortc.rtcrtpparameters import RTCRtpParameters
 from av.video.codeccontext import VideoCodecContext
 
 from kiosk.media.encoders import PyAVH264Encoder
+from kiosk.media.encoding import SenderEncoder
 from kiosk.media.sources import CaptureTrack, SourceSpec, lavfi_pattern_spec, open_source
 from kiosk.media.swappable import SwappableTrack
 
@@ -69,6 +72,8 @@ class Codec:
 
     @staticmethod
     def context_of(encoder: Any) -> VideoCodecContext:
+        if isinstance(encoder, SenderEncoder):
+            encoder = encoder.inner
         return encoder.codec if isinstance(encoder, Vp8Encoder) else encoder._ctx
 
 
@@ -99,16 +104,19 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
     capture = CaptureTrack(source(frames, paced), max_queued=None if paced else WARMUP + frames + 2)
     await capture.start()
     track = SwappableTrack("video", capture)
-    encoder = codec.make_encoder()
+    encoder = SenderEncoder(codec.make_encoder())  # what our hook makes aiortc's sender use
     extensions = header_extensions()
     sequence = 0
     packets = 0
-    started = 0.0
+    started = loop_started = 0.0
     for i in range(WARMUP + frames):
         if i == WARMUP:
-            started = time.process_time()
-        frame = await track.recv()
-        payloads, timestamp = await loop.run_in_executor(None, encoder.encode, frame, False)
+            started, loop_started = time.process_time(), time.thread_time()
+        item = await track.recv()
+        if isinstance(item, av.frame.Frame):  # as RTCRtpSender._next_encoded_frame
+            payloads, timestamp = await loop.run_in_executor(None, encoder.encode, item, False)
+        else:
+            payloads, timestamp = encoder.pack(item)
         for n, payload in enumerate(payloads):
             packet = rtp.RtpPacket(payload_type=97, sequence_number=sequence, timestamp=timestamp)
             packet.ssrc = 1234
@@ -120,6 +128,7 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
             sequence = (sequence + 1) & 0xFFFF
             packets += i >= WARMUP
     cpu = time.process_time() - started
+    loop_cpu = time.thread_time() - loop_started
     track.stop()
     capture.stop()
     ctx = Codec.context_of(encoder)
@@ -128,6 +137,8 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
         "bit_rate": ctx.bit_rate,
         "threads": ctx.thread_count,
         "dropped": WARMUP + frames - track.frames_from_source,
+        "at_source": encoder.frames_at_source,
+        "loop_ms": 1000 * loop_cpu / frames,
     }
 
 
@@ -264,7 +275,8 @@ async def main() -> None:
             print(f"{codec.name}, {mode}: ours {1000 * o:.2f} ms/frame, bare PyAV {1000 * b:.2f} ms/frame, "
                   f"ratio {o / b:.2f}  (ours {[round(1000 * x, 2) for x in ours_runs]}, "
                   f"bare {[round(1000 * x, 2) for x in bare_runs]}; {info['rtp_packets']} RTP packets, "
-                  f"{info['bit_rate']} bit/s, encoder threads {info['threads']}, {info['dropped']} dropped)",
+                  f"{info['bit_rate']} bit/s, encoder threads {info['threads']}, {info['dropped']} dropped, "
+                  f"{info['at_source']} encoded in the capture thread, event loop {info['loop_ms']:.2f} ms/frame)",
                   flush=True)
     mem = memory(args.call_seconds)
     print(f"memory: {mem['idle_mb']:.0f} MB before the call, {mem['call_mb']:.0f} MB holding a two-way "

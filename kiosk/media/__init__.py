@@ -4,6 +4,7 @@ Modules, one concept each:
 
 - ``encoders``  which video encoder runs (hardware H.264 or software), and the
                  hook that plugs a PyAV H.264 encoder into aiortc
+- ``encoding``  video encoded in the capture thread; aiortc's sender only packs it
 - ``sources``   capture tracks: V4L2 camera, ALSA microphone, lavfi test sources
 - ``swappable`` the track a call holds while its source changes
 - ``hotplug``   cameras/microphones appearing and disappearing (udev)

@@ -5,7 +5,11 @@ encoder (``h264_v4l2m2m``) that costs a fraction of the CPU, so we plug our own
 encoder class into aiortc's codec selection.  aiortc resolves the encoder for a
 negotiated codec with ``aiortc.codecs.get_encoder``, a name that
 ``aiortc.rtcrtpsender`` imported into its own namespace; replacing that one
-name is the whole hook, and :func:`install_h264_encoder` does it explicitly.
+name is the whole hook.  Two things plug into it explicitly:
+:func:`install_h264_encoder` (which H.264 encoder runs) and
+:func:`install_encoding_at_source` (every video sender's encoder is a
+:class:`~kiosk.media.encoding.SenderEncoder`, so our tracks can encode in their
+capture thread, see :mod:`kiosk.media.encoding`).
 
 PyAV's wheel *lists* ``h264_v4l2m2m`` on every machine, hardware or not, so the
 only honest probe is to open the encoder and encode a real frame.
@@ -30,6 +34,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.frame import Frame
 from av.video.codeccontext import VideoCodecContext
 
+from .encoding import SenderEncoder
+
 logger = logging.getLogger(__name__)
 
 HARDWARE_H264 = "h264_v4l2m2m"
@@ -45,9 +51,10 @@ NAL_IDR = 5
 NAL_SPS = 7
 NAL_PPS = 8
 
-# aiortc's original lookup, kept so every other codec still resolves through it
-# and so uninstall can restore it.
+# aiortc's original lookup and key-frame request, kept so every other codec
+# still resolves through it and so uninstall can restore them.
 _AIORTC_GET_ENCODER = aiortc.codecs.get_encoder
+_AIORTC_SEND_KEYFRAME = aiortc.RTCRtpSender._send_keyframe
 
 
 @dataclass(frozen=True)
@@ -235,7 +242,37 @@ class H264EncoderInstallation:
 
 
 _installed: H264EncoderInstallation | None = None
+_encoding_at_source = False
 _install_lock = threading.Lock()
+
+
+def _get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
+    """aiortc's lookup with our hooks: our H.264 encoder, every video encoder a SenderEncoder."""
+    installation = _installed
+    if installation is not None and codec.mimeType.lower() == H264_MIME.lower():
+        h264 = PyAVH264Encoder(installation.codec_name, installation.options)
+        installation.encoders.append(h264)
+        encoder: Encoder = h264
+    else:
+        encoder = _AIORTC_GET_ENCODER(codec)
+    if _encoding_at_source and codec.mimeType.lower().startswith("video/"):
+        return SenderEncoder(encoder)
+    return encoder
+
+
+def _send_keyframe(sender: aiortc.RTCRtpSender) -> None:
+    """A PLI/FIR: aiortc forces a key frame only on frames it encodes itself; ours are told too."""
+    _AIORTC_SEND_KEYFRAME(sender)
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)  # aiortc keeps it private
+    if isinstance(encoder, SenderEncoder):
+        encoder.request_keyframe()
+
+
+def _apply_hooks() -> None:
+    """Our lookup while any hook is installed, aiortc's own otherwise. Holds _install_lock."""
+    hooked = _installed is not None or _encoding_at_source
+    aiortc.rtcrtpsender.get_encoder = _get_encoder if hooked else _AIORTC_GET_ENCODER  # type: ignore[attr-defined]
+    aiortc.RTCRtpSender._send_keyframe = _send_keyframe if _encoding_at_source else _AIORTC_SEND_KEYFRAME  # type: ignore[method-assign, assignment]
 
 
 def install_h264_encoder(
@@ -248,27 +285,35 @@ def install_h264_encoder(
     """
     global _installed
     installation = H264EncoderInstallation(codec_name, dict(options or {}))
-
-    def get_encoder(codec: RTCRtpCodecParameters) -> Encoder:
-        if codec.mimeType.lower() == H264_MIME.lower():
-            encoder = PyAVH264Encoder(installation.codec_name, installation.options)
-            installation.encoders.append(encoder)
-            return encoder
-        return _AIORTC_GET_ENCODER(codec)
-
     with _install_lock:
-        aiortc.rtcrtpsender.get_encoder = get_encoder  # type: ignore[attr-defined]
         _installed = installation
+        _apply_hooks()
     logger.info("H.264 encoding through %s", codec_name)
     return installation
 
 
 def uninstall_h264_encoder() -> None:
-    """Give aiortc back its own encoder lookup."""
+    """Give aiortc back its own H.264 encoder."""
     global _installed
     with _install_lock:
-        aiortc.rtcrtpsender.get_encoder = _AIORTC_GET_ENCODER  # type: ignore[attr-defined]
         _installed = None
+        _apply_hooks()
+
+
+def install_encoding_at_source() -> None:
+    """Every video sender that starts from now on gets a :class:`SenderEncoder` (idempotent)."""
+    global _encoding_at_source
+    with _install_lock:
+        _encoding_at_source = True
+        _apply_hooks()
+
+
+def uninstall_encoding_at_source() -> None:
+    """aiortc encodes every frame in its executor again (tests restore aiortc with it)."""
+    global _encoding_at_source
+    with _install_lock:
+        _encoding_at_source = False
+        _apply_hooks()
 
 
 def installed_h264_encoder() -> H264EncoderInstallation | None:

@@ -8,11 +8,16 @@ behind, the oldest frames are dropped, not queued.
 
 Test sources (``testsrc2`` and a sine tone) are generated far faster than real
 time, so they are paced to the wall clock here, like a camera would be.
+
+A video track may be given a ``stage``: a step its reader thread runs on each
+frame before handing it over; the call's track uses it to encode the frame
+right there (:mod:`kiosk.media.encoding`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import fractions
 import logging
@@ -20,18 +25,24 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeAlias
 
 import av
 import av.container
 from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 from av.frame import Frame
+from av.packet import Packet
 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["audio", "video"]
+#: What a track hands out: a frame, or a frame already encoded.
+Item: TypeAlias = "Frame | Packet[Any]"
+#: A step the reader thread runs on each video frame: what to hand out instead (None: nothing).
+Stage: TypeAlias = "Callable[[av.VideoFrame], Item | None]"
 
 AUDIO_RATE = 48000  # what Opus runs at, so aiortc does not resample again
 AUDIO_SAMPLES = int(AUDIO_RATE * AUDIO_PTIME)  # 20 ms frames, what aiortc sends
@@ -150,8 +161,9 @@ class CaptureTrack(MediaStreamTrack):
     that fails); then ``recv()`` returns frames until the source ends, e.g. the
     camera is unplugged, after which it raises ``MediaStreamError``.
 
-    Video frames come out as yuv420p; audio as 20 ms s16 stereo 48 kHz frames
-    with continuous timestamps, which is what aiortc's encoders expect.
+    Video frames come out as yuv420p (or as whatever :attr:`stage` makes of
+    them); audio as 20 ms s16 stereo 48 kHz frames with continuous timestamps,
+    which is what aiortc's encoders expect.
     """
 
     def __init__(self, spec: SourceSpec, max_queued: int | None = None) -> None:
@@ -161,13 +173,16 @@ class CaptureTrack(MediaStreamTrack):
         # Video: keep 2 frames (latest wins). Audio: up to 200 ms, since a gap
         # is more audible than a small delay.
         self._max_queued = max_queued or (2 if spec.kind == "video" else 10)
-        self._queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._queue: collections.deque[Item | None] = collections.deque()  # None: the source ended
+        self._waiter: asyncio.Future[Item] | None = None  # a consumer waiting for the next item
         self._container: av.container.InputContainer | None = None
         self._thread: threading.Thread | None = None
         self._quit = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.frames_read = 0
         self.error: str | None = None
+        #: Run by the reader thread on each video frame (set and cleared by the consumer).
+        self.stage: Stage | None = None
 
     async def start(self) -> CaptureTrack:
         if self._thread is not None:
@@ -186,14 +201,39 @@ class CaptureTrack(MediaStreamTrack):
         self._thread.start()
         return self
 
-    async def recv(self) -> Frame:
+    async def recv(self) -> Item:
+        return await self.next_item()
+
+    def next_item(self) -> asyncio.Future[Item]:
+        """The next frame as a plain future, fulfilled straight from the reader thread's hand-over.
+
+        Cheaper than a task around :meth:`recv` (a call's video track waits on
+        this 30 times a second); it fails with ``MediaStreamError`` once the
+        source has ended.  Cancelling it loses nothing.  Like a task, it is
+        never done at once: whoever waits on it lets the loop run other work
+        (hotplug's reaction to a source that ended, say) before it goes on.
+        """
+        loop = self._loop
+        assert loop is not None, "start() first"
+        future: asyncio.Future[Item] = loop.create_future()
         if self.readyState != "live":
-            raise MediaStreamError
-        frame = await self._queue.get()
-        if frame is None:
+            loop.call_soon(self._fulfil, future, None)
+        elif self._queue:
+            loop.call_soon(self._fulfil, future, self._queue.popleft())
+        else:
+            self._waiter = future
+        return future
+
+    def _fulfil(self, future: asyncio.Future[Item], item: Item | None) -> None:
+        if future.done():  # cancelled meanwhile: the item is not lost, it goes back (the end too)
+            if item is not None or self.readyState == "live":
+                self._queue.appendleft(item)
+            return
+        if item is None:
             self.stop()
-            raise MediaStreamError
-        return frame
+            future.set_exception(MediaStreamError())
+        else:
+            future.set_result(item)
 
     def stop(self) -> None:
         super().stop()
@@ -203,13 +243,17 @@ class CaptureTrack(MediaStreamTrack):
 
     # -- reader thread --
 
-    def _deliver(self, frame: Frame | None) -> None:
-        """Runs on the event loop: queue ``frame``, dropping the oldest if full."""
-        while frame is not None and self._queue.qsize() >= self._max_queued:
-            self._queue.get_nowait()
-        self._queue.put_nowait(frame)
+    def _deliver(self, frame: Item | None) -> None:
+        """Runs on the event loop: hand ``frame`` to a waiting consumer, else queue it, dropping the oldest if full."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            self._fulfil(waiter, frame)
+            return
+        while frame is not None and len(self._queue) >= self._max_queued:
+            self._queue.popleft()
+        self._queue.append(frame)
 
-    def _post(self, frame: Frame | None) -> None:
+    def _post(self, frame: Item | None) -> None:
         assert self._loop is not None
         try:
             self._loop.call_soon_threadsafe(self._deliver, frame)
@@ -252,7 +296,7 @@ class CaptureTrack(MediaStreamTrack):
                     assert isinstance(frame, av.VideoFrame)
                     if frame.format.name != "yuv420p":
                         frame = frame.reformat(format="yuv420p")
-                    self._post(frame)
+                    self._hand_over(frame)
                 self.frames_read += 1
         except (av.FFmpegError, OSError) as exc:
             # Typically ENODEV: the camera or microphone was unplugged.
@@ -261,6 +305,16 @@ class CaptureTrack(MediaStreamTrack):
         finally:
             container.close()
             self._post(None)
+
+    def _hand_over(self, frame: av.VideoFrame) -> None:
+        """Post ``frame``, through the stage if there is one."""
+        stage = self.stage
+        if stage is None:
+            self._post(frame)
+        elif len(self._queue) < self._max_queued:  # else nobody reads: spare the stage's work
+            item = stage(frame)
+            if item is not None:
+                self._post(item)
 
 
 async def open_source(spec: SourceSpec) -> CaptureTrack:

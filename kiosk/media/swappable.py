@@ -9,6 +9,11 @@ track, and the remote side never sees the stream end.
 Timestamps belong to the track, not the source: every source starts its own
 clock at zero, and a stream whose timestamps jump back would confuse the
 remote jitter buffer.  So does the picture type (see ``_stamp``).
+
+Video from a capture source is encoded in the source's reader thread once the
+sender's encoder is known (:mod:`kiosk.media.encoding`): the track then hands
+out encoded frames, and its per-frame work (``_shape``: step-down, timestamp)
+runs in that thread too.  The filler is encoded by aiortc as before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import threading
 import time
 from typing import Any
 
@@ -24,7 +30,9 @@ from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError,
 from av.frame import Frame
 from av.packet import Packet
 
-from .sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, Kind
+from .encoders import install_encoding_at_source
+from .encoding import EncoderSlot, picture_of
+from .sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, CaptureTrack, Item, Kind
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,11 @@ class SwappableTrack(MediaStreamTrack):
         #: Half the size and every other frame (the call's link is narrow; kiosk.media.link.video_step).
         self.stepped_down = False
         self._frames_seen = 0
+        self._stamp_lock = threading.Lock()  # video is shaped in the capture thread, the filler on the loop
+        #: Filled in by the sender's encoder when it sees our first frame.
+        self.encoder_slot = EncoderSlot()
+        if kind == "video":
+            install_encoding_at_source()  # so the sender's encoder can take our encoded frames
 
     @property
     def source(self) -> MediaStreamTrack | None:
@@ -108,22 +121,41 @@ class SwappableTrack(MediaStreamTrack):
         """
         previous, self._source = self._source, source
         if previous is not source:
+            self._stop_encoding_at(previous)
             self._drop_pending()
             self._wake()
             logger.info("%s source is now %s", self.kind, getattr(source, "spec", source))
         return previous
 
     def stop(self) -> None:
+        self._stop_encoding_at(self._source)
         self._drop_pending()
         self._wake()
         super().stop()
+
+    def _encode_at(self, source: MediaStreamTrack) -> None:
+        """Once the sender's encoder is known, a capture source encodes our frames in its thread."""
+        if self.encoder_slot.encoder is not None and isinstance(source, CaptureTrack) and source.stage is None:
+            source.stage = self._shape_and_encode
+
+    def _stop_encoding_at(self, source: MediaStreamTrack | None) -> None:
+        if isinstance(source, CaptureTrack) and source.stage == self._shape_and_encode:
+            source.stage = None
+
+    def _shape_and_encode(self, frame: av.VideoFrame) -> Item | None:
+        """In the capture thread: the frame as sent, encoded by the sender's encoder."""
+        shaped = self._shape(frame)
+        encoder = self.encoder_slot.encoder
+        if shaped is None or encoder is None:
+            return shaped
+        return encoder.encode_at_source(shaped)
 
     def _drop_pending(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
 
-    async def recv(self) -> Frame:
+    async def recv(self) -> Item:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -135,11 +167,19 @@ class SwappableTrack(MediaStreamTrack):
                 self.filler_frames += 1
                 return self._stamp(frame)
             if self._pending is None:
-                self._pending = asyncio.ensure_future(source.recv())
-            if not self._pending.done():
-                await self._frame_or_swap(self._pending)
+                self._encode_at(source)
+                self._pending = (
+                    source.next_item() if isinstance(source, CaptureTrack) else asyncio.ensure_future(source.recv())
+                )
+            if isinstance(self._pending, asyncio.Task):
+                if not self._pending.done():
+                    await self._frame_or_swap(self._pending)
+            elif not await self._arrived(self._pending):
+                continue  # swapped, muted or stopped meanwhile: look again
             pending, self._pending = self._pending, None
-            if pending is None or not pending.done() or source is not self._source or self._muted:
+            if pending is None or not pending.done() or pending.cancelled() or source is not self._source or (
+                self._muted
+            ):
                 if pending is not None:
                     pending.cancel()
                 continue
@@ -151,18 +191,40 @@ class SwappableTrack(MediaStreamTrack):
                 if self._source is source:
                     self._source = None
                 continue
-            if not isinstance(received, Frame):
-                continue  # a capture track hands out frames only
+            if isinstance(received, av.VideoFrame) and isinstance(source, CaptureTrack) and (
+                source.stage == self._shape_and_encode
+            ):
+                continue  # read before the source encoded for us: sent now, it would come after newer ones
             self.frames_from_source += 1
             self._next_filler_at = None
             if isinstance(received, av.VideoFrame):
-                self._size = (received.width, received.height)
-                if self.stepped_down:
-                    self._frames_seen += 1
-                    if self._frames_seen % 2:
-                        continue  # half the frame rate
-                    received = _half_size(received)
-            return self._stamp(received)
+                shaped = self._shape(received)
+                if shaped is None:
+                    continue
+                return shaped
+            if isinstance(received, av.AudioFrame):
+                return self._stamp(received)
+            picture = picture_of(received)
+            if picture is not None:  # encoded in the capture thread, shaped there
+                return received
+            # anything else is not ours to send
+
+    @staticmethod
+    async def _arrived(pending: asyncio.Future[Item]) -> bool:
+        """Wait for a capture track's next item; False if a swap, a mute or the end cancelled it.
+
+        Awaited directly, the one future a frame needs: a frame costs the loop one turn fewer
+        than :meth:`_frame_or_swap`, 30 times a second in every call."""
+        try:
+            await pending
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are cancelled, not just the wait
+            return False
+        except MediaStreamError:
+            pass  # the source ended: recv reads that from the future
+        return True
 
     async def _frame_or_swap(self, pending: asyncio.Future[Frame | Packet[Any]]) -> None:
         """Until ``pending`` is done or the source is swapped, muted or stopped.
@@ -208,6 +270,20 @@ class SwappableTrack(MediaStreamTrack):
             return None
         return placeholder_frame(*self._size) if self.kind == "video" else silence_frame()
 
+    def _shape(self, frame: av.VideoFrame) -> av.VideoFrame | None:
+        """A source's frame as sent: halved in size and rate when stepped down (None: skipped), stamped."""
+        with self._stamp_lock:
+            self._size = (frame.width, frame.height)
+            if self.stepped_down:
+                self._frames_seen += 1
+                if self._frames_seen % 2:
+                    return None  # half the frame rate
+        if self.stepped_down:
+            frame = _half_size(frame)
+        stamped = self._stamp(frame)
+        assert isinstance(stamped, av.VideoFrame)
+        return stamped
+
     def _stamp(self, frame: Frame) -> Frame:
         """Give ``frame`` the track's own, continuous timestamp."""
         if isinstance(frame, av.AudioFrame):
@@ -223,11 +299,13 @@ class SwappableTrack(MediaStreamTrack):
         # is the encoder's decision (or a PLI's), never the camera's.
         if isinstance(frame, av.VideoFrame):
             frame.pict_type = av.video.frame.PictureType.NONE
-        now = time.monotonic()
-        if self._clock_start is None:
-            self._clock_start = now
-        pts = max(int((now - self._clock_start) * VIDEO_CLOCK_RATE), self._last_pts + 1)
-        self._last_pts = pts
+            frame.opaque = self.encoder_slot  # how the sender's encoder finds us
+        with self._stamp_lock:
+            now = time.monotonic()
+            if self._clock_start is None:
+                self._clock_start = now
+            pts = max(int((now - self._clock_start) * VIDEO_CLOCK_RATE), self._last_pts + 1)
+            self._last_pts = pts
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         return frame

@@ -19,6 +19,8 @@ from aiortc.mediastreams import MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
 
+from kiosk.media.encoding import picture_of
+
 #: The self-view is small: ten pictures a second are plenty.
 SELF_VIEW_FPS = 10.0
 
@@ -38,9 +40,10 @@ class TappedTrack(MediaStreamTrack):
     async def recv(self) -> Frame | Packet[Any]:
         frame = await self.source.recv()
         now = self._clock()
-        if isinstance(frame, av.VideoFrame) and (self._last is None or now - self._last >= self._interval):
+        picture = picture_of(frame)  # the call's video comes encoded, with its picture
+        if picture is not None and (self._last is None or now - self._last >= self._interval):
             self._last = now
-            self._tap(frame)
+            self._tap(picture)
         return frame
 
     def stop(self) -> None:

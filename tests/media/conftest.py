@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from aiortc import RTCPeerConnection
 
-from kiosk.media.encoders import uninstall_h264_encoder
+from kiosk.media.encoders import uninstall_encoding_at_source, uninstall_h264_encoder
 from kiosk.media.keyframes import uninstall_loss_recovery
 from kiosk.media.loopback import loopback_only, no_public_stun
 
@@ -16,9 +16,11 @@ from kiosk.media.loopback import loopback_only, no_public_stun
 def aiortc_hooks_restored() -> Iterator[None]:
     """Every test starts and ends with aiortc's own encoder and jitter buffer."""
     uninstall_h264_encoder()
+    uninstall_encoding_at_source()
     uninstall_loss_recovery()
     yield
     uninstall_h264_encoder()
+    uninstall_encoding_at_source()
     uninstall_loss_recovery()
 
 

@@ -8,6 +8,7 @@ import time
 import pytest
 from aiortc import RTCPeerConnection
 
+from kiosk.media.encoding import SenderEncoder
 from kiosk.media.loopback import connect
 from kiosk.media.sources import lavfi_pattern_spec, lavfi_tone_spec, open_source
 from kiosk.media.stats import measure
@@ -50,3 +51,6 @@ async def test_video_and_audio_flow_both_ways_and_quality_is_measured(
     assert quality.packets_received > 100 and quality.loss_fraction < 0.01
     assert quality.bitrate_received_bps > 100_000 and quality.bitrate_sent_bps > 100_000
     assert quality.round_trip_time_ms is not None and quality.round_trip_time_ms < 100
+    for pc in (a, b):  # the video above was encoded in each side's capture thread, aiortc only packed it
+        encoder = next(s._RTCRtpSender__encoder for s in pc.getSenders() if s.kind == "video")  # private in aiortc
+        assert isinstance(encoder, SenderEncoder) and encoder.frames_at_source >= 45

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import av
@@ -83,8 +84,27 @@ async def test_a_slow_consumer_gets_fresh_frames_not_a_backlog() -> None:
     await asyncio.sleep(0.5)  # 15 frames are "captured" meanwhile
     later = await track.recv()
     track.stop()
-    assert track._queue.qsize() <= 2
+    assert len(track._queue) <= 2
     assert later.pts - first.pts >= 10  # we skipped ahead, not read old frames
+
+
+async def test_a_cancelled_wait_loses_neither_a_frame_nor_the_end() -> None:
+    spec = lavfi_pattern_spec(160, 120, fps=30)
+    short = dataclasses.replace(spec, url=f"{spec.url}:duration=0.2", paced=False)  # 6 frames, then the end
+    track = await CaptureTrack(short, max_queued=100).start()
+    deadline = time.monotonic() + 10
+    while track._thread is not None and track._thread.is_alive():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)  # the end's hand-over runs on the loop
+    assert len(track._queue) == 7 and track._queue[-1] is None
+    frames = []
+    with pytest.raises(MediaStreamError):
+        while True:
+            track.next_item().cancel()  # a swap or a mute cancels a wait before its frame (or the end) is taken
+            await asyncio.sleep(0)
+            frames.append(await asyncio.wait_for(track.recv(), 5))
+    assert len(frames) == 6
 
 
 def test_only_capture_nodes_count_as_cameras() -> None:
