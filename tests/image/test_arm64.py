@@ -13,7 +13,8 @@ qemu-system-aarch64 (virt board) with Debian's u-boot-qemu running the image's o
 boot.scr, and the unit enrolls and answers diagnostics (2026-11-29: build 61 min, this
 module 509 s with a built image, at load ~18; docs/benchmarks.md); the slot marks itself
 good in U-Boot's counters and a pulled plug then leaves the config partition whole (quiet
-machine: the boot tests 181 s, online 142 s after QEMU started). Not checked anywhere:
+machine: the boot tests 181 s, online 142 s after QEMU started; with the Pi's boot stage on
+the config partition, 214 s and 85 s, and a build of 31 min at load 3-6). Not checked anywhere:
 the Raspberry Pi firmware stage before U-Boot running (QEMU's raspi boards have no SD or
 USB to boot from); that the config partition carries it is checked as files.
 """
