@@ -23,7 +23,7 @@ from kiosk.protocol.schedule import upcoming
 from kiosk.server import audit, commands, schedule
 from kiosk.server.ca import Authority
 from kiosk.server.hub import Hub
-from kiosk.server.store import CitizenRow, Store
+from kiosk.server.store import CitizenRow, Store, StoreUnavailable
 
 log = logging.getLogger("kiosk.server.previsit")
 
@@ -128,6 +128,8 @@ class Sweep:
         while True:
             try:
                 await self.once()
+            except StoreUnavailable as exc:  # the hub's sweep says so in plain words already
+                log.debug("pre-visit checks wait for the database: %s", exc)
             except Exception:  # a bad row must not end the checks of every other visit
                 log.exception("pre-visit check failed; trying again in %.0f s", SWEEP_SECONDS)
             await asyncio.sleep(SWEEP_SECONDS)

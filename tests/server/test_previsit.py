@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from kiosk.server.previsit import UnitFacts, reasons
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from kiosk.server import ca
+from kiosk.server.hub import Hub
+from kiosk.server.previsit import Sweep, UnitFacts, reasons
+from kiosk.server.store import CitizenRow, Store, StoreUnavailable
 
 READY = UnitFacts(assigned=True, online=True, ui_alive=True, last_seen=1.0,
                   checks={"camera": "OK", "microphone": "OK", "ui": "OK"})
@@ -22,3 +31,25 @@ def test_each_missing_part_is_named() -> None:
     broken = UnitFacts(True, True, False, 1.0, {"camera": "FAIL", "microphone": "FAIL", "ui": "OK"})
     assert reasons(broken) == ("screen-app-down", "no-camera", "no-microphone")
     assert reasons(UnitFacts(True, True, True, 1.0, {"ui": "FAIL", "camera": "WARN"})) == ("screen-app-down",)
+
+
+def test_a_database_outage_is_waited_out_without_a_traceback(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Found in CI: PostgreSQL restarting while the sweep ran put a traceback in the server's log."""
+    store = Store.in_directory(tmp_path)
+    sweep = Sweep(store, ca.load_or_create(tmp_path / "ca", "Testkommune"), Hub(store))
+
+    def database_gone(*_: object, **__: object) -> list[CitizenRow]:
+        raise StoreUnavailable("the database is not answering (the database system is starting up)")
+
+    store.citizens_of = database_gone  # type: ignore[method-assign]
+
+    async def one_sweep() -> None:
+        sweep.start()
+        await asyncio.sleep(0.2)
+        await sweep.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="kiosk.server.previsit"):
+        asyncio.run(one_sweep())
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG], caplog.text
+    assert "wait for the database" in caplog.text and "Traceback" not in caplog.text
