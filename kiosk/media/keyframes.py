@@ -26,6 +26,13 @@ assumed, :data:`ASSUMED_ROUND_TRIP`): a hole waits two and a half round trips
 :data:`MAX_HOLE_WAIT`), and :class:`RepeatingNackGenerator` asks again for a
 packet still missing after a round trip, since aiortc NACKs only when a new
 gap appears.
+
+Media that returns after a silence (:func:`returns_after_silence`: an outage, a dropped
+bearer) is not repaired packet by packet: what was sent in the dark is seconds old and
+mostly gone from the sender's history, so the buffer gives the hole up at once and asks
+for a key frame with the first packet back, and the NACK generator does not ask for the
+packets lost in the dark (hundreds of them, which on a narrow link would queue ahead of
+the key frame).
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ NACK_REPEAT_ROUND_TRIPS = 1.2
 MIN_NACK_REPEAT = 0.1
 #: Unanswered key-frame requests are repeated at most this far apart.
 MAX_RETRY_INTERVAL = 2.4
+#: No video packet for this long, then one: the link was dark (an outage), not lossy. Video at
+#: the lowest rate a stepped-down call sends (7.5 fps) leaves 0.13 s between frames; jitter on
+#: a 4G link adds tens of milliseconds; the link watch calls 1.5 s of silence "lost".
+SILENCE = 1.0
 
 _VP8_KEYFRAME_START_CODE = b"\x9d\x01\x2a"
 _H264_IDR = 5
@@ -114,6 +125,12 @@ class KeyframeRequestPolicy:
         return True
 
 
+def returns_after_silence(last_arrival: float | None, now: float) -> bool:
+    """Whether a packet arriving at ``now`` ends a silence (none since ``last_arrival``) of at
+    least :data:`SILENCE`: the hole behind it opened in the dark and NACK cannot usefully fill it."""
+    return last_arrival is not None and now - last_arrival >= SILENCE
+
+
 def is_keyframe(data: bytes) -> bool:
     """Whether an assembled (depayloaded) VP8 or H.264 frame is a key frame.
 
@@ -152,11 +169,14 @@ class RecoveringJitterBuffer(JitterBuffer):
         self._clock = clock
         self._blocked_since: float | None = None
         self._newest: int | None = None
+        self._last_arrival: float | None = None
         self.holes_skipped = 0
         self.frames_held_back = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         now = self._clock()
+        resumed = returns_after_silence(self._last_arrival, now)
+        self._last_arrival = now
         if self._newest is None or uint16_gt(packet.sequence_number, self._newest):
             self._newest = packet.sequence_number
         overflowed, frame = super().add(packet)
@@ -164,7 +184,9 @@ class RecoveringJitterBuffer(JitterBuffer):
             # aiortc dropped packets to make room: what follows may not decode.
             self.policy.picture_lost()
         if frame is None and self._head_is_blocked(self._newest):
-            if self._blocked_since is None:
+            if resumed:  # lost in the dark: ask for a key frame now, not a hole wait later
+                frame = self._skip_holes(self._newest)
+            elif self._blocked_since is None:
                 self._blocked_since = now
             elif now - self._blocked_since >= self.max_hole_wait:
                 frame = self._skip_holes(self._newest)
@@ -230,9 +252,18 @@ class RepeatingNackGenerator(NackGenerator):
         self.repeats = 0
         self._clock = clock
         self._last_nack: float | None = None
+        self._last_arrival: float | None = None
 
     def add(self, packet: RtpPacket) -> bool:
         now = self._clock()
+        resumed = returns_after_silence(self._last_arrival, now)
+        self._last_arrival = now
+        if resumed:
+            # What went missing in the dark is not asked for: the jitter buffer gives it up
+            # and asks for a key frame, which the copies would only delay on a narrow link.
+            super().add(packet)
+            self.missing.clear()
+            return False
         if super().add(packet):
             self._last_nack = now
             return True

@@ -66,6 +66,33 @@ def loss_based_cap(cap: int, fraction_lost: float | None) -> int:
     return max(MIN_BITRATE_CAP, min(MAX_BITRATE_CAP, cap))
 
 
+#: aiortc sends a receiver report every 0.5-1.5 s. One that comes this long after the one before
+#: covers a time the link was dark: its loss (all of it, in a 5 s outage) says the path was gone,
+#: not that a queue overflowed, and cutting the bitrate for it only makes the key frame that
+#: ends the outage smaller and slower, and may step the video down for STEP_UP_AFTER.
+OUTAGE_REPORT_GAP: Final = 2.5
+
+
+@dataclass
+class LossBasedCap:
+    """The video's cap from the other side's receiver reports (:func:`loss_based_cap`), applied once
+    per report, and not for a report that spans an outage. Pure: report times are passed in."""
+
+    cap: int = MAX_BITRATE_CAP
+    _last_report_at: float | None = None
+
+    def report(self, at: float | None, fraction_lost: float | None) -> int:
+        """The cap, given the latest report (received at ``at``, None: none yet); the peer reads the
+        latest report more often than reports come, so one already seen changes nothing."""
+        if at is None or at == self._last_report_at:
+            return self.cap
+        previous, self._last_report_at = self._last_report_at, at
+        if previous is not None and at - previous >= OUTAGE_REPORT_GAP:
+            return self.cap
+        self.cap = loss_based_cap(self.cap, fraction_lost)
+        return self.cap
+
+
 #: The video steps down (half the size, half the frame rate: an eighth of the pixels) when
 #: the sender's target falls to STEP_DOWN_AT, and back up only when the target has stayed at
 #: STEP_UP_AT or more for STEP_UP_AFTER. aiortc's VP8 encoder will not go below 250 kbit/s,

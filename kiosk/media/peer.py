@@ -54,7 +54,7 @@ from av.frame import Frame
 from .dtls import install_prompt_dtls
 from .encoders import prefer_video_codec
 from .keyframes import Clock, follow_round_trip
-from .link import MAX_BITRATE_CAP, Counters, LinkState, LinkWatch, VideoStep, loss_based_cap
+from .link import Counters, LinkState, LinkWatch, LossBasedCap, VideoStep
 from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
 from .swappable import SwappableTrack
 
@@ -124,6 +124,7 @@ class _LinkSample:
     counters: Counters
     rtt: float | None  # seconds; None until measured
     video_fraction_lost: float | None  # 0..1, from the other side's latest receiver report on our video
+    video_report_at: float | None  # when that report came (POSIX seconds); None: none yet
 
 
 async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
@@ -131,6 +132,7 @@ async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
     received = lost = sent = 0
     rtts: list[float] = []
     video_lost: float | None = None
+    video_report_at: float | None = None
     for stats in (await pc.getStats()).values():
         kind = getattr(stats, "type", None)
         if kind == "inbound-rtp":
@@ -143,7 +145,8 @@ async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
                 rtts.append(stats.roundTripTime)
             if stats.kind == "video":
                 video_lost = stats.fractionLost / 256  # RTCP's 8-bit fixed point
-    return _LinkSample(Counters(received, lost, sent), max(rtts) if rtts else None, video_lost)
+                video_report_at = stats.timestamp.timestamp()
+    return _LinkSample(Counters(received, lost, sent), max(rtts) if rtts else None, video_lost, video_report_at)
 
 
 def _cap_video_bitrate(pc: RTCPeerConnection, cap: int) -> int | None:
@@ -231,7 +234,7 @@ class CallPeer:
         self.link = LinkWatch()
         self.video_step = VideoStep()  # our video's size and rate on a narrow link
         self.hole_wait: float | None = None  # loss recovery's wait for a hole, as the round trip set it
-        self.bitrate_cap = MAX_BITRATE_CAP  # our video's cap from reported loss
+        self.loss_cap = LossBasedCap()  # our video's cap from reported loss
         self.audio_frames = 0
         self.connected_at: float | None = None
         self.first_video_at: float | None = None
@@ -535,9 +538,9 @@ class CallPeer:
                 log.debug("%s: link sample failed", self.label, exc_info=True)
                 continue
             self.hole_wait = follow_round_trip(pc.getReceivers(), sample.rtt)
-            self.bitrate_cap = loss_based_cap(self.bitrate_cap, sample.video_fraction_lost)
+            cap = self.loss_cap.report(sample.video_report_at, sample.video_fraction_lost)
             now = self._clock()
-            target = _cap_video_bitrate(pc, self.bitrate_cap)
+            target = _cap_video_bitrate(pc, cap)
             stepped = self.video_step.observe(now, target)
             track = _sending_video(pc)
             if stepped is not None and track is not None:

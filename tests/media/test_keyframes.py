@@ -19,6 +19,7 @@ from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtpPacket
 
 from kiosk.media.encoders import VP8_MIME, PyAVH264Encoder, prefer_video_codec
 from kiosk.media.keyframes import (
+    SILENCE,
     KeyframeRequestPolicy,
     RecoveringJitterBuffer,
     RepeatingNackGenerator,
@@ -80,13 +81,14 @@ def synthetic(i: int, size: tuple[int, int] = (320, 240)) -> av.VideoFrame:
 
 
 def rtp_stream(
-    encoder: object, depayload: Callable[[bytes], bytes], frames: int, keyframes: set[int]
+    encoder: object, depayload: Callable[[bytes], bytes], frames: int, keyframes: set[int],
+    size: tuple[int, int] = (320, 240),
 ) -> list[list[RtpPacket]]:
     """Real encoder output as RTP packets, grouped per frame, as a receiver sees them."""
     seq = 1000
     grouped = []
     for i in range(frames):
-        payloads, timestamp = encoder.encode(synthetic(i), force_keyframe=i in keyframes)  # type: ignore[attr-defined]
+        payloads, timestamp = encoder.encode(synthetic(i, size), force_keyframe=i in keyframes)  # type: ignore[attr-defined]
         packets = []
         for payload in payloads:
             packet = RtpPacket(payload_type=97, sequence_number=seq, timestamp=timestamp, payload=payload)
@@ -153,6 +155,47 @@ def test_an_unrepaired_hole_stalls_aiortc_but_we_skip_it_and_resume_at_a_key_fra
     decoder = av.CodecContext.create("libvpx", "r")
     for frame in out:
         decoder.decode(av.Packet(frame.data))
+
+
+def test_after_an_outage_the_first_packet_back_asks_for_a_key_frame() -> None:
+    """5 s dark: the hole is not waited on (its packets are seconds old); a PLI goes with the first
+    packet back, and the picture resumes at the key frame that answers it."""
+    stream = rtp_stream(Vp8Encoder(), vp8_depayload, 30, keyframes={25}, size=(160, 120))
+    clock = [0.0]
+    buffer = RecoveringJitterBuffer(capacity=512, max_hole_wait=0.3, clock=lambda: clock[0])
+    out, plis = [], []
+    for i, packets in enumerate(stream):
+        if 10 <= i < 20:
+            continue  # sent in the dark
+        clock[0] = i / 30 + (5.0 if i >= 20 else 0.0)
+        for packet in packets:
+            pli, frame = buffer.add(packet)
+            plis += [i] * pli
+            out += [frame] if frame is not None else []
+    frame_ts = [packets[0].timestamp for packets in stream]
+    assert plis[0] == 20  # with the first packet back, not a hole wait later
+    assert [f.timestamp for f in out] == frame_ts[:9] + frame_ts[25:29]  # then the key frame
+    assert buffer.holes_skipped == 1
+
+
+def nack_generator() -> tuple[RepeatingNackGenerator, Callable[[int, float], bool]]:
+    """A generator repeating after 0.35 s, and ``arrives(seq, at)``: whether that packet makes it NACK."""
+    now = [0.0]
+    generator = RepeatingNackGenerator(repeat_after=0.35, clock=lambda: now[0])
+
+    def arrives(seq: int, at: float) -> bool:
+        now[0] = at
+        return generator.add(RtpPacket(sequence_number=seq))
+
+    return generator, arrives
+
+
+def test_packets_lost_in_the_dark_are_not_nacked() -> None:
+    generator, arrives = nack_generator()
+    assert not arrives(1, 0.0) and not arrives(2, 0.05)
+    assert not arrives(400, 0.05 + SILENCE) and generator.missing == set()  # a key frame is asked for
+    assert not arrives(401, 1.6) and not arrives(402, 2.2)  # nor asked for later
+    assert arrives(404, 2.25) and generator.missing == {403}  # a new loss is NACKed as ever
 
 
 class LossyLink:
@@ -263,13 +306,7 @@ async def test_without_our_buffer_aiortc_stays_frozen_after_the_same_loss(
 
 
 def test_a_packet_still_missing_is_nacked_again_after_the_repeat_interval() -> None:
-    now = [0.0]
-    generator = RepeatingNackGenerator(repeat_after=0.35, clock=lambda: now[0])
-
-    def arrives(seq: int, at: float) -> bool:
-        now[0] = at
-        return generator.add(RtpPacket(sequence_number=seq))
-
+    generator, arrives = nack_generator()
     assert not arrives(1, 0.00)
     assert arrives(3, 0.02) and generator.missing == {2}  # the gap: aiortc's own NACK
     assert not arrives(4, 0.10) and not arrives(5, 0.30)  # the copy may still be on its way

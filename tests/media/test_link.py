@@ -14,6 +14,7 @@ from kiosk.media.link import (
     Counters,
     LinkState,
     LinkWatch,
+    LossBasedCap,
     VideoStep,
     loss_based_cap,
 )
@@ -129,6 +130,20 @@ def test_reported_loss_cuts_the_video_cap_and_a_clean_link_lets_it_grow() -> Non
     assert loss_based_cap(1_000_000, None) == 1_000_000  # no report yet
     assert loss_based_cap(MIN_BITRATE_CAP, 0.9) == MIN_BITRATE_CAP
     assert loss_based_cap(MAX_BITRATE_CAP, 0.0) == MAX_BITRATE_CAP
+
+
+def test_the_cap_follows_each_report_once_and_ignores_one_that_spans_an_outage() -> None:
+    cap = LossBasedCap(1_000_000)
+    assert cap.report(None, None) == 1_000_000  # no report yet
+    assert cap.report(100.0, 0.30) == 850_000
+    # The peer looks every 0.5 s and reports come every 0.5-1.5 s: a report seen is not applied
+    # again (it was, three times over, before: a 30 % report cut the cap to 61 %).
+    assert cap.report(100.0, 0.30) == 850_000
+    assert cap.report(101.0, 0.0) == 918_000
+    # A 5 s outage: no report for 6 s, then one saying nearly everything was lost. The link
+    # was gone, not full; the key frame that ends the outage must not be made small for it.
+    assert cap.report(107.0, 0.95) == 918_000
+    assert cap.report(108.0, 0.30) == 780_300  # the next report is judged as ever
 
 
 def test_the_video_steps_down_on_a_narrow_link_and_up_only_once_it_stayed_wide() -> None:

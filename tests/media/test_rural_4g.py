@@ -108,6 +108,11 @@ async def test_over_rural_4g_the_call_connects_while_it_rings_and_sends_no_media
         await asyncio.gather(unit.peer.close(), caregiver.peer.close())
 
 
+#: Video back this soon after the sound, on each side, after a 5 s outage (a PLI goes with the
+#: first packet back: 0.03-0.13 s on a quiet machine; 0.5-1.8 s when it waited a hole wait first).
+OUTAGE_RECOVERY_BOUND = 1.5
+
+
 async def test_a_5s_outage_is_told_to_both_and_ridden_out_without_anyone_pressing_anything(clean: Rig) -> None:
     unit, caregiver, _ = await clean.call()
     try:
@@ -123,6 +128,8 @@ async def test_a_5s_outage_is_told_to_both_and_ridden_out_without_anyone_pressin
         for side in (unit, caregiver):
             assert "failed" not in side.states and side.peer.connection_state == "connected"
             assert side.peer.link.outages == 1 and side.peer.link.recovery_s is not None
+            # The target is 1 s (bench/rural_calls.py shows it); the bound leaves room for a loaded machine.
+            assert side.peer.link.recovery_s <= OUTAGE_RECOVERY_BOUND, f"{side.peer.label}: video came back late"
         quality = await unit.peer.close()
         assert quality is not None and quality.outages == 1 and quality.ice_path == "relay"
         assert quality.longest_outage_s >= 4.0 and quality.recovery_s is not None
