@@ -86,7 +86,9 @@ class Codec:
     def context_of(encoder: Any) -> VideoCodecContext:
         if isinstance(encoder, SenderEncoder):
             encoder = encoder.inner
-        return encoder.codec if isinstance(encoder, Vp8Encoder) else encoder._ctx
+        ctx = encoder.codec if isinstance(encoder, Vp8Encoder) else encoder._ctx
+        assert isinstance(ctx, VideoCodecContext), "opened by its first frame"
+        return ctx
 
 
 CODECS = {
@@ -117,8 +119,8 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
         if 2 * tail > 1 - confidence:
             break
         k += 1
-    if k == 0:  # too few samples for an interval at this confidence
-        return statistics.median(ordered), ordered[0], ordered[-1]
+    if k == 0:  # too few samples for an interval at this confidence: it is unbounded
+        return statistics.median(ordered), -math.inf, math.inf
     return statistics.median(ordered), ordered[k - 1], ordered[n - k]
 
 
@@ -128,6 +130,11 @@ def verdict(low: float, high: float) -> str:
     if low > TARGET:
         return f"missed (the whole interval is over {TARGET})"
     return f"not shown (the interval straddles {TARGET})"
+
+
+def thread_cpu(native_id: int) -> float:
+    """CPU seconds another thread of this process has run (the scheduler's own count)."""
+    return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
 
 
 def source(frames: int, paced: bool) -> SourceSpec:
@@ -149,10 +156,13 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
     extensions = header_extensions()
     sequence = 0
     packets = 0
-    started = loop_started = 0.0
+    started = loop_started = capture_started = 0.0
+    assert capture._thread is not None and capture._thread.native_id is not None
+    capture_thread = capture._thread.native_id
     for i in range(WARMUP + frames):
         if i == WARMUP:
             started, loop_started = time.process_time(), time.thread_time()
+            capture_started = thread_cpu(capture_thread)
         item = await track.recv()
         if isinstance(item, av.frame.Frame):  # as RTCRtpSender._next_encoded_frame
             payloads, timestamp = await loop.run_in_executor(None, encoder.encode, item, False)
@@ -170,6 +180,7 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
             packets += i >= WARMUP
     cpu = time.process_time() - started
     loop_cpu = time.thread_time() - loop_started
+    capture_cpu = thread_cpu(capture_thread) - capture_started
     track.stop()
     capture.stop()
     ctx = Codec.context_of(encoder)
@@ -180,11 +191,15 @@ async def ours(codec: Codec, frames: int, paced: bool) -> tuple[float, dict[str,
         "dropped": WARMUP + frames - track.frames_from_source,
         "at_source": encoder.frames_at_source,
         "loop_ms": 1000 * loop_cpu / frames,
+        "capture_ms": 1000 * capture_cpu / frames,
     }
 
 
-def bare(codec: Codec, frames: int, paced: bool) -> float:
+def bare(codec: Codec, frames: int, paced: bool) -> tuple[float, float]:
     """CPU seconds per frame: PyAV reads the same source and encodes, nothing else.
+
+    Returns (the process, this thread alone: ours splits that work between its
+    capture thread and the event loop).
 
     The codec context is opened by the same encoder class during warm-up, so
     its settings are ours exactly (PyAV cannot report the options a context
@@ -195,8 +210,8 @@ def bare(codec: Codec, frames: int, paced: bool) -> float:
     spec = source(frames, paced)
     container = av.open(spec.url, format=spec.format)
     time_base = fractions.Fraction(1, 90000)
-    started = 0.0
-    ctx = None
+    started = thread_started = 0.0
+    ctx: VideoCodecContext | None = None
     begin = time.monotonic()
     for i, frame in enumerate(container.decode(video=0)):
         if paced:
@@ -208,15 +223,17 @@ def bare(codec: Codec, frames: int, paced: bool) -> float:
             continue
         if i == WARMUP:
             ctx = Codec.context_of(encoder)
-            started = time.process_time()
+            started, thread_started = time.process_time(), time.thread_time()
         if i == WARMUP + frames:
             break
         frame.pict_type = av.video.frame.PictureType.NONE
+        assert ctx is not None
         for packet in ctx.encode(frame):
             bytes(packet)
     cpu = time.process_time() - started
+    thread = time.thread_time() - thread_started
     container.close()
-    return cpu / frames
+    return cpu / frames, thread / frames
 
 
 def source_only(frames: int) -> float:
@@ -282,36 +299,46 @@ def memory(seconds: float) -> dict[str, float]:
         [sys.executable, __file__, "--memory-child", str(seconds)],
         capture_output=True, text=True, check=True, timeout=120,
     )
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    figures: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
+    return figures
 
 
 async def pair(codec: Codec, frames: int, paced: bool, ours_first: bool) -> tuple[float, float, dict[str, Any]]:
     """One "ours" round and one "bare" round back to back: (ours, bare) CPU seconds per frame."""
     if ours_first:
         o, info = await ours(codec, frames, paced)
-        return o, bare(codec, frames, paced), info
-    b = bare(codec, frames, paced)
+        b, info["bare_thread"] = bare(codec, frames, paced)
+        return o, b, info
+    b, bare_thread = bare(codec, frames, paced)
     o, info = await ours(codec, frames, paced)
+    info["bare_thread"] = bare_thread
     return o, b, info
 
 
 async def compare(codec: Codec, frames: int, pairs: int, paced: bool) -> dict[str, float]:
-    ours_runs, bare_runs, ratios, loop_ms = [], [], [], []
+    ours_runs, bare_runs, ratios = [], [], []
+    threads: dict[str, list[float]] = {"loop": [], "capture": [], "bare": []}
     info: dict[str, Any] = {}
     for i in range(pairs):
         o, b, info = await pair(codec, frames, paced, ours_first=i % 2 == 0)
         ours_runs.append(o)
         bare_runs.append(b)
         ratios.append(o / b)
-        loop_ms.append(info["loop_ms"])
+        threads["loop"].append(info["loop_ms"])
+        threads["capture"].append(info["capture_ms"])
+        threads["bare"].append(1000 * info["bare_thread"])
     ratio, low, high = median_interval(ratios)
     mode = "paced at 30 fps" if paced else "unpaced"
     ms = [round(1000 * x, 2) for x in (min(ours_runs), statistics.median(ours_runs), max(ours_runs),
                                        min(bare_runs), statistics.median(bare_runs), max(bare_runs))]
-    print(f"{codec.name}, {mode}: ratio {ratio:.3f}, 95 % interval {low:.3f}-{high:.3f}: {verdict(low, high)}\n"
+    interval = "none (too few pairs)" if math.isinf(high) else f"{low:.3f}-{high:.3f}"
+    print(f"{codec.name}, {mode}: ratio {ratio:.3f}, 95 % interval {interval}: {verdict(low, high)}\n"
           f"    {pairs} pairs of {frames} frames; paired ratios {min(ratios):.2f}-{max(ratios):.2f}; "
           f"ours {ms[1]} ms/frame ({ms[0]}-{ms[2]}), bare {ms[4]} ({ms[3]}-{ms[5]}); "
-          f"event loop {statistics.median(loop_ms):.2f} ms/frame; last round: {info['rtp_packets']} RTP packets, "
+          f"ours: event loop {statistics.median(threads['loop']):.2f} + capture thread "
+          f"{statistics.median(threads['capture']):.2f} ms/frame, bare: its thread "
+          f"{statistics.median(threads['bare']):.2f} (encoder threads: the rest); "
+          f"last round: {info['rtp_packets']} RTP packets, "
           f"{info['bit_rate']} bit/s, encoder threads {info['threads']}, {info['dropped']} dropped, "
           f"{info['at_source']} encoded in the capture thread",
           flush=True)
