@@ -372,6 +372,14 @@ def _no_link_facts() -> diagnostics.LinkFacts:
     raise RuntimeError("the bench sends pings only; diagnostics would need the link's facts")
 
 
+async def _no_screen(_request: m.ScreenRequest) -> m.ScreenReply:
+    raise RuntimeError("the bench sends pings only; a simulated unit has no screen")
+
+
+async def _no_update(_release: str, _path: str) -> dict[str, str]:
+    raise RuntimeError("the bench sends pings only; a simulated unit installs nothing")
+
+
 class SimDevice:
     def __init__(self, root: Path, fleet: Fleet) -> None:
         self.state = StateDir(root)
@@ -384,7 +392,8 @@ class SimDevice:
         self.fleet = fleet
         self.ws: ClientConnection | None = None
         self.connected = False
-        self.ctx = handlers.Context(self.state, self.device_id, _NoActions(), _no_link_facts, lambda: None)
+        self.ctx = handlers.Context(self.state, self.device_id, _NoActions(), _no_link_facts, lambda: None,
+                                    _no_screen, _no_update)
 
     async def send(self, message: m.DeviceToServer) -> None:
         assert self.ws is not None

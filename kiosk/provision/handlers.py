@@ -6,7 +6,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings, screenshot
@@ -110,14 +110,24 @@ def _schedule(ctx: Context, visits: list[m.ScheduledVisit]) -> HandlerResult:
     return HandlerResult("ok", detail={"visits": len(visits)})
 
 
+_Reply = TypeVar("_Reply", m.ScreenshotReply, m.RingTestReply)
+
+
+async def _ask_screen(ctx: Context, request: m.ScreenRequest, expected: type[_Reply], question: str) -> _Reply:
+    """The screen's reply to ``request``; a reply to another question is refused, not guessed at."""
+    reply = await ctx.ask_screen(request)
+    if not isinstance(reply, expected):
+        raise CannotCarryOut(f"the screen's reply was refused: it answered another question than {question}")
+    return reply
+
+
 async def _screenshot(ctx: Context, command_id: str) -> HandlerResult:
     """Ask the citizen (when someone lives with the unit), then the picture, held in memory only."""
     ask = ctx.state.device_state() == "assigned"
     ctx.state.audit("screenshot-requested", command_id=command_id, ask_consent=ask)
     try:
-        reply = await ctx.ask_screen(m.ScreenshotRequest(request_id=command_id, ask_consent=ask))
-        if not isinstance(reply, m.ScreenshotReply):
-            raise ProtocolError("invalid", "the screen answered another question than the look at it")
+        reply = await _ask_screen(ctx, m.ScreenshotRequest(request_id=command_id, ask_consent=ask),
+                                  m.ScreenshotReply, "the look at it")
         taken = screenshot.judge_reply(reply, ask)
     except (CannotCarryOut, ProtocolError) as exc:
         reason = str(exc) if isinstance(exc, CannotCarryOut) else f"the screen's reply was refused: {exc.detail}"
@@ -132,9 +142,8 @@ async def _test_ring(ctx: Context, command_id: str, seconds: float) -> HandlerRe
     """Ring the screen as for a call, and report how it went; a unit in a call refuses (the
     screen decides: it knows its call) and the call goes on undisturbed."""
     ctx.state.audit("test-ring-requested", command_id=command_id, ring_seconds=seconds)
-    reply = await ctx.ask_screen(m.RingTestRequest(request_id=command_id, ring_seconds=seconds))
-    if not isinstance(reply, m.RingTestReply):
-        raise CannotCarryOut("the screen's reply was refused: it answered another question than the test ring")
+    reply = await _ask_screen(ctx, m.RingTestRequest(request_id=command_id, ring_seconds=seconds),
+                              m.RingTestReply, "the test ring")
     heard = reply.heard
     ctx.state.audit("test-ring-ended", command_id=command_id, answer=heard.answer, ring_sound=heard.ring_sound)
     if heard.answer == "in-call":  # not carried out, and the page says why in its own words

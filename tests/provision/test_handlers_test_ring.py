@@ -25,8 +25,8 @@ async def not_updating(_release: str, _path: str) -> dict[str, str]:
     raise AssertionError("not for a test ring")
 
 
-def run(tmp_path: Path, reply: m.ScreenReply | Exception) -> tuple[handlers.HandlerResult, list[m.ScreenRequest],
-                                                                   StateDir]:
+def run(tmp_path: Path, reply: m.ScreenReply | Exception, command: m.CommandAction | None = None,
+        ) -> tuple[handlers.HandlerResult, list[m.ScreenRequest], StateDir]:
     state = StateDir(tmp_path)
     state.root.mkdir(exist_ok=True)
     asked: list[m.ScreenRequest] = []
@@ -39,7 +39,7 @@ def run(tmp_path: Path, reply: m.ScreenReply | Exception) -> tuple[handlers.Hand
 
     ctx = handlers.Context(state, "unit-1", NoSystem(), lambda: diagnostics.LinkFacts(tmp_path, True, None, True, 0.0),
                            lambda: None, ask_screen, not_updating)
-    return asyncio.run(handlers.run(ctx, m.RingTest(ring_seconds=20), "cmd-1")), asked, state
+    return asyncio.run(handlers.run(ctx, command or m.RingTest(ring_seconds=20), "cmd-1")), asked, state
 
 
 def heard(answer: m.RingTestAnswer, **more: object) -> m.RingTestReply:
@@ -68,3 +68,10 @@ def test_a_unit_in_a_call_refuses_in_plain_words(tmp_path: Path) -> None:
 def test_no_ring_without_the_screens_own_account(tmp_path: Path, reply: m.ScreenReply | Exception) -> None:
     result, _, _ = run(tmp_path, reply)
     assert result.outcome == "failed" and result.detail == {}
+
+
+def test_a_look_at_the_screen_answered_with_a_ring_is_refused_in_the_trail_too(tmp_path: Path) -> None:
+    result, asked, state = run(tmp_path, heard("answered", answered_after=1.0, ring_sound="played"), m.Screenshot())
+    assert isinstance(asked[0], m.ScreenshotRequest)
+    assert result.outcome == "failed" and result.reason is not None and "another question" in result.reason
+    assert [e["event"] for e in state.audit_entries()] == ["screenshot-requested", "screenshot-failed"]
