@@ -117,7 +117,8 @@ class ServerLink:
             try:
                 async with connect(self.url, ssl=self._tls(), max_size=FRAME_LIMIT,
                                    open_timeout=CONNECT_TIMEOUT_SECONDS, ping_interval=20,
-                                   ping_timeout=20, user_agent_header=None) as ws:
+                                   ping_timeout=20, user_agent_header=None,
+                                   compression=None) as ws:  # the server takes none (device_api)
                     await self._session(ws)
             except asyncio.CancelledError:
                 raise

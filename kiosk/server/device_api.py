@@ -173,7 +173,11 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         return peer
     device_id, cert_pem = peer
     hub = request.app[HUB]
-    ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=HEARTBEAT_INTERVAL_SECONDS * 2)
+    # No permessage-deflate, though a client offers it: its zlib state is ~300 KiB a connection
+    # (most of what a held unit cost; docs/benchmarks.md) for messages that are small JSON or
+    # already-compressed pictures, and compression under TLS is a side channel we do not need.
+    ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=HEARTBEAT_INTERVAL_SECONDS * 2,
+                               compress=False)
     await ws.prepare(request)
 
     async def send(message: m.ServerToDevice) -> None:
