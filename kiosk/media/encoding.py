@@ -47,7 +47,7 @@ class EncoderSlot:
         self.encoder: SenderEncoder | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EncodedFrame:
     """One frame as the sender will send it, carried in an ``av.Packet``'s ``opaque``."""
 

@@ -165,7 +165,7 @@ class SwappableTrack(MediaStreamTrack):
                 if frame is None:
                     continue  # a source was swapped in while we waited
                 self.filler_frames += 1
-                return self._stamp(frame)
+                return self._to_encode(self._stamp(frame))
             if self._pending is None:
                 self._encode_at(source)
                 self._pending = (
@@ -201,7 +201,7 @@ class SwappableTrack(MediaStreamTrack):
                 shaped = self._shape(received)
                 if shaped is None:
                     continue
-                return shaped
+                return self._to_encode(shaped)
             if isinstance(received, av.AudioFrame):
                 return self._stamp(received)
             picture = picture_of(received)
@@ -284,6 +284,15 @@ class SwappableTrack(MediaStreamTrack):
         assert isinstance(stamped, av.VideoFrame)
         return stamped
 
+    def _to_encode(self, frame: Frame) -> Frame:
+        """A frame aiortc will encode itself: a video frame carries our slot, so its encoder finds us.
+
+        Only these: a frame encoded in the capture thread never meets aiortc's ``encode``, and
+        a slot costs an allocation and a free on each of 30 frames a second."""
+        if isinstance(frame, av.VideoFrame):
+            frame.opaque = self.encoder_slot
+        return frame
+
     def _stamp(self, frame: Frame) -> Frame:
         """Give ``frame`` the track's own, continuous timestamp."""
         if isinstance(frame, av.AudioFrame):
@@ -299,7 +308,6 @@ class SwappableTrack(MediaStreamTrack):
         # is the encoder's decision (or a PLI's), never the camera's.
         if isinstance(frame, av.VideoFrame):
             frame.pict_type = av.video.frame.PictureType.NONE
-            frame.opaque = self.encoder_slot  # how the sender's encoder finds us
         with self._stamp_lock:
             now = time.monotonic()
             if self._clock_start is None:

@@ -116,6 +116,24 @@ async def test_the_self_view_shows_the_picture_of_an_encoded_frame() -> None:
         source.stop()
 
 
+async def test_only_frames_aiortc_encodes_itself_carry_the_slot_the_filler_among_them() -> None:
+    source = await open_source(lavfi_pattern_spec(160, 120, 30))
+    track = SwappableTrack("video", source, placeholder_fps=50)
+    encoder = SenderEncoder(Vp8Encoder())
+    try:
+        item, _ = await send_like_aiortc(track, encoder)
+        assert isinstance(item, av.VideoFrame) and item.opaque is track.encoder_slot  # how aiortc's finds us
+        while not isinstance(item, Packet):
+            item, _ = await send_like_aiortc(track, encoder)
+        track.muted = True
+        filler, payloads = await send_like_aiortc(track, encoder)
+        assert isinstance(filler, av.VideoFrame) and filler.opaque is track.encoder_slot and payloads
+        assert track.encoder_slot.encoder is encoder
+    finally:
+        track.stop()
+        source.stop()
+
+
 def sender_encoder(pc: RTCPeerConnection) -> tuple[RTCRtpSender, SenderEncoder]:
     sender = next(s for s in pc.getSenders() if s.kind == "video")
     encoder = getattr(sender, "_RTCRtpSender__encoder", None)  # aiortc keeps it private
