@@ -133,14 +133,20 @@ def verdict(low: float, high: float) -> str:
 
 
 def thread_cpu(native_id: int) -> float:
-    """CPU seconds another thread of this process has run (the scheduler's own count)."""
-    return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
+    """CPU seconds another thread of this process has run (the scheduler's own count); NaN once
+    it has ended (an unpaced source runs ahead and may be done before the last frame is read)."""
+    try:
+        return int(Path(f"/proc/self/task/{native_id}/schedstat").read_text().split()[0]) / 1e9
+    except FileNotFoundError:
+        return math.nan
 
 
 def source(frames: int, paced: bool) -> SourceSpec:
     """testsrc2 that ends after the frames we need, so no thread runs on unseen."""
     spec = lavfi_pattern_spec(WIDTH, HEIGHT, FPS)
-    url = f"{spec.url}:duration={(WARMUP + frames + 1) / FPS}"
+    # Paced, a second more than read: the capture thread must still be there when its CPU is read
+    # (on a quiet machine it ended first); it sleeps meanwhile, so nothing unseen is counted.
+    url = f"{spec.url}:duration={(WARMUP + frames + 1 + (FPS if paced else 0)) / FPS}"
     return dataclasses.replace(spec, url=url, paced=paced)
 
 
