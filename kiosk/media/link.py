@@ -23,7 +23,6 @@ this, a slow start of the screen showed "Forbindelsen er væk" while video flowe
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -67,39 +66,6 @@ def loss_based_cap(cap: int, fraction_lost: float | None) -> int:
     return max(MIN_BITRATE_CAP, min(MAX_BITRATE_CAP, cap))
 
 
-def delay_based_cap(cap: int, queue_delay: float | None, sending: int | None) -> int:
-    """The next video bitrate cap after a receiver report, from the queueing delay it shows (the round
-    trip above the least seen in the call) and what the encoder is ``sending`` (its target, bit/s).
-
-    A narrow link's queue fills before it drops anything; every packet repaired by NACK then waits
-    in it twice, and the picture waits for the repair (on the 1 Mbit/s profile the video grew to
-    70-90 % of the link, the queue stood at 15-40 ms each way with bursts of 100-300 ms, and a
-    NACK repair over the 300 ms round trip became a freeze). REMB, aiortc's delay-based estimate,
-    reacts only once the link is overfull. So the cap starts where WebRTC starts (about 300 kbit/s:
-    :data:`START_BITRATE`), grows by BITRATE_GROWTH per report only while no queue stands, and
-    gives way (to 85 % of what is sent) when one does. Delay alone never cuts below the start: a
-    CPU-starved machine's round trip grows too, and stepping the video down for it
-    (:class:`VideoStep`) would cost the picture for nothing."""
-    if queue_delay is None:
-        return cap
-    if queue_delay >= QUEUE_DELAY_HIGH and sending is not None:
-        cap = min(cap, max(START_BITRATE, int(sending * DELAY_BACKOFF)))
-    elif queue_delay < QUEUE_DELAY_LOW:
-        cap = int(cap * BITRATE_GROWTH)
-    return max(MIN_BITRATE_CAP, min(MAX_BITRATE_CAP, cap))
-
-
-#: Where the delay-based cap starts, and the least it cuts to: above STEP_DOWN_AT (a call does not
-#: start stepped down) and above aiortc's VP8 floor of 250 kbit/s.
-START_BITRATE: Final = 360_000
-#: Queueing delay at or above which the video gives way, and below which it may grow again.
-#: The link's own jitter (up to 10 ms each way on the rural profile) stays under QUEUE_DELAY_LOW.
-QUEUE_DELAY_HIGH: Final = 0.04
-QUEUE_DELAY_LOW: Final = 0.02
-DELAY_BACKOFF: Final = 0.85
-#: aiortc smooths the round trip it reports (an average over several reports), so after a cut
-#: the queue shows as drained only a few reports later; no second cut before this long.
-DELAY_SETTLE: Final = 2.5
 #: aiortc sends a receiver report every 0.5-1.5 s. One that comes this long after the one before
 #: covers a time the link was dark: its loss (all of it, in a 5 s outage) says the path was gone,
 #: not that a queue overflowed, and cutting the bitrate for it only makes the key frame that
@@ -108,47 +74,23 @@ OUTAGE_REPORT_GAP: Final = 2.5
 
 
 @dataclass
-class BitrateCap:
-    """Our video's bitrate cap from the other side's receiver reports: the lower of the loss-based
-    (:func:`loss_based_cap`) and the delay-based (:func:`delay_based_cap`) caps, each applied once
-    per report, neither for a report that spans an outage. Pure: report times are passed in."""
+class LossBasedCap:
+    """The video's cap from the other side's receiver reports (:func:`loss_based_cap`), applied once
+    per report, and not for a report that spans an outage. Pure: report times are passed in."""
 
-    loss_cap: int = MAX_BITRATE_CAP
-    delay_cap: int = START_BITRATE
+    cap: int = MAX_BITRATE_CAP
     _last_report_at: float | None = None
-    _least_rtt: float | None = None
-    _cut_at: float | None = None
 
-    def report(self, at: float | None, fraction_lost: float | None, rtt: float | None = None,
-               sending: int | None = None) -> int:
-        """The cap, given the latest report (received at ``at``, None: none yet; ``rtt`` the round
-        trip measured with it; ``sending`` the encoder's target). The peer reads the latest report
-        more often than reports come, so one already seen changes nothing."""
+    def report(self, at: float | None, fraction_lost: float | None) -> int:
+        """The cap, given the latest report (received at ``at``, None: none yet); the peer reads the
+        latest report more often than reports come, so one already seen changes nothing."""
         if at is None or at == self._last_report_at:
             return self.cap
         previous, self._last_report_at = self._last_report_at, at
         if previous is not None and at - previous >= OUTAGE_REPORT_GAP:
             return self.cap
-        self.loss_cap = loss_based_cap(self.loss_cap, fraction_lost)
-        queue = self._queue_delay(rtt)
-        if queue is not None and queue >= QUEUE_DELAY_HIGH and self._cut_at is not None \
-                and at - self._cut_at < DELAY_SETTLE:
-            queue = None  # the last cut has not shown in the smoothed round trip yet
-        cut = delay_based_cap(self.delay_cap, queue, sending)
-        if cut < self.delay_cap:
-            self._cut_at = at
-        self.delay_cap = cut
+        self.cap = loss_based_cap(self.cap, fraction_lost)
         return self.cap
-
-    @property
-    def cap(self) -> int:
-        return min(self.loss_cap, self.delay_cap)
-
-    def _queue_delay(self, rtt: float | None) -> float | None:
-        if rtt is None or not math.isfinite(rtt) or rtt <= 0:
-            return None
-        self._least_rtt = rtt if self._least_rtt is None else min(self._least_rtt, rtt)
-        return rtt - self._least_rtt
 
 
 #: The video steps down (half the size, half the frame rate: an eighth of the pixels) when

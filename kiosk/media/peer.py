@@ -54,7 +54,7 @@ from av.frame import Frame
 from .dtls import install_prompt_dtls
 from .encoders import prefer_video_codec
 from .keyframes import Clock, follow_round_trip
-from .link import BitrateCap, Counters, LinkState, LinkWatch, VideoStep
+from .link import Counters, LinkState, LinkWatch, LossBasedCap, VideoStep
 from .stats import CallQuality, FreezeCounter, MeteredTrack, measure
 from .swappable import SwappableTrack
 
@@ -149,25 +149,17 @@ async def _link_sample(pc: RTCPeerConnection) -> _LinkSample:
     return _LinkSample(Counters(received, lost, sent), max(rtts) if rtts else None, video_lost, video_report_at)
 
 
-def _video_encoders(pc: RTCPeerConnection) -> list[Any]:
-    """Our video senders' encoders (aiortc keeps them private; made on the first frame)."""
-    encoders = (getattr(sender, "_RTCRtpSender__encoder", None) for sender in pc.getSenders() if sender.kind == "video")
-    return [encoder for encoder in encoders if hasattr(encoder, "target_bitrate")]
-
-
-def _video_target(pc: RTCPeerConnection) -> int | None:
-    """What our video encoder aims at, bit/s (None before it exists)."""
-    targets = [int(encoder.target_bitrate) for encoder in _video_encoders(pc)]
-    return max(targets) if targets else None
-
-
 def _cap_video_bitrate(pc: RTCPeerConnection, cap: int) -> int | None:
     """Hold our video encoders at or below ``cap`` bit/s (aiortc raises them again on each REMB);
     the target the encoder then has (None before it exists)."""
-    for encoder in _video_encoders(pc):
-        if encoder.target_bitrate > cap:
+    target = None
+    for sender in pc.getSenders():
+        encoder: Any = getattr(sender, "_RTCRtpSender__encoder", None)  # aiortc keeps it private
+        if sender.kind == "video" and getattr(encoder, "target_bitrate", 0) > cap:
             encoder.target_bitrate = cap
-    return _video_target(pc)
+        if sender.kind == "video" and encoder is not None:
+            target = int(encoder.target_bitrate)
+    return target
 
 
 def _sending_video(pc: RTCPeerConnection) -> SwappableTrack | None:
@@ -242,7 +234,7 @@ class CallPeer:
         self.link = LinkWatch()
         self.video_step = VideoStep()  # our video's size and rate on a narrow link
         self.hole_wait: float | None = None  # loss recovery's wait for a hole, as the round trip set it
-        self.bitrate_cap = BitrateCap()  # our video's cap from reported loss and queueing delay
+        self.loss_cap = LossBasedCap()  # our video's cap from reported loss
         self.audio_frames = 0
         self.connected_at: float | None = None
         self.first_video_at: float | None = None
@@ -546,8 +538,7 @@ class CallPeer:
                 log.debug("%s: link sample failed", self.label, exc_info=True)
                 continue
             self.hole_wait = follow_round_trip(pc.getReceivers(), sample.rtt)
-            cap = self.bitrate_cap.report(sample.video_report_at, sample.video_fraction_lost, sample.rtt,
-                                          _video_target(pc))
+            cap = self.loss_cap.report(sample.video_report_at, sample.video_fraction_lost)
             now = self._clock()
             target = _cap_video_bitrate(pc, cap)
             stepped = self.video_step.observe(now, target)

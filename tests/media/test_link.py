@@ -8,14 +8,13 @@ from kiosk.media.link import (
     LOST_AFTER,
     MAX_BITRATE_CAP,
     MIN_BITRATE_CAP,
-    START_BITRATE,
     STEP_DOWN_AT,
     STEP_UP_AFTER,
     STEP_UP_AT,
-    BitrateCap,
     Counters,
     LinkState,
     LinkWatch,
+    LossBasedCap,
     VideoStep,
     loss_based_cap,
 )
@@ -134,7 +133,7 @@ def test_reported_loss_cuts_the_video_cap_and_a_clean_link_lets_it_grow() -> Non
 
 
 def test_the_cap_follows_each_report_once_and_ignores_one_that_spans_an_outage() -> None:
-    cap = BitrateCap(loss_cap=1_000_000, delay_cap=MAX_BITRATE_CAP)  # no round trip given: loss alone
+    cap = LossBasedCap(1_000_000)
     assert cap.report(None, None) == 1_000_000  # no report yet
     assert cap.report(100.0, 0.30) == 850_000
     # The peer looks every 0.5 s and reports come every 0.5-1.5 s: a report seen is not applied
@@ -145,25 +144,6 @@ def test_the_cap_follows_each_report_once_and_ignores_one_that_spans_an_outage()
     # was gone, not full; the key frame that ends the outage must not be made small for it.
     assert cap.report(107.0, 0.95) == 918_000
     assert cap.report(108.0, 0.30) == 780_300  # the next report is judged as ever
-
-
-def test_the_cap_starts_low_grows_while_no_queue_stands_and_gives_way_when_one_does() -> None:
-    cap = BitrateCap()
-    assert cap.report(None, None) == START_BITRATE  # as WebRTC starts, above the step-down
-    assert cap.report(1.0, 0.05, 0.30, 500_000) == 388_800  # 5 % loss holds the loss cap, no queue: grow
-    assert cap.report(2.0, 0.05, 0.31, 400_000) == 419_904  # 10 ms is the link's jitter, not a queue
-    assert cap.report(3.0, 0.05, 0.33, 420_000) == 419_904  # 30 ms: hold
-    assert cap.report(4.0, 0.05, 0.36, 419_904) == START_BITRATE  # a queue: 85 % of it, but never below the start
-    cap = BitrateCap(delay_cap=800_000)
-    assert cap.report(1.0, 0.05, 0.30, 800_000) == 800_000 * 108 // 100
-    assert cap.report(2.0, 0.05, 0.36, 600_000) == 510_000  # a queue stands: 85 % of what is sent
-    assert cap.report(3.0, 0.05, 0.38, 510_000) == 510_000  # the smoothed round trip lags: no second cut yet
-    assert cap.report(5.0, 0.05, 0.37, 510_000) == 433_500  # still standing: cut again
-    assert cap.report(6.0, 0.05, 0.31, 433_500) == 468_180  # drained: grow
-    # A starved machine's round trip grows without end: delay never cuts below the start.
-    for at in range(7, 40, 2):
-        cap.report(float(at), 0.0, 0.30 + at / 10, cap.cap)
-    assert cap.cap == START_BITRATE
 
 
 def test_the_video_steps_down_on_a_narrow_link_and_up_only_once_it_stayed_wide() -> None:
