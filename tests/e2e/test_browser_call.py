@@ -226,6 +226,7 @@ def test_call_through_turn_only(browser: Any, relay_server: ServerProcess, tmp_p
     server = relay_server
     prov = server.provisioning_file(tmp_path / "relay-prov")
     agent = AgentProcess(tmp_path / "relay-unit", prov).start()
+    screen: Screen | None = None
     try:
         device_id = agent.wait_online()
         server.add_admin("anne", "caregiver", "Anne")
@@ -241,8 +242,9 @@ def test_call_through_turn_only(browser: Any, relay_server: ServerProcess, tmp_p
         page.click("#hangup")
         record = _record(server, "hung_up_by_staff")
         assert record["quality_device"]["frames_decoded"] > 10
-        screen.stop()
-    finally:
+    finally:  # the screen too when the test fails (CI found one left running)
+        if screen is not None:
+            screen.stop()
         agent.stop()
 
 
