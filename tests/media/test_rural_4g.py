@@ -109,8 +109,10 @@ async def test_over_rural_4g_the_call_connects_while_it_rings_and_sends_no_media
 
 
 #: Video back this soon after the sound, on each side, after a 5 s outage (a PLI goes with the
-#: first packet back: 0.03-0.13 s on a quiet machine; 0.5-1.8 s when it waited a hole wait first).
-OUTAGE_RECOVERY_BOUND = 1.5
+#: first packet back: 0.03-0.16 s on a quiet machine; 0.5-1.8 s when it waited a hole wait first).
+#: A bound with room for a machine many times slower, not the target; the pure tests in
+#: test_keyframes.py are what catch the old behaviour.
+OUTAGE_RECOVERY_BOUND = 3.0
 
 
 async def test_a_5s_outage_is_told_to_both_and_ridden_out_without_anyone_pressing_anything(clean: Rig) -> None:
