@@ -27,7 +27,7 @@ assumed, :data:`ASSUMED_ROUND_TRIP`): a hole waits two and a half round trips
 packet still missing after a round trip, since aiortc NACKs only when a new
 gap appears.
 
-Media that returns after a silence (:func:`returns_after_silence`: an outage, a dropped
+Media that returns after a silence (:class:`SilenceWatch`: an outage, a dropped
 bearer) is not repaired packet by packet: what was sent in the dark is seconds old and
 mostly gone from the sender's history, so the buffer gives the hole up at once and asks
 for a key frame with the first packet back, and the NACK generator does not ask for the
@@ -125,10 +125,18 @@ class KeyframeRequestPolicy:
         return True
 
 
-def returns_after_silence(last_arrival: float | None, now: float) -> bool:
-    """Whether a packet arriving at ``now`` ends a silence (none since ``last_arrival``) of at
-    least :data:`SILENCE`: the hole behind it opened in the dark and NACK cannot usefully fill it."""
-    return last_arrival is not None and now - last_arrival >= SILENCE
+class SilenceWatch:
+    """Tells, packet by packet, whether one ends a silence of at least :data:`SILENCE`: the hole
+    behind it opened in the dark and NACK cannot usefully fill it. The jitter buffer and the NACK
+    generator each keep one (each sees every packet of its stream)."""
+
+    def __init__(self) -> None:
+        self._last_arrival: float | None = None
+
+    def returns_after_silence(self, now: float) -> bool:
+        """Whether a packet arriving at ``now`` ends such a silence; it is then the last arrival."""
+        last, self._last_arrival = self._last_arrival, now
+        return last is not None and now - last >= SILENCE
 
 
 def is_keyframe(data: bytes) -> bool:
@@ -169,14 +177,13 @@ class RecoveringJitterBuffer(JitterBuffer):
         self._clock = clock
         self._blocked_since: float | None = None
         self._newest: int | None = None
-        self._last_arrival: float | None = None
+        self._silence = SilenceWatch()
         self.holes_skipped = 0
         self.frames_held_back = 0
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         now = self._clock()
-        resumed = returns_after_silence(self._last_arrival, now)
-        self._last_arrival = now
+        resumed = self._silence.returns_after_silence(now)
         if self._newest is None or uint16_gt(packet.sequence_number, self._newest):
             self._newest = packet.sequence_number
         overflowed, frame = super().add(packet)
@@ -252,13 +259,11 @@ class RepeatingNackGenerator(NackGenerator):
         self.repeats = 0
         self._clock = clock
         self._last_nack: float | None = None
-        self._last_arrival: float | None = None
+        self._silence = SilenceWatch()
 
     def add(self, packet: RtpPacket) -> bool:
         now = self._clock()
-        resumed = returns_after_silence(self._last_arrival, now)
-        self._last_arrival = now
-        if resumed:
+        if self._silence.returns_after_silence(now):
             # What went missing in the dark is not asked for: the jitter buffer gives it up
             # and asks for a key frame, which the copies would only delay on a narrow link.
             super().add(packet)
