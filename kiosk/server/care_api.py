@@ -28,7 +28,7 @@ class PreVisitWarningOut(msgspec.Struct):
 @route("GET", "/api/citizens/{citizen_id}/calls", "calls.make", "A citizen's calls, newest first (mine only)",
        response=list[s.CallRecordOut])
 async def citizen_calls(request: web.Request) -> web.StreamResponse:
-    citizen_id = own_citizen(request, request.match_info["citizen_id"])
+    citizen_id = await own_citizen(request, request.match_info["citizen_id"])
     return json_response([calls.record_view(r) for r in request.app[STORE].calls_of(citizen_id, CALL_HISTORY)])
 
 

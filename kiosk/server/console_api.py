@@ -28,7 +28,7 @@ from kiosk.server.ca import Authority
 from kiosk.server.device_api import AUTHORITY, DESK, HUB, STORE, error, json_response
 from kiosk.server.hub import Hub
 from kiosk.server.login_guard import LoginGuard, Scope
-from kiosk.server.store import DeviceRow, Store, StoreUnavailable, UserRow
+from kiosk.server.store import CitizenRow, CommandRow, DeviceRow, Store, StoreUnavailable, UserRow
 
 Q = TypeVar("Q")
 
@@ -170,7 +170,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if info.method in STATE_CHANGING or info.websocket:
                 refuse_cross_site(request, json_required=info.method in STATE_CHANGING)
             if info.permission != PUBLIC:
-                user = session_user(request)
+                user = await session_user(request)
                 if user is None:
                     raise ApiError(401, "login-required", "please log in")
                 request[USER] = user
@@ -179,7 +179,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError as exc:
         if exc.status == 403 and USER in request:  # every 403 of a logged-in person, wherever raised
-            refused(request, request[USER], exc.code)
+            await refused(request, request[USER], exc.code)
         response = error(exc.status, exc.code, str(exc))
         response.headers.update(exc.headers)
         return response
@@ -191,14 +191,18 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
 
 
-def refused(request: web.Request, user: UserRow, reason: str) -> None:
+async def refused(request: web.Request, user: UserRow, reason: str) -> None:
     """A logged-in person refused outside their role (an API route or a page): the route's
     pattern (never the ids in the path, which may name a citizen) and why go to the audit log."""
     resource = request.match_info.route.resource
-    store = request.app[STORE]
+    await request.app[STORE].run(audited, user.username, "access-refused", role=user.role, method=request.method,
+                                 route=resource.canonical if resource else "", reason=reason)
+
+
+def audited(store: Store, /, actor: str, action: str, **detail: Any) -> None:
+    """One audit entry (of no device) in a transaction of its own."""
     with store.tx() as conn:
-        store.append_audit(conn, user.username, "access-refused", None, role=user.role, method=request.method,
-                           route=resource.canonical if resource else "", reason=reason)
+        store.append_audit(conn, actor, action, None, **detail)
 
 
 def refuse_cross_site(request: web.Request, json_required: bool) -> None:
@@ -219,12 +223,12 @@ def refuse_cross_site(request: web.Request, json_required: bool) -> None:
         raise ApiError(415, "json-required", "send the request as Content-Type: application/json")
 
 
-def session_user(request: web.Request) -> UserRow | None:
+async def session_user(request: web.Request) -> UserRow | None:
     token = request.cookies.get(SESSION_COOKIE)
     header = request.headers.get("Authorization", "")
     if not token and header.startswith("Bearer "):
         token = header[7:]
-    return request.app[STORE].session_user(token, auth.SESSION_IDLE_SECONDS) if token else None
+    return await request.app[STORE].run(Store.session_user, token, auth.SESSION_IDLE_SECONDS) if token else None
 
 
 def client_address(request: web.Request) -> str:
@@ -254,50 +258,54 @@ async def login(request: web.Request) -> web.StreamResponse:
     store, login_guard = request.app[STORE], request.app[LOGIN_GUARD]
     req: s.LoginRequest = await read_body(request, s.LoginRequest)
     address = client_address(request)
-    user = store.user(req.username)
+    user = await store.run(Store.user, req.username)
     account = user.username if user else None  # a typed name that is no account is kept nowhere
-    admit_login(request, address, account)
+    await admit_login(request, address, account)
     # argon2 takes ~150 ms of CPU on purpose: off the event loop, so devices are not held up
     if not await asyncio.to_thread(auth.check_password, user.password_hash if user else None, req.password) \
             or user is None:  # check_password already refused it; this tells the type checker
-        login_failed(request, address, account, method="password")
+        await login_failed(request, address, account, method="password")
         return error(401, "bad-credentials", "wrong user name or password")
-    login_guard.succeeded(address, user.username)
+    await login_guard.run(LoginGuard.succeeded, address, user.username)
     if auth.needs_rehash(user.password_hash):
-        store.set_password_hash(user.username, await asyncio.to_thread(auth.hash_password, req.password))
-    return open_session(request, json_response(s.Me(user.username, user.role)), user.username, address,
+        await store.run(Store.set_password_hash, user.username, await asyncio.to_thread(auth.hash_password,
+                                                                                        req.password))
+    return await open_session(request, json_response(s.Me(user.username, user.role)), user.username, address,
                         method="password")
 
 
-def admit_login(request: web.Request, address: str, account: str | None) -> None:
+async def admit_login(request: web.Request, address: str, account: str | None) -> None:
     """Every login path asks first: 429 while this address (or account) must wait."""
-    refusal = request.app[LOGIN_GUARD].admit(address, account)
+    refusal = await request.app[LOGIN_GUARD].run(LoginGuard.admit, address, account)
     if refusal is not None:
         raise ApiError(429, "too-many-attempts",
                        f"too many failed logins; try again in {refusal.retry_after} seconds",
                        {"Retry-After": str(refusal.retry_after)})
 
 
-def login_failed(request: web.Request, address: str, account: str | None, **detail: str) -> None:
+async def login_failed(request: web.Request, address: str, account: str | None, **detail: str) -> None:
     """Every login path's failure: counted against the address (and account), and audited."""
-    store = request.app[STORE]
-    failures, throttles = request.app[LOGIN_GUARD].failed(address, account)
-    with store.tx() as conn:
-        store.append_audit(conn, audit.ANONYMOUS, "login-failed", None, peer=address, failures_from_peer=failures,
-                           **({"account": account} if account else {}), **detail)
-        for throttle in throttles:
-            store.append_audit(conn, audit.SERVER, "login-throttled", None,
-                               **{throttle.scope.kind: throttle.scope.value},
-                               failures=throttle.failures, retry_after=throttle.retry_after)
+    failures, throttles = await request.app[LOGIN_GUARD].run(LoginGuard.failed, address, account)
+
+    def record(store: Store) -> None:
+        with store.tx() as conn:
+            store.append_audit(conn, audit.ANONYMOUS, "login-failed", None, peer=address,
+                               failures_from_peer=failures, **({"account": account} if account else {}), **detail)
+            for throttle in throttles:
+                store.append_audit(conn, audit.SERVER, "login-throttled", None,
+                                   **{throttle.scope.kind: throttle.scope.value},
+                                   failures=throttle.failures, retry_after=throttle.retry_after)
+    await request.app[STORE].run(record)
 
 
-def open_session(request: web.Request, response: web.StreamResponse, username: str, address: str,
-                 method: str) -> web.StreamResponse:
+async def open_session(request: web.Request, response: web.StreamResponse, username: str, address: str,
+                       method: str) -> web.StreamResponse:
     """Every login path ends here: a new session, its audit entry, and its cookie on ``response``."""
-    store = request.app[STORE]
-    token = store.create_session(username, auth.SESSION_TTL_SECONDS)
-    with store.tx() as conn:
-        store.append_audit(conn, username, "login", None, peer=address, method=method)
+    def begin(store: Store) -> str:
+        token = store.create_session(username, auth.SESSION_TTL_SECONDS)
+        audited(store, username, "login", peer=address, method=method)
+        return token
+    token = await request.app[STORE].run(begin)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict",
                         secure=request.app[SECURE_COOKIE], max_age=int(auth.SESSION_TTL_SECONDS), path="/")
     return response
@@ -308,7 +316,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     await read_body(request, s.Empty)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
-        request.app[STORE].end_session(token)
+        await request.app[STORE].run(Store.end_session, token)
     response = web.Response(status=204)
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -324,7 +332,7 @@ async def me(request: web.Request) -> web.StreamResponse:
        response=list[s.BackoffOut])
 async def login_backoff(request: web.Request) -> web.StreamResponse:
     return json_response([s.BackoffOut(scope.kind, scope.value, state.failures, state.blocked_until)
-                          for scope, state in request.app[LOGIN_GUARD].held()])
+                          for scope, state in await request.app[LOGIN_GUARD].run(LoginGuard.held)])
 
 
 @route("POST", "/api/login-backoff/unlock", "users.unlock",
@@ -332,7 +340,7 @@ async def login_backoff(request: web.Request) -> web.StreamResponse:
 async def unlock(request: web.Request) -> web.StreamResponse:
     req: s.UnlockRequest = await read_body(request, s.UnlockRequest)
     scope = Scope("account", req.account) if isinstance(req, s.UnlockAccount) else Scope("address", req.address)
-    if not request.app[LOGIN_GUARD].unlock(scope, actor(request)):
+    if not await request.app[LOGIN_GUARD].run(LoginGuard.unlock, scope, actor(request)):
         raise ApiError(404, "not-held", "no failed logins on record for that")
     return web.Response(status=204)
 
@@ -350,7 +358,7 @@ async def set_user_photo(request: web.Request) -> web.StreamResponse:
         photo = photos.normalize(req.image)
     except photos.PhotoError as exc:
         raise ApiError(400, "bad-photo", str(exc)) from None
-    if not request.app[STORE].set_user_photo(request.match_info["username"], photo, actor(request)):
+    if not await request.app[STORE].run(Store.set_user_photo, request.match_info["username"], photo, actor(request)):
         raise ApiError(404, "unknown-user", "no such user")
     return web.Response(status=204)
 
@@ -371,12 +379,12 @@ def device_out(row: DeviceRow, hub: Hub) -> s.DeviceOut:
        response=list[s.DeviceOut], query=s.PageQuery)
 async def list_devices(request: web.Request) -> web.StreamResponse:
     q, hub = read_query(request, s.PageQuery), request.app[HUB]
-    return json_response([device_out(r, hub) for r in request.app[STORE].devices(q.limit, q.offset)])
+    return json_response([device_out(r, hub) for r in await request.app[STORE].run(Store.devices, q.limit, q.offset)])
 
 
 @route("GET", "/api/devices/{device_id}", "devices.read", "One device", response=s.DeviceOut)
 async def get_device(request: web.Request) -> web.StreamResponse:
-    row = request.app[STORE].device(request.match_info["device_id"])
+    row = await request.app[STORE].run(Store.device, request.match_info["device_id"])
     if row is None:
         raise ApiError(404, "unknown-device", "no such device")
     return json_response(device_out(row, request.app[HUB]))
@@ -387,7 +395,7 @@ async def get_device(request: web.Request) -> web.StreamResponse:
 async def revoke_device(request: web.Request) -> web.StreamResponse:
     await read_body(request, s.Empty)
     device_id = request.match_info["device_id"]
-    if not request.app[STORE].revoke_device(device_id, actor(request)):
+    if not await request.app[STORE].run(Store.revoke_device, device_id, actor(request)):
         raise ApiError(404, "unknown-device", "no such device, or already revoked")
     await request.app[HUB].disconnect(device_id)
     return web.Response(status=204)
@@ -400,7 +408,7 @@ async def send_command(request: web.Request) -> web.StreamResponse:
     req = decode(s.CommandRequest, raw)
     command = await request.app[DESK].send(request.match_info["device_id"], s.command_action(req),
                                            actor(request), req.expires_in)
-    row = request.app[STORE].command(command.id)
+    row = await request.app[STORE].run(Store.command, command.id)
     assert row is not None  # just stored; commands are never deleted
     return json_response(s.CommandQueued(command.id, row.state, command.expires_at), status=202)
 
@@ -449,11 +457,13 @@ async def _command_body(request: web.Request) -> bytes:
 @route("GET", "/api/commands/{command_id}", "devices.read", "A command's state and verified result",
        response=s.CommandOut)
 async def get_command(request: web.Request) -> web.StreamResponse:
-    store = request.app[STORE]
-    row = store.command(request.match_info["command_id"])
-    if row is None:
+    def with_certificate(store: Store, command_id: str) -> tuple[CommandRow, DeviceRow | None] | None:
+        row = store.command(command_id)
+        return (row, store.device(row.device_id)) if row is not None else None
+    found = await request.app[STORE].run(with_certificate, request.match_info["command_id"])
+    if found is None:
         raise ApiError(404, "unknown-command", "no such command")
-    device = store.device(row.device_id)
+    row, device = found
     return json_response(commands.view(row, device.cert_pem if device else None))
 
 
@@ -462,8 +472,8 @@ async def get_command(request: web.Request) -> web.StreamResponse:
        "a page at a time", response=list[s.CitizenOut], query=s.PageQuery)
 async def my_citizens(request: web.Request) -> web.StreamResponse:
     q, user, hub = read_query(request, s.PageQuery), request[USER], request.app[HUB]
-    rows = request.app[STORE].citizens_of(user.username, everyone=user.role in ("admin", "logistics"),
-                                          limit=q.limit, offset=q.offset)
+    rows = await request.app[STORE].run(Store.citizens_of, user.username,
+                                        everyone=user.role in ("admin", "logistics"), limit=q.limit, offset=q.offset)
     return json_response([s.CitizenOut(r.id, r.name, r.device_id is not None and hub.reach(r.device_id) is not None)
                           for r in rows])
 
@@ -471,29 +481,34 @@ async def my_citizens(request: web.Request) -> web.StreamResponse:
 @route("GET", "/api/calls", "calls.read", "Call records, newest first (no media is ever recorded)",
        response=list[s.CallRecordOut])
 async def call_records(request: web.Request) -> web.StreamResponse:
-    return json_response([calls.record_view(r) for r in request.app[STORE].call_records()])
+    return json_response([calls.record_view(r) for r in await request.app[STORE].run(Store.call_records)])
 
 
 # ------------------------------------------------------------------ planned visits
-def own_citizen(request: web.Request, citizen_id: str) -> str:
+async def own_citizen(request: web.Request, citizen_id: str) -> str:
     """The citizen, if this person plans their visits: administrators all, caregivers their own.
     Anyone else's citizen is "unknown", so the answer tells nothing of who exists."""
-    user, store = request[USER], request.app[STORE]
-    if store.citizen(citizen_id) is None or not (user.role == "admin" or store.may_call(user.username, citizen_id)):
+    if await request.app[STORE].run(citizen_planned_by, request[USER], citizen_id) is None:
         raise ApiError(404, "unknown-citizen", "no such citizen among yours")
     return citizen_id
 
 
-def _planned_visit(request: web.Request) -> str:
-    row = request.app[STORE].visit(request.match_info["visit_id"])
+def citizen_planned_by(store: Store, user: UserRow, citizen_id: str) -> CitizenRow | None:
+    """The citizen, if ``user`` plans their visits (administrators: every citizen's)."""
+    row = store.citizen(citizen_id)
+    return row if row is not None and (user.role == "admin" or store.may_call(user.username, row.id)) else None
+
+
+async def _planned_visit(request: web.Request) -> str:
+    row = await request.app[STORE].run(Store.visit, request.match_info["visit_id"])
     if row is None:
         raise ApiError(404, "unknown-visit", "no such planned visit")
-    own_citizen(request, row.citizen_id)
+    await own_citizen(request, row.citizen_id)
     return row.id
 
 
 async def _deliver_plan(request: web.Request, citizen_id: str) -> None:
-    citizen = request.app[STORE].citizen(citizen_id)
+    citizen = await request.app[STORE].run(Store.citizen, citizen_id)
     if citizen is not None and citizen.device_id is not None:
         await request.app[HUB].deliver_pending(citizen.device_id)
 
@@ -501,18 +516,18 @@ async def _deliver_plan(request: web.Request, citizen_id: str) -> None:
 @route("GET", "/api/citizens/{citizen_id}/visits", "visits.read", "A citizen's planned visits",
        response=list[s.VisitOut])
 async def list_visits(request: web.Request) -> web.StreamResponse:
-    citizen_id = own_citizen(request, request.match_info["citizen_id"])
-    return json_response([schedule.view(r) for r in request.app[STORE].visits_of(citizen_id)])
+    citizen_id = await own_citizen(request, request.match_info["citizen_id"])
+    return json_response([schedule.view(r) for r in await request.app[STORE].run(Store.visits_of, citizen_id)])
 
 
 @route("POST", "/api/citizens/{citizen_id}/visits", "visits.plan",
        "Plan a visit; the citizen's screen gets the new plan as a signed command",
        s.VisitIn, s.VisitOut, status=201, errors=(409,))
 async def add_visit(request: web.Request) -> web.StreamResponse:
-    citizen_id = own_citizen(request, request.match_info["citizen_id"])
+    citizen_id = await own_citizen(request, request.match_info["citizen_id"])
     req: s.VisitIn = await read_body(request, s.VisitIn)
-    row = schedule.add(request.app[STORE], request.app[AUTHORITY], citizen_id, msgspec.to_builtins(req),
-                       actor(request))
+    row = await request.app[STORE].run(schedule.add, request.app[AUTHORITY], citizen_id, msgspec.to_builtins(req),
+                                       actor(request))
     await _deliver_plan(request, citizen_id)
     return json_response(schedule.view(row), status=201)
 
@@ -520,9 +535,9 @@ async def add_visit(request: web.Request) -> web.StreamResponse:
 @route("PATCH", "/api/visits/{visit_id}", "visits.plan", "Move a planned visit (and its repeats)",
        s.VisitMove, s.VisitOut)
 async def move_visit(request: web.Request) -> web.StreamResponse:
-    visit_id = _planned_visit(request)
+    visit_id = await _planned_visit(request)
     req: s.VisitMove = await read_body(request, s.VisitMove)
-    row = schedule.move(request.app[STORE], request.app[AUTHORITY], visit_id, req.at, actor(request))
+    row = await request.app[STORE].run(schedule.move, request.app[AUTHORITY], visit_id, req.at, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return json_response(schedule.view(row))
 
@@ -530,9 +545,9 @@ async def move_visit(request: web.Request) -> web.StreamResponse:
 @route("POST", "/api/visits/{visit_id}/cancel", "visits.plan", "Cancel a planned visit (and its repeats)",
        s.Empty, status=204)
 async def cancel_visit(request: web.Request) -> web.StreamResponse:
-    visit_id = _planned_visit(request)
+    visit_id = await _planned_visit(request)
     await read_body(request, s.Empty)
-    row = schedule.cancel(request.app[STORE], request.app[AUTHORITY], visit_id, actor(request))
+    row = await request.app[STORE].run(schedule.cancel, request.app[AUTHORITY], visit_id, actor(request))
     await _deliver_plan(request, row.citizen_id)
     return web.Response(status=204)
 
@@ -542,8 +557,8 @@ async def cancel_visit(request: web.Request) -> web.StreamResponse:
        s.TokenRequest, s.TokensCreated, status=201)
 async def create_tokens(request: web.Request) -> web.StreamResponse:
     req: s.TokenRequest = await read_body(request, s.TokenRequest)
-    files = make_provisioning_files(request.app[STORE], request.app[AUTHORITY], req.server_url,
-                                    req.count, req.expires_in, actor(request))
+    files = await request.app[STORE].run(make_provisioning_files, request.app[AUTHORITY], req.server_url,
+                                         req.count, req.expires_in, actor(request))
     return json_response(s.TokensCreated([s.ProvisioningFileOut(n, c) for n, c in files]), status=201)
 
 
@@ -570,8 +585,8 @@ def make_provisioning_files(store: Store, authority: Authority, server_url: str,
        query=s.AuditQuery)
 async def get_audit(request: web.Request) -> web.StreamResponse:
     q = read_query(request, s.AuditQuery)
-    return json_response(request.app[STORE].audit_entries(q.device_id, q.limit, q.after, actor=q.actor,
-                                                          action=q.action, since=q.since, until=q.until))
+    return json_response(await request.app[STORE].run(Store.audit_entries, q.device_id, q.limit, q.after,
+                                                       actor=q.actor, action=q.action, since=q.since, until=q.until))
 
 
 @route("GET", "/api/audit/chain", "audit.verify", "Check the audit log's hash chain, first entry to last",

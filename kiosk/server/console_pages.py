@@ -14,10 +14,11 @@ from aiohttp import web
 
 from kiosk.protocol import messages as m
 from kiosk.server import auth, calls, previsit, schedule, units
+from kiosk.server.console_api import citizen_planned_by
 from kiosk.server.device_api import HUB, STORE
 from kiosk.server.fleet_api import unit_detail
 from kiosk.server.pages import N_, STATIC, Context, language_of, page
-from kiosk.server.store import UserRow
+from kiosk.server.store import CitizenRow, Store, UserRow
 
 #: What a person may do to a unit from its page, by command kind, in the order shown (English; translated).
 COMMAND_WORDS = {"ping": N_("Ping"), "diagnostics": N_("Refresh diagnostics"), "logs": N_("Fetch recent logs"),
@@ -33,9 +34,13 @@ def _can(user: UserRow) -> Any:
 
 @page("/care", "calls.make", N_("My citizens"), "care.html")
 async def care(request: web.Request, user: UserRow) -> Context:
-    store, hub = request.app[STORE], request.app[HUB]
-    mine = store.citizens_of(user.username, everyone=user.role == "admin")
-    warnings = {w.citizen_id: w for w in previsit.warnings(store, hub, mine)}
+    hub = request.app[HUB]
+
+    def mine_and_warnings(store: Store) -> tuple[list[CitizenRow], list[previsit.Warning]]:
+        mine = store.citizens_of(user.username, everyone=user.role == "admin")
+        return mine, previsit.warnings(store, hub, mine)
+    mine, found = await request.app[STORE].run(mine_and_warnings)
+    warnings = {w.citizen_id: w for w in found}
     return {"citizens": [{"id": c.id, "name": c.name,
                           "online": c.device_id is not None and hub.reach(c.device_id) is not None,
                           "warning": warnings.get(c.id)} for c in mine]}
@@ -43,13 +48,19 @@ async def care(request: web.Request, user: UserRow) -> Context:
 
 @page("/citizens/{citizen_id}", "visits.read", N_("Planned visits and calls"), "citizen.html", nav=False)
 async def citizen(request: web.Request, user: UserRow) -> Context:
-    store = request.app[STORE]
-    row = store.citizen(request.match_info["citizen_id"])
-    if row is None or not (user.role == "admin" or store.may_call(user.username, row.id)):
+    hub = request.app[HUB]
+
+    def gather(store: Store, citizen_id: str) -> Context | None:
+        row = citizen_planned_by(store, user, citizen_id)
+        if row is None:
+            return None
+        return {"citizen": row, "warning": next(iter(previsit.warnings(store, hub, [row])), None),
+                "visits": [schedule.view(v) for v in store.visits_of(citizen_id)],
+                "calls": [calls.record_view(c) for c in store.calls_of(citizen_id, 50)]}
+    found = await request.app[STORE].run(gather, request.match_info["citizen_id"])
+    if found is None:
         raise web.HTTPNotFound()  # another's citizen is "no such page": it tells nothing of who exists
-    warning = next(iter(previsit.warnings(store, request.app[HUB], [row])), None)
-    return {"citizen": row, "visits": [schedule.view(v) for v in store.visits_of(row.id)], "repeats": m.REPEATS,
-            "calls": [calls.record_view(c) for c in store.calls_of(row.id, 50)], "warning": warning,
+    return {**found, "repeats": m.REPEATS,
             "default_staff_name": user.display_name or user.username, "repeat_words": REPEAT_WORDS,
             "endings": ENDINGS[language_of(request)]["headlines"]}
 
@@ -64,20 +75,20 @@ async def unit_list(request: web.Request, user: UserRow) -> Context:
     search = request.query.get("q", "")[:100]
     if state not in (None, *units.UNIT_STATES):
         state = None  # an unknown filter shows everything rather than an error page
-    found = units.units(request.app[STORE], request.app[HUB], state, search, limit=UNITS_SHOWN)
+    store = request.app[STORE]
+    found = await store.run(units.units, request.app[HUB], state, search, limit=UNITS_SHOWN)
     return {"units": found.units, "found": found.total, "states": units.UNIT_STATES, "state": state or "",
             "q": search, "can": _can(user),
-            "caregivers": request.app[STORE].caregivers() if auth.may(user.role, "command:assign") else []}
+            "caregivers": await store.run(Store.caregivers) if auth.may(user.role, "command:assign") else []}
 
 
 @page("/units/{device_id}", "devices.read", N_("Unit"), "unit.html", nav=False)
 async def unit_page(request: web.Request, user: UserRow) -> Context:
-    store = request.app[STORE]
-    found = units.unit(store, request.app[HUB], request.match_info["device_id"])
-    if found is None:
+    detail = await request.app[STORE].run(unit_detail, request.app[HUB], request.match_info["device_id"])
+    if detail is None:
         raise web.HTTPNotFound()
     can = _can(user)
-    return {"detail": unit_detail(store, found), "can": can,
+    return {"detail": detail, "can": can,
             "actions": [k for k in COMMAND_WORDS if k in m.COMMAND_KINDS and can(f"command:{k}")],
             "command_words": COMMAND_WORDS}
 

@@ -21,6 +21,7 @@ from kiosk.server import api_schema as s
 from kiosk.server import assignment, commands, sheet, units
 from kiosk.server.console_api import ApiError, actor, make_provisioning_files, read_body, read_query, route
 from kiosk.server.device_api import AUTHORITY, HUB, STORE, json_response
+from kiosk.server.hub import Hub
 from kiosk.server.store import CommandRow, Store
 
 #: How many of a unit's commands its page lists, newest first.
@@ -119,11 +120,15 @@ class UnitDetail(msgspec.Struct):
        response=list[units.UnitOut], query=UnitQuery)
 async def list_units(request: web.Request) -> web.StreamResponse:
     q = read_query(request, UnitQuery)
-    found = units.units(request.app[STORE], request.app[HUB], q.state, q.q, offset=q.offset, limit=q.limit)
+    found = await request.app[STORE].run(units.units, request.app[HUB], q.state, q.q, offset=q.offset, limit=q.limit)
     return json_response(found.units)
 
 
-def unit_detail(store: Store, unit: units.UnitOut) -> UnitDetail:
+def unit_detail(store: Store, hub: Hub, device_id: str) -> UnitDetail | None:
+    """What support sees of an enrolled unit; None if there is none with that id."""
+    unit = units.unit(store, hub, device_id)
+    if unit is None:
+        return None
     diagnostics, logs, wipe, look, rang = (store.last_result(unit.id, kind)
                                            for kind in ("diagnostics", "logs", "wipe", "screenshot", "test-ring"))
     device = store.device(unit.id)
@@ -180,16 +185,16 @@ def _brief(row: CommandRow) -> CommandBrief:
        "A unit for support: state, last diagnostics and logs, its commands, the last wipe receipt",
        response=UnitDetail)
 async def get_unit(request: web.Request) -> web.StreamResponse:
-    store = request.app[STORE]
-    unit = units.unit(store, request.app[HUB], request.match_info["device_id"])
-    if unit is None:
+    detail = await request.app[STORE].run(unit_detail, request.app[HUB], request.match_info["device_id"])
+    if detail is None:
         raise ApiError(404, "unknown-device", "no such enrolled unit")
-    return json_response(unit_detail(store, unit))
+    return json_response(detail)
 
 
 async def _decide(request: web.Request, verdict: str) -> web.StreamResponse:
     await read_body(request, s.Empty)
-    if not request.app[STORE].decide_enrollment(request.match_info["device_id"], verdict, actor(request)):
+    if not await request.app[STORE].run(Store.decide_enrollment, request.match_info["device_id"], verdict,
+                                        actor(request)):
         raise ApiError(404, "not-awaiting", "no unit awaiting approval with that id")
     return web.Response(status=204)
 
@@ -212,8 +217,8 @@ async def reject_unit(request: web.Request) -> web.StreamResponse:
 async def assign_unit(request: web.Request) -> web.StreamResponse:
     req: AssignIn = await read_body(request, AssignIn)
     device_id = request.match_info["device_id"]
-    citizen_id, command = assignment.assign(request.app[STORE], request.app[AUTHORITY], device_id,
-                                            req.citizen_name, req.caregivers, actor(request))
+    citizen_id, command = await request.app[STORE].run(assignment.assign, request.app[AUTHORITY], device_id,
+                                                       req.citizen_name, req.caregivers, actor(request))
     await request.app[HUB].deliver_pending(device_id)
     return json_response(AssignOut(citizen_id, command.id), status=201)
 
@@ -225,7 +230,8 @@ async def assign_unit(request: web.Request) -> web.StreamResponse:
 async def create_batch(request: web.Request) -> web.StreamResponse:
     req: BatchRequest = await read_body(request, BatchRequest)
     store, authority = request.app[STORE], request.app[AUTHORITY]
-    files = make_provisioning_files(store, authority, req.server_url, req.count, req.expires_in, actor(request))
+    files = await store.run(make_provisioning_files, authority, req.server_url, req.count, req.expires_in,
+                            actor(request))
     expires_at = store.clock() + req.expires_in
     # some seconds for a large batch: not on the event loop, which carries every unit's link
     pdf = await asyncio.to_thread(sheet.render, files, authority.municipality, expires_at, req.language)

@@ -8,8 +8,9 @@ it. Every change is one short write transaction: read both rows, step both machi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Concatenate, Literal, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -20,6 +21,8 @@ from kiosk.server.lockout import Backoff, Policy
 from kiosk.server.store import Store, login_backoff
 
 ScopeKind = Literal["address", "account"]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,13 @@ class MustWait:
 class LoginGuard:
     def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store, self.clock = store, clock or store.clock
+
+    async def run(self, step: Callable[Concatenate[LoginGuard, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``step(guard, ...)`` from the event loop (``await guard.run(LoginGuard.admit, ...)``): the same
+        guard over the store's async side (:meth:`Store.run`), so the login route never blocks the loop."""
+        def over(store: Store) -> T:
+            return step(LoginGuard(store, self.clock), *args, **kwargs)
+        return await self.store.run(over)
 
     def admit(self, address: str, account: str | None) -> MustWait | None:
         """Count an attempt against the address, then the account; or say who must wait.

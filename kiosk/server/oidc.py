@@ -36,6 +36,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.engine import Row
 
 from kiosk.server import auth, teams
 from kiosk.server.store import Store, oidc_identities, oidc_pending, users
@@ -190,20 +191,12 @@ class Provider:
             url, _ = client.create_authorization_url(meta["authorization_endpoint"], state=state,
                                                      code_verifier=verifier, nonce=nonce)
         browser = secrets.token_urlsafe(32)
-        now = self.store.clock()
-        with self.store.tx() as conn:
-            conn.execute(oidc_pending.delete().where(oidc_pending.c.expires_at < now))
-            conn.execute(oidc_pending.insert().values(state_hash=_hash(state), browser_hash=_hash(browser),
-                                                      code_verifier=verifier, nonce=nonce,
-                                                      expires_at=now + PENDING_SECONDS))
+        await self.store.run(_remember, _hash(state), _hash(browser), verifier, nonce)
         return Started(str(url), browser)
 
     async def finish(self, query: Mapping[str, str], browser_secret: str | None) -> Person:
         """The provider's answer: the person it vouches for, or Refused (with what to do)."""
-        state = query.get("state", "")
-        with self.store.tx() as conn:  # a state is good once
-            row = conn.execute(sa.select(oidc_pending).where(oidc_pending.c.state_hash == _hash(state))).first()
-            conn.execute(oidc_pending.delete().where(oidc_pending.c.state_hash == _hash(state)))
+        row = await self.store.run(_take, _hash(query.get("state", "")))
         if row is None or row.expires_at < self.store.clock():
             raise Refused("login-expired", "this login was not started here or took too long; please start again")
         if browser_secret is None or not secrets.compare_digest(row.browser_hash, _hash(browser_secret)):
@@ -221,7 +214,7 @@ class Provider:
                                               f"({type(exc).__name__}); please start again") from None
             claims = await self._verified_claims(client, str(token.get("id_token", "")), row.nonce)
         who = person(self.settings, claims)
-        self._account(who, str(claims["sub"])[:255])
+        await self.store.run(_account, self.settings.issuer, who, str(claims["sub"])[:255])
         return who
 
     async def _verified_claims(self, client: AsyncOAuth2Client, id_token: str, nonce: str) -> dict[str, Any]:
@@ -249,33 +242,50 @@ class Provider:
         assert self._keys is not None  # discovery ran before any token is checked
         return self._keys
 
-    # ------------------------------------------------------------- accounts
-    def _account(self, who: Person, subject: str) -> None:
-        """Make or update this person's account from the claims; Refused if the name is a
-        local account's, or this person had another name here before."""
-        issuer = self.settings.issuer
-        with self.store.tx() as conn:
-            linked = conn.execute(sa.select(oidc_identities.c.username).where(
-                oidc_identities.c.issuer == issuer, oidc_identities.c.subject == subject)).scalar()
-            existing = conn.execute(sa.select(users.c.username, users.c.role)
-                                    .where(users.c.username == who.username)).first()
-            if linked is None and existing is not None:
-                raise Refused("name-taken", f"the user name {who.username} belongs to another account here; "
-                                            "ask the administrator")
-            if linked is not None and linked != who.username:
-                raise Refused("name-changed", f"this person logged in before as {linked}; ask the administrator")
-            if existing is None:
-                conn.execute(users.insert().values(username=who.username, password_hash=NO_PASSWORD,
-                                                   role=who.role, created_at=self.store.clock(),
-                                                   display_name=who.display_name))
-                conn.execute(oidc_identities.insert().values(issuer=issuer, subject=subject,
-                                                             username=who.username))
-                self.store.append_audit(conn, "server", "user-added", user=who.username, role=who.role,
-                                        method="oidc")
-            else:
-                conn.execute(users.update().where(users.c.username == who.username)
-                             .values(role=who.role, display_name=who.display_name))
-                if existing.role != who.role:
-                    self.store.append_audit(conn, "server", "user-role-changed", user=who.username,
-                                            role=who.role, method="oidc")
-            teams.set_teams(conn, who.username, who.teams)
+
+# ------------------------------------------------------------------ the database's part
+def _remember(store: Store, state_hash: str, browser_hash: str, verifier: str, nonce: str) -> None:
+    """Keep what the provider's answer must match (and forget the logins nobody finished)."""
+    now = store.clock()
+    with store.tx() as conn:
+        conn.execute(oidc_pending.delete().where(oidc_pending.c.expires_at < now))
+        conn.execute(oidc_pending.insert().values(state_hash=state_hash, browser_hash=browser_hash,
+                                                  code_verifier=verifier, nonce=nonce,
+                                                  expires_at=now + PENDING_SECONDS))
+
+
+def _take(store: Store, state_hash: str) -> Row[Any] | None:
+    """The login this state started, if any; taken, so a state is good once."""
+    with store.tx() as conn:
+        row = conn.execute(sa.select(oidc_pending).where(oidc_pending.c.state_hash == state_hash)).first()
+        conn.execute(oidc_pending.delete().where(oidc_pending.c.state_hash == state_hash))
+    return row
+
+
+def _account(store: Store, issuer: str, who: Person, subject: str) -> None:
+    """Make or update this person's account from the claims; Refused if the name is a
+    local account's, or this person had another name here before."""
+    with store.tx() as conn:
+        linked = conn.execute(sa.select(oidc_identities.c.username).where(
+            oidc_identities.c.issuer == issuer, oidc_identities.c.subject == subject)).scalar()
+        existing = conn.execute(sa.select(users.c.username, users.c.role)
+                                .where(users.c.username == who.username)).first()
+        if linked is None and existing is not None:
+            raise Refused("name-taken", f"the user name {who.username} belongs to another account here; "
+                                        "ask the administrator")
+        if linked is not None and linked != who.username:
+            raise Refused("name-changed", f"this person logged in before as {linked}; ask the administrator")
+        if existing is None:
+            conn.execute(users.insert().values(username=who.username, password_hash=NO_PASSWORD,
+                                               role=who.role, created_at=store.clock(),
+                                               display_name=who.display_name))
+            conn.execute(oidc_identities.insert().values(issuer=issuer, subject=subject,
+                                                         username=who.username))
+            store.append_audit(conn, "server", "user-added", user=who.username, role=who.role, method="oidc")
+        else:
+            conn.execute(users.update().where(users.c.username == who.username)
+                         .values(role=who.role, display_name=who.display_name))
+            if existing.role != who.role:
+                store.append_audit(conn, "server", "user-role-changed", user=who.username, role=who.role,
+                                   method="oidc")
+        teams.set_teams(conn, who.username, who.teams)

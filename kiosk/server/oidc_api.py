@@ -33,6 +33,7 @@ from kiosk.server.console_api import (
     route,
 )
 from kiosk.server.device_api import error, json_response
+from kiosk.server.login_guard import LoginGuard
 
 #: set when the server has the municipality's login (kiosk-server serve --oidc)
 PROVIDER: web.AppKey[oidc.Provider] = web.AppKey("oidc_provider", oidc.Provider)
@@ -101,20 +102,20 @@ async def finish_oidc(request: web.Request) -> web.StreamResponse:
     try:
         provider = _provider(request)
         query = read_query(request, CallbackQuery)
-        admit_login(request, address, None)
+        await admit_login(request, address, None)
         try:
             who = await provider.finish({k: v for k, v in (("state", query.state), ("code", query.code),
                                                           ("error", query.error)) if v is not None},
                                         request.cookies.get(BROWSER_COOKIE))
         except oidc.Refused as exc:
-            login_failed(request, address, None, method="oidc", reason=exc.code)
+            await login_failed(request, address, None, method="oidc", reason=exc.code)
             raise ApiError(403 if exc.code in ("no-role", "name-taken", "name-changed") else 401,
                            exc.code, str(exc)) from None
     except ApiError as exc:
         return _refusal(request, exc)
-    request.app[LOGIN_GUARD].succeeded(address, who.username)
-    response = open_session(request, web.Response(status=303, headers={"Location": "/"}), who.username, address,
-                            method="oidc")
+    await request.app[LOGIN_GUARD].run(LoginGuard.succeeded, address, who.username)
+    response = await open_session(request, web.Response(status=303, headers={"Location": "/"}), who.username,
+                                  address, method="oidc")
     response.del_cookie(BROWSER_COOKIE, path=BROWSER_COOKIE_PATH)
     return response
 

@@ -20,7 +20,7 @@ from kiosk.server.console_api import ApiError
 from kiosk.server.device_api import STORE
 from kiosk.server.figures_api import asked
 from kiosk.server.pages import N_, Context, page
-from kiosk.server.store import UserRow
+from kiosk.server.store import Store, UserRow
 
 #: the chart's drawing area, in SVG units (the SVG scales to the page's width)
 CHART_HEIGHT: Final = 160
@@ -67,8 +67,8 @@ async def figures_page(request: web.Request, user: UserRow) -> Context:
 async def audit_page(request: web.Request, user: UserRow) -> Context:
     store = request.app[STORE]
     wanted = {k: request.query.get(k, "")[:100].strip() for k in ("actor", "action", "device_id")}
-    entries = store.audit_entries(wanted["device_id"] or None, AUDIT_PAGE_ROWS,
-                                  actor=wanted["actor"] or None, action=wanted["action"] or None)
+    entries = await store.run(Store.audit_entries, wanted["device_id"] or None, AUDIT_PAGE_ROWS,
+                              actor=wanted["actor"] or None, action=wanted["action"] or None)
     checked, altered = (await asyncio.to_thread(store.check_audit_chain)
                         if request.query.get("check") == "1" else (None, None))
     return {"entries": [{"seq": e.seq, "at": datetime.fromtimestamp(e.at, figures.TZ).strftime("%Y-%m-%d %H:%M:%S"),

@@ -146,11 +146,11 @@ def refusal(request: web.Request, user: UserRow | None, status: int, message: st
 
 def _serve(info: PageInfo) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def serve(request: web.Request) -> web.StreamResponse:
-        user = session_user(request)
+        user = await session_user(request)
         if user is None:
             return login_page(request)
         if not may_open(user.role, info):
-            refused(request, user, "forbidden")
+            await refused(request, user, "forbidden")
             return refusal(request, user, 403, N_("This page is not for your role."))
         try:
             context = await info.handler(request, user)
@@ -164,7 +164,7 @@ def _serve(info: PageInfo) -> Callable[[web.Request], Awaitable[web.StreamRespon
 
 
 async def home(request: web.Request) -> web.StreamResponse:
-    user = session_user(request)
+    user = await session_user(request)
     if user is None:
         return login_page(request)
     landing = home_of(user.role)
