@@ -268,10 +268,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         return error(401, "bad-credentials", "wrong user name or password")
     await login_guard.run(LoginGuard.succeeded, address, user.username)
     if auth.needs_rehash(user.password_hash):
-        await store.run(Store.set_password_hash, user.username, await asyncio.to_thread(auth.hash_password,
-                                                                                        req.password))
+        rehashed = await asyncio.to_thread(auth.hash_password, req.password)
+        await store.run(Store.set_password_hash, user.username, rehashed)
     return await open_session(request, json_response(s.Me(user.username, user.role)), user.username, address,
-                        method="password")
+                              method="password")
 
 
 async def admit_login(request: web.Request, address: str, account: str | None) -> None:

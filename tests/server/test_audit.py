@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
 from kiosk.server import audit
-from kiosk.server.login_guard import LoginGuard, Scope
+from kiosk.server.login_guard import LoginGuard, Scope, Throttle
 from kiosk.server.request_log import RequestLog
 from kiosk.server.store import Store
 
@@ -71,6 +72,22 @@ def test_the_back_off_keeps_no_name_that_is_no_account(store: Store) -> None:
     assert not guard.unlock(Scope("address", "192.0.2.7"), "anne"), "nothing left to lift"
     assert guard.held() == []
     assert store.audit_entries()[-1].detail == {"address": "192.0.2.7"}
+
+
+def test_the_back_off_steps_on_the_event_loop_over_the_async_side(store: Store) -> None:
+    """The login route steps the guard with ``await guard.run(...)``: no blocking call on the loop, the same rows."""
+    store.forbid_blocking_calls_on_loop()
+    guard = LoginGuard(store, clock=lambda: 1000.0)
+
+    async def on_loop() -> tuple[int, list[Throttle]]:
+        try:
+            assert await guard.run(LoginGuard.admit, "192.0.2.8", "anne") is None
+            return await guard.run(LoginGuard.failed, "192.0.2.8", "anne")
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(on_loop()) == (1, [])
+    assert {scope for scope, _ in guard.held()} == {Scope("address", "192.0.2.8"), Scope("account", "anne")}
 
 
 def test_malformed_requests_are_one_rate_limited_warning_line(caplog: pytest.LogCaptureFixture) -> None:
