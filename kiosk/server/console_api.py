@@ -355,7 +355,7 @@ PHOTO_BODY_BYTES = 960 * 1024
 async def set_user_photo(request: web.Request) -> web.StreamResponse:
     req = decode(s.PhotoIn, await read_raw(request, PHOTO_BODY_BYTES))
     try:
-        photo = photos.normalize(req.image)
+        photo = await asyncio.to_thread(photos.normalize, req.image)  # decoding a phone's photo: not on the loop
     except photos.PhotoError as exc:
         raise ApiError(400, "bad-photo", str(exc)) from None
     if not await request.app[STORE].run(Store.set_user_photo, request.match_info["username"], photo, actor(request)):
