@@ -1,9 +1,14 @@
 """The server's storage: one small interface over SQLAlchemy Core.
 
 SQLite (WAL) is the embedded default; the same tables run on PostgreSQL (psycopg 3) when
-given a ``postgresql://`` URL. Both the running server and the CLI open the same database,
-so every write happens in a short transaction that takes the write lock up front (SQLite)
-or the locks its rows need (PostgreSQL). The schema is Alembic's (kiosk.server.migrate),
+given a ``postgresql://`` URL. The queries are written once, synchronously; the CLI, the
+tests and worker threads call them as they are, and the event loop calls them with
+``await store.run(Store.method, ...)``, which runs the same code over the async drivers
+(psycopg's async mode, aiosqlite), so waiting on the database never holds the loop.
+
+Both the running server and the CLI open the same database, so every write happens in a
+short transaction that takes the write lock up front (SQLite) or the locks its rows need
+(PostgreSQL). The schema is Alembic's (kiosk.server.migrate),
 brought up to date whenever a store opens.
 
 A database that cannot be reached raises :class:`StoreUnavailable`, whose message says so
@@ -12,6 +17,7 @@ in plain words; nothing is acknowledged to anyone in that case, and the caller m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -21,13 +27,15 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from kiosk.protocol import command_lifecycle as lifecycle
 from kiosk.protocol.command_lifecycle import CommandLife, CommandState
@@ -529,14 +537,34 @@ def database_url(url: str | None, directory: Path) -> sa.URL:
     return parsed
 
 
-def _engine(url: sa.URL) -> Engine:
+#: the async driver of each backend, for the event loop's calls (:meth:`Store.run`)
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg_async"}
+
+
+def _engine_options(url: sa.URL) -> dict[str, Any]:
     if url.get_backend_name() == "sqlite":
-        engine = sa.create_engine(url)
-        _sqlite_pragmas(engine)
-        return engine
+        return {}
     # pre-ping: a connection left from before a PostgreSQL restart is replaced, not handed out
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=5,
-                            connect_args={"connect_timeout": 5, "application_name": "kiosk-server"})
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10, "pool_timeout": 5,
+            "connect_args": {"connect_timeout": 5, "application_name": "kiosk-server"}}
+
+
+def _engine(url: sa.URL) -> Engine:
+    engine = sa.create_engine(url, **_engine_options(url))
+    if url.get_backend_name() == "sqlite":
+        _sqlite_pragmas(engine)
+    return engine
+
+
+def _async_engine(url: sa.URL) -> AsyncEngine:
+    engine = create_async_engine(url.set(drivername=_ASYNC_DRIVERS[url.get_backend_name()]), **_engine_options(url))
+    if url.get_backend_name() == "sqlite":
+        _sqlite_pragmas(engine.sync_engine)
+    return engine
+
+
+class BlockingCallOnLoop(RuntimeError):
+    """A store call made synchronously on the server's event loop: every unit would wait on it."""
 
 
 def _where(url: sa.URL) -> str:
@@ -544,13 +572,48 @@ def _where(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True).replace("+psycopg", "")
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
 class Store:
     def __init__(self, url: str | sa.URL, clock: Clock = time.time) -> None:
         self.clock = clock
         self.url = sa.make_url(url)
         self.engine: Engine = _engine(self.url)
+        self._on_loop: Store | None = None  # the same store over the async driver, made by the first run()
+        self._loop_engine: AsyncEngine | None = None
         with self._reachable():
             migrate.upgrade(self.engine)
+
+    async def run(self, query: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``query(store, *args, **kwargs)`` from the event loop: a method of the store (or a function
+        that takes one) runs unchanged over the async driver, so the loop serves everyone else
+        while the database answers. Call it only from the loop that made the first call."""
+        if self._on_loop is None:
+            self._loop_engine = _async_engine(self.url)
+            self._on_loop = Store._over(self._loop_engine.sync_engine, self.url, self.clock)
+        return await greenlet_spawn(functools.partial(query, self._on_loop, *args, **kwargs))
+
+    @classmethod
+    def _over(cls, engine: Engine, url: sa.URL, clock: Clock) -> Store:
+        """The same store over another engine (its schema already up to date; no guard)."""
+        store = cls.__new__(cls)
+        store.clock, store.url, store.engine = clock, url, engine
+        store._on_loop, store._loop_engine = None, None
+        return store
+
+    def forbid_blocking_calls_on_loop(self) -> None:
+        """From now on a synchronous call made on a running event loop raises :class:`BlockingCallOnLoop`
+        (the server turns this on: a store call it forgot to :meth:`run` is found by any test
+        that passes through it, not by a unit waiting in the field)."""
+        @sa.event.listens_for(self.engine, "engine_connect")
+        def _refuse_on_loop(conn: Connection) -> None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return  # the CLI, a worker thread: blocking is theirs to do
+            raise BlockingCallOnLoop("a synchronous store call on the event loop; use await store.run(...)")
 
     @classmethod
     def in_directory(cls, directory: Path, clock: Clock = time.time, database: str | None = None) -> Store:
@@ -562,6 +625,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    async def aclose(self) -> None:
+        """Close both pools (the async one must be closed on its loop)."""
+        if self._loop_engine is not None:
+            await self._loop_engine.dispose()
+            self._on_loop = self._loop_engine = None
+        self.close()
 
     @contextlib.contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -1068,7 +1138,7 @@ class Store:
         """A device's commands, newest first."""
         q = (sa.select(commands).where(commands.c.device_id == device_id)
              .order_by(commands.c.created_at.desc()).limit(limit))
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(CommandRow, r) for r in conn.execute(q)]
 
     def last_result(self, device_id: str, kind: str) -> CommandRow | None:
@@ -1076,7 +1146,7 @@ class Store:
         q = (sa.select(commands).where(commands.c.device_id == device_id, commands.c.kind == kind,
                                        commands.c.result.is_not(None))
              .order_by(commands.c.finished_at.desc()).limit(1))
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return _maybe(CommandRow, conn.execute(q).first())
 
     def devices_with_pending(self, kind: str) -> set[str]:
@@ -1084,22 +1154,22 @@ class Store:
         q = sa.select(commands.c.device_id).where(
             commands.c.kind == kind, commands.c.state.in_(sorted(lifecycle.OPEN)),
             commands.c.expires_at > self.clock())
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return set(conn.execute(q).scalars())
 
     def calls_of(self, citizen_id: str, limit: int = 50) -> list[CallRow]:
         q = sa.select(calls).where(calls.c.citizen_id == citizen_id).order_by(calls.c.placed_at.desc()).limit(limit)
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return [_from_row(CallRow, r) for r in conn.execute(q)]
 
     def citizen_on(self, device_id: str) -> CitizenRow | None:
         """The citizen a screen is assigned to, if any."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             q = sa.select(citizens).where(citizens.c.device_id == device_id)
             return _maybe(CitizenRow, conn.execute(q).first())
 
     def caregivers(self) -> list[UserRow]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             q = sa.select(users).where(users.c.role == "caregiver").order_by(users.c.username)
             return [_from_row(UserRow, r) for r in conn.execute(q)]
 
