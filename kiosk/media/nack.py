@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from aiortc.rtp import RTP_HISTORY_SIZE
 from aiortc.utils import uint16_add, uint16_gt
 
 #: The second NACK of a round follows the first by at least this (a packet later: loss on a
@@ -29,9 +30,10 @@ NACK_ECHO: Final = 0.03
 #: A new round starts this long after the round trip: the sender's turnaround, the link's
 #: jitter and a frame's worth of queue. A copy later than that is likelier lost than late.
 NACK_RETRY_MARGIN: Final = 0.05
-#: aiortc's sender keeps the last 128 packets it sent (``aiortc.rtp.RTP_HISTORY_SIZE``), the
-#: receiver's NACK generator tracks as far back; a packet further behind the newest is gone.
-SENDER_HISTORY: Final = 128
+#: aiortc's sender keeps the last 128 packets it sent, and its own NACK generator tracks as far
+#: back: a packet further behind the newest is gone (at 60-90 video packets a second, 1.4-2.1 s,
+#: more than the longest hole wait).
+SENDER_HISTORY: Final = RTP_HISTORY_SIZE
 
 
 @dataclass
