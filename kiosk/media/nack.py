@@ -9,8 +9,11 @@ Why rounds of two: at 5 % loss each way, one NACK-and-copy in ten fails (the NAC
 lost), and each failed round costs another round trip of frozen picture, which over a 300 ms
 round trip is a freeze on its own; when the round fails again, the hole wait runs out and only a
 key frame (another round trip and the largest frame of all) repairs the picture: 1.5 s and more.
-Two NACKs make two copies, so a round fails about one time in a hundred, for one copy more of
-each lost packet (about 5 % more video at 5 % loss). Why no NACK for a packet already asked for
+Two NACKs make two copies from aiortc (the unit and the Python caregiver send with it), so a
+round fails about one time in a hundred, for one copy more of each lost packet (about 5 % more
+video at 5 % loss). Chromium resends a packet at most once a round trip (libwebrtc's packet
+history), so from a browser the second NACK covers a lost NACK, not a lost copy; the next round,
+a round trip later, is one it does answer. Why no NACK for a packet already asked for
 when a *new* gap appears (aiortc's own generator lists every missing packet each time): its copy
 may be on its way, and a copy asked for twice in flight is sent twice for nothing.
 """
