@@ -206,6 +206,7 @@ class Server:
         if not console_https and not console.loopback:
             raise ValueError("the console may use plain HTTP only on a loopback address")
         runtime.prepare()
+        await self.calls.take_up()  # before a unit or a caregiver can come back to a call
         runners = []
         self.renew_tls()  # before the contexts load the certificate
         for app, listen, tls in (
@@ -223,7 +224,7 @@ class Server:
                               reuse_port=reuse_port or None).start()
             runners.append(runner)
         self.hub.start()
-        self.calls.start()
+        await self.calls.start()
         if self.cluster is not None:
             self.cluster.start()
         self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
@@ -267,4 +268,4 @@ class Server:
         await self.desk.drain()
         for runner in runners:
             await runner.cleanup()
-        self.store.close()
+        await self.store.aclose()
