@@ -35,6 +35,9 @@ SEEN_FLUSH_SECONDS = 2.0  # how stale the CLI's view of "online" may be
 DETACH_GRACE_SECONDS: Final = 15.0
 #: Call messages a held link keeps for the next connection (a call needs a handful).
 HELD_MESSAGES: Final = 32
+#: At a stop, how long what the units' going set off may take (a caregiver's socket that hangs
+#: must not keep the process from exiting).
+STOP_CALLBACKS_SECONDS: Final = 5.0
 _HELD_KINDS = (m.CallRing, m.CallAccept, m.CallEnded)
 
 
@@ -222,6 +225,8 @@ class Hub:
         for link in list(self.links.values()):
             self.detach(link, grace=False)
             await link.close()
+        if self._callbacks:  # what the units' going set off (a call's record) is written before the store closes
+            await asyncio.wait(self._callbacks, timeout=STOP_CALLBACKS_SECONDS)
         try:
             await self.flush_seen()
         except StoreUnavailable as exc:  # "online" flags stay as they were; the next start corrects them
