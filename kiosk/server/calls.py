@@ -75,6 +75,8 @@ class LiveCall:
     #: Held while the call's row is written: its writes land in the order its events came,
     #: so a slow "in progress" write never lands after the record that ended the call.
     writing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    #: Set once its record is written (or its writing failed): a quality report waits for it.
+    recorded: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
 async def _not_resumed(message: m.ServerToStaff) -> None:
@@ -108,7 +110,7 @@ class CallManager:
         self._cut_off: set[str] = set()  # calls found ringing or connecting after a restart: ended at start
         self._started_at = self.clock()
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
-        self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
+        self._ended: dict[str, tuple[float, LiveCall]] = {}  # call id -> (ended at, the call), for quality
         hub.on_detach.append(self.device_gone)
         #: Told of each call placed here (True) and ended here (False): call id, device id.
         self.on_call: list[Callable[[str, str, bool], None]] = []
@@ -326,15 +328,22 @@ class CallManager:
         live.machine = transition.state
         if live.machine.state is not c.CallState.ENDED and _kept(live.machine) != _kept(before):
             await self._keep_in_progress(live)  # it rang, rings on the unit, was answered, or connected
-        for effect in transition.actions:
-            if isinstance(effect, c.Ignored):
-                log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
-            elif isinstance(effect, c.RecordCallEnd):
-                await self._record(live, effect.record)
-            elif effect.to is c.Side.CITIZEN:
-                await self._notify_device(live, effect)
-            else:
-                await self._notify_staff(live, effect)
+        ending = any(isinstance(effect, c.RecordCallEnd) for effect in transition.actions)
+        if ending:
+            self._ending(live)  # before the sides are told: their quality reports follow at once
+        try:
+            for effect in transition.actions:
+                if isinstance(effect, c.Ignored):
+                    log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
+                elif isinstance(effect, c.RecordCallEnd):
+                    await self._record(live, effect.record)
+                elif effect.to is c.Side.CITIZEN:
+                    await self._notify_device(live, effect)
+                else:
+                    await self._notify_staff(live, effect)
+        finally:
+            if ending:  # written, or failed: the quality reports that wait for the record go on
+                live.recorded.set()
         self._arm_timer(live)
 
     def _arm_timer(self, live: LiveCall) -> None:
@@ -406,11 +415,15 @@ class CallManager:
         async with live.writing:
             await self.store.run(Store.save_live_call, row)
 
-    async def _record(self, live: LiveCall, record: c.CallRecord) -> None:
+    def _ending(self, live: LiveCall) -> None:
+        """The call is over here: no longer live, but its quality reports are still taken."""
         del self.live[live.id]
         for tell in self.on_call:
             tell(live.id, live.device_id, False)
-        self._ended[live.id] = (record.ended_at, live.caller.username, live.device_id)
+        assert live.machine.ended_at is not None
+        self._ended[live.id] = (live.machine.ended_at, live)
+
+    async def _record(self, live: LiveCall, record: c.CallRecord) -> None:
         async with live.writing:
             facts = await self._facts(live)
             await self.store.run(Store.add_call_record, CallRow(
@@ -426,8 +439,9 @@ class CallManager:
         now = self.clock()
         self._ended = {k: v for k, v in self._ended.items() if now - v[0] < QUALITY_GRACE_SECONDS}
         ended = self._ended.get(report.call_id)
-        if ended is None or not allowed(ended[1], ended[2]):
+        if ended is None or not allowed(ended[1].caller.username, ended[1].device_id):
             return
+        await ended[1].recorded.wait()  # a report may come while the record is being written
         await self.store.run(Store.add_call_quality, report.call_id, column, dict(report.quality))
 
 
