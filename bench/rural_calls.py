@@ -27,7 +27,9 @@ of the two sides' first decoded video frame), *frozen* (seconds without a new vi
 minute of call and as a share of it), *sound lost* (audio packets lost for good, 20 ms each,
 both sides, per minute: aiortc conceals nothing, so this is what a listener misses;
 the audio-concealment figure of a browser), and for ``outage`` the time from sound returning to
-video returning. Percentiles are nearest-rank. Bounded by ``--max-seconds``.
+video returning. Per profile, loss recovery's counts over both sides of all its calls: packets
+NACKed, NACKs repeated, holes given up, key frames requested. Percentiles are nearest-rank.
+Bounded by ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kiosk.media.keyframes import LossRecovery, installed_loss_recovery  # noqa: E402
 from kiosk.media.peer import LocalMedia  # noqa: E402
 from tests.impairment import CLEAN, RURAL_4G, RURAL_4G_1MBIT, Impairment  # noqa: E402
 from tests.media.rural import RING_SECONDS, Rig, connected_after_answer, media_of, rig_with  # noqa: E402
@@ -133,6 +136,17 @@ def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def recovery_counts(recovery: LossRecovery | None) -> dict[str, int]:
+    """Loss recovery's counts over the profile's calls (both sides): what the freezes came from."""
+    if recovery is None:
+        return {}
+    counts = {"packets_nacked": recovery.packets_nacked, "nacks_repeated": recovery.nacks_repeated,
+              "holes_given_up": recovery.holes_skipped, "keyframes_requested": recovery.keyframes_requested}
+    recovery.buffers.clear()  # the next profile counts afresh
+    recovery.nack_generators.clear()
+    return counts
+
+
 async def bench(args: argparse.Namespace, turn: TurnServer) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
     media = media_of(320, 240, 15)
@@ -146,7 +160,7 @@ async def bench(args: argparse.Namespace, turn: TurnServer) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     break
                 calls.append(await one_call(rig, talk, outage_at, media, args.ring))
-        report["profiles"][name] = {"talk_s": talk, **summarize(calls)}
+        report["profiles"][name] = {"talk_s": talk, **summarize(calls), **recovery_counts(installed_loss_recovery())}
         print(f"{name}: {json.dumps(report['profiles'][name])}", flush=True)
     return report
 

@@ -23,9 +23,9 @@ Both follow the link (:func:`follow_round_trip`, called by the call peer each
 time it measures the round trip; until then a slow link's round trip is
 assumed, :data:`ASSUMED_ROUND_TRIP`): a hole waits two and a half round trips
 (:func:`hole_wait_for`; never less than the configured floor, never more than
-:data:`MAX_HOLE_WAIT`), and :class:`RepeatingNackGenerator` asks again for a
-packet still missing after a round trip, since aiortc NACKs only when a new
-gap appears.
+:data:`MAX_HOLE_WAIT`), and :class:`RepeatingNackGenerator` asks for each missing
+packet twice, and again each round trip while its hole may still be filled
+(:mod:`kiosk.media.nack`), where aiortc NACKs only when a new gap appears.
 
 Media that returns after a silence (:class:`SilenceWatch`: an outage, a dropped
 bearer) is not repaired packet by packet: what was sent in the dark is seconds old and
@@ -49,6 +49,8 @@ from aiortc.rtcrtpreceiver import NackGenerator
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_gt
 
+from .nack import NackSchedule
+
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -58,7 +60,7 @@ _AIORTC_JITTER_BUFFER = JitterBuffer
 _AIORTC_NACK_GENERATOR = NackGenerator
 
 #: A hole is given this many round trips: the NACK's way there and the copy's way back, and
-#: time for a repeated NACK (sent NACK_REPEAT_ROUND_TRIPS later) when the first copy was lost.
+#: time for a second round of NACKs (:mod:`kiosk.media.nack`) when the first copies were lost.
 HOLE_WAIT_ROUND_TRIPS = 2.5
 #: Beyond this a frozen picture is better ended by a key frame than by more waiting.
 MAX_HOLE_WAIT = 1.5
@@ -67,10 +69,6 @@ MAX_HOLE_WAIT = 1.5
 #: largest), and giving up on its hole before the copy can arrive costs a key-frame round
 #: trip and often a second loss; waiting longer than a fast link needs costs a short freeze.
 ASSUMED_ROUND_TRIP = 0.4
-#: A packet still missing this many round trips after it was NACKed is NACKed again.
-NACK_REPEAT_ROUND_TRIPS = 1.2
-#: ... but never more often than this.
-MIN_NACK_REPEAT = 0.1
 #: Unanswered key-frame requests are repeated at most this far apart.
 MAX_RETRY_INTERVAL = 2.4
 #: No video packet for this long, then one: the link was dark (an outage), not lossy. Video at
@@ -240,43 +238,43 @@ class RecoveringJitterBuffer(JitterBuffer):
 
 
 class RepeatingNackGenerator(NackGenerator):
-    """aiortc's NACK generator, asking again for packets still missing.
+    """aiortc's NACK generator, asking for each missing packet on its own schedule
+    (:class:`~kiosk.media.nack.NackSchedule`: rounds of two NACKs, repeated each round trip
+    while the hole may still be filled).
 
-    aiortc sends a NACK only when a new gap appears; if that NACK or the
-    retransmission it asked for is lost too (one in ten at 5 % loss each way),
-    the packet is asked for again only when the next gap happens to come, often
-    after the hole's deadline, and a key frame must repair what one more NACK
-    would have.  Here a packet still missing ``repeat_after`` seconds after the
-    last NACK is asked for again; :func:`follow_round_trip` sets it from the
-    measured round trip.  Answering True makes aiortc send a NACK for all of
-    :attr:`missing`, through its own RTCP path.
+    aiortc sends a NACK only when a new gap appears, listing every packet still missing;
+    a packet whose NACK or copy was lost is asked for again only when the next gap happens
+    to come, often after the hole's deadline, and a key frame must repair what one more
+    NACK would have. :func:`follow_round_trip` sets the schedule's round trip and hole wait
+    from the measured round trip. Answering True makes aiortc send a NACK for
+    :attr:`missing`, which here holds only the packets due now, through its own RTCP path.
     """
 
-    def __init__(self, repeat_after: float = NACK_REPEAT_ROUND_TRIPS * ASSUMED_ROUND_TRIP,
-                 clock: Clock = time.monotonic) -> None:
+    def __init__(self, hole_wait_floor: float = 0.3, clock: Clock = time.monotonic) -> None:
         super().__init__()
-        self.repeat_after = repeat_after
-        self.repeats = 0
+        self.hole_wait_floor = hole_wait_floor
+        self.schedule = NackSchedule(ASSUMED_ROUND_TRIP, hole_wait_for(None, hole_wait_floor))
         self._clock = clock
-        self._last_nack: float | None = None
         self._silence = SilenceWatch()
+
+    @property
+    def repeats(self) -> int:
+        return self.schedule.repeats
+
+    def follow_round_trip(self, rtt: float | None) -> None:
+        if rtt is not None and math.isfinite(rtt) and rtt > 0:
+            self.schedule.follow(rtt, hole_wait_for(rtt, self.hole_wait_floor))
 
     def add(self, packet: RtpPacket) -> bool:
         now = self._clock()
         if self._silence.returns_after_silence(now):
             # What went missing in the dark is not asked for: the jitter buffer gives it up
             # and asks for a key frame, which the copies would only delay on a narrow link.
-            super().add(packet)
-            self.missing.clear()
+            self.schedule.restart(packet.sequence_number)
+            self.missing = set()
             return False
-        if super().add(packet):
-            self._last_nack = now
-            return True
-        if self.missing and self._last_nack is not None and now - self._last_nack >= self.repeat_after:
-            self._last_nack = now
-            self.repeats += 1
-            return True
-        return False
+        self.missing = set(self.schedule.arrived(packet.sequence_number, now))
+        return bool(self.missing)
 
 
 @dataclass
@@ -300,6 +298,11 @@ class LossRecovery:
     @property
     def nacks_repeated(self) -> int:
         return sum(g.repeats for g in self.nack_generators)
+
+    @property
+    def packets_nacked(self) -> int:
+        """Missing packets asked for (each once, however often it was asked)."""
+        return sum(g.schedule.asked - g.schedule.repeats for g in self.nack_generators)
 
 
 _installed: LossRecovery | None = None
@@ -337,7 +340,7 @@ def install_loss_recovery(
         return buffer
 
     def nack_generator() -> NackGenerator:
-        generator = RepeatingNackGenerator()
+        generator = RepeatingNackGenerator(recovery.max_hole_wait)
         recovery.nack_generators.append(generator)
         return generator
 
@@ -374,8 +377,8 @@ def follow_round_trip(receivers: Iterable[object], rtt: float | None) -> float |
         if buffer is not None:
             wait = buffer.max_hole_wait = hole_wait_for(rtt, buffer.hole_wait_floor)
         generator = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)  # private, as above
-        if isinstance(generator, RepeatingNackGenerator) and rtt is not None and math.isfinite(rtt) and rtt > 0:
-            generator.repeat_after = max(MIN_NACK_REPEAT, NACK_REPEAT_ROUND_TRIPS * rtt)
+        if isinstance(generator, RepeatingNackGenerator):
+            generator.follow_round_trip(rtt)
     return wait
 
 

@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -85,6 +86,7 @@ class HaProxy:
     backends: dict[str, ServerProcess]
     device_port: int = field(default_factory=free_port)
     console_port: int = field(default_factory=free_port)
+    maxconn: int = 4096  # connections at once, all frontends (a unit holds one; bench/cluster.py raises it)
     proc: subprocess.Popen[str] | None = None
 
     @property
@@ -98,7 +100,7 @@ class HaProxy:
                              for name, p in self.backends.items())
         return f"""global
     stats socket {self.admin} mode 600 level admin
-    maxconn 4096
+    maxconn {self.maxconn}
 
 defaults
     timeout connect 2s
@@ -223,10 +225,17 @@ class Cluster:
         return self.holders_of([device_id])[device_id]
 
     def holders_of(self, device_ids: list[str]) -> dict[str, set[str]]:
-        logs = {name: p.log() for name, p in self.processes.items() if p.proc is not None and p.proc.poll() is None}
-        return {d: {name for name, log in logs.items()
-                    if log.rfind(f"device {d} connected") > log.rfind(f"device {d} disconnected")}
-                for d in device_ids}
+        holding: dict[str, set[str]] = {d: set() for d in device_ids}
+        for name, process in self.processes.items():
+            if process.proc is None or process.proc.poll() is not None:
+                continue
+            last: dict[str, str] = {}  # each unit's last word in this process's log (one pass: 10,000 units)
+            for device_id, word in re.findall(r"device (\S+) (connected|disconnected)", process.log()):
+                last[device_id] = word
+            for device_id, word in last.items():
+                if word == "connected" and device_id in holding:
+                    holding[device_id].add(name)
+        return holding
 
 
 @pytest.fixture(scope="package")

@@ -19,10 +19,8 @@ from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtpPacket
 
 from kiosk.media.encoders import VP8_MIME, PyAVH264Encoder, prefer_video_codec
 from kiosk.media.keyframes import (
-    SILENCE,
     KeyframeRequestPolicy,
     RecoveringJitterBuffer,
-    RepeatingNackGenerator,
     install_loss_recovery,
     is_keyframe,
 )
@@ -178,26 +176,6 @@ def test_after_an_outage_the_first_packet_back_asks_for_a_key_frame() -> None:
     assert buffer.holes_skipped == 1
 
 
-def nack_generator() -> tuple[RepeatingNackGenerator, Callable[[int, float], bool]]:
-    """A generator repeating after 0.35 s, and ``arrives(seq, at)``: whether that packet makes it NACK."""
-    now = [0.0]
-    generator = RepeatingNackGenerator(repeat_after=0.35, clock=lambda: now[0])
-
-    def arrives(seq: int, at: float) -> bool:
-        now[0] = at
-        return generator.add(RtpPacket(sequence_number=seq))
-
-    return generator, arrives
-
-
-def test_packets_lost_in_the_dark_are_not_nacked() -> None:
-    generator, arrives = nack_generator()
-    assert not arrives(1, 0.0) and not arrives(2, 0.05)
-    assert not arrives(400, 0.05 + SILENCE) and generator.missing == set()  # a key frame is asked for
-    assert not arrives(401, 1.6) and not arrives(402, 2.2)  # nor asked for later
-    assert arrives(404, 2.25) and generator.missing == {403}  # a new loss is NACKed as ever
-
-
 class LossyLink:
     """Drops chosen RTP packets on their way out of a peer (SRTP comes after us)."""
 
@@ -303,14 +281,3 @@ async def test_without_our_buffer_aiortc_stays_frozen_after_the_same_loss(
     await asyncio.sleep(1.5)
     resumed = [t for t, _ in video if t > link.dropped_at + 0.2]
     assert resumed == [] and plis.count == 0  # still frozen 1.5 s later, nobody asked
-
-
-def test_a_packet_still_missing_is_nacked_again_after_the_repeat_interval() -> None:
-    generator, arrives = nack_generator()
-    assert not arrives(1, 0.00)
-    assert arrives(3, 0.02) and generator.missing == {2}  # the gap: aiortc's own NACK
-    assert not arrives(4, 0.10) and not arrives(5, 0.30)  # the copy may still be on its way
-    assert arrives(6, 0.37) and generator.repeats == 1  # NACK lost, or the copy: ask again
-    assert not arrives(7, 0.40)
-    assert not arrives(2, 0.60) and generator.missing == set()  # the copy came
-    assert not arrives(8, 2.00)  # nothing missing: nothing to repeat
