@@ -470,6 +470,18 @@ async def test_a_call_taken_up_with_both_sides_back_goes_on_after_the_grace(worl
     assert restarted.live[call_id].machine.state is c.CallState.IN_CALL
 
 
+async def test_a_quality_report_sent_as_the_call_ends_is_kept_with_its_record(world: World) -> None:
+    """A side reports its quality the moment it hears the call ended, which may be before the server has
+    written the record (telling the caregiver reads the database first): the report waits for the
+    record, never lost. Seen with a cluster, where the unit's report came that quickly."""
+    call_id = await _connected(world)
+    await asyncio.gather(
+        world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id)),
+        world.calls.from_staff("anne", m.CallQualityReport(call_id=call_id, quality={"freezes": 0})))
+    record = world.store.call_record(call_id)
+    assert record is not None and record.quality_staff is not None
+
+
 async def test_resuming_a_call_that_ended_meanwhile_tells_how_it_ended(world: World) -> None:
     call_id = await _connected(world)
     await world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id))
