@@ -137,6 +137,7 @@ class Server:
         serves this database (it takes up the calls in progress; see :meth:`join` otherwise)."""
         authority = load_or_create(data, municipality, server_names)
         store = Store.in_directory(data, clock, database)
+        store.forbid_blocking_calls_on_loop()  # the loop's calls go through store.run; a slip fails loudly
         hub = Hub(store)
         return cls(data, store, authority, hub, CallManager(store, hub, call_config, turn, take_up=alone),
                    CommandDesk(store, authority, hub), Sweep(store, authority, hub))
@@ -206,6 +207,7 @@ class Server:
         if not console_https and not console.loopback:
             raise ValueError("the console may use plain HTTP only on a loopback address")
         runtime.prepare()
+        await self.calls.take_up()  # before a unit or a caregiver can come back to a call
         runners = []
         self.renew_tls()  # before the contexts load the certificate
         for app, listen, tls in (
@@ -223,7 +225,7 @@ class Server:
                               reuse_port=reuse_port or None).start()
             runners.append(runner)
         self.hub.start()
-        self.calls.start()
+        await self.calls.start()
         if self.cluster is not None:
             self.cluster.start()
         self._rollouts = asyncio.create_task(rollout.drive_forever(self.store, self.authority), name="rollouts")
@@ -267,4 +269,4 @@ class Server:
         await self.desk.drain()
         for runner in runners:
             await runner.cleanup()
-        self.store.close()
+        await self.store.aclose()

@@ -27,7 +27,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol.machine import Clock
 from kiosk.server import turn
 from kiosk.server.hub import Hub
-from kiosk.server.store import CallRow, LiveCallRow, Store
+from kiosk.server.store import CallRow, CitizenRow, LiveCallRow, Store
 
 log = logging.getLogger("kiosk.server.calls")
 
@@ -72,6 +72,11 @@ class LiveCall:
     answer_offer: str | None = None  # its offer in the answer (an older unit, or a failed pre-connection)
     screen_awake: bool | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    #: Held while the call's row is written: its writes land in the order its events came,
+    #: so a slow "in progress" write never lands after the record that ended the call.
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    #: Set once its record is written (or its writing failed): a quality report waits for it.
+    recorded: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
 async def _not_resumed(message: m.ServerToStaff) -> None:
@@ -90,8 +95,9 @@ class CallNotPlaced(Exception):
 class CallManager:
     def __init__(self, store: Store, hub: Hub, config: c.CallConfig, turn_config: TurnConfig | None,
                  clock: Clock | None = None, take_up: bool = True) -> None:
-        """``take_up``: take up the calls in progress the store holds (after a restart); a process
-        among several does not (they may be another's), kiosk.server.cluster ends a dead one's."""
+        """``take_up``: take up the calls in progress the store holds (after a restart, at
+        :meth:`take_up`); a process among several does not (they may be another's),
+        kiosk.server.cluster ends a dead one's."""
         self.store = store
         self.hub = hub
         self.clock: Clock = clock or store.clock
@@ -104,20 +110,22 @@ class CallManager:
         self._cut_off: set[str] = set()  # calls found ringing or connecting after a restart: ended at start
         self._started_at = self.clock()
         self._tasks: set[asyncio.Future[None]] = set()  # referenced until done
-        self._ended: dict[str, tuple[float, str, str]] = {}  # call id -> (ended, caller, device) for quality
+        self._ended: dict[str, tuple[float, LiveCall]] = {}  # call id -> (ended at, the call), for quality
         hub.on_detach.append(self.device_gone)
         #: Told of each call placed here (True) and ended here (False): call id, device id.
         self.on_call: list[Callable[[str, str, bool], None]] = []
         #: Hands a unit's call message to the process running that call (kiosk.server.cluster).
         self.elsewhere: Callable[[str, m.DeviceToServer], None] | None = None
-        if take_up:
-            self._take_up_calls_in_progress()
+        self._take_up_on_start = take_up
 
-    def _take_up_calls_in_progress(self) -> None:
-        """After a restart: the calls whose media was flowing go on, waiting for their caregiver;
-        those still ringing or connecting cannot (their ring and their setup went with the old
-        process), and are ended with their record once serving (:meth:`start`)."""
-        for row in self.store.live_call_rows():
+    async def take_up(self) -> None:
+        """Before serving, after a restart: the calls whose media was flowing go on, waiting for
+        their caregiver; those still ringing or connecting cannot (their ring and their setup went
+        with the old process), and are ended with their record once serving (:meth:`start`)."""
+        if not self._take_up_on_start:
+            return
+        self._take_up_on_start = False
+        for row in await self.store.run(Store.live_call_rows):
             self._take_up(row)
             if row.connected_at is None:
                 self._cut_off.add(row.id)
@@ -140,16 +148,16 @@ class CallManager:
         """End calls whose process died: both sides are told (the caregiver when their page asks
         to resume), and each gets its record: the connection lost if media flowed, else the
         server stopped."""
-        for row in self.store.live_call_rows():
+        for row in await self.store.run(Store.live_call_rows):
             if row.id in call_ids and row.id not in self.live:
                 log.info("call %s: its process is gone; ended", row.id)
                 await self._feed(self._take_up(row), c.ProcessLost())
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Once serving: end the calls cut off by the restart, and (later) those taken up whose
         unit or caregiver is not back in time."""
         for call_id in sorted(self._cut_off):
-            self._hold(asyncio.ensure_future(self._feed(self.live[call_id], c.ProcessLost())))
+            await self._feed(self.live[call_id], c.ProcessLost())
         self._cut_off.clear()
         if self._taken_up:
             asyncio.get_running_loop().call_later(
@@ -183,14 +191,7 @@ class CallManager:
 
     # ----------------------------------------------------------------- staff side
     async def place(self, caller: Caller, citizen_id: str, staff: StaffSend) -> str:
-        citizen = self.store.citizen(citizen_id)
-        if citizen is None:
-            raise CallNotPlaced("unknown-citizen", "no such citizen")
-        if caller.role != "admin" and not self.store.may_call(caller.username, citizen_id):
-            with self.store.tx() as conn:
-                self.store.append_audit(conn, caller.username, "call-refused", citizen.device_id,
-                                        citizen_id=citizen_id, reason="not-in-care-team")
-            raise CallNotPlaced("forbidden", "you are not in this citizen's care team")
+        citizen = await self.store.run(_callee, caller, citizen_id)
         if citizen.device_id is None:
             raise CallNotPlaced("no-device", "this citizen has no screen assigned")
         call_id = str(uuid.uuid4())
@@ -214,7 +215,7 @@ class CallManager:
 
     async def from_staff(self, username: str, message: m.StaffToServer) -> None:
         if isinstance(message, m.CallQualityReport):
-            self._quality(message, "quality_staff", lambda caller, _device: caller == username)
+            await self._quality(message, "quality_staff", lambda caller, _device: caller == username)
             return
         live = self.live.get(getattr(message, "call_id", ""))
         if live is None or live.caller.username != username:
@@ -240,7 +241,7 @@ class CallManager:
             live.staff = staff
             log.info("call %s resumed by its caregiver", call_id)
             return True
-        record = self.store.call_record(call_id)
+        record = await self.store.run(Store.call_record, call_id)
         if record is not None and record.caller == caller.username:
             facts = m.convert(json.loads(record.facts), m.DeviceFacts) if record.facts else None
             with contextlib.suppress(ConnectionError):
@@ -277,7 +278,7 @@ class CallManager:
             self.elsewhere(device_id, message)  # the caregiver's process runs this call
             return
         if isinstance(message, m.CallQualityReport):
-            self._quality(message, "quality_device", lambda _caller, device: device == device_id)
+            await self._quality(message, "quality_device", lambda _caller, device: device == device_id)
             return
         live = self.live.get(getattr(message, "call_id", ""))
         if live is None or live.device_id != device_id:
@@ -326,16 +327,23 @@ class CallManager:
         before = live.machine
         live.machine = transition.state
         if live.machine.state is not c.CallState.ENDED and _kept(live.machine) != _kept(before):
-            self._keep_in_progress(live)  # it rang, rings on the unit, was answered, or connected
-        for effect in transition.actions:
-            if isinstance(effect, c.Ignored):
-                log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
-            elif isinstance(effect, c.RecordCallEnd):
-                self._record(live, effect.record)
-            elif effect.to is c.Side.CITIZEN:
-                await self._notify_device(live, effect)
-            else:
-                await self._notify_staff(live, effect)
+            await self._keep_in_progress(live)  # it rang, rings on the unit, was answered, or connected
+        ending = any(isinstance(effect, c.RecordCallEnd) for effect in transition.actions)
+        if ending:
+            self._ending(live)  # before the sides are told: their quality reports follow at once
+        try:
+            for effect in transition.actions:
+                if isinstance(effect, c.Ignored):
+                    log.debug("call %s: %s ignored (%s)", live.id, type(event).__name__, effect.reason.value)
+                elif isinstance(effect, c.RecordCallEnd):
+                    await self._record(live, effect.record)
+                elif effect.to is c.Side.CITIZEN:
+                    await self._notify_device(live, effect)
+                else:
+                    await self._notify_staff(live, effect)
+        finally:
+            if ending:  # written, or failed: the quality reports that wait for the record go on
+                live.recorded.set()
         self._arm_timer(live)
 
     def _arm_timer(self, live: LiveCall) -> None:
@@ -354,7 +362,7 @@ class CallManager:
             await self._to_device(live.device_id, m.CallRing(
                 call_id=live.id, caller_name=live.caller.display_name, caller_role=live.caller.role,
                 ice_servers=ice, relay_only=relay_only, ring_timeout=self.config.ring_timeout,
-                caller_photo=self.store.user_photo(live.caller.username)))
+                caller_photo=await self.store.run(Store.user_photo, live.caller.username)))
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
             await self._to_device(live.device_id, m.CallEnded(call_id=live.id, reason=effect.reason))
 
@@ -367,7 +375,7 @@ class CallManager:
         elif effect.notice is c.Notice.ANSWERED:  # no SDP: the peers connected while it rang
             message = m.CallAnswer(call_id=live.id, sdp=live.answer_offer)
         elif effect.notice is c.Notice.ENDED and effect.reason is not None:
-            message = m.CallEnded(call_id=live.id, reason=effect.reason, facts=self._facts(live))
+            message = m.CallEnded(call_id=live.id, reason=effect.reason, facts=await self._facts(live))
         if message is not None:
             with contextlib.suppress(ConnectionError):  # the browser went away; its hang-up event follows
                 await live.staff(message)
@@ -378,9 +386,9 @@ class CallManager:
             with contextlib.suppress(ConnectionError):  # the link's detach feeds DeviceOffline
                 await link.send(message)
 
-    def _facts(self, live: LiveCall) -> m.DeviceFacts:
+    async def _facts(self, live: LiveCall) -> m.DeviceFacts:
+        row = await self.store.run(Store.device, live.device_id)
         link = self.hub.reach(live.device_id)
-        row = self.store.device(live.device_id)
         machine = live.machine
         rang_for = None
         if machine.rang_at is not None:
@@ -396,36 +404,58 @@ class CallManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _keep_in_progress(self, live: LiveCall) -> None:
+    async def _keep_in_progress(self, live: LiveCall) -> None:
         machine = live.machine
         assert machine.placed_at is not None  # placed: ringing, connecting or in call
-        self.store.save_live_call(LiveCallRow(
+        row = LiveCallRow(
             id=live.id, caller=live.caller.username, caller_name=live.caller.display_name,
             caller_role=live.caller.role, citizen_id=live.citizen_id, device_id=live.device_id,
             placed_at=machine.placed_at, rang_at=machine.rang_at, answered_at=machine.answered_at,
-            connected_at=machine.connected_at, screen_awake=live.screen_awake))
+            connected_at=machine.connected_at, screen_awake=live.screen_awake)
+        async with live.writing:
+            await self.store.run(Store.save_live_call, row)
 
-    def _record(self, live: LiveCall, record: c.CallRecord) -> None:
+    def _ending(self, live: LiveCall) -> None:
+        """The call is over here: no longer live, but its quality reports are still taken."""
         del self.live[live.id]
         for tell in self.on_call:
             tell(live.id, live.device_id, False)
-        self._ended[live.id] = (record.ended_at, live.caller.username, live.device_id)
-        self.store.add_call_record(CallRow(
-            id=live.id, caller=live.caller.username, citizen_id=live.citizen_id,
-            device_id=live.device_id, placed_at=record.placed_at, rang_at=record.rang_at,
-            answered_at=record.answered_at, connected_at=record.connected_at, ended_at=record.ended_at,
-            end_reason=record.reason.value, ring_seconds=record.ring_duration,
-            talk_seconds=record.talk_duration, facts=json.dumps(m.to_builtins(self._facts(live))),
-        ))
+        assert live.machine.ended_at is not None
+        self._ended[live.id] = (live.machine.ended_at, live)
+
+    async def _record(self, live: LiveCall, record: c.CallRecord) -> None:
+        async with live.writing:
+            facts = await self._facts(live)
+            await self.store.run(Store.add_call_record, CallRow(
+                id=live.id, caller=live.caller.username, citizen_id=live.citizen_id,
+                device_id=live.device_id, placed_at=record.placed_at, rang_at=record.rang_at,
+                answered_at=record.answered_at, connected_at=record.connected_at, ended_at=record.ended_at,
+                end_reason=record.reason.value, ring_seconds=record.ring_duration,
+                talk_seconds=record.talk_duration, facts=json.dumps(m.to_builtins(facts)),
+            ))
         log.info("call %s ended: %s", live.id, record.reason.value)
 
-    def _quality(self, report: m.CallQualityReport, column: str, allowed: Callable[[str, str], bool]) -> None:
+    async def _quality(self, report: m.CallQualityReport, column: str, allowed: Callable[[str, str], bool]) -> None:
         now = self.clock()
         self._ended = {k: v for k, v in self._ended.items() if now - v[0] < QUALITY_GRACE_SECONDS}
         ended = self._ended.get(report.call_id)
-        if ended is None or not allowed(ended[1], ended[2]):
+        if ended is None or not allowed(ended[1].caller.username, ended[1].device_id):
             return
-        self.store.add_call_quality(report.call_id, column, dict(report.quality))
+        await ended[1].recorded.wait()  # a report may come while the record is being written
+        await self.store.run(Store.add_call_quality, report.call_id, column, dict(report.quality))
+
+
+def _callee(store: Store, caller: Caller, citizen_id: str) -> CitizenRow:
+    """The citizen this person may call; a refusal for want of the right is audited."""
+    citizen = store.citizen(citizen_id)
+    if citizen is None:
+        raise CallNotPlaced("unknown-citizen", "no such citizen")
+    if caller.role != "admin" and not store.may_call(caller.username, citizen_id):
+        with store.tx() as conn:
+            store.append_audit(conn, caller.username, "call-refused", citizen.device_id,
+                               citizen_id=citizen_id, reason="not-in-care-team")
+        raise CallNotPlaced("forbidden", "you are not in this citizen's care team")
+    return citizen
 
 
 def _kept(call: c.Call) -> tuple[object, ...]:

@@ -12,6 +12,8 @@ from kiosk.server import api_schema as s
 from kiosk.server import calls, previsit
 from kiosk.server.console_api import USER, own_citizen, route
 from kiosk.server.device_api import HUB, STORE, json_response
+from kiosk.server.hub import Hub
+from kiosk.server.store import Store, UserRow
 
 #: How many of a citizen's calls their page lists, newest first.
 CALL_HISTORY = 50
@@ -29,18 +31,17 @@ class PreVisitWarningOut(msgspec.Struct):
        response=list[s.CallRecordOut])
 async def citizen_calls(request: web.Request) -> web.StreamResponse:
     citizen_id = await own_citizen(request, request.match_info["citizen_id"])
-    return json_response([calls.record_view(r) for r in request.app[STORE].calls_of(citizen_id, CALL_HISTORY)])
+    rows = await request.app[STORE].run(Store.calls_of, citizen_id, CALL_HISTORY)
+    return json_response([calls.record_view(r) for r in rows])
 
 
-def my_warnings(request: web.Request) -> list[PreVisitWarningOut]:
-    user, store = request[USER], request.app[STORE]
-    mine = store.citizens_of(user.username, everyone=user.role == "admin")
-    return [PreVisitWarningOut(w.citizen_id, w.visit_at, list(w.reasons), w.last_seen)
-            for w in previsit.warnings(store, request.app[HUB], mine)]
+def _warnings_of(store: Store, hub: Hub, user: UserRow) -> list[previsit.Warning]:
+    return previsit.warnings(store, hub, store.citizens_of(user.username, everyone=user.role == "admin"))
 
 
 @route("GET", "/api/pre-visit-warnings", "visits.read",
        "My citizens whose screen is not ready for a visit in the next minutes, and why",
        response=list[PreVisitWarningOut])
 async def pre_visit_warnings(request: web.Request) -> web.StreamResponse:
-    return json_response(my_warnings(request))
+    found = await request.app[STORE].run(_warnings_of, request.app[HUB], request[USER])
+    return json_response([PreVisitWarningOut(w.citizen_id, w.visit_at, list(w.reasons), w.last_seen) for w in found])

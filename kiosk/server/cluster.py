@@ -51,7 +51,7 @@ from kiosk.protocol import messages as m
 from kiosk.protocol.call import EndReason
 from kiosk.server.calls import CallManager
 from kiosk.server.hub import DETACH_GRACE_SECONDS, DeviceLink, Hub
-from kiosk.server.store import StoreUnavailable
+from kiosk.server.store import Store, StoreUnavailable
 
 log = logging.getLogger("kiosk.server.cluster")
 
@@ -402,7 +402,7 @@ class Cluster:
         running = set(self.calls.live).union(*(calls.keys() for calls in self.calls_of.values()))
         settled_before = self.hub.clock() - PROCESS_SILENCE_SECONDS  # not one announced a moment ago
         try:
-            orphans = {row.id for row in self.calls.store.live_call_rows()
+            orphans = {row.id for row in await self.calls.store.run(Store.live_call_rows)
                        if row.id not in running and row.placed_at < settled_before}
             if orphans:
                 await self.calls.end_orphans(orphans)

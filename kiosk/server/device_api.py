@@ -145,7 +145,7 @@ def _enrolled(authority: Authority, device_id: str, cert_pem: str) -> web.Respon
     ))
 
 
-def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
+async def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
     """The device id and certificate of a verified client, or the refusal to send."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
@@ -155,7 +155,7 @@ def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     device_id = str(cn[0].value) if cn else ""
     try:
-        row = request.app[STORE].device(device_id)
+        row = await request.app[STORE].run(Store.device, device_id)
     except StoreUnavailable as exc:  # the unit tries again after its backoff; those connected stay
         log.warning("device %s could not connect: %s", device_id, exc)
         return error(503, "database-unavailable", "the server's database is not answering; try again shortly")
@@ -167,7 +167,7 @@ def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
 
 
 async def device_socket(request: web.Request) -> web.StreamResponse:
-    peer = _peer_device(request)
+    peer = await _peer_device(request)
     if isinstance(peer, web.Response):
         log.info("refused device socket: %s", peer.text)
         return peer
@@ -251,7 +251,7 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
             log.info("device %s rejected a server message: %s", link.device_id, reason)
         case m.UpdateProgress():
             hub.seen(link)
-            rollout.on_progress(hub.store, link.device_id, message)
+            await hub.store.run(rollout.on_progress, link.device_id, message)
         case (m.CallRinging() | m.CallOffer() | m.CallAnswer() | m.CallConnected() | m.CallHangUp()
               | m.CallQualityReport()):
             hub.seen(link)
@@ -270,7 +270,7 @@ async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub,
     if result.outcome == "ok" and result.kind in commands.STATE_AFTER:
         link.state = commands.STATE_AFTER[result.kind]
     if result.kind == "update":
-        rollout.on_result(hub.store, link.device_id, result)
+        await hub.store.run(rollout.on_result, link.device_id, result)
     hub.seen(link)
     await link.send(m.ResultAck(command_id=result.command_id, accepted=True))
 
@@ -287,7 +287,7 @@ async def _accept_result_when_stored(link: DeviceLink, envelope: m.SignedEnvelop
 
 async def release_bundle(request: web.Request) -> web.StreamResponse:
     """An OS release's signed bundle, for enrolled units only; RAUC streams it in ranges."""
-    peer = _peer_device(request)
+    peer = await _peer_device(request)
     if isinstance(peer, web.Response):
         return peer
     path = rollout.bundle_path(request.app[DATA], request.match_info["name"])

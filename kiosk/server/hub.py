@@ -35,6 +35,9 @@ SEEN_FLUSH_SECONDS = 2.0  # how stale the CLI's view of "online" may be
 DETACH_GRACE_SECONDS: Final = 15.0
 #: Call messages a held link keeps for the next connection (a call needs a handful).
 HELD_MESSAGES: Final = 32
+#: At a stop, how long what the units' going set off may take (a caregiver's socket that hangs
+#: must not keep the process from exiting).
+STOP_CALLBACKS_SECONDS: Final = 5.0
 _HELD_KINDS = (m.CallRing, m.CallAccept, m.CallEnded)
 
 
@@ -190,7 +193,7 @@ class Hub:
         link = self.links.get(device_id)
         if link is None:
             return
-        for row in self.store.pending_commands(device_id):
+        for row in await self.store.run(Store.pending_commands, device_id):
             await self._send_command(link, row.id, row.envelope)
 
     async def deliver(self, device_id: str, command_id: str, envelope: bytes) -> None:
@@ -222,8 +225,10 @@ class Hub:
         for link in list(self.links.values()):
             self.detach(link, grace=False)
             await link.close()
+        if self._callbacks:  # what the units' going set off (a call's record) is written before the store closes
+            await asyncio.wait(self._callbacks, timeout=STOP_CALLBACKS_SECONDS)
         try:
-            self.flush_seen()
+            await self.flush_seen()
         except StoreUnavailable as exc:  # "online" flags stay as they were; the next start corrects them
             log.warning("at stop: %s", exc)
 
@@ -235,7 +240,7 @@ class Hub:
             try:
                 await self.sweep()
                 if time.monotonic() - last_flush > SEEN_FLUSH_SECONDS:
-                    self.flush_seen()
+                    await self.flush_seen()
                     last_flush = time.monotonic()
                 if database_down:
                     log.warning("the database answers again; queued commands go out now")
@@ -249,25 +254,26 @@ class Hub:
 
     async def sweep(self) -> None:
         """Expire old commands, deliver ones queued by another process, drop revoked devices."""
-        self.store.expire_commands()
+        await self.store.run(Store.expire_commands)
         # Ids only: most pending commands wait for units that are offline, or were sent already.
-        unsent = [(command_id, self.links[device_id]) for command_id, device_id in self.store.deliverable_commands()
+        deliverable = await self.store.run(Store.deliverable_commands)
+        unsent = [(command_id, self.links[device_id]) for command_id, device_id in deliverable
                   if device_id in self.links and command_id not in self.links[device_id].sent]
         if unsent:
-            envelopes = self.store.envelopes([command_id for command_id, _ in unsent])
+            envelopes = await self.store.run(Store.envelopes, [command_id for command_id, _ in unsent])
             for command_id, link in unsent:
                 await self._send_command(link, command_id, envelopes[command_id])
         # Revocations since the last sweep (the CLI may revoke from another process).
         since, self._revocations_checked_at = self._revocations_checked_at, self.clock() - 1.0
-        for device_id in self.store.revoked_since(since):
+        for device_id in await self.store.run(Store.revoked_since, since):
             if device_id in self.links:
                 log.info("closing link of revoked device %s", device_id)
                 await self.disconnect(device_id)
 
-    def flush_seen(self) -> None:
+    async def flush_seen(self) -> None:
         dirty, self._dirty_seen = self._dirty_seen, {}
         try:
-            self.store.record_seen(dirty)
+            await self.store.run(Store.record_seen, dirty)
         except StoreUnavailable:
             self._dirty_seen = {**dirty, **self._dirty_seen}  # written at the next flush; newer news wins
             raise

@@ -138,16 +138,25 @@ class Sweep:
         """Ask for diagnostics where a visit is near; how many units were asked."""
         now = self.store.clock()
         asked = 0
-        for citizen in self.store.citizens_of("", everyone=True):
-            if citizen.device_id is None or citizen.device_id not in self.hub.links:
+        for device_id, at in await self.store.run(_visits_soon, self.hub, now, self.lead):
+            if (device_id, at) in self.asked:
                 continue
-            at = next_visit(self.store, citizen.id, now, self.lead)
-            if at is None or (citizen.device_id, at) in self.asked:
-                continue
-            self.asked.add((citizen.device_id, at))
-            commands.queue(self.store, self.authority, citizen.device_id, m.Diagnostics(), audit.SERVER,
-                           ttl_seconds=self.lead)
-            await self.hub.deliver_pending(citizen.device_id)
+            self.asked.add((device_id, at))
+            await self.store.run(commands.queue, self.authority, device_id, m.Diagnostics(), audit.SERVER,
+                                 ttl_seconds=self.lead)
+            await self.hub.deliver_pending(device_id)
             asked += 1
         self.asked = {(d, at) for d, at in self.asked if at >= now}
         return asked
+
+
+def _visits_soon(store: Store, hub: Hub, now: float, lead: float) -> list[tuple[str, float]]:
+    """(unit, visit time) for each online unit whose citizen has a visit within ``lead``."""
+    soon = []
+    for citizen in store.citizens_of("", everyone=True):
+        if citizen.device_id is None or citizen.device_id not in hub.links:
+            continue
+        at = next_visit(store, citizen.id, now, lead)
+        if at is not None:
+            soon.append((citizen.device_id, at))
+    return soon

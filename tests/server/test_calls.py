@@ -57,7 +57,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     for live in calls.live.values():
         if live.timer is not None:
             live.timer.cancel()
-    store.close()
+    await store.aclose()
 
 
 async def test_an_unanswered_call_ends_when_the_clock_reaches_the_ring_timeout(world: World) -> None:
@@ -379,10 +379,9 @@ async def _restarted(world: World) -> CallManager:
     """The server dies (nothing runs, nothing is written), a new one starts on the same store,
     the unit's agent reconnects to it, and it starts serving."""
     restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await restarted.take_up()
     await world.device.connect(restarted.hub)
-    restarted.start()
-    for _ in range(100):  # start() ends the calls it cannot take up in tasks of their own
-        await asyncio.sleep(0)
+    await restarted.start()
     return restarted
 
 
@@ -409,6 +408,7 @@ async def test_a_restarted_server_takes_up_a_call_in_progress_and_completes_its_
     connected_at = world.clock.now
     # The server dies (nothing runs, nothing is written) and a new one starts on the same store.
     restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await restarted.take_up()
     assert restarted.live[call_id].machine.state is c.CallState.IN_CALL
     await world.device.connect(restarted.hub)  # the unit's agent reconnects by itself
 
@@ -432,6 +432,7 @@ async def test_a_restarted_server_takes_up_a_call_in_progress_and_completes_its_
 async def test_a_call_taken_up_whose_unit_never_comes_back_ends_after_the_grace(world: World) -> None:
     call_id = await _connected(world)
     restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await restarted.take_up()
     page = Inbox()
     assert await restarted.resume(ANNE, call_id, page.send)  # the caregiver is back; the unit is not
     world.clock.advance(restarted.taken_up_grace - 1)
@@ -449,6 +450,7 @@ async def test_a_call_taken_up_whose_unit_never_comes_back_ends_after_the_grace(
 async def test_a_call_taken_up_whose_caregiver_never_comes_back_is_hung_up_for_them(world: World) -> None:
     call_id = await _connected(world)
     restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await restarted.take_up()
     await world.device.connect(restarted.hub)  # the unit is back; the caregiver's page is not
     world.clock.advance(restarted.taken_up_grace)
     await restarted.settle_taken_up_calls()
@@ -460,11 +462,24 @@ async def test_a_call_taken_up_whose_caregiver_never_comes_back_is_hung_up_for_t
 async def test_a_call_taken_up_with_both_sides_back_goes_on_after_the_grace(world: World) -> None:
     call_id = await _connected(world)
     restarted = CallManager(world.store, Hub(world.store), c.CallConfig(ring_timeout=RING_TIMEOUT), None)
+    await restarted.take_up()
     await world.device.connect(restarted.hub)
     assert await restarted.resume(ANNE, call_id, Inbox().send)
     world.clock.advance(restarted.taken_up_grace * 2)
     await restarted.settle_taken_up_calls()
     assert restarted.live[call_id].machine.state is c.CallState.IN_CALL
+
+
+async def test_a_quality_report_sent_as_the_call_ends_is_kept_with_its_record(world: World) -> None:
+    """A side reports its quality the moment it hears the call ended, which may be before the server has
+    written the record (telling the caregiver reads the database first): the report waits for the
+    record, never lost. Seen with a cluster, where the unit's report came that quickly."""
+    call_id = await _connected(world)
+    await asyncio.gather(
+        world.calls.from_device(world.device.id, m.CallHangUp(call_id=call_id)),
+        world.calls.from_staff("anne", m.CallQualityReport(call_id=call_id, quality={"freezes": 0})))
+    record = world.store.call_record(call_id)
+    assert record is not None and record.quality_staff is not None
 
 
 async def test_resuming_a_call_that_ended_meanwhile_tells_how_it_ended(world: World) -> None:

@@ -50,7 +50,7 @@ async def test_processes_on_one_machine_share_the_ports_with_reuse_port(tmp_path
     finally:
         for server, runners in started:
             await server.stop(runners)
-        alone.store.close()
+        await alone.store.aclose()
 
 
 async def test_nats_away_at_start_is_said_and_the_process_serves_until_it_comes(
@@ -121,7 +121,7 @@ async def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     for process in processes:
         await process.cluster.stop()
     nats.stop()
-    store.close()
+    await store.aclose()
 
 
 async def until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:

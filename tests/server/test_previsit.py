@@ -33,8 +33,8 @@ def test_each_missing_part_is_named() -> None:
     assert reasons(UnitFacts(True, True, True, 1.0, {"ui": "FAIL", "camera": "WARN"})) == ("screen-app-down",)
 
 
-def test_a_database_outage_is_waited_out_without_a_traceback(tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_database_outage_is_waited_out_without_a_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Found in CI: PostgreSQL restarting while the sweep ran put a traceback in the server's log."""
     store = Store.in_directory(tmp_path)
     sweep = Sweep(store, ca.load_or_create(tmp_path / "ca", "Testkommune"), Hub(store))
@@ -42,12 +42,13 @@ def test_a_database_outage_is_waited_out_without_a_traceback(tmp_path: Path,
     def database_gone(*_: object, **__: object) -> list[CitizenRow]:
         raise StoreUnavailable("the database is not answering (the database system is starting up)")
 
-    store.citizens_of = database_gone  # type: ignore[method-assign]
+    monkeypatch.setattr(Store, "citizens_of", database_gone)  # the loop's store is another instance
 
     async def one_sweep() -> None:
         sweep.start()
         await asyncio.sleep(0.2)
         await sweep.stop()
+        await store.aclose()
 
     with caplog.at_level(logging.DEBUG, logger="kiosk.server.previsit"):
         asyncio.run(one_sweep())
