@@ -67,7 +67,7 @@ def run(units: int, root: Path) -> dict[str, object]:
         database = pg.new_database()
         for name in PROCESSES:
             processes[name] = start_process(name, root / "server", database, nats)
-        haproxy = HaProxy(root, processes, maxconn=2 * units + 1000).start()
+        haproxy = HaProxy(root, processes, maxconn=units + 500).start()  # two fds per connection
         cluster = Cluster(processes, nats, haproxy, root)
         wait_until(lambda: all("joined the cluster" in p.log() for p in processes.values()), 60)
         cluster.add_person("admin", "admin", "Admin")
@@ -167,7 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=300)
     args = parser.parse_args()
-    raise_nofile(3 * args.units + 1000)  # HAProxy and the server processes inherit it
+    raise_nofile(2 * args.units + 2000)  # inherited: HAProxy needs two per connection (this container: at most 20,000)
     root = Path(tempfile.mkdtemp(prefix="kiosk-bench-cluster-"))
     try:
         print(json.dumps(run(args.units, root), indent=2))
