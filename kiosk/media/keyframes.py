@@ -64,6 +64,8 @@ _AIORTC_NACK_GENERATOR = NackGenerator
 HOLE_WAIT_ROUND_TRIPS = 2.5
 #: Beyond this a frozen picture is better ended by a key frame than by more waiting.
 MAX_HOLE_WAIT = 1.5
+#: ... and never less than this (a fast link's: a NACK and its copy, with room for jitter).
+HOLE_WAIT_FLOOR = 0.3
 #: The round trip assumed until RTCP has measured one (a second or two into the call): a slow
 #: rural link's. The first key frame is the one most likely to lose a packet (it is the
 #: largest), and giving up on its hole before the copy can arrive costs a key-frame round
@@ -163,7 +165,7 @@ class RecoveringJitterBuffer(JitterBuffer):
         capacity: int,
         prefetch: int = 0,
         is_video: bool = True,
-        max_hole_wait: float = 0.3,
+        max_hole_wait: float = HOLE_WAIT_FLOOR,
         policy: KeyframeRequestPolicy | None = None,
         clock: Clock = time.monotonic,
         initial_hole_wait: float | None = None,
@@ -250,7 +252,7 @@ class RepeatingNackGenerator(NackGenerator):
     :attr:`missing`, which here holds only the packets due now, through its own RTCP path.
     """
 
-    def __init__(self, hole_wait_floor: float = 0.3, clock: Clock = time.monotonic) -> None:
+    def __init__(self, hole_wait_floor: float = HOLE_WAIT_FLOOR, clock: Clock = time.monotonic) -> None:
         super().__init__()
         self.hole_wait_floor = hole_wait_floor
         self.schedule = NackSchedule(ASSUMED_ROUND_TRIP, hole_wait_for(None, hole_wait_floor))
@@ -309,7 +311,7 @@ _installed: LossRecovery | None = None
 
 
 def install_loss_recovery(
-    max_hole_wait: float = 0.3, min_interval: float = 0.2, retry_interval: float = 0.6
+    max_hole_wait: float = HOLE_WAIT_FLOOR, min_interval: float = 0.2, retry_interval: float = 0.6
 ) -> LossRecovery:
     """Give every aiortc receiver created from now on a recovering video buffer.
 

@@ -12,8 +12,7 @@ from kiosk.server import api_schema as s
 from kiosk.server import calls, previsit
 from kiosk.server.console_api import USER, own_citizen, route
 from kiosk.server.device_api import HUB, STORE, json_response
-from kiosk.server.hub import Hub
-from kiosk.server.store import Store, UserRow
+from kiosk.server.store import Store
 
 #: How many of a citizen's calls their page lists, newest first.
 CALL_HISTORY = 50
@@ -35,13 +34,9 @@ async def citizen_calls(request: web.Request) -> web.StreamResponse:
     return json_response([calls.record_view(r) for r in rows])
 
 
-def _warnings_of(store: Store, hub: Hub, user: UserRow) -> list[previsit.Warning]:
-    return previsit.warnings(store, hub, store.citizens_of(user.username, everyone=user.role == "admin"))
-
-
 @route("GET", "/api/pre-visit-warnings", "visits.read",
        "My citizens whose screen is not ready for a visit in the next minutes, and why",
        response=list[PreVisitWarningOut])
 async def pre_visit_warnings(request: web.Request) -> web.StreamResponse:
-    found = await request.app[STORE].run(_warnings_of, request.app[HUB], request[USER])
+    _, found = await request.app[STORE].run(previsit.citizens_and_warnings, request.app[HUB], request[USER])
     return json_response([PreVisitWarningOut(w.citizen_id, w.visit_at, list(w.reasons), w.last_seen) for w in found])

@@ -18,7 +18,7 @@ from kiosk.server.console_api import citizen_planned_by
 from kiosk.server.device_api import HUB, STORE
 from kiosk.server.fleet_api import unit_detail
 from kiosk.server.pages import N_, STATIC, Context, language_of, page
-from kiosk.server.store import CitizenRow, Store, UserRow
+from kiosk.server.store import Store, UserRow
 
 #: What a person may do to a unit from its page, by command kind, in the order shown (English; translated).
 COMMAND_WORDS = {"ping": N_("Ping"), "diagnostics": N_("Refresh diagnostics"), "logs": N_("Fetch recent logs"),
@@ -35,11 +35,7 @@ def _can(user: UserRow) -> Any:
 @page("/care", "calls.make", N_("My citizens"), "care.html")
 async def care(request: web.Request, user: UserRow) -> Context:
     hub = request.app[HUB]
-
-    def mine_and_warnings(store: Store) -> tuple[list[CitizenRow], list[previsit.Warning]]:
-        mine = store.citizens_of(user.username, everyone=user.role == "admin")
-        return mine, previsit.warnings(store, hub, mine)
-    mine, found = await request.app[STORE].run(mine_and_warnings)
+    mine, found = await request.app[STORE].run(previsit.citizens_and_warnings, hub, user)
     warnings = {w.citizen_id: w for w in found}
     return {"citizens": [{"id": c.id, "name": c.name,
                           "online": c.device_id is not None and hub.reach(c.device_id) is not None,

@@ -23,7 +23,7 @@ from kiosk.protocol.schedule import upcoming
 from kiosk.server import audit, commands, schedule
 from kiosk.server.ca import Authority
 from kiosk.server.hub import Hub
-from kiosk.server.store import CitizenRow, Store, StoreUnavailable
+from kiosk.server.store import CitizenRow, Store, StoreUnavailable, UserRow
 
 log = logging.getLogger("kiosk.server.previsit")
 
@@ -105,6 +105,12 @@ def warnings(store: Store, hub: Hub, citizens: Iterable[CitizenRow], lead: float
         if found:
             out.append(Warning(citizen.id, at, found, facts.last_seen))
     return out
+
+
+def citizens_and_warnings(store: Store, hub: Hub, user: UserRow) -> tuple[list[CitizenRow], list[Warning]]:
+    """The citizens this person cares for (an administrator: everyone), and their warnings."""
+    mine = store.citizens_of(user.username, everyone=user.role == "admin")
+    return mine, warnings(store, hub, mine)
 
 
 class Sweep:
