@@ -24,4 +24,7 @@
   for (const button of document.querySelectorAll("button.cancel-visit")) {
     button.addEventListener("click", async () => done(await api("POST", "/api/visits/" + button.dataset.visit + "/cancel"), 204));
   }
+  // The forms' buttons come disabled: pressed before this script ran (a slow page), the browser
+  // would submit the form itself, reload the page and lose what was typed.
+  for (const button of document.querySelectorAll("form button[type=submit]")) button.disabled = false;
 })();
