@@ -271,18 +271,18 @@ class SwappableTrack(MediaStreamTrack):
         return placeholder_frame(*self._size) if self.kind == "video" else silence_frame()
 
     def _shape(self, frame: av.VideoFrame) -> av.VideoFrame | None:
-        """A source's frame as sent: halved in size and rate when stepped down (None: skipped), stamped."""
+        """A source's frame as sent: halved in size and rate when stepped down (None: skipped), stamped.
+
+        One hold of the lock a frame (it runs cold in the capture thread, 30 times a second)."""
         with self._stamp_lock:
             self._size = (frame.width, frame.height)
-            if self.stepped_down:
+            halve = self.stepped_down
+            if halve:
                 self._frames_seen += 1
                 if self._frames_seen % 2:
                     return None  # half the frame rate
-        if self.stepped_down:
-            frame = _half_size(frame)
-        stamped = self._stamp(frame)
-        assert isinstance(stamped, av.VideoFrame)
-        return stamped
+            pts = self._next_video_pts()
+        return self._stamp_video(_half_size(frame) if halve else frame, pts)
 
     def _to_encode(self, frame: Frame) -> Frame:
         """A frame aiortc will encode itself: a video frame carries our slot, so its encoder finds us.
@@ -302,18 +302,27 @@ class SwappableTrack(MediaStreamTrack):
             frame.time_base = AUDIO_TIME_BASE
             self._audio_samples += frame.samples
             return frame
+        assert isinstance(frame, av.VideoFrame)
+        with self._stamp_lock:
+            pts = self._next_video_pts()
+        return self._stamp_video(frame, pts)
+
+    def _next_video_pts(self) -> int:
+        """The video clock now, never the same twice. Call with ``_stamp_lock`` held."""
+        now = time.monotonic()
+        if self._clock_start is None:
+            self._clock_start = now
+        pts = max(int((now - self._clock_start) * VIDEO_CLOCK_RATE), self._last_pts + 1)
+        self._last_pts = pts
+        return pts
+
+    @staticmethod
+    def _stamp_video(frame: av.VideoFrame, pts: int) -> av.VideoFrame:
         # Decoders of raw and MJPEG capture (and lavfi) mark every frame as
         # intra; libvpx obeys that and would send nothing but key frames,
         # several times the bits and the CPU.  Whether a frame is a key frame
         # is the encoder's decision (or a PLI's), never the camera's.
-        if isinstance(frame, av.VideoFrame):
-            frame.pict_type = av.video.frame.PictureType.NONE
-        with self._stamp_lock:
-            now = time.monotonic()
-            if self._clock_start is None:
-                self._clock_start = now
-            pts = max(int((now - self._clock_start) * VIDEO_CLOCK_RATE), self._last_pts + 1)
-            self._last_pts = pts
+        frame.pict_type = av.video.frame.PictureType.NONE
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
         return frame
