@@ -224,9 +224,11 @@ class PyAVH264Encoder(H264Encoder):
         data = b"".join(self._ctx.encode(frame))  # one copy; the NAL units are views into it
         self.frames_encoded += 1
         nals = self._parameter_sets.complete(nal_units(data))
-        # The track stamps every frame it hands out (SwappableTrack._stamp).
-        assert frame.pts is not None and frame.time_base is not None
-        return payloads(nals), rtp_timestamp(frame.pts, frame.time_base)
+        # The track stamps every frame it hands out (SwappableTrack._stamp).  Read once: PyAV
+        # builds a new Fraction on every read of time_base.
+        pts, time_base = frame.pts, frame.time_base
+        assert pts is not None and time_base is not None
+        return payloads(nals), rtp_timestamp(pts, time_base)
 
 
 @dataclass
