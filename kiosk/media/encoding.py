@@ -4,10 +4,14 @@ aiortc's sender encodes each frame in an executor thread: a camera frame goes
 from the capture thread to the event loop, on to an executor thread and back
 to the loop before it is packed.  Those hand-overs cost a fifth to a half of
 the encoder's own CPU on a loaded machine (``bench/media_cpu.py``), which on a
-Raspberry Pi decides whether a call holds.  aiortc also takes a ready
-``av.Packet`` from a track and then only packs it, so the call's video track
+Raspberry Pi decides whether a call holds.  aiortc also takes anything that is
+not a ``Frame`` from a track (an ``av.Packet``, as typed) and only packs it
+with the sender's encoder, so the call's video track
 (:class:`~kiosk.media.swappable.SwappableTrack`) encodes each camera frame in
-the capture thread that read it and hands the sender the result.
+the capture thread that read it and hands the sender the result: an
+:class:`EncodedFrame` itself, not wrapped in an ``av.Packet`` (a packet's
+``opaque`` goes through PyAV's global registry and back, and was a tenth of the
+loop's cost per frame).
 
 One encoder per video sender, :class:`SenderEncoder`, made by aiortc through
 our hook (:func:`kiosk.media.encoders.install_encoding_at_source`), so key-frame
@@ -49,7 +53,7 @@ class EncoderSlot:
 
 @dataclass(frozen=True, slots=True)
 class EncodedFrame:
-    """One frame as the sender will send it, carried in an ``av.Packet``'s ``opaque``."""
+    """One frame as the sender will send it: what the track hands aiortc's sender in its place."""
 
     payloads: list[bytes]  # RTP payloads, packetised already
     timestamp: int  # RTP timestamp, 90 kHz
@@ -58,12 +62,11 @@ class EncodedFrame:
     picture: av.VideoFrame  # what was encoded (the self-view shows it)
 
 
-def picture_of(item: Frame | Packet[Any]) -> av.VideoFrame | None:
+def picture_of(item: Frame | Packet[Any] | EncodedFrame) -> av.VideoFrame | None:
     """The picture a track handed out, whether as a frame or encoded."""
     if isinstance(item, av.VideoFrame):
         return item
-    encoded = getattr(item, "opaque", None)
-    return encoded.picture if isinstance(encoded, EncodedFrame) else None
+    return item.picture if isinstance(item, EncodedFrame) else None
 
 
 class SenderEncoder(Encoder):
@@ -124,18 +127,16 @@ class SenderEncoder(Encoder):
         self._sent = encoded.number  # aiortc sends what it encodes at once
         return encoded.payloads, encoded.timestamp
 
-    def encode_at_source(self, frame: av.VideoFrame) -> Packet[Any]:
+    def encode_at_source(self, frame: av.VideoFrame) -> EncodedFrame:
         """Encode in the calling (capture) thread; the track hands the result to the sender."""
         encoded = self._encode(frame, False)
         self.frames_at_source += 1
-        packet: Packet[Any] = av.Packet()
-        packet.opaque = encoded
-        return packet
+        return encoded
 
-    def pack(self, packet: Packet[Any]) -> tuple[list[bytes], int]:
-        encoded = packet.opaque
-        if not isinstance(encoded, EncodedFrame):
+    def pack(self, packet: Packet[Any] | EncodedFrame) -> tuple[list[bytes], int]:
+        if not isinstance(packet, EncodedFrame):
             return self.inner.pack(packet)
+        encoded = packet
         follows = encoded.number == self._sent + 1 or (encoded.keyframe and encoded.number > self._sent)
         if not follows:
             # A frame in between never reached the sender: this one cannot be decoded.

@@ -36,11 +36,14 @@ from aiortc.mediastreams import AUDIO_PTIME, MediaStreamError, MediaStreamTrack
 from av.frame import Frame
 from av.packet import Packet
 
+from .encoding import EncodedFrame
+
 logger = logging.getLogger(__name__)
 
 Kind = Literal["audio", "video"]
-#: What a track hands out: a frame, or a frame already encoded.
-Item: TypeAlias = "Frame | Packet[Any]"
+#: What a track hands out: a frame, or a frame already encoded (aiortc's sender packs
+#: anything that is not a ``Frame``: ours are :class:`EncodedFrame`, not ``av.Packet``).
+Item: TypeAlias = "Frame | Packet[Any] | EncodedFrame"
 #: A step the reader thread runs on each video frame: what to hand out instead (None: nothing).
 Stage: TypeAlias = "Callable[[av.VideoFrame], Item | None]"
 
@@ -201,7 +204,7 @@ class CaptureTrack(MediaStreamTrack):
         self._thread.start()
         return self
 
-    async def recv(self) -> Item:
+    async def recv(self) -> Item:  # type: ignore[override]  # an EncodedFrame too, see Item
         return await self.next_item()
 
     def next_item(self) -> asyncio.Future[Item]:

@@ -23,15 +23,13 @@ import fractions
 import logging
 import threading
 import time
-from typing import Any
 
 import av
 from aiortc.mediastreams import AUDIO_PTIME, VIDEO_CLOCK_RATE, MediaStreamError, MediaStreamTrack
 from av.frame import Frame
-from av.packet import Packet
 
 from .encoders import install_encoding_at_source
-from .encoding import EncoderSlot, picture_of
+from .encoding import EncodedFrame, EncoderSlot
 from .sources import AUDIO_RATE, AUDIO_SAMPLES, AUDIO_TIME_BASE, CaptureTrack, Item, Kind
 
 logger = logging.getLogger(__name__)
@@ -76,7 +74,7 @@ class SwappableTrack(MediaStreamTrack):
         self.kind = kind
         self._source = source
         self._swapped = asyncio.Event()
-        self._pending: asyncio.Future[Frame | Packet[Any]] | None = None
+        self._pending: asyncio.Future[Item] | None = None
         self._waiter: asyncio.Future[None] | None = None  # recv waiting for a frame or a swap
         self._size = size
         self._filler_interval = 1.0 / placeholder_fps if kind == "video" else AUDIO_PTIME
@@ -155,7 +153,7 @@ class SwappableTrack(MediaStreamTrack):
             self._pending.cancel()
             self._pending = None
 
-    async def recv(self) -> Item:
+    async def recv(self) -> Item:  # type: ignore[override]  # an EncodedFrame too, see Item
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -197,6 +195,8 @@ class SwappableTrack(MediaStreamTrack):
                 continue  # read before the source encoded for us: sent now, it would come after newer ones
             self.frames_from_source += 1
             self._next_filler_at = None
+            if isinstance(received, EncodedFrame):  # encoded in the capture thread, shaped there
+                return received
             if isinstance(received, av.VideoFrame):
                 shaped = self._shape(received)
                 if shaped is None:
@@ -204,9 +204,6 @@ class SwappableTrack(MediaStreamTrack):
                 return self._to_encode(shaped)
             if isinstance(received, av.AudioFrame):
                 return self._stamp(received)
-            picture = picture_of(received)
-            if picture is not None:  # encoded in the capture thread, shaped there
-                return received
             # anything else is not ours to send
 
     @staticmethod
@@ -226,7 +223,7 @@ class SwappableTrack(MediaStreamTrack):
             pass  # the source ended: recv reads that from the future
         return True
 
-    async def _frame_or_swap(self, pending: asyncio.Future[Frame | Packet[Any]]) -> None:
+    async def _frame_or_swap(self, pending: asyncio.Future[Item]) -> None:
         """Until ``pending`` is done or the source is swapped, muted or stopped.
 
         One future and one callback per frame, not a second task racing ``asyncio.wait``:

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamTrack
-from av.frame import Frame
-from av.packet import Packet
 
 from kiosk.media.encoding import picture_of
+from kiosk.media.sources import Item
 
 #: The self-view is small: ten pictures a second are plenty.
 SELF_VIEW_FPS = 10.0
@@ -37,7 +35,7 @@ class TappedTrack(MediaStreamTrack):
         self._clock = clock
         self._last: float | None = None
 
-    async def recv(self) -> Frame | Packet[Any]:
+    async def recv(self) -> Item:  # type: ignore[override]  # the call's video: an EncodedFrame too
         frame = await self.source.recv()
         now = self._clock()
         picture = picture_of(frame)  # the call's video comes encoded, with its picture

@@ -15,7 +15,6 @@ from aiortc.codecs.base import Encoder
 from aiortc.codecs.h264 import h264_depayload
 from aiortc.codecs.vpx import Vp8Encoder, vp8_depayload
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
-from av.packet import Packet
 
 from kiosk.media.encoders import H264_MIME, PyAVH264Encoder, install_encoding_at_source, prefer_video_codec
 from kiosk.media.encoding import EncodedFrame, SenderEncoder, picture_of
@@ -51,8 +50,8 @@ async def send_like_aiortc(track: SwappableTrack, encoder: SenderEncoder) -> tup
 
 
 def encoded(item: Item) -> EncodedFrame:
-    assert isinstance(item, Packet) and isinstance(item.opaque, EncodedFrame)
-    return item.opaque
+    assert isinstance(item, EncodedFrame)
+    return item
 
 
 @pytest.mark.parametrize("codec", sorted(INNER))
@@ -67,13 +66,13 @@ async def test_after_the_first_frame_the_capture_thread_encodes_and_a_key_frame_
         sent: list[tuple[EncodedFrame, bytes]] = []
         while len(sent) < 8:
             item, payloads = await send_like_aiortc(track, encoder)
-            if isinstance(item, Packet) and payloads:
+            if isinstance(item, EncodedFrame) and payloads:
                 sent.append((encoded(item), depayload(codec, payloads)))
         assert not any(is_keyframe(data) for _, data in sent[2:])  # an inter frame chain...
         keyframe_number = encoder.request_keyframe()
         while True:
             item, payloads = await send_like_aiortc(track, encoder)
-            if isinstance(item, Packet) and encoded(item).number >= keyframe_number:
+            if isinstance(item, EncodedFrame) and encoded(item).number >= keyframe_number:
                 break
         assert encoded(item).number == keyframe_number  # sent, not lost on the way
         assert is_keyframe(depayload(codec, payloads))  # ...until asked: the next frame encoded is a key frame
@@ -109,7 +108,7 @@ async def test_the_self_view_shows_the_picture_of_an_encoded_frame() -> None:
             item: Any = await tapped.recv()
             if isinstance(item, av.frame.Frame):
                 encoder.encode(item)
-        assert isinstance(item, Packet)  # encoded in the capture thread by now
+        assert isinstance(item, EncodedFrame)  # encoded in the capture thread by now
         assert shown[-1] is picture_of(item) and (shown[-1].width, shown[-1].height) == (160, 120)
     finally:
         video.stop()
@@ -123,7 +122,7 @@ async def test_only_frames_aiortc_encodes_itself_carry_the_slot_the_filler_among
     try:
         item, _ = await send_like_aiortc(track, encoder)
         assert isinstance(item, av.VideoFrame) and item.opaque is track.encoder_slot  # how aiortc's finds us
-        while not isinstance(item, Packet):
+        while not isinstance(item, EncodedFrame):
             item, _ = await send_like_aiortc(track, encoder)
         track.muted = True
         filler, payloads = await send_like_aiortc(track, encoder)
