@@ -24,12 +24,11 @@ from sqlalchemy.engine import Connection
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings, screenshot, signing
-from kiosk.protocol.command_lifecycle import CommandLife
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
 from kiosk.server.group_commit import GroupCommit
 from kiosk.server.hub import Hub
-from kiosk.server.store import CommandRow, DeviceRow, NewAuditEntry, NewCommand, Store
+from kiosk.server.store import CommandRow, CommandSteps, DeviceRow, NewAuditEntry, NewCommand, Store
 
 log = logging.getLogger("kiosk.server.commands")
 
@@ -159,8 +158,9 @@ def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str,
 
 
 def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Acknowledgement,
-               audits: list[NewAuditEntry], lives: dict[str, CommandLife]) -> Written | ProtocolError:
-    """Write what is this item's alone; its audit entry goes to ``audits``, appended with the batch's."""
+               audits: list[NewAuditEntry], steps: CommandSteps) -> Written | ProtocolError:
+    """Write what is this item's alone; its audit entry goes to ``audits`` and its command's step to
+    ``steps``, both written with the batch's."""
     match item:
         case _Signed(queued=Queued(command=command) as queued, actor=actor):  # stored with the batch's
             # Personal data (an assignment's citizen name) stays out of the audit log.
@@ -174,7 +174,7 @@ def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Ackno
                 outcome, reason = "failed", f"the unit's result was refused: {refused.detail}"
                 result_json = {**result_json, "outcome": outcome, "reason": reason, "detail": {}}
             fresh = store.finish_command(conn, result.command_id, outcome, reason, m.encode(envelope),
-                                         result_json, lives)
+                                         result_json, steps)
             if fresh:
                 action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
                 if action == "wipe-receipt":
@@ -188,7 +188,7 @@ def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Ackno
                     "signature": envelope.signature.hex(), **answer}))
             return refused if refused is not None else result
         case Acknowledgement(command_id=command_id):
-            store.acknowledge(conn, command_id, lives)
+            store.acknowledge(conn, command_id, steps)
             return None
 
 
@@ -210,9 +210,10 @@ def write_batch(store: Store, authority: Authority, items: Sequence[Write]) -> l
     audits: list[NewAuditEntry] = []
     with store.tx() as conn:
         store.add_commands(conn, [p.row for p in prepared if isinstance(p, _Signed)])
-        lives = store.command_lives(conn, [p.command_id if isinstance(p, Acknowledgement) else p.result.command_id
+        steps = store.command_steps(conn, [p.command_id if isinstance(p, Acknowledgement) else p.result.command_id
                                            for p in prepared if isinstance(p, Acknowledgement | _Verified)])
-        outcomes = [p if isinstance(p, Exception) else _write_one(store, conn, p, audits, lives) for p in prepared]
+        outcomes = [p if isinstance(p, Exception) else _write_one(store, conn, p, audits, steps) for p in prepared]
+        steps.write(conn)
         store.append_audits(conn, audits)
     return outcomes
 
@@ -249,7 +250,7 @@ def queue_in(conn: Connection, store: Store, authority: Authority, device_id: st
     assert isinstance(signed, _Signed)
     audits: list[NewAuditEntry] = []
     store.add_commands(conn, [signed.row])
-    _write_one(store, conn, signed, audits, {})
+    _write_one(store, conn, signed, audits, CommandSteps({}, store.clock))
     store.append_audits(conn, audits)
     return signed.queued.command
 
