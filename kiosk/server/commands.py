@@ -84,7 +84,7 @@ class Report:
     """A device's signed result, to verify and record."""
 
     device_id: str
-    cert_pem: str
+    device_key: signing.PublicKey  # of its certificate
     envelope: m.SignedEnvelope
 
 
@@ -145,8 +145,8 @@ def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str,
             command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
                                 expires_at=now + ttl_seconds, action=action)
             return _Signed(Queued(command, m.encode(signing.seal(authority.command_key, command))), actor)
-        case Report(device_id=device_id, cert_pem=cert_pem, envelope=envelope):
-            result = signing.open_result(envelope, device_public_key(cert_pem))
+        case Report(device_id=device_id, device_key=device_key, envelope=envelope):
+            result = signing.open_result(envelope, device_key)
             if result.device_id != device_id:
                 raise ProtocolError("wrong-device", "result names another device")
             owner = owners.get(result.command_id)
@@ -308,9 +308,11 @@ class CommandDesk:
         if not ack.cancelled() and ack.exception() is not None:
             log.warning("an acknowledgement was not recorded: %s", ack.exception())
 
-    async def report(self, device_id: str, cert_pem: str, envelope: m.SignedEnvelope) -> m.CommandResult:
-        """Verify and record a result; raises ProtocolError if it is not genuine."""
-        result = await self.writer.submit(Report(device_id, cert_pem, envelope))
+    async def report(self, device_id: str, device_key: signing.PublicKey,
+                     envelope: m.SignedEnvelope) -> m.CommandResult:
+        """Verify and record a result (``device_key``: of the unit's certificate); raises ProtocolError
+        if it is not genuine."""
+        result = await self.writer.submit(Report(device_id, device_key, envelope))
         assert isinstance(result, m.CommandResult)
         return result
 
