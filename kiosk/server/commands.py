@@ -297,6 +297,17 @@ class CommandDesk:
         await self.hub.deliver(device_id, queued.command.id, queued.envelope)
         return queued.command
 
+    async def send_many(self, device_ids: Sequence[str], action: m.CommandAction, actor: str,
+                        ttl_seconds: float = DEFAULT_TTL_SECONDS) -> list[m.Command | BaseException]:
+        """:meth:`send` to many units at once: per unit its own signed, audited command (or the
+        CommandError that refused it), all written before any is delivered."""
+        outcomes = await self.writer.submit_many([QueueRequest(device_id, action, actor, ttl_seconds)
+                                                  for device_id in device_ids])
+        queued = [q for q in outcomes if isinstance(q, Queued)]
+        # each to its own link at once: a unit whose link is slow to drain holds up no other
+        await asyncio.gather(*(self.hub.deliver(q.command.device_id, q.command.id, q.envelope) for q in queued))
+        return [q.command if isinstance(q, Queued) else _refusal_of(q) for q in outcomes]
+
     def acknowledged(self, command_id: str) -> None:
         """Record a delivery; nobody waits for it, and the device's result is written after it."""
         ack = asyncio.ensure_future(self.writer.submit(Acknowledgement(command_id)))
@@ -318,6 +329,13 @@ class CommandDesk:
 
     async def drain(self) -> None:
         await self.writer.drain()
+
+
+def _refusal_of(outcome: Written | BaseException) -> BaseException:
+    """A queue request's outcome that is not a Queued: the exception that refused it."""
+    if not isinstance(outcome, BaseException):
+        raise TypeError(f"a queue request was written as {outcome!r}")  # a bug of ours
+    return outcome
 
 
 def result_verified(row: CommandRow, cert_pem: str | None) -> bool:
