@@ -28,7 +28,7 @@ from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
 from kiosk.server.group_commit import GroupCommit
 from kiosk.server.hub import Hub
-from kiosk.server.store import CommandRow, CommandSteps, DeviceRow, NewAuditEntry, NewCommand, Store
+from kiosk.server.store import CommandRow, CommandSteps, NewAuditEntry, NewCommand, Store
 
 log = logging.getLogger("kiosk.server.commands")
 
@@ -124,22 +124,21 @@ class _Verified:
     refused: ProtocolError | None = None
 
 
-def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str, DeviceRow],
+def _prepare(store: Store, authority: Authority, item: Write, revocations: dict[str, float | None],
              owners: dict[str, tuple[str, str]]) -> _Signed | _Verified | Acknowledgement:
     """The checks and the cryptography, before any write lock is taken; raises for a bad item.
 
-    ``devices``, ``owners``: the rows of the devices the batch's commands are for, and the
-    device and kind of each command a result claims, read once for the whole batch.
+    ``revocations``, ``owners``: whether each device the batch's commands are for exists and is
+    revoked, and the device and kind of each command a result claims, read once for the batch.
     """
     match item:
         case QueueRequest(device_id=device_id, action=action, actor=actor, ttl_seconds=ttl_seconds):
             check_arguments(action)
             if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
                 raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
-            device = devices.get(device_id)
-            if device is None:
+            if device_id not in revocations:
                 raise CommandError("unknown-device", f"no device with id {device_id}", 404)
-            if device.revoked_at is not None:
+            if revocations[device_id] is not None:
                 raise CommandError("device-revoked", f"device {device_id} is revoked", 409)
             now = store.clock()
             command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
@@ -199,12 +198,12 @@ def write_batch(store: Store, authority: Authority, items: Sequence[Write]) -> l
     refused it (nothing of a refused item is written, except a genuinely signed result whose
     content is refused: kept as a failure). An error of the database fails all.
     """
-    devices = store.devices_by_id([item.device_id for item in items if isinstance(item, QueueRequest)])
+    revocations = store.revocations([item.device_id for item in items if isinstance(item, QueueRequest)])
     owners = store.command_owners([claimed_command_id(item.envelope) for item in items if isinstance(item, Report)])
     prepared: list[_Signed | _Verified | Acknowledgement | Exception] = []
     for item in items:
         try:
-            prepared.append(_prepare(store, authority, item, devices, owners))
+            prepared.append(_prepare(store, authority, item, revocations, owners))
         except (CommandError, ProtocolError) as exc:
             prepared.append(exc)
     audits: list[NewAuditEntry] = []
@@ -246,7 +245,7 @@ def queue_in(conn: Connection, store: Store, authority: Authority, device_id: st
              actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
     """:func:`queue` inside the caller's transaction (a roll-out queues a wave with its own rows, in one)."""
     signed = _prepare(store, authority, QueueRequest(device_id, action, actor, ttl_seconds),
-                      store.devices_by_id([device_id]), {})
+                      store.revocations([device_id]), {})
     assert isinstance(signed, _Signed)
     audits: list[NewAuditEntry] = []
     store.add_commands(conn, [signed.row])
@@ -287,7 +286,6 @@ class CommandDesk:
     def __init__(self, store: Store, authority: Authority, hub: Hub) -> None:
         self.hub = hub
         self.writer: GroupCommit[Write, Written] = GroupCommit(functools.partial(write_batch, store, authority))
-        self._acks: set[asyncio.Future[Written]] = set()
 
     async def send(self, device_id: str, action: m.CommandAction, actor: str,
                    ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
@@ -310,12 +308,11 @@ class CommandDesk:
 
     def acknowledged(self, command_id: str) -> None:
         """Record a delivery; nobody waits for it, and the device's result is written after it."""
-        ack = asyncio.ensure_future(self.writer.submit(Acknowledgement(command_id)))
-        self._acks.add(ack)
+        (ack,) = self.writer.enqueue([Acknowledgement(command_id)])  # held by the writer until written
         ack.add_done_callback(self._ack_written)
 
-    def _ack_written(self, ack: asyncio.Future[Written]) -> None:
-        self._acks.discard(ack)
+    @staticmethod
+    def _ack_written(ack: asyncio.Future[Written]) -> None:
         if not ack.cancelled() and ack.exception() is not None:
             log.warning("an acknowledgement was not recorded: %s", ack.exception())
 

@@ -737,9 +737,8 @@ class Store:
         for e in entries:
             text = json.dumps(e.detail, sort_keys=True, default=str)
             chained = _audit_hash(prev, at, e.actor, e.action, e.device_id, text)
-            entry = AuditEntry(seq=0, at=at, actor=e.actor, action=e.action, device_id=e.device_id,
-                               detail=json.loads(text), hash=chained)
-            checked(entry)
+            entry = checked({"seq": 0, "at": at, "actor": e.actor, "action": e.action, "device_id": e.device_id,
+                             "detail": json.loads(text), "hash": chained})
             if e.actor in accounts and e.actor not in known:
                 raise ValueError(f"audit actor {e.actor!r} is not an account")
             rows.append({"at": at, "actor": e.actor, "action": e.action, "device_id": e.device_id,
@@ -867,11 +866,11 @@ class Store:
         with self.read() as own:
             return _maybe(DeviceRow, own.execute(q).first())
 
-    def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, DeviceRow]:
-        """The rows of these devices (those that exist), in one read."""
+    def revocations(self, device_ids: Sequence[str]) -> dict[str, float | None]:
+        """When each of these devices (those that exist) was revoked, None if it is not, in one read."""
         with self.read() as conn:
-            return {r.id: _from_row(DeviceRow, r) for r in conn.execute(
-                sa.select(devices).where(devices.c.id.in_(sorted(set(device_ids)))))}
+            return {r.id: r.revoked_at for r in conn.execute(
+                sa.select(devices.c.id, devices.c.revoked_at).where(devices.c.id.in_(sorted(set(device_ids)))))}
 
     def devices(self, limit: int | None = None, offset: int = 0) -> list[DeviceRow]:
         """Enrolled devices, oldest first: all, or ``limit`` after the first ``offset``."""
