@@ -87,11 +87,13 @@ class HaProxy:
     device_port: int = field(default_factory=free_port)
     console_port: int = field(default_factory=free_port)
     maxconn: int = 4096  # connections at once, all frontends (a unit holds one; bench/cluster.py raises it)
+    # Its files' stem: bench/cluster.py runs a second HAProxy on the same ports (SO_REUSEPORT).
+    name: str = "haproxy"
     proc: subprocess.Popen[str] | None = None
 
     @property
     def admin(self) -> Path:
-        return self.root / "haproxy.sock"
+        return self.root / f"{self.name}.sock"
 
     def config(self) -> str:
         devices = "\n".join(f"    server {name} 127.0.0.1:{p.device_port} check"
@@ -136,10 +138,11 @@ backend console
 """
 
     def start(self) -> HaProxy:
-        (self.root / "haproxy.cfg").write_text(self.config())
-        subprocess.run([_binary("haproxy"), "-c", "-q", "-f", str(self.root / "haproxy.cfg")], check=True)
-        log = (self.root / "haproxy.log").open("a")
-        self.proc = subprocess.Popen([_binary("haproxy"), "-db", "-f", str(self.root / "haproxy.cfg")],
+        config = self.root / f"{self.name}.cfg"
+        config.write_text(self.config())
+        subprocess.run([_binary("haproxy"), "-c", "-q", "-f", str(config)], check=True)
+        log = (self.root / f"{self.name}.log").open("a")
+        self.proc = subprocess.Popen([_binary("haproxy"), "-db", "-f", str(config)],
                                      stdout=log, stderr=subprocess.STDOUT, text=True, cwd=self.root)
         wait_until(lambda: port_open(self.device_port) and port_open(self.console_port), START_TIMEOUT,
                    what="haproxy")
