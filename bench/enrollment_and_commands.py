@@ -36,6 +36,8 @@ What is measured
                   bench is not mistaken for one of the server. After connecting, this
                   process gc.freeze()s its objects (see --no-freeze).
   failed logins   --logins wrong-password logins at the end, watching the probe.
+  profile         --profile-mass FILE: py-spy (0.4, on PATH or $PY_SPY) samples the server
+                  during the mass phase only, into FILE-<server pid>.txt (collapsed stacks).
 
 Before and after, side by side (--before TREE): the devices are enrolled once (by the
 current server); then the server of TREE (a source tree, e.g. ``git archive`` of the
@@ -642,17 +644,36 @@ async def bulk_commands(http: aiohttp.ClientSession, console: str, fleet: Fleet,
     return [sample for part in parts for sample in part]
 
 
+@contextlib.asynccontextmanager
+async def sampled(pid: int, out: Path | None) -> Any:
+    """py-spy samples process ``pid`` (200 Hz, without pausing it) while the body runs, into ``out``."""
+    if out is None:
+        yield
+        return
+    spy = await asyncio.create_subprocess_exec(
+        os.environ.get("PY_SPY", "py-spy"), "record", "-p", str(pid), "--nonblocking", "-r", "200",
+        "-f", "raw", "-o", str(out), stdout=subprocess.DEVNULL)
+    await asyncio.sleep(1.0)  # attached: it reads the process's memory maps first
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+        await asyncio.wait_for(spy.wait(), 30)
+        print(f"  mass phase profile of the server: {out}", flush=True)
+
+
 async def mass_phase(http: aiohttp.ClientSession, console: str, fleet: Fleet, targets: list[SimDevice],
-                     timeout: float, pid: int, bulk: bool) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    cpu = CpuMeter(pid)
-    if bulk:
-        results = await bulk_commands(http, console, fleet, targets, timeout)
-    else:
-        results = list(await asyncio.gather(*(mass_command(http, console, fleet, d, timeout) for d in targets),
-                                            return_exceptions=True))
-    wall = time.perf_counter() - t0  # first POST sent -> last ResultAck (or time-out)
-    used = cpu.stop()
+                     timeout: float, pid: int, bulk: bool, profile: Path | None = None) -> dict[str, Any]:
+    async with sampled(pid, profile and profile.with_name(f"{profile.stem}-{pid}.txt")):
+        t0 = time.perf_counter()
+        cpu = CpuMeter(pid)
+        if bulk:
+            results = await bulk_commands(http, console, fleet, targets, timeout)
+        else:
+            results = list(await asyncio.gather(*(mass_command(http, console, fleet, d, timeout)
+                                                  for d in targets), return_exceptions=True))
+        wall = time.perf_counter() - t0  # first POST sent -> last ResultAck (or time-out)
+        used = cpu.stop()
     samples = [s for s in results if isinstance(s, CommandSample)]
     for sample in samples:  # then ask the API, once each, untimed; an overwhelmed server is a figure too
         try:
@@ -806,7 +827,7 @@ async def fleet_phase(args: argparse.Namespace, server: ServerProcess, roots: li
                 live = [d for d in still if d.connected]
                 report["mass"] = await mass_phase(http, server.console_url, fleet,
                                                   rng.sample(live, min(args.mass, len(live))),
-                                                  args.command_timeout, pid, args.bulk)
+                                                  args.command_timeout, pid, args.bulk, args.profile_mass)
             # Logins that fail, one after another, as anyone who reaches the console port can
             # send: the probe shows whether they hold up the server's device traffic.
             marks.append(("failed logins", time.time()))
@@ -978,6 +999,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not gc.freeze() this process after connecting (its own GC pauses then show)")
     p.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     p.add_argument("--json", type=Path, help="also write the full results here")
+    p.add_argument("--profile-mass", type=Path, metavar="FILE",
+                   help="sample the server with py-spy during the mass phase (FILE-<pid>.txt)")
     args = p.parse_args(argv)
     deadline = Deadline(args.time_limit)
 

@@ -24,12 +24,11 @@ from sqlalchemy.engine import Connection
 
 from kiosk.protocol import messages as m
 from kiosk.protocol import screen_settings, screenshot, signing
-from kiosk.protocol.command_lifecycle import CommandLife
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server.ca import Authority
 from kiosk.server.group_commit import GroupCommit
 from kiosk.server.hub import Hub
-from kiosk.server.store import CommandRow, DeviceRow, NewAuditEntry, NewCommand, Store
+from kiosk.server.store import CommandRow, CommandSteps, NewAuditEntry, NewCommand, Store
 
 log = logging.getLogger("kiosk.server.commands")
 
@@ -85,7 +84,7 @@ class Report:
     """A device's signed result, to verify and record."""
 
     device_id: str
-    cert_pem: str
+    device_key: signing.PublicKey  # of its certificate
     envelope: m.SignedEnvelope
 
 
@@ -125,29 +124,28 @@ class _Verified:
     refused: ProtocolError | None = None
 
 
-def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str, DeviceRow],
+def _prepare(store: Store, authority: Authority, item: Write, revocations: dict[str, float | None],
              owners: dict[str, tuple[str, str]]) -> _Signed | _Verified | Acknowledgement:
     """The checks and the cryptography, before any write lock is taken; raises for a bad item.
 
-    ``devices``, ``owners``: the rows of the devices the batch's commands are for, and the
-    device and kind of each command a result claims, read once for the whole batch.
+    ``revocations``, ``owners``: whether each device the batch's commands are for exists and is
+    revoked, and the device and kind of each command a result claims, read once for the batch.
     """
     match item:
         case QueueRequest(device_id=device_id, action=action, actor=actor, ttl_seconds=ttl_seconds):
             check_arguments(action)
             if not 0 < ttl_seconds <= signing.MAX_COMMAND_LIFETIME_SECONDS:
                 raise CommandError("invalid-expiry", "expiry must be between 1 second and 30 days")
-            device = devices.get(device_id)
-            if device is None:
+            if device_id not in revocations:
                 raise CommandError("unknown-device", f"no device with id {device_id}", 404)
-            if device.revoked_at is not None:
+            if revocations[device_id] is not None:
                 raise CommandError("device-revoked", f"device {device_id} is revoked", 409)
             now = store.clock()
             command = m.Command(id=str(uuid.uuid4()), device_id=device_id, issued_at=now,
                                 expires_at=now + ttl_seconds, action=action)
             return _Signed(Queued(command, m.encode(signing.seal(authority.command_key, command))), actor)
-        case Report(device_id=device_id, cert_pem=cert_pem, envelope=envelope):
-            result = signing.open_result(envelope, device_public_key(cert_pem))
+        case Report(device_id=device_id, device_key=device_key, envelope=envelope):
+            result = signing.open_result(envelope, device_key)
             if result.device_id != device_id:
                 raise ProtocolError("wrong-device", "result names another device")
             owner = owners.get(result.command_id)
@@ -159,8 +157,9 @@ def _prepare(store: Store, authority: Authority, item: Write, devices: dict[str,
 
 
 def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Acknowledgement,
-               audits: list[NewAuditEntry], lives: dict[str, CommandLife]) -> Written | ProtocolError:
-    """Write what is this item's alone; its audit entry goes to ``audits``, appended with the batch's."""
+               audits: list[NewAuditEntry], steps: CommandSteps) -> Written | ProtocolError:
+    """Write what is this item's alone; its audit entry goes to ``audits`` and its command's step to
+    ``steps``, both written with the batch's."""
     match item:
         case _Signed(queued=Queued(command=command) as queued, actor=actor):  # stored with the batch's
             # Personal data (an assignment's citizen name) stays out of the audit log.
@@ -174,7 +173,7 @@ def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Ackno
                 outcome, reason = "failed", f"the unit's result was refused: {refused.detail}"
                 result_json = {**result_json, "outcome": outcome, "reason": reason, "detail": {}}
             fresh = store.finish_command(conn, result.command_id, outcome, reason, m.encode(envelope),
-                                         result_json, lives)
+                                         result_json, steps)
             if fresh:
                 action = "wipe-receipt" if result.kind == "wipe" and outcome == "ok" else "command-result"
                 if action == "wipe-receipt":
@@ -188,7 +187,7 @@ def _write_one(store: Store, conn: Connection, item: _Signed | _Verified | Ackno
                     "signature": envelope.signature.hex(), **answer}))
             return refused if refused is not None else result
         case Acknowledgement(command_id=command_id):
-            store.acknowledge(conn, command_id, lives)
+            store.acknowledge(conn, command_id, steps)
             return None
 
 
@@ -199,20 +198,21 @@ def write_batch(store: Store, authority: Authority, items: Sequence[Write]) -> l
     refused it (nothing of a refused item is written, except a genuinely signed result whose
     content is refused: kept as a failure). An error of the database fails all.
     """
-    devices = store.devices_by_id([item.device_id for item in items if isinstance(item, QueueRequest)])
+    revocations = store.revocations([item.device_id for item in items if isinstance(item, QueueRequest)])
     owners = store.command_owners([claimed_command_id(item.envelope) for item in items if isinstance(item, Report)])
     prepared: list[_Signed | _Verified | Acknowledgement | Exception] = []
     for item in items:
         try:
-            prepared.append(_prepare(store, authority, item, devices, owners))
+            prepared.append(_prepare(store, authority, item, revocations, owners))
         except (CommandError, ProtocolError) as exc:
             prepared.append(exc)
     audits: list[NewAuditEntry] = []
     with store.tx() as conn:
         store.add_commands(conn, [p.row for p in prepared if isinstance(p, _Signed)])
-        lives = store.command_lives(conn, [p.command_id if isinstance(p, Acknowledgement) else p.result.command_id
+        steps = store.command_steps(conn, [p.command_id if isinstance(p, Acknowledgement) else p.result.command_id
                                            for p in prepared if isinstance(p, Acknowledgement | _Verified)])
-        outcomes = [p if isinstance(p, Exception) else _write_one(store, conn, p, audits, lives) for p in prepared]
+        outcomes = [p if isinstance(p, Exception) else _write_one(store, conn, p, audits, steps) for p in prepared]
+        steps.write(conn)
         store.append_audits(conn, audits)
     return outcomes
 
@@ -245,11 +245,11 @@ def queue_in(conn: Connection, store: Store, authority: Authority, device_id: st
              actor: str, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
     """:func:`queue` inside the caller's transaction (a roll-out queues a wave with its own rows, in one)."""
     signed = _prepare(store, authority, QueueRequest(device_id, action, actor, ttl_seconds),
-                      store.devices_by_id([device_id]), {})
+                      store.revocations([device_id]), {})
     assert isinstance(signed, _Signed)
     audits: list[NewAuditEntry] = []
     store.add_commands(conn, [signed.row])
-    _write_one(store, conn, signed, audits, {})
+    _write_one(store, conn, signed, audits, CommandSteps({}, store.clock))
     store.append_audits(conn, audits)
     return signed.queued.command
 
@@ -286,7 +286,6 @@ class CommandDesk:
     def __init__(self, store: Store, authority: Authority, hub: Hub) -> None:
         self.hub = hub
         self.writer: GroupCommit[Write, Written] = GroupCommit(functools.partial(write_batch, store, authority))
-        self._acks: set[asyncio.Future[Written]] = set()
 
     async def send(self, device_id: str, action: m.CommandAction, actor: str,
                    ttl_seconds: float = DEFAULT_TTL_SECONDS) -> m.Command:
@@ -296,25 +295,44 @@ class CommandDesk:
         await self.hub.deliver(device_id, queued.command.id, queued.envelope)
         return queued.command
 
+    async def send_many(self, device_ids: Sequence[str], action: m.CommandAction, actor: str,
+                        ttl_seconds: float = DEFAULT_TTL_SECONDS) -> list[m.Command | BaseException]:
+        """:meth:`send` to many units at once: per unit its own signed, audited command (or the
+        CommandError that refused it), all written before any is delivered."""
+        outcomes = await self.writer.submit_many([QueueRequest(device_id, action, actor, ttl_seconds)
+                                                  for device_id in device_ids])
+        queued = [q for q in outcomes if isinstance(q, Queued)]
+        # each to its own link at once: a unit whose link is slow to drain holds up no other
+        await asyncio.gather(*(self.hub.deliver(q.command.device_id, q.command.id, q.envelope) for q in queued))
+        return [q.command if isinstance(q, Queued) else _refusal_of(q) for q in outcomes]
+
     def acknowledged(self, command_id: str) -> None:
         """Record a delivery; nobody waits for it, and the device's result is written after it."""
-        ack = asyncio.ensure_future(self.writer.submit(Acknowledgement(command_id)))
-        self._acks.add(ack)
+        (ack,) = self.writer.enqueue([Acknowledgement(command_id)])  # held by the writer until written
         ack.add_done_callback(self._ack_written)
 
-    def _ack_written(self, ack: asyncio.Future[Written]) -> None:
-        self._acks.discard(ack)
+    @staticmethod
+    def _ack_written(ack: asyncio.Future[Written]) -> None:
         if not ack.cancelled() and ack.exception() is not None:
             log.warning("an acknowledgement was not recorded: %s", ack.exception())
 
-    async def report(self, device_id: str, cert_pem: str, envelope: m.SignedEnvelope) -> m.CommandResult:
-        """Verify and record a result; raises ProtocolError if it is not genuine."""
-        result = await self.writer.submit(Report(device_id, cert_pem, envelope))
+    async def report(self, device_id: str, device_key: signing.PublicKey,
+                     envelope: m.SignedEnvelope) -> m.CommandResult:
+        """Verify and record a result (``device_key``: of the unit's certificate); raises ProtocolError
+        if it is not genuine."""
+        result = await self.writer.submit(Report(device_id, device_key, envelope))
         assert isinstance(result, m.CommandResult)
         return result
 
     async def drain(self) -> None:
         await self.writer.drain()
+
+
+def _refusal_of(outcome: Written | BaseException) -> BaseException:
+    """A queue request's outcome that is not a Queued: the exception that refused it."""
+    if not isinstance(outcome, BaseException):
+        raise TypeError(f"a queue request was written as {outcome!r}")  # a bug of ours
+    return outcome
 
 
 def result_verified(row: CommandRow, cert_pem: str | None) -> bool:

@@ -423,8 +423,7 @@ async def send_commands(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "duplicate-device", "a unit is named twice; name each once")
     action, who, desk = s.command_action(req), actor(request), request.app[DESK]
     commands.check_arguments(action)  # the same for every unit: one 400, not a refusal per unit
-    outcomes = await asyncio.gather(*(desk.send(device_id, action, who, req.expires_in)
-                                      for device_id in req.device_ids), return_exceptions=True)
+    outcomes = await desk.send_many(req.device_ids, action, who, req.expires_in)
     queued, refusals = [], []
     for device_id, outcome in zip(req.device_ids, outcomes, strict=True):
         if isinstance(outcome, commands.CommandError):

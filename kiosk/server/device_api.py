@@ -19,9 +19,11 @@ import sqlalchemy as sa
 from aiohttp import WSCloseCode, WSMsgType, web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kiosk.protocol import messages as m
+from kiosk.protocol import signing
 from kiosk.protocol.errors import ProtocolError
 from kiosk.server import ca, commands, enrollment, rollout
 from kiosk.server.ca import Authority
@@ -145,8 +147,8 @@ def _enrolled(authority: Authority, device_id: str, cert_pem: str) -> web.Respon
     ))
 
 
-async def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
-    """The device id and certificate of a verified client, or the refusal to send."""
+async def _peer_device(request: web.Request) -> tuple[str, str, signing.PublicKey] | web.Response:
+    """The device id, certificate and its public key of a verified client, or the refusal to send."""
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
     if not der:
@@ -163,7 +165,10 @@ async def _peer_device(request: web.Request) -> tuple[str, str] | web.Response:
         return error(403, "unknown-device", "this certificate is not registered")
     if row.revoked_at is not None:
         return error(403, "revoked", "this device has been revoked")
-    return device_id, row.cert_pem
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):  # our CA signs P-256 keys only
+        return error(403, "unknown-device", "this certificate's key is not a device key")
+    return device_id, row.cert_pem, key
 
 
 async def device_socket(request: web.Request) -> web.StreamResponse:
@@ -171,7 +176,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
     if isinstance(peer, web.Response):
         log.info("refused device socket: %s", peer.text)
         return peer
-    device_id, cert_pem = peer
+    device_id, cert_pem, device_key = peer
     hub = request.app[HUB]
     # No permessage-deflate, though a client offers it: its zlib state is ~300 KiB a connection
     # (most of what a held unit cost; docs/benchmarks.md) for messages that are small JSON or
@@ -185,7 +190,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
             raise ConnectionError("socket closed")
         await ws.send_str(m.encode(message).decode())
 
-    link = DeviceLink(device_id, cert_pem, send, ws.close)
+    link = DeviceLink(device_id, cert_pem, send, ws.close, device_key=device_key)
     await send(m.Welcome(device_id=device_id, server_time=hub.clock(),
                          heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS))
     await hub.attach(link)
@@ -261,7 +266,8 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
 async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, desk: commands.CommandDesk) -> None:
     """Store a verified result, then acknowledge it: the unit keeps it until it hears so."""
     try:
-        result = await desk.report(link.device_id, link.cert_pem, envelope)
+        result = await desk.report(link.device_id, link.device_key or commands.device_public_key(link.cert_pem),
+                                   envelope)
     except ProtocolError as exc:
         log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
         await link.send(m.ResultAck(command_id=commands.claimed_command_id(envelope), accepted=False,

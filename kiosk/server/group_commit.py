@@ -39,11 +39,22 @@ class GroupCommit(Generic[T, R]):
 
     async def submit(self, item: T) -> R:
         """Write ``item`` with whatever else is waiting; returns once it is committed."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+        (future,) = self.enqueue([item])
+        return await asyncio.shield(future)  # a caller that gives up does not take the write with it
+
+    async def submit_many(self, items: Sequence[T]) -> list[R | BaseException]:
+        """:meth:`submit` for many items at once, in this order: each one's value or exception, once
+        all are committed (one waiter for all of them: a mass operation's thousand commands)."""
+        return await asyncio.shield(asyncio.gather(*self.enqueue(items), return_exceptions=True))
+
+    def enqueue(self, items: Sequence[T]) -> list[asyncio.Future[R]]:
+        """Submit without waiting: a future per item, kept by the writer until it is written."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[R]] = [loop.create_future() for _ in items]
+        self._waiting.extend(zip(items, futures, strict=True))
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain(), name="group-commit")
-        return await asyncio.shield(future)  # a caller that gives up does not take the write with it
+        return futures
 
     async def _drain(self) -> None:
         try:

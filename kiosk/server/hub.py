@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from kiosk.protocol import messages as m
+from kiosk.protocol import signing
 from kiosk.protocol.machine import Clock
 from kiosk.server.store import Store, StoreUnavailable
 
@@ -52,6 +53,8 @@ class DeviceLink:
     state: str = "enrolled-unassigned"
     ui_alive: bool | None = None
     sent: set[str] = field(default_factory=set)  # command ids sent on this connection
+    #: the public key of ``cert_pem``, taken once when the unit connects (its results are checked with it)
+    device_key: signing.PublicKey | None = None
 
 
 class _HeldMessages:

@@ -489,6 +489,54 @@ def _step_update(extra_columns: tuple[str, ...]) -> sa.Update:
                      for name in ("state", "delivered_at", "finished_at", *extra_columns)}))
 
 
+class CommandSteps:
+    """A batch's commands stepped through their lifecycle in memory, then written at once.
+
+    Read by :meth:`Store.command_steps` inside a transaction that holds them locked, so what
+    was read is what is stored until the end: each command is written once, however many
+    steps it took (a unit's acknowledgement and result in one batch), and commands with the
+    same columns to write go in one statement. Each write is still guarded by the state it
+    read; a guard that does not hold fails the transaction rather than losing a step.
+    """
+
+    def __init__(self, lives: dict[str, CommandLife], clock: Clock) -> None:
+        self.lives = lives
+        self._clock = clock
+        self._before: dict[str, CommandState] = {}  # the stored state of each command changed so far
+        self._columns: dict[str, dict[str, Any]] = {}  # what to write with it, besides its life
+
+    def step(self, command_id: str, event: lifecycle.LifecycleEvent,
+             **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
+        """Feed a command's lifecycle one event; the transition if it changed the command, else None
+        (also for a command that is not stored)."""
+        before = self.lives.get(command_id)
+        if before is None:
+            return None
+        after = lifecycle.step(before, event, self._clock())
+        if after.state == before:
+            return None
+        self._before.setdefault(command_id, before.state)
+        self._columns.setdefault(command_id, {}).update(written_with_the_change)
+        self.lives[command_id] = after.state
+        return after
+
+    def write(self, conn: Connection) -> None:
+        """Write every changed command: one guarded update each, one statement per set of columns."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for command_id, before in self._before.items():
+            life, extra = self.lives[command_id], self._columns[command_id]
+            by_columns.setdefault(tuple(sorted(extra)), []).append({
+                "b_id": command_id, "b_before": before, "b_state": life.state,
+                "b_delivered_at": life.delivered_at, "b_finished_at": life.finished_at,
+                **{f"b_{name}": value for name, value in extra.items()}})
+        for columns, rows in by_columns.items():
+            written = conn.execute(_step_update(columns), rows).rowcount
+            if conn.dialect.supports_sane_multi_rowcount and written != len(rows):
+                raise RuntimeError(f"{len(rows) - written} of {len(rows)} commands changed under a lock held")
+        self._before.clear()
+        self._columns.clear()
+
+
 class NewAuditEntry(NamedTuple):
     actor: str
     action: str
@@ -689,9 +737,8 @@ class Store:
         for e in entries:
             text = json.dumps(e.detail, sort_keys=True, default=str)
             chained = _audit_hash(prev, at, e.actor, e.action, e.device_id, text)
-            entry = AuditEntry(seq=0, at=at, actor=e.actor, action=e.action, device_id=e.device_id,
-                               detail=json.loads(text), hash=chained)
-            checked(entry)
+            entry = checked({"seq": 0, "at": at, "actor": e.actor, "action": e.action, "device_id": e.device_id,
+                             "detail": json.loads(text), "hash": chained})
             if e.actor in accounts and e.actor not in known:
                 raise ValueError(f"audit actor {e.actor!r} is not an account")
             rows.append({"at": at, "actor": e.actor, "action": e.action, "device_id": e.device_id,
@@ -819,11 +866,11 @@ class Store:
         with self.read() as own:
             return _maybe(DeviceRow, own.execute(q).first())
 
-    def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, DeviceRow]:
-        """The rows of these devices (those that exist), in one read."""
+    def revocations(self, device_ids: Sequence[str]) -> dict[str, float | None]:
+        """When each of these devices (those that exist) was revoked, None if it is not, in one read."""
         with self.read() as conn:
-            return {r.id: _from_row(DeviceRow, r) for r in conn.execute(
-                sa.select(devices).where(devices.c.id.in_(sorted(set(device_ids)))))}
+            return {r.id: r.revoked_at for r in conn.execute(
+                sa.select(devices.c.id, devices.c.revoked_at).where(devices.c.id.in_(sorted(set(device_ids)))))}
 
     def devices(self, limit: int | None = None, offset: int = 0) -> list[DeviceRow]:
         """Enrolled devices, oldest first: all, or ``limit`` after the first ``offset``."""
@@ -915,48 +962,35 @@ class Store:
                 sa.select(commands.c.id, commands.c.device_id, commands.c.kind)
                 .where(commands.c.id.in_(sorted(set(command_ids)))))}
 
-    def command_lives(self, conn: Connection, command_ids: Sequence[str]) -> dict[str, CommandLife]:
-        """The lifecycle state of these commands, read once inside the caller's transaction, for a
-        batch of steps (each step keeps it current: pass it to :meth:`acknowledge` and
-        :meth:`finish_command`)."""
-        return {r.id: CommandLife(CommandState(r.state), r.expires_at, r.delivered_at, r.finished_at)
-                for r in conn.execute(sa.select(commands.c.id, *_LIFE_COLUMNS)
-                                      .where(commands.c.id.in_(sorted(set(command_ids)))))}
+    def command_steps(self, conn: Connection, command_ids: Sequence[str]) -> CommandSteps:
+        """The lifecycle of these commands, read once inside the caller's transaction and locked for
+        it (PostgreSQL: ``FOR UPDATE``; SQLite: its write lock, taken at BEGIN), to step in memory
+        and write with :meth:`CommandSteps.write` before the transaction ends."""
+        lives = {r.id: CommandLife(CommandState(r.state), r.expires_at, r.delivered_at, r.finished_at)
+                 for r in conn.execute(sa.select(commands.c.id, *_LIFE_COLUMNS)
+                                       .where(commands.c.id.in_(sorted(set(command_ids))))
+                                       .order_by(commands.c.id).with_for_update())}
+        return CommandSteps(lives, self.clock)
 
-    def _step_command(self, conn: Connection, command_id: str, event: lifecycle.LifecycleEvent,
-                      lives: dict[str, CommandLife] | None = None,
-                      **written_with_the_change: Any) -> Transition[CommandLife, lifecycle.LifecycleAction] | None:
-        """Feed a command's lifecycle one event and write what changed (with the extra columns given).
-
-        Returns the transition if it changed the command, else None. The write is guarded by the
-        state it read, so another process that changed the command meanwhile wins and this one
-        changes nothing. ``lives``: states already read in this transaction (command_lives).
-        """
-        before = lives.get(command_id) if lives is not None else None
-        if before is None:
-            row = conn.execute(sa.select(*_LIFE_COLUMNS).where(commands.c.id == command_id)).first()
-            if row is None:
-                return None
-            before = CommandLife(CommandState(row.state), row.expires_at, row.delivered_at, row.finished_at)
-        after = lifecycle.step(before, event, self.clock())
-        if after.state == before:
-            return None
-        life = after.state
-        written = conn.execute(_step_update(tuple(sorted(written_with_the_change))), {
-            "b_id": command_id, "b_before": before.state, "b_state": life.state,
-            "b_delivered_at": life.delivered_at, "b_finished_at": life.finished_at,
-            **{f"b_{name}": value for name, value in written_with_the_change.items()}}).rowcount
-        if written and lives is not None:
-            lives[command_id] = life
-        return after if written else None
+    @contextlib.contextmanager
+    def _stepping(self, conn: Connection, command_id: str, steps: CommandSteps | None) -> Iterator[CommandSteps]:
+        """The batch's ``steps``, or this one command's, written on leaving."""
+        if steps is not None:
+            yield steps
+            return
+        own = self.command_steps(conn, [command_id])
+        yield own
+        own.write(conn)
 
     def mark_delivered(self, command_id: str) -> None:
         with self.tx() as conn:
             self.acknowledge(conn, command_id)
 
-    def acknowledge(self, conn: Connection, command_id: str, lives: dict[str, CommandLife] | None = None) -> None:
-        """The device holds the command: mark it delivered inside the caller's transaction."""
-        self._step_command(conn, command_id, lifecycle.Acknowledged(), lives)
+    def acknowledge(self, conn: Connection, command_id: str, steps: CommandSteps | None = None) -> None:
+        """The device holds the command: mark it delivered inside the caller's transaction (with
+        ``steps``: when the batch's steps are written)."""
+        with self._stepping(conn, command_id, steps) as stepping:
+            stepping.step(command_id, lifecycle.Acknowledged())
 
     def expire_commands(self) -> list[str]:
         """Open commands past their expiry become 'expired'; returns their ids."""
@@ -967,20 +1001,24 @@ class Store:
                 return []
         expired = []
         with self.tx() as conn:
-            for command_id in list(conn.execute(due).scalars()):
-                changed = self._step_command(conn, command_id, lifecycle.Swept())
+            steps = self.command_steps(conn, list(conn.execute(due).scalars()))
+            for command_id in sorted(steps.lives):
+                changed = steps.step(command_id, lifecycle.Swept())
                 if changed is not None and lifecycle.AuditExpiry() in changed.actions:
-                    self.append_audit(conn, "server", "command-expired", None, command_id=command_id)
                     expired.append(command_id)
+            steps.write(conn)
+            self.append_audits(conn, [NewAuditEntry("server", "command-expired", None, {"command_id": command_id})
+                                      for command_id in expired])
         return expired
 
     def finish_command(self, conn: Connection, command_id: str, outcome: str, reason: str | None,
-                       result_envelope: bytes, result: dict[str, Any],
-                       lives: dict[str, CommandLife] | None = None) -> bool:
-        """Record a verified result if it is the command's first; returns whether it was."""
-        changed = self._step_command(conn, command_id, lifecycle.Reported(ok=outcome == "ok"), lives,
-                                     outcome=outcome, reason=reason, result_envelope=result_envelope,
-                                     result=json.dumps(result, default=str))
+                       result_envelope: bytes, result: dict[str, Any], steps: CommandSteps | None = None) -> bool:
+        """Record a verified result if it is the command's first; returns whether it was (with
+        ``steps``: it is written when the batch's steps are)."""
+        with self._stepping(conn, command_id, steps) as stepping:
+            changed = stepping.step(command_id, lifecycle.Reported(ok=outcome == "ok"),
+                                    outcome=outcome, reason=reason, result_envelope=result_envelope,
+                                    result=json.dumps(result, default=str))
         return changed is not None and lifecycle.KeepResult() in changed.actions
 
     # --------------------------------------------------------------- people

@@ -92,6 +92,7 @@ class KeyedDevice:
 
     def __init__(self, store: Store, authority: Authority, device_id: str) -> None:
         self.id, self.key = device_id, ec.generate_private_key(ec.SECP256R1())
+        self.device_key = self.key.public_key()
         csr = (x509.CertificateSigningRequestBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
                .sign(self.key, hashes.SHA256()))
@@ -119,9 +120,9 @@ async def test_acknowledgements_and_results_of_a_burst_are_recorded_once_each(
     for command in sent:
         desk.acknowledged(command.id)
     owner = {c.id: next(u for u in units if u.id == c.device_id) for c in sent}
-    results = await asyncio.gather(*(desk.report(owner[c.id].id, owner[c.id].cert_pem, owner[c.id].result(c.id))
+    results = await asyncio.gather(*(desk.report(owner[c.id].id, owner[c.id].device_key, owner[c.id].result(c.id))
                                      for c in sent))
-    again = await desk.report(owner[sent[0].id].id, owner[sent[0].id].cert_pem, owner[sent[0].id].result(sent[0].id))
+    again = await desk.report(owner[sent[0].id].id, owner[sent[0].id].device_key, owner[sent[0].id].result(sent[0].id))
 
     assert [r.command_id for r in results] == [c.id for c in sent] and again.command_id == sent[0].id
     for command in sent:
@@ -141,8 +142,8 @@ async def test_a_forged_result_is_refused_and_its_batch_neighbours_are_kept(
     first, second = [await desk.send(unit.id, m.Ping(), "cli:test") for _ in range(2)]
     forged = other.result(first.id)  # another unit's key, claiming this unit's command
     forged = m.SignedEnvelope(payload=unit.result(first.id).payload, signature=forged.signature)
-    outcomes = await asyncio.gather(desk.report(unit.id, unit.cert_pem, forged),
-                                    desk.report(unit.id, unit.cert_pem, unit.result(second.id, "failed")),
+    outcomes = await asyncio.gather(desk.report(unit.id, unit.device_key, forged),
+                                    desk.report(unit.id, unit.device_key, unit.result(second.id, "failed")),
                                     return_exceptions=True)
     assert isinstance(outcomes[0], ProtocolError)
     assert isinstance(outcomes[1], m.CommandResult)

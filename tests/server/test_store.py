@@ -7,9 +7,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from kiosk.protocol.command_lifecycle import CommandState
-from kiosk.server.store import ROW_TABLES, CommandRow, Contended, DeviceRow, Store, sha256_hex
+from kiosk.server.store import ROW_TABLES, CommandRow, Contended, DeviceRow, Store, commands, sha256_hex
 from tests.server.fakes import START, FakeClock, FakeDevice, open_store
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.both_databases]
@@ -100,6 +101,38 @@ def test_a_result_before_the_sweep_counts_even_past_the_expiry(store: Store, clo
     clock.advance(61.0)  # the wipe receipt came back after the expiry, before the sweep ran
     assert finish(store) is True
     assert store.expire_commands() == []
+
+
+def test_a_batch_writes_each_command_once_with_all_its_steps(store: Store, clock: FakeClock) -> None:
+    queue(store, "cmd-1")
+    queue(store, "cmd-2")
+    clock.advance(5.0)
+    with store.tx() as conn:
+        steps = store.command_steps(conn, ["cmd-1", "cmd-2", "no-such-command"])
+        store.acknowledge(conn, "cmd-1", steps)
+        store.acknowledge(conn, "cmd-2", steps)
+        assert store.finish_command(conn, "cmd-1", "ok", None, b"signed", {"outcome": "ok"}, steps) is True
+        assert store.finish_command(conn, "cmd-1", "failed", None, b"x", {"outcome": "failed"}, steps) is False
+        assert store.finish_command(conn, "no-such-command", "ok", None, b"x", {}, steps) is False
+        unwritten = store.command("cmd-1")  # read from outside the transaction
+        assert unwritten is not None and unwritten.state is CommandState.PENDING
+        steps.write(conn)
+    one, two = store.command("cmd-1"), store.command("cmd-2")
+    assert one is not None and (one.state, one.outcome, one.delivered_at, one.finished_at) == (
+        CommandState.DONE, "ok", START + 5.0, START + 5.0)
+    assert one.result_envelope == b"signed"
+    assert two is not None and (two.state, two.delivered_at) == (CommandState.DELIVERED, START + 5.0)
+
+
+def test_a_step_whose_command_changed_under_it_fails_the_transaction(store: Store) -> None:
+    queue(store)
+    with pytest.raises(RuntimeError, match="changed under a lock held"), store.tx() as conn:
+        steps = store.command_steps(conn, ["cmd-1"])
+        store.acknowledge(conn, "cmd-1", steps)
+        conn.execute(sa.update(commands).values(state=CommandState.DONE))  # what the lock rules out
+        steps.write(conn)
+    row = store.command("cmd-1")
+    assert row is not None and row.state is CommandState.PENDING  # rolled back: nothing half-written
 
 
 def test_enrollment_tokens_and_held_units_on_the_clock(store: Store, clock: FakeClock) -> None:
