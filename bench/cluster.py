@@ -72,11 +72,11 @@ def run(units: int, root: Path) -> dict[str, object]:
         # so at 10,000 units two HAProxy processes share the address (SO_REUSEPORT, HAProxy's
         # default on Linux; the kernel spreads new connections between them), as two load
         # balancers behind one address would in a larger installation.
-        share = units // FRONT_UNITS_PER_HAPROXY + 1
-        maxconn = int(units / share * 1.2) + 500  # the kernel's hash spreads unevenly
+        front_count = units // FRONT_UNITS_PER_HAPROXY + 1
+        maxconn = int(units / front_count * 1.2) + 500  # the kernel's hash spreads unevenly
         haproxy = HaProxy(root, processes, maxconn=maxconn)
         fronts.append(haproxy.start())
-        for i in range(2, share + 1):
+        for i in range(2, front_count + 1):
             fronts.append(HaProxy(root, processes, device_port=haproxy.device_port,
                                   console_port=haproxy.console_port, maxconn=maxconn, name=f"haproxy{i}").start())
         figures["haproxy_processes"] = len(fronts)

@@ -265,9 +265,11 @@ async def _handle(link: DeviceLink, data: bytes, hub: Hub, desk: commands.Comman
 
 async def _accept_result(link: DeviceLink, envelope: m.SignedEnvelope, hub: Hub, desk: commands.CommandDesk) -> None:
     """Store a verified result, then acknowledge it: the unit keeps it until it hears so."""
+    # Results come only over a unit's own socket, whose link carries its certificate's key
+    # (a link to a unit on another process has none, and sends only).
+    assert link.device_key is not None
     try:
-        result = await desk.report(link.device_id, link.device_key or commands.device_public_key(link.cert_pem),
-                                   envelope)
+        result = await desk.report(link.device_id, link.device_key, envelope)
     except ProtocolError as exc:
         log.warning("device %s sent a result that was refused: %s", link.device_id, exc.reason)
         await link.send(m.ResultAck(command_id=commands.claimed_command_id(envelope), accepted=False,
