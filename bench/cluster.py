@@ -105,10 +105,11 @@ def run(units: int, root: Path) -> dict[str, object]:
             if line.startswith("CurrConns:")]
         devices = fleet.device_ids()
         held = cluster.holders_of(devices)
-        figures["held_by_process"] = {name: sum(1 for h in held.values() if h == {name}) for name in PROCESSES}
+        held_by_process = {name: sum(1 for h in held.values() if h == {name}) for name in PROCESSES}
+        figures["held_by_process"] = held_by_process
         time.sleep(5)  # settle, as bench/enrollment_and_commands.py does before reading memory
         figures["kib_per_unit_by_process"] = {
-            name: round((rss_kib(p.proc.pid)["VmRSS"] - rss_before[name]) / max(1, figures["held_by_process"][name]), 1)
+            name: round((rss_kib(p.proc.pid)["VmRSS"] - rss_before[name]) / max(1, held_by_process[name]), 1)
             for name, p in processes.items() if p.proc is not None}
 
         through_c = Console(processes["c"].console)

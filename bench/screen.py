@@ -186,7 +186,7 @@ def main() -> int:
         at_30 = render_round(Path(tmp), args.render_seconds, 30.0)
         uncapped = render_round(Path(tmp), args.render_seconds, 0.0)
         small = render_round(Path(tmp), args.render_seconds, 0.0, "640x480")
-    report = {
+    report: dict[str, dict[str, Any]] = {
         "idle": idle, "render_640x480_at_30fps": at_30, "render_640x480_uncapped": uncapped,
         "render_640x480_uncapped_in_a_640x480_window": small,
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),

@@ -115,7 +115,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        turn_args: list[object] = []
+        turn_args: list[str | Path] = []
         if shutil.which("turnserver"):
             step("The municipality's own TURN server (coturn) on loopback, for calls through firewalls")
             turn_port, secret = free_port(3478), secrets.token_hex(24)
@@ -170,7 +170,7 @@ def main() -> None:
         screen_env, where = screen_display(procs)
         procs.append(subprocess.Popen(
             [BIN / "kiosk-ui", "--state", DEMO / "unit", "--demo-media", "--auto-answer-after", "1",
-             *(["--size", "1280x800", "--screenshots", SCREENS] if screen_env else [])],
+             *(["--size", "1280x800", "--screenshots", str(SCREENS)] if screen_env else [])],
             env={**os.environ, **screen_env, "KIVY_HOME": str(DEMO / "kivy"), "KIVY_NO_ARGS": "1"},
             stdout=(DEMO / "screen.log").open("w"), stderr=subprocess.STDOUT))
         wait(lambda: '"screen": "idle"' in (DEMO / "screen.log").read_text(), 60, "the screen app")

@@ -99,7 +99,7 @@ class PipeWire:
 
     def pid(self, program: str) -> int:
         """The process id of ``program`` (``pipewire``, ``wireplumber``...) of this instance."""
-        return next(p.pid for p in self._processes if p.args[0] == program)  # type: ignore[index]
+        return next(p.pid for p in self._processes if program_of(p) == program)
 
     def _spawn(self, *command: str) -> None:
         log = (self.root / f"{command[0]}.log").open("wb")
@@ -205,7 +205,7 @@ class PipeWire:
             data = bytearray()
             deadline = time.monotonic() + seconds + 10
             while len(data) < wanted and time.monotonic() < deadline:
-                chunk = process.stdout.read1(wanted - len(data))
+                chunk = os.read(process.stdout.fileno(), wanted - len(data))  # what is there, as read1
                 if not chunk:
                     break
                 data += chunk
@@ -220,7 +220,14 @@ class PipeWire:
 
     def died(self) -> list[str]:
         """Programs of this instance that are no longer running, with how they ended."""
-        return [f"{p.args[0]} (exit {p.returncode})" for p in self._processes if p.poll() is not None]  # type: ignore[index]
+        return [f"{program_of(p)} (exit {p.returncode})" for p in self._processes if p.poll() is not None]
+
+
+def program_of(process: subprocess.Popen[bytes]) -> str:
+    """The program a process of ours runs (each was started with a list of strings)."""
+    args = process.args
+    assert isinstance(args, list)
+    return str(args[0])
 
 
 # --- measurements ----------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 
 from kiosk.caregiver import CaregiverClient, TestMedia
 from kiosk.protocol import messages as m
@@ -40,8 +41,8 @@ async def ring_seen_by_the_screen(server: ServerProcess, agent: AgentProcess, ci
         await client.close()
 
 
-def test_a_photo_given_by_cli_or_api_rings_with_the_call(server: ServerProcess,
-                                                         online_agent: tuple[AgentProcess, str], tmp_path) -> None:
+def test_a_photo_given_by_cli_or_api_rings_with_the_call(server: ServerProcess, online_agent: tuple[AgentProcess, str],
+                                                         tmp_path: Path) -> None:
     agent, device_id = online_agent
     server.add_admin()
     server.add_admin("anne", "caregiver", "Anne, sygeplejerske")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from hypothesis import given
@@ -15,8 +16,15 @@ from kiosk.image import gpt, layout
 needs_sfdisk = pytest.mark.skipif(shutil.which("sfdisk") is None, reason="sfdisk (fdisk) not installed")
 
 
-def sizes(**overrides: int) -> dict[str, int]:
-    return {"config_mib": 32, "boot_mib": 64, "root_mib": 400, "data_mib": 64} | overrides
+class Sizes(TypedDict):
+    config_mib: int
+    boot_mib: int
+    root_mib: int
+    data_mib: int
+
+
+def sizes(config_mib: int = 32, boot_mib: int = 64, root_mib: int = 400, data_mib: int = 64) -> Sizes:
+    return Sizes(config_mib=config_mib, boot_mib=boot_mib, root_mib=root_mib, data_mib=data_mib)
 
 
 def test_six_partitions_in_order_aligned_and_adjacent() -> None:

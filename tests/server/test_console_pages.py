@@ -109,7 +109,7 @@ def test_every_string_of_the_pages_has_a_danish_translation() -> None:
     english = [p.title for p in pages.PAGES] + list(console_pages.COMMAND_WORDS.values())
     english += list(console_pages.REPEAT_WORDS.values())
     for template in pages.TEMPLATES.glob("*.html"):
-        english += re.findall(r"""_\((?:"([^"]+)"|'([^']+)')""", template.read_text())  # type: ignore[arg-type]
+        english += re.findall(r"""_\((?:"([^"]+)"|'([^']+)')""", template.read_text())
     texts = {t if isinstance(t, str) else t[0] or t[1] for t in english}
     untranslated = sorted(t for t in texts if danish.gettext(t) == t and t not in ("Ping",))
     assert untranslated == []

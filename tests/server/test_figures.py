@@ -94,7 +94,9 @@ def test_planned_visits_match_the_plans_unrolled_across_dst(store: Store) -> Non
               plan(store, "bo", at(DAY0 + timedelta(days=40), 11), "daily")]  # after the span
     start, end = DAY0 - timedelta(days=3), DAY0 + timedelta(days=21)
     found = figures.figures(store, "day", start, end)
-    scheduled = [m.ScheduledVisit(v.id, v.at, v.staff_name, v.staff_role, v.kind, v.repeat) for v in visits]
+    scheduled: list[m.ScheduledVisit] = m.convert(
+        [{"id": v.id, "at": v.at, "staff_name": v.staff_name, "staff_role": v.staff_role, "kind": v.kind,
+          "repeat": v.repeat} for v in visits], list[m.ScheduledVisit])
     shown = rows(found)
     for day in (start + timedelta(days=i) for i in range((end - start).days)):
         expected = len(plans.upcoming(scheduled, at(day, 0), at(day + timedelta(days=1), 0), TZ))

@@ -41,8 +41,9 @@ def scanned_qr_codes(pdf: bytes, tmp_path: Path) -> list[str]:
     (tmp_path / "sheet.pdf").write_bytes(pdf)
     subprocess.run(["pdftoppm", "-r", "150", "-png", str(tmp_path / "sheet.pdf"), str(tmp_path / "page")],
                    check=True, timeout=60)
+    qr = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
     return [code.text for page in sorted(tmp_path.glob("page*.png"))
-            for code in zxingcpp.read_barcodes(Image.open(page), formats=zxingcpp.BarcodeFormat.QRCode)]
+            for code in zxingcpp.read_barcodes(Image.open(page), formats=qr)]
 
 
 def test_a_batch_gives_provisioning_files_and_a_sheet_with_one_qr_code_per_unit(

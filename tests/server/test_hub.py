@@ -83,7 +83,12 @@ async def test_the_sweep_reads_envelopes_only_of_what_it_sends(
     first = commands.queue(store, authority, online.id, m.Ping(), "cli:test")
     read: list[list[str]] = []
     envelopes = Store.envelopes  # the class's: the loop's calls go through another instance
-    monkeypatch.setattr(Store, "envelopes", lambda self, ids: read.append(list(ids)) or envelopes(self, ids))
+
+    def reading(self: Store, ids: list[str]) -> dict[str, bytes]:
+        read.append(list(ids))
+        return envelopes(self, ids)
+
+    monkeypatch.setattr(Store, "envelopes", reading)
 
     await hub.sweep()
     await hub.sweep()  # already sent on this link: nothing read again

@@ -49,12 +49,14 @@ checks.positive_data_acceptance.expected-statuses = ["204", "400", "401", "403",
 def sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
     """A server with one person of each role, all logged in before any guessing starts."""
     srv = ServerProcess(tmp_path_factory.mktemp("fuzz") / "server").start()
-    tokens = {}
+    tokens: dict[str, str] = {}
     for role in ROLES:
         srv.add_admin(role, role)
         console = Console(srv.console)
         assert console.login(role) == 200
-        tokens[role] = next(c.value for c in console.cookies() if c.name == SESSION_COOKIE)
+        token = next(c.value for c in console.cookies() if c.name == SESSION_COOKIE)
+        assert token is not None
+        tokens[role] = token
     yield srv, tokens
     srv.stop()
 

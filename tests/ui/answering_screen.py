@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -57,8 +58,9 @@ class AnsweringScreen:
 
     def wait_for(self, cue: str, seconds: float, what: str) -> None:
         """Until the window writes ``cue`` (or exits: then with its log)."""
-        assert self.process is not None
-        wait_until(lambda: (self.out / cue).exists() or self.process.poll() is not None, seconds, 0.2, what=what)
+        process = self.process
+        assert process is not None
+        wait_until(lambda: (self.out / cue).exists() or process.poll() is not None, seconds, 0.2, what=what)
         assert (self.out / cue).exists(), self.log_tail()
 
     def finished(self) -> dict[str, object]:
@@ -73,7 +75,7 @@ class AnsweringScreen:
         assert result["shots"] == ["real-ringing", "real-in-call", "real-in-call-later"]
         frames_shown = result["frames_shown"]
         assert isinstance(frames_shown, int) and frames_shown >= 30
-        width, height = result["window"]  # type: ignore[misc]
+        width, height = typing.cast(list[int], result["window"])
         video = (round(width * 0.3), round(height * 0.1), round(width * 0.7), round(height * 0.65))
         first, later = load(self.out / "real-in-call.png"), load(self.out / "real-in-call-later.png")
         assert mean_luma(first, video) > 40, "the caller's video is black on the unit's screen"

@@ -45,10 +45,10 @@ def label_contrast(image: Image.Image, box: Box) -> tuple[float, RGB, RGB]:
     counts = Counter(region.getdata())
     fill = counts.most_common(1)[0][0]
     fill_rgb = tuple(c / 255 for c in fill)
-    scored = sorted(((contrast(tuple(c / 255 for c in colour), fill_rgb), n, colour)  # type: ignore[arg-type]
+    scored = sorted(((contrast(tuple(c / 255 for c in colour), fill_rgb), n, colour)
                      for colour, n in counts.items() if n >= 20), reverse=True)
     best, _n, text = scored[0]
-    return best, fill_rgb, tuple(c / 255 for c in text)  # type: ignore[return-value]
+    return best, fill_rgb, tuple(c / 255 for c in text)
 
 
 def mean_luma(image: Image.Image, box: Box) -> float:

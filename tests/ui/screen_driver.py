@@ -166,7 +166,8 @@ class Driver:
 
     async def touch(self, widget: Any, hold: float = 0.05) -> None:
         await self.redrawn()  # a widget built a moment ago has its place only after the next layout
-        await self.touch_at(*widget.to_window(*widget.center), hold=hold)
+        x, y = widget.to_window(*widget.center)
+        await self.touch_at(x, y, hold=hold)
 
 
 async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
@@ -268,7 +269,11 @@ async def screens(d: Driver, staff: StaffBrowser, language: str) -> None:
     for page, words in (("network", "Netværk" if da else "Network"), ("volume", "Lydstyrke" if da else "Volume"),
                         ("info", "Om skærmen" if da else "Device information")):
         await d.touch(d.button(words))
-        await d.until(f"setup page {page}", lambda page=page: d.app.shown.setup_page == page)
+
+        def on_page(page: str = page) -> bool:
+            return bool(d.app.shown.setup_page == page)
+
+        await d.until(f"setup page {page}", on_page)
         if page == "network":  # until nmcli has answered (here: that it is missing)
             await d.until("the Wi-Fi list", lambda: all(
                 w._task.done() for w in d.app.root.walk() if type(w).__name__ == "NetworkPage"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.ui.agent_client import AgentClient, AgentEvent
 from kiosk.ui.controller import AgentConnected, AgentLost
 
@@ -69,7 +70,7 @@ async def test_bad_lines_are_skipped_and_the_connection_stays(client: AgentClien
         for line in (b"not json\n", b'{"type": "launch-missiles"}\n', b'{"type": "status"}\n',
                      b"\xff\xfe\n", b"[]\n", b"x" * (m.MAX_MESSAGE_BYTES + 10) + b"\n"):
             await agent.send_raw(line)
-        ended = m.CallEnded(call_id="c1", reason="hung_up_by_staff")
+        ended = m.CallEnded(call_id="c1", reason=EndReason.HUNG_UP_BY_STAFF)
         await agent.send(ended)
         assert await events.next() == ended  # nothing bad came through; the good one did
         assert client.bad_lines >= 6

@@ -54,7 +54,7 @@ class Capabilities:
 def test_keyboards_and_buttons_are_read_touchscreens_and_mice_are_not() -> None:
     assert has_keys(Capabilities({ecodes.EV_KEY: [ecodes.KEY_A, ecodes.KEY_ENTER]}))
     assert has_keys(Capabilities({ecodes.EV_KEY: [ecodes.BTN_0]}))
-    touch = {ecodes.EV_KEY: [ecodes.BTN_TOUCH], ecodes.EV_ABS: [(ecodes.ABS_MT_POSITION_X, None)]}
+    touch: dict[int, list[Any]] = {ecodes.EV_KEY: [ecodes.BTN_TOUCH], ecodes.EV_ABS: [(ecodes.ABS_MT_POSITION_X, None)]}
     assert not has_keys(Capabilities(touch))
     assert not has_keys(Capabilities({ecodes.EV_KEY: [ecodes.BTN_LEFT], ecodes.EV_REL: [ecodes.REL_X]}))
     assert not has_keys(Capabilities({ecodes.EV_SW: [0]}))
@@ -75,7 +75,8 @@ async def test_a_real_usb_button_answers_and_a_grabbed_keyboard_does_nothing() -
     button = UInput({ecodes.EV_KEY: [ecodes.BTN_0, ecodes.BTN_1]}, name="kiosk test big button")
     keyboard = UInput({ecodes.EV_KEY: [ecodes.KEY_LEFTALT, ecodes.KEY_F4, ecodes.KEY_ESC, ecodes.KEY_A]},
                       name="kiosk test keyboard")
-    watcher = InputWatcher(posted.append, paths=lambda: [button.device.path, keyboard.device.path])
+    watcher = InputWatcher(posted.append,
+                           paths=lambda: [os.fsdecode(button.device.path), os.fsdecode(keyboard.device.path)])
     task = asyncio.ensure_future(watcher.run())
     try:
         await asyncio.sleep(0.3)

@@ -147,7 +147,8 @@ async def test_headless_ui_answers_through_turn_and_hangs_up_by_itself(
     calls = agent.calls()
     assert calls.index(m.CallHangUp(call_id="call-1", reason="hung-up")) < calls.index(report)
     assert report.call_id == "call-1"
-    assert (report.quality["frames_decoded"] or 0) > 0 and (report.quality["packets_received"] or 0) > 0
+    decoded, received = report.quality["frames_decoded"], report.quality["packets_received"]
+    assert isinstance(decoded, int) and decoded > 0 and isinstance(received, int) and received > 0
     await ui.wait_screen("ended")
     assert ui.names() == ["starting", "idle", "ringing", "connecting", "in-call", "ended"]
     assert ui.screens[2] == {"screen": "ringing", "call_id": "call-1", "caller": "Anne", "role": "caregiver"}

@@ -175,12 +175,13 @@ def test_an_unanswered_pre_connected_ring_closes_its_peer() -> None:
     d.feed(RING)
     d.feed(OfferReady(m.CallOffer(call_id="c1", sdp="offer")))
     d.feed(m.CallAccept(call_id="c1", sdp="answer"))
-    assert d.feed(m.CallEnded(call_id="c1", reason="cancelled_by_caller")) == (ClosePeer("c1"), ui.StopRinging("c1"))
+    cancelled = m.CallEnded(call_id="c1", reason=EndReason.CANCELLED_BY_CALLER)
+    assert d.feed(cancelled) == (ClosePeer("c1"), ui.StopRinging("c1"))
 
 
 def test_staff_hang_up_closes_the_peer_and_sends_nothing() -> None:
     d = in_call()
-    assert d.feed(m.CallEnded(call_id="c1", reason="hung_up_by_staff")) == (ClosePeer("c1"),)
+    assert d.feed(m.CallEnded(call_id="c1", reason=EndReason.HUNG_UP_BY_STAFF)) == (ClosePeer("c1"),)
     assert d.shown().end_reason == "hung_up_by_staff"
     assert d.feed(HangUpPressed()) == ()  # a press that crossed it
 
@@ -258,7 +259,7 @@ def test_stale_and_foreign_messages_change_nothing() -> None:
         m.CallRing(call_id="other", caller_name="X", caller_role="y", ice_servers=[]),  # busy
         m.CallAccept(call_id="c1", sdp="again"),
         m.CallAccept(call_id="other", sdp="x"),
-        m.CallEnded(call_id="other", reason="hung_up_by_staff"),
+        m.CallEnded(call_id="other", reason=EndReason.HUNG_UP_BY_STAFF),
         OfferReady(m.CallAnswer(call_id="c1", sdp="late")),
         AnswerPressed(),
         AnswerPressed("other"),
@@ -331,7 +332,7 @@ def call_flow(call_id: str, end: str) -> list[ui.Event]:
     """One call's events in their normal order, ending one of several ways."""
     endings: dict[str, ui.Event] = {
         "citizen": HangUpPressed(call_id),
-        "staff": m.CallEnded(call_id=call_id, reason="hung_up_by_staff"),
+        "staff": m.CallEnded(call_id=call_id, reason=EndReason.HUNG_UP_BY_STAFF),
         "media": MediaDown(call_id),
     }
     return [

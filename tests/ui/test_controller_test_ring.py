@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.ui import controller as ui
 
 from .test_controller import RING, Driver, idle, in_call
@@ -109,9 +110,10 @@ def test_losing_the_agent_ends_the_test_quietly() -> None:
     assert d.state.test_ring is None
 
 
+ENDED = m.CallEnded(call_id=RING.call_id, reason=EndReason.CANCELLED_BY_CALLER)
 events = st.one_of(
     st.builds(ring_test, st.sampled_from(["t1", "t2"]), st.sampled_from([3.0, 60.0])),
-    st.sampled_from([ui.AnswerPressed(), ui.TimePassed(), RING, m.CallEnded(call_id=RING.call_id, reason="?"),
+    st.sampled_from([ui.AnswerPressed(), ui.TimePassed(), RING, ENDED,
                      ui.HangUpPressed(), ui.AgentLost(), ui.AgentConnected()]),
 )
 

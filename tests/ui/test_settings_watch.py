@@ -44,7 +44,8 @@ async def test_new_settings_reach_the_running_screen_and_a_wipe_brings_back_the_
         await agent.send(agent.status)
         await until(lambda: session.state.settings.language == "en")
         assert (session.state.settings.volume, session.state.settings.night_start_hour) == (2, 21)
-        assert session.state.settings.staff_pin is None and session.state.settings.serial == "S1"
+        settings = session.state.settings  # read afresh: the earlier asserts narrowed the old one's type
+        assert settings.staff_pin is None and settings.serial == "S1"
         await until(lambda: volumes == [2])  # the speaker follows at once
 
         ui_json.write_text("{broken")  # a torn file: the defaults, the screen goes on

@@ -26,18 +26,24 @@ def source_strings() -> set[str]:
     found = set(i18n.ROLE_WORDS)
     for module in ("screens.py", "network.py"):
         for _line, message, _comments, _context in extract_from_file("python", UI / module, keywords={"_": None}):
-            found.add(message if isinstance(message, str) else message[0])
+            found.add(singular(message))
     return found
 
 
 def test_every_word_on_screen_has_its_danish_translation_with_the_same_placeholders() -> None:
     with (i18n.LOCALE_DIR / "da" / "LC_MESSAGES" / "kiosk.po").open("rb") as po:
         catalog = read_po(po)
-    translated = {message.id: message.string for message in catalog if message.id and message.string}
+    translated = {singular(message.id): singular(message.string)
+                  for message in catalog if message.id and message.string}
     missing = source_strings() - translated.keys()
     assert not missing, f"no Danish for: {sorted(missing)}"
     for source, danish in translated.items():
         assert sorted(_placeholders(source)) == sorted(_placeholders(danish)), source
+
+
+def singular(text: str | tuple[str, ...] | list[str]) -> str:
+    """A catalog entry's text, or its singular form where it has plurals."""
+    return text if isinstance(text, str) else text[0]
 
 
 def _placeholders(text: str) -> list[str]:
