@@ -30,6 +30,12 @@ the audio-concealment figure of a browser), and for ``outage`` the time from sou
 video returning. Per profile, loss recovery's counts over both sides of all its calls: packets
 NACKed, NACKs repeated, holes given up, key frames requested. Percentiles are nearest-rank.
 Bounded by ``--max-seconds``.
+
+``--processes K`` runs K copies of this bench side by side, each with its own coturn and relay,
+seeds ``--seed`` to ``--seed + K - 1``, and its share of the calls; their calls are pooled and
+summarized as one run. It is how N = 200 per profile fits in an hour on this machine (one call
+at a time, a profile takes ~45 minutes): the copies share the cores, so their figures are, if
+anything, worse than one call at a time would give.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import os
 import platform
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,6 +143,9 @@ def summarize(calls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+RECOVERY_COUNTS = ("packets_nacked", "nacks_repeated", "holes_given_up", "keyframes_requested")
+
+
 def recovery_counts(recovery: LossRecovery | None) -> dict[str, int]:
     """Loss recovery's counts over the profile's calls (both sides): what the freezes came from."""
     if recovery is None:
@@ -150,7 +160,7 @@ def recovery_counts(recovery: LossRecovery | None) -> dict[str, int]:
 async def bench(args: argparse.Namespace, turn: TurnServer) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
     media = media_of(320, 240, 15)
-    report: dict[str, Any] = {"profiles": {}}
+    report: dict[str, Any] = {"profiles": {}, "calls": {}}
     for name in args.profiles:
         impairment, outage_at = PROFILES[name]
         talk = max(args.talk, (outage_at or 0.0) + OUTAGE + 4.0) if outage_at is not None else args.talk
@@ -161,7 +171,37 @@ async def bench(args: argparse.Namespace, turn: TurnServer) -> dict[str, Any]:
                     break
                 calls.append(await one_call(rig, talk, outage_at, media, args.ring))
         report["profiles"][name] = {"talk_s": talk, **summarize(calls), **recovery_counts(installed_loss_recovery())}
+        report["calls"][name] = calls
         print(f"{name}: {json.dumps(report['profiles'][name])}", flush=True)
+    return report
+
+
+def in_processes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--processes``: copies of this bench side by side, their calls pooled (the module's docstring)."""
+    with tempfile.TemporaryDirectory(prefix="bench-rural-") as tmp:
+        children: list[tuple[subprocess.Popen[bytes], Path]] = []
+        for i in range(args.processes):
+            out = Path(tmp) / f"{i}.json"
+            calls = args.calls // args.processes + (i < args.calls % args.processes)
+            command = [sys.executable, __file__, "--calls", str(calls), "--talk", str(args.talk),
+                       "--ring", str(args.ring), "--seed", str(args.seed + i), "--max-seconds", str(args.max_seconds),
+                       "--json", str(out), "--profiles", *args.profiles]
+            children.append((subprocess.Popen(command), out))
+        failed = [child.args for child, _ in children if child.wait() != 0]
+        if failed:
+            raise SystemExit(f"a copy of the bench failed: {failed}")
+        return pooled([json.loads(out.read_text()) for _, out in children])
+
+
+def pooled(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several copies' reports: their calls summarized together, their counts added."""
+    report: dict[str, Any] = {"profiles": {}, "calls": {}}
+    for name in reports[0]["calls"]:
+        calls = [call for r in reports for call in r["calls"][name]]
+        counts = {key: sum(r["profiles"][name].get(key, 0) for r in reports) for key in RECOVERY_COUNTS}
+        report["profiles"][name] = {"talk_s": reports[0]["profiles"][name]["talk_s"], **summarize(calls), **counts}
+        report["calls"][name] = calls
+        print(f"{name} (all {len(reports)} copies): {json.dumps(report['profiles'][name])}", flush=True)
     return report
 
 
@@ -175,7 +215,14 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write every figure here")
     p.add_argument("--max-seconds", type=float, default=3600.0, help="stop placing calls after this long")
+    p.add_argument("--processes", type=int, default=1, help="copies of this bench side by side, calls pooled")
     args = p.parse_args()
+    if args.processes < 1 or args.calls < args.processes:
+        p.error("--processes must be at least 1 and at most --calls")
+    if args.processes > 1:
+        load, started = os.getloadavg(), time.monotonic()
+        report = in_processes(args)
+        return finish(args, report, load, started)
     with tempfile.TemporaryDirectory(prefix="bench-rural-") as tmp:
         secret = secrets.token_hex(32)
         process, port = start_coturn(Path(tmp), secret)
@@ -187,10 +234,14 @@ def main() -> int:
             report = asyncio.run(bench(args, turn))
         finally:
             stop(process)
+    return finish(args, report, load, started)
+
+
+def finish(args: argparse.Namespace, report: dict[str, Any], load: tuple[float, float, float], started: float) -> int:
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "load_before": load, "load_after": os.getloadavg(),
                          "seconds": round(time.monotonic() - started, 1), "calls_per_profile": args.calls,
-                         "talk_s": args.talk, "ring_s": args.ring}
+                         "talk_s": args.talk, "ring_s": args.ring, "processes": args.processes}
     print(json.dumps(report["machine"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
