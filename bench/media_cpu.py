@@ -32,6 +32,11 @@ of the noise).  Which path runs first alternates from pair to pair (ABBA), so
 neither gets the warmer caches or the quieter second.  "Met" is claimed only
 when the whole interval is at or under the target.
 
+``--uvloop PATH`` is a diagnostic, not the unit: the whole bench runs on
+uvloop's event loop (imported from PATH; uvloop is not a dependency), to show
+what the loop's wake a frame costs with asyncio's own loop
+(``bench/loop_wake.py`` measures that wake alone).
+
 Memory: a child process (so this benchmark's own garbage does not count)
 reports its resident set before any call, and while holding a two-way
 640x480 video + audio call between two in-process peers on 127.0.0.1.
@@ -300,9 +305,10 @@ async def hold_call(seconds: float) -> dict[str, float]:
     return {"idle_mb": idle, "call_mb": current, "peak_mb": peak, "frames_received": frames}
 
 
-def memory(seconds: float) -> dict[str, float]:
+def memory(seconds: float, uvloop: Path | None) -> dict[str, float]:
+    """The call's memory, in a child on the same event loop as this run (so ``--uvloop`` holds a real call on it)."""
     child = subprocess.run(
-        [sys.executable, __file__, "--memory-child", str(seconds)],
+        [sys.executable, __file__, "--memory-child", str(seconds), *(["--uvloop", str(uvloop)] if uvloop else [])],
         capture_output=True, text=True, check=True, timeout=120,
     )
     figures: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -363,6 +369,7 @@ async def main() -> None:
     parser.add_argument("--codec", choices=sorted(CODECS), action="append")
     parser.add_argument("--unpaced", action="store_true", help="also run as fast as possible")
     parser.add_argument("--call-seconds", type=float, default=2.0)
+    parser.add_argument("--uvloop", type=Path, help="diagnostic: run on uvloop, imported from this directory")
     parser.add_argument("--memory-child", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
@@ -371,16 +378,29 @@ async def main() -> None:
 
     started = time.monotonic()
     print(f"{WIDTH}x{HEIGHT}, {args.frames} frames per round (+{WARMUP} warm-up), {args.pairs} pairs, "
-          f"{os.cpu_count()} CPUs, PyAV {av.__version__}, load average {load_average()}")
+          f"{os.cpu_count()} CPUs, PyAV {av.__version__}, load average {load_average()}, "
+          f"event loop {type(asyncio.get_running_loop()).__module__} (the unit runs asyncio's)")
     print(f"source only (lavfi testsrc2, in both paths): {1000 * source_only(args.frames):.2f} ms/frame")
     for key in args.codec or ["vp8", "h264"]:
         for paced in (True, False) if args.unpaced else (True,):
             await compare(CODECS[key], args.frames, args.pairs, paced)
-    mem = memory(args.call_seconds)
+    mem = memory(args.call_seconds, args.uvloop)
     print(f"memory: {mem['idle_mb']:.0f} MB before the call, {mem['call_mb']:.0f} MB holding a two-way "
           f"640x480 call (peak {mem['peak_mb']:.0f} MB, {mem['frames_received']} video frames received)")
     print(f"load average {load_average()}; {time.monotonic() - started:.0f} s")
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when ``--uvloop PATH`` is given (read before the parser runs: the loop comes first)."""
+    if "--uvloop" not in sys.argv[:-1]:
+        return None
+    sys.path.insert(0, sys.argv[sys.argv.index("--uvloop") + 1])
+    import uvloop
+
+    new_event_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_event_loop
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())
