@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,7 +44,7 @@ from kiosk.media.h264_rtp import nal_units, payloads, rtp_timestamp
 X264_OPTIONS = {"tune": "zerolatency", "preset": "ultrafast"}  # as bench/media_cpu.py
 
 
-def encoded_frames(count: int) -> list[tuple[list[av.Packet], av.VideoFrame]]:
+def encoded_frames(count: int) -> list[tuple[list[av.Packet[Any]], av.VideoFrame]]:
     encoder = PyAVH264Encoder("libx264", X264_OPTIONS)
     container = av.open("testsrc2=size=640x480:rate=30", format="lavfi")
     out = []
@@ -72,8 +73,8 @@ def main() -> None:
         for packets, frame in frames:
             data = b"".join(bytes(p) for p in packets)
             nals = keeper.complete(list(H264Encoder._split_bitstream(data)))
-            convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)
-            H264Encoder._packetize(nals)
+            convert_timebase(frame.pts, frame.time_base, VIDEO_TIME_BASE)  # type: ignore[arg-type]  # set above
+            H264Encoder._packetize(nals)  # type: ignore[arg-type]  # any bytes-like: it slices and joins
 
     def our_way() -> None:
         for packets, frame in frames:

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.environ["KIOSK_BENCH_UVLOOP_PATH"])
 
-import uvloop  # type: ignore[import-not-found]  # not installed with the project (see above)
+import uvloop  # not installed with the project (see above)
 
 from kiosk.server.cli import main
 

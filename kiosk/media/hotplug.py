@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -210,7 +210,7 @@ def present_devices() -> list[DeviceEvent]:  # pragma: no cover - needs udev
     return events
 
 
-async def monitor_events(monitor: MonitorLike) -> AsyncIterator[DeviceEvent]:
+async def monitor_events(monitor: MonitorLike) -> AsyncGenerator[DeviceEvent, None]:
     """Device events from ``monitor``, read on the event loop without a thread."""
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()

@@ -60,6 +60,20 @@ def collect(pc: RTCPeerConnection, keep_video: bool = True) -> Received:
     return received
 
 
+async def next_video(track: MediaStreamTrack) -> av.VideoFrame:
+    """The track's next frame, which must be a picture (aiortc types ``recv`` as any media)."""
+    frame = await track.recv()
+    assert isinstance(frame, av.VideoFrame), frame
+    return frame
+
+
+async def next_audio(track: MediaStreamTrack) -> av.AudioFrame:
+    """The track's next frame, which must be sound."""
+    frame = await track.recv()
+    assert isinstance(frame, av.AudioFrame), frame
+    return frame
+
+
 def luma_spread(frame: av.VideoFrame) -> int:
     """Max minus min of a sample of the Y plane: ~0 for a plain picture."""
     plane = frame.planes[0]

@@ -28,6 +28,7 @@ from kiosk.media.audio import (
 )
 from kiosk.media.audio_cues import speech
 from kiosk.media.sources import lavfi_tone_spec, open_source
+from tests.media.calls import next_audio
 from tests.pipewire_fixture import PipeWire, band_level_db, dominant_frequency, level_db, steady_level_db
 
 pytestmark = pytest.mark.slow
@@ -282,25 +283,25 @@ async def test_without_pipewire_the_microphone_is_alsa(tmp_path: Path, monkeypat
     microphone = await open_microphone()
     try:
         assert not isinstance(microphone, PipeWireMicrophone)
-        frames = [await microphone.recv() for _ in range(50)]
+        frames = [await next_audio(microphone) for _ in range(50)]
     finally:
         microphone.stop()
-    assert all(isinstance(f, av.AudioFrame) and f.samples == 960 for f in frames)
-    heard = left(frames[10:])
-    assert dominant_frequency(heard) == pytest.approx(NEAR_END_HZ, abs=3)
-    assert level_db(heard) == pytest.approx(-9, abs=1)  # a sine at -6 dB peak
+    assert all(f.samples == 960 for f in frames)
+    samples = left(frames[10:])
+    assert dominant_frequency(samples) == pytest.approx(NEAR_END_HZ, abs=3)
+    assert level_db(samples) == pytest.approx(-9, abs=1)  # a sine at -6 dB peak
 
 
 async def test_the_microphone_is_the_echo_cancelled_source(pipewire: PipeWire) -> None:
     pipewire.add_speaker("room", priority=10)
     pipewire.add_microphone("mic", hears=["room"], priority=3000)
     microphone = await open_microphone()
+    assert isinstance(microphone, PipeWireMicrophone)
     try:
-        assert isinstance(microphone, PipeWireMicrophone)
         assert microphone.device == ECHO_CANCEL_SOURCE
         async with citizen_speaks():
             await voice_arrives(pipewire, "mic")
-            frames = [await microphone.recv() for _ in range(150)]  # 3 s
+            frames = [await next_audio(microphone) for _ in range(150)]  # 3 s
     finally:
         microphone.stop()
         await microphone.stopped()

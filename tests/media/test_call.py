@@ -58,5 +58,6 @@ async def test_video_and_audio_flow_both_ways_and_quality_is_measured(
     assert quality.bitrate_received_bps > 100_000 and quality.bitrate_sent_bps > 100_000
     assert quality.round_trip_time_ms is not None and quality.round_trip_time_ms < 100
     for pc in (a, b):  # the video above was encoded in each side's capture thread, aiortc only packed it
-        encoder = next(s._RTCRtpSender__encoder for s in pc.getSenders() if s.kind == "video")  # private in aiortc
+        encoder = next(getattr(s, "_RTCRtpSender__encoder") for s in pc.getSenders()  # noqa: B009 - private in aiortc
+                       if s.kind == "video")
         assert isinstance(encoder, SenderEncoder) and encoder.frames_at_source >= 45

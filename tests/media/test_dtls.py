@@ -61,10 +61,10 @@ def test_a_handshake_whose_flight_is_lost_completes_on_our_resend() -> None:
     async def scenario() -> tuple[int, int]:
         client_link, server_link = _Datagrams("controlled", set()), _Datagrams("controlling", {1})
         client_link.peer, server_link.peer = server_link, client_link
-        client = PromptDtlsTransport(client_link, [RTCCertificate.generateCertificate()])  # type: ignore[arg-type]
+        client = PromptDtlsTransport(client_link, [RTCCertificate.generateCertificate()])
         # The server's clock runs ten times fast, so its resend (due at 0.4 s of its time) goes
         # out 40 ms after the loss, far ahead of OpenSSL's own 1 s timers, even on a loaded machine.
-        server = PromptDtlsTransport(server_link, [RTCCertificate.generateCertificate()],  # type: ignore[arg-type]
+        server = PromptDtlsTransport(server_link, [RTCCertificate.generateCertificate()],
                                      clock=lambda: time.monotonic() * 10)
         # The server's first flight (its certificate) is lost: our resend is what the client answers.
         await asyncio.wait_for(asyncio.gather(client.start(server.getLocalParameters()),
@@ -80,8 +80,8 @@ def test_a_handshake_whose_flight_is_lost_completes_on_our_resend() -> None:
 
 
 def test_every_call_peer_uses_the_prompt_handshake() -> None:
-    aiortc.rtcpeerconnection.RTCDtlsTransport = RTCDtlsTransport  # type: ignore[misc]
+    aiortc.rtcpeerconnection.RTCDtlsTransport = RTCDtlsTransport  # type: ignore[attr-defined]
     CallPeer(rtc_configuration([], relay_only=False))
-    assert aiortc.rtcpeerconnection.RTCDtlsTransport is PromptDtlsTransport
+    assert aiortc.rtcpeerconnection.RTCDtlsTransport is PromptDtlsTransport  # type: ignore[attr-defined]
     install_prompt_dtls()  # again: harmless
-    assert aiortc.rtcpeerconnection.RTCDtlsTransport is PromptDtlsTransport
+    assert aiortc.rtcpeerconnection.RTCDtlsTransport is PromptDtlsTransport  # type: ignore[attr-defined]

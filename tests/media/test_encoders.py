@@ -130,7 +130,7 @@ def test_encoder_reopens_for_a_new_size_not_for_small_bitrate_moves() -> None:
     encoder.encode(video_frame(1))
     assert encoder._ctx is first
     encoder.encode(video_frame(2, size=(320, 240)))
-    assert encoder._ctx is not first and encoder._ctx.width == 320
+    assert encoder._ctx is not first and encoder._ctx is not None and encoder._ctx.width == 320
 
 
 def negotiated_video_codec(answer_sdp: str) -> str:

@@ -22,7 +22,7 @@ from kiosk.media.hotplug import (
 from kiosk.media.loopback import connect
 from kiosk.media.sources import Kind, SourceSpec, lavfi_pattern_spec, lavfi_tone_spec
 
-from .calls import collect, longest_gap, luma_spread
+from .calls import collect, longest_gap, luma_spread, next_video
 from .fakeudev import FakeDevice, FakeMonitor, camera, microphone
 
 CAM = "/dev/video0"
@@ -71,7 +71,8 @@ def test_policy_follows_the_camera_out_and_back() -> None:
 
 def test_a_policy_following_only_cameras_ignores_microphones() -> None:
     """Under PipeWire: WirePlumber follows microphones, udev's are not ours to act on."""
-    policy = DevicePolicy(spec_for, follow=("video",))
+    only_cameras: tuple[Kind, ...] = ("video",)
+    policy = DevicePolicy(spec_for, follow=only_cameras)
     assert policy.start([DeviceEvent("add", "audio", MIC), DeviceEvent("add", "video", CAM)]) == [
         UseSource("video", spec_for("video", CAM), CAM)
     ]
@@ -116,7 +117,7 @@ def test_policy_always_uses_a_present_device_when_there_is_one(seq: list[DeviceE
         for action in policy.handle(event):
             chosen[action.kind] = action.node
         for kind in ("video", "audio"):
-            assert chosen[kind] == policy.current(kind)  # type: ignore[arg-type]
+            assert chosen[kind] == policy.current(kind)
             if present[kind]:
                 assert chosen[kind] in present[kind]
             else:
@@ -155,11 +156,11 @@ async def test_a_camera_that_dies_before_udev_says_so_is_dropped_and_comes_back(
     await devices.video.recv()
     camera_track.stop()  # what ENODEV looks like from the capture thread
     await wait_until(lambda: devices.policy.current("video") is None)
-    assert luma_spread(await devices.video.recv()) == 0
+    assert luma_spread(await next_video(devices.video)) == 0
     await devices.handle(DeviceEvent("remove", "video", CAM))  # late udev event: harmless
     await devices.handle(DeviceEvent("add", "video", CAM))
     assert devices.video.source is not None and devices.video.source is not camera_track
-    assert luma_spread(await devices.video.recv()) > 50
+    assert luma_spread(await next_video(devices.video)) > 50
     await devices.close()
 
 

@@ -236,7 +236,8 @@ class PliCounter:
         await self._send(data)
 
 
-async def lossy_call(a: RTCPeerConnection, b: RTCPeerConnection) -> tuple[LossyLink, PliCounter, list]:
+async def lossy_call(a: RTCPeerConnection,
+                     b: RTCPeerConnection) -> tuple[LossyLink, PliCounter, list[tuple[float, av.VideoFrame]]]:
     source = await open_source(lavfi_pattern_spec(320, 240))
     transceiver = a.addTransceiver(source, direction="sendonly")
     prefer_video_codec(transceiver, VP8_MIME)

@@ -56,6 +56,7 @@ async def pair() -> AsyncIterator[tuple[CallPeer, CallPeer, list[str]]]:
 def test_our_ice_servers_only_and_relay_only_is_the_relay_policy() -> None:
     turn = SimpleNamespace(urls=["turn:127.0.0.1:3478?transport=udp"], username="1:u", credential="c")
     config = rtc_configuration([turn], relay_only=True)
+    assert config.iceServers is not None
     assert [(s.urls, s.username, s.credential) for s in config.iceServers] == [
         (["turn:127.0.0.1:3478?transport=udp"], "1:u", "c")]
     assert config.iceTransportPolicy is RTCIceTransportPolicy.RELAY

@@ -13,7 +13,7 @@ from kiosk.media.session import start_media
 from kiosk.media.sources import CaptureTrack
 from tests.pipewire_fixture import PipeWire
 
-from .calls import luma_spread
+from .calls import luma_spread, next_audio, next_video
 from .fakeudev import FakeMonitor, camera, microphone
 from .test_hotplug import wait_until
 
@@ -30,7 +30,7 @@ async def test_demo_media_starts_anywhere_and_follows_udev() -> None:
         for track in (media.devices.video, media.devices.audio):
             assert isinstance(track.source, CaptureTrack)
             assert track.source.spec.format == "lavfi"
-        assert luma_spread(await media.devices.video.recv()) > 50
+        assert luma_spread(await next_video(media.devices.video)) > 50
         assert media.devices._watch is not None and not media.devices._watch.done()
         # udev announces a camera that cannot be opened (not a real device
         # here): after the retries the demo pattern is still what we send.
@@ -51,7 +51,7 @@ async def test_without_demo_a_kiosk_with_no_camera_sends_the_calm_placeholder() 
     media = await start_media(demo=False, monitor=FakeMonitor())
     try:
         assert media.devices.video.source is None
-        assert luma_spread(await media.devices.video.recv()) == 0
+        assert luma_spread(await next_video(media.devices.video)) == 0
     finally:
         await media.close()
 
@@ -69,7 +69,7 @@ async def test_under_pipewire_the_call_sends_the_echo_cancelled_microphone(pipew
         assert isinstance(microphone_track, PipeWireMicrophone)
         assert microphone_track.device == ECHO_CANCEL_SOURCE
         assert media.devices.policy.follow == ("video",)
-        frame = await media.devices.audio.recv()
+        frame = await next_audio(media.devices.audio)
         assert frame.sample_rate == 48000 and media.devices.audio.frames_from_source == 1
         # PipeWire's graph: microphone -> canceller -> the call's recording stream.
         assert "mic:capture" in pipewire.links_to("echo-cancel-capture:input")

@@ -27,11 +27,13 @@ from kiosk.media.sources import (
     query_capture_device,
 )
 
+from .calls import next_audio, next_video
+
 
 async def test_pattern_is_yuv420p_at_its_size_and_paced_like_a_camera() -> None:
     track = await open_source(lavfi_pattern_spec(320, 240, fps=30))
     started = time.monotonic()
-    frames = [await track.recv() for _ in range(16)]
+    frames = [await next_video(track) for _ in range(16)]
     elapsed = time.monotonic() - started
     track.stop()
     assert all(isinstance(f, av.VideoFrame) for f in frames)
@@ -42,7 +44,7 @@ async def test_pattern_is_yuv420p_at_its_size_and_paced_like_a_camera() -> None:
 
 async def test_tone_comes_as_20ms_opus_ready_frames_with_continuous_timestamps() -> None:
     track = await open_source(lavfi_tone_spec())
-    frames = [await track.recv() for _ in range(10)]
+    frames = [await next_audio(track) for _ in range(10)]
     track.stop()
     for frame in frames:
         assert isinstance(frame, av.AudioFrame)
@@ -114,11 +116,12 @@ def test_a_closed_loop_under_a_running_track_leaves_no_descriptor_behind() -> No
 
 async def test_a_slow_consumer_gets_fresh_frames_not_a_backlog() -> None:
     track = await open_source(lavfi_pattern_spec(160, 120, fps=30))
-    first = await track.recv()
+    first = await next_video(track)
     await asyncio.sleep(0.5)  # 15 frames are "captured" meanwhile
-    later = await track.recv()
+    later = await next_video(track)
     track.stop()
     assert len(track._queue) <= 2
+    assert later.pts is not None and first.pts is not None
     assert later.pts - first.pts >= 10  # we skipped ahead, not read old frames
 
 

@@ -90,16 +90,16 @@ def test_any_order_of_arrivals_keeps_the_counts_sane(times: list[float]) -> None
 def test_summary_reads_aiortc_stats_in_the_units_a_record_wants() -> None:
     now = datetime.datetime.now(datetime.UTC)
     report = RTCStatsReport()
-    common = {"timestamp": now, "transportId": "t"}
     report.add(RTCInboundRtpStreamStats(type="inbound-rtp", id="iv", ssrc=1, kind="video",
-                                        packetsReceived=950, packetsLost=50, jitter=900, **common))
+                                        packetsReceived=950, packetsLost=50, jitter=900,
+                                        timestamp=now, transportId="t"))
     report.add(RTCInboundRtpStreamStats(type="inbound-rtp", id="ia", ssrc=2, kind="audio",
-                                        packetsReceived=500, packetsLost=0, jitter=96, **common))
+                                        packetsReceived=500, packetsLost=0, jitter=96, timestamp=now, transportId="t"))
     report.add(RTCOutboundRtpStreamStats(type="outbound-rtp", id="o", ssrc=3, kind="video",
-                                         packetsSent=10, bytesSent=1000, trackId="x", **common))
+                                         packetsSent=10, bytesSent=1000, trackId="x", timestamp=now, transportId="t"))
     report.add(RTCRemoteInboundRtpStreamStats(type="remote-inbound-rtp", id="r", ssrc=3, kind="video",
                                               packetsReceived=9, packetsLost=1, jitter=0,
-                                              roundTripTime=0.08, fractionLost=0.1, **common))
+                                              roundTripTime=0.08, fractionLost=0.1, timestamp=now, transportId="t"))
     report.add(RTCTransportStats(timestamp=now, type="transport", id="t", packetsSent=10,
                                  packetsReceived=1450, bytesSent=250_000, bytesReceived=500_000,
                                  iceRole="controlling", dtlsState="connected"))

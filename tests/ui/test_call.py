@@ -20,6 +20,7 @@ import pytest
 
 from kiosk.media.loopback import loopback_only, no_public_stun
 from kiosk.protocol import messages as m
+from kiosk.protocol.call import EndReason
 from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.call_peer import CountingAudioSink, sections_without_candidates
 from kiosk.ui.controller import Screen
@@ -135,10 +136,15 @@ async def connect_call(rig: Rig, preconnect: bool = True) -> str:
 
 def assert_quality(report: m.CallQualityReport, call_id: str) -> None:
     assert report.call_id == call_id
-    quality = {key: value or 0 for key, value in report.quality.items()}
-    assert quality["frames_decoded"] >= FRAMES
-    assert quality["packets_received"] > 0 and quality["bitrate_sent_bps"] > 0
-    assert quality["duration_s"] > 0
+
+    def figure(key: str) -> float:
+        value = report.quality[key] or 0
+        assert isinstance(value, int | float), (key, value)
+        return value
+
+    assert figure("frames_decoded") >= FRAMES
+    assert figure("packets_received") > 0 and figure("bitrate_sent_bps") > 0
+    assert figure("duration_s") > 0
 
 
 @pytest.mark.slow
@@ -168,7 +174,7 @@ async def test_staff_hangs_up_and_the_device_reports_quality(rig: Rig) -> None:
     call_id = await connect_call(rig)
     await rig.staff.close()  # the browser closes its peer first: the device sees that at once
     await asyncio.sleep(0.3)  # and the server's word comes a little later
-    await rig.agent.send(m.CallEnded(call_id=call_id, reason="hung_up_by_staff"))
+    await rig.agent.send(m.CallEnded(call_id=call_id, reason=EndReason.HUNG_UP_BY_STAFF))
     report = await rig.agent.wait_for(m.CallQualityReport)
     assert_quality(report, call_id)
     assert (await rig.wait_screen("ended")).end_reason == "hung_up_by_staff"
@@ -187,7 +193,7 @@ async def test_unanswered_call_stops_ringing_and_sends_nothing_but_ringing_and_i
     offer = await rig.agent.wait_for(m.CallOffer)
     ended = await rig.wait_screen("ended", timeout=5)
     assert ended.end_reason == "not_answered"
-    await rig.agent.send(m.CallEnded(call_id="unanswered", reason="not_answered"))  # the server agrees
+    await rig.agent.send(m.CallEnded(call_id="unanswered", reason=EndReason.NOT_ANSWERED))  # the server agrees
     await asyncio.sleep(0.1)
     assert rig.agent.calls() == [m.CallRinging(call_id="unanswered", screen_awake=True), offer]
     assert rig.session.last_call is None  # no camera was opened for it
@@ -259,7 +265,7 @@ async def test_an_offer_with_a_section_left_without_candidates_is_made_again(
     assert len(calls) >= 3  # two transports on the first peer, more on the second
     assert not rig.agent.of_type(m.CallOffer)  # the ring's offer lacked a candidate: not sent
     offer = rig.agent.of_type(m.CallAnswer)
-    assert len(offer) == 1 and sections_without_candidates(offer[0].sdp) == []
+    assert len(offer) == 1 and offer[0].sdp is not None and sections_without_candidates(offer[0].sdp) == []
     rig.session.press_hang_up()
     assert_quality(await rig.agent.wait_for(m.CallQualityReport), call_id)
 
@@ -292,7 +298,12 @@ async def test_the_calls_speaker_sink_is_closed_when_the_call_ends(rig: Rig, end
     Stopped with no time to spare, or torn down (its task cancelled), the screen never gets to
     close the call through the controller: the session's own last act must close the sink."""
     sinks: list[ClosableSink] = []
-    rig.session._audio_sink = lambda: sinks.append(ClosableSink()) or sinks[-1]
+
+    def new_sink() -> ClosableSink:
+        sinks.append(ClosableSink())
+        return sinks[-1]
+
+    rig.session._audio_sink = new_sink
     await connect_call(rig)
     assert len(sinks) == 1 and sinks[0].frames > 0 and not sinks[0].closed
     if ending == "citizen hangs up":
@@ -346,7 +357,12 @@ async def test_a_caller_that_sends_while_it_rings_is_neither_shown_nor_heard_bef
     assert (await ringing_peer.sent_and_received())["video_sent"] == 0
 
     rig.session.press_answer()
-    await until(lambda: len(shown) >= 3 and ringing_peer.audio_sink.frames > 0, 10, "the caller seen and heard")
+
+    def heard() -> bool:  # the sink the answer attached, read afresh
+        sink = ringing_peer.audio_sink
+        return isinstance(sink, CountingAudioSink) and sink.frames > 0
+
+    await until(lambda: len(shown) >= 3 and heard(), 10, "the caller seen and heard")
 
 
 async def test_a_connection_that_failed_while_ringing_is_made_afresh_at_the_answer(rig: Rig) -> None:
