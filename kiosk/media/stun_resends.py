@@ -5,7 +5,7 @@ each ICE check) at 0, 0.5, 1.5, 3.5, 7.5 s ... until it is answered: one lost re
 response costs 0.5 s, two cost 1.5 s, three 3.5 s. Over 5 % loss each way about one
 transaction in ten loses one of its two datagrams, and a call makes a dozen in series
 before media flows (two allocations, the spare one's deallocation, a ChannelBind, the checks),
-so these waits made the tail of answer -> connected (docs/benchmarks.md, "Fifth pass").
+so these waits made the tail of answer -> connected (docs/benchmarks.md, "Sixth pass").
 
 Two remedies, both in aioice's own terms and leaving its timers as they are:
 
@@ -14,7 +14,7 @@ Two remedies, both in aioice's own terms and leaving its timers as they are:
   so a lost datagram costs about 0.25 s, not 0.5 to 3.5. A STUN server answers a
   retransmission like the original (RFC 8489 section 6.3.1 allows the copies; a spurious one
   costs a datagram of about 100 bytes). Requests aioice sends once (consent checks, with no
-  retransmissions) keep their single send and their timeout.
+  retransmissions) keep their single send and their timeout, and TURN over TCP or TLS gets none.
 - :class:`PromptConnection` answers a peer's connectivity check by sending our own check on
   that pair again at once if it is still unanswered (RFC 8445 section 7.3.1.4 asks for a
   triggered check here; aioice leaves the pair to its back-off). The peer's check getting
@@ -35,7 +35,7 @@ import math
 from typing import Final
 
 import aiortc.rtcicetransport
-from aioice import Connection, stun
+from aioice import Connection, stun, turn
 from aioice.ice import StunProtocol
 
 __all__ = ["EARLY_PACE", "EARLY_SPAN", "PromptConnection", "PromptTransaction", "early_copies",
@@ -82,8 +82,10 @@ class PromptTransaction(stun.Transaction):
         super().__init__(request, addr, protocol, retransmissions=retransmissions,
                          integrity_key=integrity_key, long_term_credential=long_term_credential)
         self.request, self.addr, self._sender = request, addr, protocol
-        # A request sent once on purpose (a consent check) stays a single send.
-        self._copies = self.copies_at if retransmissions != 0 else ()
+        # A request sent once on purpose (a consent check) stays a single send; a TURN request
+        # over TCP or TLS is never sent again (RFC 8489 section 6.2.2: the stream is reliable).
+        once = retransmissions == 0 or isinstance(protocol, turn.TurnClientTcpProtocol)
+        self._copies = () if once else self.copies_at
         self._running = False
         self.copies_sent = 0  # for tests and traces
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import aiortc.rtcicetransport
 import pytest
-from aioice import Connection, stun
+from aioice import Connection, stun, turn
 from aioice.ice import StunProtocol
 
 from kiosk.media.loopback import loopback_only
@@ -187,3 +187,11 @@ def test_a_call_peer_installs_both() -> None:
     install_prompt_stun()  # idempotent
     uninstall_prompt_stun()
     assert stun.Transaction is not PromptTransaction
+
+
+async def test_turn_over_tcp_gets_no_copies() -> None:
+    request = stun.Message(message_method=stun.Method.ALLOCATE, message_class=stun.Class.REQUEST)
+    tcp = turn.TurnClientTcpProtocol(("127.0.0.1", 3478), None, None, lifetime=600, channel_refresh_time=500)
+    udp = turn.TurnClientUdpProtocol(("127.0.0.1", 3478), None, None, lifetime=600, channel_refresh_time=500)
+    assert PromptTransaction(request, ("127.0.0.1", 3478), tcp)._copies == ()
+    assert PromptTransaction(request, ("127.0.0.1", 3478), udp)._copies == early_copies()
