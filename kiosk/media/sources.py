@@ -182,9 +182,6 @@ class CaptureTrack(MediaStreamTrack):
         self._thread: threading.Thread | None = None
         self._quit = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # The reader thread's hand-over: items appended here, then an eventfd the loop watches.
-        self._posted: collections.deque[Item | None] = collections.deque()
-        self._wakeup: int | None = None
         self.frames_read = 0
         self.error: str | None = None
         #: Run by the reader thread on each video frame (set and cleared by the consumer).
@@ -201,8 +198,6 @@ class CaptureTrack(MediaStreamTrack):
             None,
             lambda: av.open(spec.url, format=spec.format, mode="r", options=dict(spec.options)),
         )
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._loop.add_reader(self._wakeup, self._take_posted)
         self._thread = threading.Thread(
             target=self._run, name=f"capture-{spec.kind}", daemon=True
         )
@@ -261,39 +256,12 @@ class CaptureTrack(MediaStreamTrack):
             self._queue.popleft()
         self._queue.append(frame)
 
-    def _take_posted(self) -> None:
-        """Runs on the event loop when the reader thread has posted: deliver what it posted, in order."""
-        assert self._wakeup is not None
-        os.eventfd_read(self._wakeup)  # back to zero: one wake however many posts came meanwhile
-        while self._posted:
-            item = self._posted.popleft()
-            self._deliver(item)
-            if item is None:  # the thread's last post: it writes no more
-                self._close_wakeup()
-
-    def _close_wakeup(self) -> None:
-        wakeup, self._wakeup = self._wakeup, None
-        if wakeup is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(wakeup)
-            os.close(wakeup)
-
     def _post(self, frame: Item | None) -> None:
-        """Reader thread: hand ``frame`` to the loop.
-
-        Through an eventfd the loop watches, not ``call_soon_threadsafe``: no handle built in
-        this thread, and on the loop one read instead of the self-pipe's two (the second
-        raising), a wake 30 times a second that runs cold (``bench/loop_wake.py``: about
-        35 µs of the loop's CPU a frame less on this machine)."""
-        loop, wakeup = self._loop, self._wakeup
-        assert loop is not None and wakeup is not None
-        if loop.is_closed():  # nobody is listening any more, nor will the loop close the eventfd
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, frame)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
             self._quit.set()
-            if frame is None:
-                self._close_wakeup()
-            return
-        self._posted.append(frame)
-        os.eventfd_write(wakeup, 1)
 
     def _run(self) -> None:
         container = self._container

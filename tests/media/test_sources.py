@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import time
 
 import av
@@ -79,39 +78,6 @@ async def test_a_stopped_track_ends_and_its_reader_thread_exits() -> None:
     assert thread is not None
     await asyncio.get_running_loop().run_in_executor(None, thread.join, 2.0)
     assert not thread.is_alive()
-
-
-def descriptors() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-async def test_a_track_that_ended_leaves_no_descriptor_behind() -> None:
-    before = descriptors()
-    track = await open_source(lavfi_pattern_spec(160, 120))
-    assert len(descriptors() - before) >= 1  # the hand-over's eventfd
-    await track.recv()
-    track.stop()
-    with pytest.raises(MediaStreamError):
-        await track.recv()
-    thread = track._thread
-    assert thread is not None
-    await asyncio.get_running_loop().run_in_executor(None, thread.join, 2.0)
-    await asyncio.sleep(0.05)  # the thread's last hand-over (the end) runs on the loop
-    assert descriptors() - before == set()
-
-
-def test_a_closed_loop_under_a_running_track_leaves_no_descriptor_behind() -> None:
-    """The loop goes (a UI shutting down) while the reader thread still reads: the thread closes it."""
-    before = descriptors()
-    loop = asyncio.new_event_loop()
-    track = loop.run_until_complete(open_source(lavfi_pattern_spec(160, 120)))
-    loop.run_until_complete(track.recv())
-    loop.close()
-    thread = track._thread
-    assert thread is not None
-    thread.join(5)
-    assert not thread.is_alive()
-    assert descriptors() - before == set()
 
 
 async def test_a_slow_consumer_gets_fresh_frames_not_a_backlog() -> None:
