@@ -46,7 +46,6 @@ import json
 import math
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -63,7 +62,7 @@ from kiosk.media.keyframes import LossRecovery, installed_loss_recovery  # noqa:
 from kiosk.media.peer import LocalMedia  # noqa: E402
 from tests.impairment import CLEAN, RURAL_4G, RURAL_4G_1MBIT, Impairment  # noqa: E402
 from tests.media.rural import RING_SECONDS, Rig, connected_after_answer, media_of, rig_with  # noqa: E402
-from tests.turn_fixture import TurnServer, logins_work, start_coturn, stop  # noqa: E402
+from tests.turn_fixture import TurnServer, running_coturn  # noqa: E402
 
 PROFILES: dict[str, tuple[Impairment, float | None]] = {  # impairment, outage start (s after answer)
     "clean": (CLEAN, None),
@@ -223,17 +222,10 @@ def main() -> int:
         load, started = os.getloadavg(), time.monotonic()
         report = in_processes(args)
         return finish(args, report, load, started)
-    with tempfile.TemporaryDirectory(prefix="bench-rural-") as tmp:
-        secret = secrets.token_hex(32)
-        process, port = start_coturn(Path(tmp), secret)
-        try:
-            turn = TurnServer("127.0.0.1", port, secret)
-            asyncio.run(logins_work(turn))
-            load = os.getloadavg()
-            started = time.monotonic()
-            report = asyncio.run(bench(args, turn))
-        finally:
-            stop(process)
+    with tempfile.TemporaryDirectory(prefix="bench-rural-") as tmp, running_coturn(Path(tmp)) as turn:
+        load = os.getloadavg()
+        started = time.monotonic()
+        report = asyncio.run(bench(args, turn))
     return finish(args, report, load, started)
 
 

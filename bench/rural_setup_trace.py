@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from kiosk.media.encoders import VP8_MIME  # noqa: E402
 from kiosk.media.keyframes import install_loss_recovery  # noqa: E402
 from tests.impairment import RURAL_4G, LinkImpairment, UdpImpairmentRelay  # noqa: E402
 from tests.media.rural import RING_SECONDS, SETUP_BOUND, SMALL, Rig  # noqa: E402
-from tests.turn_fixture import TurnServer, logins_work, start_coturn, stop  # noqa: E402
+from tests.turn_fixture import TurnServer, running_coturn  # noqa: E402
 
 DTLS_HANDSHAKE = {1: "ClientHello", 2: "ServerHello", 3: "HelloVerifyRequest", 11: "Certificate",
                   12: "ServerKeyExchange", 13: "CertificateRequest", 14: "ServerHelloDone",
@@ -191,15 +190,8 @@ def main() -> int:
     p.add_argument("--slower-than", type=float, default=1.0, help="print the timeline of calls slower than this")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    with tempfile.TemporaryDirectory(prefix="trace-rural-") as tmp:
-        secret = secrets.token_hex(32)
-        process, port = start_coturn(Path(tmp), secret)
-        try:
-            turn = TurnServer("127.0.0.1", port, secret)
-            asyncio.run(logins_work(turn))
-            asyncio.run(run(args, turn))
-        finally:
-            stop(process)
+    with tempfile.TemporaryDirectory(prefix="trace-rural-") as tmp, running_coturn(Path(tmp)) as turn:
+        asyncio.run(run(args, turn))
     return 0
 
 

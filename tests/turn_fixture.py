@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import secrets
 import shutil
@@ -153,8 +154,15 @@ def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer
             "coturn's turnserver is not installed; install it with "
             "`apt-get install coturn` (scripts/setup.sh does this)"
         )
+    with running_coturn(tmp_path_factory.mktemp("coturn")) as turn:
+        yield turn
+
+
+@contextlib.contextmanager
+def running_coturn(workdir: Path) -> Iterator[TurnServer]:
+    """coturn with a fresh secret, once it accepts logins; stopped on leaving (tests and benches)."""
     secret = secrets.token_hex(32)
-    process, port = start_coturn(tmp_path_factory.mktemp("coturn"), secret)
+    process, port = start_coturn(workdir, secret)
     try:
         turn = TurnServer(HOST, port, secret)
         # in a thread of its own: the fixture may be set up from inside an async test's loop
