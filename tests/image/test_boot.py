@@ -21,6 +21,7 @@ from kiosk.image import bootcfg, gpt, recipe
 from kiosk.provision import keyholder
 from tests import swtpm
 from tests.harness import ServerProcess, free_port, wait_until
+from tests.image.conftest import ARTIFACTS
 from tests.image.vm import OVMF_CODE, SERVER_IN_GUEST, SERVER_PORT_IN_GUEST, Vm
 from tests.ui.images import differing_share, load
 
@@ -32,7 +33,6 @@ pytestmark = [
 ]
 GUEST_URL = f"https://{SERVER_IN_GUEST}:{SERVER_PORT_IN_GUEST}"
 BOOT_TIMEOUT = 600  # KVM boots in seconds; TCG on a loaded machine takes minutes (up to 6 seen)
-ARTIFACTS = Path(os.environ.get("KIOSK_IMAGE_ARTIFACTS", "/var/tmp/kiosk-image-test"))
 #: The screen a unit shows once enrolled and not (or no longer) given to a citizen, as a
 #: booted unit showed it at the VM's 1280x800 (QMP screendump, 2026-11-29). Not the screen
 #: tests' golden (tests/ui/golden/da/ready.png, Xvfb and PyPI's Kivy): Debian's Kivy places
@@ -48,21 +48,6 @@ WIPE_HELD = "kiosk failpoint wipe:key-destroyed: hold"
 #: Once the unit is online, its screen app draws "ready" within seconds (it logs so on the serial line).
 SCREEN_TIMEOUT = 180
 ENROLLMENT_HELD = "kiosk failpoint enroll:request-sent: hold"
-
-
-@pytest.fixture(scope="session")
-def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built once per test run with `kiosk-image build` (KIOSK_TEST_IMAGE reuses one while developing)."""
-    if given := os.environ.get("KIOSK_TEST_IMAGE"):
-        return Path(given)
-    out = tmp_path_factory.mktemp("image-build")
-    proc = subprocess.run([sys.executable, "-m", "kiosk.image.cli", "build", "--arch", "amd64", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, f"kiosk-image build failed:\n{proc.stderr[-4000:]}"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for manifest in out.glob("*.manifest.json"):
-        shutil.copy(manifest, ARTIFACTS / manifest.name)
-    return out / "skaermbesoeg-kiosk-amd64.img"
 
 
 def test_the_image_passes_its_audit(built_image: Path) -> None:

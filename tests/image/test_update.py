@@ -39,8 +39,7 @@ from kiosk.server import rollout
 from tests.harness import ServerProcess, wait_until
 from tests.image import releases, small
 from tests.image.releases import later, manifest_of
-from tests.image.test_boot import (  # noqa: F401
-    built_image,
+from tests.image.test_boot import (
     devices,
     make_unit,
     sha256_range,
@@ -61,7 +60,7 @@ HEALTH_DEADLINE = 60  # seconds the failing slot gets (its boot files say so: ki
 
 
 @pytest.fixture(scope="module")
-def newer_image(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def newer_image(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return releases.newer(built_image, tmp_path_factory.mktemp("release-newer"),
                           later(manifest_of(built_image)["version"]))
 
@@ -127,7 +126,7 @@ def versions(server: ServerProcess, device_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:  # noqa: F811
+def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if not (UPDATE_KEYS / rauc.CA_CERT).exists():
         pytest.skip(f"the image under test trusts the update CA in {UPDATE_KEYS}, which holds no keys")
     work = tmp_path_factory.mktemp("update-unit")
@@ -152,7 +151,7 @@ def root_b_digest(disk: Path) -> str:
 
 
 def test_a_bundle_signed_by_another_ca_is_refused_before_anything_is_written(
-        unit: dict[str, Any], built_image: Path, tmp_path: Path) -> None:  # noqa: F811
+        unit: dict[str, Any], built_image: Path, tmp_path: Path) -> None:
     server: ServerProcess = unit["server"]
     before = root_b_digest(unit["disk"])
     other_keys = rauc.create_keys(tmp_path / "other-ca")
@@ -166,7 +165,7 @@ def test_a_bundle_signed_by_another_ca_is_refused_before_anything_is_written(
     assert root_b_digest(unit["disk"]) == before
 
 
-def test_an_older_bundle_is_refused(unit: dict[str, Any], built_image: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_an_older_bundle_is_refused(unit: dict[str, Any], built_image: Path, tmp_path: Path) -> None:
     server: ServerProcess = unit["server"]
     before = root_b_digest(unit["disk"])
     image = small.small_image(tmp_path / "older", "0.0.9+20200101.0000")
