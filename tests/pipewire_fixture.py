@@ -262,10 +262,13 @@ def dominant_frequency(samples: np.ndarray, rate: int = RATE) -> float:
 
 
 def burst_frequency(samples: np.ndarray, low: float, high: float, rate: int = RATE) -> float:
-    """The strongest frequency (Hz) between ``low`` and ``high`` of short tone bursts
-    (beeps) in ``samples``: Hann-windowed 20 ms spectra, overlapping by half, summed
-    (Welch) and read at 1 Hz. A burst's spectrum is centred on its tone wherever it
-    falls; clicks and gaps spread over the whole band instead of making a peak."""
+    """The strongest frequency (Hz) between ``low`` and ``high`` of a tone that comes in
+    pieces: beeps, or a call's sound with gaps (a late player, concealed packets), each
+    piece with its own phase. Hann-windowed 20 ms spectra, overlapping by half, summed
+    (Welch) and read at 1 Hz. A piece's spectrum is centred on its tone wherever it
+    falls; clicks and gaps spread over the whole band instead of making a peak. (One FFT
+    over the whole of such sound, :func:`dominant_frequency`, is not: the pieces' phases
+    interfere, and a 523 Hz tone with gaps once peaked at 514 Hz.)"""
     size, hop, bins = rate // 50, rate // 100, rate
     window = np.hanning(size)
     power = np.zeros(bins // 2 + 1)

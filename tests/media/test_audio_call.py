@@ -22,7 +22,7 @@ from kiosk.ui.agent_client import AgentClient
 from kiosk.ui.controller import Screen
 from kiosk.ui.session import UiSession
 from tests.harness import ADMIN_PASSWORD, AgentProcess, ServerProcess
-from tests.pipewire_fixture import PipeWire, dominant_frequency, level_db
+from tests.pipewire_fixture import PipeWire, burst_frequency, level_db
 from tests.ui.staff import small_media
 
 from .test_audio import running
@@ -80,5 +80,6 @@ async def test_the_caregivers_voice_comes_out_of_the_units_speaker(
     assert sinks[0].closed, "the speaker sink was left open after the hang-up"
     assert player is not None and not running(player), "the player process outlived the call"
     assert level_db(heard) > -40, "the caregiver was not heard"
-    # Opus, and the gaps a loaded machine leaves, smear the peak by a few Hz; 1 % still tells it from 440 or 660.
-    assert dominant_frequency(heard) == pytest.approx(CAREGIVER_TONE_HZ, rel=0.01)
+    # On a loaded machine the sound comes with gaps (the player late, packets concealed): judged
+    # piece by piece (burst_frequency), the tone is still the caregiver's, not 440 or 660.
+    assert burst_frequency(heard, 100, 2000) == pytest.approx(CAREGIVER_TONE_HZ, abs=3)
