@@ -6,13 +6,16 @@ Everything is driven the way logistics and support staff drive it: through the
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiosk.server import cli as server_cli
 from kiosk.server.app import Server
 from kiosk.server.console_api import make_provisioning_files
 from kiosk.server.store import Store
@@ -43,6 +47,43 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+_CLI_IN_PROCESS = threading.Lock()  # it swaps this process's stdin, stdout and stderr
+
+
+def kiosk_server_cli(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``kiosk-server *args`` as staff run it (its parser, its code, its output and exit code),
+    run in this process instead of a new one.
+
+    The tests poll the server's state through its CLI (a command's state, the device list, a
+    roll-out) every 0.1-1 s while a unit boots or a call runs. A new Python importing the
+    server costs ~2 CPU-seconds (4 s at a load of 5), so every wait kept a core busy importing,
+    starving the units and calls under test (three call tests lost media on a loaded CI
+    machine); in this process, where the server's modules are loaded once, a call costs
+    20-100 ms. The console script itself is run as a process by the tests of its own
+    (tests/server/test_migrate.py, tests/e2e/test_backup.py) and by every ``serve``."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with _CLI_IN_PROCESS:
+        umask = os.umask(0o077)  # main() sets the CLI's own; this process gets its own back after
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                sys.stdin, real_stdin = io.StringIO(stdin or ""), sys.stdin
+                try:
+                    server_cli.main(list(args))
+                finally:
+                    sys.stdin = real_stdin
+        except SystemExit as exc:  # argparse's usage errors (2), fail()'s (1), an explicit exit
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                err.write(exc.code + "\n")
+        finally:
+            os.umask(umask)
+    proc = subprocess.CompletedProcess(["kiosk-server", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"kiosk-server {' '.join(args)} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
 
 
 def port_open(port: int) -> bool:
@@ -116,7 +157,7 @@ class ServerProcess:
         return Store.in_directory(self.data, database=self.database)
 
     def cli(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return run(BIN / "kiosk-server", *args, "--data", self.data, *self.database_args, check=check, stdin=stdin)
+        return kiosk_server_cli(*args, "--data", str(self.data), *self.database_args, check=check, stdin=stdin)
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)

@@ -119,9 +119,16 @@ STATS_JS = """async () => {
 
 
 def _media_flows(page: Any) -> dict[str, Any]:
-    return dict(wait_until(lambda: (s := page.evaluate(STATS_JS))["videoIn"] > 15 and s["audioIn"] > 20
-                           and s["videoOut"] > 15 and s["audioOut"] > 20 and s, 30, 0.5,
-                           what="video and audio flowing both ways in the browser"))
+    seen: dict[str, Any] = {}
+
+    def flowing() -> dict[str, Any] | None:
+        seen.update(page.evaluate(STATS_JS))
+        both_ways = seen["videoIn"] > 15 and seen["audioIn"] > 20 and seen["videoOut"] > 15 and seen["audioOut"] > 20
+        return dict(seen) if both_ways else None
+    try:
+        return dict(wait_until(flowing, 30, 0.5, what="video and audio flowing both ways in the browser"))
+    except AssertionError as exc:  # which way stopped, and how far it got
+        raise AssertionError(f"{exc}; the page's counters last: {seen}") from None
 
 
 def _record(server: ServerProcess, reason: str) -> dict[str, Any]:
