@@ -15,11 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
 
 
-_CLI_IN_PROCESS = threading.Lock()  # it swaps this process's stdin, stdout and stderr
+#: One thread runs them, one at a time: a call swaps this process's stdin, stdout and stderr,
+#: and its own thread has no event loop (the store refuses a blocking call on a loop's thread,
+#: and async tests and Playwright's sync API run one on theirs).
+_CLI_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-server-cli")
 
 
 def kiosk_server_cli(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,31 +62,34 @@ def kiosk_server_cli(*args: str, check: bool = True, stdin: str | None = None) -
     The tests poll the server's state through its CLI (a command's state, the device list, a
     roll-out) every 0.1-1 s while a unit boots or a call runs. A new Python importing the
     server costs ~2 CPU-seconds (4 s at a load of 5), so every wait kept a core busy importing,
-    starving the units and calls under test (three call tests lost media on a loaded CI
-    machine); in this process, where the server's modules are loaded once, a call costs
+    starving the units and calls under test (five call tests lost media in a fresh-clone
+    run); in this process, where the server's modules are loaded once, a call costs
     20-100 ms. The console script itself is run as a process by the tests of its own
     (tests/server/test_migrate.py, tests/e2e/test_backup.py) and by every ``serve``."""
+    proc = _CLI_THREAD.submit(_run_server_cli, list(args), stdin or "").result()
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kiosk-server {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _run_server_cli(args: list[str], stdin: str) -> subprocess.CompletedProcess[str]:
     out, err = io.StringIO(), io.StringIO()
     code = 0
-    with _CLI_IN_PROCESS:
-        umask = os.umask(0o077)  # main() sets the CLI's own; this process gets its own back after
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                sys.stdin, real_stdin = io.StringIO(stdin or ""), sys.stdin
-                try:
-                    server_cli.main(list(args))
-                finally:
-                    sys.stdin = real_stdin
-        except SystemExit as exc:  # argparse's usage errors (2), fail()'s (1), an explicit exit
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if isinstance(exc.code, str):
-                err.write(exc.code + "\n")
-        finally:
-            os.umask(umask)
-    proc = subprocess.CompletedProcess(["kiosk-server", *args], code, out.getvalue(), err.getvalue())
-    if check and code != 0:
-        raise AssertionError(f"kiosk-server {' '.join(args)} failed ({code}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    umask = os.umask(0o077)  # main() sets the CLI's own; this process gets its own back after
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            sys.stdin, real_stdin = io.StringIO(stdin), sys.stdin
+            try:
+                server_cli.main(args)
+            finally:
+                sys.stdin = real_stdin
+    except SystemExit as exc:  # argparse's usage errors (2), fail()'s (1), an explicit exit
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            err.write(exc.code + "\n")
+    finally:
+        os.umask(umask)
+    return subprocess.CompletedProcess(["kiosk-server", *args], code, out.getvalue(), err.getvalue())
 
 
 def port_open(port: int) -> bool:
