@@ -1,7 +1,9 @@
 """Real processes for end-to-end tests: a municipality server and device agents on loopback.
 
 Everything is driven the way logistics and support staff drive it: through the
-``kiosk-server`` and ``kiosk-agent`` commands, and the console's HTTP API.
+``kiosk-server`` and ``kiosk-agent`` commands, and the console's HTTP API. The server
+runs as its own process; its administrative commands run in the test's process
+(:func:`kiosk_server_cli`: the same parser and code, without a new Python for every look).
 """
 
 from __future__ import annotations

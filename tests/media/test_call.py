@@ -56,7 +56,9 @@ async def test_video_and_audio_flow_both_ways_and_quality_is_measured(
     assert quality.frames_decoded >= 45 and quality.freezes == 0
     assert quality.packets_received > 100 and quality.loss_fraction < 0.01
     assert quality.bitrate_received_bps > 100_000 and quality.bitrate_sent_bps > 100_000
-    assert quality.round_trip_time_ms is not None and quality.round_trip_time_ms < 100
+    # Loopback: a few ms on a quiet machine. Both peers share this process's event loop, whose lag
+    # is in every report's turnaround: 148 and 327 ms were measured in fresh-clone runs at load 5-19.
+    assert quality.round_trip_time_ms is not None and 0 < quality.round_trip_time_ms < 1000
     for pc in (a, b):  # the video above was encoded in each side's capture thread, aiortc only packed it
         encoder = next(getattr(s, "_RTCRtpSender__encoder") for s in pc.getSenders()  # noqa: B009 - private in aiortc
                        if s.kind == "video")
