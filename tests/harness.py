@@ -64,9 +64,9 @@ def kiosk_server_cli(*args: str, check: bool = True, stdin: str | None = None) -
     The tests poll the server's state through its CLI (a command's state, the device list, a
     roll-out) every 0.1-1 s while a unit boots or a call runs. A new Python importing the
     server costs ~2 CPU-seconds (4 s at a load of 5), so every wait kept a core busy importing,
-    starving the units and calls under test (five call tests lost media in a fresh-clone
+    starving the units and calls under test (five call tests failed in a fresh-clone
     run); in this process, where the server's modules are loaded once, a call costs
-    20-100 ms. The console script itself is run as a process by the tests of its own
+    20-130 ms. The console script itself is run as a process by the tests of its own
     (tests/server/test_migrate.py, tests/e2e/test_backup.py) and by every ``serve``."""
     proc = _CLI_THREAD.submit(_run_server_cli, list(args), stdin or "").result()
     if check and proc.returncode != 0:
