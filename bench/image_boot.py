@@ -29,7 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.harness import ServerProcess, wait_until
-from tests.image.test_boot import JOURNAL_TO_SERIAL, make_unit, set_kernel_args, wait_for_the_ready_screen
+from tests.image.test_boot import wait_for_the_ready_screen
+from tests.image.unit import JOURNAL_TO_SERIAL, make_unit, set_kernel_args
 from tests.image.vm import SERVER_IN_GUEST, Vm, kvm_usable
 
 STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]", re.M)

@@ -66,6 +66,18 @@ class Swtpm:
         return subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", timeout=60,
                               env={**os.environ, "TPM2TOOLS_TCTI": self.tcti})
 
+    def nv_indices_between_boots(self) -> list[str]:
+        """A VM's TPM looked at from outside while the VM is off; then a VM's TPM again."""
+        assert self.for_qemu
+        self.stop()
+        self.for_qemu = False
+        try:
+            return self.start().nv_indices()
+        finally:
+            self.stop()
+            self.for_qemu = True
+            self.start()
+
     def nv_indices(self) -> list[str]:
         out = self.tools("tpm2_getcap", "handles-nv-index")
         assert out.returncode == 0, out.stderr

@@ -59,6 +59,10 @@ try {
   for (const [role, step] of Object.entries(JOURNEYS)) {
     const context = await browser.createBrowserContext();  // a fresh cookie jar per person
     const page = await context.newPage();
+    // puppeteer's 30 s per step is too short beside the rest of the suite (a logged-in search
+    // once took longer at load ~19); a page that never comes still fails, at two minutes
+    page.setDefaultTimeout(120_000);
+    page.setDefaultNavigationTimeout(120_000);
     await page.setViewport({ width: 1280, height: 900 });
     try {
       await page.goto(`${console_}/`);

@@ -1,6 +1,7 @@
-"""The image under test, built once per test run for every module that boots or updates it.
+"""The image under test, built once per test run, and the one unit that lives through the
+image tests' story.
 
-A fixture here, not in one test module imported by another: an imported session fixture is
+Fixtures here, not in one test module imported by another: an imported session fixture is
 a second definition, and pytest ran the 8-17 minute build twice (once for test_boot.py, once
 for test_update.py)."""
 
@@ -10,9 +11,27 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from kiosk.image import gpt
+from tests import swtpm
+from tests.harness import ServerProcess, free_port, wait_until
+from tests.image.unit import (
+    BOOT_TIMEOUT,
+    ENROLLMENT_HELD,
+    devices,
+    failpoint_args,
+    make_unit,
+    set_kernel_args,
+    sha256_range,
+    wait_online,
+)
+from tests.image.vm import SERVER_IN_GUEST, Vm
 
 #: Where a run's image manifests are kept (the build's package list, for a look afterwards).
 ARTIFACTS = Path(os.environ.get("KIOSK_IMAGE_ARTIFACTS", "/var/tmp/kiosk-image-test"))
@@ -31,3 +50,49 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for manifest in out.glob("*.manifest.json"):
         shutil.copy(manifest, ARTIFACTS / manifest.name)
     return out / "skaermbesoeg-kiosk-amd64.img"
+
+
+@pytest.fixture(scope="session")
+def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One amd64 unit for the boot tests, then the update story: an emulated boot costs minutes
+    of a shared machine's CPU, so every boot serves several checks, in this order:
+
+    1. the first boot's enrollment is cut off by a pulled plug once its request is out (the
+       agent holds at its fail point ``enroll:request-sent``): the server has enrolled the
+       unit, the unit never read the answer;
+    2. the second boot finishes that enrollment; the unit is online (the fixture's yield).
+       From here its wipes stop at the fail point ``wipe:key-destroyed``, for test_boot.py's
+       power cut in the middle of a wipe (whose next boot runs as built again);
+    3. test_update.py's boots, on the same disk.
+
+    A PC with a TPM (swtpm): the unit keeps the citizen data's key-encryption key there."""
+    work = tmp_path_factory.mktemp("unit")
+    # DEBUG: the server says how many bytes of a bundle each range request cost (test_update.py)
+    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST,
+                                                        "--log-level", "DEBUG"]).start()
+    disk = make_unit(built_image, work, server)
+    root_a = gpt.find(disk, "root_a")
+    root_before = sha256_range(disk, root_a.offset, root_a.size)
+    stick = work / "stick.img"
+    subprocess.run(["mkfs.vfat", "-C", "-n", "STICK", str(stick), "8192"], check=True, capture_output=True)
+    set_kernel_args(disk, work, failpoint_args("enroll:request-sent=hold"))
+    tpm = swtpm.Swtpm(work / "tpm", for_qemu=True).start() if swtpm.available() else None
+    vm = Vm(disk, work, server.device_port, ssh_probe_port=free_port(), tpm_ctrl=tpm.ctrl if tpm else None)
+    try:
+        vm.start()
+        wait_until(lambda: ENROLLMENT_HELD in vm.serial(), BOOT_TIMEOUT, 0.5,
+                   what="the first boot's enrollment to reach its fail point")
+        # the request is out: the server enrolls the unit, whose agent never reads the answer
+        enrolled = wait_until(lambda: devices(server), 120, 0.5, what="the server to enroll the unit")
+        vm.pull_the_plug()
+        set_kernel_args(disk, work, failpoint_args("wipe:key-destroyed=hold"))
+        vm.start()
+        device_id = wait_online(server, vm)
+        yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id, "work": work, "stick": stick,
+               "root_a": root_a, "root_before": root_before, "online_after": time.monotonic() - vm.started_at,
+               "enrolled_before_the_cut": enrolled, "tpm": tpm}
+    finally:
+        vm.stop()
+        if tpm:
+            tpm.stop()
+        server.stop()

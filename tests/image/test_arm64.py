@@ -35,8 +35,8 @@ import pytest
 from kiosk.image import bootcfg, gpt, layout
 from kiosk.protocol import provisioning
 from tests.harness import ServerProcess, wait_until
-from tests.image.test_boot import _mtools, diagnostics, make_unit, wait_online
 from tests.image.test_uboot_counting import counters
+from tests.image.unit import diagnostics, make_unit, mtools, wait_online
 from tests.image.vm import SERVER_IN_GUEST, UBOOT_QEMU_ARM64, Vm
 
 WANTED = os.environ.get("KIOSK_IMAGE_ARM64", "")
@@ -82,12 +82,12 @@ def test_the_config_partition_carries_the_pis_boot_stage_and_the_root_does_not(a
     firmware, config.txt handing over to U-Boot, U-Boot, the device trees. Not booted here
     (QEMU has no Pi that boots from a disk), so checked as files."""
     config = f"{arm64_image}@@{gpt.find(arm64_image, 'config').offset}"
-    names = {line.rsplit("/", 1)[-1] for line in _mtools("mdir", "-b", "-i", config, "::/").decode().split()}
+    names = {line.rsplit("/", 1)[-1] for line in mtools("mdir", "-b", "-i", config, "::/").decode().split()}
     assert {"start4.elf", "fixup4.dat", "u-boot.bin", "config.txt", "boot.scr", "bcm2711-rpi-4-b.dtb",
             "bcm2712-rpi-5-b.dtb"} <= names, names
-    config_txt = _mtools("mtype", "-i", config, "::/config.txt").decode()
+    config_txt = mtools("mtype", "-i", config, "::/config.txt").decode()
     assert "kernel=u-boot.bin" in config_txt and "arm_64bit=1" in config_txt, config_txt
-    start4 = _mtools("mtype", "-i", config, "::/start4.elf")
+    start4 = mtools("mtype", "-i", config, "::/start4.elf")
     assert start4[:4] == b"\x7fELF" and len(start4) > 1_000_000  # the VideoCore firmware itself
     manifest = json.loads(arm64_image.with_name(arm64_image.name.removesuffix(".img") + ".manifest.json")
                           .read_text())

@@ -1,6 +1,8 @@
 """Signed A/B updates of the amd64 image, booted in QEMU (TCG here: minutes per boot).
 
-One unit lives through the whole story, in this order, so each boot serves several checks:
+The unit is the one test_boot.py checked (tests/image/conftest.py: ``unit``, enrolled,
+online, wiped). It lives through the whole story, in this order, so each boot serves several
+checks:
   1. a bundle signed by another CA is refused, nothing written to the other slot;
   2. an older bundle is refused (anti-rollback); neither refusal needs a reboot;
   3. a roll-out of a newer release: the plug is pulled while RAUC writes slot B; slot A
@@ -26,7 +28,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,8 @@ from kiosk.server import rollout
 from tests.harness import ServerProcess, wait_until
 from tests.image import releases, small
 from tests.image.releases import later, manifest_of
-from tests.image.test_boot import (
-    devices,
-    make_unit,
-    sha256_range,
-    wait_online,
-)
-from tests.image.vm import OVMF_CODE, SERVER_IN_GUEST, Vm
+from tests.image.unit import devices, sha256_range
+from tests.image.vm import OVMF_CODE, Vm
 
 pytestmark = [
     pytest.mark.image, pytest.mark.slow, pytest.mark.timeout(3600),
@@ -126,23 +122,13 @@ def versions(server: ServerProcess, device_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def unit(unit: dict[str, Any]) -> dict[str, Any]:
+    """The image tests' one unit (tests/image/conftest.py), through test_boot.py's checks if
+    they ran, online on slot A and given to a citizen, whose assignment must come along."""
     if not (UPDATE_KEYS / rauc.CA_CERT).exists():
         pytest.skip(f"the image under test trusts the update CA in {UPDATE_KEYS}, which holds no keys")
-    work = tmp_path_factory.mktemp("update-unit")
-    # DEBUG: the server says how many bytes of a bundle each range request cost (served_bytes)
-    server = ServerProcess(work / "server", extra_args=["--server-name", SERVER_IN_GUEST,
-                                                        "--log-level", "DEBUG"]).start()
-    disk = make_unit(built_image, work, server, grow_mib=256)
-    vm = Vm(disk, work, server.device_port).start()
-    try:
-        device_id = wait_online(server, vm, BOOT)
-        print(f"power on -> online: {time.monotonic() - vm.started_at:.0f} s")
-        server.add_citizen("Karen Jensen", device_id)
-        yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id, "work": work}
-    finally:
-        vm.stop()
-        server.stop()
+    unit["server"].add_citizen("Jens Hansen", unit["device_id"])
+    return unit
 
 
 def root_b_digest(disk: Path) -> str:
