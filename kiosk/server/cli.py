@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--console-https", action="store_true", help="HTTPS on the console even on loopback")
     sp.add_argument("--municipality", default="Demo Kommune", help="only used when DIR is new")
     sp.add_argument("--server-name", action="append", help="only used when DIR is new (repeat)")
-    sp.add_argument("--log-level", default="INFO")
+    sp.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                    help="for the server's own messages; libraries never log below INFO")
     sp.add_argument("--nats", metavar="URL", default=os.environ.get("KIOSK_NATS"),
                     help="nats://HOST:PORT: work as one of several processes on one PostgreSQL database "
                          "(default: $KIOSK_NATS; unset: this process works alone)")
@@ -420,7 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     os.umask(0o077)  # keys, database and provisioning files are for the server's owner only
     args = _parser().parse_args(argv)
     if args.cmd == "serve":
-        logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Libraries at INFO at the most: their DEBUG lines carry statements with their parameters
+        # (personal data) and SDPs (addresses); aiosqlite's alone were 56,000 lines in 10 minutes.
+        own = logging.getLevelName(args.log_level)
+        logging.basicConfig(level=max(own, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("kiosk").setLevel(own)
         asyncio.run(_serve(args))
         return
     if args.cmd == "restore":  # before anything is created in the data directory

@@ -5,8 +5,8 @@ that truly is another release: its root says the new version (``/usr/lib/os-rele
 refuses anything older (RAUC's ``min-bundle-version``), its boot files name the new root's
 verity hash. So the built root is taken as it is (loop-mounted read-only, copied with its
 owners, modes and extended attributes), those two files are stamped again exactly as the
-build stamps them, and the root is packed again with the build's own erofs + verity step
-(a quicker lz4hc level than the build's: a slightly larger root, made in a fraction of the time).
+build stamps them, and the root is packed again with the build's own erofs + verity step,
+at the build's own level (so that, like a real next release, it shares most blocks).
 
 A release whose slot fails its health check is the same root with one change to its boot
 files: kernel arguments that keep the screen app from starting.
