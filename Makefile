@@ -35,7 +35,7 @@ test-image-arm64: setup
 	@KIOSK_IMAGE_ARM64=$${KIOSK_IMAGE_ARM64:-1} $(PY) -m pytest -q -p no:cacheprovider tests/image/test_arm64.py
 
 # Signed A/B updates booted in QEMU, alone (`make test` runs them with the other image tests):
-# one image build, two bundles re-packed from its root, one unit through five emulated boots
-# (docs/benchmarks.md "Updates": its time under TCG here).
+# one image build, two bundles re-packed from its root, one unit through six emulated boots
+# (its own two, tests/image/conftest.py, then the story's four; docs/benchmarks.md "Updates").
 test-image-update: setup
 	@$(PY) -m pytest -q -p no:cacheprovider tests/image/test_update.py

@@ -18,7 +18,7 @@ higher version stamped in (tests/image/releases.py); the failing one is that roo
 boot files keeping the screen app from starting. Both installs are adaptive (RAUC's
 block-hash index): the unit fetches only the blocks neither slot holds, and the test prints
 how many bytes that was. KIOSK_TEST_IMAGE reuses a built image; `make test-image-update`
-runs this module alone. About 18-20 minutes on a quiet 2-core machine under TCG.
+runs this module alone (then the unit's own two boots come first: conftest.py).
 """
 
 from __future__ import annotations
