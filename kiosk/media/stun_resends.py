@@ -20,7 +20,8 @@ Two remedies, both in aioice's own terms and leaving its timers as they are:
   triggered check here; aioice leaves the pair to its back-off). The peer's check getting
   through is the news that the path now works both ways: typically our TURN permission
   arrived late (a lost ChannelBind), after which the peer's check was waiting up to 2 s for
-  its next retransmission.
+  its next retransmission. It also keeps consent to send (RFC 7675) as the RFC has it: see
+  :meth:`PromptConnection.query_consent`.
 
 :func:`install_prompt_stun` makes aioice and aiortc build these classes (the names
 ``Transaction`` in ``aioice.stun`` and ``Connection`` in ``aiortc.rtcicetransport``, as
@@ -31,15 +32,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import random
 from typing import Final
 
 import aiortc.rtcicetransport
 from aioice import Connection, stun, turn
 from aioice.ice import StunProtocol
 
-__all__ = ["EARLY_PACE", "EARLY_SPAN", "PromptConnection", "PromptTransaction", "early_copies",
-           "install_prompt_stun", "uninstall_prompt_stun"]
+__all__ = ["CONSENT_INTERVAL", "CONSENT_RESENDS", "CONSENT_TIMEOUT", "EARLY_PACE", "EARLY_SPAN",
+           "PromptConnection", "PromptTransaction", "early_copies", "install_prompt_stun", "uninstall_prompt_stun"]
+
+log = logging.getLogger("kiosk.media.stun")
 
 #: An unanswered request is copied this often: under a 300 ms round trip, so a lost datagram
 #: is repaired before aioice's first retransmission (0.5 s) would be.
@@ -47,6 +52,13 @@ EARLY_PACE: Final = 0.25
 #: ... for this long after its first send; beyond, aioice's doubling alone (a link that lost
 #: eight copies in a row is out, not lossy, and copies would only add to its queue).
 EARLY_SPAN: Final = 2.0
+
+#: RFC 7675: consent to send lasts this long after the last answered check ...
+CONSENT_TIMEOUT: Final = 30.0
+#: ... and a check goes every this many seconds (randomised by ±20 %), as in aioice.
+CONSENT_INTERVAL: Final = 5.0
+#: A check is sent again at 0.5, 1.5 and 3.5 s while unanswered, and waits 7.5 s in all.
+CONSENT_RESENDS: Final = 3
 
 #: aioice's own, for :func:`uninstall_prompt_stun` (the name is rebound by :func:`install_prompt_stun`).
 _AioiceTransaction: Final = stun.Transaction
@@ -118,7 +130,37 @@ class PromptTransaction(stun.Transaction):
 
 class PromptConnection(Connection):
     """aioice's ICE connection, re-sending our unanswered check on a pair the peer's check
-    just came in on (see module doc)."""
+    just came in on (see module doc), and keeping consent as RFC 7675 has it."""
+
+    consent_interval: float = CONSENT_INTERVAL
+    consent_timeout: float = CONSENT_TIMEOUT
+    consent_resends: int = CONSENT_RESENDS
+
+    async def query_consent(self) -> None:
+        """Consent freshness (RFC 7675): a check every 5 s, sent again while unanswered, and
+        consent lost only when no check has been answered for 30 s.
+
+        aioice sends each check once, counts it failed if no answer came within 0.5 s, and
+        closes the connection after six such in a row. So a round trip over 0.5 s for half a
+        minute (a 4G uplink's full queue), or a peer whose process could not answer within
+        0.5 s for as long (a loaded machine), ended calls whose media was flowing all along:
+        a call on a loaded test machine ended "connection_lost" this way mid-call."""
+        assert self.remote_password is not None  # checks start once connect() has it
+        key = self.remote_password.encode("utf8")
+        loop = asyncio.get_running_loop()
+        answered_at = loop.time()
+        while True:
+            await asyncio.sleep(self.consent_interval * (0.8 + 0.4 * random.random()))
+            for pair in list(self._nominated.values()):
+                with contextlib.suppress(stun.TransactionError):
+                    await pair.protocol.request(self.build_request(pair, nominate=False), pair.remote_addr,
+                                                integrity_key=key, retransmissions=self.consent_resends)
+                    answered_at = loop.time()
+            if loop.time() - answered_at >= self.consent_timeout:
+                log.info("consent to send expired: no check answered for %.0f s", loop.time() - answered_at)
+                self._query_consent_task = None  # close() would cancel this very task
+                await self.close()
+                return
 
     def check_incoming(self, message: stun.Message, addr: tuple[str, int], protocol: StunProtocol) -> None:
         super().check_incoming(message, addr, protocol)

@@ -20,17 +20,8 @@ import pytest
 
 from kiosk.image import gpt
 from tests import swtpm
-from tests.harness import ServerProcess, free_port, wait_until
-from tests.image.unit import (
-    BOOT_TIMEOUT,
-    ENROLLMENT_HELD,
-    devices,
-    failpoint_args,
-    make_unit,
-    set_kernel_args,
-    sha256_range,
-    wait_online,
-)
+from tests.harness import ServerProcess, free_port
+from tests.image.unit import failpoint_args, make_unit, set_kernel_args, sha256_range, wait_online
 from tests.image.vm import SERVER_IN_GUEST, Vm
 
 #: Where a run's image manifests are kept (the build's package list, for a look afterwards).
@@ -55,15 +46,12 @@ def built_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One amd64 unit for the boot tests, then the update story: an emulated boot costs minutes
-    of a shared machine's CPU, so every boot serves several checks, in this order:
-
-    1. the first boot's enrollment is cut off by a pulled plug once its request is out (the
-       agent holds at its fail point ``enroll:request-sent``): the server has enrolled the
-       unit, the unit never read the answer;
-    2. the second boot finishes that enrollment; the unit is online (the fixture's yield).
-       From here its wipes stop at the fail point ``wipe:key-destroyed``, for test_boot.py's
-       power cut in the middle of a wipe (whose next boot runs as built again);
-    3. test_update.py's boots, on the same disk.
+    of a shared machine's CPU, so every boot serves several checks. Online after its first
+    boot (the fixture's yield); from there its wipes stop at the fail point
+    ``wipe:key-destroyed``, for test_boot.py's power cut in the middle of a wipe (whose next
+    boot runs as built again); then test_update.py's boots, on the same disk. A power cut in
+    the middle of the enrollment is the agent's (tests/e2e/test_enrollment_faults.py), not
+    booted here: a boot more was minutes more of CI.
 
     A PC with a TPM (swtpm): the unit keeps the citizen data's key-encryption key there."""
     work = tmp_path_factory.mktemp("unit")
@@ -75,22 +63,15 @@ def unit(built_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     root_before = sha256_range(disk, root_a.offset, root_a.size)
     stick = work / "stick.img"
     subprocess.run(["mkfs.vfat", "-C", "-n", "STICK", str(stick), "8192"], check=True, capture_output=True)
-    set_kernel_args(disk, work, failpoint_args("enroll:request-sent=hold"))
+    set_kernel_args(disk, work, failpoint_args("wipe:key-destroyed=hold"))
     tpm = swtpm.Swtpm(work / "tpm", for_qemu=True).start() if swtpm.available() else None
     vm = Vm(disk, work, server.device_port, ssh_probe_port=free_port(), tpm_ctrl=tpm.ctrl if tpm else None)
     try:
         vm.start()
-        wait_until(lambda: ENROLLMENT_HELD in vm.serial(), BOOT_TIMEOUT, 0.5,
-                   what="the first boot's enrollment to reach its fail point")
-        # the request is out: the server enrolls the unit, whose agent never reads the answer
-        enrolled = wait_until(lambda: devices(server), 120, 0.5, what="the server to enroll the unit")
-        vm.pull_the_plug()
-        set_kernel_args(disk, work, failpoint_args("wipe:key-destroyed=hold"))
-        vm.start()
         device_id = wait_online(server, vm)
         yield {"server": server, "vm": vm, "disk": disk, "device_id": device_id, "work": work, "stick": stick,
                "root_a": root_a, "root_before": root_before, "online_after": time.monotonic() - vm.started_at,
-               "enrolled_before_the_cut": enrolled, "tpm": tpm}
+               "tpm": tpm}
     finally:
         vm.stop()
         if tpm:

@@ -141,16 +141,6 @@ def test_a_usb_stick_plugged_in_is_not_even_read(unit: dict[str, Any]) -> None:
     assert stats["stats"]["rd_operations"] == 0, stats["stats"]
 
 
-def test_the_first_boots_enrollment_cut_off_by_a_power_cut_is_finished_at_the_next_boot(
-        unit: dict[str, Any]) -> None:
-    """The power was cut once the server had enrolled the unit and before the unit had the
-    answer (the fixture ``unit``): at the next boot the unit finished the same enrollment,
-    with the same identity, enrolled once, and came online."""
-    enrolled = unit["enrolled_before_the_cut"]
-    assert len(enrolled) == 1 and not enrolled[0]["online"], enrolled
-    assert [d["id"] for d in devices(unit["server"])] == [enrolled[0]["id"]] == [unit["device_id"]]
-
-
 def test_a_power_cut_in_the_middle_of_a_wipe_is_finished_at_the_next_boot(unit: dict[str, Any]) -> None:
     """The wipe stops at its fail point, the key destroyed and the data not yet deleted (the
     agent says so on the serial line, and holds there); the power is cut at that moment. With

@@ -20,7 +20,6 @@ GUEST_URL = f"https://{SERVER_IN_GUEST}:{SERVER_PORT_IN_GUEST}"
 BOOT_TIMEOUT = 600  # KVM boots in seconds; TCG on a loaded machine takes minutes (up to 6 seen)
 #: Journal lines go to the serial console, so a fail point's hit can be seen from outside.
 JOURNAL_TO_SERIAL = "systemd.journald.forward_to_console=1"
-ENROLLMENT_HELD = "kiosk failpoint enroll:request-sent: hold"
 WIPE_HELD = "kiosk failpoint wipe:key-destroyed: hold"
 
 

@@ -54,7 +54,9 @@ async def test_video_and_audio_flow_both_ways_and_quality_is_measured(
         await asyncio.sleep(0.25)
         quality = await measure(a, received["a"].video_frames, started)
     assert quality.frames_decoded >= 45 and quality.freezes == 0
-    assert quality.packets_received > 100 and quality.loss_fraction < 0.01
+    # Loopback loses nothing on a quiet machine; beside the rest of the suite this process's loop
+    # stalls, and datagrams that find its socket's buffer full are lost (1.7 % seen at load 8).
+    assert quality.packets_received > 100 and 0 <= quality.loss_fraction < 0.05
     assert quality.bitrate_received_bps > 100_000 and quality.bitrate_sent_bps > 100_000
     # Loopback: a few ms on a quiet machine. Both peers share this process's event loop, whose lag
     # is in every report's turnaround: 148 and 327 ms were measured in fresh-clone runs at load 5-19.

@@ -138,6 +138,20 @@ class DropFirstCheckResponse:
         return getattr(self.inner, name)
 
 
+async def introduced(kind: type[Connection]) -> tuple[Connection, Connection]:
+    """A controlling and a controlled ICE connection on 127.0.0.1, each told the other's
+    credentials and candidates, neither connected yet."""
+    controlling, controlled = kind(ice_controlling=True, use_ipv6=False), kind(ice_controlling=False, use_ipv6=False)
+    with loopback_only():
+        await asyncio.gather(controlling.gather_candidates(), controlled.gather_candidates())
+    for near, far in ((controlling, controlled), (controlled, controlling)):
+        near.remote_username, near.remote_password = far.local_username, far.local_password
+        for candidate in far.local_candidates:
+            await near.add_remote_candidate(candidate)
+        await near.add_remote_candidate(None)
+    return controlling, controlled
+
+
 async def controlled_check_time(kind: type[Connection]) -> float:
     """The controlled side starts checking, its first check's answer is lost, the controlling
     side starts 0.1 s later: seconds until the controlled side is connected."""
@@ -146,19 +160,12 @@ async def controlled_check_time(kind: type[Connection]) -> float:
         copies_at = ()
 
     stun.Transaction = NoCopies  # type: ignore[misc]
-    controlling, controlled = kind(ice_controlling=True, use_ipv6=False), kind(ice_controlling=False, use_ipv6=False)
+    controlling, controlled = await introduced(kind)
     try:
-        with loopback_only():
-            await asyncio.gather(controlling.gather_candidates(), controlled.gather_candidates())
         protocol = controlling._protocols[0]
         assert isinstance(protocol, StunProtocol)
         dropper = DropFirstCheckResponse(protocol.transport)
         protocol.transport = dropper  # type: ignore[assignment]
-        for near, far in ((controlling, controlled), (controlled, controlling)):
-            near.remote_username, near.remote_password = far.local_username, far.local_password
-            for candidate in far.local_candidates:
-                await near.add_remote_candidate(candidate)
-            await near.add_remote_candidate(None)
         started = time.monotonic()
         checking = asyncio.ensure_future(controlled.connect())
         await asyncio.sleep(0.1)
@@ -195,3 +202,61 @@ async def test_turn_over_tcp_gets_no_copies() -> None:
     udp = turn.TurnClientUdpProtocol(("127.0.0.1", 3478), None, None, lifetime=600, channel_refresh_time=500)
     assert PromptTransaction(request, ("127.0.0.1", 3478), tcp)._copies == ()
     assert PromptTransaction(request, ("127.0.0.1", 3478), udp)._copies == early_copies()
+
+
+class LateAnswers:
+    """A UDP transport whose ICE check answers go out ``delay`` seconds late (None: never)."""
+
+    def __init__(self, inner: asyncio.DatagramTransport, delay: float | None) -> None:
+        self.inner, self.delay = inner, delay
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        if data[0] == 0x01 and data[1] == 0x01:  # Binding success response
+            if self.delay is not None:
+                asyncio.get_running_loop().call_later(self.delay, self.inner.sendto, data, addr)
+            return
+        self.inner.sendto(data, addr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class QuickConsent(PromptConnection):
+    """Ours, on a test's time scale: a check every 0.2 s, sent at 0, 0.5 and 1.5 s (answered by
+    3.5 s), consent lost after 3 s without an answer."""
+
+    consent_interval = 0.2
+    consent_timeout = 3.0
+    consent_resends = 2
+
+
+async def open_after(kind: type[Connection], delay: float | None, seconds: float) -> bool:
+    """Two connected ICE connections whose check answers come ``delay`` seconds late (None:
+    never): is the controlled one still open ``seconds`` later?"""
+    controlling, controlled = await introduced(kind)
+    try:
+        await asyncio.wait_for(asyncio.gather(controlling.connect(), controlled.connect()), 10)
+        for connection in (controlling, controlled):
+            protocol = connection._protocols[0]
+            assert isinstance(protocol, StunProtocol)
+            protocol.transport = LateAnswers(protocol.transport, delay)  # type: ignore[assignment]
+        await asyncio.sleep(seconds)
+        return not controlled._closed
+    finally:
+        await asyncio.gather(controlling.close(), controlled.close())
+
+
+async def test_consent_holds_while_every_check_is_answered_late() -> None:
+    # 0.8 s: a round trip over 4G with a full uplink queue, or a peer whose process is starved
+    assert await open_after(QuickConsent, delay=0.8, seconds=6.0)
+
+
+async def test_aioices_own_consent_drops_that_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same, with aioice's checks (one send, 0.5 s to answer, six failures) every 0.2 s
+    monkeypatch.setattr("aioice.ice.CONSENT_INTERVAL", 0.2)
+    assert not await open_after(Connection, delay=0.8, seconds=6.0)
+
+
+async def test_consent_expires_when_no_check_is_answered() -> None:
+    assert await open_after(QuickConsent, delay=None, seconds=2.5)  # not before its 3 s
+    assert not await open_after(QuickConsent, delay=None, seconds=6.0)
