@@ -41,7 +41,7 @@ from kiosk.server import rollout
 from tests.harness import ServerProcess, wait_until
 from tests.image import releases, small
 from tests.image.releases import later, manifest_of
-from tests.image.unit import devices, sha256_range
+from tests.image.unit import devices, diagnostics, sha256_range
 from tests.image.vm import OVMF_CODE, Vm
 
 pytestmark = [
@@ -118,8 +118,7 @@ def judged(server: ServerProcess, rollout_id: str) -> dict[str, Any]:
 
 
 def versions(server: ServerProcess, device_id: str) -> str:
-    view = server.wait_command(server.send(device_id, "diagnostics"), timeout=300)
-    return str({c["name"]: c for c in view["result"]["detail"]["checks"]}["versions"]["detail"])
+    return str(diagnostics(server, device_id)["versions"]["detail"])
 
 
 @pytest.fixture(scope="module")
